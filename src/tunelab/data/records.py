@@ -1,0 +1,25 @@
+"""The record: one example in tunelab's own field names, whatever the source called them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Record:
+    """One example. Sources map their columns onto these fields.
+
+    Alpaca-style data fills instruction/input/output; prompt/completion data fills
+    instruction (the prompt) and output (the completion); chat data fills messages, whose
+    last assistant turn is the completion.
+    """
+
+    instruction: str = ""
+    input: str = ""
+    output: str = ""
+    messages: list[dict[str, str]] | None = None
+    columns: dict[str, Any] = field(default_factory=dict)
+    """The original row, for custom format strings."""
+    origin: str = ""
+    """Where it came from, e.g. 'train.jsonl:12', for error messages."""

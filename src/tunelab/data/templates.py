@@ -1,0 +1,174 @@
+"""Prompt templates: turn a record (plus optional in-context shots) into prompt + completion.
+
+Templates return text; tokenisation happens separately (tokenize.py) and always tokenises the
+prompt and the completion apart, so the label boundary never depends on how a response marker
+tokenises inside a longer string.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tunelab.config import DataConfig
+from tunelab.data.records import Record
+from tunelab.errors import TunelabError
+
+ALPACA_WITH_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further "
+    "context. Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+)
+ALPACA_NO_INPUT = (
+    "Below is an instruction that describes a task. Write a response that appropriately "
+    "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
+)
+SHOT_SEPARATOR = "\n\n"
+
+
+@dataclass
+class Rendered:
+    prompt: str
+    completion: str
+    special_in_text: bool = False
+    """True when the text already holds the model's special tokens (chat templates), so the
+    tokenizer must not add its own."""
+
+
+class Template(Protocol):
+    name: str
+
+    def render(self, record: Record, shots: Sequence[Record] = ()) -> Rendered: ...
+
+
+def user_text(record: Record) -> str:
+    """The user-side text of a non-chat record: instruction, then input."""
+    parts = [p for p in (record.instruction, record.input) if p]
+    return "\n\n".join(parts)
+
+
+@dataclass
+class AlpacaTemplate:
+    """Alpaca's `### Instruction / ### Input / ### Response` format (with and without input)."""
+
+    name: str = "alpaca"
+
+    def prompt(self, record: Record) -> str:
+        _require_plain(record, self.name)
+        fmt = ALPACA_WITH_INPUT if record.input else ALPACA_NO_INPUT
+        return fmt.format(instruction=record.instruction, input=record.input)
+
+    def render(self, record: Record, shots: Sequence[Record] = ()) -> Rendered:
+        context = "".join(self.prompt(s) + s.output + SHOT_SEPARATOR for s in shots)
+        return Rendered(context + self.prompt(record), record.output)
+
+
+@dataclass
+class FormatTemplate:
+    """Custom Python format strings over the record's columns and tunelab's field names."""
+
+    prompt_format: str
+    completion_format: str = "{output}"
+    name: str = "format"
+
+    def __post_init__(self) -> None:
+        for option, text in (("prompt_format", self.prompt_format),
+                             ("completion_format", self.completion_format)):
+            try:
+                list(string.Formatter().parse(text))
+            except ValueError as err:
+                raise TunelabError(f"data.{option} {text!r}: {err}; escape braces as {{{{ }}}}") from None
+
+    def _fill(self, text: str, record: Record, option: str) -> str:
+        values: dict[str, Any] = dict(record.columns)
+        values.update(instruction=record.instruction, input=record.input, output=record.output)
+        try:
+            return text.format(**values)
+        except KeyError as err:
+            raise TunelabError(
+                f"data.{option}: field {err} is not in {record.origin or 'the record'} "
+                f"(fields: {', '.join(map(str, values))})"
+            ) from None
+
+    def render(self, record: Record, shots: Sequence[Record] = ()) -> Rendered:
+        _require_plain(record, self.name)
+        context = "".join(
+            self._fill(self.prompt_format, s, "prompt_format")
+            + self._fill(self.completion_format, s, "completion_format")
+            + SHOT_SEPARATOR
+            for s in shots
+        )
+        return Rendered(
+            context + self._fill(self.prompt_format, record, "prompt_format"),
+            self._fill(self.completion_format, record, "completion_format"),
+        )
+
+
+@dataclass
+class ChatTemplate:
+    """The tokenizer's own chat template; in-context shots become earlier turns."""
+
+    tokenizer: Any
+    system: str | None = None
+    name: str = "chat"
+
+    def __post_init__(self) -> None:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise TunelabError(
+                "data.template=chat: this tokenizer has no chat template; use alpaca or format"
+            )
+
+    def _messages(self, record: Record) -> list[dict[str, str]]:
+        if record.messages is not None:
+            return list(record.messages)
+        return [{"role": "user", "content": user_text(record)},
+                {"role": "assistant", "content": record.output}]
+
+    def render(self, record: Record, shots: Sequence[Record] = ()) -> Rendered:
+        conversation: list[dict[str, str]] = []
+        if self.system:
+            conversation.append({"role": "system", "content": self.system})
+        for shot in shots:
+            conversation += [m for m in self._messages(shot) if m["role"] != "system"]
+        own = self._messages(record)
+        if own and own[0]["role"] == "system" and conversation:
+            conversation = [own[0]] + [m for m in conversation if m["role"] != "system"]
+            own = own[1:]
+        conversation += own
+        apply = self.tokenizer.apply_chat_template
+        full = apply(conversation, tokenize=False)
+        prompt = apply(conversation[:-1], tokenize=False, add_generation_prompt=True)
+        if not full.startswith(prompt):
+            raise TunelabError(
+                f"data.template=chat: the chat template renders the prompt differently inside "
+                f"the full conversation ({record.origin}); use template=alpaca or format"
+            )
+        # Trailing whitespace after the end-of-turn token is never generated; don't train it.
+        return Rendered(prompt, full[len(prompt):].rstrip(), special_in_text=True)
+
+
+def _require_plain(record: Record, name: str) -> None:
+    if record.messages is not None:
+        raise TunelabError(
+            f"{record.origin}: chat messages need data.template=chat, not {name}"
+        )
+
+
+TEMPLATES = ("alpaca", "chat", "format")
+
+
+def get_template(config: DataConfig, tokenizer: Any = None) -> Template:
+    """The template named by ``data.template``."""
+    if config.template == "alpaca":
+        return AlpacaTemplate()
+    if config.template == "format":
+        if not config.prompt_format:
+            raise TunelabError("data.template=format needs data.prompt_format, e.g. 'Q: {input}\\nA:'")
+        return FormatTemplate(config.prompt_format, config.completion_format)
+    if config.template == "chat":
+        if tokenizer is None:
+            raise TunelabError("data.template=chat needs a tokenizer")
+        return ChatTemplate(tokenizer, config.system)
+    raise TunelabError(f"data.template '{config.template}': unknown; use one of {', '.join(TEMPLATES)}")

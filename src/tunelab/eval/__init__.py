@@ -1,0 +1,1 @@
+"""Evaluation: model-side requests, tasks, and metrics (see metrics.py)."""

@@ -1,0 +1,183 @@
+"""Label metrics: accuracy, and a classification report with P/R/F1, MCC and invalid rate.
+
+Predictions and labels are compared after `normalize_label` (strip whitespace and trailing
+punctuation, lowercase), so "Positive." matches the label "positive". A prediction that is
+not one of the labels is *invalid*: it is wrong, it counts as a false negative of the true
+label, and it is no label's false positive (it sits in a separate "invalid" column of the
+confusion matrix). Scores are on 0-100 except `mcc` (-1..1). Per-label keys use the
+normalised label, e.g. `precision[positive]`.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from tunelab.errors import TunelabError
+from tunelab.eval.metrics_base import (
+    Reference,
+    Scores,
+    SufficientStats,
+    aggregate_additive,
+    check_not_empty,
+    mean_stats,
+    reference_list,
+)
+
+
+def normalize_label(text: str) -> str:
+    """Strip whitespace and trailing punctuation, then lowercase: " Positive.\\n" -> "positive"."""
+    return text.strip().rstrip(string.punctuation).strip().lower()
+
+
+@dataclass
+class Accuracy:
+    """Percent of items whose normalised prediction equals a normalised reference. Key: accuracy."""
+
+    name: ClassVar[str] = "accuracy"
+    lower_is_better: ClassVar[frozenset[str]] = frozenset()
+
+    def item(self, prediction: str, reference: Reference, /) -> float:
+        pred = normalize_label(prediction)
+        return float(any(pred == normalize_label(r) for r in reference_list(reference, self.name)))
+
+    def sufficient_stats(self, items: Sequence[float]) -> SufficientStats:
+        return mean_stats(np.array(items, dtype=np.float64).reshape(-1, 1), ("accuracy",))
+
+    def aggregate(self, items: Sequence[float]) -> Scores:
+        return aggregate_additive(self, items)
+
+    def signature(self) -> str:
+        return "accuracy|norm:strip-trailing-punct-lower|refs:any|agg:mean"
+
+
+@dataclass
+class Classification:
+    """Accuracy, macro/micro precision/recall/F1, per-label P/R/F1, MCC and invalid rate.
+
+    Matches scikit-learn's `precision_recall_fscore_support(labels=...)` (zero_division=0;
+    macro F1 is the mean of per-label F1) and `matthews_corrcoef` with every invalid
+    prediction mapped to one extra "invalid" class. The label set is `labels` if given,
+    else the sorted set of (normalised) references.
+    """
+
+    labels: Sequence[str] | None = None
+    name: ClassVar[str] = "classification"
+    lower_is_better: ClassVar[frozenset[str]] = frozenset()
+
+    def __post_init__(self) -> None:
+        if self.labels is not None:
+            normalised = [normalize_label(str(label)) for label in self.labels]
+            if len(set(normalised)) != len(normalised) or "" in normalised:
+                raise TunelabError(
+                    f"option labels={list(self.labels)!r} has duplicates or empty labels after "
+                    "normalisation (strip, drop trailing punctuation, lowercase); give distinct labels"
+                )
+            self.labels = normalised
+
+    def item(self, prediction: str, reference: Reference, /) -> tuple[str, str]:
+        """The (normalised prediction, normalised reference) pair."""
+        refs = reference_list(reference, self.name)
+        if len(refs) != 1:
+            raise TunelabError(
+                f"metric 'classification' got {len(refs)} references for one item; "
+                "give exactly one reference label per prediction"
+            )
+        return normalize_label(prediction), normalize_label(refs[0])
+
+    def label_set(self, items: Sequence[tuple[str, str]]) -> list[str]:
+        """The labels scored: the `labels` option, or the sorted distinct references."""
+        if self.labels is not None:
+            return list(self.labels)
+        return sorted({ref for _, ref in items})
+
+    def sufficient_stats(self, items: Sequence[tuple[str, str]]) -> SufficientStats:
+        """One-hot confusion-matrix cells: row = true label, column = predicted label or invalid."""
+        labels = self.label_set(items)
+        index = {label: i for i, label in enumerate(labels)}
+        n_labels = len(labels)
+        unknown = sorted({ref for _, ref in items if ref not in index})
+        if unknown:
+            raise TunelabError(
+                f"references {unknown[:5]!r} are not in option labels={labels!r}; "
+                "add them to labels or fix the references"
+            )
+        per_item = np.zeros((len(items), n_labels * (n_labels + 1)), dtype=np.float64)
+        for row, (pred, ref) in enumerate(items):
+            col = index.get(pred, n_labels)  # n_labels = the invalid column
+            per_item[row, index[ref] * (n_labels + 1) + col] = 1.0
+
+        def score_totals(totals: np.ndarray) -> dict[str, Any]:
+            return confusion_scores(np.asarray(totals).reshape(n_labels, n_labels + 1), labels)
+
+        return SufficientStats(per_item=per_item, score_totals=score_totals)
+
+    def aggregate(self, items: Sequence[tuple[str, str]]) -> Scores:
+        check_not_empty(items, self.name)
+        return aggregate_additive(self, items)
+
+    def signature(self) -> str:
+        labels = "refs" if self.labels is None else ",".join(self.labels)
+        return (
+            f"classification|labels:{labels}|norm:strip-trailing-punct-lower"
+            "|invalid:fn-only|zero_division:0"
+        )
+
+
+def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """Elementwise division that gives 0 where the denominator is 0 (sklearn zero_division=0)."""
+    out = np.zeros_like(numerator, dtype=np.float64)
+    np.divide(numerator, denominator, out=out, where=denominator != 0)
+    return out
+
+
+def confusion_scores(confusion: np.ndarray, labels: Sequence[str]) -> Scores:
+    """All classification scores from a (L, L+1) confusion matrix whose last column is invalid."""
+    n_labels = len(labels)
+    n_items = float(confusion.sum())
+    true_positive = np.diag(confusion[:, :n_labels])  # (L,)
+    predicted = confusion[:, :n_labels].sum(axis=0)  # valid predictions per label
+    actual = confusion.sum(axis=1)  # true items per label, including invalid predictions
+    precision = _divide(true_positive, predicted)
+    recall = _divide(true_positive, actual)
+    f1 = _divide(2 * true_positive, predicted + actual)  # sklearn's formula, = 2PR/(P+R)
+    tp_all, pred_all, true_all = true_positive.sum(), predicted.sum(), actual.sum()
+
+    scores: Scores = {
+        "accuracy": 100.0 * tp_all / n_items if n_items else 0.0,
+        "precision_macro": 100.0 * float(precision.mean()),
+        "recall_macro": 100.0 * float(recall.mean()),
+        "f1_macro": 100.0 * float(f1.mean()),
+        "precision_micro": 100.0 * tp_all / pred_all if pred_all else 0.0,
+        "recall_micro": 100.0 * tp_all / true_all if true_all else 0.0,
+        "f1_micro": 100.0 * 2 * tp_all / (pred_all + true_all) if pred_all + true_all else 0.0,
+        "mcc": _mcc(confusion),
+        "invalid_rate": 100.0 * float(confusion[:, n_labels].sum()) / n_items if n_items else 0.0,
+    }
+    for i, label in enumerate(labels):
+        scores[f"precision[{label}]"] = 100.0 * float(precision[i])
+        scores[f"recall[{label}]"] = 100.0 * float(recall[i])
+        scores[f"f1[{label}]"] = 100.0 * float(f1[i])
+    return {k: float(v) for k, v in scores.items()}
+
+
+def _mcc(confusion: np.ndarray) -> float:
+    """Multi-class Matthews correlation (Gorodkin's R_K), computed as sklearn does.
+
+    The invalid column becomes a class with no true items (an all-zero row).
+    """
+    square = np.vstack([confusion, np.zeros((1, confusion.shape[1]))])  # (L+1, L+1)
+    t_sum = square.sum(axis=1)
+    p_sum = square.sum(axis=0)
+    n_correct = np.trace(square)
+    n_samples = p_sum.sum()
+    cov_ytyp = n_correct * n_samples - np.dot(t_sum, p_sum)
+    cov_ypyp = n_samples**2 - np.dot(p_sum, p_sum)
+    cov_ytyt = n_samples**2 - np.dot(t_sum, t_sum)
+    if cov_ypyp * cov_ytyt == 0:
+        return 0.0
+    return float(cov_ytyp / np.sqrt(cov_ytyt * cov_ypyp))

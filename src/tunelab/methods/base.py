@@ -1,0 +1,104 @@
+"""The method protocol and registry."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from tunelab.config import from_dict
+from tunelab.errors import TunelabError
+
+
+class Method(Protocol):
+    """What every fine-tuning method provides. No shared code branches on a method's name."""
+
+    name: str
+    options_type: type
+    """Dataclass of the method's options (the keys under `method:` besides `name`)."""
+    weights_dir: str
+    """Subdirectory of a run directory holding the saved weights."""
+
+    def apply(self, model: torch.nn.Module, options: Any) -> torch.nn.Module:
+        """Return the model with the method injected and only its parameters trainable."""
+        ...
+
+    def save(self, model: torch.nn.Module, out_dir: Path) -> None:
+        """Write the trainable weights (and whatever is needed to load them) to out_dir."""
+        ...
+
+    def load(self, base: torch.nn.Module, weights_dir: Path) -> torch.nn.Module:
+        """Return `base` with saved weights from weights_dir applied."""
+        ...
+
+    def merge(self, model: torch.nn.Module) -> torch.nn.Module | None:
+        """Fold the method into the base weights; None where the method cannot merge."""
+        ...
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    METHODS[method.name] = method
+    return method
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise TunelabError(f"method.name '{name}': unknown; choose one of {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def parse_options(method: Method, raw: dict[str, Any]) -> Any:
+    """The method's options dataclass from the `method:` mapping (minus `name`)."""
+    values = {k: v for k, v in raw.items() if k != "name"}
+    return from_dict(method.options_type, values, f"method ({method.name})")
+
+
+def options_dict(options: Any) -> dict[str, Any]:
+    return dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options)
+
+
+@dataclass
+class ParameterCount:
+    trainable: int
+    total: int
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.trainable / max(self.total, 1)
+
+    def __str__(self) -> str:
+        return f"{self.trainable:,} trainable of {self.total:,} ({self.percent:.3f}%)"
+
+
+def trainable_parameters(model: torch.nn.Module) -> ParameterCount:
+    """Count trainable and total parameters (shared tensors counted once)."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for param in model.parameters():
+        if id(param) in seen:
+            continue
+        seen.add(id(param))
+        total += param.numel()
+        if param.requires_grad:
+            trainable += param.numel()
+    return ParameterCount(trainable, total)
+
+
+def freeze_all(model: torch.nn.Module) -> None:
+    for param in model.parameters():
+        param.requires_grad_(False)
+
+
+def directory_size(path: Path) -> int:
+    """Bytes on disk under path."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+OptionsBuilder = Callable[[Any, torch.nn.Module], Any]

@@ -1,0 +1,50 @@
+"""Full fine-tuning: every weight trains; a run saves a complete HF model directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunelab.methods.base import register
+
+
+@dataclass
+class FullOptions:
+    pass
+
+
+@dataclass
+class FullMethod:
+    name: str = "full"
+    options_type: type = FullOptions
+    weights_dir: str = "model"
+
+    def apply(self, model: torch.nn.Module, options: Any) -> torch.nn.Module:
+        for param in model.parameters():
+            param.requires_grad_(True)
+        return model
+
+    def save(self, model: torch.nn.Module, out_dir: Path) -> None:
+        model.save_pretrained(str(out_dir))  # type: ignore[operator]
+
+    def load(self, base: torch.nn.Module, weights_dir: Path) -> torch.nn.Module:
+        from safetensors.torch import load_file
+
+        state = {}
+        for shard in sorted(Path(weights_dir).glob("*.safetensors")):
+            state.update(load_file(str(shard)))
+        missing, unexpected = base.load_state_dict(state, strict=False)
+        tied = {"lm_head.weight"} if getattr(base.config, "tie_word_embeddings", False) else set()
+        if set(missing) - tied or unexpected:
+            raise RuntimeError(f"{weights_dir}: checkpoint does not fit the base model "
+                               f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+        return base
+
+    def merge(self, model: torch.nn.Module) -> torch.nn.Module | None:
+        return None
+
+
+METHOD = register(FullMethod())

@@ -1,0 +1,44 @@
+"""LoRA (with rsLoRA and DoRA options), via peft; merges into the base weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from tunelab.methods.base import register
+from tunelab.methods.peft_backed import PeftMethod, task_type
+
+
+@dataclass
+class LoraOptions:
+    r: int = 8
+    """Rank of the update B @ A."""
+    alpha: float = 16
+    """Scale: the update is multiplied by alpha / r (alpha / sqrt(r) with rslora)."""
+    dropout: float = 0.05
+    target_modules: list[str] | str = field(default_factory=lambda: "all-linear")
+    """Module-name suffixes to adapt, or 'all-linear'."""
+    rslora: bool = False
+    dora: bool = False
+
+
+def build_config(options: LoraOptions, model: torch.nn.Module) -> Any:
+    from peft import LoraConfig
+
+    targets = options.target_modules
+    if isinstance(targets, list) and targets == ["all-linear"]:
+        targets = "all-linear"
+    return LoraConfig(
+        r=options.r,
+        lora_alpha=options.alpha,
+        lora_dropout=options.dropout,
+        target_modules=targets,
+        use_rslora=options.rslora,
+        use_dora=options.dora,
+        task_type=task_type(model),
+    )
+
+
+METHOD = register(PeftMethod("lora", LoraOptions, build_config, can_merge=True))

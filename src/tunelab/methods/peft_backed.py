@@ -1,0 +1,57 @@
+"""Shared plumbing for methods that peft implements: build a peft config, wrap, save, load."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunelab.errors import TunelabError
+
+
+@dataclass
+class PeftMethod:
+    """A method backed by peft; saved in peft's format (adapter_config.json +
+    adapter_model.safetensors), so `peft.PeftModel.from_pretrained` and serving stacks load it."""
+
+    name: str
+    options_type: type
+    build_config: Callable[[Any, torch.nn.Module], Any]
+    """(options, model) -> peft config."""
+    can_merge: bool = False
+    weights_dir: str = "adapter"
+
+    def apply(self, model: torch.nn.Module, options: Any) -> torch.nn.Module:
+        from peft import get_peft_model
+
+        try:
+            return get_peft_model(model, self.build_config(options, model))
+        except ValueError as err:
+            raise TunelabError(f"method ({self.name}): {err}") from None
+
+    def save(self, model: torch.nn.Module, out_dir: Path) -> None:
+        model.save_pretrained(str(out_dir))  # type: ignore[operator]
+
+    def load(self, base: torch.nn.Module, weights_dir: Path) -> torch.nn.Module:
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(base, str(weights_dir))
+
+    def merge(self, model: torch.nn.Module) -> torch.nn.Module | None:
+        if not self.can_merge:
+            return None
+        return model.merge_and_unload()  # type: ignore[operator]
+
+
+def task_type(model: torch.nn.Module) -> str:
+    """peft's task type for a transformers model."""
+    config = getattr(model, "config", None)
+    if getattr(config, "is_encoder_decoder", False):
+        return "SEQ_2_SEQ_LM"
+    name = type(model).__name__
+    if name.endswith("ForSequenceClassification"):
+        return "SEQ_CLS"
+    return "CAUSAL_LM"

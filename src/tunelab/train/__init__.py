@@ -1,0 +1,1 @@
+"""The one training loop, its schedules and its checkpoints."""
