@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["train", "evaluate", "score", "quickstart", "TunelabError"]
+__all__ = ["train", "evaluate", "score", "format_scores", "quickstart", "TunelabError"]
 
 from tunelab.errors import TunelabError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from tunelab.api import evaluate, quickstart, score, train
+    from tunelab.api import evaluate, format_scores, quickstart, score, train
 
 
 def __getattr__(name: str) -> Any:
     # Heavy imports (torch, transformers) only when the API is used.
-    if name in ("train", "evaluate", "score", "quickstart"):
+    if name in ("train", "evaluate", "score", "format_scores", "quickstart"):
         from tunelab import api
 
         return getattr(api, name)

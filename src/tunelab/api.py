@@ -50,7 +50,7 @@ def train(
     from tunelab.models import load_model
     from tunelab.runs import read_config, write_config
     from tunelab.train.checkpoint import write_atomically
-    from tunelab.train.loop import Trainer, TrainData, peak_memory_mb
+    from tunelab.train.loop import TrainData, Trainer, peak_memory_mb
 
     if not isinstance(config, RunConfig):
         config = load_run_config(config, overrides)

@@ -79,6 +79,8 @@ class EvalConfig:
     """Metrics over the test split: accuracy, exact_match, f1, rouge, bleu, perplexity, ..."""
     labels: list[str] | None = None
     """The label set for label tasks (per-label precision/recall/F1)."""
+    primary: str | None = None
+    """The score compared between systems (default: the first metric's first score)."""
     shots: int = 0
     """In-context examples from the train split prepended to each prompt."""
     limit: int | None = None

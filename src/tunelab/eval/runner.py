@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.config import TaskConfig
-from tunelab.data import Record, Template, encode_prompt, get_template, load_splits, tokenize_example
+from tunelab.data import (
+    Record,
+    Template,
+    encode_prompt,
+    get_template,
+    load_splits,
+    tokenize_example,
+)
 from tunelab.errors import TunelabError
 from tunelab.eval.generate import generate
 from tunelab.eval.loglikelihood import completion_nll
@@ -113,7 +120,7 @@ def evaluate_loaded(
                    if text_metrics else [""] * len(records))
     references = [r.output if r.messages is None else r.messages[-1]["content"] for r in records]
     rows: list[dict[str, Any]] = [
-        {"index": i, "origin": r.origin, "prompt": rendered_all[i].prompt,
+        {"index": i, "origin": r.origin, "input": _input_text(r), "prompt": rendered_all[i].prompt,
          "prediction": predictions[i], "reference": references[i]}
         for i, r in enumerate(records)
     ]
@@ -145,6 +152,13 @@ def evaluate_loaded(
         dropped_shots=dropped, seconds=time.perf_counter() - start,
         predictions=rows, items=items_by_metric,
     )
+
+
+def _input_text(record: Record) -> str:
+    if record.messages is not None:
+        users = [m["content"] for m in record.messages if m["role"] == "user"]
+        return users[-1] if users else ""
+    return record.input or record.instruction
 
 
 def write_result(result: EvalResult, out_dir: Path) -> None:

@@ -74,6 +74,16 @@ def load_model(config: ModelConfig, kind: str = "causal") -> LoadedModel:
     return LoadedModel(model=model, tokenizer=tokenizer, path=source, kind=kind)
 
 
+def load_tokenizer(config: ModelConfig) -> Any:
+    """Only the tokenizer (data inspection needs no weights)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(config.name), trust_remote_code=False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def prepare_tokenizer(tokenizer: Any, model: Any) -> None:
     """Ensure a pad token and left padding (batched generation needs the prompt at the right)."""
     if tokenizer.pad_token_id is None:

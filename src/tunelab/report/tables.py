@@ -1,0 +1,82 @@
+"""Plain-text and Markdown tables, and the base-vs-fine-tuned comparison."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tunelab.eval.metrics import get_metric, paired_bootstrap
+from tunelab.eval.runner import EvalResult
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], markdown: bool = False) -> str:
+    """Aligned columns; Markdown pipes when markdown=True."""
+    cells = [[str(h) for h in headers]] + [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    if markdown:
+        lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
+                 for r in cells]
+        lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+        return "\n".join(lines)
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def primary_key(result: EvalResult, preferred: str | None = None) -> str:
+    if preferred:
+        return preferred
+    return next(iter(result.scores))
+
+
+def with_ci(result: EvalResult, key: str) -> str:
+    value = result.scores.get(key)
+    if value is None:
+        return "-"
+    low_high = result.ci.get(key)
+    if not low_high:
+        return f"{value:.2f}"
+    return f"{value:.2f} [{low_high[0]:.1f}, {low_high[1]:.1f}]"
+
+
+@dataclass
+class Comparison:
+    key: str
+    best_baseline: str
+    candidate: str
+    gain: float
+    p_value: float
+
+    @property
+    def significant(self) -> bool:
+        return self.p_value < 0.05
+
+    def sentence(self) -> str:
+        verdict = "significant" if self.significant else "NOT significant"
+        return (f"{self.candidate} vs best baseline ({self.best_baseline}) on {self.key}: "
+                f"{self.gain:+.2f} points, paired bootstrap p = {self.p_value:.4f} ({verdict} at 0.05)")
+
+
+def compare(baselines: Sequence[EvalResult], candidate: EvalResult, key: str,
+            metric_name: str, metric_options: dict[str, Any] | None = None) -> Comparison:
+    """Paired bootstrap of the candidate against the best baseline on the same items."""
+    metric = get_metric(metric_name, **(metric_options or {}))
+    lower = key in metric.lower_is_better
+    best = (min if lower else max)(baselines, key=lambda r: r.scores[key])
+    p = paired_bootstrap(best.items[metric_name], candidate.items[metric_name], metric, key)
+    return Comparison(key, best.system, candidate.system,
+                      candidate.scores[key] - best.scores[key], p)
+
+
+def results_table(results: Sequence[EvalResult], keys: Sequence[str], markdown: bool = False) -> str:
+    headers = ["system", "shots", "n", *[f"{k} [95% CI]" for k in keys], "context tokens"]
+    rows = [[r.system, r.shots, r.n, *[with_ci(r, k) for k in keys], f"{r.mean_context_tokens:.0f}"]
+            for r in results]
+    return format_table(headers, rows, markdown)
