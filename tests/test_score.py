@@ -9,7 +9,7 @@ import pytest
 import sacrebleu
 
 from tunelab.errors import TunelabError
-from tunelab.score import format_scores, score
+from tunelab.scoring import format_scores, score
 
 PREDS = ["the cat sat on the mat", "a quick brown fox", "hello world", "it rained today"]
 REFS = ["the cat sat on a mat", "the quick brown fox jumps", "hello there world", "it rained"]

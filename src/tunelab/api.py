@@ -16,7 +16,7 @@ from tunelab.config import (
 )
 from tunelab.errors import TunelabError
 from tunelab.eval.runner import EvalResult, evaluate_loaded, write_result
-from tunelab.score import format_scores, score
+from tunelab.scoring import format_scores, score
 
 __all__ = ["train", "evaluate", "score", "format_scores", "quickstart", "TrainResult"]
 
@@ -49,8 +49,8 @@ def train(
     from tunelab.methods.base import directory_size, parse_options
     from tunelab.models import load_model
     from tunelab.runs import read_config, write_config
-    from tunelab.train.checkpoint import write_atomically
-    from tunelab.train.loop import TrainData, Trainer, peak_memory_mb
+    from tunelab.training.checkpoint import write_atomically
+    from tunelab.training.loop import TrainData, Trainer, peak_memory_mb
 
     if not isinstance(config, RunConfig):
         config = load_run_config(config, overrides)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,9 @@ class PeftMethod:
         from peft import get_peft_model
 
         try:
-            return get_peft_model(model, self.build_config(options, model))
+            with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+                return get_peft_model(model, self.build_config(options, model))
         except ValueError as err:
             raise TunelabError(f"method ({self.name}): {err}") from None
 

@@ -20,14 +20,14 @@ from tqdm.auto import tqdm
 from tunelab.config import TrainConfig
 from tunelab.data.tokenize import IGNORE_INDEX, TokenizedExample, collate
 from tunelab.errors import TunelabError
-from tunelab.train.checkpoint import (
+from tunelab.training.checkpoint import (
     LoopState,
     load_checkpoint,
     load_trainable_state,
     save_checkpoint,
     save_weights_only,
 )
-from tunelab.train.schedule import make_scheduler
+from tunelab.training.schedule import make_scheduler
 
 
 @dataclass

@@ -1,0 +1,34 @@
+"""Builders shared by tests: small run configs on the tiny model and test data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tunelab.config import (
+    DataConfig,
+    EvalConfig,
+    GenerationConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+)
+
+DATA = Path(__file__).parent / "data"
+
+
+def tiny_run_config(model_dir: Path, out: Path, name: str = "run", method: dict[str, Any] | None = None,
+                    **train: Any) -> RunConfig:
+    defaults: dict[str, Any] = dict(max_steps=6, batch_size=4, lr=1e-2, eval_every=2, log_every=1,
+                                    warmup_ratio=0.0)
+    defaults.update(train)
+    return RunConfig(
+        name=name, output_dir=str(out), model=ModelConfig(name=str(model_dir)),
+        data=DataConfig(source=str(DATA / "reviews.jsonl"), fields={"input": "text", "output": "label"},
+                        instruction="Classify the sentiment.", template="chat",
+                        test_size=8, validation_size=4, max_length=128),
+        method=method or {"name": "lora", "r": 4, "dropout": 0.1},
+        train=TrainConfig(**defaults),
+        eval=EvalConfig(metrics=["classification", "perplexity"], labels=["positive", "negative"],
+                        generation=GenerationConfig(max_new_tokens=4, batch_size=4)),
+    )

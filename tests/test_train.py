@@ -1,0 +1,171 @@
+"""The training loop on a tiny model: learning, reproducibility, exact resume, atomic checkpoints,
+token-weighted gradient accumulation, early stopping, and the saved formats."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import tiny_run_config
+from safetensors.torch import load_file
+
+import tunelab
+from tunelab.errors import TunelabError
+from tunelab.training import checkpoint as checkpoint_module
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+
+
+def _log(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_lora_training_lowers_loss_and_writes_a_run_dir(tiny_llama: Path, tmp_path: Path) -> None:
+    config = tiny_run_config(tiny_llama, tmp_path, max_steps=12, eval_every=4)
+    result = tunelab.train(config)
+    log = _log(result.run_dir)
+    losses = [r["loss"] for r in log if "loss" in r]
+    val = [r["val_loss"] for r in log if "val_loss" in r]
+    assert losses[-1] < losses[0] and min(val) < val[0]
+    assert all(r["tokens_per_s"] > 0 and r["peak_memory_mb"] > 0 for r in log if "loss" in r)
+    assert {"lr"} <= set(log[0])
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["size_on_disk_bytes"] > 0 and summary["best_step"] in (4, 8, 12)
+    for name in ("config.yaml", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
+                 "eval/fine-tuned/metrics.json", "eval/fine-tuned/predictions.jsonl", "tokenizer"):
+        assert (result.run_dir / name).exists(), name
+    assert result.evaluation is not None and result.evaluation.n == 8
+    assert set(result.evaluation.scores) >= {"accuracy", "f1_macro", "perplexity"}
+
+
+def test_lora_trainable_count_matches_hand_calculation(tiny_llama: Path, tmp_path: Path) -> None:
+    config = tiny_run_config(tiny_llama, tmp_path, max_steps=1, eval_every=0)
+    result = tunelab.train(config, evaluate_after=False)
+    r, hidden, kv, inter, layers = 4, 16, 8, 32, 2  # kv = 1 head x head_dim 8
+    per_layer = (r * (hidden + hidden) * 2      # q_proj, o_proj
+                 + r * (hidden + kv) * 2        # k_proj, v_proj
+                 + r * (hidden + inter) * 3)    # gate, up, down
+    assert result.summary["trainable_parameters"] == per_layer * layers
+
+
+def test_same_seed_same_weights(tiny_llama: Path, tmp_path: Path) -> None:
+    a = tunelab.train(tiny_run_config(tiny_llama, tmp_path, "a"), evaluate_after=False)
+    b = tunelab.train(tiny_run_config(tiny_llama, tmp_path, "b"), evaluate_after=False)
+    wa, wb = _weights(a.run_dir), _weights(b.run_dir)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_reaches_the_same_result(tiny_llama: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    straight = tunelab.train(tiny_run_config(tiny_llama, tmp_path, "straight", max_steps=8,
+                                             eval_every=3, save_every=2), evaluate_after=False)
+    # Interrupt a second run right after its step-4 checkpoint, then resume it.
+    config = tiny_run_config(tiny_llama, tmp_path, "resumed", max_steps=8, eval_every=3, save_every=2)
+    real_save = checkpoint_module.save_checkpoint
+
+    def crash_after_step_4(target, model, optimizer, scheduler, state):
+        real_save(target, model, optimizer, scheduler, state)
+        if state.step == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("tunelab.training.loop.save_checkpoint", crash_after_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        tunelab.train(config, evaluate_after=False)
+    monkeypatch.setattr("tunelab.training.loop.save_checkpoint", real_save)
+    resumed = tunelab.train(config, resume=True, evaluate_after=False)
+    ws, wr = _weights(straight.run_dir), _weights(resumed.run_dir)
+    assert all(torch.allclose(ws[k], wr[k], atol=1e-7, rtol=0) for k in ws)
+    assert [r.get("loss") for r in _log(straight.run_dir)] == [r.get("loss") for r in _log(resumed.run_dir)]
+
+
+def test_a_crash_mid_save_keeps_the_previous_checkpoint(tiny_llama: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tiny_run_config(tiny_llama, tmp_path, "crash", max_steps=4, eval_every=0, save_every=2)
+    real_save_file = checkpoint_module.save_file
+    calls = {"n": 0}
+
+    def failing_save_file(tensors, path):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the step-4 checkpoint dies half-written
+            Path(path).write_bytes(b"partial")
+            raise OSError("disk full")
+        real_save_file(tensors, path)
+
+    monkeypatch.setattr(checkpoint_module, "save_file", failing_save_file)
+    with pytest.raises(OSError):
+        tunelab.train(config, evaluate_after=False)
+    last = config.run_dir / "checkpoints" / "last"
+    state = json.loads((last / "loop_state.json").read_text())
+    assert state["step"] == 2
+    assert load_file(str(last / "trainable.safetensors"))  # intact and readable
+    assert not [p for p in last.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_gradient_accumulation_weights_tokens_not_micro_batches(tiny_llama: Path, tmp_path: Path) -> None:
+    no_dropout = {"name": "lora", "r": 4, "dropout": 0.0}
+    one = tunelab.train(tiny_run_config(tiny_llama, tmp_path, "one", method=no_dropout, max_steps=2,
+                                        batch_size=4, grad_accum=1, eval_every=0), evaluate_after=False)
+    acc = tunelab.train(tiny_run_config(tiny_llama, tmp_path, "acc", method=no_dropout, max_steps=2,
+                                        batch_size=2, grad_accum=2, eval_every=0), evaluate_after=False)
+    w1, w2 = _weights(one.run_dir), _weights(acc.run_dir)
+    assert all(torch.allclose(w1[k], w2[k], atol=1e-5) for k in w1)
+
+
+def test_early_stopping_and_best_checkpoint(tiny_llama: Path, tmp_path: Path) -> None:
+    # A huge learning rate makes validation loss worse after the first evaluation.
+    config = tiny_run_config(tiny_llama, tmp_path, "early", max_steps=30, eval_every=1, lr=3.0,
+                             early_stopping_patience=2)
+    result = tunelab.train(config, evaluate_after=False)
+    assert result.summary["stopped_early"] and result.summary["steps"] < 30
+    val = [r for r in _log(result.run_dir) if "val_loss" in r]
+    best = min(val, key=lambda r: r["val_loss"])
+    assert result.summary["best_step"] == best["step"]
+    saved = _weights(result.run_dir)
+    best_weights = load_file(str(result.run_dir / "checkpoints" / "best" / "trainable.safetensors"))
+    assert len(saved) == len(best_weights)
+    for (_, a), (_, b) in zip(sorted(saved.items()), sorted(best_weights.items()), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_full_run_saves_a_loadable_hf_model(tiny_llama: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    result = tunelab.train(tiny_run_config(tiny_llama, tmp_path, "full", method={"name": "full"},
+                                           max_steps=2, lr=1e-3), evaluate_after=False)
+    model_dir = result.run_dir / "model"
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(model_dir)
+    assert result.summary["trainable_percent"] == 100.0
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    changed = [n for n, p in model.named_parameters()
+               if not torch.equal(p, dict(base.named_parameters())[n])]
+    assert changed
+
+
+def test_lora_adapter_loads_in_peft_with_identical_logits(tiny_llama: Path, tmp_path: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.runs import load_run_model
+
+    result = tunelab.train(tiny_run_config(tiny_llama, tmp_path, "peft", max_steps=3), evaluate_after=False)
+    ours = load_run_model(result.run_dir).model
+    theirs = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama),
+                                       str(result.run_dir / "adapter")).eval()
+    ids = torch.tensor([[5, 17, 40, 99, 3]])
+    assert torch.equal(ours(input_ids=ids).logits, theirs(input_ids=ids).logits)
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    assert not torch.equal(base(input_ids=ids).logits, ours(input_ids=ids).logits)
+
+
+def test_existing_run_is_never_overwritten(tiny_llama: Path, tmp_path: Path) -> None:
+    config = tiny_run_config(tiny_llama, tmp_path, "once", max_steps=1, eval_every=0)
+    tunelab.train(config, evaluate_after=False)
+    before = (config.run_dir / "adapter" / "adapter_model.safetensors").read_bytes()
+    with pytest.raises(TunelabError, match="already holds a run; pass --resume"):
+        tunelab.train(config, evaluate_after=False)
+    assert (config.run_dir / "adapter" / "adapter_model.safetensors").read_bytes() == before
