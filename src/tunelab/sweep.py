@@ -1,0 +1,179 @@
+"""`tunelab sweep`: every method on the same data and budget, one comparison table.
+
+Each method trains in its own process (so peak memory is that method's own), with the same
+data, steps or wall-clock budget and seed. The table reports trainable parameters, size on
+disk, peak memory, training tokens/s, validation loss, the task metric, and the change of
+score on a second, untouched task (a first measure of forgetting).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tunelab.config import RunConfig, load_run_config, to_dict
+from tunelab.errors import TunelabError
+from tunelab.report.tables import format_table
+
+# Learning rates that suit each method on small models; override with --lr METHOD=VALUE.
+# Prompt/prefix tuning need far larger steps than weight updates; full fine-tuning far smaller.
+DEFAULT_LR = {"full": 5e-5, "freeze": 1e-4, "bitfit": 1e-3, "lora": 4e-4, "ia3": 3e-3,
+              "adapter": 1e-3, "prompt": 3e-2, "prefix": 1e-2}
+
+
+@dataclass
+class SweepOptions:
+    methods: list[str]
+    max_steps: int = 0
+    """Same optimizer steps for every method (0: the config's own)."""
+    max_seconds: float = 0
+    """Same wall-clock training budget for every method (0: none)."""
+    lr: dict[str, float] = field(default_factory=dict)
+    """Per-method learning rates (default: DEFAULT_LR, else the config's)."""
+    retention_task: str | None = None
+    """A second task, never trained on: its score change measures forgetting."""
+    retention_limit: int | None = None
+
+
+def method_config(base: RunConfig, method: str, options: SweepOptions, sweep_dir: Path) -> RunConfig:
+    config = copy.deepcopy(base)
+    config.method = dict(base.method) if base.method.get("name") == method else {"name": method}
+    config.name = method
+    config.output_dir = str(sweep_dir)
+    config.train.lr = options.lr.get(method, DEFAULT_LR.get(method, base.train.lr))
+    if options.max_steps:
+        config.train.max_steps = options.max_steps
+    if options.max_seconds:
+        config.train.max_seconds = options.max_seconds
+    return config
+
+
+def _run(argv: list[str], log: Path) -> bool:
+    with log.open("w") as handle:
+        done = subprocess.run([sys.executable, "-m", "tunelab.cli", *argv], stdout=handle,
+                              stderr=subprocess.STDOUT)
+    return done.returncode == 0
+
+
+def _retention(task: str, run_dir: Path | None, out: Path, limit: int | None,
+               base_model: str) -> float | None:
+    """Primary score on the retention task (in a child process), or None on failure."""
+    argv = ["eval", "--task", task, "--out", str(out), "--json"]
+    argv += ["--adapter", str(run_dir)] if run_dir else ["--model", base_model]
+    argv += ["--limit", str(limit)] if limit else []
+    out.mkdir(parents=True, exist_ok=True)
+    if not _run(argv, out / "log.txt"):
+        return None
+    scores = json.loads((out / "metrics.json").read_text())["scores"]
+    return float(next(iter(scores.values())))
+
+
+def run_sweep(config_path: str, overrides: list[str], options: SweepOptions) -> Path:
+    """Train every method, collect one row each, write sweep.json, sweep.md and a plot."""
+    base = load_run_config(config_path, overrides)
+    from tunelab.methods import METHODS
+
+    unknown = [m for m in options.methods if m not in METHODS]
+    if unknown:
+        raise TunelabError(f"--methods: unknown {', '.join(unknown)}; known: {', '.join(sorted(METHODS))}")
+    sweep_dir = base.run_dir.with_name(base.run_dir.name + "-sweep")
+    if sweep_dir.exists():
+        raise TunelabError(f"{sweep_dir} exists; choose another name (name=...) or remove it")
+    sweep_dir.mkdir(parents=True)
+    base_retention = None
+    if options.retention_task:
+        print(f"sweep: base model on retention task {options.retention_task}")
+        base_retention = _retention(options.retention_task, None, sweep_dir / "retention-base",
+                                    options.retention_limit, base.model.name)
+    rows: list[dict[str, Any]] = []
+    for method in options.methods:
+        config = method_config(base, method, options, sweep_dir)
+        config_file = sweep_dir / f"{method}.yaml"
+        config_file.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+        print(f"sweep: training {method} (lr {config.train.lr:g}) -> {config.run_dir}")
+        ok = _run(["train", str(config_file)], sweep_dir / f"{method}.log")
+        rows.append(_row(method, config, ok, sweep_dir))
+        if ok and options.retention_task:
+            score = _retention(options.retention_task, config.run_dir, config.run_dir / "eval" / "retention",
+                               options.retention_limit, base.model.name)
+            if score is not None and base_retention is not None:
+                rows[-1]["retention_delta"] = score - base_retention
+    (sweep_dir / "sweep.json").write_text(json.dumps(
+        {"rows": rows, "base_retention": base_retention, "retention_task": options.retention_task},
+        indent=1))
+    table = sweep_table(rows)
+    (sweep_dir / "sweep.md").write_text(table + "\n")
+    plot_score_vs_params(rows, sweep_dir / "score_vs_params.png")
+    print(table)
+    return sweep_dir
+
+
+def _row(method: str, config: RunConfig, ok: bool, sweep_dir: Path) -> dict[str, Any]:
+    row: dict[str, Any] = {"method": method, "lr": config.train.lr, "ok": ok}
+    if not ok:
+        row["error"] = (sweep_dir / f"{method}.log").read_text()[-500:]
+        return row
+    summary = json.loads((config.run_dir / "summary.json").read_text())
+    row.update({k: summary.get(k) for k in ("trainable_parameters", "trainable_percent",
+                                            "size_on_disk_bytes", "peak_memory_mb", "tokens_per_s",
+                                            "best_val_loss", "steps", "train_seconds")})
+    metrics_file = config.run_dir / "eval" / "fine-tuned" / "metrics.json"
+    if metrics_file.is_file():
+        scores = json.loads(metrics_file.read_text())["scores"]
+        key = config.eval.primary or next(iter(scores))
+        row["metric"], row["score"] = key, scores[key]
+    return row
+
+
+def sweep_table(rows: list[dict[str, Any]], markdown: bool = True) -> str:
+    headers = ["method", "trainable", "%", "size on disk", "peak MiB", "tokens/s", "val loss",
+               "task score", "retention Δ", "steps", "train s"]
+    body = []
+    for r in rows:
+        if not r["ok"]:
+            body.append([r["method"], "failed", *["-"] * (len(headers) - 2)])
+            continue
+        body.append([
+            r["method"], f"{r['trainable_parameters']:,}", f"{r['trainable_percent']:.3f}",
+            _size(r["size_on_disk_bytes"]), f"{r['peak_memory_mb']:.0f}",
+            f"{r['tokens_per_s']:.0f}" if r.get("tokens_per_s") else "-",
+            f"{r['best_val_loss']:.4f}" if r.get("best_val_loss") is not None else "-",
+            f"{r['score']:.2f} ({r['metric']})" if "score" in r else "-",
+            f"{r['retention_delta']:+.2f}" if "retention_delta" in r else "-",
+            r["steps"], f"{r['train_seconds']:.0f}"])
+    return format_table(headers, body, markdown)
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
+
+
+def plot_score_vs_params(rows: list[dict[str, Any]], path: Path) -> None:
+    """Task score against trainable parameters (log scale), one labelled point per method."""
+    points = [r for r in rows if r["ok"] and "score" in r]
+    if not points:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in points:
+        ax.scatter(r["trainable_parameters"], r["score"])
+        ax.annotate(r["method"], (r["trainable_parameters"], r["score"]),
+                    textcoords="offset points", xytext=(4, 4))
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel(points[0]["metric"])
+    ax.set_title("task score vs trainable parameters")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,49 @@
+"""Model specs: local directories, hub ids offline, built-in conversion, layer cutting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import needs_builtin_model
+
+from tunelab.config import ModelConfig
+from tunelab.errors import TunelabError
+from tunelab.models import load_model, resolve_model_dir
+
+
+def test_hub_id_offline_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(TunelabError, match=r"could not load it from the hub \(HF_HUB_OFFLINE=1"):
+        load_model(ModelConfig(name="someone/no-such-model"))
+
+
+def test_unknown_names_and_directories(tmp_path: Path) -> None:
+    with pytest.raises(TunelabError, match="not a built-in model"):
+        resolve_model_dir("not a model")
+    with pytest.raises(TunelabError, match="has no config.json"):
+        resolve_model_dir(str(tmp_path))
+
+
+def test_local_directory_and_layer_cut(tiny_llama: Path) -> None:
+    lm = load_model(ModelConfig(name=str(tiny_llama), num_layers=1))
+    assert len(lm.model.model.layers) == 1 and lm.model.config.num_hidden_layers == 1
+    assert lm.tokenizer.padding_side == "left" and lm.tokenizer.pad_token_id is not None
+    with pytest.raises(TunelabError, match="the model has 2 layers"):
+        load_model(ModelConfig(name=str(tiny_llama), num_layers=5))
+
+
+@pytest.mark.integration
+@needs_builtin_model
+def test_builtin_model_is_converted_once_to_plain_safetensors() -> None:
+    from tunelab.models.builtin import builtin_model_dir
+
+    first = builtin_model_dir("smollm2-135m")
+    stamp = (first / "model.safetensors").stat().st_mtime_ns
+    again = builtin_model_dir("smollm2-135m")
+    assert again == first and (again / "model.safetensors").stat().st_mtime_ns == stamp
+    config = (first / "config.json").read_text()
+    assert "quantization_config" not in config
+    lm = load_model(ModelConfig(num_layers=2))
+    assert getattr(lm.model, "hf_quantizer", None) is None
+    assert all(p.dtype.is_floating_point for p in lm.model.parameters())
