@@ -79,6 +79,18 @@ def tiny_tokenizer(tiny_llama: Path):
     return AutoTokenizer.from_pretrained(tiny_llama)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def single_thread():
+    """One intra-op thread: tiny models run many times faster on a small shared CPU (no
+    spin-waiting threads), and the real-model tests are dominated by single matmuls anyway."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Converted built-in models are cached once per test session, never in the home dir."""

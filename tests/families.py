@@ -3,6 +3,7 @@
 Every family shares the same small shapes so the hand calculations in test_methods.py read alike:
 vocabulary 128, hidden size 16, feed-forward size 32, 2 blocks (per stack), 2 attention heads of
 size 8. Llama and Gemma use one key/value head (grouped-query attention), so k/v width is 8.
+GPT-2, Gemma, T5 and BART tie the LM head to the embeddings; Llama here does not.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def t5() -> torch.nn.Module:
     return T5ForConditionalGeneration(T5Config(
         vocab_size=VOCAB, d_model=HIDDEN, d_kv=HEAD_DIM, d_ff=FFN, num_layers=LAYERS,
         num_decoder_layers=LAYERS, num_heads=HEADS, relative_attention_num_buckets=8,
-        pad_token_id=0, eos_token_id=2, decoder_start_token_id=0, tie_word_embeddings=False))
+        pad_token_id=0, eos_token_id=2, decoder_start_token_id=0))
 
 
 def bart() -> torch.nn.Module:

@@ -56,7 +56,7 @@ class AdapterSet:
         model_config = first.model
         if base:
             model_config.name = base
-        bank = cls(load_model(model_config))
+        bank = cls(load_model(model_config, labels=first.eval.labels))
         for name, run_dir in runs.items():
             bank.add(name, run_dir)
         return bank

@@ -28,15 +28,62 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=1e-4")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run")
     train.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation")
+    train.add_argument("--retention", metavar="TASKS",
+                       help="retention tasks or suites, comma-separated (e.g. general): scored "
+                            "before and after training (retention.tasks)")
+    train.add_argument("--max-forgetting", type=float, metavar="X",
+                       help="exit 1 when a retention score drops by more than X points "
+                            "(retention.max_forgetting; default suite: general)")
+
+    sweep = commands.add_parser("sweep", help="every method on the same data and budget, one table")
+    sweep.add_argument("config", help="a run config YAML file")
+    sweep.add_argument("overrides", nargs="*", help="key=value overrides for every method")
+    sweep.add_argument("--methods", default="full,freeze,bitfit,lora,ia3,adapter,prompt,prefix",
+                       help="comma-separated methods (default: all eight)")
+    budget = sweep.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, default=0, help="optimizer steps for every method")
+    budget.add_argument("--seconds", type=float, default=0,
+                        help="wall-clock training budget for every method")
+    sweep.add_argument("--lr", action="append", default=[], metavar="METHOD=LR",
+                       help="learning rate of one method (repeatable), e.g. --lr lora=3e-4")
+    sweep.add_argument("--retention", metavar="TASKS",
+                       help="untouched tasks or suites, comma-separated (default: the config's "
+                            "retention.tasks): their score change is the forgetting column")
+
+    merge = commands.add_parser("merge", help="merge a run's weights into a plain HF model")
+    merge.add_argument("run", help="a run directory from `tunelab train` (lora, ia3, full, ...)")
+    merge.add_argument("--out", required=True, help="an empty or new directory for the model")
 
     ev = commands.add_parser("eval", help="evaluate a model (optionally with a run's weights)")
     ev.add_argument("--model", help="base model: built-in alias, local directory or hub id")
-    ev.add_argument("--adapter", help="a run directory from `tunelab train`")
-    ev.add_argument("--task", required=True, help="built-in task name or task YAML file")
-    ev.add_argument("--shots", type=int, default=0, help="in-context examples per prompt")
+    ev.add_argument("--adapter", action="append",
+                    help="a run directory from `tunelab train`; repeat to score several adapters "
+                         "on one loaded base (and the base alone)")
+    ev.add_argument("--task", required=True,
+                    help="built-in task or suite name (tunelab tasks list), or a task YAML file")
+    ev.add_argument("--shots", type=int, help="in-context examples per prompt (default 0; with "
+                                               "--baselines: k of the few-shot baseline)")
+    ev.add_argument("--baselines", help="compare base-model baselines (zero,one,few or numbers "
+                                        "of shots) with --adapter on the same items, e.g. zero,few")
     ev.add_argument("--limit", type=int, help="evaluate at most N examples")
     ev.add_argument("--out", help="write metrics.json and predictions.jsonl here")
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+    tasks = commands.add_parser("tasks", help="list or validate evaluation tasks")
+    task_commands = tasks.add_subparsers(dest="tasks_command", required=True)
+    task_commands.add_parser("list", help="built-in tasks and suites")
+    validate = task_commands.add_parser("validate", help="check a task file and its data")
+    validate.add_argument("file", help="a task YAML file (or a built-in task name)")
+    validate.add_argument("--model", help="tokenizer for chat templates (a model spec)")
+
+    harness = commands.add_parser("harness", help="run lm-evaluation-harness tasks on a tunelab model")
+    harness.add_argument("--tasks", required=True, help="lm-eval task names, comma-separated")
+    harness.add_argument("--model", help="base model: built-in alias, local directory or hub id")
+    harness.add_argument("--adapter", help="a run directory from `tunelab train`")
+    harness.add_argument("--include-path", help="a folder of extra lm-eval task YAML files")
+    harness.add_argument("--shots", type=int, help="lm-eval num_fewshot")
+    harness.add_argument("--limit", type=int, help="examples per task")
+    harness.add_argument("--batch-size", type=int, default=8, help="requests per forward pass")
 
     data = commands.add_parser("data", help="data tools")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -45,6 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("overrides", nargs="*", help="key=value overrides")
     inspect.add_argument("-n", type=int, default=3, help="how many examples to show")
     inspect.add_argument("--split", default="train", help="train, validation or test")
+    fetch = data_commands.add_parser("fetch", help="download benchmark data (bigbench) once")
+    fetch.add_argument("dataset", choices=["bigbench"], help="what to fetch")
+    fetch.add_argument("--task", action="append", help="BIG-bench task (repeatable; default: the "
+                                                       "ones the built-in tasks use)")
+    fetch.add_argument("--all", action="store_true", help="every BIG-bench JSON task (~1.7 GB)")
+    fetch.add_argument("--sdist", help="a local bigbench-1.0.0.tar.gz instead of pip download")
 
     sc = commands.add_parser("score", help="score predictions against references")
     sc.add_argument("--metric", "-m", required=True, action="append",
@@ -58,27 +111,74 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(args: argparse.Namespace) -> None:
+def _run(args: argparse.Namespace) -> int:
     import tunelab
 
     if args.command == "quickstart":
         tunelab.quickstart(args.out, limit=args.limit, overrides=args.overrides)
     elif args.command == "train":
-        result = tunelab.train(args.config, args.overrides, resume=args.resume,
+        overrides = list(args.overrides)
+        if args.retention:
+            overrides.append(f"retention.tasks=[{args.retention}]")
+        if args.max_forgetting is not None:
+            overrides.append(f"retention.max_forgetting={args.max_forgetting}")
+        result = tunelab.train(args.config, overrides, resume=args.resume,
                                evaluate_after=not args.no_eval)
         print(json.dumps(result.summary, indent=1))
         if result.evaluation:
             print(json.dumps(result.evaluation.scores, indent=1))
         print(f"run directory: {result.run_dir}")
-    elif args.command == "eval":
-        result = tunelab.evaluate(args.task, model=args.model, adapter=args.adapter,
-                                  shots=args.shots, limit=args.limit, out_dir=args.out)
-        if args.json:
-            print(json.dumps(result.summary(), indent=1, default=str))
-        else:
-            from tunelab.report.tables import results_table
+        if not result.passed:
+            return 1
+    elif args.command == "sweep":
+        from tunelab.sweep import SweepOptions, run_sweep
 
-            print(results_table([result], list(result.scores)))
+        lrs = {}
+        for item in args.lr:
+            method, _, value = item.partition("=")
+            try:
+                lrs[method.strip()] = float(value)
+            except ValueError:
+                raise TunelabError(f"--lr {item}: expected METHOD=NUMBER, e.g. --lr lora=3e-4") from None
+        options = SweepOptions(
+            methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+            max_steps=args.steps, max_seconds=args.seconds, lr=lrs,
+            retention=args.retention.split(",") if args.retention else None)
+        run_sweep(args.config, args.overrides, options)
+    elif args.command == "merge":
+        from tunelab.merge import merge_run
+
+        print(f"merged model: {merge_run(args.run, args.out)}")
+    elif args.command == "eval":
+        _eval(args)
+    elif args.command == "tasks":
+        from tunelab.eval.tasks import tasks_overview, validate_task
+
+        if args.tasks_command == "list":
+            print(tasks_overview())
+        else:
+            tokenizer = None
+            if args.model:
+                from tunelab.config import ModelConfig
+                from tunelab.models.loader import load_tokenizer
+
+                tokenizer = load_tokenizer(ModelConfig(name=args.model))
+            print(validate_task(args.file, tokenizer))
+    elif args.command == "harness":
+        try:
+            from tunelab.bridges.lm_eval import run_harness
+        except ImportError as err:
+            raise TunelabError(f"tunelab harness needs lm-evaluation-harness ({err}); run: "
+                               "pip install -c constraints.txt 'tunelab[harness]'") from None
+
+        print(run_harness(args.tasks.split(","), model=args.model, adapter=args.adapter,
+                          include_path=args.include_path, shots=args.shots, limit=args.limit,
+                          batch_size=args.batch_size))
+    elif args.command == "data" and args.data_command == "fetch":
+        from tunelab.eval.datasets.fetch import fetch_bigbench
+
+        result = fetch_bigbench(args.task, sdist=args.sdist, every_task=args.all)
+        print(f"extracted {len(result.extracted)} files into {result.target} (sdist: {result.sdist})")
     elif args.command == "data":
         from tunelab.config import load_run_config
         from tunelab.data.inspect import inspect_data
@@ -92,12 +192,62 @@ def _run(args: argparse.Namespace) -> None:
         references = refs[0] if len(refs) == 1 else [Path(r) for r in refs] or None
         result = tunelab.score(metrics, args.predictions, references, labels=labels, ci=args.ci)
         print(json.dumps(result, indent=1) if args.json else tunelab.format_scores(result))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> None:
+    import tunelab
+    from tunelab.eval.tasks import is_suite, load_suite
+    from tunelab.report.tables import results_table, shown_keys
+
+    names = load_suite(args.task).tasks if is_suite(args.task) else [args.task]
+    adapters = args.adapter or []
+    if len(adapters) > 1:
+        if args.baselines or len(names) > 1:
+            raise TunelabError("several --adapter options score one task (no --baselines, no "
+                               "suite); run once per task")
+        results = tunelab.evaluate_adapters(args.task, adapters, model=args.model,
+                                            shots=args.shots, limit=args.limit, out_dir=args.out)
+        if args.json:
+            print(json.dumps([r.summary() for r in results], indent=1, default=str))
+        else:
+            print(results_table(results, shown_keys(results[0].scores)))
+        return
+    args.adapter = adapters[0] if adapters else None
+    if args.baselines:
+        reports = [tunelab.compare_baselines(
+            name, model=args.model, adapter=args.adapter, baselines=args.baselines.split(","),
+            shots=args.shots, limit=args.limit,
+            out_dir=Path(args.out) / Path(name).stem if args.out and len(names) > 1 else args.out)
+            for name in names]
+        if args.json:
+            print(json.dumps([r.to_json() for r in reports] if len(reports) > 1 else
+                             reports[0].to_json(), indent=1, default=str))
+        else:
+            print("\n\n".join(r.table() for r in reports))
+        return
+    if len(names) > 1:
+        results = tunelab.evaluate_suite(args.task, model=args.model, adapter=args.adapter,
+                                         shots=args.shots, limit=args.limit, out_dir=args.out)
+        if args.json:
+            print(json.dumps([r.summary() for r in results], indent=1, default=str))
+        else:
+            from tunelab.report.tables import suite_table
+
+            print(suite_table(results))
+        return
+    result = tunelab.evaluate(args.task, model=args.model, adapter=args.adapter,
+                              shots=args.shots, limit=args.limit, out_dir=args.out)
+    if args.json:
+        print(json.dumps(result.summary(), indent=1, default=str))
+    else:
+        print(results_table([result], shown_keys(result.scores)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        _run(args)
+        code = _run(args)
     except TunelabError as err:
         if args.debug:
             raise
@@ -106,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tunelab: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code
 
 
 if __name__ == "__main__":

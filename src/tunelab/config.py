@@ -25,6 +25,11 @@ class ModelConfig:
     """Weights dtype: float32, bfloat16 or float16."""
     num_layers: int | None = None
     """Keep only the first N transformer blocks (quick experiments, tests)."""
+    kind: str = "causal"
+    """causal (a decoder LM: trained on the completion after the prompt), seq2seq (an
+    encoder-decoder such as T5/BART: the prompt is the encoder input, the completion the
+    decoder target) or classifier (an encoder with a sequence-classification head over
+    eval.labels, e.g. minilm-l6: the prompt text in, the record's output is the class)."""
 
 
 @dataclass
@@ -32,7 +37,8 @@ class DataConfig:
     source: str = "builtin:movie_sentiment"
     """builtin:NAME, a .jsonl/.json/.csv/.parquet file, or a `datasets` directory saved to disk."""
     format: str = "auto"
-    """auto (from the file), jsonl, csv, parquet or hf_disk."""
+    """auto (from the file), jsonl, csv, parquet, hf_disk, or bigbench (a BIG-bench task.json:
+    the task definition becomes the instruction, each example's first target the output)."""
     fields: dict[str, str] = field(default_factory=dict)
     """Map tunelab's field names (instruction, input, output, prompt, completion, messages)
     to the column names in the data, e.g. {output: label}."""
@@ -70,36 +76,103 @@ class GenerationConfig:
     stop: list[str] = field(default_factory=list)
     """Stop strings: the prediction is cut at the first one."""
     batch_size: int = 16
+    """Prompts per generation batch (batches are formed from prompts of similar length)."""
     seed: int = 0
 
 
 @dataclass
 class EvalConfig:
     metrics: list[str] = field(default_factory=lambda: ["accuracy"])
-    """Metrics over the test split: accuracy, exact_match, f1, rouge, bleu, perplexity, ..."""
+    """Metrics over the test split: accuracy, classification, exact_match, f1, rouge, bleu, chrf,
+    perplexity (generate); multiple_choice (acc, acc_norm); perplexity, bits_per_byte,
+    word_perplexity (loglikelihood_rolling)."""
     labels: list[str] | None = None
     """The label set for label tasks (per-label precision/recall/F1)."""
     primary: str | None = None
     """The score compared between systems (default: the first metric's first score)."""
     shots: int = 0
-    """In-context examples from the train split prepended to each prompt."""
+    """In-context examples per prompt (`fewshot.k` in a task file takes precedence)."""
     limit: int | None = None
     """Evaluate at most this many test examples."""
     fewshot_seed: int = 1234
+    batch_size: int = 8
+    """Items per forward pass for log-likelihood requests (multiple choice, rolling, heads)."""
+    bootstrap: int = 1000
+    """Bootstrap resamples for confidence intervals and paired tests (0: none)."""
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 
 
 @dataclass
+class FewShotConfig:
+    """In-context examples: how many, from which split, sampled how, joined by what."""
+
+    k: int | None = None
+    """Shots of the few-shot baseline (`--baselines few`, `--shots few`); default eval.shots,
+    else 5. Plain evaluation is zero-shot unless --shots says otherwise."""
+    split: str | None = None
+    """The split shots come from (default: fewshot_split, i.e. train). When it is the scored
+    split, an item is never its own shot."""
+    seed: int | None = None
+    """Seed of the per-item shot sampler (default: eval.fewshot_seed)."""
+    sampler: str = "random"
+    """random (seeded per item) or first (the first k examples of the split, for every item)."""
+    separator: str | None = None
+    """Text between consecutive examples (default: the data source's own, else a blank line;
+    non-chat templates only: chat shots are earlier turns)."""
+
+
+@dataclass
+class RollingConfig:
+    """Windows for loglikelihood_rolling (perplexity / bits per byte of long text)."""
+
+    max_length: int | None = None
+    """Window length in tokens (default: the model's context length, at most 2048)."""
+    stride: int | None = None
+    """Tokens the window advances by (default: max_length, i.e. disjoint windows). A smaller
+    stride gives every scored token more context at more compute."""
+
+
+OUTPUT_TYPES = ("generate", "multiple_choice", "loglikelihood_rolling", "classification")
+
+
+@dataclass
 class TaskConfig:
-    """An evaluation task: data, template, split and metrics (one YAML file)."""
+    """An evaluation task: data, template, split, answers, metrics and shots (one YAML file)."""
 
     name: str = "task"
     description: str = ""
+    output_type: str = "generate"
+    """generate (free text), multiple_choice (log-likelihood of each choice),
+    loglikelihood_rolling (perplexity / bits per byte of whole texts), classification (a task
+    head's label)."""
     data: DataConfig = field(default_factory=DataConfig)
     split: str = "test"
-    """The split that is scored; few-shot examples come from `fewshot_split`."""
+    """The split that is scored; few-shot examples come from `fewshot.split`."""
     fewshot_split: str = "train"
+    target: str | None = None
+    """Column holding the answer: text, a list of acceptable texts, or a choice index (default:
+    the record's output). For loglikelihood_rolling: the column holding the text to score."""
+    choices: Any = None
+    """multiple_choice/classification: the column holding each item's list of choices, or a
+    fixed list of choices (default: a `choices` column, else eval.labels)."""
+    preamble: str | None = None
+    """Text placed once before the in-context examples (default: the data source's own, e.g.
+    BIG-bench's task_prefix; '' for none)."""
+    fewshot: FewShotConfig = field(default_factory=FewShotConfig)
+    rolling: RollingConfig = field(default_factory=RollingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def fewshot_k(self) -> int:
+        """In-context examples of the task's few-shot setting."""
+        if self.fewshot.k is not None:
+            return self.fewshot.k
+        return self.eval.shots or 5
+
+    def shot_split(self) -> str:
+        return self.fewshot.split or self.fewshot_split
+
+    def shot_seed(self) -> int:
+        return self.fewshot.seed if self.fewshot.seed is not None else self.eval.fewshot_seed
 
 
 @dataclass
@@ -107,6 +180,9 @@ class TrainConfig:
     epochs: float = 1.0
     max_steps: int = 0
     """Optimizer steps; 0 means run `epochs` epochs."""
+    max_seconds: float = 0
+    """Wall-clock budget for training (0: none). The schedule still spans max_steps/epochs;
+    training stops at the first step that ends past the budget."""
     batch_size: int = 8
     grad_accum: int = 1
     """Micro-batches accumulated per optimizer step."""
@@ -127,16 +203,122 @@ class TrainConfig:
 
 
 @dataclass
+class TrainTaskConfig:
+    """One task of a multi-task mixture: its data and template, how much it is sampled and
+    weighted, and the metric that tracks it during training."""
+
+    name: str = ""
+    """Unique name; curriculum stages and the logs refer to it."""
+    data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """The task metric, scored on the validation split at every evaluation
+    (mixture.eval_limit examples) and on the test split after training."""
+    loss_weight: float = 1.0
+    """Multiplies this task's token losses (0: the task is sampled but never learned from)."""
+    weight: float | None = None
+    """Sampling weight for mixture.sampling=weights (any positive scale)."""
+    max_train_examples: int | None = None
+    """Keep at most this many training examples (the first of the seeded split)."""
+    held_out: bool = False
+    """Never trained on; only evaluated, to measure generalisation to unseen tasks."""
+
+
+@dataclass
+class CurriculumStage:
+    tasks: list[str] = field(default_factory=list)
+    """The task names sampled in this stage (with the mixture's rates, renormalised)."""
+    steps: int = 0
+    """Optimizer steps of this stage; 0 on the last stage: the rest of the run."""
+
+
+@dataclass
+class BuiltinMixtureConfig:
+    """A built-in instruction-tuning mixture; its tasks are added to `tasks`."""
+
+    name: str | None = None
+    """natural_instructions: BIG-bench's Natural Instructions subtasks, the task definition
+    as the instruction (FLAN-style), with held-out subtasks for unseen-task evaluation."""
+    root: str | None = None
+    """An extracted BIG-bench tree (default: $TUNELAB_CACHE/bigbench, else
+    ~/.cache/tunelab/bigbench)."""
+    train: list[str] = field(default_factory=list)
+    """Training subtasks, by name or number (e.g. 047); empty: the built-in selection."""
+    held_out: list[str] = field(default_factory=list)
+    """Held-out subtasks (evaluated, never trained); empty: the built-in selection."""
+    instruction: str = "definition"
+    """definition (the task's definition) or prefix (definition plus its one-line prompt)."""
+    max_train_examples: int | None = 1000
+    """Training examples kept per subtask."""
+    metrics: list[str] = field(default_factory=lambda: ["rouge"])
+    """Metrics of every subtask (Natural Instructions scores with ROUGE-L)."""
+
+
+@dataclass
+class MixtureConfig:
+    """How the tasks of a multi-task run are sampled, ordered and evaluated."""
+
+    sampling: str = "proportional"
+    """proportional (to task size), temperature (size^(1/temperature)), uniform, or weights
+    (each task's `weight`)."""
+    temperature: float = 2.0
+    """For sampling=temperature: 1 is proportional, larger flattens towards uniform."""
+    cap: int | None = None
+    """Examples cap K (T5): a task counts as at most K examples in the rates, and gives at
+    most K examples per mixture epoch."""
+    oversample: bool = False
+    """false: a mixture epoch uses each (capped) task's examples once; tasks are drawn at
+    their rates, and a used-up task drops out while the rest renormalise. true: every task
+    gets its rate's share of the epoch, small tasks repeating (several task epochs)."""
+    stages: list[CurriculumStage] = field(default_factory=list)
+    """Curriculum: ordered stages of task subsets, e.g. [{tasks: [a], steps: 100},
+    {tasks: [a, b]}]; empty: all tasks throughout."""
+    order: str = "random"
+    """random, or easy_to_hard: every pass over a task goes from easy to hard by `measure`."""
+    measure: str = "length"
+    """For order=easy_to_hard: length (tokens) or loss (mean completion NLL per token under
+    the base model, before training)."""
+    eval_limit: int = 16
+    """Validation examples per task scored with its metric at every evaluation (0: none)."""
+    builtin: BuiltinMixtureConfig = field(default_factory=BuiltinMixtureConfig)
+
+
+@dataclass
+class RetentionConfig:
+    """Forgetting: tasks never trained on, scored before training (cached per base model) and
+    after, with the change and its paired-bootstrap confidence interval."""
+
+    tasks: list[str] = field(default_factory=list)
+    """Task names, task files or suite names (`general` is the built-in retention suite).
+    Empty: no retention evaluation."""
+    limit: int | None = 100
+    """Items per retention task (the same items before and after)."""
+    every_eval: bool = False
+    """Also score them at every evaluation step: a forgetting curve next to the loss curve."""
+    max_forgetting: float | None = None
+    """Fail the run (exit code 1) when any task's score drops by more than this many points."""
+
+
+@dataclass
 class RunConfig:
     name: str = "run"
     output_dir: str = "runs"
     """The run directory is OUTPUT_DIR/NAME."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    """The training data; with `tasks` (or a built-in mixture) it is unused, except that a
+    built-in mixture takes its template, sizes and max_length from it."""
     method: dict[str, Any] = field(default_factory=lambda: {"name": "lora"})
     """`name` picks the method (full, lora, ...); other keys are that method's options."""
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    tasks: list[TrainTaskConfig] = field(default_factory=list)
+    """Multi-task training: several tasks, each with its own data, template and options."""
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+
+    @property
+    def is_mixture(self) -> bool:
+        return bool(self.tasks) or self.mixture.builtin.name is not None
 
     @property
     def run_dir(self) -> Path:
@@ -156,11 +338,25 @@ def from_dict(cls: type, raw: dict[str, Any], where: str) -> Any:
                 f"{where}: unknown option '{key}'; valid options are: {', '.join(sorted(known))}"
             )
         hint = hints[key]
+        item = _dataclass_item(hint)
         if dataclasses.is_dataclass(hint):
             kwargs[key] = from_dict(hint, value or {}, f"{where}.{key}")
+        elif item is not None:
+            if not isinstance(value or [], list):
+                raise TunelabError(f"{where}.{key}: expected a list of mappings")
+            kwargs[key] = [from_dict(item, v or {}, f"{where}.{key}[{i}]")
+                           for i, v in enumerate(value or [])]
         else:
             kwargs[key] = _coerce(value, hint, f"{where}.{key}")
     return cls(**kwargs)
+
+
+def _dataclass_item(hint: Any) -> type | None:
+    """The item type of a ``list[SomeDataclass]`` hint, else None."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is list and len(args) == 1 and dataclasses.is_dataclass(args[0]):
+        return typing.cast(type, args[0])
+    return None
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:

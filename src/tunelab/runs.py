@@ -34,7 +34,8 @@ def read_config(run_dir: Path) -> RunConfig:
 
 
 def load_run_model(run_dir: str | Path, base: str | None = None) -> LoadedModel:
-    """The base model of a run with its trained weights applied.
+    """The base model of a run with its trained weights applied, rebuilt as the run's
+    model.kind (a classifier gets its head over the run's eval.labels back from the weights).
 
     Args:
         run_dir: a run directory written by `tunelab train`.
@@ -48,7 +49,7 @@ def load_run_model(run_dir: str | Path, base: str | None = None) -> LoadedModel:
     weights = run_dir / method.weights_dir
     if not weights.exists():
         raise TunelabError(f"{run_dir}: no trained weights in {weights}; did training finish?")
-    lm = load_model(config.model)
+    lm = load_model(config.model, labels=config.eval.labels)  # model.kind: causal/seq2seq/classifier
     lm.model = method.load(lm.model, weights)
     lm.model.eval()
     return lm

@@ -37,9 +37,9 @@ class SweepOptions:
     """Same wall-clock training budget for every method (0: none)."""
     lr: dict[str, float] = field(default_factory=dict)
     """Per-method learning rates (default: DEFAULT_LR, else the config's)."""
-    retention_task: str | None = None
-    """A second task, never trained on: its score change measures forgetting."""
-    retention_limit: int | None = None
+    retention: list[str] | None = None
+    """Untouched tasks or suites (default: the config's retention.tasks); every run scores them
+    before (cached once per base model) and after training; the table shows the worst change."""
 
 
 def method_config(base: RunConfig, method: str, options: SweepOptions, sweep_dir: Path) -> RunConfig:
@@ -52,6 +52,9 @@ def method_config(base: RunConfig, method: str, options: SweepOptions, sweep_dir
         config.train.max_steps = options.max_steps
     if options.max_seconds:
         config.train.max_seconds = options.max_seconds
+    if options.retention is not None:
+        config.retention.tasks = list(options.retention)
+    config.retention.max_forgetting = None  # a sweep compares methods; it fails none of them
     return config
 
 
@@ -60,19 +63,6 @@ def _run(argv: list[str], log: Path) -> bool:
         done = subprocess.run([sys.executable, "-m", "tunelab.cli", *argv], stdout=handle,
                               stderr=subprocess.STDOUT)
     return done.returncode == 0
-
-
-def _retention(task: str, run_dir: Path | None, out: Path, limit: int | None,
-               base_model: str) -> float | None:
-    """Primary score on the retention task (in a child process), or None on failure."""
-    argv = ["eval", "--task", task, "--out", str(out), "--json"]
-    argv += ["--adapter", str(run_dir)] if run_dir else ["--model", base_model]
-    argv += ["--limit", str(limit)] if limit else []
-    out.mkdir(parents=True, exist_ok=True)
-    if not _run(argv, out / "log.txt"):
-        return None
-    scores = json.loads((out / "metrics.json").read_text())["scores"]
-    return float(next(iter(scores.values())))
 
 
 def run_sweep(config_path: str, overrides: list[str], options: SweepOptions) -> Path:
@@ -87,11 +77,6 @@ def run_sweep(config_path: str, overrides: list[str], options: SweepOptions) -> 
     if sweep_dir.exists():
         raise TunelabError(f"{sweep_dir} exists; choose another name (name=...) or remove it")
     sweep_dir.mkdir(parents=True)
-    base_retention = None
-    if options.retention_task:
-        print(f"sweep: base model on retention task {options.retention_task}")
-        base_retention = _retention(options.retention_task, None, sweep_dir / "retention-base",
-                                    options.retention_limit, base.model.name)
     rows: list[dict[str, Any]] = []
     for method in options.methods:
         config = method_config(base, method, options, sweep_dir)
@@ -100,13 +85,8 @@ def run_sweep(config_path: str, overrides: list[str], options: SweepOptions) -> 
         print(f"sweep: training {method} (lr {config.train.lr:g}) -> {config.run_dir}")
         ok = _run(["train", str(config_file)], sweep_dir / f"{method}.log")
         rows.append(_row(method, config, ok, sweep_dir))
-        if ok and options.retention_task:
-            score = _retention(options.retention_task, config.run_dir, config.run_dir / "eval" / "retention",
-                               options.retention_limit, base.model.name)
-            if score is not None and base_retention is not None:
-                rows[-1]["retention_delta"] = score - base_retention
     (sweep_dir / "sweep.json").write_text(json.dumps(
-        {"rows": rows, "base_retention": base_retention, "retention_task": options.retention_task},
+        {"rows": rows, "retention_tasks": method_config(base, "full", options, sweep_dir).retention.tasks},
         indent=1))
     table = sweep_table(rows)
     (sweep_dir / "sweep.md").write_text(table + "\n")
@@ -129,12 +109,20 @@ def _row(method: str, config: RunConfig, ok: bool, sweep_dir: Path) -> dict[str,
         scores = json.loads(metrics_file.read_text())["scores"]
         key = config.eval.primary or next(iter(scores))
         row["metric"], row["score"] = key, scores[key]
+    retention_file = config.run_dir / "retention.json"
+    if retention_file.is_file():
+        kept = json.loads(retention_file.read_text())
+        row["retention"] = {r["task"]: r["delta"] for r in kept["rows"]}
+        row["worst_forgetting"] = kept["worst_forgetting"]
     return row
 
 
 def sweep_table(rows: list[dict[str, Any]], markdown: bool = True) -> str:
+    """One row per method; one change column per retention task (after minus before)."""
+    kept = [t for r in rows for t in r.get("retention", {})]
+    kept = list(dict.fromkeys(kept))
     headers = ["method", "trainable", "%", "size on disk", "peak MiB", "tokens/s", "val loss",
-               "task score", "retention Δ", "steps", "train s"]
+               "task score", *[f"Δ {t}" for t in kept], "steps", "train s"]
     body = []
     for r in rows:
         if not r["ok"]:
@@ -146,7 +134,7 @@ def sweep_table(rows: list[dict[str, Any]], markdown: bool = True) -> str:
             f"{r['tokens_per_s']:.0f}" if r.get("tokens_per_s") else "-",
             f"{r['best_val_loss']:.4f}" if r.get("best_val_loss") is not None else "-",
             f"{r['score']:.2f} ({r['metric']})" if "score" in r else "-",
-            f"{r['retention_delta']:+.2f}" if "retention_delta" in r else "-",
+            *[f"{r['retention'][t]:+.3f}" if t in r.get("retention", {}) else "-" for t in kept],
             r["steps"], f"{r['train_seconds']:.0f}"])
     return format_table(headers, body, markdown)
 

@@ -42,7 +42,18 @@ def movie_sentiment() -> Rows:
             }
 
 
-BUILTIN_DATASETS: dict[str, Callable[[], Rows]] = {"movie_sentiment": movie_sentiment}
+def news() -> Rows:
+    """299 news articles (the Lee background corpus, Australian Broadcasting Corporation news),
+    from gensim's test data: general text for perplexity and retention checks."""
+    path = _gensim_file("lee_background.cor")
+    for lineno, line in enumerate(path.read_text(encoding="latin-1").splitlines(), start=1):
+        if line.strip():
+            yield f"{path}:{lineno}", {"instruction": "Write a news article.", "input": "",
+                                       "output": line.strip()}
+
+
+BUILTIN_DATASETS: dict[str, Callable[[], Rows]] = {"movie_sentiment": movie_sentiment,
+                                                   "news": news}
 
 
 def load_builtin(name: str) -> Rows:

@@ -53,7 +53,10 @@ def _read_rows(path: Path, fmt: str) -> Iterator[tuple[str, dict[str, Any]]]:
                     f"{path}: cannot tell the format from '{path.suffix}'; "
                     "set data.format to jsonl, csv, parquet or hf_disk"
                 )
-    readers = {"jsonl": _jsonl_rows, "csv": _csv_rows, "parquet": _parquet_rows, "hf_disk": _hf_rows}
+    from tunelab.data.bigbench import bigbench_rows
+
+    readers = {"jsonl": _jsonl_rows, "csv": _csv_rows, "parquet": _parquet_rows, "hf_disk": _hf_rows,
+               "bigbench": bigbench_rows}
     if fmt not in readers:
         raise TunelabError(f"data.format '{fmt}': use auto, {', '.join(readers)}")
     return readers[fmt](path)

@@ -149,6 +149,15 @@ class ChatTemplate:
         return Rendered(prompt, full[len(prompt):].rstrip(), special_in_text=True)
 
 
+def classifier_text(record: Record, template: Template) -> str:
+    """What a classification head reads: the rendered prompt of a format template (e.g.
+    prompt_format '{input}': the review alone), else the record's input (or its instruction and
+    input). Training and the classification output type read the same text."""
+    if template.name == "format":
+        return template.render(record).prompt
+    return record.input or user_text(record)
+
+
 def _require_plain(record: Record, name: str) -> None:
     if record.messages is not None:
         raise TunelabError(

@@ -1,5 +1,5 @@
-"""Batched generation: left padding, length-sorted batches, greedy or sampling, stop at EOS
-or at stop strings."""
+"""Batched generation: left padding (right padding of the encoder input for encoder-decoder
+models), length-sorted batches, greedy or sampling, stop at EOS or at stop strings."""
 
 from __future__ import annotations
 
@@ -33,6 +33,23 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tenso
     return ids, mask
 
 
+def right_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), both [batch, longest], padded on the right (an encoder's
+    input: positions then count from the first real token, as in training)."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, :len(prompt)] = torch.tensor(list(prompt), dtype=torch.long)
+        mask[row, :len(prompt)] = 1
+    return ids, mask
+
+
+def is_encoder_decoder(model: Any) -> bool:
+    """Whether generate() returns decoder sequences (T5, BART) rather than prompt + continuation."""
+    return bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
+
+
 @torch.no_grad()
 def generate(
     model: Any,
@@ -40,12 +57,20 @@ def generate(
     prompts: Sequence[Sequence[int]],
     config: GenerationConfig,
     desc: str = "generate",
+    strip: bool = True,
 ) -> list[str]:
-    """Generate a completion for each prompt (token ids), returned in the input order."""
+    """Generate a completion for each prompt (token ids), returned in the input order.
+
+    Prompts are sorted by length so each batch pads little; `strip` trims whitespace around
+    each prediction (lm-evaluation-harness wants it kept). For encoder-decoder models the
+    prompt is the encoder input (right-padded) and the output holds only the decoder's tokens
+    after its start token, so nothing of the prompt is echoed."""
     model.eval()
     device = next(model.parameters()).device
     # Longest first: similar lengths share a batch (little padding) and memory peaks early.
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    seq2seq = is_encoder_decoder(model)
+    pad = right_pad if seq2seq else left_pad
     outputs: list[str] = [""] * len(prompts)
     torch.manual_seed(config.seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -59,7 +84,7 @@ def generate(
     with tqdm(total=len(prompts), desc=desc, unit="ex", leave=False) as bar:
         for start in range(0, len(order), config.batch_size):
             rows = order[start:start + config.batch_size]
-            ids, mask = left_pad([prompts[i] for i in rows], pad_id)
+            ids, mask = pad([prompts[i] for i in rows], pad_id)
             generated = model.generate(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
@@ -68,9 +93,11 @@ def generate(
                 eos_token_id=tokenizer.eos_token_id,
                 **extra,
             )
-            new_tokens = generated[:, ids.shape[1]:]
+            # A decoder's sequences start with its start token; a causal LM's with the prompt.
+            new_tokens = generated[:, 1:] if seq2seq else generated[:, ids.shape[1]:]
             for row, tokens in zip(rows, new_tokens, strict=True):
                 text = tokenizer.decode(tokens, skip_special_tokens=True)
-                outputs[row] = cut_at_stop(text, config.stop).strip()
+                text = cut_at_stop(text, config.stop)
+                outputs[row] = text.strip() if strip else text
             bar.update(len(rows))
     return outputs

@@ -21,11 +21,18 @@ def completion_nll(
     results: list[tuple[float, int]] = []
     for start in range(0, len(examples), batch_size):
         batch = collate(examples[start:start + batch_size], pad_id)
-        logits = model(input_ids=batch["input_ids"].to(device),
-                       attention_mask=batch["attention_mask"].to(device)).logits
-        # Position t predicts token t+1: logits[:, :-1] against labels[:, 1:].
-        logits = logits[:, :-1].float()  # [batch, seq-1, vocab]
-        labels = batch["labels"][:, 1:].to(device)  # [batch, seq-1]
+        if examples[start].kind == "seq2seq":  # the decoder's logits align with the labels
+            labels = batch["labels"].to(device)
+            logits = model(input_ids=batch["input_ids"].to(device), labels=labels,
+                           attention_mask=batch["attention_mask"].to(device)).logits.float()
+        else:
+            logits = model(input_ids=batch["input_ids"].to(device),
+                           attention_mask=batch["attention_mask"].to(device)).logits
+            # Prompt tuning returns logits for its virtual tokens too: keep the input's positions.
+            logits = logits[:, logits.shape[1] - batch["input_ids"].shape[1]:]
+            # Position t predicts token t+1: logits[:, :-1] against labels[:, 1:].
+            logits = logits[:, :-1].float()  # [batch, seq-1, vocab]
+            labels = batch["labels"][:, 1:].to(device)  # [batch, seq-1]
         nll = F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
         mask = labels != IGNORE_INDEX
         sums = (nll * mask).sum(dim=1)

@@ -59,6 +59,7 @@ __all__ = [
     "metric_names",
     "normalize_label",
     "paired_bootstrap",
+    "paired_delta_ci",
     "perplexity_from_nll",
     "register_metric",
     "squad_normalize",
@@ -231,6 +232,26 @@ def bootstrap_ci(
     }
 
 
+def _paired_deltas(items_a: Sequence[Any], items_b: Sequence[Any], metric: Metric, key: str,
+                   n: int, seed: int, alpha: float, caller: str) -> np.ndarray:
+    """score(B) - score(A) of `key` on n shared resamples of the items, checked."""
+    if len(items_a) != len(items_b):
+        raise TunelabError(
+            f"{caller} got {len(items_a)} items for system A but {len(items_b)} for "
+            "system B; score both systems on the same items"
+        )
+    check_not_empty(items_a, metric.name)
+    _check_bootstrap_options(n, alpha)
+    chunks = _resample_indices(len(items_a), n, seed)
+    scores_a = _bootstrap_scores(items_a, metric, chunks)
+    if key not in scores_a:
+        raise TunelabError(
+            f"key {key!r} is not a score of metric {metric.name!r}; "
+            f"valid keys are: {', '.join(scores_a)}"
+        )
+    return _bootstrap_scores(items_b, metric, chunks)[key] - scores_a[key]
+
+
 def paired_bootstrap(
     items_a: Sequence[Any],
     items_b: Sequence[Any],
@@ -249,26 +270,29 @@ def paired_bootstrap(
     Raises:
         TunelabError: if the systems have different item counts or `key` is not a score.
     """
-    if len(items_a) != len(items_b):
-        raise TunelabError(
-            f"paired_bootstrap got {len(items_a)} items for system A but {len(items_b)} for "
-            "system B; score both systems on the same items"
-        )
-    check_not_empty(items_a, metric.name)
-    _check_bootstrap_options(n, 0.05)
-    chunks = _resample_indices(len(items_a), n, seed)
-    scores_a = _bootstrap_scores(items_a, metric, chunks)
-    if key not in scores_a:
-        raise TunelabError(
-            f"key {key!r} is not a score of metric {metric.name!r}; "
-            f"valid keys are: {', '.join(scores_a)}"
-        )
-    scores_b = _bootstrap_scores(items_b, metric, chunks)
-    delta = scores_b[key] - scores_a[key]  # (n,)
+    delta = _paired_deltas(items_a, items_b, metric, key, n, seed, 0.05, "paired_bootstrap")
     if key in metric.lower_is_better:
         delta = -delta
     not_better = int(np.sum(delta <= 0))
     return (not_better + 1) / (n + 1)
+
+
+def paired_delta_ci(
+    items_a: Sequence[Any],
+    items_b: Sequence[Any],
+    metric: Metric,
+    key: str,
+    n: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> tuple[float, float]:
+    """Percentile CI of score(B) - score(A) on the same items (both resampled together).
+
+    Used for before/after comparisons of one model (forgetting): the change of `key` with a
+    confidence interval that accounts for the pairing of items.
+    """
+    delta = _paired_deltas(items_a, items_b, metric, key, n, seed, alpha, "paired_delta_ci")
+    return float(np.quantile(delta, alpha / 2)), float(np.quantile(delta, 1 - alpha / 2))
 
 
 def _check_bootstrap_options(n: int, alpha: float) -> None:

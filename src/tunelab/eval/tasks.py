@@ -1,31 +1,234 @@
-"""Tasks: one YAML file each (built-in ones live in tunelab/tasks/)."""
+"""Tasks: one YAML file each (built-in ones live in tunelab/tasks/), grouped into suites
+(tunelab/tasks/suites/*.yaml: a name, a description and a list of tasks).
+
+`check_task` catches what the dataclasses can't (an unknown output type, a metric that does not
+fit the output type, ...) with one-line errors that name the file, line and option;
+`validate_task` also reads the data and renders the first prompt.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from tunelab.config import TaskConfig, from_dict, load_yaml
+import yaml
+
+from tunelab.config import OUTPUT_TYPES, TaskConfig, from_dict, load_yaml
 from tunelab.errors import TunelabError
 
 BUILTIN_TASK_DIR = Path(__file__).resolve().parent.parent / "tasks"
+SUITE_DIR = BUILTIN_TASK_DIR / "suites"
+TEXT_METRICS = ("accuracy", "classification", "exact_match", "f1", "rouge", "bleu", "chrf")
+METRICS_FOR = {
+    "generate": (*TEXT_METRICS, "perplexity"),
+    "multiple_choice": ("multiple_choice", *TEXT_METRICS),
+    "loglikelihood_rolling": ("perplexity", "bits_per_byte", "word_perplexity"),
+    "classification": ("accuracy", "classification", "exact_match", "f1"),
+}
+TEMPLATES = ("alpaca", "chat", "format")
 
 
 def builtin_tasks() -> list[str]:
     return sorted(p.stem for p in BUILTIN_TASK_DIR.glob("*.yaml"))
 
 
-def load_task(name_or_path: str) -> TaskConfig:
-    """A built-in task by name, or a task YAML file."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = BUILTIN_TASK_DIR / f"{name_or_path}.yaml"
-        if not path.is_file():
-            raise TunelabError(
-                f"task '{name_or_path}': unknown; built-in tasks are {', '.join(builtin_tasks())}, "
-                "or give a task YAML file"
-            )
+def builtin_suites() -> list[str]:
+    return sorted(p.stem for p in SUITE_DIR.glob("*.yaml"))
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str
+    tasks: list[str]
+
+
+def load_suite(name: str) -> Suite:
+    path = SUITE_DIR / f"{name}.yaml"
     raw = load_yaml(path)
-    task = from_dict(TaskConfig, raw, str(path))
+    tasks = raw.get("tasks")
+    if not isinstance(tasks, list) or not tasks:
+        raise TunelabError(f"{path}: a suite needs a non-empty 'tasks' list")
+    return Suite(str(raw.get("name", name)), str(raw.get("description", "")), [str(t) for t in tasks])
+
+
+def is_suite(name: str) -> bool:
+    return not Path(name).suffix and (SUITE_DIR / f"{name}.yaml").is_file()
+
+
+def task_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix:
+        if not path.is_file():
+            raise TunelabError(f"{path}: no such task file")
+        return path
+    path = BUILTIN_TASK_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise TunelabError(
+            f"task '{name_or_path}': unknown; built-in tasks are {', '.join(builtin_tasks())}; "
+            f"suites are {', '.join(builtin_suites())} (tunelab tasks list), or give a task YAML file"
+        )
+    return path
+
+
+def load_task(name_or_path: str) -> TaskConfig:
+    """A built-in task by name, or a task YAML file, checked (see `check_task`)."""
+    path = task_path(name_or_path)
+    raw = load_yaml(path)
+    task: TaskConfig = from_dict(TaskConfig, raw, str(path))
     if "name" not in raw:
         task.name = path.stem
+    apply_source_defaults(task, raw.get("data") or {})
+    check_task(task, path)
     return task
+
+
+def apply_source_defaults(task: TaskConfig, raw_data: dict[str, Any]) -> None:
+    """Benchmark sources without a template in the file get `format` over the reader's prompt."""
+    from tunelab.eval.datasets import default_completion, source_scheme
+
+    if source_scheme(task.data.source) and "template" not in raw_data:
+        task.data.template = "format"
+        task.data.prompt_format = task.data.prompt_format or "{prompt}"
+        if "completion_format" not in raw_data:
+            task.data.completion_format = default_completion(task.data.source)
+
+
+def yaml_line(path: Path, keys: list[str | int]) -> int | None:
+    """1-based line of the deepest of `keys` (mapping keys, list indices) found in the file."""
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    line = None
+    for key in keys:
+        if isinstance(key, int) and isinstance(node, yaml.SequenceNode) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+            continue
+        if not isinstance(node, yaml.MappingNode):
+            break
+        match = next(((k, v) for k, v in node.value if getattr(k, "value", None) == key), None)
+        if match is None:
+            break
+        line, node = match[0].start_mark.line + 1, match[1]
+    return line
+
+
+def option_name(keys: list[str | int]) -> str:
+    """['eval', 'metrics', 1] -> 'eval.metrics[1]'."""
+    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
+
+
+def check_task(task: TaskConfig, path: Path | None = None) -> None:
+    """Raise a one-line TunelabError for an option that can't work (no data is read)."""
+
+    def fail(keys: list[str | int], message: str) -> None:
+        where = f"task {task.name}"
+        if path is not None:
+            line = yaml_line(path, keys)
+            where = f"{path}" + (f" line {line}" if line else "")
+        raise TunelabError(f"{where}: {option_name(keys)}: {message}")
+
+    kind = task.output_type
+    if kind not in OUTPUT_TYPES:
+        fail(["output_type"], f"'{kind}' is not an output type; use one of {', '.join(OUTPUT_TYPES)}")
+    import tunelab.eval.metrics_lm  # noqa: F401  (registers the log-likelihood metrics)
+    from tunelab.eval.metrics import metric_names
+
+    for i, name in enumerate(task.eval.metrics):
+        if name not in metric_names():
+            fail(["eval", "metrics", i], f"unknown metric '{name}'; valid: {', '.join(metric_names())}")
+        if name not in METRICS_FOR[kind]:
+            fail(["eval", "metrics", i], f"'{name}' does not apply to output_type {kind}; use "
+                                      f"{', '.join(METRICS_FOR[kind])}")
+    if not task.eval.metrics:
+        fail(["eval", "metrics"], f"empty; e.g. {METRICS_FOR[kind][0]}")
+    if task.data.template not in TEMPLATES:
+        fail(["data", "template"], f"'{task.data.template}' is unknown; use {', '.join(TEMPLATES)}")
+    if task.data.template == "format" and not task.data.prompt_format:
+        fail(["data", "prompt_format"], "template format needs a prompt_format, e.g. 'Q: {input}\\nA:'")
+    if task.fewshot.sampler not in ("random", "first"):
+        fail(["fewshot", "sampler"], f"'{task.fewshot.sampler}'; use random or first")
+    if task.fewshot_k() < 0:
+        fail(["fewshot", "k"], "must be >= 0")
+    if task.preamble and task.data.template == "chat":
+        fail(["preamble"], "chat templates take no preamble; use data.system instead")
+    if task.choices is not None and not isinstance(task.choices, (str, list)):
+        fail(["choices"], "give a column name or a list of choices")
+    if kind == "classification" and not (isinstance(task.choices, list) or task.eval.labels):
+        fail(["eval", "labels"], "classification needs the labels, one per class in class order")
+    if kind in ("loglikelihood_rolling", "classification") and (task.fewshot.k or task.eval.shots):
+        fail(["fewshot", "k"], f"{kind} takes no in-context examples; set 0")
+    rolling = task.rolling
+    if rolling.max_length is not None and rolling.max_length < 2:
+        fail(["rolling", "max_length"], "must be at least 2 tokens")
+    if rolling.stride is not None and (rolling.stride < 1 or (
+            rolling.max_length is not None and rolling.stride > rolling.max_length)):
+        fail(["rolling", "stride"], "must be between 1 and rolling.max_length")
+    if task.eval.batch_size < 1 or task.eval.generation.batch_size < 1:
+        fail(["eval", "batch_size"], "must be at least 1")
+
+
+def validate_task(name_or_path: str, tokenizer: Any = None) -> str:
+    """Check a task file and its data; a short report of what it will evaluate."""
+    from tunelab.data import get_template
+    from tunelab.eval.datasets import load_task_data
+    from tunelab.eval.fewshot import PromptBuilder
+    from tunelab.eval.outputs import reference_of, resolve_choices
+
+    task = load_task(name_or_path)
+    data = load_task_data(task)
+    records = data.split(task.split)
+    if not records:
+        raise TunelabError(f"task {task.name}: the {task.split} split is empty; check the data sizes")
+    few = task.fewshot_k() if task.output_type in ("generate", "multiple_choice") else 0
+    if few:
+        pool = data.split(task.shot_split(), "fewshot.split")
+        if len(pool) < few:
+            raise TunelabError(f"task {task.name}: fewshot.k={few} but the "
+                               f"{task.shot_split()} split has {len(pool)} examples")
+    for record in records[:50]:
+        if task.output_type == "multiple_choice":
+            resolve_choices(task, record)
+        else:
+            reference_of(task, record)
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in data.splits.items())
+    lines = [f"{task.name}: ok ({task.output_type}; {sizes}; metrics {', '.join(task.eval.metrics)}; "
+             f"few-shot k={few})"]
+    if task.output_type in ("loglikelihood_rolling", "classification"):
+        from tunelab.eval.outputs import document_of
+
+        text = document_of(task, records[0]) if task.output_type == "loglikelihood_rolling" else (
+            records[0].input or records[0].instruction)
+        lines.append(f"first text: {text[:300]!r}")
+    elif task.data.template != "chat" or tokenizer is not None:
+        template = get_template(task.data, tokenizer)
+        preamble = task.preamble if task.preamble is not None else data.preamble
+        builder = PromptBuilder(template, tokenizer, preamble, "\n\n")
+        rendered = builder.render(records[0])
+        lines.append(f"first prompt: {rendered.prompt!r} -> {rendered.completion!r}")
+    return "\n".join(lines)
+
+
+def tasks_overview() -> str:
+    """The built-in tasks (output type, data, size of the scored split if known) and suites."""
+    from tunelab.eval.datasets.bigbench import bigbench_dir, task_file
+    from tunelab.report.tables import format_table
+
+    rows = []
+    for name in builtin_tasks():
+        task = load_task(name)
+        source = task.data.source
+        needs = ""
+        if source.startswith("bigbench:") and not (bigbench_dir() / task_file(source[9:])).is_file():
+            needs = "tunelab data fetch bigbench"
+        rows.append([name, task.output_type, source, ", ".join(task.eval.metrics), needs])
+    lines = ["Tasks (tunelab eval --task NAME; a task is one YAML file, see `tunelab tasks "
+             "validate FILE`):", format_table(["task", "output type", "data", "metrics", "needs"], rows),
+             "", "Suites (tunelab eval --task SUITE):"]
+    suites = [load_suite(name) for name in builtin_suites()]
+    lines.append(format_table(["suite", "tasks", "description"],
+                              [[s.name, ", ".join(s.tasks), s.description] for s in suites]))
+    return "\n".join(lines)

@@ -7,6 +7,8 @@ method's, saves and loads those parameters, and merges them into the base where 
 from tunelab.methods.base import METHODS, Method, get_method, trainable_parameters
 
 # Importing the modules registers the methods.
-from tunelab.methods import full, lora  # noqa: E402,F401  isort: skip
+from tunelab.methods import (  # noqa: E402,F401  isort: skip
+    adapter, bitfit, freeze, full, ia3, lora, prefix, prompt,
+)
 
 __all__ = ["METHODS", "Method", "get_method", "trainable_parameters"]

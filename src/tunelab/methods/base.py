@@ -36,7 +36,9 @@ class Method(Protocol):
         ...
 
     def merge(self, model: torch.nn.Module) -> torch.nn.Module | None:
-        """Fold the method into the base weights; None where the method cannot merge."""
+        """A plain model of the base architecture computing the same function: the method
+        folded into the base weights (lora, ia3), or the model itself where the trained weights
+        are the base's own (full, freeze); None where the method cannot merge."""
         ...
 
 
@@ -102,3 +104,12 @@ def directory_size(path: Path) -> int:
 
 
 OptionsBuilder = Callable[[Any, torch.nn.Module], Any]
+
+
+def input_logits(logits: torch.Tensor, input_length: int) -> torch.Tensor:
+    """The logits of the input's own positions, [batch, input_length, vocab].
+
+    Methods that prepend virtual tokens (prompt tuning) return longer logits than the input;
+    the input's positions are always the last `input_length`.
+    """
+    return logits[:, logits.shape[1] - input_length:]

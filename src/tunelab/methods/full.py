@@ -37,14 +37,22 @@ class FullMethod:
         for shard in sorted(Path(weights_dir).glob("*.safetensors")):
             state.update(load_file(str(shard)))
         missing, unexpected = base.load_state_dict(state, strict=False)
-        tied = {"lm_head.weight"} if getattr(base.config, "tie_word_embeddings", False) else set()
-        if set(missing) - tied or unexpected:
+        if set(missing) - tied_to(base, set(state)) or unexpected:
             raise RuntimeError(f"{weights_dir}: checkpoint does not fit the base model "
                                f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
         return base
 
     def merge(self, model: torch.nn.Module) -> torch.nn.Module | None:
-        return None
+        """The model itself: every weight already is a plain model's weight."""
+        return model
+
+
+def tied_to(model: torch.nn.Module, loaded: set[str]) -> set[str]:
+    """Names sharing a tensor with a loaded name (tied embeddings: T5 ties three names)."""
+    names_by_tensor: dict[int, set[str]] = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        names_by_tensor.setdefault(id(tensor), set()).add(name)
+    return {name for names in names_by_tensor.values() if names & loaded for name in names}
 
 
 METHOD = register(FullMethod())

@@ -24,6 +24,8 @@ class PeftMethod:
     """(options, model) -> peft config."""
     can_merge: bool = False
     weights_dir: str = "adapter"
+    after_wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None
+    """Applied to the PeftModel after apply and load (a method's fix of peft behaviour)."""
 
     def apply(self, model: torch.nn.Module, options: Any) -> torch.nn.Module:
         from peft import get_peft_model
@@ -31,9 +33,10 @@ class PeftMethod:
         try:
             with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5
                 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-                return get_peft_model(model, self.build_config(options, model))
+                wrapped = get_peft_model(model, self.build_config(options, model))
         except ValueError as err:
             raise TunelabError(f"method ({self.name}): {err}") from None
+        return self.after_wrap(wrapped) if self.after_wrap else wrapped
 
     def save(self, model: torch.nn.Module, out_dir: Path) -> None:
         model.save_pretrained(str(out_dir))  # type: ignore[operator]
@@ -41,7 +44,10 @@ class PeftMethod:
     def load(self, base: torch.nn.Module, weights_dir: Path) -> torch.nn.Module:
         from peft import PeftModel
 
-        return PeftModel.from_pretrained(base, str(weights_dir))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+            loaded = PeftModel.from_pretrained(base, str(weights_dir))
+        return self.after_wrap(loaded) if self.after_wrap else loaded
 
     def merge(self, model: torch.nn.Module) -> torch.nn.Module | None:
         if not self.can_merge:

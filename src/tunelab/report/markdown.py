@@ -48,3 +48,55 @@ def write_report(
     lines += ["", "## Examples (the first test items, not selected)", "",
               examples_table(results, 8), "", f"Total wall time: {seconds:.0f} s", ""]
     path.write_text("\n".join(lines))
+
+
+def write_run_report(run_dir: Path, config: Any, summary: dict[str, Any],
+                     evaluation: EvalResult | None, task_evaluations: dict[str, EvalResult],
+                     retention_rows: Sequence[Any]) -> None:
+    """report.md of a `tunelab train` run: setup, the evaluation curve, test scores, forgetting."""
+    from tunelab.report.tables import shown_keys
+    from tunelab.retention import retention_table, significant_drops
+
+    lines = [f"# {config.name}", "", "## Setup", ""]
+    for key in ("method", "model", "trainable_parameters", "trainable_percent",
+                "size_on_disk_bytes", "steps", "train_seconds", "tokens_per_s", "peak_memory_mb",
+                "best_val_loss", "best_step", "stopped_early", "out_of_time"):
+        value = summary.get(key)
+        lines.append(f"- {key}: {f'{value:.4g}' if isinstance(value, float) else value}")
+    lines += ["", "## Evaluations during training", "", _curve_table(summary, run_dir), ""]
+    if evaluation is not None:
+        lines += ["## Test split", "", results_table([evaluation], shown_keys(evaluation.scores),
+                                                     True), ""]
+    for name, result in task_evaluations.items():
+        lines += [f"## Test split: {name}", "",
+                  results_table([result], shown_keys(result.scores), True), ""]
+    if retention_rows:
+        retention = summary.get("retention", {})
+        limit = retention.get("max_forgetting")
+        verdict = ("no limit set (retention.max_forgetting)" if limit is None else
+                   f"{'passed' if retention.get('passed') else 'FAILED'}: worst forgetting "
+                   f"{retention.get('worst_forgetting', 0):.2f} against a limit of {limit:g}")
+        drops = significant_drops(retention_rows)
+        lines += ["## Retention (forgetting)", "",
+                  "The same items scored by the base model before training and by the trained "
+                  "model after; change with a paired-bootstrap 95% CI. Forgetting is points lost "
+                  "(0-100 scores) or the relative increase in percent (lower-is-better scores).",
+                  "", retention_table(retention_rows, markdown=True), "",
+                  f"Significant drops: {', '.join(drops) if drops else 'none'}. Verdict: {verdict}.",
+                  ""]
+    (run_dir / "report.md").write_text("\n".join(lines))
+
+
+def _curve_table(summary: dict[str, Any], run_dir: Path) -> str:
+    import json
+
+    log = run_dir / "train_log.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    evals = [r for r in records if "val_loss" in r]
+    if not evals:
+        return "(no evaluation steps)"
+    tasks = sorted({t for r in evals for t in r.get("retention", {})})
+    rows = [[r["step"], f"{r['val_loss']:.4f}",
+             *[f"{r['retention'][t]:.3f}" if t in r.get("retention", {}) else "-" for t in tasks]]
+            for r in evals]
+    return format_table(["step", "val loss", *[f"retention: {t}" for t in tasks]], rows, True)

@@ -33,6 +33,11 @@ class LoopState:
     evals_without_improvement: int = 0
     tokens_seen: int = 0
     stopped_early: bool = False
+    out_of_time: bool = False
+    train_seconds: float = 0.0
+    """Time spent in optimizer steps so far (survives resume)."""
+    task_examples: dict[str, int] = field(default_factory=dict)
+    """Training examples drawn from each task so far (multi-task runs)."""
     history: list[dict[str, Any]] = field(default_factory=list)
 
 

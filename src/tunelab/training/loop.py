@@ -1,23 +1,32 @@
 """The training loop: AdamW, warmup + schedule, gradient accumulation and clipping,
 validation every N steps, best checkpoint, early stopping, exact resume. Built on accelerate so
 the same loop runs on one CPU, one GPU, or several processes under torch.distributed.
+
+One task or several: micro-batches come from a batch plan (data/batching.py, data/mixture.py)
+and each holds one task's examples, so the model computes the loss whatever the method, and
+a task's loss weight scales its micro-batches' losses. Multi-task runs log validation loss and
+the task metric per task at every evaluation.
 """
 
 from __future__ import annotations
 
 import json
-import math
+import random
 import resource
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from tunelab.config import TrainConfig
+from tunelab.data.batching import BatchPlan, MicroBatch, ShuffledPlan
+from tunelab.data.mixture import MixtureData, MixturePlan, TaskExamples
 from tunelab.data.tokenize import IGNORE_INDEX, TokenizedExample, collate
 from tunelab.errors import TunelabError
 from tunelab.training.checkpoint import (
@@ -49,16 +58,79 @@ def label_tokens(labels: torch.Tensor) -> int:
     return int((labels[:, 1:] != IGNORE_INDEX).sum())
 
 
+def loss_targets(batch: dict[str, torch.Tensor], kind: str) -> int:
+    """What a micro-batch's loss sums over: causal completion tokens (after the shift), seq2seq
+    decoder label tokens, or classifier examples (one class each)."""
+    labels = batch["labels"]
+    if kind == "causal":
+        return label_tokens(labels)
+    if kind == "classifier":
+        return int(labels.numel())
+    return int((labels != IGNORE_INDEX).sum())
+
+
+def summed_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], kind: str) -> torch.Tensor:
+    """Summed cross-entropy of a seq2seq batch's label tokens (the model builds the decoder input
+    from the labels) or of a classifier batch's examples, from the logits in float32."""
+    inputs = batch if kind == "seq2seq" else {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs).logits.float()
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], kind: str,
+               count: torch.Tensor) -> torch.Tensor:
+    """The micro-batch's summed loss divided by `count`, the targets of the whole optimizer step,
+    so accumulated micro-batches weigh every token (classifier: every example) equally. Causal
+    LMs compute it themselves (`num_items_in_batch`); seq2seq and classifier losses are summed
+    here by hand, the same way."""
+    if kind == "causal":
+        return model(**batch, num_items_in_batch=count).loss
+    return summed_loss(model, batch, kind) / count
+
+
+def with_rng_preserved(run: Callable[[], Any]) -> Any:
+    """Run `run` (e.g. generation, which reseeds torch) without disturbing the RNG streams that
+    training draws from (dropout), so evaluating never changes what training does."""
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+              torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    try:
+        return run()
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if states[3] is not None:
+            torch.cuda.set_rng_state_all(states[3])
+
+
 class Trainer:
     """Runs the loop for one model on tokenised data; state lives in `self.state`."""
 
-    def __init__(self, model: torch.nn.Module, config: TrainConfig, data: TrainData, run_dir: Path):
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, data: TrainData | MixtureData,
+                 run_dir: Path):
         from accelerate import Accelerator
 
-        if not data.train:
+        if isinstance(data, TrainData) and not data.train:
             raise TunelabError("the train split is empty; check data.source and the split sizes")
         self.config, self.data, self.run_dir = config, data, run_dir
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        self.plan: BatchPlan
+        self.task_metrics: Callable[[Any], dict[str, dict[str, float]]] | None = None
+        self.eval_hooks: list[Callable[[torch.nn.Module], dict[str, Any]]] = []
+        """Called with the unwrapped model at every evaluation; their dicts join the log record
+        (e.g. the retention suite's scores: a forgetting curve)."""
+        if isinstance(data, MixtureData):
+            self.tasks = list(data.tasks)
+            self.plan = MixturePlan(self.tasks, data.config, config.batch_size, config.seed,
+                                    config.grad_accum, world, rank)
+            self.task_metrics = data.metrics
+        else:
+            self.tasks = [TaskExamples("train", data.train, data.validation)]
+            self.plan = ShuffledPlan(len(data.train), config.batch_size, config.seed, world, rank)
+        self.is_mixture = isinstance(data, MixtureData)
+        self.has_validation = any(t.validation for t in self.tasks)
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise TunelabError("the method left no trainable parameters; check method options")
@@ -69,11 +141,9 @@ class Trainer:
              {"params": no_decay, "weight_decay": 0.0}],
             lr=config.lr,
         )
-        self.micro_batches_per_epoch = math.ceil(
-            len(data.train) / (config.batch_size * self.accelerator.num_processes)
-        )
-        steps_per_epoch = math.ceil(self.micro_batches_per_epoch / config.grad_accum)
-        self.total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+        self.micro_batches_per_epoch = self.plan.micro_batches_per_epoch
+        self.total_steps = config.max_steps or self.plan.default_total_steps(
+            config.epochs, config.grad_accum)
         scheduler = make_scheduler(optimizer, self.total_steps, config.warmup_ratio, config.schedule)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.scheduler = scheduler
@@ -82,18 +152,18 @@ class Trainer:
         self.log_path = run_dir / "train_log.jsonl"
 
     # --- batching -----------------------------------------------------------------------
-    def epoch_batches(self, epoch: int) -> list[list[int]]:
-        """This process's micro-batches (example indices) of an epoch; seeded per epoch."""
-        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
-        order = torch.randperm(len(self.data.train), generator=generator).tolist()
-        world, rank = self.accelerator.num_processes, self.accelerator.process_index
-        size = self.config.batch_size * world
-        batches = [order[i:i + size] for i in range(0, len(order), size)]
-        return [b[rank::world] or b[:1] for b in batches]
+    def epoch_batches(self, epoch: int) -> list[MicroBatch]:
+        """This process's micro-batches of an epoch (a pure function of seed and epoch)."""
+        return self.plan.epoch_batches(epoch)
 
     def to_device(self, indices: list[int], examples: Sequence[TokenizedExample]) -> dict[str, torch.Tensor]:
         batch = collate([examples[i] for i in indices], self.data.pad_id)
         return {k: v.to(self.accelerator.device) for k, v in batch.items()}
+
+    @staticmethod
+    def kind_of(indices: list[int], examples: Sequence[TokenizedExample]) -> str:
+        """The model kind the examples were tokenised for (collate checks they agree)."""
+        return examples[indices[0]].kind
 
     # --- the loop -------------------------------------------------------------------------
     def resume(self) -> None:
@@ -114,53 +184,71 @@ class Trainer:
                    disable=not self.accelerator.is_main_process)
         self.model.train()
         window_tokens, window_start = 0, time.perf_counter()
-        while state.step < self.total_steps and not state.stopped_early:
+        while state.step < self.total_steps and not (state.stopped_early or state.out_of_time):
             batches = self.epoch_batches(state.epoch)
             while state.batch_in_epoch < len(batches) and state.step < self.total_steps:
                 group = batches[state.batch_in_epoch:state.batch_in_epoch + config.grad_accum]
+                step_start = time.perf_counter()
                 loss, tokens = self._optimizer_step(group)
+                state.train_seconds += time.perf_counter() - step_start
+                if config.max_seconds and state.train_seconds >= config.max_seconds:
+                    state.out_of_time = True
                 state.batch_in_epoch += len(group)
                 state.step += 1
                 state.tokens_seen += tokens
                 window_tokens += tokens
+                if self.is_mixture:
+                    for micro in group:
+                        name = self.tasks[micro.task].name
+                        state.task_examples[name] = state.task_examples.get(name, 0) + micro.size
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
                 if state.step % config.log_every == 0 or state.step == self.total_steps:
                     elapsed = time.perf_counter() - window_start
-                    self._log({"step": state.step, "epoch": state.epoch, "loss": loss,
-                               "lr": self.scheduler.get_last_lr()[0],
-                               "tokens_per_s": window_tokens / max(elapsed, 1e-9),
-                               "peak_memory_mb": peak_memory_mb()})
+                    record = {"step": state.step, "epoch": state.epoch, "loss": loss,
+                              "lr": self.scheduler.get_last_lr()[0],
+                              "tokens_per_s": window_tokens / max(elapsed, 1e-9),
+                              "peak_memory_mb": peak_memory_mb()}
+                    if isinstance(self.plan, MixturePlan):
+                        if self.plan.config.stages:
+                            record["stage"] = self.plan.stage_of(state.epoch)
+                        record["examples_by_task"] = dict(state.task_examples)
+                    self._log(record)
                     window_tokens, window_start = 0, time.perf_counter()
                 end_of_epoch = state.batch_in_epoch >= len(batches)
                 if self._should_evaluate(end_of_epoch):
                     self._evaluate_and_checkpoint()
                 elif config.save_every and state.step % config.save_every == 0:
                     self._save_last()
-                if state.stopped_early:
+                if state.stopped_early or state.out_of_time:
                     break
             if state.batch_in_epoch >= len(batches):
                 state.epoch += 1
                 state.batch_in_epoch = 0
         bar.close()
-        if not state.history or state.history[-1].get("step") != state.step or "val_loss" not in state.history[-1]:
-            if self.data.validation and not state.stopped_early:
-                self._evaluate_and_checkpoint()
+        evaluated_now = any(h.get("step") == state.step and "val_loss" in h for h in state.history)
+        if self.has_validation and not state.stopped_early and not evaluated_now:
+            self._evaluate_and_checkpoint()
         self._save_last()
         self._restore_best()
         return state
 
-    def _optimizer_step(self, group: list[list[int]]) -> tuple[float, int]:
-        batches = [self.to_device(ix, self.data.train) for ix in group]
-        n_label = sum(label_tokens(b["labels"]) for b in batches)
+    def _optimizer_step(self, group: list[MicroBatch]) -> tuple[float, int]:
+        batches = [(self.tasks[m.task].loss_weight, self.kind_of(m.indices, self.tasks[m.task].train),
+                    self.to_device(m.indices, self.tasks[m.task].train)) for m in group]
+        n_label = sum(loss_targets(b, kind) for _, kind, b in batches)
         n_label_t = torch.tensor(max(n_label, 1), device=self.accelerator.device)
         total_loss, total_tokens = 0.0, 0
-        for batch in batches:
-            # The model sums token losses and divides by the whole step's label tokens, so
-            # accumulation weights every token equally (not every micro-batch).
-            out = self.model(**batch, num_items_in_batch=n_label_t)
-            self.accelerator.backward(out.loss)
-            total_loss += float(out.loss.detach())
+        for weight, kind, batch in batches:
+            if weight == 0:
+                continue  # contributes nothing: no gradient, not even a zero one
+            # Token losses are summed and divided by the whole step's label tokens (classifier:
+            # examples), so accumulation weights every token equally (not every micro-batch); a
+            # task's loss weight then scales its tokens' share.
+            raw = batch_loss(self.model, batch, kind, n_label_t)
+            loss = raw if weight == 1 else raw * weight
+            self.accelerator.backward(loss)
+            total_loss += float(loss.detach())
             total_tokens += int(batch["attention_mask"].sum())
         if self.config.max_grad_norm > 0:
             self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
@@ -170,33 +258,54 @@ class Trainer:
         return total_loss, total_tokens
 
     def _should_evaluate(self, end_of_epoch: bool) -> bool:
-        if not self.data.validation:
+        if not self.has_validation:
             return False
         if self.config.eval_every:
             return self.state.step % self.config.eval_every == 0
         return end_of_epoch
 
     @torch.no_grad()
-    def validation_loss(self) -> float:
-        """Token-weighted mean NLL of the validation completions."""
+    def validation_sums(self) -> list[tuple[float, int]]:
+        """(summed NLL, label tokens) of each task's validation completions (classifier:
+        summed cross-entropy, examples)."""
         self.model.eval()
-        nll, count = 0.0, 0
+        sums = []
         size = self.config.batch_size
-        for start in range(0, len(self.data.validation), size):
-            batch = self.to_device(list(range(start, min(start + size, len(self.data.validation)))),
-                                   self.data.validation)
-            n = label_tokens(batch["labels"])
-            if n == 0:
-                continue
-            out = self.model(**batch, num_items_in_batch=torch.tensor(n))
-            nll += float(out.loss) * n
-            count += n
+        for task in self.tasks:
+            nll, count = 0.0, 0
+            for start in range(0, len(task.validation), size):
+                indices = list(range(start, min(start + size, len(task.validation))))
+                batch = self.to_device(indices, task.validation)
+                kind = self.kind_of(indices, task.validation)
+                n = loss_targets(batch, kind)
+                if n == 0:
+                    continue
+                nll += float(batch_loss(self.model, batch, kind, torch.tensor(n))) * n
+                count += n
+            sums.append((nll, count))
         self.model.train()
+        return sums
+
+    def overall_loss(self, sums: list[tuple[float, int]]) -> float:
+        """Token-weighted mean NLL over the trained tasks' validation tokens, each task's tokens
+        counted loss_weight times (all tasks when no trained task has validation data)."""
+        chosen = [i for i, t in enumerate(self.tasks) if not t.held_out and sums[i][1]]
+        chosen = chosen or list(range(len(self.tasks)))
+        weights = [self.tasks[i].loss_weight for i in chosen]
+        if not sum(w * sums[i][1] for w, i in zip(weights, chosen, strict=True)):
+            weights = [1.0] * len(chosen)
+        nll = sum(w * sums[i][0] for w, i in zip(weights, chosen, strict=True))
+        count = sum(w * sums[i][1] for w, i in zip(weights, chosen, strict=True))
         return nll / max(count, 1)
+
+    def validation_loss(self) -> float:
+        """Token-weighted mean NLL of the validation completions (see overall_loss)."""
+        return self.overall_loss(self.validation_sums())
 
     def _evaluate_and_checkpoint(self) -> None:
         state = self.state
-        val_loss = self.validation_loss()
+        sums = self.validation_sums()
+        val_loss = self.overall_loss(sums)
         improved = state.best_val_loss is None or val_loss < state.best_val_loss
         if improved:
             state.best_val_loss, state.best_step = val_loss, state.step
@@ -208,8 +317,21 @@ class Trainer:
             patience = self.config.early_stopping_patience
             if patience and state.evals_without_improvement >= patience:
                 state.stopped_early = True
-        self._log({"step": state.step, "epoch": state.epoch, "val_loss": val_loss,
-                   "best_val_loss": state.best_val_loss, "best_step": state.best_step})
+        record: dict[str, Any] = {"step": state.step, "epoch": state.epoch, "val_loss": val_loss,
+                                  "best_val_loss": state.best_val_loss, "best_step": state.best_step}
+        if self.is_mixture:
+            record["val_loss_by_task"] = {t.name: (nll / count if count else None)
+                                          for t, (nll, count) in zip(self.tasks, sums, strict=True)}
+            score = self.task_metrics
+            if score is not None:
+                model = self.accelerator.unwrap_model(self.model)
+                record["metrics_by_task"] = with_rng_preserved(lambda: score(model))
+                self.model.train()
+        for hook in self.eval_hooks:
+            model = self.accelerator.unwrap_model(self.model)
+            record.update(with_rng_preserved(lambda: hook(model)))  # noqa: B023 (called at once)
+            self.model.train()
+        self._log(record)
         self._save_last()
 
     def _save_last(self) -> None:

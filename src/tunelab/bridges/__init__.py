@@ -1,0 +1,1 @@
+"""Bridges from tunelab models to other evaluation frameworks."""

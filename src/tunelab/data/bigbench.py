@@ -1,0 +1,136 @@
+"""BIG-bench JSON tasks, and the FLAN-style Natural Instructions mixture built from them.
+
+BIG-bench ships 61 Natural Instructions subtasks as
+``bigbench/benchmark_tasks/natural_instructions/subtaskNNN_<name>/task.json`` in the
+``bigbench==1.0.0`` sdist on PyPI. Each holds ``description`` (the task definition:
+Definition / Things to Avoid / Emphasis & Caution), ``task_prefix`` (the definition plus a
+one-line prompt), and ``examples`` of ``{input, target: [references]}``. As in FLAN and
+Natural Instructions, the definition is the instruction and the first reference the output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tunelab.config import BuiltinMixtureConfig, DataConfig, EvalConfig, TrainTaskConfig
+from tunelab.errors import TunelabError
+
+SUBTASK_GLOB = "subtask*/task.json"
+
+# Training subtasks with short inputs (< 500 characters on average), across task types.
+DEFAULT_TRAIN = (
+    "003", "004", "006", "007", "009", "010", "012", "013", "015", "016",  # MC-TACO QG / AG
+    "018", "019", "020", "021", "022",  # classification (MC-TACO, CosmosQA)
+    "023", "024",  # CosmosQA question / answer generation
+    "033", "034", "035", "036", "037", "038", "039", "040", "041",  # WinoGrande, QASC
+    "043", "044", "045", "046", "047", "050", "051",  # essential terms, misc, MultiRC
+)
+# FLAN holds out a whole task type: here "incorrect answer generation", never trained.
+DEFAULT_HELD_OUT = ("005", "008", "011", "014", "017", "025", "042")
+
+
+def bigbench_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Rows of a BIG-bench JSON task: instruction (the definition), input, output (the first
+    target, or the best-scored choice), and the task's other fields for format strings."""
+    try:
+        task = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise TunelabError(f"{path}:{err.lineno}: malformed JSON ({err.msg})") from None
+    if not isinstance(task, dict) or not isinstance(task.get("examples"), list):
+        raise TunelabError(f"{path}: not a BIG-bench JSON task (no 'examples' list); "
+                           "data.format=bigbench reads a BIG-bench task.json")
+    shared = {"definition": task.get("description", ""), "task_prefix": task.get("task_prefix", ""),
+              "task_name": task.get("name", path.parent.name)}
+    for i, example in enumerate(task["examples"]):
+        origin = f"{path}[example {i}]"
+        if not isinstance(example, dict) or "input" not in example:
+            raise TunelabError(f"{origin}: an example needs 'input' and 'target' (or 'target_scores')")
+        targets = _targets(example, origin)
+        yield origin, {**shared, "instruction": shared["definition"], "input": example["input"],
+                       "output": targets[0], "targets": targets}
+
+
+def _targets(example: dict[str, Any], origin: str) -> list[str]:
+    target = example.get("target")
+    if isinstance(target, str):
+        return [target]
+    if isinstance(target, list) and target and all(isinstance(t, str) for t in target):
+        return list(target)
+    scores = example.get("target_scores")
+    if isinstance(scores, dict) and scores:
+        return [max(scores, key=lambda choice: scores[choice])]
+    raise TunelabError(f"{origin}: 'target' must be a string or a non-empty list of strings")
+
+
+def default_bigbench_root() -> Path:
+    """$TUNELAB_CACHE/bigbench, else ~/.cache/tunelab/bigbench."""
+    cache = os.environ.get("TUNELAB_CACHE") or Path.home() / ".cache" / "tunelab"
+    return Path(cache) / "bigbench"
+
+
+def natural_instructions_dir(root: str | Path | None = None) -> Path:
+    """The directory holding subtaskNNN_*/task.json, found under an extracted BIG-bench tree
+    (the sdist root, its bigbench/benchmark_tasks, or natural_instructions itself)."""
+    base = Path(root).expanduser() if root else default_bigbench_root()
+    candidates = [base, base / "natural_instructions",
+                  base / "benchmark_tasks" / "natural_instructions",
+                  base / "bigbench" / "benchmark_tasks" / "natural_instructions",
+                  *sorted(base.glob("bigbench-*/bigbench/benchmark_tasks/natural_instructions"))]
+    for candidate in candidates:
+        if any(candidate.glob(SUBTASK_GLOB)):
+            return candidate
+    raise TunelabError(
+        f"{base}: no BIG-bench Natural Instructions subtasks (natural_instructions/subtaskNNN_*/"
+        "task.json); download the sdist (pip download --no-deps bigbench==1.0.0), extract "
+        "bigbench/benchmark_tasks/natural_instructions, and set mixture.builtin.root to it")
+
+
+def resolve_subtask(directory: Path, name: str) -> Path:
+    """A subtask's task.json by full name or number ('047', '47', 'subtask047')."""
+    available = sorted(p.parent.name for p in directory.glob(SUBTASK_GLOB))
+    key = name.strip()
+    if key.isdigit():
+        key = f"subtask{int(key):03d}"
+    matches = [a for a in available if a == key or a.startswith(key + "_")]
+    if len(matches) != 1:
+        raise TunelabError(f"mixture.builtin: unknown subtask '{name}' in {directory}; "
+                           f"subtasks are: {', '.join(available)}")
+    return directory / matches[0] / "task.json"
+
+
+def natural_instructions_tasks(builtin: BuiltinMixtureConfig, data: DataConfig,
+                               eval_config: EvalConfig) -> list[TrainTaskConfig]:
+    """The mixture's tasks: training subtasks, then held-out ones (evaluated, never trained).
+
+    Each subtask takes its template, split sizes and max_length from `data`, and its
+    generation settings from `eval_config`; its metric is `builtin.metrics`.
+    """
+    if builtin.instruction not in ("definition", "prefix"):
+        raise TunelabError(f"mixture.builtin.instruction '{builtin.instruction}': "
+                           "use definition or prefix")
+    directory = natural_instructions_dir(builtin.root)
+    available = {p.parent.name[len("subtask"):len("subtask") + 3] for p in directory.glob(SUBTASK_GLOB)}
+    train = list(builtin.train) or [s for s in DEFAULT_TRAIN if s in available]
+    held_out = list(builtin.held_out) or [s for s in DEFAULT_HELD_OUT if s in available]
+    fields = {"instruction": "task_prefix"} if builtin.instruction == "prefix" else {}
+    tasks = []
+    for subtask, is_held_out in [(s, False) for s in train] + [(s, True) for s in held_out]:
+        path = resolve_subtask(directory, subtask)
+        task_data = dataclasses.replace(data, source=str(path), format="bigbench", fields=fields,
+                                        train_file=None, validation_file=None, test_file=None)
+        task_eval = dataclasses.replace(eval_config, metrics=list(builtin.metrics), labels=None,
+                                        primary=None)
+        tasks.append(TrainTaskConfig(name=path.parent.name, data=task_data, eval=task_eval,
+                                     max_train_examples=builtin.max_train_examples,
+                                     held_out=is_held_out))
+    names = [t.name for t in tasks]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise TunelabError(f"mixture.builtin: {', '.join(repeated)} listed twice (a subtask is "
+                           "either trained or held out)")
+    return tasks

@@ -1,0 +1,223 @@
+"""Multiple-choice log-likelihood requests: the log-probability of each choice given a context.
+
+The context is encoded once per item, not once per choice. A batch of contexts runs through
+the model once (right-padded) and keeps its key/value cache; the first token of every choice is
+scored from the context's last position, and the remaining choice tokens of all choices run
+in one more pass against copies of the cached context. Choices of one token (" A", " B")
+need no second pass at all. Compared with scoring context + choice as separate sequences
+(lm-evaluation-harness), the work drops from choices x (context + choice) tokens to
+context + choices x choice tokens.
+
+Tokenisation follows lm-evaluation-harness, so scores are comparable: trailing whitespace of
+the context moves to the continuation, the continuation's tokens are those that
+encode(context + continuation) adds after encode(context), and an empty context becomes the
+BOS (else EOS) token.
+
+Models that feed their own virtual tokens or key/value prefixes (peft prompt/prefix tuning)
+can't share a cache this way; they are scored with whole sequences (`shared_context=False`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+MAX_LOGIT_ROWS = 1024
+"""Continuation positions whose vocabulary logits are held at once (memory bound)."""
+
+
+@dataclass
+class ChoiceRequest:
+    context: list[int]
+    """Context token ids (non-empty)."""
+    continuations: list[list[int]]
+    """Token ids of each choice (each non-empty)."""
+
+
+@dataclass
+class ChoiceResult:
+    logprobs: list[float] = field(default_factory=list)
+    """Summed log-probability (nats) of each choice's tokens."""
+    greedy: list[bool] = field(default_factory=list)
+    """Whether greedy decoding from the context would produce exactly that choice's tokens."""
+
+
+def prefix_token_id(tokenizer: Any) -> int:
+    """The token that stands in for an empty context: BOS, else EOS (lm-evaluation-harness)."""
+    bos = tokenizer.bos_token_id
+    return int(bos if bos is not None else tokenizer.eos_token_id)
+
+
+def encode_pair(
+    tokenizer: Any, context: str, continuation: str, add_special_tokens: bool = True
+) -> tuple[list[int], list[int]]:
+    """(context ids, continuation ids) by lm-evaluation-harness's rules (see module doc)."""
+    if not context:
+        cont = list(tokenizer(continuation, add_special_tokens=False).input_ids)
+        prefix = prefix_token_id(tokenizer)
+        return ([prefix], cont) if not cont or cont[0] != prefix else (cont[:1], cont[1:])
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+    whole = list(tokenizer(context + continuation, add_special_tokens=add_special_tokens).input_ids)
+    context_ids = list(tokenizer(context, add_special_tokens=add_special_tokens).input_ids)
+    return context_ids, whole[len(context_ids):]
+
+
+def shares_context(model: Any) -> bool:
+    """False for peft prompt-learning models (prompt/prefix tuning), which own the cache."""
+    configs = getattr(model, "peft_config", None) or {}
+    return not any(getattr(c, "is_prompt_learning", False) for c in configs.values())
+
+
+def _accepts_logits_to_keep(model: Any) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
+@torch.no_grad()
+def score_choices(
+    model: Any,
+    requests: Sequence[ChoiceRequest],
+    batch_size: int = 8,
+    shared_context: bool | None = None,
+) -> list[ChoiceResult]:
+    """Score every choice of every request; results come back in request order.
+
+    Args:
+        batch_size: items (contexts) per forward pass.
+        shared_context: encode each context once (default: unless the model can't share it).
+    """
+    model.eval()
+    for request in requests:
+        if not request.context or any(not c for c in request.continuations):
+            raise ValueError("a choice request needs a non-empty context and non-empty choices")
+    if shared_context is None:
+        shared_context = shares_context(model)
+    # Longest first: little padding per batch, and memory peaks at the start.
+    order = sorted(range(len(requests)), key=lambda i: -len(requests[i].context))
+    results: list[ChoiceResult] = [ChoiceResult() for _ in requests]
+    score = _score_shared if shared_context else _score_whole
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        for row, result in zip(rows, score(model, [requests[i] for i in rows]), strict=True):
+            results[row] = result
+    return results
+
+
+def _right_pad(seqs: Sequence[Sequence[int]], device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask), both [len(seqs), longest]; padding (id 0, mask 0) on the right."""
+    width = max(len(s) for s in seqs)
+    ids = torch.zeros((len(seqs), width), dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        ids[row, :len(seq)] = torch.tensor(list(seq))
+        mask[row, :len(seq)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _score_shared(model: Any, batch: list[ChoiceRequest]) -> list[ChoiceResult]:
+    device = next(model.parameters()).device
+    ids, mask = _right_pad([r.context for r in batch], device)  # [B, W]
+    lengths = mask.sum(dim=1)  # [B]
+    extra: dict[str, Any] = {}
+    if _accepts_logits_to_keep(model):
+        extra["logits_to_keep"] = (lengths - 1)[:, None]  # only each context's last position
+    # The cache is only needed when some choice has tokens after its first.
+    needs_cache = any(len(c) > 1 for r in batch for c in r.continuations)
+    out = model(input_ids=ids, attention_mask=mask, use_cache=needs_cache, **extra)
+    logits = out.logits if extra else out.logits.gather(
+        1, (lengths - 1)[:, None, None].expand(-1, 1, out.logits.shape[-1]))
+    first = F.log_softmax(logits[:, -1].float(), dim=-1)  # [B, V]: next-token after the context
+    results = [ChoiceResult() for _ in batch]
+    rest: list[tuple[int, int]] = []  # (item, choice) whose choice has more than one token
+    for b, request in enumerate(batch):
+        best = int(first[b].argmax())
+        for i, cont in enumerate(request.continuations):
+            results[b].logprobs.append(float(first[b, cont[0]]))
+            results[b].greedy.append(best == cont[0])
+            if len(cont) > 1:
+                rest.append((b, i))
+    # Remaining tokens: chunks of (item, choice) rows against copies of the cached contexts.
+    chunk: list[tuple[int, int]] = []
+    budget = 0
+    for pair in rest:
+        size = len(batch[pair[0]].continuations[pair[1]]) - 1
+        if chunk and budget + size > MAX_LOGIT_ROWS:
+            _score_rest(model, batch, chunk, out.past_key_values, mask, results)
+            chunk, budget = [], 0
+        chunk.append(pair)
+        budget += size
+    if chunk:
+        _score_rest(model, batch, chunk, out.past_key_values, mask, results)
+    return results
+
+
+def _select_cache(model: Any, cache: Any, index: torch.Tensor) -> Any:
+    """A new cache holding rows `index` (repeats allowed) of every layer of `cache`."""
+    from transformers import DynamicCache
+
+    try:
+        selected = DynamicCache(config=model.config)
+    except TypeError:  # older cache constructors take no config
+        selected = DynamicCache()
+    for layer_idx, layer in enumerate(cache.layers):
+        selected.update(layer.keys[index], layer.values[index], layer_idx)
+    return selected
+
+
+def _score_rest(model: Any, batch: list[ChoiceRequest], pairs: list[tuple[int, int]], cache: Any,
+                context_mask: torch.Tensor, results: list[ChoiceResult]) -> None:
+    """Add the log-probabilities of tokens 2.. of each (item, choice) in `pairs`."""
+    device = context_mask.device
+    items = torch.tensor([b for b, _ in pairs], device=device)
+    conts = [batch[b].continuations[i] for b, i in pairs]
+    ids, mask = _right_pad([c[:-1] for c in conts], device)  # [R, C]: inputs after token 1
+    lengths = context_mask.sum(dim=1)[items]  # [R]
+    positions = lengths[:, None] + torch.arange(ids.shape[1], device=device)  # [R, C]
+    full_mask = torch.cat([context_mask[items], mask], dim=1)  # [R, W + C]
+    extra: dict[str, Any] = {}
+    if _accepts_logits_to_keep(model):
+        extra["logits_to_keep"] = mask.bool()  # only real positions -> [n_real, V]
+    out = model(input_ids=ids, attention_mask=full_mask, position_ids=positions,
+                past_key_values=_select_cache(model, cache, items), use_cache=True, **extra)
+    logits = out.logits if extra else out.logits[mask.bool()]
+    logprobs = F.log_softmax(logits.float(), dim=-1)  # [n_real, V], rows in (pair, position) order
+    targets = torch.tensor([t for c in conts for t in c[1:]], device=device)
+    token_lp = logprobs.gather(1, targets[:, None])[:, 0]
+    token_greedy = logprobs.argmax(dim=-1) == targets
+    offset = 0
+    for (b, i), cont in zip(pairs, conts, strict=True):
+        n = len(cont) - 1
+        results[b].logprobs[i] += float(token_lp[offset:offset + n].sum())
+        results[b].greedy[i] = results[b].greedy[i] and bool(token_greedy[offset:offset + n].all())
+        offset += n
+
+
+def _score_whole(model: Any, batch: list[ChoiceRequest]) -> list[ChoiceResult]:
+    """Each choice as its own sequence context + choice (no shared cache)."""
+    device = next(model.parameters()).device
+    pairs = [(b, i) for b, r in enumerate(batch) for i in range(len(r.continuations))]
+    seqs = [batch[b].context + batch[b].continuations[i] for b, i in pairs]
+    results = [ChoiceResult(logprobs=[0.0] * len(r.continuations),
+                            greedy=[True] * len(r.continuations)) for r in batch]
+    for start in range(0, len(pairs), max(1, len(batch))):
+        part = list(range(start, min(start + len(batch), len(pairs))))
+        ids, mask = _right_pad([seqs[k] for k in part], device)
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        logits = logits[:, logits.shape[1] - ids.shape[1]:]  # drop virtual-token positions
+        for row, k in enumerate(part):
+            b, i = pairs[k]
+            cont = batch[b].continuations[i]
+            end = len(seqs[k])
+            # Position t predicts token t + 1: the choice's tokens come from end-len-1 .. end-2.
+            lp = F.log_softmax(logits[row, end - len(cont) - 1:end - 1].float(), dim=-1)
+            target = torch.tensor(cont, device=device)
+            results[b].logprobs[i] = float(lp.gather(1, target[:, None]).sum())
+            results[b].greedy[i] = bool((lp.argmax(dim=-1) == target).all())
+    return results

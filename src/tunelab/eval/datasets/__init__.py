@@ -1,0 +1,118 @@
+"""Evaluation data in the layouts benchmarks ship in, read into tunelab records.
+
+    bigbench:TASK[/SUBTASK]   BIG-bench task.json (after `tunelab data fetch bigbench`),
+                              bigbench:squad_shifts/squaddev (SQuAD v1.1 dev), bigbench:truthful_qa
+    bigbench-file:PATH        a task.json file in BIG-bench's format anywhere
+    squad:PATH                a SQuAD v1.1 JSON file
+    mmlu:DIR[:SUBJECT,...]    MMLU's CSV layout: DIR/{dev,val,test}/SUBJECT_{dev,val,test}.csv
+    glue:DIR                  a GLUE task folder (SST-2, CoLA, MRPC, QNLI, QQP, RTE, WNLI, MNLI)
+    superglue:DIR             a SuperGLUE task folder (BoolQ, CB, COPA, RTE, WiC, WSC)
+
+Every reader fills the same columns: `prompt` (the question as the benchmark's usual prompt
+shows it), `output` (the gold answer text), `choices` and `gold` (choice indices) for
+multiple-choice data, `targets` (all acceptable answers) for generated answers. A task file
+whose data section names no template gets `template: format`, `prompt_format: '{prompt}'` and
+the reader's completion format. Anything else (JSONL, CSV, Parquet, `datasets` folders,
+builtin:NAME) is read by `tunelab.data`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunelab.config import DataConfig, TaskConfig
+from tunelab.data import Record, load_splits
+from tunelab.errors import TunelabError
+
+
+@dataclass
+class TaskData:
+    splits: dict[str, list[Record]]
+    preamble: str = ""
+    """Text the source puts once before the examples (BIG-bench's task_prefix)."""
+    separator: str | None = None
+    """The source's own text between in-context examples."""
+
+    def split(self, name: str, option: str = "split") -> list[Record]:
+        if name not in self.splits:
+            raise TunelabError(
+                f"{option} '{name}': this data has splits {', '.join(self.splits)}; choose one"
+            )
+        return self.splits[name]
+
+
+def _readers() -> dict[str, Callable[[str, DataConfig], TaskData]]:
+    from tunelab.eval.datasets import bigbench, glue, mmlu
+
+    return {
+        "bigbench": bigbench.read_bigbench,
+        "bigbench-file": bigbench.read_bigbench_file,
+        "squad": bigbench.read_squad_file,
+        "mmlu": mmlu.read_mmlu,
+        "glue": glue.read_glue,
+        "superglue": glue.read_superglue,
+    }
+
+
+SCHEMES = ("bigbench", "bigbench-file", "squad", "mmlu", "glue", "superglue")
+
+
+def source_scheme(source: str) -> str | None:
+    """The evaluation-data scheme of a data.source (None for files tunelab.data reads)."""
+    scheme, sep, _ = source.partition(":")
+    return scheme if sep and scheme in SCHEMES else None
+
+
+def default_completion(source: str) -> str:
+    """How a benchmark source appends an answer to its prompt: BIG-bench and SQuAD prompts end
+    in "A: " (the space is the prompt's), the others in "Answer:" (the answer brings a space)."""
+    scheme = source_scheme(source)
+    if scheme in ("bigbench", "bigbench-file", "squad"):
+        return "{output}"
+    if scheme == "superglue" and Path(source.split(":", 1)[1]).name.lower() == "copa":
+        return "{output}"  # COPA's choices carry their own leading space
+    return " {output}"
+
+
+def load_task_data(task: TaskConfig) -> TaskData:
+    """The task's splits (and the source's preamble), from whichever reader its source needs."""
+    scheme = source_scheme(task.data.source)
+    if scheme is None:
+        splits = load_splits(task.data)
+        return TaskData({"train": splits.train, "validation": splits.validation,
+                         "test": splits.test})
+    return _readers()[scheme](task.data.source.split(":", 1)[1], task.data)
+
+
+def seeded_splits(records: list[Record], config: DataConfig, where: str) -> dict[str, list[Record]]:
+    """train/validation/test by data.test_size and validation_size, as tunelab.data does."""
+    order = list(range(len(records)))
+    random.Random(config.split_seed).shuffle(order)
+
+    def count(size: float, option: str) -> int:
+        if size < 0:
+            raise TunelabError(f"data.{option}={size}: must be >= 0")
+        return int(round(size * len(records))) if size < 1 else int(size)
+
+    n_test = count(config.test_size, "test_size")
+    n_val = count(config.validation_size, "validation_size")
+    if n_test + n_val > len(records):
+        raise TunelabError(
+            f"{where}: {len(records)} examples are fewer than test_size={config.test_size} + "
+            f"validation_size={config.validation_size}; lower them"
+        )
+    shuffled = [records[i] for i in order]
+    return {"train": shuffled[n_test + n_val:], "validation": shuffled[n_test:n_test + n_val],
+            "test": shuffled[:n_test]}
+
+
+def choice_record(origin: str, prompt: str, choices: list[str], gold: list[int],
+                  **columns: Any) -> Record:
+    """A multiple-choice record: output is the (first) gold choice."""
+    row = dict(columns, prompt=prompt, choices=choices, gold=gold, output=choices[gold[0]])
+    return Record(input=str(columns.get("input", prompt)), output=choices[gold[0]],
+                  columns=row, origin=origin)

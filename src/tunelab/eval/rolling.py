@@ -1,0 +1,108 @@
+"""Rolling log-likelihood of whole texts (perplexity, bits per byte) with windows and a stride.
+
+A text of n tokens gets a prefix token (BOS, else EOS) so its first token is scored too; the
+input sequence is then [prefix] + tokens, and input position j predicts token j. Windows of at
+most `max_length` positions end `stride` tokens apart; each window scores only the tokens no
+earlier window scored, with all the context the window holds:
+
+    max_length 4, stride 4:  inputs [P t0 t1 t2] -> t0..t3,  [t2 t3 t4 t5] -> t4 t5 (if n = 6)
+    max_length 4, stride 2:  inputs [P t0 t1 t2] -> t0..t3,  [t1 t2 t3 t4] -> t4 t5 ...
+
+With stride = max_length this is lm-evaluation-harness's `loglikelihood_rolling` (disjoint
+windows, the last one filled with full context). Every token is predicted exactly once, so
+sum NLL / tokens is the text's perplexity exponent, and sum NLL / (ln 2 * bytes) its bits
+per byte.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from tunelab.eval.choice import prefix_token_id
+
+
+@dataclass
+class Window:
+    doc: int
+    begin: int
+    """First input position (in [prefix] + tokens)."""
+    end: int
+    """One past the last input position."""
+    first_scored: int
+    """Input positions before this one give context only (an earlier window scored them)."""
+
+
+@dataclass
+class RollingScore:
+    nll: float
+    """Summed negative log-likelihood in nats."""
+    tokens: int
+    bytes: int
+    words: int
+
+
+def windows_for(doc: int, n_tokens: int, max_length: int, stride: int) -> list[Window]:
+    """The windows that score n_tokens tokens (see the module docstring)."""
+    if max_length < 1 or not 1 <= stride <= max_length:
+        raise ValueError(f"need 1 <= stride ({stride}) <= max_length ({max_length})")
+    windows: list[Window] = []
+    scored = 0
+    end = min(max_length, n_tokens)
+    while scored < n_tokens:
+        windows.append(Window(doc, max(0, end - max_length), end, scored))
+        scored = end
+        end = min(end + stride, n_tokens)
+    return windows
+
+
+def count_words(text: str) -> int:
+    """Words as lm-evaluation-harness counts them (split on runs of whitespace)."""
+    return len(re.split(r"\s+", text))
+
+
+@torch.no_grad()
+def rolling_loglikelihood(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_length: int,
+    stride: int | None = None,
+    batch_size: int = 8,
+) -> list[RollingScore]:
+    """Summed NLL of every token of every text, plus the counts metrics normalise by."""
+    model.eval()
+    device = next(model.parameters()).device
+    stride = stride or max_length
+    prefix = prefix_token_id(tokenizer)
+    sequences = [[prefix] + list(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
+    windows = [w for d, seq in enumerate(sequences)
+               for w in windows_for(d, len(seq) - 1, max_length, stride)]
+    nll = [0.0] * len(texts)
+    windows.sort(key=lambda w: -(w.end - w.begin))  # similar lengths share a batch
+    for start in range(0, len(windows), batch_size):
+        batch = windows[start:start + batch_size]
+        width = max(w.end - w.begin for w in batch)
+        ids = torch.zeros((len(batch), width), dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        targets = torch.full((len(batch), width), -100, dtype=torch.long)
+        for row, w in enumerate(batch):
+            seq = sequences[w.doc]
+            n = w.end - w.begin
+            ids[row, :n] = torch.tensor(seq[w.begin:w.end])
+            mask[row, :n] = 1
+            # Input position p predicts seq[p + 1]; score p in [first_scored, end).
+            scored = slice(w.first_scored - w.begin, n)
+            targets[row, scored] = torch.tensor(seq[w.first_scored + 1:w.end + 1])
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        logits = logits[:, logits.shape[1] - width:].float()  # [B, width, V]; drop virtual tokens
+        token_nll = F.cross_entropy(logits.transpose(1, 2), targets.to(device), reduction="none")
+        for row, w in enumerate(batch):
+            nll[w.doc] += float(token_nll[row].sum())  # ignored positions contribute 0
+    return [RollingScore(nll[d], len(seq) - 1, len(texts[d].encode("utf-8")), count_words(texts[d]))
+            for d, seq in enumerate(sequences)]

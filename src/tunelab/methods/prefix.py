@@ -1,0 +1,63 @@
+"""Prefix tuning (Li & Liang, 2021), via peft: learned key/value prefixes of
+`num_virtual_tokens` positions for every attention layer, fed to the model as a pre-filled KV
+cache. With `prefix_projection` the prefixes come from a two-layer MLP (the paper's
+reparametrisation); peft then saves the projected prefixes, not the MLP. No merge.
+
+peft 0.21 + transformers 5: generation with `use_cache=False` is broken. transformers now keeps
+the cache a forward returns even when use_cache is False, and peft then treats the grown prefix
+cache as a real KV cache: it cuts the input to its last token while the attention mask still
+spans the whole input. Llama fails with a shape error (mat1 and mat2 shapes cannot be
+multiplied); T5 and BART silently attend to stale keys. `fix_uncached_generation` drops that
+stale cache before peft prepares each step, so peft builds a fresh prefix every step, as it did
+before. Cached generation (the default) needs no fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from tunelab.errors import TunelabError
+from tunelab.methods.base import register
+from tunelab.methods.peft_backed import PeftMethod, task_type
+
+
+@dataclass
+class PrefixOptions:
+    num_virtual_tokens: int = 20
+    """Prefix length (key/value positions added to every attention layer)."""
+    prefix_projection: bool = False
+    """Produce the prefixes with an MLP (embedding -> hidden -> tanh -> keys/values)."""
+    encoder_hidden_size: int | None = None
+    """Hidden width of that MLP; default the model's key/value width."""
+
+
+def build_config(options: PrefixOptions, model: torch.nn.Module) -> Any:
+    from peft import PrefixTuningConfig
+
+    if options.num_virtual_tokens < 1:
+        raise TunelabError("method (prefix).num_virtual_tokens: must be at least 1")
+    extra = {"encoder_hidden_size": options.encoder_hidden_size} if options.encoder_hidden_size else {}
+    return PrefixTuningConfig(task_type=task_type(model), num_virtual_tokens=options.num_virtual_tokens,
+                              prefix_projection=options.prefix_projection, **extra)
+
+
+def fix_uncached_generation(model: torch.nn.Module) -> torch.nn.Module:
+    """Make `generate(use_cache=False)` rebuild the prefix each step (see the module docstring)."""
+    prepare = getattr(model, "prepare_inputs_for_generation", None)
+    if prepare is None:  # not a generative model (e.g. a classifier)
+        return model
+
+    def prepare_inputs_for_generation(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        if kwargs.get("use_cache") is False:
+            kwargs.pop("past_key_values", None)
+        return prepare(*args, **kwargs)
+
+    model.prepare_inputs_for_generation = prepare_inputs_for_generation  # type: ignore[method-assign]
+    return model
+
+
+METHOD = register(PeftMethod("prefix", PrefixOptions, build_config,
+                             after_wrap=fix_uncached_generation))

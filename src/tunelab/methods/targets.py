@@ -1,0 +1,145 @@
+"""What the hand-written methods share: picking modules by name pattern, finding the stacks of
+transformer blocks, the classification head, and the saved-weights format.
+
+Targeting works on module names, so it applies to any `nn.Module` without per-architecture
+builders (the lesson from peft). Saved weights are one safetensors file plus one JSON record:
+
+    WEIGHTS_DIR/weights.safetensors   only the tensors the method trained (or added)
+    WEIGHTS_DIR/method.json           {"method": NAME, "options": {...}, ...method-specific keys}
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunelab.errors import TunelabError
+
+WEIGHTS_FILE = "weights.safetensors"
+RECORD_FILE = "method.json"
+CLASSIFIER_NAMES = ("classifier", "score")
+"""Heads of `*ForSequenceClassification` models; they train with every method, as in peft."""
+
+
+def name_matches(name: str, pattern: str) -> bool:
+    """Whether a dotted module/parameter name matches a pattern.
+
+    A pattern matches when it equals the name or its dotted suffix (`lm_head`, `mlp.down_proj`),
+    matches it as a glob (`*.mlp.*`), or fully matches it as a regular expression
+    (`.*layers\\.[01]\\.mlp`).
+    """
+    if name == pattern or name.endswith("." + pattern):
+        return True
+    if fnmatch.fnmatchcase(name, pattern):
+        return True
+    try:
+        return re.fullmatch(pattern, name) is not None
+    except re.error:
+        return False
+
+
+def matching_modules(model: torch.nn.Module, patterns: Iterable[str], option: str,
+                     ) -> dict[str, torch.nn.Module]:
+    """Modules whose name matches any pattern; a pattern that matches nothing is an error."""
+    found: dict[str, torch.nn.Module] = {}
+    names = [name for name, _ in model.named_modules() if name]
+    for pattern in patterns:
+        hits = [name for name in names if name_matches(name, pattern)]
+        if not hits:
+            raise TunelabError(
+                f"{option}: '{pattern}' matches no module of {type(model).__name__}; give a "
+                f"dotted suffix, glob or regex of a module name such as {example_names(model)}")
+        found.update({name: model.get_submodule(name) for name in hits})
+    return found
+
+
+def example_names(model: torch.nn.Module, count: int = 4) -> str:
+    """A few module names of the first block, to show in error messages."""
+    stacks = block_stacks(model)
+    prefix = f"{stacks[0][0]}.0." if stacks else ""
+    names = [n for n, _ in model.named_modules() if n.startswith(prefix) and n != prefix[:-1]]
+    return ", ".join(names[:count]) or "(none)"
+
+
+def block_stacks(model: torch.nn.Module) -> list[tuple[str, torch.nn.ModuleList]]:
+    """The stacks of transformer blocks: the outermost `ModuleList`s of same-typed modules that
+    hold parameters (`model.layers`, `transformer.h`, T5's and BART's encoder and decoder)."""
+    stacks: list[tuple[str, torch.nn.ModuleList]] = []
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.ModuleList) or len(module) == 0:
+            continue
+        if any(name.startswith(outer + ".") for outer, _ in stacks):
+            continue
+        same_type = len({type(block) for block in module}) == 1
+        if same_type and any(True for _ in module.parameters()):
+            stacks.append((name, module))
+    return stacks
+
+
+def classification_head(model: torch.nn.Module) -> list[str]:
+    """Names of the task head of a sequence-classification model (freshly initialised, so it must
+    train whatever the method); empty for language models."""
+    if not type(model).__name__.endswith("ForSequenceClassification"):
+        return []
+    return [name for name in CLASSIFIER_NAMES if isinstance(getattr(model, name, None), torch.nn.Module)]
+
+
+def train_classification_head(model: torch.nn.Module) -> None:
+    for name in classification_head(model):
+        model.get_submodule(name).requires_grad_(True)
+
+
+def trainable_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every trainable parameter by name (tied parameters once), ready for safetensors."""
+    return {name: param.detach().contiguous().cpu()
+            for name, param in model.named_parameters() if param.requires_grad}
+
+
+def save_weights(out_dir: Path, tensors: dict[str, torch.Tensor], record: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out_dir / WEIGHTS_FILE))
+    (out_dir / RECORD_FILE).write_text(json.dumps(record, indent=1))
+
+
+def read_weights(weights_dir: Path, method: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, record) saved by `save_weights`; errors name the directory and the fix."""
+    from safetensors.torch import load_file
+
+    weights_dir = Path(weights_dir)
+    record_path, weights_path = weights_dir / RECORD_FILE, weights_dir / WEIGHTS_FILE
+    if not record_path.is_file() or not weights_path.is_file():
+        raise TunelabError(f"{weights_dir}: no {RECORD_FILE} + {WEIGHTS_FILE}; "
+                           f"give the weights directory of a '{method}' run")
+    record = json.loads(record_path.read_text())
+    if record.get("method") != method:
+        raise TunelabError(f"{record_path}: saved by method '{record.get('method')}', "
+                           f"not '{method}'; load it with that method")
+    return load_file(str(weights_path)), record
+
+
+def load_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: Path) -> None:
+    """Copy saved tensors into the model; every saved name must exist in it."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    unknown = sorted(set(tensors) - set(params))
+    if unknown:
+        raise TunelabError(f"{where}: weights do not fit {type(model).__name__} (unknown "
+                           f"{', '.join(unknown[:3])}); load them onto the run's base model")
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            params[name].copy_(tensor.to(params[name].dtype))
+
+
+def parameter_like(module: torch.nn.Module) -> torch.Tensor:
+    """A parameter of the module: new tensors added to it follow its dtype and device."""
+    for param in module.parameters():
+        return param
+    raise TunelabError(f"{type(module).__name__} has no parameters to take a dtype from")

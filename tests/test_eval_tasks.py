@@ -1,0 +1,135 @@
+"""Task files: loading, one-line errors naming the file/line/option, `tunelab tasks`, and
+in-context examples (seeded sampler, separator, preamble, dropped whole when they overflow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from eval_helpers import EVAL_DATA
+from helpers import DATA
+
+from tunelab.cli import main
+from tunelab.config import DataConfig
+from tunelab.data import Record, get_template
+from tunelab.errors import TunelabError
+from tunelab.eval.fewshot import PromptBuilder, choose_shots
+from tunelab.eval.tasks import builtin_suites, builtin_tasks, load_suite, load_task
+
+REVIEWS = {"source": str(DATA / "reviews.jsonl"), "fields": {"input": "text", "output": "label"},
+           "template": "format", "prompt_format": "Review: {input}\nSentiment:",
+           "completion_format": " {output}", "test_size": 8, "validation_size": 0}
+
+
+def write_task(tmp_path: Path, body: dict, name: str = "task.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def test_every_builtin_task_and_suite_loads() -> None:
+    names = builtin_tasks()
+    kinds = {load_task(n).output_type for n in names}
+    assert kinds == {"generate", "multiple_choice", "loglikelihood_rolling", "classification"}
+    for suite in builtin_suites():
+        assert set(load_suite(suite).tasks) <= set(names)
+    assert {"reasoning", "glue_style", "qa", "summarization"} <= set(builtin_suites())
+
+
+def test_benchmark_sources_default_to_their_own_prompt(tmp_path: Path) -> None:
+    path = write_task(tmp_path, {"output_type": "multiple_choice", "data": {
+        "source": f"bigbench-file:{EVAL_DATA / 'bigbench' / 'general_knowledge_task.json'}"},
+        "eval": {"metrics": ["multiple_choice"]}})
+    task = load_task(str(path))
+    assert task.name == "task"
+    assert (task.data.template, task.data.prompt_format, task.data.completion_format) == (
+        "format", "{prompt}", "{output}")
+    mmlu = write_task(tmp_path, {"output_type": "multiple_choice", "data": {
+        "source": f"mmlu:{EVAL_DATA / 'mmlu'}"}, "eval": {"metrics": ["multiple_choice"]}}, "m.yaml")
+    assert load_task(str(mmlu)).data.completion_format == " {output}"
+
+
+@pytest.mark.parametrize("body,expected", [
+    ({"output_type": "mc"}, "line 1: output_type: 'mc' is not an output type"),
+    ({"output_type": "multiple_choice", "eval": {"metrics": ["rouge", "bits_per_byte"]}},
+     "line 5: eval.metrics[1]: 'bits_per_byte' does not apply to output_type multiple_choice"),
+    ({"eval": {"metrics": ["bleurt"]}}, "line 3: eval.metrics[0]: unknown metric 'bleurt'"),
+    ({"fewshot": {"k": 2, "sampler": "greedy"}}, "line 3: fewshot.sampler: 'greedy'; use random or first"),
+    ({"output_type": "classification", "eval": {"metrics": ["classification"]}},
+     "eval.labels: classification needs the labels"),
+    ({"output_type": "loglikelihood_rolling", "fewshot": {"k": 2},
+      "eval": {"metrics": ["perplexity"]}}, "fewshot.k: loglikelihood_rolling takes no in-context"),
+    ({"rolling": {"max_length": 8, "stride": 9}, "output_type": "loglikelihood_rolling",
+      "eval": {"metrics": ["perplexity"]}}, "line 3: rolling.stride: must be between 1"),
+    ({"fewshot": {"shots": 3}}, "task.yaml.fewshot: unknown option 'shots'; valid options are: k, "),
+])
+def test_bad_task_files_are_one_line_errors(tmp_path: Path, capsys, body: dict, expected: str) -> None:
+    path = write_task(tmp_path, body)
+    assert main(["tasks", "validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tunelab: error: ") and "\n" not in err and "Traceback" not in err
+    assert expected in err, err
+
+
+def test_tasks_validate_reads_the_data(tmp_path: Path, capsys) -> None:
+    good = write_task(tmp_path, {"name": "reviews_mc", "output_type": "multiple_choice",
+                                 "data": REVIEWS, "choices": ["positive", "negative"],
+                                 "fewshot": {"k": 2}, "eval": {"metrics": ["multiple_choice"]}})
+    assert main(["tasks", "validate", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "reviews_mc: ok (multiple_choice; train 32, validation 0, test 8" in out
+    assert "first prompt: 'Review:" in out
+    bad = write_task(tmp_path, {"output_type": "multiple_choice", "data": REVIEWS,
+                                "choices": ["good", "bad"], "eval": {"metrics": ["multiple_choice"]}},
+                     "bad.yaml")
+    assert main(["tasks", "validate", str(bad)]) == 2
+    assert "answer 'negative' is not one of the choices ['good', 'bad']" in capsys.readouterr().err
+    assert main(["tasks", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "movie_sentiment_mc" in listing and "glue_style" in listing
+
+
+def _records(n: int) -> list[Record]:
+    return [Record(input=f"review number {i}", output="positive" if i % 2 else "negative",
+                   origin=f"r{i}") for i in range(n)]
+
+
+def test_shots_are_seeded_per_item_and_never_the_item_itself() -> None:
+    pool = _records(10)
+    first = choose_shots(pool, 3, seed=7, index=0)
+    assert first == choose_shots(pool, 3, seed=7, index=0)
+    assert first != choose_shots(pool, 3, seed=7, index=1)
+    for index, record in enumerate(pool):
+        assert record not in choose_shots(pool, 9, seed=1, index=index, exclude=record)
+    assert choose_shots(pool, 2, 0, 5, sampler="first") == pool[:2]
+    with pytest.raises(TunelabError, match="has only 9 examples"):
+        choose_shots(pool, 10, 0, 0, exclude=pool[0])
+
+
+def test_prompt_builder_separator_preamble_and_shot_tokens(tiny_tokenizer) -> None:
+    config = DataConfig(template="format", prompt_format="Review: {input}\nSentiment:",
+                        completion_format=" {output}")
+    builder = PromptBuilder(get_template(config), tiny_tokenizer, preamble="Classify.\n", separator="\n###\n")
+    records = _records(3)
+    prompt = builder.build(records[0], records[1:], budget=10_000)
+    assert prompt.rendered.prompt == ("Classify.\nReview: review number 1\nSentiment: positive\n###\n"
+                                      "Review: review number 2\nSentiment: negative\n###\n"
+                                      "Review: review number 0\nSentiment:")
+    bare = len(tiny_tokenizer("Classify.\nReview: review number 0\nSentiment:").input_ids)
+    assert prompt.shot_tokens == len(prompt.ids) - bare > 0  # the preamble is not a shot
+    assert (prompt.shots, prompt.dropped) == (2, 0)
+    assert builder.build(records[0], [], budget=10_000).shot_tokens == 0
+
+
+def test_overflowing_shots_are_dropped_whole(tiny_tokenizer) -> None:
+    config = DataConfig(template="format", prompt_format="Review: {input}\nSentiment:",
+                        completion_format=" {output}")
+    builder = PromptBuilder(get_template(config), tiny_tokenizer)
+    records = _records(6)
+    full = builder.build(records[0], records[1:], budget=10_000)
+    one_shot = builder.build(records[0], records[1:2], budget=10_000)
+    cut = builder.build(records[0], records[1:], budget=len(one_shot.ids))
+    assert (cut.shots, cut.dropped) == (1, 4)
+    assert cut.rendered.prompt == one_shot.rendered.prompt  # whole shots, never a partial one
+    assert len(full.ids) > len(cut.ids)

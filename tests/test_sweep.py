@@ -1,0 +1,121 @@
+"""`tunelab sweep`, `tunelab merge` and several adapters in one `tunelab eval`, on the tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from helpers import DATA, tiny_run_config
+
+import tunelab
+from tunelab.cli import main
+from tunelab.config import to_dict
+
+
+def _config_file(tiny_llama: Path, tmp_path: Path, **train) -> Path:
+    config = tiny_run_config(tiny_llama, tmp_path / "runs", name="demo", **train)
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(to_dict(config)))
+    return path
+
+
+def test_sweep_one_table_every_method_same_budget(tiny_llama: Path, tmp_path: Path, capsys) -> None:
+    retention_task = tmp_path / "reviews_lm.yaml"
+    retention_task.write_text(yaml.safe_dump({
+        "name": "reviews_lm", "output_type": "loglikelihood_rolling",
+        "data": {"source": str(DATA / "reviews.jsonl"), "fields": {"input": "text", "output": "label"},
+                 "validation_size": 0, "test_size": 6, "split_seed": 0},
+        "target": "text", "eval": {"metrics": ["bits_per_byte"]}}))
+    config = _config_file(tiny_llama, tmp_path)
+    code = main(["sweep", str(config), "--methods", "lora,bitfit,prompt", "--steps", "3",
+                 "--lr", "bitfit=5e-3", "--retention", str(retention_task)])
+    assert code == 0, capsys.readouterr().err
+    sweep_dir = tmp_path / "runs" / "demo-sweep"
+    saved = json.loads((sweep_dir / "sweep.json").read_text())
+    rows = {r["method"]: r for r in saved["rows"]}
+    assert list(rows) == ["lora", "bitfit", "prompt"] and all(r["ok"] for r in rows.values())
+    assert rows["bitfit"]["lr"] == 5e-3 and rows["lora"]["lr"] == 4e-4
+    for method, row in rows.items():
+        summary = json.loads((sweep_dir / method / "summary.json").read_text())
+        assert row["steps"] == summary["steps"] == 3  # the same budget for every method
+        assert row["trainable_parameters"] == summary["trainable_parameters"] > 0
+        kept = json.loads((sweep_dir / method / "retention.json").read_text())
+        assert row["retention"]["reviews_lm"] == pytest.approx(kept["rows"][0]["delta"])
+        assert "score" in row and row["metric"] == "accuracy"
+    # Every method starts from the same base: one cached "before" score for all of them.
+    befores = {json.loads((sweep_dir / m / "retention.json").read_text())["rows"][0]["before"]
+               for m in rows}
+    assert len(befores) == 1
+    table = (sweep_dir / "sweep.md").read_text()
+    assert "Δ reviews_lm" in table and table.count("\n") == 2 + 3
+    assert (sweep_dir / "score_vs_params.png").stat().st_size > 1000
+    assert rows["prompt"]["trainable_parameters"] < rows["lora"]["trainable_parameters"]
+
+
+def test_sweep_rejects_unknown_methods_and_bad_lr(tiny_llama: Path, tmp_path: Path, capsys) -> None:
+    config = _config_file(tiny_llama, tmp_path)
+    assert main(["sweep", str(config), "--methods", "lora,qlora9"]) == 2
+    assert "--methods: unknown qlora9" in capsys.readouterr().err
+    assert main(["sweep", str(config), "--lr", "lora"]) == 2
+    assert "--lr lora: expected METHOD=NUMBER" in capsys.readouterr().err
+
+
+def test_merge_writes_a_plain_model_with_the_same_logits(tiny_llama: Path, tmp_path: Path, capsys) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.merge import inference_model
+
+    config = tiny_run_config(tiny_llama, tmp_path / "runs", max_steps=3, lr=5e-2)
+    run = tunelab.train(config, evaluate_after=False).run_dir
+    out = tmp_path / "merged"
+    assert main(["merge", str(run), "--out", str(out)]) == 0
+    assert not (out / "adapter_config.json").exists() and (out / "config.json").is_file()
+    merged = AutoModelForCausalLM.from_pretrained(out).eval()
+    unmerged = tunelab.runs.load_run_model(run).model.eval()
+    ids = torch.tensor([[5, 17, 42, 99, 3]])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, unmerged(ids).logits, atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(merged(ids).logits, AutoModelForCausalLM.from_pretrained(
+            tiny_llama)(ids).logits)  # the training is in the merged weights
+    assert inference_model(run).model is not None
+    # An existing, non-empty directory is never overwritten.
+    assert main(["merge", str(run), "--out", str(out)]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+
+
+def test_eval_several_adapters_on_one_base(tiny_llama: Path, tmp_path: Path, capsys,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = []
+    for name, lr in (("a", 5e-2), ("b", 1e-2)):
+        config = tiny_run_config(tiny_llama, tmp_path / "runs", name=name, max_steps=3, lr=lr)
+        runs.append(str(tunelab.train(config, evaluate_after=False).run_dir))
+    task = tmp_path / "task.yaml"
+    task.write_text(yaml.safe_dump({
+        "name": "reviews", "output_type": "generate",
+        "data": {"source": str(DATA / "reviews.jsonl"), "fields": {"input": "text", "output": "label"},
+                 "instruction": "Classify the sentiment.", "template": "chat",
+                 "validation_size": 4, "test_size": 8},
+        "eval": {"metrics": ["classification", "perplexity"], "labels": ["positive", "negative"],
+                 "generation": {"max_new_tokens": 4}}}))
+    import tunelab.models as models
+
+    loads = []
+    real = models.load_model
+    monkeypatch.setattr("tunelab.adapters.load_model", lambda *a, **k: loads.append(1) or real(*a, **k))
+    capsys.readouterr()
+    code = main(["eval", "--task", str(task), "--adapter", runs[0], "--adapter", runs[1],
+                 "--json", "--out", str(tmp_path / "out")])
+    assert code == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["system"] for r in results] == ["base 0-shot", "a 0-shot", "b 0-shot"]
+    assert loads == [1]  # the base is loaded once for all three systems
+    for run, result in zip(runs, results[1:], strict=True):
+        alone = tunelab.evaluate(str(task), adapter=run)
+        assert result["scores"]["perplexity"] == pytest.approx(alone.scores["perplexity"], rel=1e-5)
+        assert result["scores"]["accuracy"] == pytest.approx(alone.scores["accuracy"])
+    base = tunelab.evaluate(str(task), model=str(tiny_llama))
+    assert results[0]["scores"]["perplexity"] == pytest.approx(base.scores["perplexity"], rel=1e-5)
+    assert (tmp_path / "out" / "a" / "metrics.json").is_file()
