@@ -54,6 +54,21 @@ def test_sweep_one_table_every_method_same_budget(tiny_llama: Path, tmp_path: Pa
     assert (sweep_dir / "score_vs_params.png").stat().st_size > 1000
     assert rows["prompt"]["trainable_parameters"] < rows["lora"]["trainable_parameters"]
 
+    # An existing sweep is never overwritten; --resume keeps finished methods, runs the rest.
+    assert main(["sweep", str(config), "--methods", "lora"]) == 2
+    assert "add --resume" in capsys.readouterr().err
+    stamp = (sweep_dir / "lora" / "summary.json").stat().st_mtime_ns
+    (sweep_dir / "freeze").mkdir()  # an unfinished run: set aside, not deleted
+    code = main(["sweep", str(config), "--methods", "lora,freeze", "--steps", "3", "--resume",
+                 "--retention", str(retention_task)])
+    assert code == 0
+    assert (sweep_dir / "lora" / "summary.json").stat().st_mtime_ns == stamp
+    assert (sweep_dir / "freeze.unfinished-1").is_dir()
+    resumed = {r["method"]: r for r in json.loads((sweep_dir / "sweep.json").read_text())["rows"]}
+    assert resumed["lora"] == rows["lora"] and resumed["freeze"]["ok"]
+    frozen = yaml.safe_load((sweep_dir / "freeze.yaml").read_text())["method"]
+    assert frozen == {"name": "freeze", "layers": ["top:4"]}  # the sweep's default for freeze
+
 
 def test_sweep_rejects_unknown_methods_and_bad_lr(tiny_llama: Path, tmp_path: Path, capsys) -> None:
     config = _config_file(tiny_llama, tmp_path)

@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="wall-clock training budget for every method")
     sweep.add_argument("--lr", action="append", default=[], metavar="METHOD=LR",
                        help="learning rate of one method (repeatable), e.g. --lr lora=3e-4")
+    sweep.add_argument("--resume", action="store_true",
+                       help="finish an existing sweep: keep finished methods, run the rest")
     sweep.add_argument("--retention", metavar="TASKS",
                        help="untouched tasks or suites, comma-separated (default: the config's "
                             "retention.tasks): their score change is the forgetting column")
@@ -142,7 +144,7 @@ def _run(args: argparse.Namespace) -> int:
                 raise TunelabError(f"--lr {item}: expected METHOD=NUMBER, e.g. --lr lora=3e-4") from None
         options = SweepOptions(
             methods=[m.strip() for m in args.methods.split(",") if m.strip()],
-            max_steps=args.steps, max_seconds=args.seconds, lr=lrs,
+            max_steps=args.steps, max_seconds=args.seconds, lr=lrs, resume=args.resume,
             retention=args.retention.split(",") if args.retention else None)
         run_sweep(args.config, args.overrides, options)
     elif args.command == "merge":

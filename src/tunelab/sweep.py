@@ -27,6 +27,9 @@ from tunelab.report.tables import format_table
 DEFAULT_LR = {"full": 5e-5, "freeze": 1e-4, "bitfit": 1e-3, "lora": 4e-4, "ia3": 3e-3,
               "adapter": 1e-3, "prompt": 3e-2, "prefix": 1e-2}
 
+# Options for methods that need some to train anything (the config's own win for its method).
+DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {"freeze": {"layers": ["top:4"]}}
+
 
 @dataclass
 class SweepOptions:
@@ -37,6 +40,8 @@ class SweepOptions:
     """Same wall-clock training budget for every method (0: none)."""
     lr: dict[str, float] = field(default_factory=dict)
     """Per-method learning rates (default: DEFAULT_LR, else the config's)."""
+    resume: bool = False
+    """Continue an existing sweep directory: finished methods are kept, the rest run again."""
     retention: list[str] | None = None
     """Untouched tasks or suites (default: the config's retention.tasks); every run scores them
     before (cached once per base model) and after training; the table shows the worst change."""
@@ -44,7 +49,8 @@ class SweepOptions:
 
 def method_config(base: RunConfig, method: str, options: SweepOptions, sweep_dir: Path) -> RunConfig:
     config = copy.deepcopy(base)
-    config.method = dict(base.method) if base.method.get("name") == method else {"name": method}
+    config.method = dict(base.method) if base.method.get("name") == method else \
+        {"name": method, **DEFAULT_OPTIONS.get(method, {})}
     config.name = method
     config.output_dir = str(sweep_dir)
     config.train.lr = options.lr.get(method, DEFAULT_LR.get(method, base.train.lr))
@@ -56,6 +62,16 @@ def method_config(base: RunConfig, method: str, options: SweepOptions, sweep_dir
         config.retention.tasks = list(options.retention)
     config.retention.max_forgetting = None  # a sweep compares methods; it fails none of them
     return config
+
+
+def _set_aside(run_dir: Path) -> None:
+    """An unfinished run directory (and its log) is renamed, never deleted."""
+    for path in (run_dir, run_dir.with_suffix(".log")):
+        if path.exists():
+            n = 1
+            while path.with_name(f"{path.name}.unfinished-{n}").exists():
+                n += 1
+            path.rename(path.with_name(f"{path.name}.unfinished-{n}"))
 
 
 def _run(argv: list[str], log: Path) -> bool:
@@ -74,12 +90,18 @@ def run_sweep(config_path: str, overrides: list[str], options: SweepOptions) -> 
     if unknown:
         raise TunelabError(f"--methods: unknown {', '.join(unknown)}; known: {', '.join(sorted(METHODS))}")
     sweep_dir = base.run_dir.with_name(base.run_dir.name + "-sweep")
-    if sweep_dir.exists():
-        raise TunelabError(f"{sweep_dir} exists; choose another name (name=...) or remove it")
-    sweep_dir.mkdir(parents=True)
+    if sweep_dir.exists() and not options.resume:
+        raise TunelabError(f"{sweep_dir} exists; add --resume to finish it, or choose another "
+                           "name (name=...)")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     for method in options.methods:
         config = method_config(base, method, options, sweep_dir)
+        if (config.run_dir / "summary.json").is_file() and options.resume:
+            print(f"sweep: {method} finished before, kept ({config.run_dir})")
+            rows.append(_row(method, config, True, sweep_dir))
+            continue
+        _set_aside(config.run_dir)
         config_file = sweep_dir / f"{method}.yaml"
         config_file.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
         print(f"sweep: training {method} (lr {config.train.lr:g}) -> {config.run_dir}")
