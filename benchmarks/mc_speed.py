@@ -36,6 +36,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--num-layers", type=int, help="cut the model (quick runs)")
     parser.add_argument("--limit", type=int, default=60, help="items")
     parser.add_argument("--shots", type=int, default=0)
+    parser.add_argument("--sampler", choices=["random", "first"],
+                        help="few-shot sampler: random (per item) or first (the same shots for "
+                             "every item, as MMLU's dev-set shots); default: the task's")
     parser.add_argument("--batch-size", type=int, default=8, help="tunelab: items per pass")
     parser.add_argument("--lm-eval-batch-size", type=int, default=32,
                         help="lm-eval: (context, choice) sequences per pass")
@@ -70,6 +73,8 @@ def main() -> int:
     from tunelab.models import load_model
 
     task = load_task(args.task)
+    if args.sampler:
+        task.fewshot.sampler = args.sampler
     if task.output_type != "multiple_choice":
         sys.exit(f"{args.task} is {task.output_type}, not multiple_choice")
     lm = load_model(ModelConfig(name=args.model, num_layers=args.num_layers))

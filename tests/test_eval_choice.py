@@ -92,6 +92,34 @@ def test_one_token_choices_need_only_the_context_pass(lm, monkeypatch) -> None:
     assert result.logprobs[0] == pytest.approx(naive_logprob(lm.model, context, options[0])[0], abs=1e-5)
 
 
+@pytest.mark.parametrize("batch_size", [2, 3])
+def test_a_shared_prefix_runs_once_and_scores_equal_naive(lm, batch_size: int) -> None:
+    """Fixed few-shot examples: every context starts with the same tokens (>= 16), which run
+    once per batch; the scores equal naive per-choice scoring."""
+    shots = lm.tokenizer(" ".join(WORDS * 3)).input_ids
+    assert len(shots) >= choice_module.MIN_SHARED_PREFIX
+    requests = [ChoiceRequest(shots + r.context, r.continuations)
+                for r in random_requests(lm.tokenizer, 6, seed=3)]
+    shapes = []
+    hook = lm.model.model.register_forward_pre_hook(
+        lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)),
+        with_kwargs=True)
+    try:
+        results = score_choices(lm.model, requests, batch_size=batch_size)
+    finally:
+        hook.remove()
+    prefix_passes = [shape for shape in shapes if shape[0] == 1]
+    assert len(prefix_passes) == len(requests) // batch_size  # once per batch
+    assert all(width >= len(shots) for _, width in prefix_passes)
+    assert all(shape[1] < len(shots) for shape in shapes if shape[0] > 1)  # suffixes only
+    for request, result in zip(requests, results, strict=True):
+        for cont, logprob, greedy in zip(request.continuations, result.logprobs, result.greedy,
+                                         strict=True):
+            expected, expected_greedy = naive_logprob(lm.model, request.context, cont)
+            assert logprob == pytest.approx(expected, abs=1e-4)
+            assert greedy == expected_greedy
+
+
 def test_encode_pair_moves_trailing_space_to_the_continuation(tiny_tokenizer) -> None:
     context_ids, cont_ids = encode_pair(tiny_tokenizer, "Answer: ", "positive")
     whole = tiny_tokenizer("Answer: positive").input_ids

@@ -6,7 +6,9 @@ scored from the context's last position, and the remaining choice tokens of all 
 in one more pass against copies of the cached context. Choices of one token (" A", " B")
 need no second pass at all. Compared with scoring context + choice as separate sequences
 (lm-evaluation-harness), the work drops from choices x (context + choice) tokens to
-context + choices x choice tokens.
+context + choices x choice tokens. When the contexts of a batch start with the same tokens
+(fixed few-shot examples, as MMLU's dev-set shots, or a long preamble), that prefix runs once
+for the batch and only each context's own suffix runs after it.
 
 Tokenisation follows lm-evaluation-harness, so scores are comparable: trailing whitespace of
 the context moves to the continuation, the continuation's tokens are those that
@@ -29,6 +31,9 @@ import torch.nn.functional as F
 
 MAX_LOGIT_ROWS = 1024
 """Continuation positions whose vocabulary logits are held at once (memory bound)."""
+MIN_SHARED_PREFIX = 16
+"""Contexts of a batch that start with at least this many identical tokens (fixed few-shot
+examples, a long preamble) run that prefix once and only their own suffixes after it."""
 
 
 @dataclass
@@ -121,18 +126,43 @@ def _right_pad(seqs: Sequence[Sequence[int]], device: Any) -> tuple[torch.Tensor
     return ids.to(device), mask.to(device)
 
 
+def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix every sequence starts with."""
+    shortest = min(len(s) for s in seqs)
+    for i in range(shortest):
+        if any(s[i] != seqs[0][i] for s in seqs[1:]):
+            return i
+    return shortest
+
+
 def _score_shared(model: Any, batch: list[ChoiceRequest]) -> list[ChoiceResult]:
     device = next(model.parameters()).device
-    ids, mask = _right_pad([r.context for r in batch], device)  # [B, W]
-    lengths = mask.sum(dim=1)  # [B]
+    contexts = [r.context for r in batch]
+    # A prefix shared by every context runs once; each context keeps at least one own token.
+    shared = min(common_prefix(contexts), min(len(c) for c in contexts) - 1) if len(batch) > 1 else 0
+    if shared < MIN_SHARED_PREFIX:
+        shared = 0
+    ids, own_mask = _right_pad([c[shared:] for c in contexts], device)  # [B, S]
+    own = own_mask.sum(dim=1)  # [B]: tokens after the shared prefix
     extra: dict[str, Any] = {}
     if _accepts_logits_to_keep(model):
-        extra["logits_to_keep"] = (lengths - 1)[:, None]  # only each context's last position
+        extra["logits_to_keep"] = (own - 1)[:, None]  # only each context's last position
     # The cache is only needed when some choice has tokens after its first.
     needs_cache = any(len(c) > 1 for r in batch for c in r.continuations)
-    out = model(input_ids=ids, attention_mask=mask, use_cache=needs_cache, **extra)
+    if shared:
+        head = model(input_ids=torch.tensor([contexts[0][:shared]], device=device), use_cache=True)
+        rows = torch.zeros(len(batch), dtype=torch.long, device=device)
+        mask = torch.cat([torch.ones((len(batch), shared), dtype=torch.long, device=device),
+                          own_mask], dim=1)
+        positions = shared + torch.arange(ids.shape[1], device=device).expand(len(batch), -1)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                    past_key_values=_select_cache(model, head.past_key_values, rows),
+                    use_cache=True, **extra)
+    else:
+        mask = own_mask
+        out = model(input_ids=ids, attention_mask=mask, use_cache=needs_cache, **extra)
     logits = out.logits if extra else out.logits.gather(
-        1, (lengths - 1)[:, None, None].expand(-1, 1, out.logits.shape[-1]))
+        1, (own - 1)[:, None, None].expand(-1, 1, out.logits.shape[-1]))
     first = F.log_softmax(logits[:, -1].float(), dim=-1)  # [B, V]: next-token after the context
     results = [ChoiceResult() for _ in batch]
     rest: list[tuple[int, int]] = []  # (item, choice) whose choice has more than one token
