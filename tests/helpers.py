@@ -32,3 +32,25 @@ def tiny_run_config(model_dir: Path, out: Path, name: str = "run", method: dict[
         eval=EvalConfig(metrics=["classification", "perplexity"], labels=["positive", "negative"],
                         generation=GenerationConfig(max_new_tokens=4, batch_size=4)),
     )
+
+
+def interrupt_then_resume(config: RunConfig, monkeypatch: Any, at_step: int = 4) -> Any:
+    """Train `config`, crash it right after its step-`at_step` checkpoint, then resume it;
+    returns the resumed run's TrainResult."""
+    import pytest
+
+    import tunelab
+    from tunelab.training import checkpoint as checkpoint_module
+
+    real_save = checkpoint_module.save_checkpoint
+
+    def crash_after_step(target, model, optimizer, scheduler, state):  # noqa: ANN001
+        real_save(target, model, optimizer, scheduler, state)
+        if state.step == at_step:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("tunelab.training.loop.save_checkpoint", crash_after_step)
+    with pytest.raises(KeyboardInterrupt):
+        tunelab.train(config, evaluate_after=False)
+    monkeypatch.setattr("tunelab.training.loop.save_checkpoint", real_save)
+    return tunelab.train(config, resume=True, evaluate_after=False)

@@ -37,6 +37,16 @@ def naive_logprob(model, context: list[int], continuation: list[int]) -> tuple[f
     return total, greedy
 
 
+def assert_equals_naive(model, requests: list[ChoiceRequest], results: list) -> None:
+    """Every choice's log-probability and greedy flag equal one naive forward pass's."""
+    for request, result in zip(requests, results, strict=True):
+        for cont, logprob, greedy in zip(request.continuations, result.logprobs, result.greedy,
+                                         strict=True):
+            expected, expected_greedy = naive_logprob(model, request.context, cont)
+            assert logprob == pytest.approx(expected, abs=1e-4)
+            assert greedy == expected_greedy
+
+
 def random_requests(tokenizer, n: int, seed: int = 0) -> list[ChoiceRequest]:
     rng = random.Random(seed)
     requests = []
@@ -53,12 +63,7 @@ def random_requests(tokenizer, n: int, seed: int = 0) -> list[ChoiceRequest]:
 def test_shared_context_equals_naive_per_choice(lm, batch_size: int) -> None:
     requests = random_requests(lm.tokenizer, 9)
     results = score_choices(lm.model, requests, batch_size=batch_size)
-    for request, result in zip(requests, results, strict=True):
-        for cont, logprob, greedy in zip(request.continuations, result.logprobs, result.greedy,
-                                         strict=True):
-            expected, expected_greedy = naive_logprob(lm.model, request.context, cont)
-            assert logprob == pytest.approx(expected, abs=1e-4)
-            assert greedy == expected_greedy
+    assert_equals_naive(lm.model, requests, results)
 
 
 def test_whole_sequence_path_and_no_logits_to_keep_agree(lm, monkeypatch) -> None:
@@ -112,12 +117,7 @@ def test_a_shared_prefix_runs_once_and_scores_equal_naive(lm, batch_size: int) -
     assert len(prefix_passes) == len(requests) // batch_size  # once per batch
     assert all(width >= len(shots) for _, width in prefix_passes)
     assert all(shape[1] < len(shots) for shape in shapes if shape[0] > 1)  # suffixes only
-    for request, result in zip(requests, results, strict=True):
-        for cont, logprob, greedy in zip(request.continuations, result.logprobs, result.greedy,
-                                         strict=True):
-            expected, expected_greedy = naive_logprob(lm.model, request.context, cont)
-            assert logprob == pytest.approx(expected, abs=1e-4)
-            assert greedy == expected_greedy
+    assert_equals_naive(lm.model, requests, results)
 
 
 def test_encode_pair_moves_trailing_space_to_the_continuation(tiny_tokenizer) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import DATA
+from helpers import DATA, interrupt_then_resume
 from safetensors.torch import load_file
 
 import tunelab
@@ -31,7 +31,6 @@ from tunelab.data.mixture import MixtureData, MixturePlan, TaskExamples, length_
 from tunelab.data.tokenize import TokenizedExample
 from tunelab.errors import TunelabError
 from tunelab.runs import read_config, write_config
-from tunelab.training import checkpoint as checkpoint_module
 
 SIZES = [4000, 1000, 250]
 
@@ -336,18 +335,7 @@ def test_mixture_resume_reaches_the_same_result(tiny_llama: Path, tmp_path: Path
     straight = tunelab.train(mixture_run(tiny_llama, tmp_path, "straight", mixture, **settings),
                              evaluate_after=False)
     config = mixture_run(tiny_llama, tmp_path, "resumed", mixture, **settings)
-    real_save = checkpoint_module.save_checkpoint
-
-    def crash_after_step_4(target, model, optimizer, scheduler, state):
-        real_save(target, model, optimizer, scheduler, state)
-        if state.step == 4:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr("tunelab.training.loop.save_checkpoint", crash_after_step_4)
-    with pytest.raises(KeyboardInterrupt):
-        tunelab.train(config, evaluate_after=False)
-    monkeypatch.setattr("tunelab.training.loop.save_checkpoint", real_save)
-    resumed = tunelab.train(config, resume=True, evaluate_after=False)
+    resumed = interrupt_then_resume(config, monkeypatch)
     ws, wr = _adapter(straight.run_dir), _adapter(resumed.run_dir)
     assert all(torch.allclose(ws[k], wr[k], atol=1e-7, rtol=0) for k in ws)
     keys = ("loss", "examples_by_task", "stage", "val_loss_by_task", "metrics_by_task")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_run_config
+from helpers import interrupt_then_resume, tiny_run_config
 from safetensors.torch import load_file
 
 import tunelab
@@ -65,18 +65,7 @@ def test_resume_reaches_the_same_result(tiny_llama: Path, tmp_path: Path,
                                              eval_every=3, save_every=2), evaluate_after=False)
     # Interrupt a second run right after its step-4 checkpoint, then resume it.
     config = tiny_run_config(tiny_llama, tmp_path, "resumed", max_steps=8, eval_every=3, save_every=2)
-    real_save = checkpoint_module.save_checkpoint
-
-    def crash_after_step_4(target, model, optimizer, scheduler, state):
-        real_save(target, model, optimizer, scheduler, state)
-        if state.step == 4:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr("tunelab.training.loop.save_checkpoint", crash_after_step_4)
-    with pytest.raises(KeyboardInterrupt):
-        tunelab.train(config, evaluate_after=False)
-    monkeypatch.setattr("tunelab.training.loop.save_checkpoint", real_save)
-    resumed = tunelab.train(config, resume=True, evaluate_after=False)
+    resumed = interrupt_then_resume(config, monkeypatch)
     ws, wr = _weights(straight.run_dir), _weights(resumed.run_dir)
     assert all(torch.allclose(ws[k], wr[k], atol=1e-7, rtol=0) for k in ws)
     assert [r.get("loss") for r in _log(straight.run_dir)] == [r.get("loss") for r in _log(resumed.run_dir)]

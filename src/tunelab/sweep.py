@@ -108,7 +108,8 @@ def run_sweep(config_path: str, overrides: list[str], options: SweepOptions) -> 
         ok = _run(["train", str(config_file)], sweep_dir / f"{method}.log")
         rows.append(_row(method, config, ok, sweep_dir))
     (sweep_dir / "sweep.json").write_text(json.dumps(
-        {"rows": rows, "retention_tasks": method_config(base, "full", options, sweep_dir).retention.tasks},
+        {"rows": rows, "retention_tasks": options.retention if options.retention is not None
+         else base.retention.tasks},
         indent=1))
     table = sweep_table(rows)
     (sweep_dir / "sweep.md").write_text(table + "\n")
