@@ -19,7 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tunelab.dependencies import check_dependencies
 from tunelab.errors import TunelabError
+from tunelab.methods import peft_compat
 from tunelab.models import LoadedModel, load_model
 from tunelab.runs import read_config
 
@@ -66,6 +68,7 @@ class AdapterSet:
         return list(self._names)
 
     def add(self, name: str, run_dir: str | Path) -> None:
+        check_dependencies()  # before peft is imported: an old peft fails at import
         from peft import PeftModel
 
         run_dir = Path(run_dir)
@@ -79,7 +82,8 @@ class AdapterSet:
         if self._names and run_base.num_layers != self._base_layers:
             raise TunelabError(f"{run_dir}: trained on a different cut of the base model")
         if not self._names:
-            self.model = PeftModel.from_pretrained(self.base.model, str(weights), adapter_name=name)
+            model = PeftModel.from_pretrained(self.base.model, str(weights), adapter_name=name)
+            self.model = peft_compat.patch(model)  # prompt learning on transformers >= 5.24
             self._base_layers = run_base.num_layers
         else:
             self.model.load_adapter(str(weights), adapter_name=name)

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tunelab.dependencies import check_dependencies
 from tunelab.errors import TunelabError
 
 
@@ -249,6 +250,7 @@ def _eval(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        check_dependencies()
         code = _run(args)
     except TunelabError as err:
         if args.debug:

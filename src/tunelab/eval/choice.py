@@ -29,6 +29,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from tunelab.models.cache import cache_argument, output_cache
+
 MAX_LOGIT_ROWS = 1024
 """Continuation positions whose vocabulary logits are held at once (memory bound)."""
 MIN_SHARED_PREFIX = 16
@@ -155,13 +157,13 @@ def _score_shared(model: Any, batch: list[ChoiceRequest]) -> list[ChoiceResult]:
         mask = torch.cat([torch.ones((len(batch), shared), dtype=torch.long, device=device),
                           own_mask], dim=1)
         positions = shared + torch.arange(ids.shape[1], device=device).expand(len(batch), -1)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                    past_key_values=_select_cache(model, head.past_key_values, rows),
-                    use_cache=True, **extra)
+        extra[cache_argument(model)] = _select_cache(model, output_cache(head), rows)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                    **extra)
     else:
         mask = own_mask
         out = model(input_ids=ids, attention_mask=mask, use_cache=needs_cache, **extra)
-    logits = out.logits if extra else out.logits.gather(
+    logits = out.logits if "logits_to_keep" in extra else out.logits.gather(
         1, (own - 1)[:, None, None].expand(-1, 1, out.logits.shape[-1]))
     first = F.log_softmax(logits[:, -1].float(), dim=-1)  # [B, V]: next-token after the context
     results = [ChoiceResult() for _ in batch]
@@ -179,12 +181,12 @@ def _score_shared(model: Any, batch: list[ChoiceRequest]) -> list[ChoiceResult]:
     for pair in rest:
         size = len(batch[pair[0]].continuations[pair[1]]) - 1
         if chunk and budget + size > MAX_LOGIT_ROWS:
-            _score_rest(model, batch, chunk, out.past_key_values, mask, results)
+            _score_rest(model, batch, chunk, output_cache(out), mask, results)
             chunk, budget = [], 0
         chunk.append(pair)
         budget += size
     if chunk:
-        _score_rest(model, batch, chunk, out.past_key_values, mask, results)
+        _score_rest(model, batch, chunk, output_cache(out), mask, results)
     return results
 
 
@@ -214,9 +216,10 @@ def _score_rest(model: Any, batch: list[ChoiceRequest], pairs: list[tuple[int, i
     extra: dict[str, Any] = {}
     if _accepts_logits_to_keep(model):
         extra["logits_to_keep"] = mask.bool()  # only real positions -> [n_real, V]
-    out = model(input_ids=ids, attention_mask=full_mask, position_ids=positions,
-                past_key_values=_select_cache(model, cache, items), use_cache=True, **extra)
-    logits = out.logits if extra else out.logits[mask.bool()]
+    extra[cache_argument(model)] = _select_cache(model, cache, items)
+    out = model(input_ids=ids, attention_mask=full_mask, position_ids=positions, use_cache=True,
+                **extra)
+    logits = out.logits if "logits_to_keep" in extra else out.logits[mask.bool()]
     logprobs = F.log_softmax(logits.float(), dim=-1)  # [n_real, V], rows in (pair, position) order
     targets = torch.tensor([t for c in conts for t in c[1:]], device=device)
     token_lp = logprobs.gather(1, targets[:, None])[:, 0]

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from tunelab.dependencies import check_dependencies
 from tunelab.errors import TunelabError
 
 
@@ -28,6 +29,7 @@ class PeftMethod:
     """Applied to the PeftModel after apply and load (a method's fix of peft behaviour)."""
 
     def apply(self, model: torch.nn.Module, options: Any) -> torch.nn.Module:
+        check_dependencies()  # before peft is imported: an old peft fails at import
         from peft import get_peft_model
 
         try:
@@ -42,6 +44,7 @@ class PeftMethod:
         model.save_pretrained(str(out_dir))  # type: ignore[operator]
 
     def load(self, base: torch.nn.Module, weights_dir: Path) -> torch.nn.Module:
+        check_dependencies()
         from peft import PeftModel
 
         with warnings.catch_warnings():

@@ -9,7 +9,8 @@ cache as a real KV cache: it cuts the input to its last token while the attentio
 spans the whole input. Llama fails with a shape error (mat1 and mat2 shapes cannot be
 multiplied); T5 and BART silently attend to stale keys. `fix_uncached_generation` drops that
 stale cache before peft prepares each step, so peft builds a fresh prefix every step, as it did
-before. Cached generation (the default) needs no fix.
+before. On transformers >= 5.24 (the cache argument renamed to `cache`) `peft_compat.patch`
+also applies: see tunelab/methods/peft_compat.py.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from typing import Any
 import torch
 
 from tunelab.errors import TunelabError
+from tunelab.methods import peft_compat
 from tunelab.methods.base import register
 from tunelab.methods.peft_backed import PeftMethod, task_type
+from tunelab.models.cache import CACHE_NAMES, model_cache_argument
 
 
 @dataclass
@@ -39,6 +42,9 @@ def build_config(options: PrefixOptions, model: torch.nn.Module) -> Any:
 
     if options.num_virtual_tokens < 1:
         raise TunelabError("method (prefix).num_virtual_tokens: must be at least 1")
+    if model_cache_argument(model) is None:
+        raise TunelabError(f"method (prefix): {type(model).__name__} takes no key/value cache, "
+                           "which prefix tuning feeds its prefixes through; use prompt, lora or ia3")
     extra = {"encoder_hidden_size": options.encoder_hidden_size} if options.encoder_hidden_size else {}
     return PrefixTuningConfig(task_type=task_type(model), num_virtual_tokens=options.num_virtual_tokens,
                               prefix_projection=options.prefix_projection, **extra)
@@ -52,12 +58,16 @@ def fix_uncached_generation(model: torch.nn.Module) -> torch.nn.Module:
 
     def prepare_inputs_for_generation(*args: Any, **kwargs: Any) -> dict[str, Any]:
         if kwargs.get("use_cache") is False:
-            kwargs.pop("past_key_values", None)
+            for name in CACHE_NAMES:
+                kwargs.pop(name, None)
         return prepare(*args, **kwargs)
 
     model.prepare_inputs_for_generation = prepare_inputs_for_generation  # type: ignore[method-assign]
     return model
 
 
-METHOD = register(PeftMethod("prefix", PrefixOptions, build_config,
-                             after_wrap=fix_uncached_generation))
+def after_wrap(model: torch.nn.Module) -> torch.nn.Module:
+    return fix_uncached_generation(peft_compat.patch(model))
+
+
+METHOD = register(PeftMethod("prefix", PrefixOptions, build_config, after_wrap=after_wrap))

@@ -2,7 +2,8 @@
 virtual tokens are prepended to the input embeddings; the model is frozen. No merge.
 
 Logits come back `num_virtual_tokens` positions longer than the input (peft does not strip the
-virtual positions); `tunelab.methods.base.input_logits` takes the input's positions.
+virtual positions); `tunelab.methods.base.input_logits` takes the input's positions. On
+transformers >= 5.24 cached generation needs `peft_compat.patch` (tunelab/methods/peft_compat.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 
 from tunelab.errors import TunelabError
+from tunelab.methods import peft_compat
 from tunelab.methods.base import register
 from tunelab.methods.peft_backed import PeftMethod, task_type
 
@@ -60,4 +62,5 @@ def build_config(options: PromptOptions, model: torch.nn.Module) -> Any:
         tokenizer_name_or_path=tokenizer)
 
 
-METHOD = register(PeftMethod("prompt", PromptOptions, build_config))
+METHOD = register(PeftMethod("prompt", PromptOptions, build_config,
+                             after_wrap=peft_compat.patch))

@@ -1,0 +1,110 @@
+"""Workarounds for peft's prompt learning (prompt and prefix tuning) on transformers >= 5.24.
+
+transformers 5.24 renamed the key/value cache argument from `past_key_values` to `cache`
+(`tunelab.models.cache`). peft <= 0.21.2 still speaks of `past_key_values`, which breaks three
+things that no error points at:
+
+1. Generation. peft's `prepare_inputs_for_generation` reads `model_kwargs["past_key_values"]`
+   to tell the first step from the later ones, and the base model now returns the cache as
+   `cache`. Prompt tuning therefore re-inserts its soft prompt at every step and never cuts
+   the input to the new token; prefix tuning's prefix goes in as `past_key_values` beside
+   transformers' empty `cache`, and transformers keeps `cache` (the prefix is dropped). Cached
+   generation then differs from the uncached greedy loop (GPT-2, Llama, T5, BART).
+2. Prefix tuning under a classification head (BERT). peft looks for a `past_key_values`
+   parameter in the backbone's forward signature and raises "Model does not support past key
+   values which are required for prefix tuning." at the first forward.
+3. Forward passes. peft hands the prefix to the model as `past_key_values=`, which transformers
+   accepts with a FutureWarning on every call, until 5.40 removes the old name.
+
+`patch` renames at those three seams: model kwargs that peft reads get the old name, model
+calls get the new one. It applies only where the model takes `cache` and peft is a release known
+to need it (`LAST_PEFT_WITHOUT_CACHE_NAME`). tests/test_peft_compat.py checks both ways: where
+it applies, plain peft still fails (a peft that fixed the rename fails that test, and the bound
+or the workaround must go); where it does not apply, plain peft works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.metadata import version
+from typing import Any
+
+import torch
+from packaging.version import Version
+
+from tunelab.models.cache import cache_argument, takes_cache, transformers_model
+
+OLD_NAME, NEW_NAME = "past_key_values", "cache"
+LAST_PEFT_WITHOUT_CACHE_NAME = Version("0.21.2")
+"""The newest peft release checked to read and pass the cache only as `past_key_values`."""
+
+
+def needs_patch(model: torch.nn.Module, peft_version: str | None = None) -> bool:
+    """Whether `model` (a transformers model, or peft's wrapper of one) takes its cache as
+    `cache` while the installed peft (or `peft_version`) speaks only of `past_key_values`."""
+    installed = Version(peft_version or version("peft"))
+    return installed <= LAST_PEFT_WITHOUT_CACHE_NAME and cache_argument(model) == NEW_NAME
+
+
+def patch(peft_model: torch.nn.Module) -> torch.nn.Module:
+    """Make a peft prompt-learning model work on transformers' `cache` name (see module doc).
+    A no-op where `needs_patch` is False; returns the model for chaining."""
+    if not needs_patch(peft_model):
+        return peft_model
+    base = transformers_model(peft_model)
+    base.register_forward_pre_hook(_new_name_in_call, with_kwargs=True)  # seam 3
+    backbone = _prefix_backbone(peft_model)
+    if backbone is not None:  # seam 2
+        backbone.forward = _declaring_old_name(backbone.forward)  # type: ignore[method-assign]
+    if hasattr(peft_model, "base_model_prepare_inputs_for_generation"):  # seam 1
+        peft_model.base_model_prepare_inputs_for_generation = _renaming(
+            peft_model.base_model_prepare_inputs_for_generation, NEW_NAME, OLD_NAME)
+        peft_model.prepare_inputs_for_generation = _renaming(
+            peft_model.prepare_inputs_for_generation, OLD_NAME, NEW_NAME)
+    return peft_model
+
+
+def _renaming(prepare: Callable[..., dict[str, Any]], old: str, new: str
+              ) -> Callable[..., dict[str, Any]]:
+    """`prepare` whose returned model kwargs hold the cache under `new` instead of `old`."""
+
+    def prepare_inputs_for_generation(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        inputs = prepare(*args, **kwargs)
+        if old in inputs:
+            inputs[new] = inputs.pop(old)
+        return inputs
+
+    return prepare_inputs_for_generation
+
+
+def _new_name_in_call(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+                      ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Forward pre-hook: a cache passed as `past_key_values` reaches the model as `cache`."""
+    if OLD_NAME in kwargs:
+        cache = kwargs.pop(OLD_NAME)
+        if kwargs.get(NEW_NAME) is None:
+            kwargs[NEW_NAME] = cache
+    return args, kwargs
+
+
+def _prefix_backbone(peft_model: torch.nn.Module) -> torch.nn.Module | None:
+    """The backbone peft calls directly with the prefix (prefix tuning under a head whose own
+    forward takes no cache), or None."""
+    name = getattr(peft_model, "transformer_backbone_name", None)
+    if name is None or not getattr(peft_model, "cls_layer_name", None):
+        return None  # not a classification wrapper
+    head_model = transformers_model(peft_model)
+    backbone = head_model.get_submodule(name)
+    return None if takes_cache(head_model) or not takes_cache(backbone) else backbone
+
+
+def _declaring_old_name(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """`forward` with a `past_key_values` parameter in its signature, passed on as `cache`."""
+
+    def forward_taking_past_key_values(*args: Any, past_key_values: Any = None, **kwargs: Any
+                                       ) -> Any:
+        if past_key_values is not None and kwargs.get(NEW_NAME) is None:
+            kwargs[NEW_NAME] = past_key_values
+        return forward(*args, **kwargs)
+
+    return forward_taking_past_key_values
