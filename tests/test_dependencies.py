@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tunelab import cli, dependencies
 from tunelab.dependencies import KNOWN_BREAKS, check_dependencies
@@ -79,8 +80,8 @@ def test_constraints_lock_every_direct_dependency_to_one_release() -> None:
         if line:
             requirement = Requirement(line)
             assert str(requirement.specifier).startswith("=="), f"constraints.txt: {line} is no pin"
-            locked[requirement.name.lower().replace("_", "-")] = str(requirement.specifier)
-    missing = {Requirement(d).name.lower().replace("_", "-") for d in direct} - set(locked)
+            locked[canonicalize_name(requirement.name)] = str(requirement.specifier)
+    missing = {canonicalize_name(Requirement(d).name) for d in direct} - set(locked)
     assert not missing, f"constraints.txt does not lock {sorted(missing)}"
     for name in ("torch", "transformers", "peft", "tokenizers", "huggingface-hub"):
         assert name in locked, name  # the releases that broke fresh installs before

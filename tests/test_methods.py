@@ -341,7 +341,7 @@ def saved_cells(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 failed[key] = f"building the cell failed: {type(err).__name__}: {err}"
                 continue
             weights[key] = (out, trainable_parameters(model).trainable)
-            cases.append({"method": method, "family": family, "cls": type(build(family)).__name__,
+            cases.append({"method": method, "family": family, "cls": type(base).__name__,
                           "base": str(base_dir), "weights": str(out),
                           "expected": str(root / family / f"{method}.pt")})
     (root / "cases.json").write_text(json.dumps(cases))

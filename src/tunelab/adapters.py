@@ -21,22 +21,24 @@ from typing import Any
 
 from tunelab.dependencies import check_dependencies
 from tunelab.errors import TunelabError
-from tunelab.methods import peft_compat
+from tunelab.methods.peft_backed import PeftMethod
 from tunelab.models import LoadedModel, load_model
 from tunelab.runs import read_config
 
 
-def _adapter_dir(run_dir: Path) -> tuple[Path, str]:
+def _adapter_dir(run_dir: Path) -> tuple[Path, str, PeftMethod]:
+    """A run's peft adapter: its directory, peft type and the method that trained it."""
     config = read_config(run_dir)
     from tunelab.methods import get_method
 
-    weights = run_dir / get_method(config.method["name"]).weights_dir
+    method = get_method(config.method["name"])
+    weights = run_dir / method.weights_dir
     peft_config = weights / "adapter_config.json"
-    if not peft_config.is_file():
+    if not peft_config.is_file() or not isinstance(method, PeftMethod):
         raise TunelabError(
             f"{run_dir}: method '{config.method['name']}' does not save a peft adapter, so it "
             "cannot share a base with others; load it alone (tunelab.runs.load_run_model)")
-    return weights, json.loads(peft_config.read_text())["peft_type"]
+    return weights, json.loads(peft_config.read_text())["peft_type"], method
 
 
 class AdapterSet:
@@ -74,7 +76,7 @@ class AdapterSet:
         run_dir = Path(run_dir)
         if name in self._names:
             raise TunelabError(f"adapter name '{name}' is already loaded; pick another name")
-        weights, peft_type = _adapter_dir(run_dir)
+        weights, peft_type, method = _adapter_dir(run_dir)
         if self.peft_type and peft_type != self.peft_type:
             raise TunelabError(f"{run_dir}: a {peft_type} adapter cannot share a base with "
                                f"{self.peft_type} adapters; use one AdapterSet per type")
@@ -83,7 +85,7 @@ class AdapterSet:
             raise TunelabError(f"{run_dir}: trained on a different cut of the base model")
         if not self._names:
             model = PeftModel.from_pretrained(self.base.model, str(weights), adapter_name=name)
-            self.model = peft_compat.patch(model)  # prompt learning on transformers >= 5.24
+            self.model = method.finish(model)  # the method's fixes of peft (peft_compat, ...)
             self._base_layers = run_base.num_layers
         else:
             self.model.load_adapter(str(weights), adapter_name=name)

@@ -9,6 +9,7 @@ measured, on which set (see tests/test_dependencies.py and `scripts/check-latest
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -51,7 +52,9 @@ KNOWN_BREAKS = (
 )
 
 
+@functools.cache
 def installed_version(package: str) -> str | None:
+    """The installed release of `package` (read once per process; None if not installed)."""
     try:
         return version(package)
     except PackageNotFoundError:

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tunelab.models.cache import cache_argument, output_cache
+from tunelab.models.cache import cache_argument, output_cache, transformers_model
 
 MAX_LOGIT_ROWS = 1024
 """Continuation positions whose vocabulary logits are held at once (memory bound)."""
@@ -83,8 +83,7 @@ def shares_context(model: Any) -> bool:
 
 
 def _accepts_logits_to_keep(model: Any) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
+    return "logits_to_keep" in inspect.signature(transformers_model(model).forward).parameters
 
 
 @torch.no_grad()

@@ -38,7 +38,7 @@ class PeftMethod:
                 wrapped = get_peft_model(model, self.build_config(options, model))
         except ValueError as err:
             raise TunelabError(f"method ({self.name}): {err}") from None
-        return self.after_wrap(wrapped) if self.after_wrap else wrapped
+        return self.finish(wrapped)
 
     def save(self, model: torch.nn.Module, out_dir: Path) -> None:
         model.save_pretrained(str(out_dir))  # type: ignore[operator]
@@ -50,7 +50,11 @@ class PeftMethod:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
             loaded = PeftModel.from_pretrained(base, str(weights_dir))
-        return self.after_wrap(loaded) if self.after_wrap else loaded
+        return self.finish(loaded)
+
+    def finish(self, peft_model: torch.nn.Module) -> torch.nn.Module:
+        """A freshly wrapped or loaded PeftModel with this method's fixes applied."""
+        return self.after_wrap(peft_model) if self.after_wrap else peft_model
 
     def merge(self, model: torch.nn.Module) -> torch.nn.Module | None:
         if not self.can_merge:

@@ -16,8 +16,9 @@ things that no error points at:
 3. Forward passes. peft hands the prefix to the model as `past_key_values=`, which transformers
    accepts with a FutureWarning on every call, until 5.40 removes the old name.
 
-`patch` renames at those three seams: model kwargs that peft reads get the old name, model
-calls get the new one. It applies only where the model takes `cache` and peft is a release known
+`patch` renames at those three seams: the model kwargs peft's generation step reads carry the
+old name, and every call into the model (a forward pre-hook; the BERT backbone's forward)
+carries the new one. It applies only where the model takes `cache` and peft is a release known
 to need it (`LAST_PEFT_WITHOUT_CACHE_NAME`). tests/test_peft_compat.py checks both ways: where
 it applies, plain peft still fails (a peft that fixed the rename fails that test, and the bound
 or the workaround must go); where it does not apply, plain peft works.
@@ -26,12 +27,12 @@ or the workaround must go); where it does not apply, plain peft works.
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib.metadata import version
 from typing import Any
 
 import torch
 from packaging.version import Version
 
+from tunelab.dependencies import installed_version
 from tunelab.models.cache import cache_argument, takes_cache, transformers_model
 
 OLD_NAME, NEW_NAME = "past_key_values", "cache"
@@ -42,7 +43,7 @@ LAST_PEFT_WITHOUT_CACHE_NAME = Version("0.21.2")
 def needs_patch(model: torch.nn.Module, peft_version: str | None = None) -> bool:
     """Whether `model` (a transformers model, or peft's wrapper of one) takes its cache as
     `cache` while the installed peft (or `peft_version`) speaks only of `past_key_values`."""
-    installed = Version(peft_version or version("peft"))
+    installed = Version(peft_version or installed_version("peft") or "0")
     return installed <= LAST_PEFT_WITHOUT_CACHE_NAME and cache_argument(model) == NEW_NAME
 
 
@@ -51,40 +52,43 @@ def patch(peft_model: torch.nn.Module) -> torch.nn.Module:
     A no-op where `needs_patch` is False; returns the model for chaining."""
     if not needs_patch(peft_model):
         return peft_model
-    base = transformers_model(peft_model)
-    base.register_forward_pre_hook(_new_name_in_call, with_kwargs=True)  # seam 3
+    # seam 3 (and seam 1's model call): whatever peft passes as past_key_values arrives as cache
+    transformers_model(peft_model).register_forward_pre_hook(_new_name_in_call, with_kwargs=True)
     backbone = _prefix_backbone(peft_model)
     if backbone is not None:  # seam 2
         backbone.forward = _declaring_old_name(backbone.forward)  # type: ignore[method-assign]
     if hasattr(peft_model, "base_model_prepare_inputs_for_generation"):  # seam 1
-        peft_model.base_model_prepare_inputs_for_generation = _renaming(
-            peft_model.base_model_prepare_inputs_for_generation, NEW_NAME, OLD_NAME)
-        peft_model.prepare_inputs_for_generation = _renaming(
-            peft_model.prepare_inputs_for_generation, OLD_NAME, NEW_NAME)
+        peft_model.base_model_prepare_inputs_for_generation = _old_name_for_peft(
+            peft_model.base_model_prepare_inputs_for_generation)
     return peft_model
 
 
-def _renaming(prepare: Callable[..., dict[str, Any]], old: str, new: str
-              ) -> Callable[..., dict[str, Any]]:
-    """`prepare` whose returned model kwargs hold the cache under `new` instead of `old`."""
-
-    def prepare_inputs_for_generation(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        inputs = prepare(*args, **kwargs)
-        if old in inputs:
-            inputs[new] = inputs.pop(old)
-        return inputs
-
-    return prepare_inputs_for_generation
+def _with_new_name(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`kwargs` with a cache given as `past_key_values` moved to `cache` (unless one is set)."""
+    if OLD_NAME in kwargs:
+        cache = kwargs.pop(OLD_NAME)
+        if kwargs.get(NEW_NAME) is None:
+            kwargs[NEW_NAME] = cache
+    return kwargs
 
 
 def _new_name_in_call(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
                       ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Forward pre-hook: a cache passed as `past_key_values` reaches the model as `cache`."""
-    if OLD_NAME in kwargs:
-        cache = kwargs.pop(OLD_NAME)
-        if kwargs.get(NEW_NAME) is None:
-            kwargs[NEW_NAME] = cache
-    return args, kwargs
+    return args, _with_new_name(kwargs)
+
+
+def _old_name_for_peft(prepare: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """The base model's `prepare_inputs_for_generation`, returning the cache under the name
+    peft's own prepare step reads (`past_key_values`); the pre-hook renames it back."""
+
+    def prepare_inputs_for_generation(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        inputs = prepare(*args, **kwargs)
+        if NEW_NAME in inputs:
+            inputs[OLD_NAME] = inputs.pop(NEW_NAME)
+        return inputs
+
+    return prepare_inputs_for_generation
 
 
 def _prefix_backbone(peft_model: torch.nn.Module) -> torch.nn.Module | None:
@@ -103,8 +107,6 @@ def _declaring_old_name(forward: Callable[..., Any]) -> Callable[..., Any]:
 
     def forward_taking_past_key_values(*args: Any, past_key_values: Any = None, **kwargs: Any
                                        ) -> Any:
-        if past_key_values is not None and kwargs.get(NEW_NAME) is None:
-            kwargs[NEW_NAME] = past_key_values
-        return forward(*args, **kwargs)
+        return forward(*args, **_with_new_name({**kwargs, OLD_NAME: past_key_values}))
 
     return forward_taking_past_key_values
