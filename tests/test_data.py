@@ -94,8 +94,8 @@ def test_split_files_and_empty_train_error() -> None:
 
 
 def test_unknown_template_is_a_clear_error() -> None:
-    with pytest.raises(TunelabError, match="unknown; use one of alpaca, chat, format"):
-        get_template(DataConfig(template="vicuna"))
+    with pytest.raises(TunelabError, match="data.template 'vicuna': use one of alpaca, chat, format"):
+        DataConfig(template="vicuna")  # type: ignore[arg-type]
 
 
 def _templates(tokenizer) -> dict[str, tuple[object, Record]]:

@@ -51,11 +51,11 @@ def test_benchmark_sources_default_to_their_own_prompt(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("body,expected", [
-    ({"output_type": "mc"}, "line 1: output_type: 'mc' is not an output type"),
+    ({"output_type": "mc"}, "line 1: output_type 'mc': use one of generate, multiple_choice, "),
     ({"output_type": "multiple_choice", "eval": {"metrics": ["rouge", "bits_per_byte"]}},
      "line 5: eval.metrics[1]: 'bits_per_byte' does not apply to output_type multiple_choice"),
     ({"eval": {"metrics": ["bleurt"]}}, "line 3: eval.metrics[0]: unknown metric 'bleurt'"),
-    ({"fewshot": {"k": 2, "sampler": "greedy"}}, "line 3: fewshot.sampler: 'greedy'; use random or first"),
+    ({"fewshot": {"k": 2, "sampler": "greedy"}}, "line 3: fewshot.sampler 'greedy': use one of random, first"),
     ({"output_type": "classification", "eval": {"metrics": ["classification"]}},
      "eval.labels: classification needs the labels"),
     ({"output_type": "loglikelihood_rolling", "fewshot": {"k": 2},

@@ -7,25 +7,79 @@ pairs (``train.lr=1e-4``). Every field's comment is its help text.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import yaml
 
 from tunelab.errors import TunelabError
 
+# The allowed values of every choice option, as types: `from_dict` and each section's
+# `__post_init__` refuse anything else in one line, so no module re-checks them.
+Dtype = Literal["float32", "bfloat16", "float16"]
+ModelKind = Literal["causal", "seq2seq", "classifier"]
+DataFormat = Literal["auto", "jsonl", "csv", "parquet", "hf_disk", "bigbench"]
+TemplateName = Literal["alpaca", "chat", "format"]
+ShotSampler = Literal["random", "first"]
+OutputTypeName = Literal["generate", "multiple_choice", "loglikelihood_rolling", "classification"]
+Schedule = Literal["cosine", "linear", "constant"]
+BuiltinMixture = Literal["natural_instructions"]
+Sampling = Literal["proportional", "temperature", "uniform", "weights"]
+Order = Literal["random", "easy_to_hard"]
+Measure = Literal["length", "loss"]
+
+TEMPLATES: tuple[str, ...] = get_args(TemplateName)
+OUTPUT_TYPES: tuple[str, ...] = get_args(OutputTypeName)
+MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
+
+
+def choices_of(hint: Any) -> tuple[str, ...] | None:
+    """The allowed strings of a ``Literal[...]`` hint (also inside ``X | None``), else None."""
+    if typing.get_origin(hint) is Literal:
+        return tuple(get_args(hint))
+    for arg in get_args(hint):
+        if typing.get_origin(arg) is Literal:
+            return tuple(get_args(arg))
+    return None
+
+
+def check_choice(option: str, value: Any, hint: Any) -> None:
+    """One-line error when `value` is not one of a Literal option's values."""
+    allowed = choices_of(hint)
+    if allowed is not None and value is not None and value not in allowed:
+        raise TunelabError(f"{option} '{value}': use one of {', '.join(allowed)}")
+
+
+class Checked:
+    """A config section that checks its choice options on construction (`section` names it
+    in errors, e.g. ``mixture.sampling 'mixed': use one of ...``)."""
+
+    section: typing.ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for name, hint in _hints(type(self)).items():
+            check_choice(f"{self.section}.{name}".lstrip("."), getattr(self, name), hint)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return {name: hint for name, hint in typing.get_type_hints(cls).items()
+            if choices_of(hint) is not None}
+
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Checked):
+    section: typing.ClassVar[str] = "model"
     name: str = "smollm2-135m"
     """Built-in alias (smollm2-135m, minilm-l6), a local HF model directory, or a hub id."""
-    dtype: str = "float32"
+    dtype: Dtype = "float32"
     """Weights dtype: float32, bfloat16 or float16."""
     num_layers: int | None = None
     """Keep only the first N transformer blocks (quick experiments, tests)."""
-    kind: str = "causal"
+    kind: ModelKind = "causal"
     """causal (a decoder LM: trained on the completion after the prompt), seq2seq (an
     encoder-decoder such as T5/BART: the prompt is the encoder input, the completion the
     decoder target) or classifier (an encoder with a sequence-classification head over
@@ -33,16 +87,17 @@ class ModelConfig:
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Checked):
+    section: typing.ClassVar[str] = "data"
     source: str = "builtin:movie_sentiment"
     """builtin:NAME, a .jsonl/.json/.csv/.parquet file, or a `datasets` directory saved to disk."""
-    format: str = "auto"
+    format: DataFormat = "auto"
     """auto (from the file), jsonl, csv, parquet, hf_disk, or bigbench (a BIG-bench task.json:
     the task definition becomes the instruction, each example's first target the output)."""
     fields: dict[str, str] = field(default_factory=dict)
     """Map tunelab's field names (instruction, input, output, prompt, completion, messages)
     to the column names in the data, e.g. {output: label}."""
-    template: str = "alpaca"
+    template: TemplateName = "alpaca"
     """alpaca, chat (the tokenizer's chat template) or format (prompt_format below)."""
     prompt_format: str | None = None
     """For template=format: a Python format string over the record's columns."""
@@ -103,7 +158,8 @@ class EvalConfig:
 
 
 @dataclass
-class FewShotConfig:
+class FewShotConfig(Checked):
+    section: typing.ClassVar[str] = "fewshot"
     """In-context examples: how many, from which split, sampled how, joined by what."""
 
     k: int | None = None
@@ -114,7 +170,7 @@ class FewShotConfig:
     split, an item is never its own shot."""
     seed: int | None = None
     """Seed of the per-item shot sampler (default: eval.fewshot_seed)."""
-    sampler: str = "random"
+    sampler: ShotSampler = "random"
     """random (seeded per item) or first (the first k examples of the split, for every item)."""
     separator: str | None = None
     """Text between consecutive examples (default: the data source's own, else a blank line;
@@ -132,16 +188,14 @@ class RollingConfig:
     stride gives every scored token more context at more compute."""
 
 
-OUTPUT_TYPES = ("generate", "multiple_choice", "loglikelihood_rolling", "classification")
-
-
 @dataclass
-class TaskConfig:
+class TaskConfig(Checked):
+    section: typing.ClassVar[str] = ""
     """An evaluation task: data, template, split, answers, metrics and shots (one YAML file)."""
 
     name: str = "task"
     description: str = ""
-    output_type: str = "generate"
+    output_type: OutputTypeName = "generate"
     """generate (free text), multiple_choice (log-likelihood of each choice),
     loglikelihood_rolling (perplexity / bits per byte of whole texts), classification (a task
     head's label)."""
@@ -176,7 +230,8 @@ class TaskConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Checked):
+    section: typing.ClassVar[str] = "train"
     epochs: float = 1.0
     max_steps: int = 0
     """Optimizer steps; 0 means run `epochs` epochs."""
@@ -189,7 +244,7 @@ class TrainConfig:
     lr: float = 2e-4
     weight_decay: float = 0.0
     warmup_ratio: float = 0.1
-    schedule: str = "cosine"
+    schedule: Schedule = "cosine"
     """cosine, linear or constant (all after linear warmup)."""
     max_grad_norm: float = 1.0
     eval_every: int = 0
@@ -232,10 +287,11 @@ class CurriculumStage:
 
 
 @dataclass
-class BuiltinMixtureConfig:
+class BuiltinMixtureConfig(Checked):
+    section: typing.ClassVar[str] = "mixture.builtin"
     """A built-in instruction-tuning mixture; its tasks are added to `tasks`."""
 
-    name: str | None = None
+    name: BuiltinMixture | None = None
     """natural_instructions: BIG-bench's Natural Instructions subtasks, the task definition
     as the instruction (FLAN-style), with held-out subtasks for unseen-task evaluation."""
     root: str | None = None
@@ -245,7 +301,7 @@ class BuiltinMixtureConfig:
     """Training subtasks, by name or number (e.g. 047); empty: the built-in selection."""
     held_out: list[str] = field(default_factory=list)
     """Held-out subtasks (evaluated, never trained); empty: the built-in selection."""
-    instruction: str = "definition"
+    instruction: Literal["definition", "prefix"] = "definition"
     """definition (the task's definition) or prefix (definition plus its one-line prompt)."""
     max_train_examples: int | None = 1000
     """Training examples kept per subtask."""
@@ -254,10 +310,11 @@ class BuiltinMixtureConfig:
 
 
 @dataclass
-class MixtureConfig:
+class MixtureConfig(Checked):
+    section: typing.ClassVar[str] = "mixture"
     """How the tasks of a multi-task run are sampled, ordered and evaluated."""
 
-    sampling: str = "proportional"
+    sampling: Sampling = "proportional"
     """proportional (to task size), temperature (size^(1/temperature)), uniform, or weights
     (each task's `weight`)."""
     temperature: float = 2.0
@@ -272,14 +329,21 @@ class MixtureConfig:
     stages: list[CurriculumStage] = field(default_factory=list)
     """Curriculum: ordered stages of task subsets, e.g. [{tasks: [a], steps: 100},
     {tasks: [a, b]}]; empty: all tasks throughout."""
-    order: str = "random"
+    order: Order = "random"
     """random, or easy_to_hard: every pass over a task goes from easy to hard by `measure`."""
-    measure: str = "length"
+    measure: Measure = "length"
     """For order=easy_to_hard: length (tokens) or loss (mean completion NLL per token under
     the base model, before training)."""
     eval_limit: int = 16
     """Validation examples per task scored with its metric at every evaluation (0: none)."""
     builtin: BuiltinMixtureConfig = field(default_factory=BuiltinMixtureConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.cap is not None and self.cap < 1:
+            raise TunelabError(f"mixture.cap={self.cap}: must be >= 1 (or null for no cap)")
+        if self.sampling == "temperature" and self.temperature <= 0:
+            raise TunelabError(f"mixture.temperature={self.temperature}: must be > 0")
 
 
 @dataclass
@@ -325,8 +389,12 @@ class RunConfig:
         return Path(self.output_dir) / self.name
 
 
-def from_dict(cls: type, raw: dict[str, Any], where: str) -> Any:
-    """Build dataclass ``cls`` from a dict, naming ``where`` (file/option path) on a bad key."""
+def from_dict(cls: type, raw: dict[str, Any], where: str, source: Path | None = None,
+              keys: tuple[str | int, ...] = ()) -> Any:
+    """Build dataclass ``cls`` from a dict, naming ``where`` (file/option path) on a bad key.
+
+    With ``source`` (the YAML file ``raw`` came from; ``keys``: where ``raw`` sits in it), a
+    value that is not one of its option's choices is named by file, line and option."""
     if not isinstance(raw, dict):
         raise TunelabError(f"{where}: expected a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
@@ -340,15 +408,45 @@ def from_dict(cls: type, raw: dict[str, Any], where: str) -> Any:
         hint = hints[key]
         item = _dataclass_item(hint)
         if dataclasses.is_dataclass(hint):
-            kwargs[key] = from_dict(hint, value or {}, f"{where}.{key}")
+            kwargs[key] = from_dict(hint, value or {}, f"{where}.{key}", source, (*keys, key))
         elif item is not None:
             if not isinstance(value or [], list):
                 raise TunelabError(f"{where}.{key}: expected a list of mappings")
-            kwargs[key] = [from_dict(item, v or {}, f"{where}.{key}[{i}]")
+            kwargs[key] = [from_dict(item, v or {}, f"{where}.{key}[{i}]", source, (*keys, key, i))
                            for i, v in enumerate(value or [])]
         else:
-            kwargs[key] = _coerce(value, hint, f"{where}.{key}")
+            named = f"{where}.{key}"
+            if source is not None and choices_of(hint) is not None:
+                line = yaml_line(source, [*keys, key])
+                named = f"{source}{f' line {line}' if line else ''}: {option_name([*keys, key])}"
+            kwargs[key] = _coerce(value, hint, named)
     return cls(**kwargs)
+
+
+def yaml_line(path: Path, keys: list[str | int]) -> int | None:
+    """1-based line of the deepest of `keys` (mapping keys, list indices) found in the file."""
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    line = None
+    for key in keys:
+        if isinstance(key, int) and isinstance(node, yaml.SequenceNode) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+            continue
+        if not isinstance(node, yaml.MappingNode):
+            break
+        match = next(((k, v) for k, v in node.value if getattr(k, "value", None) == key), None)
+        if match is None:
+            break
+        line, node = match[0].start_mark.line + 1, match[1]
+    return line
+
+
+def option_name(keys: list[str | int]) -> str:
+    """['eval', 'metrics', 1] -> 'eval.metrics[1]'."""
+    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
 
 
 def _dataclass_item(hint: Any) -> type | None:
@@ -363,6 +461,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     """Check (and gently convert) a scalar option against its type hint."""
     if value is None:
         return None
+    allowed = choices_of(hint)
+    if allowed is not None:
+        if str(value) not in allowed:
+            raise TunelabError(f"{where} '{value}': use one of {', '.join(allowed)}")
+        return str(value)
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     base = typing.get_origin(hint) or hint
     if base in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args:
@@ -441,7 +544,8 @@ def load_run_config(path: str | Path | None, overrides: list[str] | None = None)
     """Read a run config from YAML (or defaults when path is None) plus overrides."""
     raw = load_yaml(path) if path else {}
     raw = merge_overrides(raw, overrides or [])
-    config = from_dict(RunConfig, raw, str(path or "config"))
+    source = Path(path) if path and not overrides else None  # overrides move the lines
+    config = from_dict(RunConfig, raw, str(path or "config"), source)
     if "name" not in (config.method or {}):
         raise TunelabError(f"{path or 'config'}: method.name is missing; e.g. method: {{name: lora}}")
     return config

@@ -30,7 +30,7 @@ def read_config(run_dir: Path) -> RunConfig:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise TunelabError(f"{run_dir}: not a tunelab run directory (no config.yaml)")
-    return from_dict(RunConfig, load_yaml(path), str(path))
+    return from_dict(RunConfig, load_yaml(path), str(path), Path(path))
 
 
 def load_run_model(run_dir: str | Path, base: str | None = None) -> LoadedModel:

@@ -20,15 +20,8 @@ import yaml
 
 from tunelab.config import RunConfig, load_run_config, to_dict
 from tunelab.errors import TunelabError
+from tunelab.methods import get_method
 from tunelab.report.tables import format_table
-
-# Learning rates that suit each method on small models; override with --lr METHOD=VALUE.
-# Prompt/prefix tuning need far larger steps than weight updates; full fine-tuning far smaller.
-DEFAULT_LR = {"full": 5e-5, "freeze": 1e-4, "bitfit": 1e-3, "lora": 4e-4, "ia3": 3e-3,
-              "adapter": 1e-3, "prompt": 3e-2, "prefix": 1e-2}
-
-# Options for methods that need some to train anything (the config's own win for its method).
-DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {"freeze": {"layers": ["top:4"]}}
 
 
 @dataclass
@@ -39,7 +32,7 @@ class SweepOptions:
     max_seconds: float = 0
     """Same wall-clock training budget for every method (0: none)."""
     lr: dict[str, float] = field(default_factory=dict)
-    """Per-method learning rates (default: DEFAULT_LR, else the config's)."""
+    """Per-method learning rates (default: each method's `sweep_lr`)."""
     resume: bool = False
     """Continue an existing sweep directory: finished methods are kept, the rest run again."""
     retention: list[str] | None = None
@@ -49,11 +42,12 @@ class SweepOptions:
 
 def method_config(base: RunConfig, method: str, options: SweepOptions, sweep_dir: Path) -> RunConfig:
     config = copy.deepcopy(base)
+    spec = get_method(method)
     config.method = dict(base.method) if base.method.get("name") == method else \
-        {"name": method, **DEFAULT_OPTIONS.get(method, {})}
+        {"name": method, **spec.sweep_options}
     config.name = method
     config.output_dir = str(sweep_dir)
-    config.train.lr = options.lr.get(method, DEFAULT_LR.get(method, base.train.lr))
+    config.train.lr = options.lr.get(method, spec.sweep_lr)
     if options.max_steps:
         config.train.max_steps = options.max_steps
     if options.max_seconds:

@@ -37,10 +37,6 @@ from tunelab.data.batching import MicroBatch, split_for_process
 from tunelab.data.tokenize import TokenizedExample
 from tunelab.errors import TunelabError
 
-SAMPLING = ("proportional", "temperature", "uniform", "weights")
-ORDERS = ("random", "easy_to_hard")
-MEASURES = ("length", "loss")
-
 
 @dataclass
 class TaskExamples:
@@ -73,29 +69,32 @@ def length_difficulty(examples: Sequence[TokenizedExample]) -> list[float]:
     return [float(len(ex.input_ids)) for ex in examples]
 
 
+def _weights(capped: Sequence[int], weights: Sequence[float | None], names: Sequence[str],
+             config: MixtureConfig) -> list[float]:
+    for name, weight in zip(names, weights, strict=True):
+        if weight is None or weight <= 0:
+            raise TunelabError(
+                f"task '{name}': mixture.sampling=weights needs a positive `weight` on every "
+                "trained task (use held_out: true for a task that is only evaluated)")
+    return [float(w) for w in weights]  # type: ignore[arg-type]
+
+
+# mixture.sampling -> the unnormalised rate of every trained task from its capped size.
+RATES: dict[str, Callable[[Sequence[int], Sequence[float | None], Sequence[str], MixtureConfig],
+                          list[float]]] = {
+    "proportional": lambda capped, weights, names, config: [float(s) for s in capped],
+    "temperature": lambda capped, weights, names, config: [
+        s ** (1.0 / config.temperature) for s in capped],
+    "uniform": lambda capped, weights, names, config: [1.0] * len(capped),
+    "weights": _weights,
+}
+
+
 def sampling_rates(sizes: Sequence[int], weights: Sequence[float | None], names: Sequence[str],
                    config: MixtureConfig) -> list[float]:
     """Normalised sampling rates of the trained tasks (see the module docstring)."""
-    if config.sampling not in SAMPLING:
-        raise TunelabError(f"mixture.sampling '{config.sampling}': use one of {', '.join(SAMPLING)}")
-    if config.cap is not None and config.cap < 1:
-        raise TunelabError(f"mixture.cap={config.cap}: must be >= 1 (or null for no cap)")
     capped = [min(n, config.cap) if config.cap else n for n in sizes]
-    if config.sampling == "proportional":
-        raw = [float(s) for s in capped]
-    elif config.sampling == "temperature":
-        if config.temperature <= 0:
-            raise TunelabError(f"mixture.temperature={config.temperature}: must be > 0")
-        raw = [s ** (1.0 / config.temperature) for s in capped]
-    elif config.sampling == "uniform":
-        raw = [1.0] * len(sizes)
-    else:
-        for name, weight in zip(names, weights, strict=True):
-            if weight is None or weight <= 0:
-                raise TunelabError(
-                    f"task '{name}': mixture.sampling=weights needs a positive `weight` on every "
-                    "trained task (use held_out: true for a task that is only evaluated)")
-        raw = [float(w) for w in weights]  # type: ignore[arg-type]
+    raw = RATES[config.sampling](capped, weights, names, config)
     total = sum(raw)
     return [r / total for r in raw]
 
@@ -140,8 +139,6 @@ class MixturePlan:
     def __init__(self, tasks: Sequence[TaskExamples], config: MixtureConfig, batch_size: int,
                  seed: int, grad_accum: int = 1, world: int = 1, rank: int = 0):
         """batch_size is per process; `grad_accum` aligns curriculum stages with steps."""
-        if config.order not in ORDERS:
-            raise TunelabError(f"mixture.order '{config.order}': use one of {', '.join(ORDERS)}")
         self.names = [t.name for t in tasks]
         self.trained = [i for i, t in enumerate(tasks) if not t.held_out]
         if not self.trained:

@@ -8,7 +8,7 @@ tokenises inside a longer string.
 from __future__ import annotations
 
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -165,19 +165,26 @@ def _require_plain(record: Record, name: str) -> None:
         )
 
 
-TEMPLATES = ("alpaca", "chat", "format")
+def _format_template(config: DataConfig, tokenizer: Any) -> Template:
+    if not config.prompt_format:
+        raise TunelabError("data.template=format needs data.prompt_format, e.g. 'Q: {input}\\nA:'")
+    return FormatTemplate(config.prompt_format, config.completion_format)
+
+
+def _chat_template(config: DataConfig, tokenizer: Any) -> Template:
+    if tokenizer is None:
+        raise TunelabError("data.template=chat needs a tokenizer")
+    return ChatTemplate(tokenizer, config.system)
+
+
+# data.template -> the template it builds (the names are config.TemplateName).
+TEMPLATE_BUILDERS: dict[str, Callable[[DataConfig, Any], Template]] = {
+    "alpaca": lambda config, tokenizer: AlpacaTemplate(),
+    "format": _format_template,
+    "chat": _chat_template,
+}
 
 
 def get_template(config: DataConfig, tokenizer: Any = None) -> Template:
     """The template named by ``data.template``."""
-    if config.template == "alpaca":
-        return AlpacaTemplate()
-    if config.template == "format":
-        if not config.prompt_format:
-            raise TunelabError("data.template=format needs data.prompt_format, e.g. 'Q: {input}\\nA:'")
-        return FormatTemplate(config.prompt_format, config.completion_format)
-    if config.template == "chat":
-        if tokenizer is None:
-            raise TunelabError("data.template=chat needs a tokenizer")
-        return ChatTemplate(tokenizer, config.system)
-    raise TunelabError(f"data.template '{config.template}': unknown; use one of {', '.join(TEMPLATES)}")
+    return TEMPLATE_BUILDERS[config.template](config, tokenizer)

@@ -16,8 +16,6 @@ from typing import Any
 from tunelab.data import Record, Rendered, Template, encode_prompt
 from tunelab.errors import TunelabError
 
-SAMPLERS = ("random", "first")
-
 
 def choose_shots(pool: Sequence[Record], k: int, seed: int, index: int, sampler: str = "random",
                  exclude: Record | None = None) -> list[Record]:
@@ -33,8 +31,6 @@ def choose_shots(pool: Sequence[Record], k: int, seed: int, index: int, sampler:
                            "to draw from; lower the shots or pick a bigger fewshot.split")
     if sampler == "first":
         return list(candidates[:k])
-    if sampler != "random":
-        raise TunelabError(f"fewshot.sampler '{sampler}': use one of {', '.join(SAMPLERS)}")
     return random.Random(f"{seed}-{index}").sample(candidates, k)
 
 

@@ -76,7 +76,7 @@ def load_task(name_or_path: str) -> TaskConfig:
     """A built-in task by name, or a task YAML file, checked (see `check_task`)."""
     path = task_path(name_or_path)
     raw = load_yaml(path)
-    task: TaskConfig = from_dict(TaskConfig, raw, str(path))
+    task: TaskConfig = from_dict(TaskConfig, raw, str(path), path)
     if "name" not in raw:
         task.name = path.stem
     apply_source_defaults(task, raw.get("data") or {})

@@ -17,7 +17,7 @@ with the options and the hooked sublayers. No merge: the nonlinearity cannot fol
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,8 @@ class AdapterMethod:
     name: str = "adapter"
     options_type: type = AdapterOptions
     weights_dir: str = "adapter"
+    sweep_lr: float = 1e-3
+    sweep_options: dict[str, Any] = field(default_factory=dict)
 
     def apply(self, model: torch.nn.Module, options: Any) -> torch.nn.Module:
         if options.bottleneck < 1:

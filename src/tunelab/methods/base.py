@@ -22,6 +22,12 @@ class Method(Protocol):
     """Dataclass of the method's options (the keys under `method:` besides `name`)."""
     weights_dir: str
     """Subdirectory of a run directory holding the saved weights."""
+    sweep_lr: float
+    """A learning rate that suits the method on small models (`tunelab sweep`'s default;
+    prompt/prefix tuning need far larger steps than weight updates, full fine-tuning smaller)."""
+    sweep_options: dict[str, Any]
+    """Options a sweep gives the method when the config has none for it (those it needs to
+    train anything, e.g. freeze's layers)."""
 
     def apply(self, model: torch.nn.Module, options: Any) -> torch.nn.Module:
         """Return the model with the method injected and only its parameters trainable."""

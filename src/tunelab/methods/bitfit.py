@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,8 @@ class BitFitMethod:
     name: str = "bitfit"
     options_type: type = BitFitOptions
     weights_dir: str = "adapter"
+    sweep_lr: float = 1e-3
+    sweep_options: dict[str, Any] = field(default_factory=dict)
 
     def apply(self, model: torch.nn.Module, options: Any) -> torch.nn.Module:
         freeze_all(model)

@@ -9,7 +9,7 @@ own weights, so `merge` returns the model itself: it already is a plain model.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,8 @@ class FreezeMethod:
     name: str = "freeze"
     options_type: type = FreezeOptions
     weights_dir: str = "weights"
+    sweep_lr: float = 1e-4
+    sweep_options: dict[str, Any] = field(default_factory=lambda: {"layers": ["top:4"]})
 
     def apply(self, model: torch.nn.Module, options: Any) -> torch.nn.Module:
         select(model, options)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ class FullMethod:
     name: str = "full"
     options_type: type = FullOptions
     weights_dir: str = "model"
+    sweep_lr: float = 5e-5
+    sweep_options: dict[str, Any] = field(default_factory=dict)
 
     def apply(self, model: torch.nn.Module, options: Any) -> torch.nn.Module:
         for param in model.parameters():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,11 @@ class PeftMethod:
     options_type: type
     build_config: Callable[[Any, torch.nn.Module], Any]
     """(options, model) -> peft config."""
+    sweep_lr: float
+    """A learning rate that suits the method on small models (`tunelab sweep`'s default)."""
     can_merge: bool = False
     weights_dir: str = "adapter"
+    sweep_options: dict[str, Any] = field(default_factory=dict)
     after_wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None
     """Applied to the PeftModel after apply and load (a method's fix of peft behaviour)."""
 
