@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 __all__ = ["train", "evaluate", "evaluate_adapters", "compare_baselines", "evaluate_suite",
-           "score", "format_scores", "quickstart", "sweep", "merge", "TunelabError"]
+           "score", "format_scores", "quickstart", "run_evaluation", "sweep", "merge", "TunelabError"]
 
 from tunelab.errors import TunelabError
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
         evaluate_suite,
         format_scores,
         quickstart,
+        run_evaluation,
         score,
         train,
     )
@@ -28,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 def __getattr__(name: str) -> Any:
     # Heavy imports (torch, transformers) only when the API is used.
     if name in ("train", "evaluate", "evaluate_adapters", "compare_baselines", "evaluate_suite",
-                "score", "format_scores", "quickstart"):
+                "score", "format_scores", "quickstart", "run_evaluation"):
         from tunelab import api
 
         return getattr(api, name)

@@ -5,11 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+import tunelab
+from tunelab.config import ModelConfig, load_run_config
+from tunelab.data.inspect import inspect_data
 from tunelab.dependencies import check_dependencies
 from tunelab.errors import TunelabError
+from tunelab.eval.datasets.fetch import fetch_bigbench
+from tunelab.eval.tasks import tasks_overview, validate_task
+from tunelab.merge import merge_run
+from tunelab.models.loader import load_tokenizer
+from tunelab.sweep import SweepOptions, run_sweep
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -18,12 +27,20 @@ def _parser() -> argparse.ArgumentParser:
         description="Fine-tune language models and prove, with numbers, whether it worked.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_quickstart_args, _train_args, _sweep_args, _merge_args, _eval_args,
+                _tasks_args, _harness_args, _data_args, _score_args):
+        add(commands)
+    return parser
 
+
+def _quickstart_args(commands: Any) -> None:
     quick = commands.add_parser("quickstart", help="LoRA on the built-in model vs its baselines")
     quick.add_argument("--out", default="runs", help="parent directory of the run (default: runs)")
     quick.add_argument("--limit", type=int, help="evaluate at most N test examples")
     quick.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. train.epochs=1")
 
+
+def _train_args(commands: Any) -> None:
     train = commands.add_parser("train", help="fine-tune as CONFIG says; writes a run directory")
     train.add_argument("config", help="a run config YAML file")
     train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=1e-4")
@@ -36,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="exit 1 when a retention score drops by more than X points "
                             "(retention.max_forgetting; default suite: general)")
 
+
+def _sweep_args(commands: Any) -> None:
     sweep = commands.add_parser("sweep", help="every method on the same data and budget, one table")
     sweep.add_argument("config", help="a run config YAML file")
     sweep.add_argument("overrides", nargs="*", help="key=value overrides for every method")
@@ -53,10 +72,14 @@ def _parser() -> argparse.ArgumentParser:
                        help="untouched tasks or suites, comma-separated (default: the config's "
                             "retention.tasks): their score change is the forgetting column")
 
+
+def _merge_args(commands: Any) -> None:
     merge = commands.add_parser("merge", help="merge a run's weights into a plain HF model")
     merge.add_argument("run", help="a run directory from `tunelab train` (lora, ia3, full, ...)")
     merge.add_argument("--out", required=True, help="an empty or new directory for the model")
 
+
+def _eval_args(commands: Any) -> None:
     ev = commands.add_parser("eval", help="evaluate a model (optionally with a run's weights)")
     ev.add_argument("--model", help="base model: built-in alias, local directory or hub id")
     ev.add_argument("--adapter", action="append",
@@ -72,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="write metrics.json and predictions.jsonl here")
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
+
+def _tasks_args(commands: Any) -> None:
     tasks = commands.add_parser("tasks", help="list or validate evaluation tasks")
     task_commands = tasks.add_subparsers(dest="tasks_command", required=True)
     task_commands.add_parser("list", help="built-in tasks and suites")
@@ -79,6 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("file", help="a task YAML file (or a built-in task name)")
     validate.add_argument("--model", help="tokenizer for chat templates (a model spec)")
 
+
+def _harness_args(commands: Any) -> None:
     harness = commands.add_parser("harness", help="run lm-evaluation-harness tasks on a tunelab model")
     harness.add_argument("--tasks", required=True, help="lm-eval task names, comma-separated")
     harness.add_argument("--model", help="base model: built-in alias, local directory or hub id")
@@ -88,6 +115,8 @@ def _parser() -> argparse.ArgumentParser:
     harness.add_argument("--limit", type=int, help="examples per task")
     harness.add_argument("--batch-size", type=int, default=8, help="requests per forward pass")
 
+
+def _data_args(commands: Any) -> None:
     data = commands.add_parser("data", help="data tools")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     inspect = data_commands.add_parser("inspect", help="show templated examples, trained tokens marked")
@@ -102,6 +131,8 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("--all", action="store_true", help="every BIG-bench JSON task (~1.7 GB)")
     fetch.add_argument("--sdist", help="a local bigbench-1.0.0.tar.gz instead of pip download")
 
+
+def _score_args(commands: Any) -> None:
     sc = commands.add_parser("score", help="score predictions against references")
     sc.add_argument("--metric", "-m", required=True, action="append",
                     help="rouge, bleu, chrf, exact_match, f1, accuracy, classification (repeatable "
@@ -111,147 +142,109 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--labels", help="comma-separated label set for classification")
     sc.add_argument("--ci", action="store_true", help="add bootstrap 95%% confidence intervals")
     sc.add_argument("--json", action="store_true", help="machine-readable output")
-    return parser
 
 
-def _run(args: argparse.Namespace) -> int:
-    import tunelab
-
-    if args.command == "quickstart":
-        tunelab.quickstart(args.out, limit=args.limit, overrides=args.overrides)
-    elif args.command == "train":
-        overrides = list(args.overrides)
-        if args.retention:
-            overrides.append(f"retention.tasks=[{args.retention}]")
-        if args.max_forgetting is not None:
-            overrides.append(f"retention.max_forgetting={args.max_forgetting}")
-        result = tunelab.train(args.config, overrides, resume=args.resume,
-                               evaluate_after=not args.no_eval)
-        print(json.dumps(result.summary, indent=1))
-        if result.evaluation:
-            print(json.dumps(result.evaluation.scores, indent=1))
-        print(f"run directory: {result.run_dir}")
-        if not result.passed:
-            return 1
-    elif args.command == "sweep":
-        from tunelab.sweep import SweepOptions, run_sweep
-
-        lrs = {}
-        for item in args.lr:
-            method, _, value = item.partition("=")
-            try:
-                lrs[method.strip()] = float(value)
-            except ValueError:
-                raise TunelabError(f"--lr {item}: expected METHOD=NUMBER, e.g. --lr lora=3e-4") from None
-        options = SweepOptions(
-            methods=[m.strip() for m in args.methods.split(",") if m.strip()],
-            max_steps=args.steps, max_seconds=args.seconds, lr=lrs, resume=args.resume,
-            retention=args.retention.split(",") if args.retention else None)
-        run_sweep(args.config, args.overrides, options)
-    elif args.command == "merge":
-        from tunelab.merge import merge_run
-
-        print(f"merged model: {merge_run(args.run, args.out)}")
-    elif args.command == "eval":
-        _eval(args)
-    elif args.command == "tasks":
-        from tunelab.eval.tasks import tasks_overview, validate_task
-
-        if args.tasks_command == "list":
-            print(tasks_overview())
-        else:
-            tokenizer = None
-            if args.model:
-                from tunelab.config import ModelConfig
-                from tunelab.models.loader import load_tokenizer
-
-                tokenizer = load_tokenizer(ModelConfig(name=args.model))
-            print(validate_task(args.file, tokenizer))
-    elif args.command == "harness":
-        try:
-            from tunelab.bridges.lm_eval import run_harness
-        except ImportError as err:
-            raise TunelabError(f"tunelab harness needs lm-evaluation-harness ({err}); run: "
-                               "pip install -c constraints.txt 'tunelab[harness]'") from None
-
-        print(run_harness(args.tasks.split(","), model=args.model, adapter=args.adapter,
-                          include_path=args.include_path, shots=args.shots, limit=args.limit,
-                          batch_size=args.batch_size))
-    elif args.command == "data" and args.data_command == "fetch":
-        from tunelab.eval.datasets.fetch import fetch_bigbench
-
-        result = fetch_bigbench(args.task, sdist=args.sdist, every_task=args.all)
-        print(f"extracted {len(result.extracted)} files into {result.target} (sdist: {result.sdist})")
-    elif args.command == "data":
-        from tunelab.config import load_run_config
-        from tunelab.data.inspect import inspect_data
-
-        print(inspect_data(load_run_config(args.config, args.overrides), args.n, args.split))
-    elif args.command == "score":
-        metrics = [m.strip() for item in args.metric for m in item.split(",") if m.strip()]
-        labels = args.labels.split(",") if args.labels else None
-        refs = args.references or []
-        # One file: its lines (or JSONL) are the references; several: one stream per file.
-        references = refs[0] if len(refs) == 1 else [Path(r) for r in refs] or None
-        result = tunelab.score(metrics, args.predictions, references, labels=labels, ci=args.ci)
-        print(json.dumps(result, indent=1) if args.json else tunelab.format_scores(result))
+def _quickstart(args: argparse.Namespace) -> int:
+    tunelab.quickstart(args.out, limit=args.limit, overrides=args.overrides)
     return 0
 
 
-def _eval(args: argparse.Namespace) -> None:
-    import tunelab
-    from tunelab.eval.tasks import is_suite, load_suite
-    from tunelab.report.tables import results_table, shown_keys
+def _train(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    if args.retention:
+        overrides.append(f"retention.tasks=[{args.retention}]")
+    if args.max_forgetting is not None:
+        overrides.append(f"retention.max_forgetting={args.max_forgetting}")
+    result = tunelab.train(args.config, overrides, resume=args.resume,
+                           evaluate_after=not args.no_eval)
+    print(json.dumps(result.summary, indent=1))
+    if result.evaluation:
+        print(json.dumps(result.evaluation.scores, indent=1))
+    print(f"run directory: {result.run_dir}")
+    return 0 if result.passed else 1
 
-    names = load_suite(args.task).tasks if is_suite(args.task) else [args.task]
-    adapters = args.adapter or []
-    if len(adapters) > 1:
-        if args.baselines or len(names) > 1:
-            raise TunelabError("several --adapter options score one task (no --baselines, no "
-                               "suite); run once per task")
-        results = tunelab.evaluate_adapters(args.task, adapters, model=args.model,
-                                            shots=args.shots, limit=args.limit, out_dir=args.out)
-        if args.json:
-            print(json.dumps([r.summary() for r in results], indent=1, default=str))
-        else:
-            print(results_table(results, shown_keys(results[0].scores)))
-        return
-    args.adapter = adapters[0] if adapters else None
-    if args.baselines:
-        reports = [tunelab.compare_baselines(
-            name, model=args.model, adapter=args.adapter, baselines=args.baselines.split(","),
-            shots=args.shots, limit=args.limit,
-            out_dir=Path(args.out) / Path(name).stem if args.out and len(names) > 1 else args.out)
-            for name in names]
-        if args.json:
-            print(json.dumps([r.to_json() for r in reports] if len(reports) > 1 else
-                             reports[0].to_json(), indent=1, default=str))
-        else:
-            print("\n\n".join(r.table() for r in reports))
-        return
-    if len(names) > 1:
-        results = tunelab.evaluate_suite(args.task, model=args.model, adapter=args.adapter,
-                                         shots=args.shots, limit=args.limit, out_dir=args.out)
-        if args.json:
-            print(json.dumps([r.summary() for r in results], indent=1, default=str))
-        else:
-            from tunelab.report.tables import suite_table
 
-            print(suite_table(results))
-        return
-    result = tunelab.evaluate(args.task, model=args.model, adapter=args.adapter,
-                              shots=args.shots, limit=args.limit, out_dir=args.out)
-    if args.json:
-        print(json.dumps(result.summary(), indent=1, default=str))
+def _sweep(args: argparse.Namespace) -> int:
+    lrs = {}
+    for item in args.lr:
+        method, _, value = item.partition("=")
+        try:
+            lrs[method.strip()] = float(value)
+        except ValueError:
+            raise TunelabError(f"--lr {item}: expected METHOD=NUMBER, e.g. --lr lora=3e-4") from None
+    options = SweepOptions(
+        methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+        max_steps=args.steps, max_seconds=args.seconds, lr=lrs, resume=args.resume,
+        retention=args.retention.split(",") if args.retention else None)
+    run_sweep(args.config, args.overrides, options)
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    print(f"merged model: {merge_run(args.run, args.out)}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    print(tunelab.run_evaluation(
+        args.task, model=args.model, adapters=args.adapter or [], shots=args.shots,
+        baselines=args.baselines.split(",") if args.baselines else None, limit=args.limit,
+        out_dir=args.out).render(args.json))
+    return 0
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    if args.tasks_command == "list":
+        print(tasks_overview())
     else:
-        print(results_table([result], shown_keys(result.scores)))
+        tokenizer = load_tokenizer(ModelConfig(name=args.model)) if args.model else None
+        print(validate_task(args.file, tokenizer))
+    return 0
+
+
+def _harness(args: argparse.Namespace) -> int:
+    try:  # lm-evaluation-harness is an optional extra
+        from tunelab.bridges.lm_eval import run_harness
+    except ImportError as err:
+        raise TunelabError(f"tunelab harness needs lm-evaluation-harness ({err}); run: "
+                           "pip install -c constraints.txt 'tunelab[harness]'") from None
+    print(run_harness(args.tasks.split(","), model=args.model, adapter=args.adapter,
+                      include_path=args.include_path, shots=args.shots, limit=args.limit,
+                      batch_size=args.batch_size))
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    if args.data_command == "fetch":
+        result = fetch_bigbench(args.task, sdist=args.sdist, every_task=args.all)
+        print(f"extracted {len(result.extracted)} files into {result.target} (sdist: {result.sdist})")
+    else:
+        print(inspect_data(load_run_config(args.config, args.overrides), args.n, args.split))
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    metrics = [m.strip() for item in args.metric for m in item.split(",") if m.strip()]
+    labels = args.labels.split(",") if args.labels else None
+    refs = args.references or []
+    # One file: its lines (or JSONL) are the references; several: one stream per file.
+    references = refs[0] if len(refs) == 1 else [Path(r) for r in refs] or None
+    result = tunelab.score(metrics, args.predictions, references, labels=labels, ci=args.ci)
+    print(json.dumps(result, indent=1) if args.json else tunelab.format_scores(result))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "quickstart": _quickstart, "train": _train, "sweep": _sweep, "merge": _merge, "eval": _eval,
+    "tasks": _tasks, "harness": _harness, "data": _data, "score": _score,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         check_dependencies()
-        code = _run(args)
+        code = COMMANDS[args.command](args)
     except TunelabError as err:
         if args.debug:
             raise

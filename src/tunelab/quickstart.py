@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tunelab.api import run_task, train
 from tunelab.config import RunConfig, from_dict, load_yaml, merge_overrides
 from tunelab.eval.runner import evaluate_loaded, write_result
 from tunelab.models import load_model
 from tunelab.report.markdown import examples_table, write_report
 from tunelab.report.tables import compare, primary_key, results_table
+from tunelab.training.run import run_task, train
 
 QUICKSTART_CONFIG = Path(__file__).resolve().parent / "configs" / "quickstart.yaml"
 SHOWN_KEYS = ("accuracy", "f1_macro", "invalid_rate")

@@ -40,6 +40,10 @@ class BatchPlan(Protocol):
         """Optimizer steps of a run that trains `epochs` epochs (train.max_steps=0)."""
         ...
 
+    def log_fields(self, epoch: int) -> dict[str, int]:
+        """What the plan adds to a training log line at `epoch` (a curriculum's stage)."""
+        ...
+
 
 def split_for_process(batch: list[int], world: int, rank: int) -> list[int]:
     """This process's share of a global micro-batch (never empty: a short batch repeats one)."""
@@ -71,3 +75,6 @@ class ShuffledPlan:
     def default_total_steps(self, epochs: float, grad_accum: int) -> int:
         steps_per_epoch = math.ceil(self.micro_batches_per_epoch / grad_accum)
         return max(1, math.ceil(epochs * steps_per_epoch))
+
+    def log_fields(self, epoch: int) -> dict[str, int]:
+        return {}

@@ -8,6 +8,7 @@ from tunelab.config import DataConfig, RunConfig
 from tunelab.data.splits import load_splits
 from tunelab.data.templates import get_template
 from tunelab.data.tokenize import IGNORE_INDEX, TokenizedExample, tokenize_record
+from tunelab.data.training_tasks import training_tasks
 
 OPEN, CLOSE = "\u27e6", "\u27e7"  # ⟦ trained tokens ⟧
 
@@ -53,10 +54,8 @@ def inspect_data(config: RunConfig, count: int = 3, split: str = "train") -> str
     if not config.is_mixture:
         return _inspect_split(config.data, tokenizer, count, split, config.model.kind,
                               config.eval.labels)
-    from tunelab.training.multitask import mixture_tasks
-
     sections = []
-    for task in mixture_tasks(config):
+    for task in training_tasks(config):
         role = "held out: evaluated, never trained" if task.held_out else \
             f"loss weight {task.loss_weight:g}"
         sections.append(f"=== task {task.name} ({role}) ===\n"

@@ -30,10 +30,9 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from tunelab.config import CurriculumStage, MixtureConfig
-from tunelab.data.batching import MicroBatch, split_for_process
+from tunelab.data.batching import BatchPlan, MicroBatch, ShuffledPlan, split_for_process
 from tunelab.data.tokenize import TokenizedExample
 from tunelab.errors import TunelabError
 
@@ -54,14 +53,40 @@ class TaskExamples:
 
 
 @dataclass
-class MixtureData:
-    """Everything the loop needs for a multi-task run."""
+class TrainingData:
+    """Everything the loop trains on: one or more tasks' examples and how they are batched.
+
+    A single-task run is a one-task list without a mixture: every epoch is a seeded
+    permutation of its examples (`ShuffledPlan`). A multi-task run has a mixture: rates,
+    curriculum and per-task logs (`MixturePlan`)."""
 
     tasks: list[TaskExamples]
     pad_id: int
-    config: MixtureConfig
-    metrics: Callable[[Any], dict[str, dict[str, float]]] | None = None
-    """Scores each task's metric on its validation split for a model (evaluation hook)."""
+    mixture: MixtureConfig | None = None
+
+    @property
+    def per_task(self) -> bool:
+        """Whether the logs break losses and examples down by task (multi-task runs)."""
+        return self.mixture is not None
+
+    def plan(self, batch_size: int, seed: int, grad_accum: int = 1, world: int = 1,
+             rank: int = 0) -> BatchPlan:
+        """The deterministic batch plan of this data (see the module docstrings)."""
+        if self.mixture is None:
+            return ShuffledPlan(len(self.tasks[0].train), batch_size, seed, world, rank)
+        return MixturePlan(self.tasks, self.mixture, batch_size, seed, grad_accum, world, rank)
+
+
+def check_tasks(names: Sequence[str], held_out: Sequence[bool], weights: Sequence[float | None],
+                config: MixtureConfig) -> None:
+    """The mixture options that depend on the tasks (the rest check themselves in config.py):
+    at least one trained task, rates that can be computed, stages naming trained tasks."""
+    trained = [i for i, out in enumerate(held_out) if not out]
+    if not trained:
+        raise TunelabError("tasks: every task is held out; train on at least one")
+    sampling_rates([1] * len(trained), [weights[i] for i in trained], [names[i] for i in trained],
+                   config)
+    resolve_stages(config.stages, list(names), trained)
 
 
 def length_difficulty(examples: Sequence[TokenizedExample]) -> list[float]:
@@ -142,7 +167,7 @@ class MixturePlan:
         self.names = [t.name for t in tasks]
         self.trained = [i for i, t in enumerate(tasks) if not t.held_out]
         if not self.trained:
-            raise TunelabError("mixture: every task is held out; train on at least one")
+            raise TunelabError("tasks: every task is held out; train on at least one")
         for i in self.trained:
             if not tasks[i].train:
                 raise TunelabError(f"task '{tasks[i].name}': the train split is empty; check "
@@ -192,6 +217,9 @@ class MixturePlan:
 
     def stage_of(self, segment: int) -> int:
         return self._segments[segment][0] if segment < len(self._segments) else len(self.stages) - 1
+
+    def log_fields(self, epoch: int) -> dict[str, int]:
+        return {"stage": self.stage_of(epoch)} if self.config.stages else {}
 
     # --- the plan -------------------------------------------------------------------------
     def draws(self, segment: int) -> list[tuple[int, int]]:

@@ -15,18 +15,19 @@ import random
 import resource
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from tunelab.config import TrainConfig
-from tunelab.data.batching import BatchPlan, MicroBatch, ShuffledPlan
-from tunelab.data.mixture import MixtureData, MixturePlan, TaskExamples
+from tunelab.data.batching import BatchPlan, MicroBatch
+from tunelab.data.mixture import TrainingData
 from tunelab.data.tokenize import IGNORE_INDEX, TokenizedExample, collate
 from tunelab.errors import TunelabError
 from tunelab.training.checkpoint import (
@@ -37,13 +38,6 @@ from tunelab.training.checkpoint import (
     save_weights_only,
 )
 from tunelab.training.schedule import make_scheduler
-
-
-@dataclass
-class TrainData:
-    train: Sequence[TokenizedExample]
-    validation: Sequence[TokenizedExample]
-    pad_id: int
 
 
 def peak_memory_mb() -> float:
@@ -107,29 +101,17 @@ def with_rng_preserved(run: Callable[[], Any]) -> Any:
 class Trainer:
     """Runs the loop for one model on tokenised data; state lives in `self.state`."""
 
-    def __init__(self, model: torch.nn.Module, config: TrainConfig, data: TrainData | MixtureData,
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, data: TrainingData,
                  run_dir: Path):
-        from accelerate import Accelerator
-
-        if isinstance(data, TrainData) and not data.train:
-            raise TunelabError("the train split is empty; check data.source and the split sizes")
         self.config, self.data, self.run_dir = config, data, run_dir
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
-        self.plan: BatchPlan
-        self.task_metrics: Callable[[Any], dict[str, dict[str, float]]] | None = None
         self.eval_hooks: list[Callable[[torch.nn.Module], dict[str, Any]]] = []
         """Called with the unwrapped model at every evaluation; their dicts join the log record
-        (e.g. the retention suite's scores: a forgetting curve)."""
-        if isinstance(data, MixtureData):
-            self.tasks = list(data.tasks)
-            self.plan = MixturePlan(self.tasks, data.config, config.batch_size, config.seed,
-                                    config.grad_accum, world, rank)
-            self.task_metrics = data.metrics
-        else:
-            self.tasks = [TaskExamples("train", data.train, data.validation)]
-            self.plan = ShuffledPlan(len(data.train), config.batch_size, config.seed, world, rank)
-        self.is_mixture = isinstance(data, MixtureData)
+        (each task's metric in a mixture; the retention suite's scores: a forgetting curve)."""
+        self.tasks = list(data.tasks)
+        self.plan: BatchPlan = data.plan(config.batch_size, config.seed, config.grad_accum,
+                                         world, rank)
         self.has_validation = any(t.validation for t in self.tasks)
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
@@ -141,7 +123,6 @@ class Trainer:
              {"params": no_decay, "weight_decay": 0.0}],
             lr=config.lr,
         )
-        self.micro_batches_per_epoch = self.plan.micro_batches_per_epoch
         self.total_steps = config.max_steps or self.plan.default_total_steps(
             config.epochs, config.grad_accum)
         scheduler = make_scheduler(optimizer, self.total_steps, config.warmup_ratio, config.schedule)
@@ -197,7 +178,7 @@ class Trainer:
                 state.step += 1
                 state.tokens_seen += tokens
                 window_tokens += tokens
-                if self.is_mixture:
+                if self.data.per_task:
                     for micro in group:
                         name = self.tasks[micro.task].name
                         state.task_examples[name] = state.task_examples.get(name, 0) + micro.size
@@ -209,9 +190,8 @@ class Trainer:
                               "lr": self.scheduler.get_last_lr()[0],
                               "tokens_per_s": window_tokens / max(elapsed, 1e-9),
                               "peak_memory_mb": peak_memory_mb()}
-                    if isinstance(self.plan, MixturePlan):
-                        if self.plan.config.stages:
-                            record["stage"] = self.plan.stage_of(state.epoch)
+                    record.update(self.plan.log_fields(state.epoch))
+                    if self.data.per_task:
                         record["examples_by_task"] = dict(state.task_examples)
                     self._log(record)
                     window_tokens, window_start = 0, time.perf_counter()
@@ -298,10 +278,6 @@ class Trainer:
         count = sum(w * sums[i][1] for w, i in zip(weights, chosen, strict=True))
         return nll / max(count, 1)
 
-    def validation_loss(self) -> float:
-        """Token-weighted mean NLL of the validation completions (see overall_loss)."""
-        return self.overall_loss(self.validation_sums())
-
     def _evaluate_and_checkpoint(self) -> None:
         state = self.state
         sums = self.validation_sums()
@@ -319,14 +295,9 @@ class Trainer:
                 state.stopped_early = True
         record: dict[str, Any] = {"step": state.step, "epoch": state.epoch, "val_loss": val_loss,
                                   "best_val_loss": state.best_val_loss, "best_step": state.best_step}
-        if self.is_mixture:
+        if self.data.per_task:
             record["val_loss_by_task"] = {t.name: (nll / count if count else None)
                                           for t, (nll, count) in zip(self.tasks, sums, strict=True)}
-            score = self.task_metrics
-            if score is not None:
-                model = self.accelerator.unwrap_model(self.model)
-                record["metrics_by_task"] = with_rng_preserved(lambda: score(model))
-                self.model.train()
         for hook in self.eval_hooks:
             model = self.accelerator.unwrap_model(self.model)
             record.update(with_rng_preserved(lambda: hook(model)))  # noqa: B023 (called at once)
@@ -342,8 +313,6 @@ class Trainer:
     def _restore_best(self) -> None:
         best = self.checkpoints / "best" / "trainable.safetensors"
         if best.is_file():
-            from safetensors.torch import load_file
-
             load_trainable_state(self.accelerator.unwrap_model(self.model), load_file(str(best)))
 
     def _log(self, record: dict[str, Any]) -> None:

@@ -1,0 +1,259 @@
+"""`tunelab train`: the whole run, top to bottom, in one place.
+
+    check the run directory -> resolve the method and tasks -> load the model
+    -> score the retention suite before training -> prepare the data -> apply the method
+    -> fit -> save -> evaluate every task's test split -> retention after -> summary -> report
+
+A single-task run (the `data` section) is a one-task list, so both kinds of run take the same
+path; only the batch plan (a seeded permutation, or the mixture's plan) and where per-task
+results go differ, and the data decides both (`TrainingData`). Everything scored at an
+evaluation step during training is an eval hook on the Trainer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import transformers
+
+from tunelab import retention
+from tunelab.config import EvalConfig, RunConfig, TaskConfig, TrainTaskConfig, load_run_config
+from tunelab.data.mixture import MixturePlan
+from tunelab.data.training_tasks import training_tasks
+from tunelab.errors import TunelabError
+from tunelab.eval.runner import EvalResult, evaluate_loaded, write_result
+from tunelab.eval.tasks import check_task
+from tunelab.methods import get_method, trainable_parameters
+from tunelab.methods.base import ParameterCount, directory_size, parse_options
+from tunelab.models import LoadedModel, load_model
+from tunelab.models.kinds import get_kind
+from tunelab.report.markdown import write_run_report
+from tunelab.runs import read_config, write_config
+from tunelab.training.checkpoint import LoopState, write_atomically
+from tunelab.training.data import PreparedData, prepare_data
+from tunelab.training.loop import Trainer, peak_memory_mb
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    summary: dict[str, Any]
+    evaluation: EvalResult | None
+    """The test-split evaluation of a single-task run."""
+    task_evaluations: dict[str, EvalResult] = field(default_factory=dict)
+    """A multi-task run's test-split evaluation per task (eval/fine-tuned/<task>/)."""
+    retention: list[Any] = field(default_factory=list)
+    """RetentionRow per retention task: score before and after training, change, 95% CI."""
+    passed: bool = True
+    """False when retention dropped by more than retention.max_forgetting."""
+
+
+def train(config: RunConfig | str | Path, overrides: list[str] | None = None,
+          resume: bool = False, evaluate_after: bool = True) -> TrainResult:
+    """Fine-tune as the config says and write a run directory.
+
+    Args:
+        config: a RunConfig, or a YAML file path.
+        overrides: ``key=value`` strings applied on top (``train.lr=1e-4``).
+        resume: continue an interrupted run from its last checkpoint.
+        evaluate_after: score the fine-tuned model on every task's test split.
+    """
+    config = _resolve_config(config, overrides)
+    run_dir = config.run_dir
+    check_run_dir(config, resume)
+    method = get_method(config.method["name"])
+    options = parse_options(method, config.method)
+    tasks = training_tasks(config)  # checked before any loading
+    kept = retention.retention_tasks(config.retention, config.model.kind)
+    if get_kind(config.model.kind).checks_metrics_before_training and config.eval.metrics:
+        check_task(run_task(config))  # a head's metrics fail now, not after training
+    transformers.set_seed(config.train.seed)
+    lm = load_model(config.model, labels=config.eval.labels)  # model.kind picks the class
+    before = {}
+    if kept:  # before the method touches the model; cached per base model
+        print(f"tunelab: retention suite before training: {', '.join(t.name for t in kept)}")
+        before = retention.base_scores(lm, config.model, kept, config.retention.limit)
+    prepared = prepare_data(config, lm, tasks)  # before the method changes lm
+
+    model = method.apply(lm.model, options)
+    counts = trainable_parameters(model)
+    print(f"tunelab: {config.method['name']} on {config.model.name}: {counts}")
+    write_config(config, run_dir)
+    trainer = Trainer(model, config.train, prepared.data, run_dir)
+    if config.is_mixture and config.mixture.eval_limit > 0:
+        trainer.eval_hooks.append(task_metric_hook(lm, tasks, prepared, config.mixture.eval_limit))
+    if kept and config.retention.every_eval:
+        trainer.eval_hooks.append(retention.curve_hook(lm, kept, config.retention.limit))
+    if resume:
+        trainer.resume()
+    start = time.perf_counter()
+    state = trainer.fit()
+    seconds = time.perf_counter() - start
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    weights_dir = run_dir / method.weights_dir
+    write_atomically(weights_dir, lambda tmp: method.save(model, tmp))
+    lm.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
+    if (weights_dir / "config.json").is_file():  # a complete model: make it loadable alone
+        lm.tokenizer.save_pretrained(str(weights_dir))
+    summary = training_summary(config, counts, directory_size(weights_dir), state, seconds, prepared)
+    if isinstance(trainer.plan, MixturePlan):
+        summary["mixture"] = mixture_summary(trainer.plan, trainer, config, state)
+
+    lm.model = model
+    evaluations = evaluate_tasks(lm, config, tasks, prepared) if evaluate_after else {}
+    evaluation = None if config.is_mixture else evaluations.get(config.name)
+    if config.is_mixture and evaluate_after:
+        summary["test_scores"] = {name: r.scores for name, r in evaluations.items()}
+    rows, passed = [], True
+    if kept:
+        rows, passed = check_retention(lm, config, kept, before, summary)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    task_evaluations = evaluations if config.is_mixture else {}
+    write_run_report(run_dir, config, summary, evaluation, task_evaluations, rows)
+    return TrainResult(run_dir, summary, evaluation, task_evaluations, rows, passed)
+
+
+def _resolve_config(config: RunConfig | str | Path, overrides: list[str] | None) -> RunConfig:
+    if not isinstance(config, RunConfig):
+        return load_run_config(config, overrides)
+    if overrides:
+        raise TunelabError("overrides apply to a config file; edit the RunConfig object instead")
+    return config
+
+
+def check_run_dir(config: RunConfig, resume: bool) -> None:
+    """A new run never overwrites one; a resumed run must have the same config."""
+    run_dir = config.run_dir
+    if resume:
+        if read_config(run_dir) != config:
+            raise TunelabError(f"--resume: {run_dir}/config.yaml differs from this config; "
+                               "resume with the same config and overrides")
+    elif (run_dir / "config.yaml").exists():
+        raise TunelabError(f"{run_dir} already holds a run; pass --resume to continue it, "
+                           "or choose another name (name=...) or output_dir")
+
+
+def run_task(config: RunConfig, eval_config: EvalConfig | None = None) -> TaskConfig:
+    """The evaluation task a single-task training config implies: its data and eval section,
+    scored with the model kind's output type (a classifier's head: classification)."""
+    task = TrainTaskConfig(name=config.name, data=config.data, eval=eval_config or config.eval)
+    return evaluation_task(task, config, "test")
+
+
+def evaluation_task(task: TrainTaskConfig, config: RunConfig, split: str) -> TaskConfig:
+    """A training task as an evaluation task on one of its splits."""
+    return TaskConfig(name=task.name, data=task.data, split=split, eval=task.eval,
+                      output_type=get_kind(config.model.kind).default_output_type)
+
+
+def task_metric_hook(lm: LoadedModel, tasks: list[TrainTaskConfig], prepared: PreparedData,
+                     limit: int) -> Any:
+    """An eval hook: every mixture task's metric on its validation split (`limit` items)."""
+    scored = [t for t, ex in zip(tasks, prepared.data.tasks, strict=True)
+              if ex.validation and t.eval.metrics]
+
+    def hook(model: Any) -> dict[str, Any]:
+        view = replace(lm, model=model)
+        return {"metrics_by_task": {
+            task.name: evaluate_loaded(view, TaskConfig(name=task.name, data=task.data,
+                                                        split="validation", eval=task.eval),
+                                       "validation", shots=0, limit=limit, bootstrap=0).scores
+            for task in scored}}
+
+    return hook
+
+
+def evaluate_tasks(lm: LoadedModel, config: RunConfig, tasks: list[TrainTaskConfig],
+                   prepared: PreparedData) -> dict[str, EvalResult]:
+    """Score the fine-tuned model on every task's test split: eval/fine-tuned/ for a single
+    task, eval/fine-tuned/<task>/ for each task of a mixture."""
+    results = {}
+    for task in tasks:
+        if not task.eval.metrics or not prepared.splits[task.name].test:
+            continue
+        result = evaluate_loaded(lm, evaluation_task(task, config, "test"), "fine-tuned",
+                                 shots=0, limit=config.eval.limit or task.eval.limit)
+        out = config.run_dir / "eval" / "fine-tuned"
+        write_result(result, out / task.name if config.is_mixture else out)
+        results[task.name] = result
+    return results
+
+
+def check_retention(lm: LoadedModel, config: RunConfig, kept: list[TaskConfig],
+                    before: dict[str, EvalResult], summary: dict[str, Any]) -> tuple[list[Any], bool]:
+    """Score the retention suite after training, write retention.json, print the table."""
+    after = retention.score_tasks(lm, kept, config.retention.limit, "fine-tuned")
+    for name, result in after.items():
+        write_result(result, config.run_dir / "eval" / "retention" / name)
+    rows = retention.compare(before, after, kept)
+    limit = config.retention.max_forgetting
+    passed = retention.write_retention(rows, config.run_dir / "retention.json", limit)
+    worst = retention.worst_forgetting(rows)
+    summary["retention"] = {"worst_forgetting": worst, "max_forgetting": limit, "passed": passed,
+                            "significant_drops": retention.significant_drops(rows)}
+    print("retention (before -> after training):")
+    print(retention.retention_table(rows))
+    if not passed:
+        print(f"tunelab: FAILED: forgetting {worst:.2f} exceeds retention.max_forgetting {limit:g}")
+    return rows, passed
+
+
+def training_summary(config: RunConfig, counts: ParameterCount, size_on_disk: int,
+                     state: LoopState, seconds: float, prepared: PreparedData) -> dict[str, Any]:
+    """summary.json's training part: method, sizes, speed, memory, losses, data."""
+    logged = [h for h in state.history if "tokens_per_s" in h]
+    train_examples = prepared.train_examples
+    return {
+        "method": config.method["name"],
+        "model": config.model.name,
+        "trainable_parameters": counts.trainable,
+        "total_parameters": counts.total,
+        "trainable_percent": counts.percent,
+        "size_on_disk_bytes": size_on_disk,
+        "steps": state.step,
+        "train_seconds": seconds,
+        "tokens_seen": state.tokens_seen,
+        "tokens_per_s": (sum(h["tokens_per_s"] for h in logged) / len(logged)) if logged else None,
+        "peak_memory_mb": peak_memory_mb(),
+        "best_val_loss": state.best_val_loss,
+        "best_step": state.best_step,
+        "stopped_early": state.stopped_early,
+        "out_of_time": state.out_of_time,
+        "truncated_examples": sum(ex.truncated for ex in train_examples),
+        "train_examples": len(train_examples),
+    }
+
+
+def mixture_summary(plan: MixturePlan, trainer: Trainer, config: RunConfig,
+                    state: LoopState) -> dict[str, Any]:
+    """Configured rates vs realised proportions, task epochs, and per-task losses at the best
+    evaluation (where negative transfer shows)."""
+    seen_by_task = state.task_examples
+    total = sum(seen_by_task.values())
+    at_best = next((h for h in state.history if h.get("step") == state.best_step and "val_loss" in h),
+                   {})
+    rows = {}
+    for i, task in enumerate(trainer.tasks):
+        seen = seen_by_task.get(task.name, 0)
+        rows[task.name] = {
+            "held_out": task.held_out,
+            "train_examples": len(task.train),
+            "validation_examples": len(task.validation),
+            "rate": plan.rates.get(i),
+            "examples_seen": seen,
+            "proportion": seen / total if total else 0.0,
+            "epochs": seen / len(task.train) if task.train else 0.0,
+            "loss_weight": task.loss_weight,
+            "best_val_loss": at_best.get("val_loss_by_task", {}).get(task.name),
+            "best_metrics": at_best.get("metrics_by_task", {}).get(task.name),
+        }
+    mixture = config.mixture
+    return {"sampling": mixture.sampling, "temperature": mixture.temperature, "cap": mixture.cap,
+            "oversample": mixture.oversample, "order": mixture.order, "measure": mixture.measure,
+            "stages": [{"tasks": s.tasks, "steps": s.steps} for s in mixture.stages],
+            "tasks": rows}
