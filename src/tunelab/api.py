@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunelab.baselines import BaselineReport
 from tunelab.config import (
     EvalConfig,
     RunConfig,
@@ -15,7 +16,6 @@ from tunelab.config import (
     load_run_config,
 )
 from tunelab.errors import TunelabError
-from tunelab.eval.baselines import BaselineReport
 from tunelab.eval.runner import EvalResult, evaluate_loaded, write_result
 from tunelab.scoring import format_scores, score
 
@@ -223,7 +223,7 @@ def evaluate(
         out_dir: where to write metrics.json and predictions.jsonl.
     """
     from tunelab.config import ModelConfig
-    from tunelab.eval.baselines import load_for_task
+    from tunelab.eval.output_types import load_for_task
     from tunelab.eval.tasks import load_task
     from tunelab.runs import load_run_model
 
@@ -288,7 +288,7 @@ def compare_baselines(
         adapter: the fine-tuned run; without it the last baseline is tested against the rest.
         out_dir: per-system metrics.json + predictions.jsonl, and comparison.json.
     """
-    from tunelab.eval.baselines import run_baselines
+    from tunelab.baselines import run_baselines
     from tunelab.eval.tasks import load_task
 
     task_config = task if isinstance(task, TaskConfig) else load_task(task)
@@ -305,7 +305,7 @@ def evaluate_suite(
 ) -> list[EvalResult]:
     """Evaluate one model on every task of a suite (one model load; `tunelab tasks list`)."""
     from tunelab.config import ModelConfig
-    from tunelab.eval.baselines import load_for_task
+    from tunelab.eval.output_types import get_output_type, load_for_task
     from tunelab.eval.tasks import load_suite, load_task
     from tunelab.runs import load_run_model
 
@@ -314,7 +314,7 @@ def evaluate_suite(
     name = f"{Path(adapter).name} {shots}-shot" if adapter else f"base {shots}-shot"
     results, lm = [], None
     for task in tasks:
-        if task.output_type == "classification" and not adapter:
+        if get_output_type(task.output_type).needs_head and not adapter:
             lm_task = load_for_task(task, ModelConfig(name=model or ModelConfig().name))
         else:
             lm = lm or (load_run_model(adapter, base=model) if adapter else

@@ -155,7 +155,8 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "eval":
         _eval(args)
     elif args.command == "tasks":
-        from tunelab.eval.tasks import tasks_overview, validate_task
+        from tunelab.eval.tasks import validate_task
+        from tunelab.report.tasks import tasks_overview
 
         if args.tasks_command == "list":
             print(tasks_overview())

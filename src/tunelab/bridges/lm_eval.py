@@ -24,7 +24,7 @@ from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
 from tunelab.config import GenerationConfig, ModelConfig
 from tunelab.eval.choice import ChoiceRequest, encode_pair, score_choices
 from tunelab.eval.generate import generate
-from tunelab.eval.outputs import context_limit
+from tunelab.eval.output_types import context_limit
 from tunelab.eval.rolling import rolling_loglikelihood
 from tunelab.models import LoadedModel
 
