@@ -62,6 +62,8 @@ def paired_difference(task: TaskConfig, before: EvalResult, after: EvalResult,
     """The change of `key` from `before` to `after` (same task, same items), with its paired
     bootstrap CI and p-value (both from one set of 1000 resamples, seed 0)."""
     name, metric = scored_by(task, after, key)
+    # One set of resamples gives both the CI and the p-value; errors name the interval's
+    # function, as retention's comparison always has.
     deltas = paired_deltas(before.items[name], after.items[name], metric, key,
                            caller="paired_delta_ci")
     lower = key in metric.lower_is_better
