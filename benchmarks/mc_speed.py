@@ -68,7 +68,8 @@ def main() -> int:
     from tunelab.config import ModelConfig
     from tunelab.eval.choice import ChoiceRequest, encode_pair, score_choices
     from tunelab.eval.datasets import load_task_data
-    from tunelab.eval.outputs import Request, build_choice_items
+    from tunelab.eval.output_types import Framing, Request
+    from tunelab.eval.output_types.multiple_choice import build_choice_items
     from tunelab.eval.tasks import load_task
     from tunelab.models import load_model
 
@@ -81,7 +82,8 @@ def main() -> int:
     data = load_task_data(task)
     records = data.split(task.split)[: args.limit]
     pool = data.split(task.shot_split()) if args.shots else []
-    items = build_choice_items(Request(lm, task, data, records, pool, args.shots, "bench"))
+    items = build_choice_items(Request(lm, task, records, pool, args.shots, "bench",
+                                       Framing.of(task, data)))
     pairs = [[(it.prompt.rendered.prompt, c) for c in it.continuations] for it in items]
     choices = [it.choices for it in items]
     golds = [it.gold for it in items]

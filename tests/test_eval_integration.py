@@ -12,7 +12,7 @@ from conftest import needs_builtin_model
 from eval_helpers import EVAL_DATA
 
 from tunelab.config import ModelConfig
-from tunelab.eval.baselines import load_for_task
+from tunelab.eval.output_types import load_for_task
 from tunelab.eval.runner import evaluate_loaded
 from tunelab.eval.tasks import load_task
 from tunelab.models import load_model

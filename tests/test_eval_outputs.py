@@ -14,7 +14,7 @@ from eval_helpers import EVAL_DATA
 from helpers import DATA, tiny_run_config
 
 import tunelab
-import tunelab.eval.outputs as outputs_module
+import tunelab.eval.output_types.base as output_types_base
 from tunelab.cli import main
 from tunelab.config import DataConfig, EvalConfig, GenerationConfig, ModelConfig, TaskConfig
 from tunelab.errors import TunelabError
@@ -60,7 +60,7 @@ def test_few_shot_reports_shot_tokens_and_drops_overflowing_shots(lm, monkeypatc
     few = evaluate_loaded(lm, mc_task(), "base 3-shot", shots=3)
     assert zero.mean_shot_tokens == 0 and few.mean_shot_tokens > 0
     assert few.mean_context_tokens == pytest.approx(zero.mean_context_tokens + few.mean_shot_tokens, abs=1.0)
-    monkeypatch.setattr(outputs_module, "context_limit", lambda lm: 100)
+    monkeypatch.setattr(output_types_base, "context_limit", lambda lm: 100)
     with pytest.warns(UserWarning, match="dropped .* in-context examples"):
         cut = evaluate_loaded(lm, mc_task(), "base 3-shot", shots=3)
     assert cut.dropped_shots > 0 and cut.mean_context_tokens <= 100

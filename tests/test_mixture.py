@@ -27,7 +27,7 @@ from tunelab.config import (
     load_run_config,
 )
 from tunelab.data.batching import MicroBatch
-from tunelab.data.mixture import MixtureData, MixturePlan, TaskExamples, length_difficulty
+from tunelab.data.mixture import MixturePlan, TaskExamples, TrainingData, length_difficulty
 from tunelab.data.tokenize import TokenizedExample
 from tunelab.errors import TunelabError
 from tunelab.runs import read_config, write_config
@@ -243,7 +243,7 @@ def test_loss_weights_scale_gradients_and_zero_weight_updates_nothing(tiny_llama
     method = get_method("lora")
     model = method.apply(lm.model, parse_options(method, {"name": "lora", "r": 4, "dropout": 0.0}))
     trainer = Trainer(model, TrainConfig(batch_size=2, lr=1e-2, max_grad_norm=0, warmup_ratio=0),
-                      MixtureData(tasks, lm.tokenizer.pad_token_id, MixtureConfig()), tmp_path)
+                      TrainingData(tasks, lm.tokenizer.pad_token_id, MixtureConfig()), tmp_path)
     params = [p for p in trainer.model.parameters() if p.requires_grad]
     captured: list[list[torch.Tensor | None]] = []
     trainer.optimizer.step = lambda *a, **k: captured.append(  # type: ignore[method-assign]
@@ -350,16 +350,18 @@ def test_mixture_resume_reaches_the_same_result(tiny_llama: Path, tmp_path: Path
 def test_easy_to_hard_by_base_model_loss(tiny_llama: Path, tmp_path: Path) -> None:
     from tunelab.eval.loglikelihood import completion_nll
     from tunelab.models import load_model
-    from tunelab.training.multitask import mixture_tasks, prepare_mixture
+    from tunelab.data.training_tasks import training_tasks
+    from tunelab.training.data import prepare_data
 
     config = mixture_run(tiny_llama, tmp_path, "hard", MixtureConfig(order="easy_to_hard",
                                                                      measure="loss", eval_limit=0))
     lm = load_model(config.model)
-    data, _ = prepare_mixture(config, lm, mixture_tasks(config))
+    data = prepare_data(config, lm, training_tasks(config)).data
     task = data.tasks[1]
     scored = completion_nll(lm.model, task.train, lm.tokenizer.pad_token_id)
     assert task.difficulty == pytest.approx([nll / n for nll, n in scored])
-    plan = MixturePlan(data.tasks, data.config, batch_size=2, seed=0)
+    assert data.mixture is not None
+    plan = MixturePlan(data.tasks, data.mixture, batch_size=2, seed=0)
     first_pass = [task.difficulty[i] for i in plan.stream(1, 0, len(task.train))]
     assert first_pass == sorted(first_pass) and len(set(first_pass)) > 1
 

@@ -11,7 +11,8 @@ from typing import Any
 from tunelab.adapters import AdapterSet
 from tunelab.config import ModelConfig, TaskConfig
 from tunelab.errors import TunelabError
-from tunelab.eval.baselines import BaselineReport, load_for_task, run_baselines
+from tunelab.baselines import BaselineReport, run_baselines
+from tunelab.eval.output_types import get_output_type, load_for_task
 from tunelab.eval.runner import EvalResult, evaluate_loaded, write_result
 from tunelab.eval.tasks import is_suite, load_suite, load_task
 from tunelab.quickstart import run_quickstart
@@ -120,7 +121,7 @@ def evaluate_suite(
     name = f"{Path(adapter).name} {shots}-shot" if adapter else f"base {shots}-shot"
     results, lm = [], None
     for task in tasks:
-        if task.output_type == "classification" and not adapter:
+        if get_output_type(task.output_type).needs_head and not adapter:
             lm_task = load_for_task(task, ModelConfig(name=model or ModelConfig().name))
         else:
             lm = lm or (load_run_model(adapter, base=model) if adapter else

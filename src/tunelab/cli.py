@@ -15,9 +15,10 @@ from tunelab.data.inspect import inspect_data
 from tunelab.dependencies import check_dependencies
 from tunelab.errors import TunelabError
 from tunelab.eval.datasets.fetch import fetch_bigbench
-from tunelab.eval.tasks import tasks_overview, validate_task
+from tunelab.eval.tasks import validate_task
 from tunelab.merge import merge_run
 from tunelab.models.loader import load_tokenizer
+from tunelab.report.tasks import tasks_overview
 from tunelab.sweep import SweepOptions, run_sweep
 
 

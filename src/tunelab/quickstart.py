@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.config import RunConfig, from_dict, load_yaml, merge_overrides
+from tunelab.eval.compare import compare_to_best, primary_key
 from tunelab.eval.runner import evaluate_loaded, write_result
 from tunelab.models import load_model
 from tunelab.report.markdown import examples_table, write_report
-from tunelab.report.tables import compare, primary_key, results_table
+from tunelab.report.tables import results_table
 from tunelab.training.run import run_task, train
 
 QUICKSTART_CONFIG = Path(__file__).resolve().parent / "configs" / "quickstart.yaml"
@@ -64,11 +65,9 @@ def run_quickstart(out_dir: Path, limit: int | None = None, overrides: list[str]
     assert trained.evaluation is not None
     results = [*baselines, trained.evaluation]
     keys = [k for k in SHOWN_KEYS if k in trained.evaluation.scores] or [
-        primary_key(trained.evaluation)]
-    key = primary_key(trained.evaluation, config.eval.primary)
-    metric_name = config.eval.metrics[0]
-    options = {"labels": config.eval.labels} if config.eval.labels else {}
-    comparison = compare(baselines, trained.evaluation, key, metric_name, options)
+        next(iter(trained.evaluation.scores))]
+    key = primary_key(task, trained.evaluation)
+    comparison = compare_to_best(task, baselines, trained.evaluation, key)
     seconds = time.perf_counter() - start
     echo("3/3 results on the held-out test split")
     echo("")

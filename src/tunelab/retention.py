@@ -17,8 +17,10 @@ from typing import Any
 
 from tunelab.config import ModelConfig, RetentionConfig, TaskConfig, to_dict
 from tunelab.errors import TunelabError
-from tunelab.eval.metrics import get_metric, paired_delta_ci
+from tunelab.eval.compare import paired_difference, primary_key
+from tunelab.eval.output_types import get_output_type
 from tunelab.eval.runner import EvalResult, evaluate_loaded
+from tunelab.eval.tasks import is_suite, load_suite, load_task
 from tunelab.models import LoadedModel
 from tunelab.models.builtin import cache_dir
 from tunelab.report.tables import format_table
@@ -46,8 +48,6 @@ class RetentionRow:
 def retention_tasks(config: RetentionConfig, kind: str = "causal") -> list[TaskConfig]:
     """The configured tasks, suites expanded, loaded and checked (before any model loads).
     A max_forgetting limit without tasks checks the built-in `general` suite."""
-    from tunelab.eval.tasks import is_suite, load_suite, load_task
-
     names: list[str] = []
     wanted = config.tasks or (["general"] if config.max_forgetting is not None else [])
     for name in wanted:
@@ -59,7 +59,7 @@ def retention_tasks(config: RetentionConfig, kind: str = "causal") -> list[TaskC
                            "language-model head to score them; remove retention for this run")
     tasks = [load_task(name) for name in names]
     for task in tasks:
-        if task.output_type == "classification":
+        if get_output_type(task.output_type).needs_head:
             raise TunelabError(f"retention.tasks: {task.name} needs a task head; retention "
                                "scores the trained language model, choose generate, "
                                "multiple_choice or loglikelihood_rolling tasks")
@@ -69,13 +69,6 @@ def retention_tasks(config: RetentionConfig, kind: str = "causal") -> list[TaskC
 def score_tasks(lm: LoadedModel, tasks: list[TaskConfig], limit: int | None,
                 system: str) -> dict[str, EvalResult]:
     return {task.name: evaluate_loaded(lm, task, system, shots=0, limit=limit) for task in tasks}
-
-
-def primary(task: TaskConfig) -> tuple[str, dict[str, Any]]:
-    """The metric whose first score is the task's retention score, with its options."""
-    name = task.eval.metrics[0]
-    options = {"labels": task.eval.labels} if name == "classification" and task.eval.labels else {}
-    return name, options
 
 
 def _cache_key(model: ModelConfig, task: TaskConfig, limit: int | None) -> str:
@@ -117,13 +110,10 @@ def compare(before: dict[str, EvalResult], after: dict[str, EvalResult],
     """One row per task: score before and after, the change and its 95% CI."""
     rows = []
     for task in tasks:
-        name, options = primary(task)
-        metric = get_metric(name, **options)
         b, a = before[task.name], after[task.name]
-        key = task.eval.primary or next(iter(a.scores))
-        ci = paired_delta_ci(b.items[name], a.items[name], metric, key)
-        rows.append(RetentionRow(task.name, key, b.scores[key], a.scores[key],
-                                 a.scores[key] - b.scores[key], ci, key in metric.lower_is_better))
+        change = paired_difference(task, b, a, primary_key(task, a))
+        rows.append(RetentionRow(task.name, change.key, change.before, change.after, change.delta,
+                                 change.ci, change.lower_is_better))
     return rows
 
 

@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.errors import TunelabError
-from tunelab.eval.metrics import bootstrap_ci, get_metric
+from tunelab.eval.metrics import (
+    MetricInput,
+    bootstrap_ci,
+    get_metric,
+    metric_class,
+    metric_option_names,
+)
 
 PREDICTION_KEYS = ("prediction", "text")
 REFERENCE_KEYS = ("reference", "references", "answers")
@@ -64,13 +70,13 @@ def score(
         )
     result: dict[str, dict[str, Any]] = {}
     for name in metrics:
-        if name == "perplexity":
+        if metric_class(name).reads is not MetricInput.TEXT:
             raise TunelabError(
-                "metric 'perplexity' needs model log-likelihoods, not text; "
-                "use `tunelab evaluate` for perplexity"
+                f"metric {name!r} needs model log-likelihoods, not text; "
+                f"use `tunelab evaluate` for {name}"
             )
         metric_options = dict((options or {}).get(name, {}))
-        if name == "classification" and labels is not None:
+        if labels is not None and "labels" in metric_option_names(name):
             metric_options.setdefault("labels", list(labels))
         metric = get_metric(name, **metric_options)
         items = [metric.item(p, r) for p, r in zip(preds, refs, strict=True)]

@@ -24,9 +24,10 @@ from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
 from tunelab.config import GenerationConfig, ModelConfig
 from tunelab.eval.choice import ChoiceRequest, encode_pair, score_choices
 from tunelab.eval.generate import generate
-from tunelab.eval.outputs import context_limit
+from tunelab.eval.output_types import context_limit
 from tunelab.eval.rolling import rolling_loglikelihood
-from tunelab.models import LoadedModel
+from tunelab.models import LoadedModel, load_model
+from tunelab.runs import load_run_model
 
 
 @register_model("tunelab")
@@ -47,9 +48,6 @@ class TunelabLM(LM):
                  max_length: int | None = None, num_layers: int | None = None) -> None:
         super().__init__()
         if lm is None:
-            from tunelab.models import load_model
-            from tunelab.runs import load_run_model
-
             lm = (load_run_model(adapter, base=model) if adapter else
                   load_model(ModelConfig(name=model or ModelConfig().name,
                                          num_layers=int(num_layers) if num_layers else None)))

@@ -1,8 +1,6 @@
-"""Evaluation: tasks (YAML), requests (generate, log-likelihood, rolling, task heads), metrics.
+"""Evaluation: tasks (YAML), output types (generate, multiple choice, rolling log-likelihood,
+task heads), metrics, few-shot prompts, comparisons of two evaluations.
 
-Importing the package registers the log-likelihood metrics (multiple_choice, bits_per_byte,
-word_perplexity) next to the text metrics, so every entry point (`tunelab score`, tasks)
-sees the same registry.
+The metric registry (`tunelab.eval.metrics`) holds the text and the log-likelihood metrics
+alike, so every entry point (`tunelab score`, tasks) sees the same metrics.
 """
-
-from tunelab.eval import metrics_lm as _metrics_lm  # noqa: F401  (registers metrics)

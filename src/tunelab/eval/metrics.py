@@ -17,6 +17,10 @@ Registered metrics and their keys:
     classification  accuracy, precision/recall/f1 _macro and _micro, mcc, invalid_rate,
                     precision[L], recall[L], f1[L] for every label L
     perplexity      perplexity, nll_per_token (items are (sum_nll, n_tokens), not strings)
+    multiple_choice, bits_per_byte, word_perplexity: see metrics_lm.py
+
+`task_metrics(task)` builds a task's metrics from the task itself (`Metric.from_task`), and
+every metric says what it reads (`Metric.reads`), so no caller asks for a metric by name.
 
 Bootstrap resampling re-scores whole resampled corpora (Koehn 2004), so corpus metrics such
 as BLEU are resampled correctly: each resample sums the items' sufficient statistics.
@@ -31,16 +35,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from tunelab.config import TaskConfig
 from tunelab.errors import TunelabError
 from tunelab.eval.metrics_base import (
     AdditiveMetric,
     Metric,
+    MetricInput,
     Scores,
     SufficientStats,
     aggregate_additive,
     check_not_empty,
 )
 from tunelab.eval.metrics_label import Accuracy, Classification, normalize_label
+from tunelab.eval.metrics_lm import BitsPerByte, MultipleChoice, WordPerplexity
 from tunelab.eval.metrics_text import Bleu, Chrf, ExactMatch, Rouge, TokenF1, squad_normalize
 
 __all__ = [
@@ -51,18 +58,25 @@ __all__ = [
     "Classification",
     "ExactMatch",
     "Metric",
+    "MetricInput",
     "Perplexity",
     "Rouge",
     "TokenF1",
     "bootstrap_ci",
+    "delta_ci",
+    "delta_p_value",
     "get_metric",
+    "metric_class",
     "metric_names",
+    "metric_option_names",
     "normalize_label",
     "paired_bootstrap",
     "paired_delta_ci",
+    "paired_deltas",
     "perplexity_from_nll",
     "register_metric",
     "squad_normalize",
+    "task_metrics",
 ]
 
 
@@ -90,6 +104,11 @@ class Perplexity:
 
     name: ClassVar[str] = "perplexity"
     lower_is_better: ClassVar[frozenset[str]] = frozenset({"perplexity", "nll_per_token"})
+    reads: ClassVar[MetricInput] = MetricInput.NLL_TOKENS
+
+    @classmethod
+    def from_task(cls, task: TaskConfig) -> Perplexity:
+        return cls()
 
     def item(self, sum_nll: float, n_tokens: int, /) -> tuple[float, float]:
         return float(sum_nll), float(n_tokens)
@@ -126,7 +145,8 @@ def register_metric(cls: type) -> type:
     return cls
 
 
-for _cls in (Rouge, Bleu, Chrf, ExactMatch, TokenF1, Accuracy, Classification, Perplexity):
+for _cls in (Rouge, Bleu, Chrf, ExactMatch, TokenF1, Accuracy, Classification, Perplexity,
+             MultipleChoice, BitsPerByte, WordPerplexity):
     register_metric(_cls)
 
 
@@ -135,18 +155,38 @@ def metric_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_metric(name: str, **options: Any) -> Metric:
-    """Build the metric registered as `name` with `options` (its dataclass fields).
+def metric_class(name: str) -> type:
+    """The metric class registered as `name` (its `reads`, `from_task`, options).
 
     Raises:
-        TunelabError: for an unknown metric name or option, listing the valid ones.
+        TunelabError: for an unknown metric name, listing the valid ones.
     """
     cls = _REGISTRY.get(name)
     if cls is None:
         raise TunelabError(
             f"unknown metric {name!r}; valid metrics are: {', '.join(metric_names())}"
         )
-    valid = [f.name for f in fields(cls) if f.init]
+    return cls
+
+
+def metric_option_names(name: str) -> list[str]:
+    """The options (dataclass fields) the metric registered as `name` takes."""
+    return [f.name for f in fields(metric_class(name)) if f.init]
+
+
+def task_metrics(task: TaskConfig) -> dict[str, Metric]:
+    """Every metric of the task (eval.metrics, in order), built from the task's own options."""
+    return {name: metric_class(name).from_task(task) for name in task.eval.metrics}
+
+
+def get_metric(name: str, **options: Any) -> Metric:
+    """Build the metric registered as `name` with `options` (its dataclass fields).
+
+    Raises:
+        TunelabError: for an unknown metric name or option, listing the valid ones.
+    """
+    cls = metric_class(name)
+    valid = metric_option_names(name)
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise TunelabError(
@@ -232,9 +272,14 @@ def bootstrap_ci(
     }
 
 
-def _paired_deltas(items_a: Sequence[Any], items_b: Sequence[Any], metric: Metric, key: str,
-                   n: int, seed: int, alpha: float, caller: str) -> np.ndarray:
-    """score(B) - score(A) of `key` on n shared resamples of the items, checked."""
+def paired_deltas(items_a: Sequence[Any], items_b: Sequence[Any], metric: Metric, key: str,
+                  n: int = 1000, seed: int = 0, alpha: float = 0.05,
+                  caller: str = "paired_deltas") -> np.ndarray:
+    """score(B) - score(A) of `key` on n shared resamples of the items, checked.
+
+    `paired_bootstrap` (p-value) and `paired_delta_ci` (interval) are functions of these
+    deltas; with the same n and seed both see the same resamples.
+    """
     if len(items_a) != len(items_b):
         raise TunelabError(
             f"{caller} got {len(items_a)} items for system A but {len(items_b)} for "
@@ -270,11 +315,8 @@ def paired_bootstrap(
     Raises:
         TunelabError: if the systems have different item counts or `key` is not a score.
     """
-    delta = _paired_deltas(items_a, items_b, metric, key, n, seed, 0.05, "paired_bootstrap")
-    if key in metric.lower_is_better:
-        delta = -delta
-    not_better = int(np.sum(delta <= 0))
-    return (not_better + 1) / (n + 1)
+    delta = paired_deltas(items_a, items_b, metric, key, n, seed, 0.05, "paired_bootstrap")
+    return delta_p_value(delta, key in metric.lower_is_better)
 
 
 def paired_delta_ci(
@@ -291,7 +333,21 @@ def paired_delta_ci(
     Used for before/after comparisons of one model (forgetting): the change of `key` with a
     confidence interval that accounts for the pairing of items.
     """
-    delta = _paired_deltas(items_a, items_b, metric, key, n, seed, alpha, "paired_delta_ci")
+    delta = paired_deltas(items_a, items_b, metric, key, n, seed, alpha, "paired_delta_ci")
+    return delta_ci(delta, alpha)
+
+
+def delta_p_value(delta: np.ndarray, lower_is_better: bool) -> float:
+    """p that B is not better than A, from resampled deltas score(B) - score(A): the fraction
+    of resamples where B does not beat A, add-one corrected ((c + 1) / (n + 1))."""
+    if lower_is_better:
+        delta = -delta
+    not_better = int(np.sum(delta <= 0))
+    return (not_better + 1) / (len(delta) + 1)
+
+
+def delta_ci(delta: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile interval of resampled deltas at confidence level 1 - alpha."""
     return float(np.quantile(delta, alpha / 2)), float(np.quantile(delta, 1 - alpha / 2))
 
 

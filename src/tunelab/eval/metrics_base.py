@@ -8,6 +8,11 @@ score (BLEU's n-gram counts, ROUGE's F-measures, a confusion-matrix cell, ...). 
 what makes bootstrap resampling cheap and correct for corpus metrics: resampling items is a
 matrix product of resample counts with the statistics, then one scoring call per resample.
 
+A metric also says what it reads (`reads`: prediction/reference text pairs, or a quantity an
+output type measures, such as summed NLL and token counts) and builds itself from a task
+(`from_task`: e.g. classification's label set is the task's eval.labels), so evaluation never
+asks for a metric by name.
+
 Scale: every score is reported on a 0-100 scale (percent), except `mcc` (-1..1),
 `perplexity`/`nll_per_token` (raw), and BLEU's `bp`/`ratio` factors (as sacrebleu prints
 them). Per-item values stay in their natural unit (EM 0/1, F-measure 0..1, counts).
@@ -17,16 +22,37 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from tunelab.config import TaskConfig
 from tunelab.errors import TunelabError
 
 Reference = str | Sequence[str]
 """One item's reference: a string, or a list of acceptable references."""
 
 Scores = dict[str, float]
+
+
+class MetricInput(Enum):
+    """What a metric's `item()` takes, one entry per scored item.
+
+    An output type provides some of these (generate: text and completion NLL; rolling: NLL
+    over tokens, bytes and words; ...), and runs a request only when a task metric reads it.
+    """
+
+    TEXT = "text"
+    """(prediction, reference): generated or chosen text against the gold answer(s)."""
+    NLL_TOKENS = "nll_tokens"
+    """(summed NLL in nats, tokens): of the gold completion, or of a whole text."""
+    NLL_BYTES = "nll_bytes"
+    """(summed NLL in nats, UTF-8 bytes) of a whole text."""
+    NLL_WORDS = "nll_words"
+    """(summed NLL in nats, whitespace-separated words) of a whole text."""
+    CHOICE_LOGPROBS = "choice_logprobs"
+    """((log-probability per choice, characters per choice), gold choice indices)."""
 
 
 @dataclass
@@ -50,6 +76,13 @@ class Metric(Protocol):
     name: ClassVar[str]
     lower_is_better: ClassVar[frozenset[str]]
     """Score keys where smaller is better (e.g. perplexity); used by paired_bootstrap."""
+    reads: ClassVar[MetricInput]
+    """What `item()` scores: text pairs, or a quantity an output type measures."""
+
+    @classmethod
+    def from_task(cls, task: TaskConfig) -> Metric:
+        """The metric with the options a task implies (most metrics: their defaults)."""
+        ...
 
     def item(self, prediction: Any, reference: Any, /) -> Any:
         """The per-item value for one prediction and its reference(s)."""

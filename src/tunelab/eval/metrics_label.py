@@ -17,8 +17,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from tunelab.config import TaskConfig
 from tunelab.errors import TunelabError
 from tunelab.eval.metrics_base import (
+    MetricInput,
     Reference,
     Scores,
     SufficientStats,
@@ -40,6 +42,11 @@ class Accuracy:
 
     name: ClassVar[str] = "accuracy"
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
+    reads: ClassVar[MetricInput] = MetricInput.TEXT
+
+    @classmethod
+    def from_task(cls, task: TaskConfig) -> Accuracy:
+        return cls()
 
     def item(self, prediction: str, reference: Reference, /) -> float:
         pred = normalize_label(prediction)
@@ -68,6 +75,12 @@ class Classification:
     labels: Sequence[str] | None = None
     name: ClassVar[str] = "classification"
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
+    reads: ClassVar[MetricInput] = MetricInput.TEXT
+
+    @classmethod
+    def from_task(cls, task: TaskConfig) -> Classification:
+        """The label set is the task's eval.labels (else the references seen)."""
+        return cls(labels=task.eval.labels or None)
 
     def __post_init__(self) -> None:
         if self.labels is not None:

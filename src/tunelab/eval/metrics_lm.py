@@ -8,7 +8,7 @@
 the choice's length in characters first (lm-evaluation-harness's definition, so scores are
 comparable). Ties go to the first choice (numpy argmax), as in lm-evaluation-harness.
 Corpus scores sum the per-item statistics first (never a mean of per-document ratios).
-Importing this module registers the three metrics.
+The registry (`tunelab.eval.metrics`) holds them next to the text metrics.
 """
 
 from __future__ import annotations
@@ -20,9 +20,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from tunelab.config import TaskConfig
 from tunelab.errors import TunelabError
-from tunelab.eval.metrics import register_metric
-from tunelab.eval.metrics_base import Scores, SufficientStats, aggregate_additive, mean_stats
+from tunelab.eval.metrics_base import (
+    MetricInput,
+    Scores,
+    SufficientStats,
+    aggregate_additive,
+    mean_stats,
+)
 
 ChoiceScores = tuple[Sequence[float], Sequence[float]]
 """(log-probability of each choice, length of each choice in characters)."""
@@ -41,6 +47,11 @@ class MultipleChoice:
 
     name: ClassVar[str] = "multiple_choice"
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
+    reads: ClassVar[MetricInput] = MetricInput.CHOICE_LOGPROBS
+
+    @classmethod
+    def from_task(cls, task: TaskConfig) -> MultipleChoice:
+        return cls()
 
     def item(self, prediction: ChoiceScores, reference: int | Sequence[int], /) -> tuple[float, float]:
         logprobs, lengths = prediction
@@ -87,6 +98,11 @@ class BitsPerByte:
 
     name: ClassVar[str] = "bits_per_byte"
     lower_is_better: ClassVar[frozenset[str]] = frozenset({"bits_per_byte", "byte_perplexity"})
+    reads: ClassVar[MetricInput] = MetricInput.NLL_BYTES
+
+    @classmethod
+    def from_task(cls, task: TaskConfig) -> BitsPerByte:
+        return cls()
 
     def item(self, sum_nll: float, n_bytes: int, /) -> tuple[float, float]:
         return float(sum_nll), float(n_bytes)
@@ -109,6 +125,11 @@ class WordPerplexity:
 
     name: ClassVar[str] = "word_perplexity"
     lower_is_better: ClassVar[frozenset[str]] = frozenset({"word_perplexity"})
+    reads: ClassVar[MetricInput] = MetricInput.NLL_WORDS
+
+    @classmethod
+    def from_task(cls, task: TaskConfig) -> WordPerplexity:
+        return cls()
 
     def item(self, sum_nll: float, n_words: int, /) -> tuple[float, float]:
         return float(sum_nll), float(n_words)
@@ -122,7 +143,3 @@ class WordPerplexity:
 
     def signature(self) -> str:
         return "word_perplexity|agg:exp(sum_nll/sum_words)|words:whitespace"
-
-
-for _cls in (MultipleChoice, BitsPerByte, WordPerplexity):
-    register_metric(_cls)

@@ -21,8 +21,10 @@ import numpy as np
 from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 
+from tunelab.config import TaskConfig
 from tunelab.errors import TunelabError
 from tunelab.eval.metrics_base import (
+    MetricInput,
     Reference,
     Scores,
     SufficientStats,
@@ -50,7 +52,12 @@ class Rouge:
     split_sentences: bool = False
     name: ClassVar[str] = "rouge"
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
+    reads: ClassVar[MetricInput] = MetricInput.TEXT
     _scorer: Any = field(init=False, repr=False, compare=False)
+
+    @classmethod
+    def from_task(cls, task: TaskConfig) -> Rouge:
+        return cls()
 
     def __post_init__(self) -> None:
         self._scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=self.use_stemmer)
@@ -93,8 +100,13 @@ class _SacrebleuMetric:
 
     name: ClassVar[str]
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
+    reads: ClassVar[MetricInput] = MetricInput.TEXT
     _sb: Any
     _nrefs_seen: set[int]
+
+    @classmethod
+    def from_task(cls, task: TaskConfig) -> _SacrebleuMetric:
+        return cls()
 
     def item(self, prediction: str, reference: Reference, /) -> list[int]:
         """sacrebleu's sufficient statistics for one segment (best over its references)."""
@@ -238,6 +250,11 @@ class ExactMatch:
 
     name: ClassVar[str] = "exact_match"
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
+    reads: ClassVar[MetricInput] = MetricInput.TEXT
+
+    @classmethod
+    def from_task(cls, task: TaskConfig) -> ExactMatch:
+        return cls()
 
     def item(self, prediction: str, reference: Reference, /) -> float:
         pred = squad_normalize(prediction)
@@ -260,6 +277,11 @@ class TokenF1:
 
     name: ClassVar[str] = "f1"
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
+    reads: ClassVar[MetricInput] = MetricInput.TEXT
+
+    @classmethod
+    def from_task(cls, task: TaskConfig) -> TokenF1:
+        return cls()
 
     def item(self, prediction: str, reference: Reference, /) -> float:
         refs = reference_list(reference, self.name)

@@ -1,27 +1,39 @@
 """Evaluate one model (base, fine-tuned, or base + adapter) on one task, zero- or few-shot.
 
 Requests (generation, log-likelihoods, a task head) are separate from scoring: predictions
-are made once by the output type's runner (outputs.py), then every metric scores them per
-item and aggregates, with bootstrap confidence intervals.
+are made once by the task's output type (eval/output_types/), then every metric scores them
+per item and aggregates, with bootstrap confidence intervals. `evaluate_records` scores any
+list of records (a task's split, or a transformed copy of it: a probe is a Record -> Record
+function in front of it); `evaluate_loaded` reads the task's split and calls it.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tunelab.eval.metrics_lm  # noqa: F401  (registers multiple_choice, bits_per_byte, ...)
 from tunelab.config import TaskConfig
+from tunelab.data import Record
 from tunelab.errors import TunelabError
 from tunelab.eval.datasets import load_task_data
-from tunelab.eval.metrics import bootstrap_ci, get_metric
-from tunelab.eval.outputs import RUNNERS, Outputs, Request, context_limit, warn_dropped
+from tunelab.eval.metrics import bootstrap_ci, task_metrics
+from tunelab.eval.output_types import (
+    Framing,
+    Outputs,
+    Request,
+    context_limit,
+    get_output_type,
+    warn_dropped,
+)
+from tunelab.eval.tasks import check_task
 from tunelab.models import LoadedModel
 
-__all__ = ["EvalResult", "context_limit", "evaluate_loaded", "score_outputs", "write_result"]
+__all__ = ["EvalResult", "context_limit", "evaluate_loaded", "evaluate_records", "score_outputs",
+           "write_result"]
 
 
 @dataclass
@@ -55,8 +67,42 @@ class EvalResult:
         return data
 
 
-def metric_options(task: TaskConfig, name: str) -> dict[str, Any]:
-    return {"labels": task.eval.labels} if name == "classification" and task.eval.labels else {}
+def evaluate_records(
+    lm: LoadedModel,
+    task: TaskConfig,
+    records: Sequence[Record],
+    shots: int = 0,
+    pool: Sequence[Record] = (),
+    system: str = "",
+    framing: Framing | None = None,
+    bootstrap: int | None = None,
+) -> EvalResult:
+    """Score `lm` on `records` as the task's output type and metrics would (no data is read).
+
+    Args:
+        shots: in-context examples per prompt, drawn from `pool`.
+        framing: preamble and shot separator (default: the task's own, `Framing.of(task)`;
+            `evaluate_loaded` passes the data source's).
+        bootstrap: resamples for confidence intervals (default: eval.bootstrap; 0: none).
+    """
+    output_type = get_output_type(task.output_type)
+    output_type.check_shots(shots)
+    start = time.perf_counter()
+    request = Request(lm, task, list(records), list(pool), shots, system,
+                      framing or Framing.of(task))
+    outputs = output_type.run(request)
+    warn_dropped(task, outputs, lm, stacklevel=4)  # at the caller of evaluate_loaded
+    n_boot = task.eval.bootstrap if bootstrap is None else bootstrap
+    scores, cis, signatures, items = score_outputs(task, outputs, n_boot)
+    return EvalResult(
+        task=task.name, system=system, shots=shots, n=len(request.records), scores=scores,
+        ci=cis, signatures=signatures,
+        mean_context_tokens=sum(outputs.context_tokens) / max(len(outputs.context_tokens), 1),
+        dropped_shots=outputs.dropped_shots, seconds=time.perf_counter() - start,
+        predictions=outputs.rows, items=items, output_type=task.output_type,
+        mean_shot_tokens=sum(outputs.shot_tokens) / max(len(outputs.shot_tokens), 1),
+        truncated=outputs.truncated,
+    )
 
 
 def evaluate_loaded(
@@ -75,8 +121,6 @@ def evaluate_loaded(
         limit: score the first N items of the split.
         bootstrap: resamples for confidence intervals (default: eval.bootstrap; 0: none).
     """
-    from tunelab.eval.tasks import check_task
-
     check_task(task)
     start = time.perf_counter()
     data = load_task_data(task)
@@ -85,23 +129,12 @@ def evaluate_loaded(
         raise TunelabError(f"task {task.name}: the {task.split} split is empty; check its data sizes")
     records = records[:limit] if limit else records
     k = shots or 0
-    if k and task.output_type in ("loglikelihood_rolling", "classification"):
-        raise TunelabError(f"--shots {k}: output_type {task.output_type} takes no in-context "
-                           "examples; use --shots 0")
+    get_output_type(task.output_type).check_shots(k)
     pool = data.split(task.shot_split(), "fewshot.split") if k else []
-    outputs = RUNNERS[task.output_type](Request(lm, task, data, records, pool, k, system))
-    warn_dropped(task, outputs, lm)
-    n_boot = task.eval.bootstrap if bootstrap is None else bootstrap
-    scores, cis, signatures, items = score_outputs(task, outputs, n_boot)
-    return EvalResult(
-        task=task.name, system=system, shots=k, n=len(records), scores=scores, ci=cis,
-        signatures=signatures,
-        mean_context_tokens=sum(outputs.context_tokens) / max(len(outputs.context_tokens), 1),
-        dropped_shots=outputs.dropped_shots, seconds=time.perf_counter() - start,
-        predictions=outputs.rows, items=items, output_type=task.output_type,
-        mean_shot_tokens=sum(outputs.shot_tokens) / max(len(outputs.shot_tokens), 1),
-        truncated=outputs.truncated,
-    )
+    result = evaluate_records(lm, task, records, k, pool, system, Framing.of(task, data),
+                              bootstrap)
+    result.seconds = time.perf_counter() - start  # data loading included
+    return result
 
 
 def score_outputs(
@@ -112,13 +145,8 @@ def score_outputs(
     cis: dict[str, list[float]] = {}
     signatures: dict[str, str] = {}
     items_by_metric: dict[str, list[Any]] = {}
-    for name in task.eval.metrics:
-        metric = get_metric(name, **metric_options(task, name))
-        if name in outputs.metric_args:
-            items = [metric.item(*args) for args in outputs.metric_args[name]]
-        else:
-            items = [metric.item(p, r)
-                     for p, r in zip(outputs.predictions, outputs.references, strict=True)]
+    for name, metric in task_metrics(task).items():
+        items = [metric.item(*args) for args in outputs.metric_inputs(metric.reads)]
         items_by_metric[name] = items
         scores.update(metric.aggregate(items))
         if bootstrap:

@@ -2,8 +2,9 @@
 (tunelab/tasks/suites/*.yaml: a name, a description and a list of tasks).
 
 `check_task` catches what the dataclasses can't (an unknown output type, a metric that does not
-fit the output type, ...) with one-line errors that name the file, line and option;
-`validate_task` also reads the data and renders the first prompt.
+fit the output type, ...) with one-line errors that name the file, line and option; the output
+type checks its own options. `validate_task` also reads the data and renders the first prompt.
+The table of built-in tasks (`tunelab tasks list`) is report/tasks.py.
 """
 
 from __future__ import annotations
@@ -14,18 +15,19 @@ from typing import Any
 
 import yaml
 
-from tunelab.config import OUTPUT_TYPES, TaskConfig, from_dict, load_yaml
+from tunelab.config import TaskConfig, from_dict, load_yaml
 from tunelab.errors import TunelabError
+from tunelab.eval.datasets import default_completion, load_task_data, source_scheme
+from tunelab.eval.metrics import metric_names
+from tunelab.eval.output_types import (
+    Framing,
+    get_output_type,
+    is_output_type,
+    unknown_output_type,
+)
 
 BUILTIN_TASK_DIR = Path(__file__).resolve().parent.parent / "tasks"
 SUITE_DIR = BUILTIN_TASK_DIR / "suites"
-TEXT_METRICS = ("accuracy", "classification", "exact_match", "f1", "rouge", "bleu", "chrf")
-METRICS_FOR = {
-    "generate": (*TEXT_METRICS, "perplexity"),
-    "multiple_choice": ("multiple_choice", *TEXT_METRICS),
-    "loglikelihood_rolling": ("perplexity", "bits_per_byte", "word_perplexity"),
-    "classification": ("accuracy", "classification", "exact_match", "f1"),
-}
 TEMPLATES = ("alpaca", "chat", "format")
 
 
@@ -86,8 +88,6 @@ def load_task(name_or_path: str) -> TaskConfig:
 
 def apply_source_defaults(task: TaskConfig, raw_data: dict[str, Any]) -> None:
     """Benchmark sources without a template in the file get `format` over the reader's prompt."""
-    from tunelab.eval.datasets import default_completion, source_scheme
-
     if source_scheme(task.data.source) and "template" not in raw_data:
         task.data.template = "format"
         task.data.prompt_format = task.data.prompt_format or "{prompt}"
@@ -131,20 +131,18 @@ def check_task(task: TaskConfig, path: Path | None = None) -> None:
             where = f"{path}" + (f" line {line}" if line else "")
         raise TunelabError(f"{where}: {option_name(keys)}: {message}")
 
-    kind = task.output_type
-    if kind not in OUTPUT_TYPES:
-        fail(["output_type"], f"'{kind}' is not an output type; use one of {', '.join(OUTPUT_TYPES)}")
-    import tunelab.eval.metrics_lm  # noqa: F401  (registers the log-likelihood metrics)
-    from tunelab.eval.metrics import metric_names
-
+    if not is_output_type(task.output_type):
+        fail(["output_type"], unknown_output_type(task.output_type))
+    output_type = get_output_type(task.output_type)
+    allowed = output_type.metrics
     for i, name in enumerate(task.eval.metrics):
         if name not in metric_names():
             fail(["eval", "metrics", i], f"unknown metric '{name}'; valid: {', '.join(metric_names())}")
-        if name not in METRICS_FOR[kind]:
-            fail(["eval", "metrics", i], f"'{name}' does not apply to output_type {kind}; use "
-                                      f"{', '.join(METRICS_FOR[kind])}")
+        if name not in allowed:
+            fail(["eval", "metrics", i], f"'{name}' does not apply to output_type "
+                                      f"{output_type.name}; use {', '.join(allowed)}")
     if not task.eval.metrics:
-        fail(["eval", "metrics"], f"empty; e.g. {METRICS_FOR[kind][0]}")
+        fail(["eval", "metrics"], f"empty; e.g. {allowed[0]}")
     if task.data.template not in TEMPLATES:
         fail(["data", "template"], f"'{task.data.template}' is unknown; use {', '.join(TEMPLATES)}")
     if task.data.template == "format" and not task.data.prompt_format:
@@ -157,10 +155,7 @@ def check_task(task: TaskConfig, path: Path | None = None) -> None:
         fail(["preamble"], "chat templates take no preamble; use data.system instead")
     if task.choices is not None and not isinstance(task.choices, (str, list)):
         fail(["choices"], "give a column name or a list of choices")
-    if kind == "classification" and not (isinstance(task.choices, list) or task.eval.labels):
-        fail(["eval", "labels"], "classification needs the labels, one per class in class order")
-    if kind in ("loglikelihood_rolling", "classification") and (task.fewshot.k or task.eval.shots):
-        fail(["fewshot", "k"], f"{kind} takes no in-context examples; set 0")
+    output_type.check(task, fail)
     rolling = task.rolling
     if rolling.max_length is not None and rolling.max_length < 2:
         fail(["rolling", "max_length"], "must be at least 2 tokens")
@@ -173,62 +168,24 @@ def check_task(task: TaskConfig, path: Path | None = None) -> None:
 
 def validate_task(name_or_path: str, tokenizer: Any = None) -> str:
     """Check a task file and its data; a short report of what it will evaluate."""
-    from tunelab.data import get_template
-    from tunelab.eval.datasets import load_task_data
-    from tunelab.eval.fewshot import PromptBuilder
-    from tunelab.eval.outputs import reference_of, resolve_choices
-
     task = load_task(name_or_path)
+    output_type = get_output_type(task.output_type)
     data = load_task_data(task)
     records = data.split(task.split)
     if not records:
         raise TunelabError(f"task {task.name}: the {task.split} split is empty; check the data sizes")
-    few = task.fewshot_k() if task.output_type in ("generate", "multiple_choice") else 0
+    few = task.fewshot_k() if output_type.takes_shots else 0
     if few:
         pool = data.split(task.shot_split(), "fewshot.split")
         if len(pool) < few:
             raise TunelabError(f"task {task.name}: fewshot.k={few} but the "
                                f"{task.shot_split()} split has {len(pool)} examples")
     for record in records[:50]:
-        if task.output_type == "multiple_choice":
-            resolve_choices(task, record)
-        else:
-            reference_of(task, record)
+        output_type.check_record(task, record)
     sizes = ", ".join(f"{k} {len(v)}" for k, v in data.splits.items())
     lines = [f"{task.name}: ok ({task.output_type}; {sizes}; metrics {', '.join(task.eval.metrics)}; "
              f"few-shot k={few})"]
-    if task.output_type in ("loglikelihood_rolling", "classification"):
-        from tunelab.eval.outputs import document_of
-
-        text = document_of(task, records[0]) if task.output_type == "loglikelihood_rolling" else (
-            records[0].input or records[0].instruction)
-        lines.append(f"first text: {text[:300]!r}")
-    elif task.data.template != "chat" or tokenizer is not None:
-        template = get_template(task.data, tokenizer)
-        preamble = task.preamble if task.preamble is not None else data.preamble
-        builder = PromptBuilder(template, tokenizer, preamble, "\n\n")
-        rendered = builder.render(records[0])
-        lines.append(f"first prompt: {rendered.prompt!r} -> {rendered.completion!r}")
-    return "\n".join(lines)
-
-
-def tasks_overview() -> str:
-    """The built-in tasks (output type, data, size of the scored split if known) and suites."""
-    from tunelab.eval.datasets.bigbench import bigbench_dir, task_file
-    from tunelab.report.tables import format_table
-
-    rows = []
-    for name in builtin_tasks():
-        task = load_task(name)
-        source = task.data.source
-        needs = ""
-        if source.startswith("bigbench:") and not (bigbench_dir() / task_file(source[9:])).is_file():
-            needs = "tunelab data fetch bigbench"
-        rows.append([name, task.output_type, source, ", ".join(task.eval.metrics), needs])
-    lines = ["Tasks (tunelab eval --task NAME; a task is one YAML file, see `tunelab tasks "
-             "validate FILE`):", format_table(["task", "output type", "data", "metrics", "needs"], rows),
-             "", "Suites (tunelab eval --task SUITE):"]
-    suites = [load_suite(name) for name in builtin_suites()]
-    lines.append(format_table(["suite", "tasks", "description"],
-                              [[s.name, ", ".join(s.tasks), s.description] for s in suites]))
+    preview = output_type.preview(task, records[0], Framing.of(task, data), tokenizer)
+    if preview is not None:
+        lines.append(preview)
     return "\n".join(lines)

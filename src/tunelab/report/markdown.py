@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tunelab.eval.compare import Comparison
 from tunelab.eval.runner import EvalResult
-from tunelab.report.tables import Comparison, format_table, results_table
+from tunelab.report.tables import format_table, results_table, shown_keys
 
 
 def examples_table(results: Sequence[EvalResult], count: int, markdown: bool = True) -> str:
@@ -54,7 +56,6 @@ def write_run_report(run_dir: Path, config: Any, summary: dict[str, Any],
                      evaluation: EvalResult | None, task_evaluations: dict[str, EvalResult],
                      retention_rows: Sequence[Any]) -> None:
     """report.md of a `tunelab train` run: setup, the evaluation curve, test scores, forgetting."""
-    from tunelab.report.tables import shown_keys
     from tunelab.retention import retention_table, significant_drops
 
     lines = [f"# {config.name}", "", "## Setup", ""]
@@ -88,8 +89,6 @@ def write_run_report(run_dir: Path, config: Any, summary: dict[str, Any],
 
 
 def _curve_table(summary: dict[str, Any], run_dir: Path) -> str:
-    import json
-
     log = run_dir / "train_log.jsonl"
     records = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     evals = [r for r in records if "val_loss" in r]

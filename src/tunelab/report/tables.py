@@ -1,12 +1,10 @@
-"""Plain-text and Markdown tables, and the base-vs-fine-tuned comparison."""
+"""Plain-text and Markdown tables of evaluation results (comparisons: eval/compare.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from tunelab.eval.metrics import get_metric, paired_bootstrap
 from tunelab.eval.runner import EvalResult
 
 
@@ -30,12 +28,6 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def primary_key(result: EvalResult, preferred: str | None = None) -> str:
-    if preferred:
-        return preferred
-    return next(iter(result.scores))
-
-
 def with_ci(result: EvalResult, key: str) -> str:
     value = result.scores.get(key)
     if value is None:
@@ -47,35 +39,6 @@ def with_ci(result: EvalResult, key: str) -> str:
     if small:
         return f"{value:.3f} [{low_high[0]:.3f}, {low_high[1]:.3f}]"
     return f"{value:.2f} [{low_high[0]:.1f}, {low_high[1]:.1f}]"
-
-
-@dataclass
-class Comparison:
-    key: str
-    best_baseline: str
-    candidate: str
-    gain: float
-    p_value: float
-
-    @property
-    def significant(self) -> bool:
-        return self.p_value < 0.05
-
-    def sentence(self) -> str:
-        verdict = "significant" if self.significant else "NOT significant"
-        return (f"{self.candidate} vs best baseline ({self.best_baseline}) on {self.key}: "
-                f"{self.gain:+.2f} points, paired bootstrap p = {self.p_value:.4f} ({verdict} at 0.05)")
-
-
-def compare(baselines: Sequence[EvalResult], candidate: EvalResult, key: str,
-            metric_name: str, metric_options: dict[str, Any] | None = None) -> Comparison:
-    """Paired bootstrap of the candidate against the best baseline on the same items."""
-    metric = get_metric(metric_name, **(metric_options or {}))
-    lower = key in metric.lower_is_better
-    best = (min if lower else max)(baselines, key=lambda r: r.scores[key])
-    p = paired_bootstrap(best.items[metric_name], candidate.items[metric_name], metric, key)
-    return Comparison(key, best.system, candidate.system,
-                      candidate.scores[key] - best.scores[key], p)
 
 
 def shown_keys(scores: dict[str, float], limit: int = 8) -> list[str]:

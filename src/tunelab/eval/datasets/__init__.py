@@ -18,47 +18,28 @@ builtin:NAME) is read by `tunelab.data`.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tunelab.config import DataConfig, TaskConfig
-from tunelab.data import Record, load_splits
-from tunelab.errors import TunelabError
+from tunelab.data import load_splits
+from tunelab.eval.datasets import bigbench, glue, mmlu
+from tunelab.eval.datasets.common import TaskData, choice_record, seeded_splits
+
+__all__ = ["SCHEMES", "TaskData", "choice_record", "default_completion", "load_task_data",
+           "seeded_splits", "source_scheme"]
 
 
-@dataclass
-class TaskData:
-    splits: dict[str, list[Record]]
-    preamble: str = ""
-    """Text the source puts once before the examples (BIG-bench's task_prefix)."""
-    separator: str | None = None
-    """The source's own text between in-context examples."""
-
-    def split(self, name: str, option: str = "split") -> list[Record]:
-        if name not in self.splits:
-            raise TunelabError(
-                f"{option} '{name}': this data has splits {', '.join(self.splits)}; choose one"
-            )
-        return self.splits[name]
-
-
-def _readers() -> dict[str, Callable[[str, DataConfig], TaskData]]:
-    from tunelab.eval.datasets import bigbench, glue, mmlu
-
-    return {
-        "bigbench": bigbench.read_bigbench,
-        "bigbench-file": bigbench.read_bigbench_file,
-        "squad": bigbench.read_squad_file,
-        "mmlu": mmlu.read_mmlu,
-        "glue": glue.read_glue,
-        "superglue": glue.read_superglue,
-    }
-
-
-SCHEMES = ("bigbench", "bigbench-file", "squad", "mmlu", "glue", "superglue")
+READERS: dict[str, Callable[[str, DataConfig], TaskData]] = {
+    "bigbench": bigbench.read_bigbench,
+    "bigbench-file": bigbench.read_bigbench_file,
+    "squad": bigbench.read_squad_file,
+    "mmlu": mmlu.read_mmlu,
+    "glue": glue.read_glue,
+    "superglue": glue.read_superglue,
+}
+"""The reader of each evaluation-data scheme (the part of data.source before the colon)."""
+SCHEMES = tuple(READERS)
 
 
 def source_scheme(source: str) -> str | None:
@@ -85,34 +66,4 @@ def load_task_data(task: TaskConfig) -> TaskData:
         splits = load_splits(task.data)
         return TaskData({"train": splits.train, "validation": splits.validation,
                          "test": splits.test})
-    return _readers()[scheme](task.data.source.split(":", 1)[1], task.data)
-
-
-def seeded_splits(records: list[Record], config: DataConfig, where: str) -> dict[str, list[Record]]:
-    """train/validation/test by data.test_size and validation_size, as tunelab.data does."""
-    order = list(range(len(records)))
-    random.Random(config.split_seed).shuffle(order)
-
-    def count(size: float, option: str) -> int:
-        if size < 0:
-            raise TunelabError(f"data.{option}={size}: must be >= 0")
-        return int(round(size * len(records))) if size < 1 else int(size)
-
-    n_test = count(config.test_size, "test_size")
-    n_val = count(config.validation_size, "validation_size")
-    if n_test + n_val > len(records):
-        raise TunelabError(
-            f"{where}: {len(records)} examples are fewer than test_size={config.test_size} + "
-            f"validation_size={config.validation_size}; lower them"
-        )
-    shuffled = [records[i] for i in order]
-    return {"train": shuffled[n_test + n_val:], "validation": shuffled[n_test:n_test + n_val],
-            "test": shuffled[:n_test]}
-
-
-def choice_record(origin: str, prompt: str, choices: list[str], gold: list[int],
-                  **columns: Any) -> Record:
-    """A multiple-choice record: output is the (first) gold choice."""
-    row = dict(columns, prompt=prompt, choices=choices, gold=gold, output=choices[gold[0]])
-    return Record(input=str(columns.get("input", prompt)), output=choices[gold[0]],
-                  columns=row, origin=origin)
+    return READERS[scheme](task.data.source.split(":", 1)[1], task.data)

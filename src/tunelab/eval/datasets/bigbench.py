@@ -24,7 +24,8 @@ import numpy as np
 from tunelab.config import DataConfig
 from tunelab.data import Record
 from tunelab.errors import TunelabError
-from tunelab.eval.datasets import TaskData, choice_record, seeded_splits
+from tunelab.eval.datasets.common import TaskData, choice_record, seeded_splits
+from tunelab.models.builtin import cache_dir
 
 BIGBENCH_SEED = 42
 """BIG-bench's default random seed (it orders the choices appended to an input)."""
@@ -40,8 +41,6 @@ SPECIAL_FILES = {
 
 
 def bigbench_dir() -> Path:
-    from tunelab.models.builtin import cache_dir
-
     return cache_dir() / "bigbench"
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from tunelab.config import DataConfig
 from tunelab.data import Record
 from tunelab.errors import TunelabError
-from tunelab.eval.datasets import TaskData, choice_record
+from tunelab.eval.datasets.common import TaskData, choice_record
 
 Row = dict[str, Any]
 

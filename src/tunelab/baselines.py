@@ -2,7 +2,8 @@
 
 Every system is scored on the same items of the same split, in the same template; the base
 model's in-context baselines differ only by the shots in front of each prompt. The fine-tune's
-gain over the best baseline is tested with a paired bootstrap on those items.
+gain over the best baseline is tested with a paired bootstrap on those items (eval/compare.py).
+Orchestration (it loads models and runs), so it sits above eval/ and report/.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import Any
 
 from tunelab.config import ModelConfig, TaskConfig
 from tunelab.errors import TunelabError
-from tunelab.eval.metrics import get_metric
-from tunelab.eval.runner import EvalResult, evaluate_loaded, metric_options, write_result
-from tunelab.models import LoadedModel
-from tunelab.report.tables import Comparison, compare, results_table, shown_keys
+from tunelab.eval.compare import Comparison, compare_to_best, primary_key
+from tunelab.eval.output_types import load_for_task
+from tunelab.eval.runner import EvalResult, evaluate_loaded, write_result
+from tunelab.report.tables import results_table, shown_keys
+from tunelab.runs import load_run_model, read_config
 
 BASELINES = ("zero", "one", "few")
 
@@ -32,27 +34,6 @@ def baseline_shots(name: str, task: TaskConfig, shots: int | None) -> int:
     if name not in BASELINES:
         raise TunelabError(f"--baselines {name}: use zero, one, few or a number of shots")
     return {"zero": 0, "one": 1}.get(name, shots if shots is not None else task.fewshot_k())
-
-
-def load_for_task(task: TaskConfig, model: ModelConfig) -> LoadedModel:
-    """The base model as the task's output type needs it (with a fresh head for classification)."""
-    from tunelab.models import load_model
-
-    if task.output_type == "classification":
-        from tunelab.eval.heads import load_classifier
-
-        labels = task.choices if isinstance(task.choices, list) else task.eval.labels or []
-        return load_classifier(model, [str(label) for label in labels])
-    return load_model(model)
-
-
-def metric_for_key(task: TaskConfig, result: EvalResult, key: str) -> str:
-    """The task metric that produces score `key`."""
-    for name in task.eval.metrics:
-        if key in get_metric(name, **metric_options(task, name)).aggregate(result.items[name]):
-            return name
-    raise TunelabError(f"eval.primary '{key}': not a score of this task; scores are "
-                       f"{', '.join(result.scores)}")
 
 
 @dataclass
@@ -99,8 +80,6 @@ def run_baselines(
         shots: k of the `few` baseline (default: the task's fewshot.k).
         out_dir: writes SYSTEM/metrics.json + predictions.jsonl and comparison.json here.
     """
-    from tunelab.runs import load_run_model, read_config
-
     if not baselines:
         raise TunelabError("--baselines: name at least one of zero, one, few")
     base = ModelConfig(name=model) if model else (
@@ -120,10 +99,9 @@ def run_baselines(
                                        limit=limit))
         del tuned
         gc.collect()
-    key = task.eval.primary or next(iter(results[0].scores))
+    key = primary_key(task, results[0])
     if len(results) > 1:
-        name = metric_for_key(task, results[-1], key)
-        comparison = compare(results[:-1], results[-1], key, name, metric_options(task, name))
+        comparison = compare_to_best(task, results[:-1], results[-1], key)
     report = BaselineReport(task.name, key, results, comparison)
     if out_dir:
         out = Path(out_dir)

@@ -1,0 +1,99 @@
+"""Comparing evaluations of the same items: which metric a score belongs to, the paired
+difference between two results, and a candidate against the best of several baselines.
+
+Every comparison in tunelab goes through here: base vs fine-tuned (baselines, quickstart) and
+before vs after training (retention). A score key (`acc`, `f1_macro`, `rougeL`, ...) belongs
+to the first task metric that produces it (`scored_by`); the difference gets a paired
+bootstrap over the items both results scored (1000 resamples, seed 0), giving its confidence
+interval and the p-value that the second result is not better.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tunelab.config import TaskConfig
+from tunelab.errors import TunelabError
+from tunelab.eval.metrics import Metric, delta_ci, delta_p_value, paired_deltas, task_metrics
+from tunelab.eval.runner import EvalResult
+
+
+def primary_key(task: TaskConfig, result: EvalResult) -> str:
+    """The score compared between systems: eval.primary, else the result's first score."""
+    return task.eval.primary or next(iter(result.scores))
+
+
+def scored_by(task: TaskConfig, result: EvalResult, key: str) -> tuple[str, Metric]:
+    """(name, metric) of the first task metric whose scores on `result` include `key`.
+
+    Raises:
+        TunelabError: if no task metric produces `key`, listing the result's scores.
+    """
+    for name, metric in task_metrics(task).items():
+        if key in metric.aggregate(result.items[name]):
+            return name, metric
+    raise TunelabError(f"eval.primary '{key}': not a score of this task; scores are "
+                       f"{', '.join(result.scores)}")
+
+
+@dataclass
+class PairedDifference:
+    """Score `key` of result B minus result A on the same items."""
+
+    key: str
+    metric: str
+    """The task metric that produces `key`."""
+    before: float
+    after: float
+    ci: tuple[float, float]
+    """95% paired-bootstrap interval of after - before."""
+    p_value: float
+    """p that B is not better than A (small: B is significantly better)."""
+    lower_is_better: bool
+
+    @property
+    def delta(self) -> float:
+        return self.after - self.before
+
+
+def paired_difference(task: TaskConfig, before: EvalResult, after: EvalResult,
+                      key: str) -> PairedDifference:
+    """The change of `key` from `before` to `after` (same task, same items), with its paired
+    bootstrap CI and p-value (both from one set of 1000 resamples, seed 0)."""
+    name, metric = scored_by(task, after, key)
+    # One set of resamples gives both the CI and the p-value; errors name the interval's
+    # function, as retention's comparison always has.
+    deltas = paired_deltas(before.items[name], after.items[name], metric, key,
+                           caller="paired_delta_ci")
+    lower = key in metric.lower_is_better
+    return PairedDifference(key, name, before.scores[key], after.scores[key], delta_ci(deltas),
+                            delta_p_value(deltas, lower), lower)
+
+
+@dataclass
+class Comparison:
+    key: str
+    best_baseline: str
+    candidate: str
+    gain: float
+    p_value: float
+
+    @property
+    def significant(self) -> bool:
+        return self.p_value < 0.05
+
+    def sentence(self) -> str:
+        verdict = "significant" if self.significant else "NOT significant"
+        return (f"{self.candidate} vs best baseline ({self.best_baseline}) on {self.key}: "
+                f"{self.gain:+.2f} points, paired bootstrap p = {self.p_value:.4f} ({verdict} at 0.05)")
+
+
+def compare_to_best(task: TaskConfig, baselines: Sequence[EvalResult], candidate: EvalResult,
+                    key: str) -> Comparison:
+    """The candidate against the best baseline on `key`, paired bootstrap on the same items."""
+    _, metric = scored_by(task, candidate, key)
+    lower = key in metric.lower_is_better
+    best = (min if lower else max)(baselines, key=lambda r: r.scores[key])
+    difference = paired_difference(task, best, candidate, key)
+    return Comparison(key, best.system, candidate.system, difference.delta, difference.p_value)

@@ -1,0 +1,23 @@
+"""A record's gold answer, shared by the output types: the task's `target` column (a text or
+a list of acceptable texts), else the record's output (the last turn of a chat record)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tunelab.config import TaskConfig
+from tunelab.data import Record
+from tunelab.errors import TunelabError
+
+
+def reference_of(task: TaskConfig, record: Record) -> Any:
+    """The gold answer: the `target` column (text or list of texts), else the record's output."""
+    if task.target:
+        if task.target not in record.columns:
+            raise TunelabError(f"{record.origin}: no column '{task.target}' (columns: "
+                               f"{', '.join(map(str, record.columns))}); fix the task's target:")
+        value = record.columns[task.target]
+        return [str(v) for v in value] if isinstance(value, (list, tuple)) else str(value)
+    if record.messages is not None:
+        return record.messages[-1]["content"]
+    return record.output

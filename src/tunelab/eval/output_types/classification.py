@@ -1,0 +1,75 @@
+"""`classification`: texts -> a sequence-classification head's label -> label metrics.
+
+The text is what training fed the head (`classifier_text`); the labels are the task's choices
+list, else eval.labels, one per class in class order. A base model gets a fresh head for them
+(`load_model`), which scores at chance until a run trains it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from tunelab.config import ModelConfig, TaskConfig
+from tunelab.data import Record, get_template
+from tunelab.data.templates import classifier_text
+from tunelab.errors import TunelabError
+from tunelab.eval.heads import classify, load_classifier
+from tunelab.eval.output_types.answers import reference_of
+from tunelab.eval.output_types.base import (
+    Fail,
+    Framing,
+    Outputs,
+    OutputType,
+    Request,
+    row,
+)
+from tunelab.models import LoadedModel
+
+
+def labels_of(task: TaskConfig) -> list[Any]:
+    """The class labels, in class order: a choices list, else eval.labels (else none)."""
+    if isinstance(task.choices, list):
+        return [str(c) for c in task.choices]
+    return list(task.eval.labels or [])
+
+
+class ClassificationOutput(OutputType):
+    """A task head's label for each text; no prompt, no shots."""
+
+    name: ClassVar[str] = "classification"
+    metrics: ClassVar[tuple[str, ...]] = ("accuracy", "classification", "exact_match", "f1")
+    takes_shots: ClassVar[bool] = False
+    needs_head: ClassVar[bool] = True
+
+    def check(self, task: TaskConfig, fail: Fail) -> None:
+        if not (isinstance(task.choices, list) or task.eval.labels):
+            fail(["eval", "labels"], "classification needs the labels, one per class in class order")
+        super().check(task, fail)
+
+    def load_model(self, task: TaskConfig, model: ModelConfig) -> LoadedModel:
+        """The base model with a sequence-classification head over the task's labels."""
+        return load_classifier(model, [str(label) for label in labels_of(task)])
+
+    def preview(self, task: TaskConfig, record: Record, framing: Framing,
+                tokenizer: Any = None) -> str | None:
+        return f"first text: {(record.input or record.instruction)[:300]!r}"
+
+    def run(self, request: Request) -> Outputs:
+        lm, task = request.lm, request.task
+        labels = labels_of(task)
+        if not labels:
+            raise TunelabError(f"task {task.name}: classification needs eval.labels (or a "
+                               "choices list), one per class in class order")
+        template = get_template(task.data, lm.tokenizer)
+        texts = [classifier_text(r, template) for r in request.records]  # what training fed the head
+        predictions, probabilities = classify(lm, texts, labels, task.eval.batch_size,
+                                              request.context_limit)
+        references = [reference_of(task, r) for r in request.records]
+        rows = []
+        for i, record in enumerate(request.records):
+            out_row = row(i, record, texts[i], predictions[i], references[i])
+            out_row["probabilities"] = [round(p, 4) for p in probabilities[i]]
+            rows.append(out_row)
+        lengths = [len(lm.tokenizer(t).input_ids) for t in texts]
+        return Outputs(rows, predictions, references, context_tokens=lengths,
+                       shot_tokens=[0] * len(rows))

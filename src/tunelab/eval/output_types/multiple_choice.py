@@ -1,0 +1,134 @@
+"""`multiple_choice`: context + each choice -> log-likelihoods -> acc, acc_norm, and text
+metrics on the chosen choice. Choices come from the task (a list or a column), a `choices`
+column, or eval.labels; the gold answer is a choice's text or index (`resolve_choices`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from tunelab.config import TaskConfig
+from tunelab.data import Record
+from tunelab.errors import TunelabError
+from tunelab.eval.choice import ChoiceRequest, encode_pair, score_choices
+from tunelab.eval.fewshot import with_output
+from tunelab.eval.metrics import MetricInput
+from tunelab.eval.output_types.answers import reference_of
+from tunelab.eval.output_types.base import (
+    TEXT_METRICS,
+    Outputs,
+    OutputType,
+    Request,
+    row,
+)
+
+
+def resolve_choices(task: TaskConfig, record: Record) -> tuple[list[str], list[int]]:
+    """(choices, gold choice indices) of a multiple-choice record."""
+    if isinstance(task.choices, list):
+        choices = [str(c) for c in task.choices]
+    elif isinstance(task.choices, str):
+        if task.choices not in record.columns:
+            raise TunelabError(f"{record.origin}: no column '{task.choices}' for choices:")
+        choices = [str(c) for c in record.columns[task.choices]]
+    elif "choices" in record.columns:
+        choices = [str(c) for c in record.columns["choices"]]
+    elif task.eval.labels:
+        choices = list(task.eval.labels)
+    else:
+        raise TunelabError(f"task {task.name}: multiple_choice needs choices: (a column or a "
+                           "list) or eval.labels")
+    raw: Any = record.columns["gold"] if not task.target and "gold" in record.columns else (
+        record.columns.get(task.target) if task.target else reference_of(task, record))
+    values = raw if isinstance(raw, (list, tuple)) else [raw]
+    gold = [_choice_index(v, choices, record) for v in values]
+    return choices, gold
+
+
+def gold_text(task: TaskConfig, record: Record) -> str:
+    """The text of a multiple-choice record's (first) gold choice."""
+    choices, gold = resolve_choices(task, record)
+    return choices[gold[0]]
+
+
+def _choice_index(value: Any, choices: list[str], record: Record) -> int:
+    text = str(value).strip()
+    if text in choices:
+        return choices.index(text)
+    if isinstance(value, int) or text.lstrip("-").isdigit():
+        if 0 <= int(text) < len(choices):
+            return int(text)
+    lowered = [c.strip().lower() for c in choices]
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    raise TunelabError(f"{record.origin}: answer {value!r} is not one of the choices "
+                       f"{choices[:6]}; point target: at the answer column")
+
+
+@dataclass
+class ChoiceItem:
+    """One multiple-choice item as requests: the prompt text, each choice's continuation text
+    (what lm-evaluation-harness would get) and their tokens."""
+
+    prompt: Any
+    """The fewshot.Prompt (text with shots, ids, shot counts)."""
+    continuations: list[str]
+    choices: list[str]
+    gold: list[int]
+    request: ChoiceRequest
+    truncated: bool = False
+
+
+def build_choice_items(req: Request) -> list[ChoiceItem]:
+    """Prompts (with shots, fitted to the context) and tokenised choices of every record."""
+    builder = req.prompt_builder()
+    tokenizer = req.lm.tokenizer
+    limit = req.context_limit
+    items = []
+    for i, record in enumerate(req.records):
+        choices, gold = resolve_choices(req.task, record)
+        shots = [with_output(s, gold_text(req.task, s)) for s in req.shots_for(i, record)]
+        continuations = [builder.completion(with_output(record, c)) for c in choices]
+        reserve = max(len(tokenizer(c, add_special_tokens=False).input_ids) for c in continuations) + 1
+        prompt = builder.build(with_output(record, choices[gold[0]]), shots, limit - reserve)
+        special = not prompt.rendered.special_in_text
+        pairs = [encode_pair(tokenizer, prompt.rendered.prompt, c, special) for c in continuations]
+        context, conts = pairs[0][0], [c for _, c in pairs]
+        longest = max(len(c) for c in conts)
+        truncated = len(context) + longest > limit
+        if truncated:  # even without shots: cut from the left, as lm-evaluation-harness does
+            context = context[len(context) + longest - limit:]
+        items.append(ChoiceItem(prompt, continuations, choices, gold,
+                                ChoiceRequest(context, conts), truncated))
+    return items
+
+
+class MultipleChoiceOutput(OutputType):
+    """The likeliest of a fixed set of answers, scored on the choice log-likelihoods."""
+
+    name: ClassVar[str] = "multiple_choice"
+    metrics: ClassVar[tuple[str, ...]] = ("multiple_choice", *TEXT_METRICS)
+
+    def check_record(self, task: TaskConfig, record: Record) -> None:
+        resolve_choices(task, record)
+
+    def run(self, request: Request) -> Outputs:
+        items = build_choice_items(request)
+        results = score_choices(request.lm.model, [it.request for it in items],
+                                request.task.eval.batch_size)
+        rows, predictions, args = [], [], []
+        for i, (record, item, result) in enumerate(
+                zip(request.records, items, results, strict=True)):
+            best = max(range(len(item.choices)), key=lambda j: (result.logprobs[j], -j))
+            predictions.append(item.choices[best])
+            out_row = row(i, record, item.prompt.rendered.prompt, item.choices[best],
+                          item.choices[item.gold[0]])
+            out_row.update(choices=item.choices, gold=item.gold,
+                           logprobs=[round(lp, 4) for lp in result.logprobs])
+            rows.append(out_row)
+            args.append(((result.logprobs, [len(c) for c in item.choices]), item.gold))
+        return Outputs(rows, predictions, [r["reference"] for r in rows],
+                       {MetricInput.CHOICE_LOGPROBS: args},
+                       [len(it.request.context) for it in items],
+                       [it.prompt.shot_tokens for it in items],
+                       sum(it.prompt.dropped for it in items), sum(it.truncated for it in items))

@@ -1,0 +1,56 @@
+"""`loglikelihood_rolling`: whole texts -> windowed NLL -> perplexity, bits per byte and word
+perplexity. The text is the task's target column (else the record's output); no prompt, no
+shots."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from tunelab.config import TaskConfig
+from tunelab.data import Record
+from tunelab.eval.metrics import MetricInput
+from tunelab.eval.output_types.answers import reference_of
+from tunelab.eval.output_types.base import (
+    Framing,
+    Outputs,
+    OutputType,
+    Request,
+    row,
+)
+from tunelab.eval.rolling import rolling_loglikelihood
+
+
+def document_of(task: TaskConfig, record: Record) -> str:
+    """The text a rolling task scores (several target texts joined by spaces)."""
+    value = reference_of(task, record)
+    return " ".join(value) if isinstance(value, list) else str(value)
+
+
+class RollingOutput(OutputType):
+    """The model's log-likelihood of whole texts, in windows of its context."""
+
+    name: ClassVar[str] = "loglikelihood_rolling"
+    metrics: ClassVar[tuple[str, ...]] = ("perplexity", "bits_per_byte", "word_perplexity")
+    takes_shots: ClassVar[bool] = False
+
+    def preview(self, task: TaskConfig, record: Record, framing: Framing,
+                tokenizer: Any = None) -> str | None:
+        return f"first text: {document_of(task, record)[:300]!r}"
+
+    def run(self, request: Request) -> Outputs:
+        lm, task = request.lm, request.task
+        texts = [document_of(task, r) for r in request.records]
+        max_length = task.rolling.max_length or min(request.context_limit, 2048)
+        scores = rolling_loglikelihood(lm.model, lm.tokenizer, texts, max_length,
+                                       task.rolling.stride, task.eval.batch_size)
+        rows = []
+        for i, (record, text, s) in enumerate(zip(request.records, texts, scores, strict=True)):
+            out_row = row(i, record, "", f"{s.nll / max(s.tokens, 1):.4f} nats/token", "")
+            out_row.update(input=text[:300], nll=s.nll, tokens=s.tokens, bytes=s.bytes,
+                           words=s.words)
+            rows.append(out_row)
+        measured = {MetricInput.NLL_TOKENS: [(s.nll, s.tokens) for s in scores],
+                    MetricInput.NLL_BYTES: [(s.nll, s.bytes) for s in scores],
+                    MetricInput.NLL_WORDS: [(s.nll, s.words) for s in scores]}
+        return Outputs(rows, [""] * len(rows), [""] * len(rows), measured,
+                       context_tokens=[s.tokens for s in scores], shot_tokens=[0] * len(scores))
