@@ -20,7 +20,7 @@ from tunelab.errors import TunelabError
 from tunelab.eval.metrics import get_metric, paired_delta_ci
 from tunelab.eval.runner import EvalResult, evaluate_loaded
 from tunelab.models import LoadedModel
-from tunelab.models.builtin import cache_dir
+from tunelab.paths import cache_root
 from tunelab.report.tables import format_table
 
 
@@ -98,7 +98,7 @@ def _to_json(result: EvalResult) -> dict[str, Any]:
 def base_scores(lm: LoadedModel, model: ModelConfig, tasks: list[TaskConfig],
                 limit: int | None) -> dict[str, EvalResult]:
     """The base model's retention results, computed once per (model, task, limit) and cached."""
-    folder = cache_dir() / "retention"
+    folder = cache_root() / "retention"
     folder.mkdir(parents=True, exist_ok=True)
     results = {}
     for task in tasks:

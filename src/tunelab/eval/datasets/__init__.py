@@ -18,7 +18,6 @@ builtin:NAME) is read by `tunelab.data`.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,28 +85,6 @@ def load_task_data(task: TaskConfig) -> TaskData:
         return TaskData({"train": splits.train, "validation": splits.validation,
                          "test": splits.test})
     return _readers()[scheme](task.data.source.split(":", 1)[1], task.data)
-
-
-def seeded_splits(records: list[Record], config: DataConfig, where: str) -> dict[str, list[Record]]:
-    """train/validation/test by data.test_size and validation_size, as tunelab.data does."""
-    order = list(range(len(records)))
-    random.Random(config.split_seed).shuffle(order)
-
-    def count(size: float, option: str) -> int:
-        if size < 0:
-            raise TunelabError(f"data.{option}={size}: must be >= 0")
-        return int(round(size * len(records))) if size < 1 else int(size)
-
-    n_test = count(config.test_size, "test_size")
-    n_val = count(config.validation_size, "validation_size")
-    if n_test + n_val > len(records):
-        raise TunelabError(
-            f"{where}: {len(records)} examples are fewer than test_size={config.test_size} + "
-            f"validation_size={config.validation_size}; lower them"
-        )
-    shuffled = [records[i] for i in order]
-    return {"train": shuffled[n_test + n_val:], "validation": shuffled[n_test:n_test + n_val],
-            "test": shuffled[:n_test]}
 
 
 def choice_record(origin: str, prompt: str, choices: list[str], gold: list[int],

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunelab.errors import TunelabError
-from tunelab.eval.datasets.bigbench import bigbench_dir, task_file
+from tunelab.eval.datasets.bigbench import task_file
+from tunelab.paths import bigbench_dir
 
 BIGBENCH_SPEC = "bigbench==1.0.0"
 SDIST_NAME = "bigbench-1.0.0.tar.gz"
