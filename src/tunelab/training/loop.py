@@ -141,7 +141,6 @@ class Trainer:
              {"params": no_decay, "weight_decay": 0.0}],
             lr=config.lr,
         )
-        self.micro_batches_per_epoch = self.plan.micro_batches_per_epoch
         self.total_steps = config.max_steps or self.plan.default_total_steps(
             config.epochs, config.grad_accum)
         scheduler = make_scheduler(optimizer, self.total_steps, config.warmup_ratio, config.schedule)
@@ -297,10 +296,6 @@ class Trainer:
         nll = sum(w * sums[i][0] for w, i in zip(weights, chosen, strict=True))
         count = sum(w * sums[i][1] for w, i in zip(weights, chosen, strict=True))
         return nll / max(count, 1)
-
-    def validation_loss(self) -> float:
-        """Token-weighted mean NLL of the validation completions (see overall_loss)."""
-        return self.overall_loss(self.validation_sums())
 
     def _evaluate_and_checkpoint(self) -> None:
         state = self.state
