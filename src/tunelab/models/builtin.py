@@ -15,6 +15,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
 from tunelab.errors import TunelabError
 from tunelab.paths import cache_root
 
@@ -82,9 +85,6 @@ def builtin_model_dir(alias: str) -> Path:
 
 def convert_gguf(folder: Path, gguf_file: str, target: Path) -> None:
     """De-quantise a GGUF checkpoint into a plain fp32 safetensors folder, atomically."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
     print(f"tunelab: converting {gguf_file} to a plain checkpoint in {target} (once)")
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
     quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
