@@ -7,13 +7,17 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
 from tunelab import cli, dependencies
 from tunelab.dependencies import KNOWN_BREAKS, check_dependencies
 from tunelab.errors import TunelabError
+from tunelab.methods import get_method
+from tunelab.methods.base import parse_options
 
 ROOT = Path(__file__).parent.parent
-tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+tomllib = pytest.importorskip(
+    "tomllib", reason="tomllib is in the standard library from Python 3.11; this is 3.10")
 
 
 def fake(versions: dict[str, str]):
@@ -33,8 +37,13 @@ def test_each_measured_break_is_refused_in_one_line_naming_the_releases_and_the_
 
 def test_working_and_unrelated_sets_pass() -> None:
     check_dependencies()  # the installed set (the suite runs on it)
-    check_dependencies(fake({"peft": "0.21.2", "transformers": "5.24.0"}))
-    check_dependencies(fake({"peft": "0.17.1", "transformers": "4.57.1"}))  # not a known break
+    # Each passing set next to the release that breaks, so a check that never raises fails here.
+    for works, breaks in [({"peft": "0.21.2", "transformers": "5.24.0"}, {"peft": "0.21.1"}),
+                          ({"peft": "0.17.1", "transformers": "4.57.1"},  # not a known break
+                           {"transformers": "5.0.0"})]:
+        check_dependencies(fake(works))
+        with pytest.raises(TunelabError, match="fix: pip install"):
+            check_dependencies(fake({**works, **breaks}))
     check_dependencies(fake({"transformers": "5.24.0"}))  # peft not installed: nothing to say
 
 
@@ -57,11 +66,6 @@ def test_cli_refuses_a_broken_set_with_exit_2_and_one_line(monkeypatch, capsys) 
 
 
 def test_prefix_tuning_refuses_a_model_without_a_key_value_cache() -> None:
-    from transformers import DistilBertConfig, DistilBertForSequenceClassification
-
-    from tunelab.methods import get_method
-    from tunelab.methods.base import parse_options
-
     model = DistilBertForSequenceClassification(DistilBertConfig(
         vocab_size=64, dim=16, hidden_dim=32, n_layers=1, n_heads=2, max_position_embeddings=32))
     prefix = get_method("prefix")

@@ -9,18 +9,16 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import DATA
+from lm_eval import simple_evaluate
+from lm_eval.api.instance import Instance
+from lm_eval.models.huggingface import HFLM
+from lm_eval.tasks import TaskManager
 
-pytest.importorskip("lm_eval")
-
-from lm_eval import simple_evaluate  # noqa: E402
-from lm_eval.api.instance import Instance  # noqa: E402
-from lm_eval.models.huggingface import HFLM  # noqa: E402
-from lm_eval.tasks import TaskManager  # noqa: E402
-
-from tunelab.bridges.lm_eval import TunelabLM  # noqa: E402
-from tunelab.config import DataConfig, EvalConfig, ModelConfig, TaskConfig  # noqa: E402
-from tunelab.eval.runner import evaluate_loaded  # noqa: E402
-from tunelab.models import load_model  # noqa: E402
+from tunelab.bridges.lm_eval import TunelabLM
+from tunelab.cli import main
+from tunelab.config import DataConfig, EvalConfig, ModelConfig, TaskConfig
+from tunelab.eval.runner import evaluate_loaded
+from tunelab.models import load_model
 
 LONG = "the movie was good and the plot was great , " * 30
 
@@ -96,8 +94,6 @@ def test_local_lm_eval_task_runs_through_the_bridge(lm, hf, tmp_path: Path) -> N
 
 
 def test_harness_command(tiny_llama: Path, tmp_path: Path, capsys) -> None:
-    from tunelab.cli import main
-
     write_lm_eval_task(tmp_path)
     assert main(["harness", "--tasks", "tiny_reviews", "--model", str(tiny_llama), "--limit", "4",
                  "--include-path", str(tmp_path / "tasks")]) == 0

@@ -15,6 +15,8 @@ from tunelab.config import ModelConfig
 from tunelab.eval.choice import ChoiceRequest, encode_pair, prefix_token_id, score_choices
 from tunelab.eval.metrics import get_metric
 from tunelab.eval.metrics_lm import choice_predictions
+from tunelab.methods import get_method
+from tunelab.methods.base import parse_options
 from tunelab.models import load_model
 
 WORDS = "the movie was good bad great awful positive negative story plot actor .".split()
@@ -75,6 +77,9 @@ def test_whole_sequence_path_and_no_logits_to_keep_agree(lm, monkeypatch) -> Non
     for a, b, c in zip(shared, whole, full_logits, strict=True):
         assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
         assert a.logprobs == pytest.approx(c.logprobs, abs=1e-4)
+    # ...and each path is right, not merely the same: naive per-choice scoring agrees.
+    for results in (shared, whole, full_logits):
+        assert_equals_naive(lm.model, requests, results)
 
 
 def test_long_choices_are_chunked(lm, monkeypatch) -> None:
@@ -146,9 +151,6 @@ def test_multiple_choice_metric_acc_and_acc_norm() -> None:
 
 
 def test_prompt_tuning_scores_whole_sequences(tiny_llama: Path) -> None:
-    from tunelab.methods import get_method
-    from tunelab.methods.base import parse_options
-
     base = load_model(ModelConfig(name=str(tiny_llama)))
     method = get_method("prompt")
     model = method.apply(base.model, parse_options(method, {"name": "prompt", "num_virtual_tokens": 4}))

@@ -39,4 +39,10 @@ def test_sampling_is_seeded(tiny_llama: Path) -> None:
     lm = load_model(ModelConfig(name=str(tiny_llama)))
     prompts = [lm.tokenizer("a gorgeous movie").input_ids] * 3
     config = GenerationConfig(max_new_tokens=8, do_sample=True, temperature=1.5, seed=7)
-    assert generate(lm.model, lm.tokenizer, prompts, config) == generate(lm.model, lm.tokenizer, prompts, config)
+    first = generate(lm.model, lm.tokenizer, prompts, config)
+    assert first == generate(lm.model, lm.tokenizer, prompts, config)
+    # It really samples: the same prompt three times gives three texts (greedy gives one), and
+    # another seed gives other texts.
+    assert len(set(first)) == 3
+    other = GenerationConfig(max_new_tokens=8, do_sample=True, temperature=1.5, seed=8)
+    assert generate(lm.model, lm.tokenizer, prompts, other) != first

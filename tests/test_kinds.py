@@ -223,10 +223,18 @@ def test_classifier_gradient_accumulation_2x2_equals_batch_4(tiny_dirs: dict[str
                                     batch_size=4, grad_accum=1, eval_every=0), evaluate_after=False)
     acc = tunelab.train(kind_config(tiny_dirs["bert"], tmp_path, "bert", "acc", max_steps=2,
                                     batch_size=2, grad_accum=2, eval_every=0), evaluate_after=False)
+    # The same run at lr 0 keeps the weights it starts from (same seed: same LoRA init and head).
+    start = tunelab.train(kind_config(tiny_dirs["bert"], tmp_path, "bert", "start", max_steps=2,
+                                      batch_size=4, grad_accum=1, eval_every=0, lr=0.0),
+                          evaluate_after=False)
     w1 = load_file(str(one.run_dir / "adapter" / "adapter_model.safetensors"))
     w2 = load_file(str(acc.run_dir / "adapter" / "adapter_model.safetensors"))
-    assert set(w1) == set(w2) and any("classifier" in k for k in w1)
-    assert all(torch.allclose(w1[k], w2[k], atol=1e-5) for k in w1)
+    w0 = load_file(str(start.run_dir / "adapter" / "adapter_model.safetensors"))
+    assert w1 and set(w1) == set(w2) == set(w0) and any("classifier" in k for k in w1)
+    # Both runs trained: every tensor moved 100x further than the tolerance they agree within.
+    moved = {k: float((w1[k] - w0[k]).abs().max()) for k in w1}
+    assert min(moved.values()) > 1e-3, sorted(moved.items(), key=lambda kv: kv[1])[:3]
+    assert all(torch.allclose(w1[k], w2[k], atol=1e-5, rtol=0) for k in w1)
     log1 = [json.loads(line) for line in (one.run_dir / "train_log.jsonl").read_text().splitlines()]
     log2 = [json.loads(line) for line in (acc.run_dir / "train_log.jsonl").read_text().splitlines()]
     losses1, losses2 = ([r["loss"] for r in log if "loss" in r] for log in (log1, log2))

@@ -34,6 +34,7 @@ from families import (
 )
 from helpers import tiny_run_config
 from safetensors import safe_open
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 import tunelab
 from tunelab.errors import TunelabError
@@ -255,6 +256,8 @@ def test_merge_equals_unmerged_or_is_refused(method: str, family: str) -> None:
         with pytest.raises(TunelabError, match="cannot be merged|do not fit a plain"):
             merged_model(method, model)
         return
+    # The perturbed method changes the output, so a merge that dropped it would be caught.
+    assert not torch.allclose(unmerged, logits(build(family), family), atol=1e-5, rtol=0)
     merged = merged_model(method, model)
     assert type(merged) is type(build(family)), type(merged)  # a plain transformers model
     assert torch.allclose(logits(merged, family), unmerged, atol=1e-5, rtol=0)
@@ -426,13 +429,15 @@ def test_train_evaluate_and_merge_a_run(method: str, tiny_llama: Path, tmp_path:
         with pytest.raises(TunelabError, match="cannot be merged"):
             merge_run(result.run_dir, tmp_path / "merged")
         return
-    from transformers import AutoModelForCausalLM
 
     merged = AutoModelForCausalLM.from_pretrained(merge_run(result.run_dir, tmp_path / "merged"))
     with torch.no_grad():
-        assert torch.allclose(merged(ids).logits, load_run_model(result.run_dir).model(ids).logits,
-                              atol=1e-5, rtol=0)
+        unmerged = load_run_model(result.run_dir).model(ids).logits
+        assert torch.allclose(merged(ids).logits, unmerged, atol=1e-5, rtol=0)
         assert torch.equal(merged(ids).logits, lm.model(ids).logits)
+        # The training is in the merged weights: the base model computes something else.
+        base = AutoModelForCausalLM.from_pretrained(tiny_llama)
+        assert not torch.allclose(base(ids).logits, unmerged, atol=1e-5, rtol=0)
 
 
 # --- each method's own options and errors --------------------------------------------------
@@ -464,7 +469,6 @@ def test_bitfit_adds_biases_only_where_missing_and_merged_model_reloads(tmp_path
     perturb(llama)
     expected = logits(llama, "llama")
     merged_model("bitfit", llama).save_pretrained(tmp_path)
-    from transformers import LlamaForCausalLM
 
     reloaded = LlamaForCausalLM.from_pretrained(tmp_path)
     assert reloaded.config.attention_bias and reloaded.config.mlp_bias
@@ -482,8 +486,6 @@ def test_adapter_pfeiffer_and_options() -> None:
 
 
 def test_prompt_text_init_uses_the_texts_token_embeddings(tiny_llama: Path) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     base = AutoModelForCausalLM.from_pretrained(tiny_llama)
     embeddings = base.get_input_embeddings().weight.detach().clone()
     model = apply_with("prompt", base, num_virtual_tokens=4, init="text", init_text="positive review")

@@ -13,8 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sacrebleu
+from rouge_score import rouge_scorer
+from sacrebleu.metrics import BLEU, CHRF
+from sklearn.metrics import accuracy_score, matthews_corrcoef, precision_recall_fscore_support
 
 from tunelab.errors import TunelabError
+from tunelab.eval import metrics as m
 from tunelab.eval.metrics import (
     bootstrap_ci,
     get_metric,
@@ -27,9 +32,11 @@ from tunelab.eval.metrics import (
 
 
 def _gensim_data() -> Path:
-    pytest.importorskip("gensim")
+    """gensim's test corpora: real text for the reference comparisons. gensim is a dev
+    dependency, so a missing one fails these tests rather than skipping them."""
     spec = importlib.util.find_spec("gensim")
-    assert spec is not None and spec.submodule_search_locations
+    assert spec is not None and spec.submodule_search_locations, (
+        "gensim (a dev dependency) ships the text these metric tests use: pip install -e .[dev]")
     return Path(spec.submodule_search_locations[0]) / "test" / "test_data"
 
 
@@ -86,8 +93,6 @@ def _run(name: str, preds: list, refs: list, **options):
 
 @pytest.mark.parametrize("use_stemmer", [True, False])
 def test_rouge_matches_rouge_score(text_pairs, use_stemmer):
-    from rouge_score import rouge_scorer
-
     preds, refs, _ = text_pairs
     # Multi-sentence texts so rougeLsum's newline splitting is exercised.
     preds = preds + ["\n".join(preds[i : i + 3]) for i in range(0, 60, 3)]
@@ -105,8 +110,6 @@ def test_rouge_matches_rouge_score(text_pairs, use_stemmer):
 
 
 def test_rouge_multi_reference_matches_score_multi(text_pairs):
-    from rouge_score import rouge_scorer
-
     preds, refs, refs2 = text_pairs
     multi = [[a, b] for a, b in zip(refs, refs2, strict=True)][:150]
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=True)
@@ -128,14 +131,11 @@ def test_rouge_split_sentences_only_changes_lsum():
 
 
 def test_bleu_and_chrf_match_sacrebleu_exactly(text_pairs):
-    import sacrebleu
-
     preds, refs, _ = text_pairs
     metric, _, scores = _run("bleu", preds, refs)
     reference = sacrebleu.BLEU()
     expected = reference.corpus_score(preds, [refs])
-    assert expected.score == sacrebleu.corpus_bleu(preds, [refs]).score
-    assert scores["bleu"] == expected.score
+    assert scores["bleu"] == sacrebleu.corpus_bleu(preds, [refs]).score > 0
     assert [scores[f"precision_{n}"] for n in range(1, 5)] == expected.precisions
     assert scores["bp"] == expected.bp
     assert metric.signature() == str(reference.get_signature())
@@ -146,9 +146,6 @@ def test_bleu_and_chrf_match_sacrebleu_exactly(text_pairs):
 
 
 def test_bleu_chrf_options_and_multi_reference(text_pairs):
-    import sacrebleu
-    from sacrebleu.metrics import BLEU, CHRF
-
     preds, refs, refs2 = text_pairs
     multi = [[a, b] for a, b in zip(refs, refs2, strict=True)]
     metric, _, scores = _run("bleu", preds, multi)
@@ -255,8 +252,6 @@ def test_squad_golden_values():
 
 
 def test_classification_matches_sklearn():
-    from sklearn.metrics import accuracy_score, matthews_corrcoef, precision_recall_fscore_support
-
     rng = np.random.default_rng(0)
     labels = ["neg", "neu", "pos"]
     for trial in range(5):
@@ -361,15 +356,11 @@ def test_bootstrap_ci_contains_estimate_and_is_deterministic(text_pairs):
 
 
 def test_bootstrap_of_bleu_resamples_the_corpus():
-    import sacrebleu
-
     metric = get_metric("bleu")
     preds = ["the cat sat on the mat", "a dog", "it rained all day long", "hello world"]
     refs = ["the cat sat on a mat", "the dog barked", "it rained all day", "hello there world"]
     items = [metric.item(p, r) for p, r in zip(preds, refs, strict=True)]
     # With one resample of known indices, the score is corpus BLEU of that resample.
-    from tunelab.eval import metrics as m
-
     rows = np.array([[0, 0, 2, 3]])
     stats = metric.sufficient_stats(items)  # type: ignore[attr-defined]
     totals = m._resample_counts(rows, 4) @ stats.per_item

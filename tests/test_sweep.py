@@ -9,10 +9,13 @@ import pytest
 import torch
 import yaml
 from helpers import DATA, tiny_run_config
+from transformers import AutoModelForCausalLM
 
 import tunelab
+import tunelab.models as models
 from tunelab.cli import main
 from tunelab.config import to_dict
+from tunelab.merge import inference_model
 
 
 def _config_file(tiny_llama: Path, tmp_path: Path, **train) -> Path:
@@ -79,10 +82,6 @@ def test_sweep_rejects_unknown_methods_and_bad_lr(tiny_llama: Path, tmp_path: Pa
 
 
 def test_merge_writes_a_plain_model_with_the_same_logits(tiny_llama: Path, tmp_path: Path, capsys) -> None:
-    from transformers import AutoModelForCausalLM
-
-    from tunelab.merge import inference_model
-
     config = tiny_run_config(tiny_llama, tmp_path / "runs", max_steps=3, lr=5e-2)
     run = tunelab.train(config, evaluate_after=False).run_dir
     out = tmp_path / "merged"
@@ -115,7 +114,6 @@ def test_eval_several_adapters_on_one_base(tiny_llama: Path, tmp_path: Path, cap
                  "validation_size": 4, "test_size": 8},
         "eval": {"metrics": ["classification", "perplexity"], "labels": ["positive", "negative"],
                  "generation": {"max_new_tokens": 4}}}))
-    import tunelab.models as models
 
     loads = []
     real = models.load_model
@@ -133,4 +131,7 @@ def test_eval_several_adapters_on_one_base(tiny_llama: Path, tmp_path: Path, cap
         assert result["scores"]["accuracy"] == pytest.approx(alone.scores["accuracy"])
     base = tunelab.evaluate(str(task), model=str(tiny_llama))
     assert results[0]["scores"]["perplexity"] == pytest.approx(base.scores["perplexity"], rel=1e-5)
+    # Each adapter was applied: its perplexity is not the base model's.
+    for result in results[1:]:
+        assert result["scores"]["perplexity"] != pytest.approx(base.scores["perplexity"], rel=1e-3)
     assert (tmp_path / "out" / "a" / "metrics.json").is_file()

@@ -3,16 +3,21 @@ token-weighted gradient accumulation, early stopping, and the saved formats."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 import pytest
 import torch
 from helpers import interrupt_then_resume, tiny_run_config
+from peft import PeftModel
 from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import tunelab
+from tunelab.config import RunConfig
 from tunelab.errors import TunelabError
+from tunelab.runs import load_run_model
 from tunelab.training import checkpoint as checkpoint_module
 
 
@@ -22,6 +27,25 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 def _log(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+
+
+LORA_TENSORS = 2 * 7 * 2  # layers x adapted linear layers (q, k, v, o, gate, up, down) x (A, B)
+
+
+def _untrained(config: RunConfig) -> dict[str, torch.Tensor]:
+    """The adapter a run starts from: the same run (same seed, same initialisation) at lr 0."""
+    config = copy.deepcopy(config)
+    config.name += "-untrained"
+    config.train.lr = 0.0
+    return _weights(tunelab.train(config, evaluate_after=False).run_dir)
+
+
+def _assert_moved(trained: dict[str, torch.Tensor], initial: dict[str, torch.Tensor],
+                  margin: float) -> None:
+    """Every trained tensor left its initial value by more than `margin` (max abs change)."""
+    assert trained and set(trained) == set(initial)
+    moved = {k: float((trained[k] - initial[k]).abs().max()) for k in trained}
+    assert min(moved.values()) > margin, sorted(moved.items(), key=lambda kv: kv[1])[:3]
 
 
 def test_lora_training_lowers_loss_and_writes_a_run_dir(tiny_llama: Path, tmp_path: Path) -> None:
@@ -56,6 +80,11 @@ def test_same_seed_same_weights(tiny_llama: Path, tmp_path: Path) -> None:
     a = tunelab.train(tiny_run_config(tiny_llama, tmp_path, "a"), evaluate_after=False)
     b = tunelab.train(tiny_run_config(tiny_llama, tmp_path, "b"), evaluate_after=False)
     wa, wb = _weights(a.run_dir), _weights(b.run_dir)
+    # Both hold every LoRA tensor, trained: each differs from the start (where the adapter is
+    # the identity, B = 0: the base model) by far more than float noise.
+    assert len(wa) == LORA_TENSORS and set(wa) == set(wb)
+    assert all(".lora_A." in k or ".lora_B." in k for k in wa)
+    _assert_moved(wa, _untrained(tiny_run_config(tiny_llama, tmp_path, "a")), margin=1e-3)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
@@ -67,8 +96,12 @@ def test_resume_reaches_the_same_result(tiny_llama: Path, tmp_path: Path,
     config = tiny_run_config(tiny_llama, tmp_path, "resumed", max_steps=8, eval_every=3, save_every=2)
     resumed = interrupt_then_resume(config, monkeypatch)
     ws, wr = _weights(straight.run_dir), _weights(resumed.run_dir)
+    assert len(ws) == LORA_TENSORS and set(ws) == set(wr)
+    assert all(torch.count_nonzero(ws[k]) > 0 for k in ws if ".lora_B." in k)  # trained (B starts at 0)
     assert all(torch.allclose(ws[k], wr[k], atol=1e-7, rtol=0) for k in ws)
-    assert [r.get("loss") for r in _log(straight.run_dir)] == [r.get("loss") for r in _log(resumed.run_dir)]
+    losses = [r.get("loss") for r in _log(straight.run_dir)]
+    assert sum(loss is not None for loss in losses) == 8
+    assert losses == [r.get("loss") for r in _log(resumed.run_dir)]
 
 
 def test_a_crash_mid_save_keeps_the_previous_checkpoint(tiny_llama: Path, tmp_path: Path,
@@ -96,12 +129,17 @@ def test_a_crash_mid_save_keeps_the_previous_checkpoint(tiny_llama: Path, tmp_pa
 
 def test_gradient_accumulation_weights_tokens_not_micro_batches(tiny_llama: Path, tmp_path: Path) -> None:
     no_dropout = {"name": "lora", "r": 4, "dropout": 0.0}
-    one = tunelab.train(tiny_run_config(tiny_llama, tmp_path, "one", method=no_dropout, max_steps=2,
-                                        batch_size=4, grad_accum=1, eval_every=0), evaluate_after=False)
+    config = tiny_run_config(tiny_llama, tmp_path, "one", method=no_dropout, max_steps=2,
+                             batch_size=4, grad_accum=1, eval_every=0)
+    one = tunelab.train(config, evaluate_after=False)
     acc = tunelab.train(tiny_run_config(tiny_llama, tmp_path, "acc", method=no_dropout, max_steps=2,
                                         batch_size=2, grad_accum=2, eval_every=0), evaluate_after=False)
     w1, w2 = _weights(one.run_dir), _weights(acc.run_dir)
-    assert all(torch.allclose(w1[k], w2[k], atol=1e-5) for k in w1)
+    # Both runs trained: every tensor moved 100x further than the tolerance they agree within
+    # (measured: at least 3.7e-3 from the start, at most 1e-7 apart).
+    assert len(w1) == LORA_TENSORS and set(w1) == set(w2)
+    _assert_moved(w1, _untrained(config), margin=1e-3)
+    assert all(torch.allclose(w1[k], w2[k], atol=1e-5, rtol=0) for k in w1)
 
 
 def test_early_stopping_and_best_checkpoint(tiny_llama: Path, tmp_path: Path) -> None:
@@ -113,16 +151,19 @@ def test_early_stopping_and_best_checkpoint(tiny_llama: Path, tmp_path: Path) ->
     val = [r for r in _log(result.run_dir) if "val_loss" in r]
     best = min(val, key=lambda r: r["val_loss"])
     assert result.summary["best_step"] == best["step"]
+    assert result.summary["best_step"] < result.summary["steps"]  # training went on after the best
     saved = _weights(result.run_dir)
     best_weights = load_file(str(result.run_dir / "checkpoints" / "best" / "trainable.safetensors"))
-    assert len(saved) == len(best_weights)
+    last_weights = load_file(str(result.run_dir / "checkpoints" / "last" / "trainable.safetensors"))
+    assert len(saved) == len(best_weights) == len(last_weights) == LORA_TENSORS
     for (_, a), (_, b) in zip(sorted(saved.items()), sorted(best_weights.items()), strict=True):
         assert torch.equal(a, b)
+    # The saved adapter is the restored best, not simply where training stopped.
+    assert not all(torch.equal(a, b) for (_, a), (_, b) in
+                   zip(sorted(saved.items()), sorted(last_weights.items()), strict=True))
 
 
 def test_full_run_saves_a_loadable_hf_model(tiny_llama: Path, tmp_path: Path) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     result = tunelab.train(tiny_run_config(tiny_llama, tmp_path, "full", method={"name": "full"},
                                            max_steps=2, lr=1e-3), evaluate_after=False)
     model_dir = result.run_dir / "model"
@@ -136,11 +177,6 @@ def test_full_run_saves_a_loadable_hf_model(tiny_llama: Path, tmp_path: Path) ->
 
 
 def test_lora_adapter_loads_in_peft_with_identical_logits(tiny_llama: Path, tmp_path: Path) -> None:
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    from tunelab.runs import load_run_model
-
     result = tunelab.train(tiny_run_config(tiny_llama, tmp_path, "peft", max_steps=3), evaluate_after=False)
     ours = load_run_model(result.run_dir).model
     theirs = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama),

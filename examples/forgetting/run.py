@@ -40,7 +40,7 @@ from tunelab.config import (
     TrainTaskConfig,
     to_dict,
 )
-from tunelab.models.builtin import cache_dir
+from tunelab.paths import bigbench_dir
 
 SENTIMENT = DataConfig(source="builtin:movie_sentiment", template="chat", validation_size=20,
                        test_size=60, split_seed=0, max_length=256)
@@ -52,7 +52,7 @@ EMOTION_EVAL = EvalConfig(metrics=["classification"],
 
 
 def emotion_data() -> DataConfig:
-    path = cache_dir() / "bigbench" / "multiemo" / "reviews_sentence_en" / "task.json"
+    path = bigbench_dir() / "multiemo" / "reviews_sentence_en" / "task.json"
     if not path.is_file():
         from tunelab.eval.datasets.fetch import fetch_bigbench
 

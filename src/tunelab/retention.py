@@ -22,7 +22,7 @@ from tunelab.eval.output_types import get_output_type
 from tunelab.eval.runner import EvalResult, evaluate_loaded
 from tunelab.eval.tasks import is_suite, load_suite, load_task
 from tunelab.models import LoadedModel
-from tunelab.models.builtin import cache_dir
+from tunelab.paths import cache_root
 from tunelab.report.tables import format_table
 
 
@@ -91,7 +91,7 @@ def _to_json(result: EvalResult) -> dict[str, Any]:
 def base_scores(lm: LoadedModel, model: ModelConfig, tasks: list[TaskConfig],
                 limit: int | None) -> dict[str, EvalResult]:
     """The base model's retention results, computed once per (model, task, limit) and cached."""
-    folder = cache_dir() / "retention"
+    folder = cache_root() / "retention"
     folder.mkdir(parents=True, exist_ok=True)
     results = {}
     for task in tasks:

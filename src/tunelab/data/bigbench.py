@@ -11,14 +11,14 @@ Natural Instructions, the definition is the instruction and the first reference 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from tunelab.config import BuiltinMixtureConfig, DataConfig, EvalConfig, TrainTaskConfig
+from tunelab.data.bigbench_format import Example, Reading, read_task
 from tunelab.errors import TunelabError
+from tunelab.paths import bigbench_dir
 
 SUBTASK_GLOB = "subtask*/task.json"
 
@@ -34,49 +34,45 @@ DEFAULT_TRAIN = (
 DEFAULT_HELD_OUT = ("005", "008", "011", "014", "017", "025", "042")
 
 
+TRAINING = Reading(
+    not_a_task="not a BIG-bench JSON task (no 'examples' list); "
+               "data.format=bigbench reads a BIG-bench task.json",
+    origin="{path}[example {index}]",
+    needs_input="an example needs 'input' and 'target' (or 'target_scores')",
+    drop_duplicates=False,
+)
+"""Training data keeps every example (a repeat is trained again)."""
+
+
 def bigbench_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """Rows of a BIG-bench JSON task: instruction (the definition), input, output (the first
     target, or the best-scored choice), and the task's other fields for format strings."""
-    try:
-        task = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise TunelabError(f"{path}:{err.lineno}: malformed JSON ({err.msg})") from None
-    if not isinstance(task, dict) or not isinstance(task.get("examples"), list):
-        raise TunelabError(f"{path}: not a BIG-bench JSON task (no 'examples' list); "
-                           "data.format=bigbench reads a BIG-bench task.json")
-    shared = {"definition": task.get("description", ""), "task_prefix": task.get("task_prefix", ""),
-              "task_name": task.get("name", path.parent.name)}
-    for i, example in enumerate(task["examples"]):
-        origin = f"{path}[example {i}]"
-        if not isinstance(example, dict) or "input" not in example:
-            raise TunelabError(f"{origin}: an example needs 'input' and 'target' (or 'target_scores')")
-        targets = _targets(example, origin)
-        yield origin, {**shared, "instruction": shared["definition"], "input": example["input"],
-                       "output": targets[0], "targets": targets}
+    task = read_task(path, TRAINING)
+    shared = {"definition": task.fields.get("description", ""),
+              "task_prefix": task.fields.get("task_prefix", ""),
+              "task_name": task.fields.get("name", path.parent.name)}
+    for example in task.examples():
+        targets = _targets(example)
+        yield example.origin, {**shared, "instruction": shared["definition"], "input": example.input,
+                               "output": targets[0], "targets": targets}
 
 
-def _targets(example: dict[str, Any], origin: str) -> list[str]:
-    target = example.get("target")
+def _targets(example: Example) -> list[str]:
+    """The references a training row keeps: 'target' (texts only), else the best choice."""
+    target = example.target
     if isinstance(target, str):
         return [target]
     if isinstance(target, list) and target and all(isinstance(t, str) for t in target):
         return list(target)
-    scores = example.get("target_scores")
-    if isinstance(scores, dict) and scores:
-        return [max(scores, key=lambda choice: scores[choice])]
-    raise TunelabError(f"{origin}: 'target' must be a string or a non-empty list of strings")
-
-
-def default_bigbench_root() -> Path:
-    """$TUNELAB_CACHE/bigbench, else ~/.cache/tunelab/bigbench."""
-    cache = os.environ.get("TUNELAB_CACHE") or Path.home() / ".cache" / "tunelab"
-    return Path(cache) / "bigbench"
+    if example.target_scores:
+        return [example.best_choice()]
+    raise TunelabError(f"{example.origin}: 'target' must be a string or a non-empty list of strings")
 
 
 def natural_instructions_dir(root: str | Path | None = None) -> Path:
     """The directory holding subtaskNNN_*/task.json, found under an extracted BIG-bench tree
     (the sdist root, its bigbench/benchmark_tasks, or natural_instructions itself)."""
-    base = Path(root).expanduser() if root else default_bigbench_root()
+    base = Path(root).expanduser() if root else bigbench_dir()
     candidates = [base, base / "natural_instructions",
                   base / "benchmark_tasks" / "natural_instructions",
                   base / "bigbench" / "benchmark_tasks" / "natural_instructions",

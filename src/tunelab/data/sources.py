@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tunelab.data.bigbench import bigbench_rows
+from tunelab.data.builtin import load_builtin
 from tunelab.data.records import Record
 from tunelab.errors import TunelabError
 
@@ -29,8 +31,6 @@ def read_records(
             f"data.fields: unknown field {sorted(unknown)[0]!r}; map any of {', '.join(CANONICAL)}"
         )
     if source.startswith("builtin:"):
-        from tunelab.data.builtin import load_builtin
-
         rows: Iterator[tuple[str, dict[str, Any]]] = iter(load_builtin(source[len("builtin:"):]))
     else:
         rows = _read_rows(Path(source).expanduser(), fmt)
@@ -53,8 +53,6 @@ def _read_rows(path: Path, fmt: str) -> Iterator[tuple[str, dict[str, Any]]]:
                     f"{path}: cannot tell the format from '{path.suffix}'; "
                     "set data.format to jsonl, csv, parquet or hf_disk"
                 )
-    from tunelab.data.bigbench import bigbench_rows
-
     readers = {"jsonl": _jsonl_rows, "csv": _csv_rows, "parquet": _parquet_rows, "hf_disk": _hf_rows,
                "bigbench": bigbench_rows}
     if fmt not in readers:

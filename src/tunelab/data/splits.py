@@ -1,4 +1,8 @@
-"""Seeded train/validation/test splits, or given split files."""
+"""Seeded train/validation/test splits, or given split files.
+
+`seeded_split` is the one seeded split: training data (`load_splits`) and evaluation data
+(`tunelab.eval.datasets`) both use it, so the same seed gives the same items everywhere.
+"""
 
 from __future__ import annotations
 
@@ -22,12 +26,46 @@ class Splits:
             raise TunelabError(f"split '{name}': use train, validation or test")
         return getattr(self, name)
 
+    def as_dict(self) -> dict[str, list[Record]]:
+        """{"train": ..., "validation": ..., "test": ...} (the same lists, not copies)."""
+        return {"train": self.train, "validation": self.validation, "test": self.test}
 
-def _count(size: float, total: int, option: str) -> int:
+
+def split_count(size: float, total: int, option: str) -> int:
+    """How many of `total` records data.<option> asks for: a fraction below 1, else a count."""
     if size < 0:
         raise TunelabError(f"data.{option}={size}: must be >= 0")
-    count = int(round(size * total)) if size < 1 else int(size)
-    return count
+    return int(round(size * total)) if size < 1 else int(size)
+
+
+def seeded_split(records: list[Record], config: DataConfig, where: str, *,
+                 require_train: bool = True) -> Splits:
+    """test, validation and train (in that order) from one seeded shuffle of `records`.
+
+    Sizes are data.test_size and data.validation_size. Training needs a train split
+    (`require_train`); an evaluation task may put every record in test or validation, but not
+    ask for more records than there are. Errors name `where` and the options.
+    """
+    order = list(range(len(records)))
+    random.Random(config.split_seed).shuffle(order)
+    n_test = split_count(config.test_size, len(records), "test_size")
+    n_val = split_count(config.validation_size, len(records), "validation_size")
+    if require_train and n_test + n_val >= len(records):
+        raise TunelabError(
+            f"{where}: {len(records)} examples leave an empty train split with "
+            f"test_size={config.test_size} and validation_size={config.validation_size}; lower them"
+        )
+    if n_test + n_val > len(records):
+        raise TunelabError(
+            f"{where}: {len(records)} examples are fewer than test_size={config.test_size} + "
+            f"validation_size={config.validation_size}; lower them"
+        )
+    shuffled = [records[i] for i in order]
+    return Splits(
+        train=shuffled[n_test + n_val:],
+        validation=shuffled[n_test:n_test + n_val],
+        test=shuffled[:n_test],
+    )
 
 
 def load_splits(config: DataConfig) -> Splits:
@@ -40,19 +78,4 @@ def load_splits(config: DataConfig) -> Splits:
         validation = read(config.validation_file) if config.validation_file else []
         test = read(config.test_file) if config.test_file else []
         return Splits(train, validation, test)
-    records = read(config.source)
-    order = list(range(len(records)))
-    random.Random(config.split_seed).shuffle(order)
-    n_test = _count(config.test_size, len(records), "test_size")
-    n_val = _count(config.validation_size, len(records), "validation_size")
-    if n_test + n_val >= len(records):
-        raise TunelabError(
-            f"{config.source}: {len(records)} examples leave an empty train split with "
-            f"test_size={config.test_size} and validation_size={config.validation_size}; lower them"
-        )
-    shuffled = [records[i] for i in order]
-    return Splits(
-        train=shuffled[n_test + n_val:],
-        validation=shuffled[n_test:n_test + n_val],
-        test=shuffled[:n_test],
-    )
+    return seeded_split(read(config.source), config, config.source)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -68,10 +66,6 @@ def parse_options(method: Method, raw: dict[str, Any]) -> Any:
     return from_dict(method.options_type, values, f"method ({method.name})")
 
 
-def options_dict(options: Any) -> dict[str, Any]:
-    return dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options)
-
-
 @dataclass
 class ParameterCount:
     trainable: int
@@ -107,9 +101,6 @@ def freeze_all(model: torch.nn.Module) -> None:
 def directory_size(path: Path) -> int:
     """Bytes on disk under path."""
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
-
-
-OptionsBuilder = Callable[[Any, torch.nn.Module], Any]
 
 
 def input_logits(logits: torch.Tensor, input_length: int) -> torch.Tensor:

@@ -15,7 +15,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
 from tunelab.errors import TunelabError
+from tunelab.paths import cache_root
 
 
 @dataclass(frozen=True)
@@ -48,12 +52,6 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
 }
 
 
-def cache_dir() -> Path:
-    """Where converted built-in checkpoints live ($TUNELAB_CACHE or ~/.cache/tunelab)."""
-    root = os.environ.get("TUNELAB_CACHE") or Path.home() / ".cache" / "tunelab"
-    return Path(root)
-
-
 def package_dir(spec: BuiltinModel) -> Path:
     """Folder of the package holding the weights, found without importing it."""
     found = importlib.util.find_spec(spec.package)
@@ -78,7 +76,7 @@ def builtin_model_dir(alias: str) -> Path:
                 raise TunelabError(f"model '{alias}': no config.json under {folder}")
             model_dir = candidates[0]
         return model_dir
-    target = cache_dir() / alias
+    target = cache_root() / alias
     if (target / "model.safetensors").is_file() and (target / "config.json").is_file():
         return target
     convert_gguf(folder, spec.gguf_file, target)
@@ -87,9 +85,6 @@ def builtin_model_dir(alias: str) -> Path:
 
 def convert_gguf(folder: Path, gguf_file: str, target: Path) -> None:
     """De-quantise a GGUF checkpoint into a plain fp32 safetensors folder, atomically."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
     print(f"tunelab: converting {gguf_file} to a plain checkpoint in {target} (once)")
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
     quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)

@@ -24,10 +24,10 @@ from pathlib import Path
 from tunelab.config import DataConfig, TaskConfig
 from tunelab.data import load_splits
 from tunelab.eval.datasets import bigbench, glue, mmlu
-from tunelab.eval.datasets.common import TaskData, choice_record, seeded_splits
+from tunelab.eval.datasets.common import TaskData, choice_record
 
 __all__ = ["SCHEMES", "TaskData", "choice_record", "default_completion", "load_task_data",
-           "seeded_splits", "source_scheme"]
+           "source_scheme"]
 
 
 READERS: dict[str, Callable[[str, DataConfig], TaskData]] = {

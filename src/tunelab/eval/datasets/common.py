@@ -3,11 +3,9 @@ train/validation/test splits of one list of examples, and multiple-choice record
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from typing import Any
 
-from tunelab.config import DataConfig
 from tunelab.data import Record
 from tunelab.errors import TunelabError
 
@@ -26,28 +24,6 @@ class TaskData:
                 f"{option} '{name}': this data has splits {', '.join(self.splits)}; choose one"
             )
         return self.splits[name]
-
-
-def seeded_splits(records: list[Record], config: DataConfig, where: str) -> dict[str, list[Record]]:
-    """train/validation/test by data.test_size and validation_size, as tunelab.data does."""
-    order = list(range(len(records)))
-    random.Random(config.split_seed).shuffle(order)
-
-    def count(size: float, option: str) -> int:
-        if size < 0:
-            raise TunelabError(f"data.{option}={size}: must be >= 0")
-        return int(round(size * len(records))) if size < 1 else int(size)
-
-    n_test = count(config.test_size, "test_size")
-    n_val = count(config.validation_size, "validation_size")
-    if n_test + n_val > len(records):
-        raise TunelabError(
-            f"{where}: {len(records)} examples are fewer than test_size={config.test_size} + "
-            f"validation_size={config.validation_size}; lower them"
-        )
-    shuffled = [records[i] for i in order]
-    return {"train": shuffled[n_test + n_val:], "validation": shuffled[n_test:n_test + n_val],
-            "test": shuffled[:n_test]}
 
 
 def choice_record(origin: str, prompt: str, choices: list[str], gold: list[int],

@@ -10,6 +10,7 @@ tarball fetched any other way.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -17,8 +18,11 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tunelab.config import load_yaml
 from tunelab.errors import TunelabError
-from tunelab.eval.datasets.bigbench import bigbench_dir, task_file
+from tunelab.eval.datasets.bigbench import task_file
+from tunelab.eval.tasks import BUILTIN_TASK_DIR
+from tunelab.paths import bigbench_dir
 
 BIGBENCH_SPEC = "bigbench==1.0.0"
 SDIST_NAME = "bigbench-1.0.0.tar.gz"
@@ -35,9 +39,6 @@ class FetchResult:
 
 def builtin_bigbench_tasks() -> list[str]:
     """The BIG-bench tasks the built-in task files read (bigbench:NAME sources)."""
-    from tunelab.config import load_yaml
-    from tunelab.eval.tasks import BUILTIN_TASK_DIR
-
     names = set()
     for path in BUILTIN_TASK_DIR.glob("*.yaml"):
         source = str((load_yaml(path).get("data") or {}).get("source", ""))
@@ -48,8 +49,6 @@ def builtin_bigbench_tasks() -> list[str]:
 
 def _pip_commands() -> list[list[str]]:
     """This interpreter's pip, then every other python3/python on PATH (an older pip works)."""
-    import os
-
     commands = [[sys.executable, "-m", "pip"]]
     seen = {Path(sys.executable).resolve()}
     for folder in os.environ.get("PATH", "").split(os.pathsep):
