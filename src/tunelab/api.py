@@ -17,6 +17,7 @@ from tunelab.config import (
 from tunelab.errors import TunelabError
 from tunelab.eval.baselines import BaselineReport
 from tunelab.eval.runner import EvalResult, evaluate_loaded, write_result
+from tunelab.models.kinds import CAUSAL, find_kind
 from tunelab.scoring import format_scores, score
 
 __all__ = ["train", "evaluate", "evaluate_adapters", "compare_baselines", "evaluate_suite", "score", "format_scores",
@@ -183,7 +184,7 @@ def _single_task_data(config: RunConfig, lm: Any) -> tuple[Any, Any]:
     from tunelab.eval.tasks import check_task
     from tunelab.training.loop import TrainData
 
-    if lm.kind == "classifier" and config.eval.metrics:
+    if lm.kind.checks_metrics_before_training and config.eval.metrics:
         check_task(run_task(config))  # a head's metrics fail now, not after training
     splits = load_splits(config.data)
     template = get_template(config.data, lm.tokenizer)
@@ -199,7 +200,8 @@ def _single_task_data(config: RunConfig, lm: Any) -> tuple[Any, Any]:
 def run_task(config: RunConfig, eval_config: EvalConfig | None = None) -> TaskConfig:
     """The evaluation task a training config implies: its data and its eval section (a
     classifier's head is scored with the classification output type)."""
-    output_type = "classification" if config.model.kind == "classifier" else "generate"
+    kind = find_kind(config.model.kind) or CAUSAL  # an unknown kind fails when the model loads
+    output_type = kind.default_output_type
     return TaskConfig(name=config.name, data=config.data, split="test", output_type=output_type,
                       eval=eval_config or config.eval)
 

@@ -21,6 +21,7 @@ from tunelab.eval.metrics import get_metric, paired_delta_ci
 from tunelab.eval.runner import EvalResult, evaluate_loaded
 from tunelab.models import LoadedModel
 from tunelab.models.builtin import cache_dir
+from tunelab.models.kinds import find_kind
 from tunelab.report.tables import format_table
 
 
@@ -54,7 +55,8 @@ def retention_tasks(config: RetentionConfig, kind: str = "causal") -> list[TaskC
         for task in (load_suite(name).tasks if is_suite(name) else [name]):
             if task not in names:
                 names.append(task)
-    if names and kind == "classifier":
+    model_kind = find_kind(kind)  # an unknown kind fails when the model loads
+    if names and model_kind is not None and not model_kind.has_lm_head:
         raise TunelabError("retention.tasks: a classifier run (model.kind: classifier) has no "
                            "language-model head to score them; remove retention for this run")
     tasks = [load_task(name) for name in names]

@@ -39,7 +39,7 @@ def load_for_task(task: TaskConfig, model: ModelConfig) -> LoadedModel:
     from tunelab.models import load_model
 
     if task.output_type == "classification":
-        from tunelab.eval.heads import load_classifier
+        from tunelab.models.kinds import load_classifier
 
         labels = task.choices if isinstance(task.choices, list) else task.eval.labels or []
         return load_classifier(model, [str(label) for label in labels])

@@ -24,6 +24,7 @@ from tunelab.data.tokenize import TokenizedExample
 from tunelab.errors import TunelabError
 from tunelab.eval.runner import EvalResult, evaluate_loaded, write_result
 from tunelab.models import LoadedModel
+from tunelab.models.kinds import find_kind
 
 BUILTIN_MIXTURES = ("natural_instructions",)
 
@@ -53,7 +54,8 @@ def mixture_tasks(config: RunConfig) -> list[TrainTaskConfig]:
 def check_mixture(config: RunConfig, tasks: list[TrainTaskConfig]) -> None:
     """Fail on a bad mixture option before anything is read or written."""
     mixture = config.mixture
-    if config.model.kind != "causal":
+    kind = find_kind(config.model.kind)
+    if kind is None or not kind.trains_mixtures:
         raise TunelabError(f"model.kind {config.model.kind}: multi-task mixtures (tasks:, "
                            "mixture.builtin) train causal LMs; train it on one `data` section")
     if mixture.order not in ORDERS:
