@@ -18,12 +18,10 @@ string `kind.name`.
 
 from __future__ import annotations
 
-import os
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,7 +30,12 @@ import torch.nn.functional as F
 from tunelab.config import ModelConfig
 from tunelab.errors import TunelabError
 from tunelab.models.builtin import BUILTIN_MODELS
-from tunelab.models.pretrained import ensure_pad_token, resolve_model_dir, truncate_layers
+from tunelab.models.pretrained import (
+    ensure_pad_token,
+    load_pretrained,
+    load_with_head,
+    truncate_layers,
+)
 from tunelab.models.tokens import (
     CLOSE,
     IGNORE_INDEX,
@@ -86,6 +89,8 @@ class ModelKind(ABC):
 
     name: str
     """The value of model.kind."""
+    auto_class: str
+    """The transformers Auto class the weights load with."""
     padding_side: str = "left"
     """The tokenizer's padding side (batched generation needs the prompt at the right)."""
     default_output_type: str = "generate"
@@ -124,6 +129,10 @@ class ModelKind(ABC):
     @abstractmethod
     def load(self, config: ModelConfig, labels: Sequence[str] | None = None) -> LoadedModel:
         """Model + tokenizer, ready to train and evaluate (`load_model` checked the config)."""
+
+    @abstractmethod
+    def prepare(self, tokenizer: Any, model: Any) -> None:
+        """Finish a loaded tokenizer and model: pad token, padding side, pad ids."""
 
     # --- training data ---------------------------------------------------------------------
     @abstractmethod
@@ -182,36 +191,8 @@ class LanguageModelKind(ModelKind):
     """A model with a language-model head (causal or encoder-decoder): loaded with its Auto
     class, padded on the left, scored by generation."""
 
-    auto_class: str
-    """The transformers Auto class the weights load with."""
-
     def load(self, config: ModelConfig, labels: Sequence[str] | None = None) -> LoadedModel:
-        import transformers  # heavy; only when a model loads
-
-        source = resolve_model_dir(config.name)
-        transformers.logging.disable_progress_bar()
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        auto = getattr(transformers, self.auto_class)
-        try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(source, trust_remote_code=False)
-            model = auto.from_pretrained(
-                source, dtype=getattr(torch, config.dtype), trust_remote_code=False
-            )
-        except OSError as err:
-            if Path(source).exists():
-                raise
-            hint = " (HF_HUB_OFFLINE=1 is set)" if offline else ""
-            raise TunelabError(
-                f"model '{config.name}': could not load it from the hub{hint}; "
-                f"use a local directory or a built-in model ({', '.join(BUILTIN_MODELS)})"
-            ) from err
-        except ValueError as err:
-            if "Unrecognized configuration class" not in str(err):
-                raise
-            raise TunelabError(
-                f"model '{config.name}': {self.auto_class} cannot load it, so it is not a "
-                f"{self.name} model; set model.kind to what it is ({', '.join(MODEL_KINDS)})"
-            ) from None
+        tokenizer, model, source = load_pretrained(config, self.auto_class, self.name, MODEL_KINDS)
         if config.num_layers is not None:
             truncate_layers(model, config.num_layers)
         self.prepare(tokenizer, model)
@@ -289,6 +270,7 @@ class ClassifierKind(ModelKind):
     with any method, and the model is scored with the `classification` output type."""
 
     name = "classifier"
+    auto_class = "AutoModelForSequenceClassification"
     padding_side = "right"
     default_output_type = "classification"
     has_lm_head = False
@@ -405,28 +387,9 @@ def tokenize_classification(text: str, label: int, tokenizer: Any, max_length: i
 
 
 def load_classifier(config: ModelConfig, labels: Sequence[str]) -> LoadedModel:
-    """A base model with a sequence-classification head for `labels` (fresh if it has none),
-    class i named labels[i]; a fresh head is reported in a warning."""
-    import transformers  # heavy; only when a model loads
-
-    logging = transformers.logging
-    source = resolve_model_dir(config.name)
-    logging.disable_progress_bar()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(source)
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity_error()  # the load report lists the fresh head's weights
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model, info = transformers.AutoModelForSequenceClassification.from_pretrained(
-                source, num_labels=len(labels), dtype=getattr(torch, config.dtype),
-                id2label=dict(enumerate(labels)), output_loading_info=True,
-                label2id={label: i for i, label in enumerate(labels)})
-    finally:
-        logging.set_verbosity(verbosity)
-    if info.get("missing_keys"):
-        warnings.warn(f"model '{config.name}': the classification head ({', '.join(sorted(info['missing_keys']))}) "
-                      "is newly initialised; it scores at chance until a run trains it", stacklevel=2)
+    """A base model with a sequence-classification head for `labels` (fresh if it has none,
+    with a warning), class i named labels[i]."""
+    tokenizer, model, source = load_with_head(config, CLASSIFIER.auto_class, labels)
     if config.num_layers is not None:
         truncate_layers(model, config.num_layers)
     CLASSIFIER.prepare(tokenizer, model)

@@ -1,17 +1,23 @@
 """Reading a checkpoint, whatever kind of model it holds.
 
-A model spec resolves to a local directory or a hub id; a tokenizer without a pad token pads
-with EOS (decoder LMs ship none, and every batch is padded); `num_layers` cuts every layer
-stack for quick runs. The model kinds (models/kinds.py) load through these.
+A model spec resolves to a local directory or a hub id; the weights load with a transformers
+Auto class (a language model's, or a sequence-classification head's over given labels); a
+tokenizer without a pad token pads with EOS (decoder LMs ship none, and every batch is
+padded); `num_layers` cuts every layer stack for quick runs. The model kinds
+(models/kinds.py) load through these and finish the model as their kind needs.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from tunelab.config import ModelConfig
 from tunelab.errors import TunelabError
 from tunelab.models.builtin import BUILTIN_MODELS, builtin_model_dir
 
@@ -40,6 +46,68 @@ def ensure_pad_token(tokenizer: Any) -> None:
     """Pad with EOS when the tokenizer has no pad token of its own."""
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+
+
+def load_pretrained(config: ModelConfig, auto_class: str, kind: str, kinds: Sequence[str]
+                    ) -> tuple[Any, Any, str]:
+    """(tokenizer, model, source) of a checkpoint loaded with the transformers class
+    `auto_class`; a hub miss, or a checkpoint that class cannot load (so it is not a `kind`
+    model), is a one-line error naming the fix."""
+    import transformers  # heavy; only when a model loads
+
+    source = resolve_model_dir(config.name)
+    transformers.logging.disable_progress_bar()
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    auto = getattr(transformers, auto_class)
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+        model = auto.from_pretrained(
+            source, dtype=getattr(torch, config.dtype), trust_remote_code=False
+        )
+    except OSError as err:
+        if Path(source).exists():
+            raise
+        hint = " (HF_HUB_OFFLINE=1 is set)" if offline else ""
+        raise TunelabError(
+            f"model '{config.name}': could not load it from the hub{hint}; "
+            f"use a local directory or a built-in model ({', '.join(BUILTIN_MODELS)})"
+        ) from err
+    except ValueError as err:
+        if "Unrecognized configuration class" not in str(err):
+            raise
+        raise TunelabError(
+            f"model '{config.name}': {auto_class} cannot load it, so it is not a {kind} "
+            f"model; set model.kind to what it is ({', '.join(kinds)})"
+        ) from None
+    return tokenizer, model, source
+
+
+def load_with_head(config: ModelConfig, auto_class: str, labels: Sequence[str]
+                   ) -> tuple[Any, Any, str]:
+    """(tokenizer, model, source) of a checkpoint loaded with the head class `auto_class`
+    (`AutoModelForSequenceClassification`) over `labels` (id2label names them); a head the
+    checkpoint lacks is initialised fresh, and a warning says so."""
+    import transformers  # heavy; only when a model loads
+
+    logging = transformers.logging
+    source = resolve_model_dir(config.name)
+    logging.disable_progress_bar()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # the load report lists the fresh head's weights
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model, info = getattr(transformers, auto_class).from_pretrained(
+                source, num_labels=len(labels), dtype=getattr(torch, config.dtype),
+                id2label=dict(enumerate(labels)), output_loading_info=True,
+                label2id={label: i for i, label in enumerate(labels)})
+    finally:
+        logging.set_verbosity(verbosity)
+    if info.get("missing_keys"):  # stacklevel 3: the caller of models.kinds.load_classifier
+        warnings.warn(f"model '{config.name}': the classification head ({', '.join(sorted(info['missing_keys']))}) "
+                      "is newly initialised; it scores at chance until a run trains it", stacklevel=3)
+    return tokenizer, model, source
 
 
 def truncate_layers(model: Any, num_layers: int) -> None:
