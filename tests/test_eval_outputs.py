@@ -18,9 +18,9 @@ import tunelab.eval.output_types.base as output_types_base
 from tunelab.cli import main
 from tunelab.config import DataConfig, EvalConfig, GenerationConfig, ModelConfig, TaskConfig
 from tunelab.errors import TunelabError
-from tunelab.eval.heads import load_classifier
 from tunelab.eval.runner import evaluate_loaded
 from tunelab.models import load_model
+from tunelab.models.kinds import load_classifier
 
 REVIEWS = DataConfig(source=str(DATA / "reviews.jsonl"), fields={"input": "text", "output": "label"},
                      template="format", prompt_format="Review: {input}\nSentiment:",

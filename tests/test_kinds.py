@@ -35,8 +35,8 @@ from tunelab.data.tokenize import IGNORE_INDEX, collate, tokenize_record
 from tunelab.errors import TunelabError
 from tunelab.eval.generate import generate
 from tunelab.models import load_model
+from tunelab.models.kinds import MODEL_KINDS, TokenizedExample, get_kind
 from tunelab.runs import load_run_model
-from tunelab.training.loop import batch_loss, loss_targets
 
 LABELS = ["positive", "negative"]
 ROOT = Path(__file__).parent.parent
@@ -124,10 +124,81 @@ def mean_loss(model: torch.nn.Module, examples: list, pad_id: int = 3) -> float:
     total, count = 0.0, 0
     for start in range(0, len(examples), 8):
         batch = collate(examples[start:start + 8], pad_id)
-        n = loss_targets(batch, examples[start].kind)
-        total += float(batch_loss(model, batch, examples[start].kind, torch.tensor(n))) * n
+        kind = examples[start].kind
+        n = kind.loss_targets(batch)
+        total += float(kind.loss(model, batch, torch.tensor(n))) * n
         count += n
     return total / count
+
+
+# --- the kind objects -------------------------------------------------------------------------
+
+def test_registry_round_trips_names_and_rejects_unknown_kinds_in_one_line() -> None:
+    assert MODEL_KINDS == ("causal", "seq2seq", "classifier")
+    for name in MODEL_KINDS:
+        kind = get_kind(name)
+        assert kind.name == name and get_kind(kind.name) is kind and kind == copy.deepcopy(kind)
+    assert len({get_kind(name) for name in MODEL_KINDS}) == 3
+    assert [get_kind(n).default_output_type for n in MODEL_KINDS] == ["generate", "generate",
+                                                                      "classification"]
+    with pytest.raises(TunelabError) as info:
+        get_kind("encoder")
+    assert str(info.value) == "model.kind 'encoder': unknown; choose one of causal, seq2seq, classifier"
+
+
+def _two(kind: str, first: tuple[list[int], list[int]], second: tuple[list[int], list[int]]
+         ) -> dict[str, torch.Tensor]:
+    model_kind = get_kind(kind)
+    examples = [TokenizedExample(ids, labels, prompt_length=1, kind=model_kind)
+                for ids, labels in (first, second)]
+    batch = collate(examples, pad_id=0)
+    assert list(batch) == ["input_ids", "labels", "attention_mask"]
+    assert model_kind.collate(examples, 0)["labels"].tolist() == batch["labels"].tolist()
+    return batch
+
+
+def test_causal_collate_and_loss_targets_by_hand() -> None:
+    batch = _two("causal", ([5, 6, 7], [-100, 6, 7]), ([8, 9], [-100, 9]))
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 9, 0]]
+    assert batch["labels"].tolist() == [[-100, 6, 7], [-100, 9, -100]]  # aligned with the ids
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert get_kind("causal").loss_targets(batch) == 3  # after the shift: 6, 7 and 9
+
+
+def test_seq2seq_collate_and_loss_targets_by_hand() -> None:
+    batch = _two("seq2seq", ([5, 6, 7], [10, 11, 2]), ([8], [12, 2]))
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["labels"].tolist() == [[10, 11, 2], [12, 2, -100]]  # the longest label sequence
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert get_kind("seq2seq").loss_targets(batch) == 5  # every decoder label token
+
+
+def test_classifier_collate_and_loss_targets_by_hand() -> None:
+    batch = _two("classifier", ([5, 6, 7], [1]), ([8, 9], [0]))
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 9, 0]]
+    assert batch["labels"].tolist() == [1, 0]  # one class index per example
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert get_kind("classifier").loss_targets(batch) == 2  # examples
+
+
+def test_a_batch_of_two_kinds_is_refused() -> None:
+    examples = [TokenizedExample([5], [5], 0, kind=get_kind("causal")),
+                TokenizedExample([5], [5], 0, kind=get_kind("seq2seq"))]
+    with pytest.raises(ValueError, match=r"mixes example kinds \['causal', 'seq2seq'\]"):
+        collate(examples, 0)
+
+
+def test_a_classifier_reads_its_input_without_rendering_the_template(tiny_tokenizer: Any) -> None:
+    class Unrenderable:
+        name = "chat"
+
+        def render(self, record: Record, shots: Any = ()) -> Any:
+            raise AssertionError("a classifier never renders the prompt template")
+
+    tok = tiny_tokenizer
+    example = tokenize_record(Record(input="a gorgeous , witty movie .", output="Negative"),
+                              Unrenderable(), tok, get_kind("classifier"), 64, LABELS)
+    assert example.labels == [1] and example.input_ids == tok("a gorgeous , witty movie .").input_ids
 
 
 # --- tokenisation -------------------------------------------------------------------------
@@ -137,16 +208,17 @@ def test_seq2seq_labels_are_exactly_the_completion_and_eos(tiny_dirs: dict[str, 
                                                           family: str) -> None:
     config = kind_config(tiny_dirs[family], tmp_path, family)
     lm = load_model(config.model)
-    assert lm.kind == "seq2seq" and lm.model.config.is_encoder_decoder
+    seq2seq = get_kind("seq2seq")
+    assert lm.kind == seq2seq and lm.model.config.is_encoder_decoder
     tok = lm.tokenizer
     record = Record(input="a gorgeous , witty movie .", output="positive", origin="x.jsonl:1")
-    example = tokenize_record(record, get_template(config.data, tok), tok, "seq2seq", 64, LABELS)
+    example = tokenize_record(record, get_template(config.data, tok), tok, seq2seq, 64, LABELS)
     assert example.input_ids == tok("Review: a gorgeous , witty movie .\nSentiment:").input_ids
     assert example.labels == tok("positive", add_special_tokens=False).input_ids + [tok.eos_token_id]
     assert tok.decode(example.labels) == "positive<|im_end|>"
     assert IGNORE_INDEX not in example.labels  # the decoder never sees the prompt: nothing masked
     other = tokenize_record(Record(input="bad .", output="negative"),
-                            get_template(config.data, tok), tok, "seq2seq", 64, LABELS)
+                            get_template(config.data, tok), tok, seq2seq, 64, LABELS)
     batch = collate([example, other], tok.pad_token_id)
     width = max(len(example.labels), len(other.labels))
     assert batch["labels"].shape == (2, width)
@@ -154,10 +226,10 @@ def test_seq2seq_labels_are_exactly_the_completion_and_eos(tiny_dirs: dict[str, 
     assert batch["input_ids"][1, len(other.input_ids):].eq(tok.pad_token_id).all()
     assert batch["attention_mask"].sum(1).tolist() == [len(example.input_ids), len(other.input_ids)]
     # The hand-summed loss is the model's own mean loss times its label tokens.
-    n = loss_targets(batch, "seq2seq")
+    n = seq2seq.loss_targets(batch)
     assert n == len(example.labels) + len(other.labels)
     with torch.no_grad():
-        ours = batch_loss(lm.model, batch, "seq2seq", torch.tensor(n))
+        ours = seq2seq.loss(lm.model, batch, torch.tensor(n))
         theirs = lm.model(**batch).loss
     assert torch.allclose(ours, theirs, atol=1e-6)
 
@@ -166,20 +238,21 @@ def test_classifier_input_is_the_review_and_label_the_class_index(tiny_dirs: dic
                                                                   tmp_path: Path) -> None:
     config = kind_config(tiny_dirs["bert"], tmp_path, "bert")
     lm = load_model(config.model, labels=LABELS)
-    assert lm.kind == "classifier" and type(lm.model).__name__ == "BertForSequenceClassification"
+    classifier = get_kind("classifier")
+    assert lm.kind == classifier and type(lm.model).__name__ == "BertForSequenceClassification"
     examples = _examples(config, lm)
     records = load_splits(config.data).train
     assert [ex.labels for ex in examples] == [[LABELS.index(r.output)] for r in records]
     assert {ex.labels[0] for ex in examples} == {0, 1}
     assert examples[0].input_ids == lm.tokenizer(records[0].input).input_ids
     long = tokenize_record(Record(input="very " * 100, output="Positive."), get_template(config.data),
-                           lm.tokenizer, "classifier", 16, LABELS)
+                           lm.tokenizer, classifier, 16, LABELS)
     assert len(long.input_ids) == 16 and long.truncated and long.labels == [0]  # label normalised
     batch = collate(examples[:3], lm.tokenizer.pad_token_id)
     assert batch["labels"].tolist() == [ex.labels[0] for ex in examples[:3]]
-    assert loss_targets(batch, "classifier") == 3
+    assert classifier.loss_targets(batch) == 3
     with torch.no_grad():  # summed cross-entropy / examples == the model's own mean loss
-        ours = batch_loss(lm.model, batch, "classifier", torch.tensor(3))
+        ours = classifier.loss(lm.model, batch, torch.tensor(3))
         theirs = lm.model(**batch).loss
     assert torch.allclose(ours, theirs, atol=1e-6)
 
@@ -199,13 +272,13 @@ def test_uneven_micro_batches_accumulate_to_the_big_batch_gradient(tiny_dirs: di
     def grads(groups: list[list], per_batch_mean: bool = False) -> list[torch.Tensor]:
         lm.model.zero_grad()
         batches = [collate(g, 3) for g in groups]
-        n = torch.tensor(sum(loss_targets(b, kind) for b in batches))
+        n = torch.tensor(sum(kind.loss_targets(b) for b in batches))
         for b in batches:
             if per_batch_mean:  # what a mean per micro-batch / accumulation steps would do
-                count = torch.tensor(loss_targets(b, kind))
-                (batch_loss(lm.model, b, kind, count) / len(batches)).backward()
+                count = torch.tensor(kind.loss_targets(b))
+                (kind.loss(lm.model, b, count) / len(batches)).backward()
             else:
-                batch_loss(lm.model, b, kind, n).backward()
+                kind.loss(lm.model, b, n).backward()
         return [p.grad.clone() for p in lm.model.parameters() if p.grad is not None]
 
     one, split = grads([examples]), grads([examples[:3], examples[3:]])
@@ -284,7 +357,7 @@ def test_train_learns_reloads_identically_and_evaluates(tiny_dirs: dict[str, Pat
 
     # A fresh load of the run directory computes exactly what the trained model computed.
     reloaded = load_run_model(run_dir)
-    assert reloaded.kind == KIND[family]
+    assert reloaded.kind == get_kind(KIND[family]) and reloaded.kind.name == KIND[family]
     batch = collate(examples[:4], 3)
     inputs = batch if KIND[family] == "seq2seq" else {k: v for k, v in batch.items() if k != "labels"}
     with torch.no_grad():

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.adapters import AdapterSet
+from tunelab.baselines import BaselineReport, run_baselines
 from tunelab.config import ModelConfig, TaskConfig
 from tunelab.errors import TunelabError
-from tunelab.baselines import BaselineReport, run_baselines
 from tunelab.eval.output_types import get_output_type, load_for_task
 from tunelab.eval.runner import EvalResult, evaluate_loaded, write_result
 from tunelab.eval.tasks import is_suite, load_suite, load_task

@@ -22,6 +22,7 @@ from tunelab.eval.output_types import get_output_type
 from tunelab.eval.runner import EvalResult, evaluate_loaded
 from tunelab.eval.tasks import is_suite, load_suite, load_task
 from tunelab.models import LoadedModel
+from tunelab.models.kinds import get_kind
 from tunelab.paths import cache_root
 from tunelab.report.tables import format_table
 
@@ -54,7 +55,7 @@ def retention_tasks(config: RetentionConfig, kind: str = "causal") -> list[TaskC
         for task in (load_suite(name).tasks if is_suite(name) else [name]):
             if task not in names:
                 names.append(task)
-    if names and kind == "classifier":
+    if names and not get_kind(kind).has_lm_head:
         raise TunelabError("retention.tasks: a classifier run (model.kind: classifier) has no "
                            "language-model head to score them; remove retention for this run")
     tasks = [load_task(name) for name in names]

@@ -21,7 +21,7 @@ def completion_nll(
     results: list[tuple[float, int]] = []
     for start in range(0, len(examples), batch_size):
         batch = collate(examples[start:start + batch_size], pad_id)
-        if examples[start].kind == "seq2seq":  # the decoder's logits align with the labels
+        if examples[start].kind.encoder_decoder:  # the decoder's logits align with the labels
             labels = batch["labels"].to(device)
             logits = model(input_ids=batch["input_ids"].to(device), labels=labels,
                            attention_mask=batch["attention_mask"].to(device)).logits.float()

@@ -10,7 +10,6 @@ normalised label, e.g. `precision[positive]`.
 
 from __future__ import annotations
 
-import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -29,11 +28,7 @@ from tunelab.eval.metrics_base import (
     mean_stats,
     reference_list,
 )
-
-
-def normalize_label(text: str) -> str:
-    """Strip whitespace and trailing punctuation, then lowercase: " Positive.\\n" -> "positive"."""
-    return text.strip().rstrip(string.punctuation).strip().lower()
+from tunelab.labels import normalize_label  # re-exported: the label metrics' comparison
 
 
 @dataclass

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
@@ -28,8 +27,9 @@ from tqdm.auto import tqdm
 from tunelab.config import TrainConfig
 from tunelab.data.batching import BatchPlan, MicroBatch
 from tunelab.data.mixture import TrainingData
-from tunelab.data.tokenize import IGNORE_INDEX, TokenizedExample, collate
+from tunelab.data.tokenize import TokenizedExample, collate
 from tunelab.errors import TunelabError
+from tunelab.models.kinds import ModelKind
 from tunelab.training.checkpoint import (
     LoopState,
     load_checkpoint,
@@ -45,42 +45,6 @@ def peak_memory_mb() -> float:
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def label_tokens(labels: torch.Tensor) -> int:
-    """Tokens that contribute to a causal LM loss (labels are shifted by one inside the model)."""
-    return int((labels[:, 1:] != IGNORE_INDEX).sum())
-
-
-def loss_targets(batch: dict[str, torch.Tensor], kind: str) -> int:
-    """What a micro-batch's loss sums over: causal completion tokens (after the shift), seq2seq
-    decoder label tokens, or classifier examples (one class each)."""
-    labels = batch["labels"]
-    if kind == "causal":
-        return label_tokens(labels)
-    if kind == "classifier":
-        return int(labels.numel())
-    return int((labels != IGNORE_INDEX).sum())
-
-
-def summed_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], kind: str) -> torch.Tensor:
-    """Summed cross-entropy of a seq2seq batch's label tokens (the model builds the decoder input
-    from the labels) or of a classifier batch's examples, from the logits in float32."""
-    inputs = batch if kind == "seq2seq" else {k: v for k, v in batch.items() if k != "labels"}
-    logits = model(**inputs).logits.float()
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1),
-                           ignore_index=IGNORE_INDEX, reduction="sum")
-
-
-def batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], kind: str,
-               count: torch.Tensor) -> torch.Tensor:
-    """The micro-batch's summed loss divided by `count`, the targets of the whole optimizer step,
-    so accumulated micro-batches weigh every token (classifier: every example) equally. Causal
-    LMs compute it themselves (`num_items_in_batch`); seq2seq and classifier losses are summed
-    here by hand, the same way."""
-    if kind == "causal":
-        return model(**batch, num_items_in_batch=count).loss
-    return summed_loss(model, batch, kind) / count
 
 
 def with_rng_preserved(run: Callable[[], Any]) -> Any:
@@ -142,7 +106,7 @@ class Trainer:
         return {k: v.to(self.accelerator.device) for k, v in batch.items()}
 
     @staticmethod
-    def kind_of(indices: list[int], examples: Sequence[TokenizedExample]) -> str:
+    def kind_of(indices: list[int], examples: Sequence[TokenizedExample]) -> ModelKind:
         """The model kind the examples were tokenised for (collate checks they agree)."""
         return examples[indices[0]].kind
 
@@ -216,7 +180,7 @@ class Trainer:
     def _optimizer_step(self, group: list[MicroBatch]) -> tuple[float, int]:
         batches = [(self.tasks[m.task].loss_weight, self.kind_of(m.indices, self.tasks[m.task].train),
                     self.to_device(m.indices, self.tasks[m.task].train)) for m in group]
-        n_label = sum(loss_targets(b, kind) for _, kind, b in batches)
+        n_label = sum(kind.loss_targets(b) for _, kind, b in batches)
         n_label_t = torch.tensor(max(n_label, 1), device=self.accelerator.device)
         total_loss, total_tokens = 0.0, 0
         for weight, kind, batch in batches:
@@ -225,7 +189,7 @@ class Trainer:
             # Token losses are summed and divided by the whole step's label tokens (classifier:
             # examples), so accumulation weights every token equally (not every micro-batch); a
             # task's loss weight then scales its tokens' share.
-            raw = batch_loss(self.model, batch, kind, n_label_t)
+            raw = kind.loss(self.model, batch, n_label_t)
             loss = raw if weight == 1 else raw * weight
             self.accelerator.backward(loss)
             total_loss += float(loss.detach())
@@ -257,10 +221,10 @@ class Trainer:
                 indices = list(range(start, min(start + size, len(task.validation))))
                 batch = self.to_device(indices, task.validation)
                 kind = self.kind_of(indices, task.validation)
-                n = loss_targets(batch, kind)
+                n = kind.loss_targets(batch)
                 if n == 0:
                     continue
-                nll += float(batch_loss(self.model, batch, kind, torch.tensor(n))) * n
+                nll += float(kind.loss(self.model, batch, torch.tensor(n))) * n
                 count += n
             sums.append((nll, count))
         self.model.train()

@@ -13,7 +13,7 @@ from tunelab.config import ModelConfig, TaskConfig
 from tunelab.data import Record, get_template
 from tunelab.data.templates import classifier_text
 from tunelab.errors import TunelabError
-from tunelab.eval.heads import classify, load_classifier
+from tunelab.eval.heads import classify
 from tunelab.eval.output_types.answers import reference_of
 from tunelab.eval.output_types.base import (
     Fail,
@@ -24,6 +24,7 @@ from tunelab.eval.output_types.base import (
     row,
 )
 from tunelab.models import LoadedModel
+from tunelab.models.kinds import load_classifier
 
 
 def labels_of(task: TaskConfig) -> list[Any]:

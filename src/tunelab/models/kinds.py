@@ -1,0 +1,396 @@
+"""The model kind: what a model is, as an object (`model.kind`: causal, seq2seq, classifier).
+
+Everything that differs between a decoder LM, an encoder-decoder and a classification head is
+decided here, by the kind, never by comparing its name elsewhere: loading (the transformers
+Auto class, pad token, padding side, which built-in models can be this kind), tokenising one
+training text, collating a batch, what a micro-batch's loss sums over and the loss itself,
+what `tunelab data inspect` shows, and the output type a trained model is scored with.
+
+causal: prompt and completion are tokenised separately and concatenated, so labels are -100
+exactly on the prompt and equal the ids on the completion and its EOS; generation feeds the
+same prompt ids. seq2seq: the prompt ids (with the tokenizer's special tokens) are the encoder
+input and the labels are the completion + EOS alone (the decoder never sees the prompt).
+classifier: the input text's ids and one label, the class index in eval.labels.
+
+`get_kind(name)` returns the registered kind; configs, summaries and method files keep the
+string `kind.name`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from tunelab.config import ModelConfig
+from tunelab.errors import TunelabError
+from tunelab.models.builtin import BUILTIN_MODELS
+from tunelab.models.pretrained import (
+    ensure_pad_token,
+    load_pretrained,
+    load_with_head,
+    truncate_layers,
+)
+from tunelab.models.tokens import (
+    CLOSE,
+    IGNORE_INDEX,
+    OPEN,
+    PromptText,
+    TrainingText,
+    boundary_table,
+    encode_completion,
+    encode_prompt,
+    label_index,
+    mark_trained,
+)
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    """A transformers PreTrainedModel of the kind's Auto class."""
+    tokenizer: Any
+    path: str
+    """Where the weights came from (a local directory or hub id)."""
+    kind: ModelKind = field(default_factory=lambda: CAUSAL)
+    """What the model is; `kind.name` is what a config holds (MODEL_KINDS)."""
+
+
+@dataclass
+class TokenizedExample:
+    input_ids: list[int]
+    labels: list[int]
+    """-100 on prompt positions; the token id on completion positions."""
+    prompt_length: int
+    truncated: bool = False
+    kind: ModelKind = field(default_factory=lambda: CAUSAL)
+    """causal (labels align with input_ids), seq2seq (input_ids: the encoder input; labels: the
+    decoder targets) or classifier (labels: [class index])."""
+
+
+# What a built-in model (models/builtin.py `kind`) is, when a kind cannot load it.
+_BUILTIN_MISMATCH = {
+    "encoder": "is an encoder without a language-model head; set model.kind: classifier (with "
+               "eval.labels)",
+    "causal": "is a causal LM; set model.kind: causal (or classifier)",
+}
+
+
+class ModelKind(ABC):
+    """What a model is and how it trains. Kinds are compared by type (one instance each in
+    KINDS); the class attributes answer the questions other modules ask about a kind."""
+
+    name: str
+    """The value of model.kind."""
+    auto_class: str
+    """The transformers Auto class the weights load with."""
+    padding_side: str = "left"
+    """The tokenizer's padding side (batched generation needs the prompt at the right)."""
+    default_output_type: str = "generate"
+    """The output type a trained model of this kind is scored with (`api.run_task`)."""
+    encoder_decoder: bool = False
+    """Labels are a decoder's targets: the model builds its decoder input from them, and its
+    logits align with them (no shift by one)."""
+    has_lm_head: bool = True
+    """It scores text (what retention tasks need)."""
+    trains_mixtures: bool = False
+    """Multi-task mixtures (`tasks:`) can train it."""
+    checks_metrics_before_training: bool = False
+    """Its output type's metrics are checked before training (a head scores only some)."""
+    builtin_kinds: frozenset[str] = frozenset()
+    """Which built-in models (by their `BuiltinModel.kind`) can be loaded as this kind."""
+    trained_view: str = ""
+    """What `tunelab data inspect` says it marks (the report's second line)."""
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self)
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    # --- loading -------------------------------------------------------------------------
+    def check_builtin(self, config: ModelConfig) -> None:
+        """Fail on a built-in model asked to be what it is not."""
+        builtin = BUILTIN_MODELS.get(config.name)
+        if builtin is not None and builtin.kind not in self.builtin_kinds:
+            raise TunelabError(f"model.kind '{self.name}': model '{config.name}' "
+                               f"{_BUILTIN_MISMATCH[builtin.kind]}")
+
+    @abstractmethod
+    def load(self, config: ModelConfig, labels: Sequence[str] | None = None) -> LoadedModel:
+        """Model + tokenizer, ready to train and evaluate (`load_model` checked the config)."""
+
+    @abstractmethod
+    def prepare(self, tokenizer: Any, model: Any) -> None:
+        """Finish a loaded tokenizer and model: pad token, padding side, pad ids."""
+
+    # --- training data ---------------------------------------------------------------------
+    @abstractmethod
+    def tokenize(self, text: TrainingText, tokenizer: Any, max_length: int,
+                 labels: Sequence[str] | None = None) -> TokenizedExample:
+        """One training example as this kind trains on it (`labels`: eval.labels)."""
+
+    def collate(self, examples: Sequence[TokenizedExample], pad_id: int) -> Batch:
+        """Right-pad a batch for training: ids with pad_id, labels with -100, mask with 0."""
+        width = max(len(ex.input_ids) for ex in examples)
+        input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)  # [B, width]
+        mask = torch.zeros((len(examples), width), dtype=torch.long)
+        labels = torch.full((len(examples), self.label_width(examples, width)), IGNORE_INDEX,
+                            dtype=torch.long)
+        for row, ex in enumerate(examples):
+            n = len(ex.input_ids)
+            input_ids[row, :n] = torch.tensor(ex.input_ids)
+            labels[row, :len(ex.labels)] = torch.tensor(ex.labels)
+            mask[row, :n] = 1
+        return {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
+
+    def label_width(self, examples: Sequence[TokenizedExample], width: int) -> int:
+        """Columns of the padded labels: the longest label sequence."""
+        return max(len(ex.labels) for ex in examples)
+
+    # --- the loss --------------------------------------------------------------------------
+    def loss_targets(self, batch: Batch) -> int:
+        """What a micro-batch's loss sums over: its label tokens."""
+        return int((batch["labels"] != IGNORE_INDEX).sum())
+
+    def loss(self, model: torch.nn.Module, batch: Batch, count: torch.Tensor) -> torch.Tensor:
+        """The micro-batch's summed loss divided by `count`, the targets of the whole optimizer
+        step, so accumulated micro-batches weigh every target equally: the summed cross-entropy
+        of the labels, from the logits in float32."""
+        logits = model(**self.model_inputs(batch)).logits.float()
+        summed = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1),
+                                 ignore_index=IGNORE_INDEX, reduction="sum")
+        return summed / count
+
+    def model_inputs(self, batch: Batch) -> Batch:
+        """What the model is called with to compute the loss by hand (the labels stay out)."""
+        return {k: v for k, v in batch.items() if k != "labels"}
+
+    # --- `tunelab data inspect` ------------------------------------------------------------
+    @abstractmethod
+    def split_share(self, examples: Sequence[TokenizedExample], labels: Sequence[str] | None) -> str:
+        """What a split trains, in a few words (e.g. "12.5% trained")."""
+
+    @abstractmethod
+    def example_view(self, example: TokenizedExample, tokenizer: Any,
+                     labels: Sequence[str] | None, first: bool) -> list[str]:
+        """Lines showing what one example trains (`first`: the split's first example)."""
+
+
+class LanguageModelKind(ModelKind):
+    """A model with a language-model head (causal or encoder-decoder): loaded with its Auto
+    class, padded on the left, scored by generation."""
+
+    def load(self, config: ModelConfig, labels: Sequence[str] | None = None) -> LoadedModel:
+        tokenizer, model, source = load_pretrained(config, self.auto_class, self.name, MODEL_KINDS)
+        if config.num_layers is not None:
+            truncate_layers(model, config.num_layers)
+        self.prepare(tokenizer, model)
+        return LoadedModel(model=model, tokenizer=tokenizer, path=source, kind=self)
+
+    def prepare(self, tokenizer: Any, model: Any) -> None:
+        """A pad token, the kind's padding side, and the pad id generation needs."""
+        ensure_pad_token(tokenizer)
+        tokenizer.padding_side = self.padding_side
+        if getattr(model.generation_config, "pad_token_id", None) is None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+class CausalKind(LanguageModelKind):
+    name = "causal"
+    auto_class = "AutoModelForCausalLM"
+    trains_mixtures = True
+    builtin_kinds = frozenset({"causal"})
+    trained_view = "trained tokens are shown between ⟦ and ⟧"
+
+    def tokenize(self, text: TrainingText, tokenizer: Any, max_length: int,
+                 labels: Sequence[str] | None = None) -> TokenizedExample:
+        return tokenize_example(text, tokenizer, max_length)
+
+    def label_width(self, examples: Sequence[TokenizedExample], width: int) -> int:
+        return width  # labels align with input_ids
+
+    def loss_targets(self, batch: Batch) -> int:
+        """Completion tokens after the shift (position t predicts token t+1)."""
+        return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+    def loss(self, model: torch.nn.Module, batch: Batch, count: torch.Tensor) -> torch.Tensor:
+        """Causal LMs sum and divide by the step's tokens themselves (`num_items_in_batch`)."""
+        return model(**batch, num_items_in_batch=count).loss
+
+    def split_share(self, examples: Sequence[TokenizedExample], labels: Sequence[str] | None) -> str:
+        tokens = sum(len(e.input_ids) for e in examples)
+        trained = sum(sum(label != IGNORE_INDEX for label in e.labels) for e in examples)
+        return f"{100 * trained / tokens:.1f}% trained"
+
+    def example_view(self, example: TokenizedExample, tokenizer: Any,
+                     labels: Sequence[str] | None, first: bool) -> list[str]:
+        lines = [mark_trained(example, tokenizer)]
+        if first:
+            lines += ["", "token view at the prompt/completion boundary:",
+                      boundary_table(example, tokenizer)]
+        return lines
+
+
+class Seq2SeqKind(LanguageModelKind):
+    name = "seq2seq"
+    auto_class = "AutoModelForSeq2SeqLM"
+    encoder_decoder = True
+    trained_view = "the encoder reads the input; the decoder is trained on ⟦ the target ⟧"
+
+    def tokenize(self, text: TrainingText, tokenizer: Any, max_length: int,
+                 labels: Sequence[str] | None = None) -> TokenizedExample:
+        return tokenize_seq2seq(text, tokenizer, max_length)
+
+    def model_inputs(self, batch: Batch) -> Batch:
+        return batch  # the model builds the decoder input from the labels
+
+    def split_share(self, examples: Sequence[TokenizedExample], labels: Sequence[str] | None) -> str:
+        return f"{sum(len(e.labels) for e in examples) / len(examples):.1f} target tokens each"
+
+    def example_view(self, example: TokenizedExample, tokenizer: Any,
+                     labels: Sequence[str] | None, first: bool) -> list[str]:
+        return ["encoder: " + tokenizer.decode(example.input_ids, skip_special_tokens=False),
+                f"decoder: {OPEN}{tokenizer.decode(example.labels, skip_special_tokens=False)}"
+                f"{CLOSE}"]
+
+
+class ClassifierKind(ModelKind):
+    """A `*ForSequenceClassification` head over eval.labels; the head trains (and is saved)
+    with any method, and the model is scored with the `classification` output type."""
+
+    name = "classifier"
+    auto_class = "AutoModelForSequenceClassification"
+    padding_side = "right"
+    default_output_type = "classification"
+    has_lm_head = False
+    checks_metrics_before_training = True
+    builtin_kinds = frozenset({"causal", "encoder"})
+    trained_view = "the encoder reads the input; the head is trained on the label"
+
+    def load(self, config: ModelConfig, labels: Sequence[str] | None = None) -> LoadedModel:
+        if not labels:
+            raise TunelabError("model.kind classifier needs eval.labels: the class names in class "
+                               "order, e.g. eval.labels=[positive,negative]")
+        if len(labels) < 2:
+            raise TunelabError(f"eval.labels {list(labels)}: a classifier needs at least 2 labels")
+        with warnings.catch_warnings():  # "the head is newly initialised": the run trains it
+            warnings.filterwarnings("ignore", message=".*newly initialised.*")
+            return load_classifier(config, [str(label) for label in labels])
+
+    def prepare(self, tokenizer: Any, model: Any) -> None:
+        """A pad token, which decoder classifiers need to find the last non-pad token."""
+        ensure_pad_token(tokenizer)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        tokenizer.padding_side = self.padding_side
+
+    def tokenize(self, text: TrainingText, tokenizer: Any, max_length: int,
+                 labels: Sequence[str] | None = None) -> TokenizedExample:
+        label = label_index(text.answer, labels or [], text.origin)
+        return tokenize_classification(text.input_text, label, tokenizer, max_length)
+
+    def collate(self, examples: Sequence[TokenizedExample], pad_id: int) -> Batch:
+        """Labels are one class index per example."""
+        batch = super().collate(examples, pad_id)
+        batch["labels"] = batch["labels"][:, 0]  # [B]
+        return batch
+
+    def loss_targets(self, batch: Batch) -> int:
+        """Examples (one class each)."""
+        return int(batch["labels"].numel())
+
+    def split_share(self, examples: Sequence[TokenizedExample], labels: Sequence[str] | None) -> str:
+        counts = [sum(e.labels[0] == i for e in examples) for i in range(len(labels or []))]
+        return "labels " + ", ".join(f"{n} {label}" for n, label in zip(counts, labels or [],
+                                                                        strict=True))
+
+    def example_view(self, example: TokenizedExample, tokenizer: Any,
+                     labels: Sequence[str] | None, first: bool) -> list[str]:
+        return ["encoder: " + tokenizer.decode(example.input_ids, skip_special_tokens=False),
+                f"label: {example.labels[0]} ({(labels or [])[example.labels[0]]})"]
+
+
+CAUSAL, SEQ2SEQ, CLASSIFIER = CausalKind(), Seq2SeqKind(), ClassifierKind()
+KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (CAUSAL, SEQ2SEQ, CLASSIFIER)}
+MODEL_KINDS = tuple(KINDS)
+"""model.kind: what the model is and how it trains (see ModelConfig.kind)."""
+
+
+def get_kind(name: str) -> ModelKind:
+    """The kind a model.kind value names; an unknown name is a one-line error."""
+    kind = KINDS.get(name)
+    if kind is None:
+        raise TunelabError(f"model.kind '{name}': unknown; choose one of {', '.join(MODEL_KINDS)}")
+    return kind
+
+
+def find_kind(name: str) -> ModelKind | None:
+    """The kind a model.kind value names, or None (checks that run before the model loads
+    leave an unknown name to `load_model`'s error)."""
+    return KINDS.get(name)
+
+
+# --- tokenising one example, per kind -----------------------------------------------------
+
+def tokenize_example(rendered: PromptText, tokenizer: Any, max_length: int) -> TokenizedExample:
+    """Causal: prompt + completion; cut the prompt from the left when too long."""
+    prompt_ids = encode_prompt(rendered, tokenizer)
+    completion_ids = encode_completion(rendered, tokenizer)
+    truncated = False
+    if len(completion_ids) > max_length - 1:
+        completion_ids = completion_ids[: max(1, max_length // 2)]
+        truncated = True
+    budget = max_length - len(completion_ids)
+    if len(prompt_ids) > budget:
+        prompt_ids = prompt_ids[len(prompt_ids) - budget:]
+        truncated = True
+    return TokenizedExample(
+        input_ids=prompt_ids + completion_ids,
+        labels=[IGNORE_INDEX] * len(prompt_ids) + completion_ids,
+        prompt_length=len(prompt_ids),
+        truncated=truncated,
+        kind=CAUSAL,
+    )
+
+
+def tokenize_seq2seq(rendered: PromptText, tokenizer: Any, max_length: int) -> TokenizedExample:
+    """Encoder input = the prompt ids, labels = completion + EOS; each cut to max_length (the
+    prompt from the left, as for causal models)."""
+    prompt_ids = encode_prompt(rendered, tokenizer)
+    completion_ids = encode_completion(rendered, tokenizer)
+    truncated = len(prompt_ids) > max_length or len(completion_ids) > max_length
+    prompt_ids = prompt_ids[max(0, len(prompt_ids) - max_length):]
+    return TokenizedExample(input_ids=prompt_ids, labels=completion_ids[:max_length],
+                            prompt_length=len(prompt_ids), truncated=truncated, kind=SEQ2SEQ)
+
+
+def tokenize_classification(text: str, label: int, tokenizer: Any, max_length: int
+                            ) -> TokenizedExample:
+    """The text's ids (special tokens added, cut from the right at max_length, as the
+    classification output type reads it) and its class index."""
+    ids = list(tokenizer(text).input_ids)
+    truncated = len(ids) > max_length
+    if truncated:
+        ids = list(tokenizer(text, truncation=True, max_length=max_length).input_ids)
+    return TokenizedExample(input_ids=ids, labels=[label], prompt_length=len(ids),
+                            truncated=truncated, kind=CLASSIFIER)
+
+
+def load_classifier(config: ModelConfig, labels: Sequence[str]) -> LoadedModel:
+    """A base model with a sequence-classification head for `labels` (fresh if it has none,
+    with a warning), class i named labels[i]."""
+    tokenizer, model, source = load_with_head(config, CLASSIFIER.auto_class, labels)
+    if config.num_layers is not None:
+        truncate_layers(model, config.num_layers)
+    CLASSIFIER.prepare(tokenizer, model)
+    return LoadedModel(model=model, tokenizer=tokenizer, path=source, kind=CLASSIFIER)

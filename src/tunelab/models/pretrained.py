@@ -1,0 +1,143 @@
+"""Reading a checkpoint, whatever kind of model it holds.
+
+A model spec resolves to a local directory or a hub id; the weights load with a transformers
+Auto class (a language model's, or a sequence-classification head's over given labels); a
+tokenizer without a pad token pads with EOS (decoder LMs ship none, and every batch is
+padded); `num_layers` cuts every layer stack for quick runs. The model kinds
+(models/kinds.py) load through these and finish the model as their kind needs.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunelab.config import ModelConfig
+from tunelab.errors import TunelabError
+from tunelab.models.builtin import BUILTIN_MODELS, builtin_model_dir
+
+
+def resolve_model_dir(name: str) -> str:
+    """Turn a model spec into something `from_pretrained` takes (local dir or hub id)."""
+    if name in BUILTIN_MODELS:
+        return str(builtin_model_dir(name))
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise TunelabError(
+                f"model '{name}': the directory has no config.json; give an HF model directory "
+                f"or one of the built-in models: {', '.join(BUILTIN_MODELS)}"
+            )
+        return str(path)
+    if name.count("/") == 1 and not name.startswith((".", "/")):
+        return name  # a hub id; reachable only where a hub is
+    raise TunelabError(
+        f"model '{name}': not a built-in model ({', '.join(BUILTIN_MODELS)}), "
+        "an existing directory, or a hub id (owner/name)"
+    )
+
+
+def ensure_pad_token(tokenizer: Any) -> None:
+    """Pad with EOS when the tokenizer has no pad token of its own."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def load_pretrained(config: ModelConfig, auto_class: str, kind: str, kinds: Sequence[str]
+                    ) -> tuple[Any, Any, str]:
+    """(tokenizer, model, source) of a checkpoint loaded with the transformers class
+    `auto_class`; a hub miss, or a checkpoint that class cannot load (so it is not a `kind`
+    model), is a one-line error naming the fix."""
+    import transformers  # heavy; only when a model loads
+
+    source = resolve_model_dir(config.name)
+    transformers.logging.disable_progress_bar()
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    auto = getattr(transformers, auto_class)
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+        model = auto.from_pretrained(
+            source, dtype=getattr(torch, config.dtype), trust_remote_code=False
+        )
+    except OSError as err:
+        if Path(source).exists():
+            raise
+        hint = " (HF_HUB_OFFLINE=1 is set)" if offline else ""
+        raise TunelabError(
+            f"model '{config.name}': could not load it from the hub{hint}; "
+            f"use a local directory or a built-in model ({', '.join(BUILTIN_MODELS)})"
+        ) from err
+    except ValueError as err:
+        if "Unrecognized configuration class" not in str(err):
+            raise
+        raise TunelabError(
+            f"model '{config.name}': {auto_class} cannot load it, so it is not a {kind} "
+            f"model; set model.kind to what it is ({', '.join(kinds)})"
+        ) from None
+    return tokenizer, model, source
+
+
+def load_with_head(config: ModelConfig, auto_class: str, labels: Sequence[str]
+                   ) -> tuple[Any, Any, str]:
+    """(tokenizer, model, source) of a checkpoint loaded with the head class `auto_class`
+    (`AutoModelForSequenceClassification`) over `labels` (id2label names them); a head the
+    checkpoint lacks is initialised fresh, and a warning says so."""
+    import transformers  # heavy; only when a model loads
+
+    logging = transformers.logging
+    source = resolve_model_dir(config.name)
+    logging.disable_progress_bar()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # the load report lists the fresh head's weights
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model, info = getattr(transformers, auto_class).from_pretrained(
+                source, num_labels=len(labels), dtype=getattr(torch, config.dtype),
+                id2label=dict(enumerate(labels)), output_loading_info=True,
+                label2id={label: i for i, label in enumerate(labels)})
+    finally:
+        logging.set_verbosity(verbosity)
+    if info.get("missing_keys"):  # stacklevel 3: the caller of models.kinds.load_classifier
+        warnings.warn(f"model '{config.name}': the classification head ({', '.join(sorted(info['missing_keys']))}) "
+                      "is newly initialised; it scores at chance until a run trains it", stacklevel=3)
+    return tokenizer, model, source
+
+
+def truncate_layers(model: Any, num_layers: int) -> None:
+    """Keep the first ``num_layers`` blocks of every stack: the decoder of Llama/GPT-2/Gemma-style
+    models, the encoder of BERT-style ones, both stacks of T5/BART."""
+    stacks = _layer_lists(model)
+    if not stacks:
+        raise TunelabError(f"model.num_layers: cannot find the layer list of {type(model).__name__}")
+    for holder, attr in stacks:
+        layers = getattr(holder, attr)
+        if num_layers < 1 or num_layers > len(layers):
+            raise TunelabError(f"model.num_layers={num_layers}: the model has {len(layers)} layers")
+    for holder, attr in stacks:
+        setattr(holder, attr, torch.nn.ModuleList(list(getattr(holder, attr))[:num_layers]))
+    for key in ("num_hidden_layers", "n_layer", "num_layers", "num_decoder_layers",
+                "encoder_layers", "decoder_layers"):
+        if hasattr(model.config, key):
+            setattr(model.config, key, num_layers)
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = model.config.layer_types[:num_layers]
+
+
+def _layer_lists(model: Any) -> list[tuple[Any, str]]:
+    base = (getattr(model, "model", None) or getattr(model, "transformer", None)
+            or getattr(model, "base_model", None) or model)
+    found = []
+    for holder in (base, getattr(base, "encoder", None), getattr(base, "decoder", None)):
+        for attr in ("layers", "h", "layer", "block"):
+            if holder is not None and isinstance(getattr(holder, attr, None), torch.nn.ModuleList):
+                found.append((holder, attr))
+    if any(h is base for h, _ in found):  # a decoder LM's own stack; ignore nested ones
+        found = [(h, a) for h, a in found if h is base]
+    return found

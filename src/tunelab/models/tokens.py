@@ -1,0 +1,121 @@
+"""Token-level pieces every model kind shares.
+
+The label that is not trained (-100); the prompt and completion ids exactly as training and
+generation see them; a label text's class index; the marked views `tunelab data inspect`
+prints. The texts come from the data layer (a rendered template, a record), which the models
+layer may not import, so they are described here as protocols: `data.templates.Rendered` is a
+`PromptText`, `data.tokenize.RecordText` a `TrainingText`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from tunelab.errors import TunelabError
+from tunelab.labels import normalize_label
+
+IGNORE_INDEX = -100
+"""The label of a position that is not trained (the loss ignores it)."""
+OPEN, CLOSE = "\u27e6", "\u27e7"  # ⟦ trained tokens ⟧
+
+
+class PromptText(Protocol):
+    """A prompt and the completion trained after it."""
+
+    @property
+    def prompt(self) -> str: ...
+
+    @property
+    def completion(self) -> str: ...
+
+    @property
+    def special_in_text(self) -> bool:
+        """True when the text already holds the model's special tokens (chat templates)."""
+        ...
+
+
+class TrainingText(PromptText, Protocol):
+    """Everything any model kind tokenises one training example from. Each kind reads only
+    what it needs (a classifier never renders the prompt template), so an implementation may
+    compute the fields lazily."""
+
+    @property
+    def input_text(self) -> str:
+        """What a classification head reads (the classification output type reads the same)."""
+        ...
+
+    @property
+    def answer(self) -> str:
+        """The example's output as written (a classifier's label text)."""
+        ...
+
+    @property
+    def origin(self) -> str:
+        """Where the example came from ('train.jsonl:12'), for error messages."""
+        ...
+
+
+class TokenRows(Protocol):
+    """Token ids with a label per position (a causal `TokenizedExample`)."""
+
+    input_ids: list[int]
+    labels: list[int]
+    prompt_length: int
+
+
+def encode_prompt(rendered: PromptText, tokenizer: Any) -> list[int]:
+    """Token ids of the prompt exactly as training saw them."""
+    return list(tokenizer(rendered.prompt, add_special_tokens=not rendered.special_in_text).input_ids)
+
+
+def encode_completion(rendered: PromptText, tokenizer: Any) -> list[int]:
+    """Token ids of the completion, ending in EOS (added unless the text already ends with it)."""
+    ids = list(tokenizer(rendered.completion, add_special_tokens=False).input_ids)
+    eos = tokenizer.eos_token_id
+    if eos is not None and (not ids or ids[-1] != eos):
+        ids.append(eos)
+    return ids
+
+
+def label_index(text: str, labels: Sequence[str], origin: str) -> int:
+    """The class of a label text (compared as the label metrics compare: stripped, lowercased,
+    trailing punctuation dropped); a text that is no label is an error naming the record."""
+    wanted = normalize_label(text)
+    for i, label in enumerate(labels):
+        if normalize_label(str(label)) == wanted:
+            return i
+    raise TunelabError(f"{origin or 'a record'}: output {text!r} is not one of eval.labels "
+                       f"{list(labels)}; fix the record or add its label to eval.labels")
+
+
+def mark_trained(example: TokenRows, tokenizer: Any) -> str:
+    """The example's text with each run of trained (label != -100) tokens wrapped in ⟦ ⟧."""
+    out, run, trained = [], [], None
+    for token, label in zip(example.input_ids, example.labels, strict=True):
+        is_trained = label != IGNORE_INDEX
+        if trained is not None and is_trained != trained:
+            out.append(_span(run, trained, tokenizer))
+            run = []
+        run.append(token)
+        trained = is_trained
+    if run:
+        out.append(_span(run, bool(trained), tokenizer))
+    return "".join(out)
+
+
+def _span(tokens: list[int], trained: bool, tokenizer: Any) -> str:
+    text = tokenizer.decode(tokens, skip_special_tokens=False)
+    return f"{OPEN}{text}{CLOSE}" if trained else text
+
+
+def boundary_table(example: TokenRows, tokenizer: Any, before: int = 4) -> str:
+    """Token-level view around the prompt/completion boundary: position, id, token, label."""
+    start = max(0, example.prompt_length - before)
+    lines = ["  pos     id  label  token"]
+    for pos in range(start, len(example.input_ids)):
+        token = example.input_ids[pos]
+        label = example.labels[pos]
+        shown = "-100" if label == IGNORE_INDEX else "train"
+        lines.append(f"  {pos:>3} {token:>6}  {shown:>5}  {tokenizer.decode([token])!r}")
+    return "\n".join(lines)
