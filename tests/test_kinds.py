@@ -20,7 +20,7 @@ from conftest import build_tokenizer
 from helpers import DATA
 
 import tunelab
-import tunelab.api as api_module
+import tunelab.training.run as run_module
 from tunelab.config import (
     DataConfig,
     EvalConfig,
@@ -331,13 +331,13 @@ def test_train_learns_reloads_identically_and_evaluates(tiny_dirs: dict[str, Pat
     config = kind_config(tiny_dirs[family], tmp_path, family, f"{family}-{method}", method=options,
                          lr=LR[method], max_steps=16, eval_every=8)
     trained: dict[str, Any] = {}
-    real_evaluate = api_module.evaluate_loaded
+    real_evaluate = run_module.evaluate_loaded
 
     def spy(lm: Any, task: Any, *args: Any, **kwargs: Any) -> Any:
         trained["model"], trained["task"] = lm.model, task
         return real_evaluate(lm, task, *args, **kwargs)
 
-    monkeypatch.setattr(api_module, "evaluate_loaded", spy)
+    monkeypatch.setattr(run_module, "evaluate_loaded", spy)
     import transformers
 
     transformers.set_seed(config.train.seed)  # the same fresh head the run starts from
@@ -379,7 +379,7 @@ def test_train_learns_reloads_identically_and_evaluates(tiny_dirs: dict[str, Pat
     correct = sum(r["prediction"] == r["reference"] for r in rows)
     assert metrics["scores"]["accuracy"] == pytest.approx(100 * correct / 8)
     # `tunelab eval --adapter RUN` rebuilds the run's kind and predicts the same.
-    again = tunelab.evaluate(api_module.run_task(config), adapter=run_dir)
+    again = tunelab.evaluate(run_module.run_task(config), adapter=run_dir)
     assert [r["prediction"] for r in again.predictions] == [r["prediction"] for r in rows]
     if KIND[family] == "classifier":
         assert metrics["output_type"] == trained["task"].output_type == "classification"
@@ -461,9 +461,9 @@ def test_unknown_kind_and_a_mismatched_model_are_one_line_errors(tiny_dirs: dict
                                                                  tmp_path: Path) -> None:
     yaml_file = tmp_path / "run.yaml"
     yaml_file.write_text("model:\n  kind: encoder\nmethod:\n  name: lora\n")
-    config = load_run_config(yaml_file, [f"model.name={tiny_dirs['t5']}", f"output_dir={tmp_path}"])
-    message = _one_line_error(lambda: tunelab.train(config), r"model.kind 'encoder': unknown")
-    assert "causal, seq2seq, classifier" in message
+    message = _one_line_error(lambda: load_run_config(yaml_file), r"model.kind 'encoder': use one of")
+    assert message == (f"{yaml_file} line 2: model.kind 'encoder': use one of causal, seq2seq, "
+                       "classifier")  # refused as the config is read, before anything loads
     # A seq2seq checkpoint asked to be a causal LM, and the built-in encoder without a head.
     _one_line_error(lambda: load_model(ModelConfig(name=str(tiny_dirs["t5"]))),
                     r"AutoModelForCausalLM cannot load it.*set model.kind")

@@ -21,6 +21,7 @@ from typing import Any
 
 from tunelab.dependencies import check_dependencies
 from tunelab.errors import TunelabError
+from tunelab.methods import get_method
 from tunelab.methods.peft_backed import PeftMethod
 from tunelab.models import LoadedModel, load_model
 from tunelab.runs import read_config
@@ -29,8 +30,6 @@ from tunelab.runs import read_config
 def _adapter_dir(run_dir: Path) -> tuple[Path, str, PeftMethod]:
     """A run's peft adapter: its directory, peft type and the method that trained it."""
     config = read_config(run_dir)
-    from tunelab.methods import get_method
-
     method = get_method(config.method["name"])
     weights = run_dir / method.weights_dir
     peft_config = weights / "adapter_config.json"

@@ -14,9 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from transformers import AutoTokenizer
 
 from tunelab.errors import TunelabError
+from tunelab.methods import get_method
 from tunelab.models import LoadedModel
+from tunelab.runs import load_run_model, read_config
 
 
 def merged_model(method_name: str, model: torch.nn.Module) -> torch.nn.Module:
@@ -26,8 +29,6 @@ def merged_model(method_name: str, model: torch.nn.Module) -> torch.nn.Module:
         TunelabError: the method cannot merge, or its merge holds weights that the plain
             architecture would not load (they would be silently dropped).
     """
-    from tunelab.methods import get_method
-
     merged = get_method(method_name).merge(model)
     if merged is None:
         raise TunelabError(f"method '{method_name}' cannot be merged into the base weights; "
@@ -59,10 +60,6 @@ def merge_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     Raises:
         TunelabError: the run's method cannot merge (adapter, prompt, prefix).
     """
-    from transformers import AutoTokenizer
-
-    from tunelab.runs import load_run_model, read_config
-
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise TunelabError(f"--out {out_dir}: exists and is not empty; choose a new directory "
@@ -83,9 +80,6 @@ def merge_run(run_dir: str | Path, out_dir: str | Path) -> Path:
 def inference_model(run_dir: str | Path) -> LoadedModel:
     """A run's model for generation and scoring, whatever its method: merged into plain weights
     where the method can merge, else the method's own model (adapters, prompt, prefix)."""
-    from tunelab.methods import get_method
-    from tunelab.runs import load_run_model, read_config
-
     lm = load_run_model(run_dir)
     merged = get_method(read_config(Path(run_dir)).method["name"]).merge(lm.model)
     if merged is not None and not any(state_dict_difference(merged)):

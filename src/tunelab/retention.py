@@ -24,7 +24,6 @@ from tunelab.eval.tasks import is_suite, load_suite, load_task
 from tunelab.models import LoadedModel
 from tunelab.models.kinds import get_kind
 from tunelab.paths import cache_root
-from tunelab.report.tables import format_table
 
 
 @dataclass
@@ -36,6 +35,11 @@ class RetentionRow:
     delta: float
     ci: tuple[float, float]
     lower_is_better: bool
+
+    @property
+    def significant_drop(self) -> bool:
+        """Worse, with the 95% CI of the change excluding zero."""
+        return self.ci[0] > 0 if self.lower_is_better else self.ci[1] < 0
 
     @property
     def forgetting(self) -> float:
@@ -118,22 +122,9 @@ def compare(before: dict[str, EvalResult], after: dict[str, EvalResult],
     return rows
 
 
-def retention_table(rows: list[RetentionRow], markdown: bool = False) -> str:
-    body = [[r.task, r.key + (" (lower is better)" if r.lower_is_better else ""),
-             f"{r.before:.3f}" if r.lower_is_better else f"{r.before:.2f}",
-             f"{r.after:.3f}" if r.lower_is_better else f"{r.after:.2f}",
-             f"{r.delta:+.3f}" if r.lower_is_better else f"{r.delta:+.2f}",
-             f"[{r.ci[0]:+.3f}, {r.ci[1]:+.3f}]" if r.lower_is_better else
-             f"[{r.ci[0]:+.2f}, {r.ci[1]:+.2f}]",
-             f"{r.forgetting:+.2f}" + ("%" if r.lower_is_better else "")] for r in rows]
-    return format_table(["task", "score", "before", "after", "change", "95% CI", "forgetting"],
-                        body, markdown)
-
-
 def significant_drops(rows: list[RetentionRow]) -> list[str]:
     """Tasks whose score got worse with the 95% CI of the change excluding zero."""
-    return [r.task for r in rows
-            if (r.ci[0] > 0 if r.lower_is_better else r.ci[1] < 0)]
+    return [r.task for r in rows if r.significant_drop]
 
 
 def curve_hook(lm: LoadedModel, tasks: list[TaskConfig], limit: int | None) -> Any:

@@ -20,7 +20,7 @@ import yaml
 
 from tunelab.config import RunConfig, load_run_config, to_dict
 from tunelab.errors import TunelabError
-from tunelab.methods import get_method
+from tunelab.methods import METHODS, get_method
 from tunelab.report.tables import format_table
 
 
@@ -78,8 +78,6 @@ def _run(argv: list[str], log: Path) -> bool:
 def run_sweep(config_path: str, overrides: list[str], options: SweepOptions) -> Path:
     """Train every method, collect one row each, write sweep.json, sweep.md and a plot."""
     base = load_run_config(config_path, overrides)
-    from tunelab.methods import METHODS
-
     unknown = [m for m in options.methods if m not in METHODS]
     if unknown:
         raise TunelabError(f"--methods: unknown {', '.join(unknown)}; known: {', '.join(sorted(METHODS))}")

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache
 
 from tunelab.models.cache import cache_argument, output_cache, transformers_model
 
@@ -191,8 +192,6 @@ def _score_shared(model: Any, batch: list[ChoiceRequest]) -> list[ChoiceResult]:
 
 def _select_cache(model: Any, cache: Any, index: torch.Tensor) -> Any:
     """A new cache holding rows `index` (repeats allowed) of every layer of `cache`."""
-    from transformers import DynamicCache
-
     try:
         selected = DynamicCache(config=model.config)
     except TypeError:  # older cache constructors take no config

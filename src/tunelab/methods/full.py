@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
 from tunelab.methods.base import register
 
@@ -33,8 +34,6 @@ class FullMethod:
         model.save_pretrained(str(out_dir))  # type: ignore[operator]
 
     def load(self, base: torch.nn.Module, weights_dir: Path) -> torch.nn.Module:
-        from safetensors.torch import load_file
-
         state = {}
         for shard in sorted(Path(weights_dir).glob("*.safetensors")):
             state.update(load_file(str(shard)))

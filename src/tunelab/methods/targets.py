@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from tunelab.errors import TunelabError
 
@@ -102,8 +103,6 @@ def trainable_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_weights(out_dir: Path, tensors: dict[str, torch.Tensor], record: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out_dir / WEIGHTS_FILE))
@@ -112,8 +111,6 @@ def save_weights(out_dir: Path, tensors: dict[str, torch.Tensor], record: dict[s
 
 def read_weights(weights_dir: Path, method: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(tensors, record) saved by `save_weights`; errors name the directory and the fix."""
-    from safetensors.torch import load_file
-
     weights_dir = Path(weights_dir)
     record_path, weights_path = weights_dir / RECORD_FILE, weights_dir / WEIGHTS_FILE
     if not record_path.is_file() or not weights_path.is_file():

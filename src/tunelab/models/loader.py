@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from transformers import AutoTokenizer
+
 from tunelab.config import ModelConfig
 from tunelab.errors import TunelabError
 from tunelab.models.kinds import MODEL_KINDS, LoadedModel, ModelKind, get_kind
@@ -41,8 +43,6 @@ def check_kind(config: ModelConfig, kind: str | None = None) -> ModelKind:
 
 def load_tokenizer(config: ModelConfig) -> Any:
     """Only the tokenizer (data inspection needs no weights)."""
-    from transformers import AutoTokenizer  # heavy; only when a tokenizer loads
-
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(config.name), trust_remote_code=False)
     ensure_pad_token(tokenizer)
     return tokenizer

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 
 from tunelab.config import ModelConfig
 from tunelab.errors import TunelabError
@@ -53,8 +54,6 @@ def load_pretrained(config: ModelConfig, auto_class: str, kind: str, kinds: Sequ
     """(tokenizer, model, source) of a checkpoint loaded with the transformers class
     `auto_class`; a hub miss, or a checkpoint that class cannot load (so it is not a `kind`
     model), is a one-line error naming the fix."""
-    import transformers  # heavy; only when a model loads
-
     source = resolve_model_dir(config.name)
     transformers.logging.disable_progress_bar()
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
@@ -87,8 +86,6 @@ def load_with_head(config: ModelConfig, auto_class: str, labels: Sequence[str]
     """(tokenizer, model, source) of a checkpoint loaded with the head class `auto_class`
     (`AutoModelForSequenceClassification`) over `labels` (id2label names them); a head the
     checkpoint lacks is initialised fresh, and a warning says so."""
-    import transformers  # heavy; only when a model loads
-
     logging = transformers.logging
     source = resolve_model_dir(config.name)
     logging.disable_progress_bar()

@@ -9,7 +9,7 @@ from typing import Any
 
 from tunelab.eval.compare import Comparison
 from tunelab.eval.runner import EvalResult
-from tunelab.report.tables import format_table, results_table, shown_keys
+from tunelab.report.tables import format_table, results_table, retention_table, shown_keys
 
 
 def examples_table(results: Sequence[EvalResult], count: int, markdown: bool = True) -> str:
@@ -56,8 +56,6 @@ def write_run_report(run_dir: Path, config: Any, summary: dict[str, Any],
                      evaluation: EvalResult | None, task_evaluations: dict[str, EvalResult],
                      retention_rows: Sequence[Any]) -> None:
     """report.md of a `tunelab train` run: setup, the evaluation curve, test scores, forgetting."""
-    from tunelab.retention import retention_table, significant_drops
-
     lines = [f"# {config.name}", "", "## Setup", ""]
     for key in ("method", "model", "trainable_parameters", "trainable_percent",
                 "size_on_disk_bytes", "steps", "train_seconds", "tokens_per_s", "peak_memory_mb",
@@ -77,7 +75,7 @@ def write_run_report(run_dir: Path, config: Any, summary: dict[str, Any],
         verdict = ("no limit set (retention.max_forgetting)" if limit is None else
                    f"{'passed' if retention.get('passed') else 'FAILED'}: worst forgetting "
                    f"{retention.get('worst_forgetting', 0):.2f} against a limit of {limit:g}")
-        drops = significant_drops(retention_rows)
+        drops = [r.task for r in retention_rows if r.significant_drop]
         lines += ["## Retention (forgetting)", "",
                   "The same items scored by the base model before training and by the trained "
                   "model after; change with a paired-bootstrap 95% CI. Forgetting is points lost "

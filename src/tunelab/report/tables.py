@@ -68,3 +68,16 @@ def suite_table(results: Sequence[EvalResult], markdown: bool = False) -> str:
                      f"{r.mean_context_tokens:.0f}", f"{r.mean_shot_tokens:.0f}"])
     return format_table(["task", "output type", "system", "n", "score", "value [95% CI]",
                          "context tokens", "shot tokens"], rows, markdown)
+
+
+def retention_table(rows: Sequence[Any], markdown: bool = False) -> str:
+    """Retention rows (before, after, change, CI, forgetting), lower-is-better scores to 3 places."""
+    body = [[r.task, r.key + (" (lower is better)" if r.lower_is_better else ""),
+             f"{r.before:.3f}" if r.lower_is_better else f"{r.before:.2f}",
+             f"{r.after:.3f}" if r.lower_is_better else f"{r.after:.2f}",
+             f"{r.delta:+.3f}" if r.lower_is_better else f"{r.delta:+.2f}",
+             f"[{r.ci[0]:+.3f}, {r.ci[1]:+.3f}]" if r.lower_is_better else
+             f"[{r.ci[0]:+.2f}, {r.ci[1]:+.2f}]",
+             f"{r.forgetting:+.2f}" + ("%" if r.lower_is_better else "")] for r in rows]
+    return format_table(["task", "score", "before", "after", "change", "95% CI", "forgetting"],
+                        body, markdown)

@@ -32,6 +32,7 @@ from tunelab.methods.base import ParameterCount, directory_size, parse_options
 from tunelab.models import LoadedModel, load_model
 from tunelab.models.kinds import get_kind
 from tunelab.report.markdown import write_run_report
+from tunelab.report.tables import retention_table
 from tunelab.runs import read_config, write_config
 from tunelab.training.checkpoint import LoopState, write_atomically
 from tunelab.training.data import PreparedData, prepare_data
@@ -69,10 +70,10 @@ def train(config: RunConfig | str | Path, overrides: list[str] | None = None,
     options = parse_options(method, config.method)
     tasks = training_tasks(config)  # checked before any loading
     kept = retention.retention_tasks(config.retention, config.model.kind)
-    if get_kind(config.model.kind).checks_metrics_before_training and config.eval.metrics:
-        check_task(run_task(config))  # a head's metrics fail now, not after training
     transformers.set_seed(config.train.seed)
     lm = load_model(config.model, labels=config.eval.labels)  # model.kind picks the class
+    if lm.kind.checks_metrics_before_training and config.eval.metrics:
+        check_task(run_task(config))  # a head's metrics fail now, not after training
     before = {}
     if kept:  # before the method touches the model; cached per base model
         print(f"tunelab: retention suite before training: {', '.join(t.name for t in kept)}")
@@ -197,7 +198,7 @@ def check_retention(lm: LoadedModel, config: RunConfig, kept: list[TaskConfig],
     summary["retention"] = {"worst_forgetting": worst, "max_forgetting": limit, "passed": passed,
                             "significant_drops": retention.significant_drops(rows)}
     print("retention (before -> after training):")
-    print(retention.retention_table(rows))
+    print(retention_table(rows))
     if not passed:
         print(f"tunelab: FAILED: forgetting {worst:.2f} exceeds retention.max_forgetting {limit:g}")
     return rows, passed

@@ -1,0 +1,81 @@
+"""The architecture holds: no choice compared by name outside its module, no import circles, no
+layer importing a layer above it, and imports inside functions only for optional dependencies."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import re
+from pathlib import Path
+from types import ModuleType
+
+SHAPE = Path(__file__).resolve().parent.parent / "scripts" / "shape"
+
+# Imported inside a function on purpose, each for a reason that is not a circle.
+OPTIONAL = {
+    "tunelab.api": "`import tunelab` stays light; the API loads torch on first use",
+    "tunelab.sweep": "the same lazy package attribute",
+    "tunelab.merge": "the same lazy package attribute",
+    "tunelab.bridges.lm_eval": "lm-evaluation-harness is an optional extra",
+    "lm_eval": "lm-evaluation-harness is an optional extra",
+    "peft": "an old peft fails at import: tunelab checks the installed set first",
+    "pyarrow": "only Parquet files need it",
+    "datasets": "only `datasets` directories need it",
+    "matplotlib": "only the sweep plot needs it",
+}
+
+
+def shape() -> ModuleType:
+    loader = importlib.machinery.SourceFileLoader("shape", str(SHAPE))
+    spec = importlib.util.spec_from_loader("shape", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def test_no_choice_is_compared_by_name_outside_its_module() -> None:
+    found = shape().measure()
+    assert found["kind"] == [], "compare model kinds in models/kinds.py only; ask the kind"
+    assert found["output_type"] == [], "ask the output type (eval/output_types/) instead"
+
+
+def test_layers_form_a_tree() -> None:
+    found = shape().measure()
+    assert found["circles"] == [] and found["hidden_circles"] == []
+    assert found["back_arrows"] == []
+
+
+def test_imports_inside_functions_are_for_optional_dependencies() -> None:
+    found = shape().measure()
+    assert found["inner_imports"], "the check must see the lazy imports it allows"
+    for where in found["inner_imports"]:
+        module = where.split()[-1]
+        assert any(module == name or module.startswith(name + ".") for name in OPTIONAL), (
+            f"{where}: import it at the top of the module (or add the optional dependency "
+            "and why to OPTIONAL)")
+
+
+def test_the_check_finds_what_it_forbids(tmp_path: Path) -> None:
+    """The measurement itself bites: a comparison, a circle and a back-arrow are reported."""
+    module = shape()
+    src = tmp_path / "tunelab"
+    (src / "models").mkdir(parents=True)
+    (src / "data").mkdir()
+    (src / "__init__.py").write_text("")
+    (src / "models" / "__init__.py").write_text("")
+    (src / "data" / "__init__.py").write_text("")
+    (src / "models" / "loader.py").write_text(
+        "from tunelab.data import reader\n\ndef f(kind):\n    return kind == 'seq2seq'\n")
+    (src / "data" / "reader.py").write_text(
+        "def g(task):\n    from tunelab.models import loader\n"
+        "    return task.output_type == 'generate'\n")
+    module.ROOT = src
+    module.MODULES.clear()
+    found = module.measure()
+    assert [re.sub(r":\d+", "", w) for w in found["kind"]] == ["models/loader.py"]
+    assert [re.sub(r":\d+", "", w) for w in found["output_type"]] == ["data/reader.py"]
+    assert found["back_arrows"] == ["tunelab.models.loader -> tunelab.data.reader"]
+    assert found["hidden_circles"] == ["tunelab.data.reader <-> tunelab.models.loader"]
+    assert found["circles"] == []  # the data -> models import hides in a function
+    assert found["inner_imports"] == ["data/reader.py:2 tunelab.models.loader"]
