@@ -68,15 +68,15 @@ def main() -> int:
     from tunelab.config import ModelConfig
     from tunelab.eval.choice import ChoiceRequest, encode_pair, score_choices
     from tunelab.eval.datasets import load_task_data
-    from tunelab.eval.output_types import Framing, Request
-    from tunelab.eval.output_types.multiple_choice import build_choice_items
+    from tunelab.eval.output_types import Framing, Request, get_output_type
+    from tunelab.eval.output_types.multiple_choice import MultipleChoiceOutput, build_choice_items
     from tunelab.eval.tasks import load_task
     from tunelab.models import load_model
 
     task = load_task(args.task)
     if args.sampler:
         task.fewshot.sampler = args.sampler
-    if task.output_type != "multiple_choice":
+    if not isinstance(get_output_type(task.output_type), MultipleChoiceOutput):
         sys.exit(f"{args.task} is {task.output_type}, not multiple_choice")
     lm = load_model(ModelConfig(name=args.model, num_layers=args.num_layers))
     data = load_task_data(task)

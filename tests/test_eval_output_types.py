@@ -8,9 +8,9 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from helpers import DATA
+from eval_helpers import REVIEWS
 
-from tunelab.config import OUTPUT_TYPES, DataConfig, EvalConfig, ModelConfig, TaskConfig
+from tunelab.config import OUTPUT_TYPES, EvalConfig, ModelConfig, TaskConfig
 from tunelab.errors import TunelabError
 from tunelab.eval.datasets import load_task_data
 from tunelab.eval.metrics import MetricInput, metric_class, task_metrics
@@ -19,14 +19,11 @@ from tunelab.eval.runner import evaluate_loaded, evaluate_records
 from tunelab.eval.tasks import check_task
 from tunelab.models import load_model
 
-REVIEWS = DataConfig(source=str(DATA / "reviews.jsonl"), fields={"input": "text", "output": "label"},
-                     template="format", prompt_format="Review: {input}\nSentiment:",
-                     completion_format=" {output}", test_size=8, validation_size=0)
-
 
 @pytest.fixture(scope="module")
 def lm(tiny_llama: Path):
     return load_model(ModelConfig(name=str(tiny_llama)))
+
 
 
 def test_registry_names_match_the_config_and_unknown_names_fail_in_one_line() -> None:

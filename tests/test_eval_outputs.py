@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from eval_helpers import EVAL_DATA
-from helpers import DATA, tiny_run_config
+from eval_helpers import EVAL_DATA, REVIEWS
+from helpers import tiny_run_config
 
 import tunelab
 import tunelab.eval.output_types.base as output_types_base
@@ -21,10 +21,6 @@ from tunelab.errors import TunelabError
 from tunelab.eval.runner import evaluate_loaded
 from tunelab.models import load_model
 from tunelab.models.kinds import load_classifier
-
-REVIEWS = DataConfig(source=str(DATA / "reviews.jsonl"), fields={"input": "text", "output": "label"},
-                     template="format", prompt_format="Review: {input}\nSentiment:",
-                     completion_format=" {output}", test_size=8, validation_size=0)
 
 
 @pytest.fixture(scope="module")

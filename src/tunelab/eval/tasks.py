@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from tunelab.config import TaskConfig, from_dict, load_yaml
+from tunelab.config import TaskConfig, from_dict, load_yaml, option_name, yaml_line
 from tunelab.errors import TunelabError
 from tunelab.eval.datasets import default_completion, load_task_data, source_scheme
 from tunelab.eval.metrics import metric_names
@@ -93,32 +91,6 @@ def apply_source_defaults(task: TaskConfig, raw_data: dict[str, Any]) -> None:
         task.data.prompt_format = task.data.prompt_format or "{prompt}"
         if "completion_format" not in raw_data:
             task.data.completion_format = default_completion(task.data.source)
-
-
-def yaml_line(path: Path, keys: list[str | int]) -> int | None:
-    """1-based line of the deepest of `keys` (mapping keys, list indices) found in the file."""
-    try:
-        node = yaml.compose(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None
-    line = None
-    for key in keys:
-        if isinstance(key, int) and isinstance(node, yaml.SequenceNode) and key < len(node.value):
-            node = node.value[key]
-            line = node.start_mark.line + 1
-            continue
-        if not isinstance(node, yaml.MappingNode):
-            break
-        match = next(((k, v) for k, v in node.value if getattr(k, "value", None) == key), None)
-        if match is None:
-            break
-        line, node = match[0].start_mark.line + 1, match[1]
-    return line
-
-
-def option_name(keys: list[str | int]) -> str:
-    """['eval', 'metrics', 1] -> 'eval.metrics[1]'."""
-    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
 
 
 def check_task(task: TaskConfig, path: Path | None = None) -> None:
