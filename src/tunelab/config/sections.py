@@ -1,73 +1,27 @@
-"""Typed configuration: the single source of truth for every option.
-
-A run is described by :class:`RunConfig`, read from YAML and overridden by ``key=value``
-pairs (``train.lr=1e-4``). Every field's comment is its help text.
-"""
+"""The config sections: one dataclass each, every field's docstring its help text."""
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
-import yaml
-
+from tunelab.config.choices import (
+    BuiltinMixture,
+    Checked,
+    DataFormat,
+    Dtype,
+    Measure,
+    ModelKind,
+    Order,
+    OutputTypeName,
+    Sampling,
+    Schedule,
+    ShotSampler,
+    TemplateName,
+)
 from tunelab.errors import TunelabError
-
-# The allowed values of every choice option, as types: `from_dict` and each section's
-# `__post_init__` refuse anything else in one line, so no module re-checks them.
-Dtype = Literal["float32", "bfloat16", "float16"]
-ModelKind = Literal["causal", "seq2seq", "classifier"]
-DataFormat = Literal["auto", "jsonl", "csv", "parquet", "hf_disk", "bigbench"]
-TemplateName = Literal["alpaca", "chat", "format"]
-ShotSampler = Literal["random", "first"]
-OutputTypeName = Literal["generate", "multiple_choice", "loglikelihood_rolling", "classification"]
-Schedule = Literal["cosine", "linear", "constant"]
-BuiltinMixture = Literal["natural_instructions"]
-Sampling = Literal["proportional", "temperature", "uniform", "weights"]
-Order = Literal["random", "easy_to_hard"]
-Measure = Literal["length", "loss"]
-
-TEMPLATES: tuple[str, ...] = get_args(TemplateName)
-OUTPUT_TYPES: tuple[str, ...] = get_args(OutputTypeName)
-MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
-
-
-def choices_of(hint: Any) -> tuple[str, ...] | None:
-    """The allowed strings of a ``Literal[...]`` hint (also inside ``X | None``), else None."""
-    if typing.get_origin(hint) is Literal:
-        return tuple(get_args(hint))
-    for arg in get_args(hint):
-        if typing.get_origin(arg) is Literal:
-            return tuple(get_args(arg))
-    return None
-
-
-def check_choice(option: str, value: Any, hint: Any) -> None:
-    """One-line error when `value` is not one of a Literal option's values."""
-    allowed = choices_of(hint)
-    if allowed is not None and value is not None and value not in allowed:
-        raise TunelabError(f"{option} '{value}': use one of {', '.join(allowed)}")
-
-
-class Checked:
-    """A config section that checks its choice options on construction (`section` names it
-    in errors, e.g. ``mixture.sampling 'mixed': use one of ...``)."""
-
-    section: typing.ClassVar[str] = ""
-
-    def __post_init__(self) -> None:
-        for name, hint in _hints(type(self)).items():
-            check_choice(f"{self.section}.{name}".lstrip("."), getattr(self, name), hint)
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return {name: hint for name, hint in typing.get_type_hints(cls).items()
-            if choices_of(hint) is not None}
 
 
 @dataclass
@@ -387,170 +341,3 @@ class RunConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
-
-
-def from_dict(cls: type, raw: dict[str, Any], where: str, source: Path | None = None,
-              keys: tuple[str | int, ...] = ()) -> Any:
-    """Build dataclass ``cls`` from a dict, naming ``where`` (file/option path) on a bad key.
-
-    With ``source`` (the YAML file ``raw`` came from; ``keys``: where ``raw`` sits in it), a
-    value that is not one of its option's choices is named by file, line and option."""
-    if not isinstance(raw, dict):
-        raise TunelabError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in known:
-            raise TunelabError(
-                f"{where}: unknown option '{key}'; valid options are: {', '.join(sorted(known))}"
-            )
-        hint = hints[key]
-        item = _dataclass_item(hint)
-        if dataclasses.is_dataclass(hint):
-            kwargs[key] = from_dict(hint, value or {}, f"{where}.{key}", source, (*keys, key))
-        elif item is not None:
-            if not isinstance(value or [], list):
-                raise TunelabError(f"{where}.{key}: expected a list of mappings")
-            kwargs[key] = [from_dict(item, v or {}, f"{where}.{key}[{i}]", source, (*keys, key, i))
-                           for i, v in enumerate(value or [])]
-        else:
-            named = f"{where}.{key}"
-            if source is not None and choices_of(hint) is not None:
-                line = yaml_line(source, [*keys, key])
-                named = f"{source}{f' line {line}' if line else ''}: {option_name([*keys, key])}"
-            kwargs[key] = _coerce(value, hint, named)
-    return cls(**kwargs)
-
-
-def yaml_line(path: Path, keys: list[str | int]) -> int | None:
-    """1-based line of the deepest of `keys` (mapping keys, list indices) found in the file."""
-    try:
-        node = yaml.compose(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None
-    line = None
-    for key in keys:
-        if isinstance(key, int) and isinstance(node, yaml.SequenceNode) and key < len(node.value):
-            node = node.value[key]
-            line = node.start_mark.line + 1
-            continue
-        if not isinstance(node, yaml.MappingNode):
-            break
-        match = next(((k, v) for k, v in node.value if getattr(k, "value", None) == key), None)
-        if match is None:
-            break
-        line, node = match[0].start_mark.line + 1, match[1]
-    return line
-
-
-def option_name(keys: list[str | int]) -> str:
-    """['eval', 'metrics', 1] -> 'eval.metrics[1]'."""
-    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
-
-
-def _dataclass_item(hint: Any) -> type | None:
-    """The item type of a ``list[SomeDataclass]`` hint, else None."""
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) is list and len(args) == 1 and dataclasses.is_dataclass(args[0]):
-        return typing.cast(type, args[0])
-    return None
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Check (and gently convert) a scalar option against its type hint."""
-    if value is None:
-        return None
-    allowed = choices_of(hint)
-    if allowed is not None:
-        if str(value) not in allowed:
-            raise TunelabError(f"{where} '{value}': use one of {', '.join(allowed)}")
-        return str(value)
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    base = typing.get_origin(hint) or hint
-    if base in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args:
-        hint, base = args[0], typing.get_origin(args[0]) or args[0]
-    try:
-        if base is bool and isinstance(value, str):
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(value)
-            return value.lower() in ("true", "1", "yes")
-        if base in (int, float) and not isinstance(value, bool):
-            number = float(value)
-            return int(number) if base is int and number.is_integer() else base(number)
-        if base is str:
-            return str(value)
-        if base is list:
-            return list(value) if isinstance(value, (list, tuple)) else [
-                v.strip() for v in str(value).split(",") if v.strip()
-            ]
-        if base is dict:
-            if not isinstance(value, dict):
-                raise ValueError(value)
-            return dict(value)
-    except (TypeError, ValueError):
-        raise TunelabError(
-            f"{where}: cannot read {value!r} as {getattr(base, '__name__', base)}"
-        ) from None
-    return value
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split ``a.b=value`` into (['a', 'b'], value parsed as YAML)."""
-    if "=" not in text:
-        raise TunelabError(f"override '{text}': expected KEY=VALUE, e.g. train.lr=1e-4")
-    key, raw = text.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip().split("."), value
-
-
-def merge_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key=value`` overrides onto a nested dict (returns a new dict)."""
-    merged = yaml.safe_load(yaml.safe_dump(raw)) or {}
-    for text in overrides:
-        path, value = parse_override(text)
-        node = merged
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise TunelabError(f"override '{text}': '{part}' is not a section")
-        node[path[-1]] = value
-    return merged
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, with a one-line error naming the file and line on bad syntax."""
-    path = Path(path)
-    if not path.is_file():
-        raise TunelabError(f"{path}: no such config file")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or "invalid YAML"
-        raise TunelabError(f"{path}{line}: {problem}; fix the YAML syntax") from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise TunelabError(f"{path}: expected a YAML mapping of options at the top level")
-    return raw
-
-
-def load_run_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a run config from YAML (or defaults when path is None) plus overrides."""
-    raw = load_yaml(path) if path else {}
-    raw = merge_overrides(raw, overrides or [])
-    source = Path(path) if path and not overrides else None  # overrides move the lines
-    config = from_dict(RunConfig, raw, str(path or "config"), source)
-    if "name" not in (config.method or {}):
-        raise TunelabError(f"{path or 'config'}: method.name is missing; e.g. method: {{name: lora}}")
-    return config
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    """Plain-dict form of a config dataclass (for run directories)."""
-    return dataclasses.asdict(config)
