@@ -21,6 +21,7 @@ from helpers import DATA
 
 import tunelab
 import tunelab.training.run as run_module
+from tunelab.config import MODEL_KINDS as config_kinds
 from tunelab.config import (
     DataConfig,
     EvalConfig,
@@ -134,7 +135,7 @@ def mean_loss(model: torch.nn.Module, examples: list, pad_id: int = 3) -> float:
 # --- the kind objects -------------------------------------------------------------------------
 
 def test_registry_round_trips_names_and_rejects_unknown_kinds_in_one_line() -> None:
-    assert MODEL_KINDS == ("causal", "seq2seq", "classifier")
+    assert MODEL_KINDS == ("causal", "seq2seq", "classifier") == config_kinds  # registry = config type
     for name in MODEL_KINDS:
         kind = get_kind(name)
         assert kind.name == name and get_kind(kind.name) is kind and kind == copy.deepcopy(kind)

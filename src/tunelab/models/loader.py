@@ -9,14 +9,12 @@ from typing import Any
 from transformers import AutoTokenizer
 
 from tunelab.config import ModelConfig
-from tunelab.errors import TunelabError
 from tunelab.models.kinds import MODEL_KINDS, LoadedModel, ModelKind, get_kind
 from tunelab.models.pretrained import ensure_pad_token, resolve_model_dir, truncate_layers
 
 __all__ = ["MODEL_KINDS", "LoadedModel", "check_kind", "load_model", "load_tokenizer",
            "resolve_model_dir", "truncate_layers"]
 
-_DTYPES = {"float32", "bfloat16", "float16"}
 
 
 def load_model(config: ModelConfig, labels: Sequence[str] | None = None,
@@ -28,8 +26,6 @@ def load_model(config: ModelConfig, labels: Sequence[str] | None = None,
     (the run's eval.labels; required), right padding (see models/kinds.py `load_classifier`).
     """
     model_kind = check_kind(config, kind)
-    if config.dtype not in _DTYPES:
-        raise TunelabError(f"model.dtype '{config.dtype}': use one of {', '.join(sorted(_DTYPES))}")
     return model_kind.load(config, labels)
 
 
