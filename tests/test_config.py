@@ -7,11 +7,13 @@ from pathlib import Path
 import pytest
 
 from tunelab.config import (
+    BuiltinMixtureConfig,
     MixtureConfig,
     ModelConfig,
     TrainConfig,
     load_run_config,
 )
+from tunelab.data.mixture import check_tasks
 from tunelab.errors import TunelabError
 from tunelab.methods import METHODS
 
@@ -51,11 +53,24 @@ def test_sections_made_in_code_check_their_choices_and_ranges() -> None:
         ModelConfig(dtype="fp8")  # type: ignore[arg-type]
     with pytest.raises(TunelabError, match="^train.schedule 'step'"):
         TrainConfig(schedule="step")  # type: ignore[arg-type]
+    with pytest.raises(TunelabError, match=r"^mixture.sampling 'null': use one of"):
+        MixtureConfig(sampling=None)  # type: ignore[arg-type]
+    assert MixtureConfig(builtin=BuiltinMixtureConfig(name=None)).builtin.name is None  # optional
+    # Ranges that matter only to a mixture are checked with its tasks, not on every config.
+    names, held_out, weights = ["a", "b"], [False, False], [None, None]
     with pytest.raises(TunelabError, match=r"^mixture.cap=0: must be >= 1"):
-        MixtureConfig(cap=0)
+        check_tasks(names, held_out, weights, MixtureConfig(cap=0))
     with pytest.raises(TunelabError, match=r"^mixture.temperature=0: must be > 0"):
-        MixtureConfig(sampling="temperature", temperature=0)
-    assert MixtureConfig(sampling="uniform", temperature=0).temperature == 0  # only used by temperature
+        check_tasks(names, held_out, weights, MixtureConfig(sampling="temperature", temperature=0))
+    check_tasks(names, held_out, weights, MixtureConfig(sampling="uniform", temperature=0))
+
+
+def test_null_is_refused_where_a_choice_is_required(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(RUN_YAML.format(schedule="null", sampling="uniform"))
+    with pytest.raises(TunelabError, match=r"line 6: train.schedule 'null': use one of cosine"):
+        load_run_config(path)
+    assert load_run_config(None, ["mixture.builtin.name=null"]).mixture.builtin.name is None
 
 
 def test_sweep_defaults_live_on_each_method() -> None:

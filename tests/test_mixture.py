@@ -384,3 +384,13 @@ def test_data_inspect_shows_every_task_with_its_own_template(tiny_llama: Path, t
     assert completion.startswith(" (loss weight 0.5)")
     assert "template: alpaca" in completion and "### Response:" in completion
     assert "⟦" in sentiment and "⟦" in completion
+
+
+def test_one_task_without_training_examples_has_no_plan() -> None:
+    data = TrainingData([TaskExamples("only", [], [])], pad_id=0)
+    assert not data.per_task
+    with pytest.raises(TunelabError, match="the train split is empty"):
+        data.plan(batch_size=2, seed=0)
+    examples = [TokenizedExample([1, 2, 3], [-100, 2, 3], 1)] * 5
+    plan = TrainingData([TaskExamples("only", examples, [])], pad_id=0).plan(batch_size=2, seed=0)
+    assert sorted(i for b in plan.epoch_batches(0) for i in b.indices) == [0, 1, 2, 3, 4]

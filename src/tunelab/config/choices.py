@@ -37,11 +37,20 @@ def choices_of(hint: Any) -> tuple[str, ...] | None:
     return None
 
 
+def optional(hint: Any) -> bool:
+    """Whether a hint admits None (``X | None``)."""
+    return type(None) in get_args(hint)
+
+
 def check_choice(option: str, value: Any, hint: Any) -> None:
-    """One-line error when `value` is not one of a Literal option's values."""
+    """One-line error when `value` is not one of a Literal option's values (None only where
+    the option is optional)."""
     allowed = choices_of(hint)
-    if allowed is not None and value is not None and value not in allowed:
-        raise TunelabError(f"{option} '{value}': use one of {', '.join(allowed)}")
+    if allowed is None or (value is None and optional(hint)):
+        return
+    if value not in allowed:
+        shown = "null" if value is None else value
+        raise TunelabError(f"{option} '{shown}': use one of {', '.join(allowed)}")
 
 
 class Checked:

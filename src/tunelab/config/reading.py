@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from tunelab.config.choices import choices_of
+from tunelab.config.choices import check_choice, choices_of
 from tunelab.config.sections import RunConfig
 from tunelab.errors import TunelabError
 
@@ -85,13 +85,12 @@ def _dataclass_item(hint: Any) -> type | None:
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     """Check (and gently convert) a scalar option against its type hint."""
-    if value is None:
-        return None
     allowed = choices_of(hint)
     if allowed is not None:
-        if str(value) not in allowed:
-            raise TunelabError(f"{where} '{value}': use one of {', '.join(allowed)}")
-        return str(value)
+        check_choice(where, None if value is None else str(value), hint)
+        return None if value is None else str(value)
+    if value is None:
+        return None
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     base = typing.get_origin(hint) or hint
     if base in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args:

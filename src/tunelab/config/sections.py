@@ -21,7 +21,6 @@ from tunelab.config.choices import (
     ShotSampler,
     TemplateName,
 )
-from tunelab.errors import TunelabError
 
 
 @dataclass
@@ -213,15 +212,16 @@ class TrainConfig(Checked):
 
 @dataclass
 class TrainTaskConfig:
-    """One task of a multi-task mixture: its data and template, how much it is sampled and
-    weighted, and the metric that tracks it during training."""
+    """One training task: its data and template, how much it is sampled and weighted, and the
+    metric that tracks it. A multi-task run lists several; a single-task run is the `data` and
+    `eval` sections as one such task (data/training_tasks.py)."""
 
     name: str = ""
     """Unique name; curriculum stages and the logs refer to it."""
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    """The task metric, scored on the validation split at every evaluation
-    (mixture.eval_limit examples) and on the test split after training."""
+    """The task metric, scored on the test split after training (and, in a mixture, on the
+    validation split at every evaluation: mixture.eval_limit examples)."""
     loss_weight: float = 1.0
     """Multiplies this task's token losses (0: the task is sampled but never learned from)."""
     weight: float | None = None
@@ -292,12 +292,6 @@ class MixtureConfig(Checked):
     """Validation examples per task scored with its metric at every evaluation (0: none)."""
     builtin: BuiltinMixtureConfig = field(default_factory=BuiltinMixtureConfig)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.cap is not None and self.cap < 1:
-            raise TunelabError(f"mixture.cap={self.cap}: must be >= 1 (or null for no cap)")
-        if self.sampling == "temperature" and self.temperature <= 0:
-            raise TunelabError(f"mixture.temperature={self.temperature}: must be > 0")
 
 
 @dataclass

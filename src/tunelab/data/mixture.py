@@ -73,14 +73,17 @@ class TrainingData:
              rank: int = 0) -> BatchPlan:
         """The deterministic batch plan of this data (see the module docstrings)."""
         if self.mixture is None:
+            if not self.tasks[0].train:
+                raise TunelabError("the train split is empty; check data.source and the split sizes")
             return ShuffledPlan(len(self.tasks[0].train), batch_size, seed, world, rank)
         return MixturePlan(self.tasks, self.mixture, batch_size, seed, grad_accum, world, rank)
 
 
 def check_tasks(names: Sequence[str], held_out: Sequence[bool], weights: Sequence[float | None],
                 config: MixtureConfig) -> None:
-    """The mixture options that depend on the tasks (the rest check themselves in config.py):
-    at least one trained task, rates that can be computed, stages naming trained tasks."""
+    """The mixture options that the config cannot check alone (its choices check themselves,
+    config/choices.py): at least one trained task, rates that can be computed (cap, temperature,
+    weights), stages naming trained tasks. `MixturePlan` runs the same checks."""
     trained = [i for i, out in enumerate(held_out) if not out]
     if not trained:
         raise TunelabError("tasks: every task is held out; train on at least one")
@@ -118,6 +121,10 @@ RATES: dict[str, Callable[[Sequence[int], Sequence[float | None], Sequence[str],
 def sampling_rates(sizes: Sequence[int], weights: Sequence[float | None], names: Sequence[str],
                    config: MixtureConfig) -> list[float]:
     """Normalised sampling rates of the trained tasks (see the module docstring)."""
+    if config.cap is not None and config.cap < 1:
+        raise TunelabError(f"mixture.cap={config.cap}: must be >= 1 (or null for no cap)")
+    if config.sampling == "temperature" and config.temperature <= 0:
+        raise TunelabError(f"mixture.temperature={config.temperature}: must be > 0")
     capped = [min(n, config.cap) if config.cap else n for n in sizes]
     raw = RATES[config.sampling](capped, weights, names, config)
     total = sum(raw)

@@ -55,4 +55,4 @@ def build_config(options: IA3Options, model: torch.nn.Module) -> Any:
                      task_type=task_type(model))
 
 
-METHOD = register(PeftMethod("ia3", IA3Options, build_config, 3e-3, can_merge=True))
+METHOD = register(PeftMethod("ia3", IA3Options, build_config, sweep_lr=3e-3, can_merge=True))

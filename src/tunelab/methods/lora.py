@@ -41,4 +41,4 @@ def build_config(options: LoraOptions, model: torch.nn.Module) -> Any:
     )
 
 
-METHOD = register(PeftMethod("lora", LoraOptions, build_config, 4e-4, can_merge=True))
+METHOD = register(PeftMethod("lora", LoraOptions, build_config, sweep_lr=4e-4, can_merge=True))

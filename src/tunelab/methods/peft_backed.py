@@ -23,7 +23,7 @@ class PeftMethod:
     options_type: type
     build_config: Callable[[Any, torch.nn.Module], Any]
     """(options, model) -> peft config."""
-    sweep_lr: float
+    sweep_lr: float = field(kw_only=True)
     """A learning rate that suits the method on small models (`tunelab sweep`'s default)."""
     can_merge: bool = False
     weights_dir: str = "adapter"

@@ -70,4 +70,4 @@ def after_wrap(model: torch.nn.Module) -> torch.nn.Module:
     return fix_uncached_generation(peft_compat.patch(model))
 
 
-METHOD = register(PeftMethod("prefix", PrefixOptions, build_config, 1e-2, after_wrap=after_wrap))
+METHOD = register(PeftMethod("prefix", PrefixOptions, build_config, sweep_lr=1e-2, after_wrap=after_wrap))

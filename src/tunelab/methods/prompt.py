@@ -62,5 +62,5 @@ def build_config(options: PromptOptions, model: torch.nn.Module) -> Any:
         tokenizer_name_or_path=tokenizer)
 
 
-METHOD = register(PeftMethod("prompt", PromptOptions, build_config, 3e-2,
+METHOD = register(PeftMethod("prompt", PromptOptions, build_config, sweep_lr=3e-2,
                              after_wrap=peft_compat.patch))

@@ -94,7 +94,7 @@ class ModelKind(ABC):
     padding_side: str = "left"
     """The tokenizer's padding side (batched generation needs the prompt at the right)."""
     default_output_type: str = "generate"
-    """The output type a trained model of this kind is scored with (`api.run_task`)."""
+    """The output type a trained model of this kind is scored with (`training.run.run_task`)."""
     encoder_decoder: bool = False
     """Labels are a decoder's targets: the model builds its decoder input from them, and its
     logits align with them (no shift by one)."""
@@ -333,14 +333,6 @@ def get_kind(name: str) -> ModelKind:
         raise TunelabError(f"model.kind '{name}': unknown; choose one of {', '.join(MODEL_KINDS)}")
     return kind
 
-
-def find_kind(name: str) -> ModelKind | None:
-    """The kind a model.kind value names, or None (checks that run before the model loads
-    leave an unknown name to `load_model`'s error)."""
-    return KINDS.get(name)
-
-
-# --- tokenising one example, per kind -----------------------------------------------------
 
 def tokenize_example(rendered: PromptText, tokenizer: Any, max_length: int) -> TokenizedExample:
     """Causal: prompt + completion; cut the prompt from the left when too long."""

@@ -98,10 +98,11 @@ def train(config: RunConfig | str | Path, overrides: list[str] | None = None,
     model = trainer.accelerator.unwrap_model(trainer.model)
     weights_dir = run_dir / method.weights_dir
     write_atomically(weights_dir, lambda tmp: method.save(model, tmp))
+    size_on_disk = directory_size(weights_dir)  # the trained weights alone
     lm.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
     if (weights_dir / "config.json").is_file():  # a complete model: make it loadable alone
         lm.tokenizer.save_pretrained(str(weights_dir))
-    summary = training_summary(config, counts, directory_size(weights_dir), state, seconds, prepared)
+    summary = training_summary(config, counts, size_on_disk, state, seconds, prepared)
     if isinstance(trainer.plan, MixturePlan):
         summary["mixture"] = mixture_summary(trainer.plan, trainer, config, state)
 
