@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import re
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -14,8 +16,6 @@ SHAPE = Path(__file__).resolve().parent.parent / "scripts" / "shape"
 # Imported inside a function on purpose, each for a reason that is not a circle.
 OPTIONAL = {
     "tunelab.api": "`import tunelab` stays light; the API loads torch on first use",
-    "tunelab.sweep": "the same lazy package attribute",
-    "tunelab.merge": "the same lazy package attribute",
     "tunelab.bridges.lm_eval": "lm-evaluation-harness is an optional extra",
     "lm_eval": "lm-evaluation-harness is an optional extra",
     "peft": "an old peft fails at import: tunelab checks the installed set first",
@@ -54,6 +54,12 @@ def test_imports_inside_functions_are_for_optional_dependencies() -> None:
         assert any(module == name or module.startswith(name + ".") for name in OPTIONAL), (
             f"{where}: import it at the top of the module (or add the optional dependency "
             "and why to OPTIONAL)")
+
+
+def test_the_command_starts_without_torch() -> None:
+    """`tunelab --help` and argument errors answer at once: the CLI loads the API on first use."""
+    code = "import sys, tunelab.cli; sys.exit('torch' in sys.modules or 'transformers' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
 def test_the_check_finds_what_it_forbids(tmp_path: Path) -> None:

@@ -6,9 +6,16 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 __all__ = ["train", "evaluate", "evaluate_adapters", "compare_baselines", "evaluate_suite",
-           "score", "format_scores", "quickstart", "run_evaluation", "sweep", "merge", "TunelabError"]
+           "score", "format_scores", "quickstart", "run_evaluation", "run_sweep", "merge_run",
+           "inspect_data", "validate_task", "tasks_overview", "fetch_bigbench", "harness",
+           "TunelabError"]
 
 from tunelab.errors import TunelabError
+
+# The API, loaded on first use: `import tunelab` (and `tunelab --help`) stays free of torch.
+_API = ("train", "evaluate", "evaluate_adapters", "compare_baselines", "evaluate_suite", "score",
+        "format_scores", "quickstart", "run_evaluation", "run_sweep", "merge_run", "inspect_data",
+        "validate_task", "tasks_overview", "fetch_bigbench", "harness")
 
 if TYPE_CHECKING:  # pragma: no cover
     from tunelab.api import (
@@ -16,29 +23,24 @@ if TYPE_CHECKING:  # pragma: no cover
         evaluate,
         evaluate_adapters,
         evaluate_suite,
+        fetch_bigbench,
         format_scores,
+        harness,
+        inspect_data,
+        merge_run,
         quickstart,
         run_evaluation,
+        run_sweep,
         score,
+        tasks_overview,
         train,
+        validate_task,
     )
-    from tunelab.merge import merge_run as merge
-    from tunelab.sweep import run_sweep as sweep
 
 
 def __getattr__(name: str) -> Any:
-    # Heavy imports (torch, transformers) only when the API is used.
-    if name in ("train", "evaluate", "evaluate_adapters", "compare_baselines", "evaluate_suite",
-                "score", "format_scores", "quickstart", "run_evaluation"):
+    if name in _API:  # names that are not submodules (tunelab.sweep, tunelab.merge are)
         from tunelab import api
 
         return getattr(api, name)
-    if name == "sweep":
-        from tunelab.sweep import run_sweep
-
-        return run_sweep
-    if name == "merge":
-        from tunelab.merge import merge_run
-
-        return merge_run
     raise AttributeError(name)

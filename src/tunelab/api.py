@@ -10,19 +10,29 @@ from typing import Any
 
 from tunelab.adapters import AdapterSet
 from tunelab.baselines import BaselineReport, run_baselines
-from tunelab.config import ModelConfig, TaskConfig
+from tunelab.config import ModelConfig, TaskConfig, load_run_config
+from tunelab.data.inspect import inspect_data as inspect_run_data
 from tunelab.errors import TunelabError
+from tunelab.eval.datasets.fetch import fetch_bigbench
 from tunelab.eval.output_types import get_output_type, load_for_task
 from tunelab.eval.runner import EvalResult, evaluate_loaded, write_result
 from tunelab.eval.tasks import is_suite, load_suite, load_task
+from tunelab.eval.tasks import validate_task as validate_task_file
+from tunelab.merge import merge_run
+from tunelab.models.loader import load_tokenizer
 from tunelab.quickstart import run_quickstart
 from tunelab.report.tables import results_table, shown_keys, suite_table
+from tunelab.report.tasks import tasks_overview
 from tunelab.runs import load_run_model
 from tunelab.scoring import format_scores, score
+from tunelab.sweep import SweepOptions
+from tunelab.sweep import run_sweep as run_sweep_options
 from tunelab.training.run import TrainResult, run_task, train
 
-__all__ = ["train", "run_task", "evaluate", "evaluate_adapters", "compare_baselines", "evaluate_suite", "score", "format_scores",
-           "quickstart", "TrainResult", "run_evaluation", "Printout"]
+__all__ = ["train", "run_task", "evaluate", "evaluate_adapters", "compare_baselines",
+           "evaluate_suite", "run_evaluation", "Printout", "score", "format_scores", "quickstart",
+           "inspect_data", "validate_task", "tasks_overview", "fetch_bigbench", "merge_run",
+           "run_sweep", "harness", "TrainResult"]
 
 
 def evaluate(
@@ -186,3 +196,34 @@ def run_evaluation(
         return Printout(suite_table(results), [r.summary() for r in results])
     result = evaluate(task, model=model, adapter=adapter, shots=shots, limit=limit, out_dir=out_dir)
     return Printout(results_table([result], shown_keys(result.scores)), result.summary())
+
+
+def inspect_data(config: str | Path, overrides: list[str] | None = None, count: int = 3,
+                 split: str = "train") -> str:
+    """`tunelab data inspect`: templated examples with the trained tokens marked, per task."""
+    return inspect_run_data(load_run_config(config, overrides), count, split)
+
+
+def validate_task(task: str, model: str | None = None) -> str:
+    """`tunelab tasks validate`: check a task file and its data (`model`: a tokenizer for chat
+    templates)."""
+    return validate_task_file(task, load_tokenizer(ModelConfig(name=model)) if model else None)
+
+
+def run_sweep(config: str | Path, overrides: list[str], methods: list[str], max_steps: int = 0,
+          max_seconds: float = 0, lr: dict[str, float] | None = None, resume: bool = False,
+          retention: list[str] | None = None) -> Path:
+    """`tunelab sweep`: every method on the same data and budget; returns the sweep directory."""
+    options = SweepOptions(methods=methods, max_steps=max_steps, max_seconds=max_seconds,
+                           lr=lr or {}, resume=resume, retention=retention)
+    return run_sweep_options(str(config), overrides, options)
+
+
+def harness(tasks: list[str], **options: Any) -> str:
+    """`tunelab harness`: lm-evaluation-harness tasks on a tunelab model (the `harness` extra)."""
+    try:  # lm-evaluation-harness is an optional extra
+        from tunelab.bridges.lm_eval import run_harness
+    except ImportError as err:
+        raise TunelabError(f"tunelab harness needs lm-evaluation-harness ({err}); run: "
+                           "pip install -c constraints.txt 'tunelab[harness]'") from None
+    return run_harness(tasks, **options)

@@ -9,17 +9,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import tunelab
-from tunelab.config import ModelConfig, load_run_config
-from tunelab.data.inspect import inspect_data
+import tunelab  # the API loads on first use, so `tunelab --help` needs no torch
 from tunelab.dependencies import check_dependencies
 from tunelab.errors import TunelabError
-from tunelab.eval.datasets.fetch import fetch_bigbench
-from tunelab.eval.tasks import validate_task
-from tunelab.merge import merge_run
-from tunelab.models.loader import load_tokenizer
-from tunelab.report.tasks import tasks_overview
-from tunelab.sweep import SweepOptions, run_sweep
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -173,16 +165,15 @@ def _sweep(args: argparse.Namespace) -> int:
             lrs[method.strip()] = float(value)
         except ValueError:
             raise TunelabError(f"--lr {item}: expected METHOD=NUMBER, e.g. --lr lora=3e-4") from None
-    options = SweepOptions(
-        methods=[m.strip() for m in args.methods.split(",") if m.strip()],
-        max_steps=args.steps, max_seconds=args.seconds, lr=lrs, resume=args.resume,
-        retention=args.retention.split(",") if args.retention else None)
-    run_sweep(args.config, args.overrides, options)
+    tunelab.run_sweep(args.config, args.overrides,
+                  methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+                  max_steps=args.steps, max_seconds=args.seconds, lr=lrs, resume=args.resume,
+                  retention=args.retention.split(",") if args.retention else None)
     return 0
 
 
 def _merge(args: argparse.Namespace) -> int:
-    print(f"merged model: {merge_run(args.run, args.out)}")
+    print(f"merged model: {tunelab.merge_run(args.run, args.out)}")
     return 0
 
 
@@ -196,31 +187,25 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _tasks(args: argparse.Namespace) -> int:
     if args.tasks_command == "list":
-        print(tasks_overview())
+        print(tunelab.tasks_overview())
     else:
-        tokenizer = load_tokenizer(ModelConfig(name=args.model)) if args.model else None
-        print(validate_task(args.file, tokenizer))
+        print(tunelab.validate_task(args.file, model=args.model))
     return 0
 
 
 def _harness(args: argparse.Namespace) -> int:
-    try:  # lm-evaluation-harness is an optional extra
-        from tunelab.bridges.lm_eval import run_harness
-    except ImportError as err:
-        raise TunelabError(f"tunelab harness needs lm-evaluation-harness ({err}); run: "
-                           "pip install -c constraints.txt 'tunelab[harness]'") from None
-    print(run_harness(args.tasks.split(","), model=args.model, adapter=args.adapter,
-                      include_path=args.include_path, shots=args.shots, limit=args.limit,
-                      batch_size=args.batch_size))
+    print(tunelab.harness(args.tasks.split(","), model=args.model, adapter=args.adapter,
+                          include_path=args.include_path, shots=args.shots, limit=args.limit,
+                          batch_size=args.batch_size))
     return 0
 
 
 def _data(args: argparse.Namespace) -> int:
     if args.data_command == "fetch":
-        result = fetch_bigbench(args.task, sdist=args.sdist, every_task=args.all)
+        result = tunelab.fetch_bigbench(args.task, sdist=args.sdist, every_task=args.all)
         print(f"extracted {len(result.extracted)} files into {result.target} (sdist: {result.sdist})")
     else:
-        print(inspect_data(load_run_config(args.config, args.overrides), args.n, args.split))
+        print(tunelab.inspect_data(args.config, args.overrides, args.n, args.split))
     return 0
 
 
