@@ -22,7 +22,6 @@ Sampling = Literal["proportional", "temperature", "uniform", "weights"]
 Order = Literal["random", "easy_to_hard"]
 Measure = Literal["length", "loss"]
 
-TEMPLATES: tuple[str, ...] = get_args(TemplateName)
 OUTPUT_TYPES: tuple[str, ...] = get_args(OutputTypeName)
 MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
 

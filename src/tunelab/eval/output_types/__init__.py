@@ -30,8 +30,7 @@ from tunelab.eval.output_types.rolling import RollingOutput
 from tunelab.models import LoadedModel
 
 __all__ = ["Fail", "Framing", "OutputType", "Outputs", "Request", "context_limit",
-           "get_output_type", "is_output_type", "load_for_task", "output_type_names",
-           "unknown_output_type", "warn_dropped"]
+           "get_output_type", "load_for_task", "output_type_names", "warn_dropped"]
 
 _REGISTRY: dict[str, OutputType] = {
     t.name: t for t in (GenerateOutput(), MultipleChoiceOutput(), RollingOutput(),
@@ -43,15 +42,6 @@ def output_type_names() -> list[str]:
     return list(_REGISTRY)
 
 
-def is_output_type(name: str) -> bool:
-    return name in _REGISTRY
-
-
-def unknown_output_type(name: str) -> str:
-    """What is wrong with an unknown output type name, and the valid names."""
-    return f"'{name}' is not an output type; use one of {', '.join(_REGISTRY)}"
-
-
 def get_output_type(name: str) -> OutputType:
     """The output type registered as `name`.
 
@@ -59,7 +49,8 @@ def get_output_type(name: str) -> OutputType:
         TunelabError: for an unknown name, listing the valid ones.
     """
     if name not in _REGISTRY:
-        raise TunelabError(f"output_type: {unknown_output_type(name)}")
+        raise TunelabError(f"output_type: '{name}' is not an output type; use one of "
+                           f"{', '.join(_REGISTRY)}")
     return _REGISTRY[name]
 
 
