@@ -5,7 +5,9 @@ Every comparison in tunelab goes through here: base vs fine-tuned (baselines, qu
 before vs after training (retention). A score key (`acc`, `f1_macro`, `rougeL`, ...) belongs
 to the first task metric that produces it (`scored_by`); the difference gets a paired
 bootstrap over the items both results scored (1000 resamples, seed 0), giving its confidence
-interval and the p-value that the second result is not better.
+interval and the p-value that the second result is not better. Item by item (`item_scores`),
+each item has its own score under the metric (0-100) and counts as right from the metric's
+`right_at`; robustness's worst case and the error analysis between iterations read those.
 """
 
 from __future__ import annotations
@@ -97,3 +99,41 @@ def compare_to_best(task: TaskConfig, baselines: Sequence[EvalResult], candidate
     best = (min if lower else max)(baselines, key=lambda r: r.scores[key])
     difference = paired_difference(task, best, candidate, key)
     return Comparison(key, best.system, candidate.system, difference.delta, difference.p_value)
+
+
+@dataclass
+class ItemScores:
+    """One score per item (0-100) of one result, and from which score an item is right."""
+
+    key: str
+    """The per-item score key (e.g. accuracy, rougeL)."""
+    metric: str
+    values: list[float]
+    right_at: float | None
+    """Threshold of a right item (None: the metric has no notion of right, e.g. perplexity)."""
+    lower_is_better: bool
+
+    def right(self) -> list[bool]:
+        """Which items are right (score >= right_at, or <= for a lower-is-better score)."""
+        if self.right_at is None:
+            raise TunelabError(f"{self.key}: metric {self.metric} has no per-item right or "
+                               "wrong; score the task with a label or overlap metric "
+                               "(eval.primary) or pass a threshold")
+        at = self.right_at
+        return [v <= at if self.lower_is_better else v >= at for v in self.values]
+
+
+def item_scores(task: TaskConfig, result: EvalResult, key: str | None = None,
+                right_at: float | None = None) -> ItemScores:
+    """Every item's own score under the metric producing `key` (default: the primary key).
+
+    A key that is a mean of per-item scores is used as is; for another key of the same metric
+    (f1_macro, mcc) its first per-item key (accuracy); a corpus-only metric (BLEU) gives each
+    item's sentence-level score. `right_at` overrides the metric's threshold of a right item.
+    """
+    key = key or primary_key(task, result)
+    name, metric = scored_by(task, result, key)
+    item_key = key if key in metric.item_keys or not metric.item_keys else metric.item_keys[0]
+    values = [float(metric.aggregate([item])[item_key]) for item in result.items[name]]
+    return ItemScores(item_key, name, values, metric.right_at if right_at is None else right_at,
+                      item_key in metric.lower_is_better)

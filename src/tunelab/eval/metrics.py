@@ -105,6 +105,8 @@ class Perplexity:
     name: ClassVar[str] = "perplexity"
     lower_is_better: ClassVar[frozenset[str]] = frozenset({"perplexity", "nll_per_token"})
     reads: ClassVar[MetricInput] = MetricInput.NLL_TOKENS
+    item_keys: ClassVar[tuple[str, ...]] = ()
+    right_at: ClassVar[float | None] = None
 
     @classmethod
     def from_task(cls, task: TaskConfig) -> Perplexity:

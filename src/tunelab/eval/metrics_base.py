@@ -78,6 +78,13 @@ class Metric(Protocol):
     """Score keys where smaller is better (e.g. perplexity); used by paired_bootstrap."""
     reads: ClassVar[MetricInput]
     """What `item()` scores: text pairs, or a quantity an output type measures."""
+    item_keys: ClassVar[tuple[str, ...]]
+    """Score keys that are a mean of per-item scores (`aggregate([item])[key]`), so one item's
+    score means something on its own (accuracy, rougeL, ...); empty for corpus-level scores
+    (BLEU, perplexity), whose one-item value is a sentence-level score."""
+    right_at: ClassVar[float | None]
+    """The one-item score (0-100) from which an item counts as right (100: exactly right;
+    50 for overlap scores such as ROUGE or token F1); None: no notion of right (perplexity)."""
 
     @classmethod
     def from_task(cls, task: TaskConfig) -> Metric:

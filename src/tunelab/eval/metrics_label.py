@@ -38,6 +38,8 @@ class Accuracy:
     name: ClassVar[str] = "accuracy"
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
     reads: ClassVar[MetricInput] = MetricInput.TEXT
+    right_at: ClassVar[float | None] = 100.0
+    item_keys: ClassVar[tuple[str, ...]] = ("accuracy",)
 
     @classmethod
     def from_task(cls, task: TaskConfig) -> Accuracy:
@@ -71,6 +73,8 @@ class Classification:
     name: ClassVar[str] = "classification"
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
     reads: ClassVar[MetricInput] = MetricInput.TEXT
+    right_at: ClassVar[float | None] = 100.0
+    item_keys: ClassVar[tuple[str, ...]] = ("accuracy",)
 
     @classmethod
     def from_task(cls, task: TaskConfig) -> Classification:

@@ -48,6 +48,8 @@ class MultipleChoice:
     name: ClassVar[str] = "multiple_choice"
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
     reads: ClassVar[MetricInput] = MetricInput.CHOICE_LOGPROBS
+    right_at: ClassVar[float | None] = 100.0
+    item_keys: ClassVar[tuple[str, ...]] = ("acc", "acc_norm")
 
     @classmethod
     def from_task(cls, task: TaskConfig) -> MultipleChoice:
@@ -99,6 +101,8 @@ class BitsPerByte:
     name: ClassVar[str] = "bits_per_byte"
     lower_is_better: ClassVar[frozenset[str]] = frozenset({"bits_per_byte", "byte_perplexity"})
     reads: ClassVar[MetricInput] = MetricInput.NLL_BYTES
+    item_keys: ClassVar[tuple[str, ...]] = ()
+    right_at: ClassVar[float | None] = None
 
     @classmethod
     def from_task(cls, task: TaskConfig) -> BitsPerByte:
@@ -126,6 +130,8 @@ class WordPerplexity:
     name: ClassVar[str] = "word_perplexity"
     lower_is_better: ClassVar[frozenset[str]] = frozenset({"word_perplexity"})
     reads: ClassVar[MetricInput] = MetricInput.NLL_WORDS
+    item_keys: ClassVar[tuple[str, ...]] = ()
+    right_at: ClassVar[float | None] = None
 
     @classmethod
     def from_task(cls, task: TaskConfig) -> WordPerplexity:

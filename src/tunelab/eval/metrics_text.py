@@ -53,6 +53,8 @@ class Rouge:
     name: ClassVar[str] = "rouge"
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
     reads: ClassVar[MetricInput] = MetricInput.TEXT
+    item_keys: ClassVar[tuple[str, ...]] = ROUGE_TYPES
+    right_at: ClassVar[float | None] = 50.0
     _scorer: Any = field(init=False, repr=False, compare=False)
 
     @classmethod
@@ -101,6 +103,8 @@ class _SacrebleuMetric:
     name: ClassVar[str]
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
     reads: ClassVar[MetricInput] = MetricInput.TEXT
+    item_keys: ClassVar[tuple[str, ...]] = ()
+    right_at: ClassVar[float | None] = 50.0
     _sb: Any
     _nrefs_seen: set[int]
 
@@ -251,6 +255,8 @@ class ExactMatch:
     name: ClassVar[str] = "exact_match"
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
     reads: ClassVar[MetricInput] = MetricInput.TEXT
+    right_at: ClassVar[float | None] = 100.0
+    item_keys: ClassVar[tuple[str, ...]] = ("exact_match",)
 
     @classmethod
     def from_task(cls, task: TaskConfig) -> ExactMatch:
@@ -278,6 +284,8 @@ class TokenF1:
     name: ClassVar[str] = "f1"
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
     reads: ClassVar[MetricInput] = MetricInput.TEXT
+    item_keys: ClassVar[tuple[str, ...]] = ("f1",)
+    right_at: ClassVar[float | None] = 50.0
 
     @classmethod
     def from_task(cls, task: TaskConfig) -> TokenF1:
