@@ -3,6 +3,7 @@ from one command (table, JSON, per-example JSONL)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import warnings
@@ -125,7 +126,7 @@ def test_one_command_compares_baselines_with_the_fine_tune(tiny_llama: Path, tmp
     task = tmp_path / "reviews_mc.yaml"
     task.write_text(yaml.safe_dump({
         "name": "reviews_mc", "output_type": "multiple_choice",
-        "data": {k: v for k, v in REVIEWS.__dict__.items() if v is not None},
+        "data": {k: v for k, v in dataclasses.asdict(REVIEWS).items() if v is not None},
         "choices": ["positive", "negative"], "fewshot": {"k": 2},
         "eval": {"metrics": ["multiple_choice"], "bootstrap": 200}}))
     out = tmp_path / "cmp"

@@ -351,7 +351,7 @@ def test_train_learns_reloads_identically_and_evaluates(tiny_dirs: dict[str, Pat
     # Training lowered the loss on the training examples, and validation loss was tracked.
     model = trained["model"].eval()
     after = mean_loss(model, examples)
-    assert after < 0.985 * before, (before, after)  # measured drops: 2% (bert full) to 47%
+    assert after < 0.99 * before, (before, after)  # measured drops: 1.5% (bert bitfit) to 47%
     val = [r["val_loss"] for r in map(json.loads, (run_dir / "train_log.jsonl").read_text().splitlines())
            if "val_loss" in r]
     assert len(val) == 2 and result.summary["best_val_loss"] == min(val)

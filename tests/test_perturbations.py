@@ -390,3 +390,15 @@ def test_severity_and_share_out_of_range_are_one_line_errors() -> None:
         augment_records(records, parse_perturbations("typo"), 0.5, 1.5, 0)
     with pytest.raises(TunelabError, match=r"^data.augment.perturbations: empty; choose from"):
         augment_records(records, [], 0.5, 0.1, 0)
+
+
+def test_only_case_changes_ignore_severity() -> None:
+    from tunelab.probes.perturbations import REGISTRY
+
+    assert {p.name for p in REGISTRY.values() if not p.graded} == {"lowercase", "uppercase"}
+    text = "The film's pacing is slow, but the performances are wonderful."
+    for p in REGISTRY.values():
+        if not p.graded:
+            assert len({perturb_text(p, text, 0, s, "k") for s in (0.05, 0.5, 1.0)}) == 1
+    typo = REGISTRY["typo"]
+    assert perturb_text(typo, text, 0, 0.05, "k") != perturb_text(typo, text, 0, 0.9, "k")

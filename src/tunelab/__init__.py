@@ -8,18 +8,23 @@ __version__ = "0.1.0"
 __all__ = ["train", "evaluate", "evaluate_adapters", "compare_baselines", "evaluate_suite",
            "score", "format_scores", "quickstart", "run_evaluation", "run_sweep", "merge_run",
            "inspect_data", "validate_task", "tasks_overview", "fetch_bigbench", "harness",
-           "TunelabError"]
+           "check_robustness", "check_bias", "perturbations_overview", "probes_overview",
+           "compare_runs", "TunelabError"]
 
 from tunelab.errors import TunelabError
 
 # The API, loaded on first use: `import tunelab` (and `tunelab --help`) stays free of torch.
 _API = ("train", "evaluate", "evaluate_adapters", "compare_baselines", "evaluate_suite", "score",
         "format_scores", "quickstart", "run_evaluation", "run_sweep", "merge_run", "inspect_data",
-        "validate_task", "tasks_overview", "fetch_bigbench", "harness")
+        "validate_task", "tasks_overview", "fetch_bigbench", "harness", "check_robustness",
+        "check_bias", "perturbations_overview", "probes_overview", "compare_runs")
 
 if TYPE_CHECKING:  # pragma: no cover
     from tunelab.api import (
+        check_bias,
+        check_robustness,
         compare_baselines,
+        compare_runs,
         evaluate,
         evaluate_adapters,
         evaluate_suite,
@@ -28,6 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
         harness,
         inspect_data,
         merge_run,
+        perturbations_overview,
+        probes_overview,
         quickstart,
         run_evaluation,
         run_sweep,

@@ -9,30 +9,43 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.adapters import AdapterSet
+from tunelab.analysis import (
+    ComparisonReport,
+    TaskPair,
+    compare_tasks,
+    eval_dirs,
+    export_errors,
+    read_consistency,
+)
 from tunelab.baselines import BaselineReport, run_baselines
+from tunelab.bias import BiasReport, run_bias
 from tunelab.config import ModelConfig, TaskConfig, load_run_config
 from tunelab.data.inspect import inspect_data as inspect_run_data
 from tunelab.errors import TunelabError
 from tunelab.eval.datasets.fetch import fetch_bigbench
 from tunelab.eval.output_types import get_output_type, load_for_task
-from tunelab.eval.runner import EvalResult, evaluate_loaded, write_result
+from tunelab.eval.runner import EvalResult, evaluate_loaded, read_result, write_result
 from tunelab.eval.tasks import is_suite, load_suite, load_task
 from tunelab.eval.tasks import validate_task as validate_task_file
 from tunelab.merge import merge_run
 from tunelab.models.loader import load_tokenizer
+from tunelab.probes.counterfactual import parse_probes
+from tunelab.probes.perturbations import parse_perturbations
 from tunelab.quickstart import run_quickstart
-from tunelab.report.tables import results_table, shown_keys, suite_table
+from tunelab.report.tables import format_table, results_table, shown_keys, suite_table
 from tunelab.report.tasks import tasks_overview
-from tunelab.runs import load_run_model
+from tunelab.robustness import RobustnessReport, run_robustness
+from tunelab.runs import load_run_model, read_config
 from tunelab.scoring import format_scores, score
 from tunelab.sweep import SweepOptions
 from tunelab.sweep import run_sweep as run_sweep_options
-from tunelab.training.run import TrainResult, run_task, train
+from tunelab.training.run import TrainResult, evaluation_task, run_task, train
 
 __all__ = ["train", "run_task", "evaluate", "evaluate_adapters", "compare_baselines",
            "evaluate_suite", "run_evaluation", "Printout", "score", "format_scores", "quickstart",
            "inspect_data", "validate_task", "tasks_overview", "fetch_bigbench", "merge_run",
-           "run_sweep", "harness", "TrainResult"]
+           "run_sweep", "harness", "check_robustness", "check_bias", "task_of",
+           "perturbations_overview", "probes_overview", "compare_runs", "TrainResult"]
 
 
 def evaluate(
@@ -227,3 +240,153 @@ def harness(tasks: list[str], **options: Any) -> str:
         raise TunelabError(f"tunelab harness needs lm-evaluation-harness ({err}); run: "
                            "pip install -c constraints.txt 'tunelab[harness]'") from None
     return run_harness(tasks, **options)
+
+
+def task_of(task: str | TaskConfig | None, adapters: Sequence[str | Path] = ()) -> TaskConfig:
+    """A task by name or file; without one, the task the first adapter run trained on (its
+    data and eval section, scored on its test split)."""
+    if isinstance(task, TaskConfig):
+        return task
+    if task:
+        return load_task(task)
+    if not adapters:
+        raise TunelabError("--task: name a task (tunelab tasks list) or give --adapter RUN to "
+                           "use the task the run trained on")
+    return run_task(read_config(Path(adapters[0])))
+
+
+def check_robustness(
+    task: str | TaskConfig | None = None,
+    perturbations: str | Sequence[str] = "all",
+    model: str | None = None,
+    adapters: Sequence[str | Path] = (),
+    baselines: Sequence[str] = ("zero", "few"),
+    severities: Sequence[float] = (0.1,),
+    shots: int | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    instruction: bool = False,
+    out_dir: str | Path | None = None,
+) -> RobustnessReport:
+    """`tunelab robustness`: every system on the task's items, clean and under each
+    perturbation (see tunelab.robustness)."""
+    chosen = parse_perturbations(perturbations)  # an unknown name fails before any loading
+    return run_robustness(task_of(task, adapters), chosen, model=model, adapters=adapters,
+                          baselines=baselines, severities=severities, shots=shots, limit=limit,
+                          seed=seed, instruction=instruction, out_dir=out_dir)
+
+
+def check_bias(
+    task: str | TaskConfig | None = None,
+    probes: str | Sequence[str] = "all",
+    model: str | None = None,
+    adapters: Sequence[str | Path] = (),
+    baselines: Sequence[str] = ("zero",),
+    shots: int | None = None,
+    limit: int | None = None,
+    bbq: bool = False,
+    bbq_limit: int = 50,
+    out_dir: str | Path | None = None,
+    bbq_categories: Sequence[str] = (),
+) -> BiasReport:
+    """`tunelab bias`: counterfactual probes on the task's items for every system, and the
+    BBQ-lite suite with `bbq=True` (see tunelab.bias)."""
+    chosen = parse_probes(probes)
+    return run_bias(task_of(task, adapters), chosen, model=model, adapters=adapters,
+                    baselines=baselines, shots=shots, limit=limit, bbq=bbq, bbq_limit=bbq_limit,
+                    out_dir=out_dir, bbq_categories=bbq_categories)
+
+
+def perturbations_overview() -> str:
+    """`tunelab robustness --list`: every perturbation and what it does."""
+    return format_table(["perturbation", "what it does"],
+                        [[p.name, p.description] for p in parse_perturbations("all")])
+
+
+def probes_overview() -> str:
+    """`tunelab bias --list`: every counterfactual probe, its groups and what it swaps."""
+    return format_table(["probe", "groups", "what it swaps"],
+                        [[p.name, ", ".join(p.groups), p.description] for p in parse_probes("all")])
+
+
+def compare_runs(
+    a: str | Path,
+    b: str | Path,
+    task: str | TaskConfig | None = None,
+    robustness: str | Path | None = None,
+    export: str | Path | None = None,
+    examples: int = 5,
+) -> ComparisonReport:
+    """`tunelab compare A B`: two evaluations of the same items (eval dirs, or runs: their
+    fine-tuned evaluation, every task of a mixture), item by item (see tunelab.analysis).
+
+    Args:
+        task: the task that scored them (default: the run's own task, found from a
+            config.yaml beside the evaluation, else the built-in task of that name).
+        robustness: a `tunelab robustness --out` directory whose consistency.jsonl marks the
+            items whose prediction changes under noise (default: a run's robustness/).
+        export: write the still-wrong and broken items here as training data (JSONL).
+    """
+    sides = [eval_dirs(a), eval_dirs(b)]
+    if set(sides[0]) != set(sides[1]):
+        raise TunelabError(f"A ({a}) scored {', '.join(sides[0])} but B ({b}) scored "
+                           f"{', '.join(sides[1])}; compare two evaluations of the same task")
+    if task is not None and len(sides[0]) > 1:
+        raise TunelabError(f"--task: {a} holds {len(sides[0])} tasks ({', '.join(sides[0])}); "
+                           "their own tasks score them, so leave --task out")
+    names = list(sides[0])
+    tasks = {name: compared_task(name, task, [sides[0][name], sides[1][name]]) for name in names}
+    pairs = []
+    for name in names:
+        results = [read_result(side[name]) for side in sides]
+        folders = [Path(robustness)] * 2 if robustness else [
+            robustness_dir(side[name]) for side in sides]
+        consistency = tuple(read_consistency(folder, result.system) if folder else None
+                            for folder, result in zip(folders, results, strict=True))
+        if robustness and not any(consistency):
+            raise TunelabError(f"--robustness {robustness}: no consistency.jsonl for "
+                               f"{results[0].system} or {results[1].system}; give the --out "
+                               "directory of a tunelab robustness run that scored them")
+        pairs.append(TaskPair(tasks[name], results[0], results[1], consistency))  # type: ignore[arg-type]
+    report = compare_tasks(pairs, examples=examples)
+    if export:
+        export_errors(report, tasks, export)
+    return report
+
+
+def run_config_near(folder: Path) -> tuple[Path, Any] | None:
+    """The run directory (and its config) holding an evaluation directory, if any."""
+    for parent in [folder, *folder.parents][:4]:
+        if (parent / "config.yaml").is_file():
+            return parent, read_config(parent)
+    return None
+
+
+def compared_task(name: str, task: str | TaskConfig | None, folders: list[Path]) -> TaskConfig:
+    """The task that scored evaluations `folders` of task `name`."""
+    if task is not None:
+        return task_of(task)
+    for folder in folders:
+        found = run_config_near(folder)
+        if found is None:
+            continue
+        config = found[1]
+        if not config.is_mixture:
+            return run_task(config)
+        for trained in config.tasks:
+            if trained.name == name:
+                return evaluation_task(trained, config, "test")
+    try:
+        return load_task(name)
+    except TunelabError:
+        raise TunelabError(f"{folders[0]}: cannot tell which task scored it ('{name}' is no "
+                           "built-in task and no run config is beside it); pass --task T (a "
+                           "task name or YAML file)") from None
+
+
+def robustness_dir(folder: Path) -> Path | None:
+    """A run's robustness/ directory (its `robustness:` block), beside an evaluation."""
+    found = run_config_near(folder)
+    if found is not None and (found[0] / "robustness").is_dir():
+        return found[0] / "robustness"
+    return None

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,8 @@ from tunelab.config import ModelConfig, TaskConfig
 from tunelab.errors import TunelabError
 from tunelab.eval.compare import Comparison, compare_to_best, primary_key
 from tunelab.eval.output_types import load_for_task
-from tunelab.eval.runner import EvalResult, evaluate_loaded, write_result
+from tunelab.eval.runner import EvalResult, evaluate_loaded, slug, write_result
+from tunelab.models import LoadedModel
 from tunelab.report.tables import results_table, shown_keys
 from tunelab.runs import load_run_model, read_config
 
@@ -62,6 +63,53 @@ class BaselineReport:
                 "systems": [r.summary() for r in self.results], "comparison": comparison}
 
 
+@dataclass
+class SystemGroup:
+    """One model to load and the systems (name, shots) scored on it: the base model carries
+    every baseline, each adapter run its fine-tuned system."""
+
+    load: Callable[[], LoadedModel]
+    systems: list[tuple[str, int]] = field(default_factory=list)
+
+
+def system_groups(task: TaskConfig, model: str | None = None,
+                  adapters: Sequence[str | Path] = (), baselines: Sequence[str] = ("zero", "few"),
+                  shots: int | None = None) -> list[SystemGroup]:
+    """The systems compared on a task: the base model under each baseline's shots, then every
+    adapter run zero-shot. Nothing loads until a group's `load` is called.
+
+    Args:
+        model: the base model (default: the first adapter run's base, else the built-in model).
+        adapters: run directories; each is one fine-tuned system.
+        baselines: zero, one, few, or numbers of shots (may be empty when adapters are given).
+        shots: k of the `few` baseline (default: the task's fewshot.k).
+    """
+    if not baselines and not adapters:
+        raise TunelabError("--baselines: name at least one of zero, one, few (or give --adapter)")
+    first = Path(adapters[0]) if adapters else None
+    base = ModelConfig(name=model) if model else (
+        read_config(first).model if first else ModelConfig())
+    if model and first:
+        base.num_layers = read_config(first).model.num_layers
+    plan = [(f"base {k}-shot", k) for k in dict.fromkeys(baseline_shots(b, task, shots)
+                                                           for b in baselines)]
+    groups = [SystemGroup(lambda: load_for_task(task, base), plan)] if plan else []
+    for adapter in adapters:
+        groups.append(SystemGroup(lambda a=adapter: load_run_model(a, base=model),
+                                  [(f"fine-tuned ({Path(adapter).name})", 0)]))
+    return groups
+
+
+def each_system(groups: Sequence[SystemGroup]) -> Iterator[tuple[LoadedModel, str, int]]:
+    """(model, system name, shots) for every system, one model in memory at a time."""
+    for group in groups:
+        lm = group.load()
+        for name, k in group.systems:
+            yield lm, name, k
+        del lm
+        gc.collect()
+
+
 def run_baselines(
     task: TaskConfig,
     model: str | None = None,
@@ -82,34 +130,17 @@ def run_baselines(
     """
     if not baselines:
         raise TunelabError("--baselines: name at least one of zero, one, few")
-    base = ModelConfig(name=model) if model else (
-        read_config(Path(adapter)).model if adapter else ModelConfig())
-    if model and adapter:
-        base.num_layers = read_config(Path(adapter)).model.num_layers
-    plan = [(f"base {k}-shot", k) for k in dict.fromkeys(baseline_shots(b, task, shots)
-                                                           for b in baselines)]
-    lm = load_for_task(task, base)
-    results = [evaluate_loaded(lm, task, name, shots=k, limit=limit) for name, k in plan]
-    del lm
-    gc.collect()
-    comparison = None
-    if adapter:
-        tuned = load_run_model(adapter, base=model)
-        results.append(evaluate_loaded(tuned, task, f"fine-tuned ({Path(adapter).name})", shots=0,
-                                       limit=limit))
-        del tuned
-        gc.collect()
+    groups = system_groups(task, model, [adapter] if adapter else [], baselines, shots)
+    results = [evaluate_loaded(lm, task, name, shots=k, limit=limit)
+               for lm, name, k in each_system(groups)]
     key = primary_key(task, results[0])
+    comparison = None
     if len(results) > 1:
         comparison = compare_to_best(task, results[:-1], results[-1], key)
     report = BaselineReport(task.name, key, results, comparison)
     if out_dir:
         out = Path(out_dir)
         for result in results:
-            write_result(result, out / _slug(result.system))
+            write_result(result, out / slug(result.system))
         (out / "comparison.json").write_text(json.dumps(report.to_json(), indent=1, default=str))
     return report
-
-
-def _slug(system: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in system).strip("-")

@@ -21,7 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True)
     for add in (_quickstart_args, _train_args, _sweep_args, _merge_args, _eval_args,
-                _tasks_args, _harness_args, _data_args, _score_args):
+                _robustness_args, _bias_args, _compare_args, _tasks_args, _harness_args, _data_args,
+                _score_args):
         add(commands)
     return parser
 
@@ -87,6 +88,75 @@ def _eval_args(commands: Any) -> None:
     ev.add_argument("--limit", type=int, help="evaluate at most N examples")
     ev.add_argument("--out", help="write metrics.json and predictions.jsonl here")
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+
+def _systems_args(command: Any, baselines: str) -> None:
+    """The systems a probe command compares: base-model baselines and adapter runs."""
+    command.add_argument("--task", help="built-in task or task YAML file (default: the task the "
+                                        "first --adapter run trained on)")
+    command.add_argument("--model", help="base model: built-in alias, local directory or hub id")
+    command.add_argument("--adapter", action="append", default=[],
+                         help="a run directory from `tunelab train` (repeatable): one system each")
+    command.add_argument("--baselines", default=baselines,
+                         help=f"base-model baselines: zero, one, few or numbers of shots, "
+                              f"comma-separated; 'none' for adapters only (default: {baselines})")
+    command.add_argument("--shots", type=int, help="k of the few-shot baseline")
+    command.add_argument("--limit", type=int, help="score at most N test items")
+    command.add_argument("--out", help="write the report, plots and every eval dir here")
+    command.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _robustness_args(commands: Any) -> None:
+    rob = commands.add_parser("robustness", help="every system clean vs under noisy-input "
+                                                 "perturbations (typos, casing, slang, ...)")
+    _systems_args(rob, "zero,few")
+    rob.add_argument("--perturbations", default="all",
+                     help="comma-separated perturbation names or all (default; --list shows "
+                          "them)")
+    rob.add_argument("--list", action="store_true", help="list the perturbations and exit")
+    rob.add_argument("--severity", default="0.1",
+                     help="share of words/characters perturbed, in (0, 1]; comma-separated to "
+                          "sweep, e.g. 0.05,0.1,0.2 (default 0.1)")
+    rob.add_argument("--seed", type=int, default=0, help="seed of the perturbations")
+    rob.add_argument("--instruction", action="store_true",
+                     help="also perturb the instruction when records have a separate input")
+
+
+def _bias_args(commands: Any) -> None:
+    bias = commands.add_parser("bias", help="counterfactual bias probes on a task's items and the "
+                                            "BBQ-lite suite")
+    _systems_args(bias, "zero")
+    bias.add_argument("--probes", default="all",
+                      help="comma-separated probe names or all (default; --list shows them)")
+    bias.add_argument("--list", action="store_true", help="list the probes and exit")
+    bias.add_argument("--bbq", action="store_true",
+                      help="also run BBQ-lite (needs: tunelab data fetch bigbench --task "
+                           "bbq_lite_json)")
+    bias.add_argument("--bbq-limit", type=int, default=50,
+                      help="BBQ items per category and context condition (default 50)")
+    bias.add_argument("--bbq-categories", default="",
+                      help="comma-separated BBQ categories (default: all 9: age, "
+                           "disability_status, gender_identity, nationality, "
+                           "physical_appearance, race_ethnicity, religion, ses, "
+                           "sexual_orientation)")
+
+
+def _compare_args(commands: Any) -> None:
+    compare = commands.add_parser(
+        "compare", help="two evaluations of the same items, item by item: fixed, broken, "
+                        "error categories, slices")
+    compare.add_argument("a", help="the earlier evaluation: an eval dir or a run directory")
+    compare.add_argument("b", help="the later evaluation: an eval dir or a run directory")
+    compare.add_argument("--task", help="the task that scored them (default: the run's own, "
+                                        "else the built-in task of that name)")
+    compare.add_argument("--robustness", metavar="DIR",
+                         help="a tunelab robustness --out directory: marks items whose "
+                              "prediction changes under noise (default: a run's robustness/)")
+    compare.add_argument("--export", metavar="FILE",
+                         help="write the still-wrong and broken items as training data (JSONL)")
+    compare.add_argument("--examples", type=int, default=5,
+                         help="examples shown per group (default 5)")
+    compare.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def _tasks_args(commands: Any) -> None:
@@ -185,6 +255,56 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _baselines(text: str) -> list[str]:
+    return [] if text.strip() == "none" else [b for b in text.split(",") if b.strip()]
+
+
+def _severities(text: str) -> list[float]:
+    try:
+        return [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise TunelabError(f"--severity {text}: expected numbers in (0, 1], e.g. 0.05,0.1,0.2"
+                           ) from None
+
+
+def _robustness(args: argparse.Namespace) -> int:
+    if args.list:
+        print(tunelab.perturbations_overview())
+        return 0
+    report = tunelab.check_robustness(
+        args.task, args.perturbations, model=args.model, adapters=args.adapter,
+        baselines=_baselines(args.baselines), severities=_severities(args.severity),
+        shots=args.shots, limit=args.limit, seed=args.seed, instruction=args.instruction,
+        out_dir=args.out)
+    print(json.dumps(report.to_json(), indent=1, default=str) if args.json else report.table())
+    return 0
+
+
+def _bias(args: argparse.Namespace) -> int:
+    if args.list:
+        print(tunelab.probes_overview())
+        return 0
+    report = tunelab.check_bias(
+        args.task, args.probes, model=args.model, adapters=args.adapter,
+        baselines=_baselines(args.baselines), shots=args.shots, limit=args.limit, bbq=args.bbq,
+        bbq_limit=args.bbq_limit, out_dir=args.out,
+        bbq_categories=[c.strip() for c in args.bbq_categories.split(",") if c.strip()])
+    print(json.dumps(report.to_json(), indent=1, default=str) if args.json else report.table())
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    if args.examples < 0:
+        raise TunelabError(f"--examples {args.examples}: must be 0 or more")
+    report = tunelab.compare_runs(args.a, args.b, task=args.task, robustness=args.robustness,
+                                  export=args.export, examples=args.examples)
+    print(json.dumps(report.to_json(), indent=1, default=str) if args.json else report.table())
+    if args.export:
+        written = sum(not i.b_right for i in report.items)
+        print(f"wrote {written} still-wrong and broken items to {args.export}", file=sys.stderr)
+    return 0
+
+
 def _tasks(args: argparse.Namespace) -> int:
     if args.tasks_command == "list":
         print(tunelab.tasks_overview())
@@ -222,7 +342,8 @@ def _score(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "quickstart": _quickstart, "train": _train, "sweep": _sweep, "merge": _merge, "eval": _eval,
-    "tasks": _tasks, "harness": _harness, "data": _data, "score": _score,
+    "robustness": _robustness, "bias": _bias, "compare": _compare, "tasks": _tasks, "harness": _harness,
+    "data": _data, "score": _score,
 }
 
 

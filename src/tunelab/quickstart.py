@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tunelab.analysis import compare_results
 from tunelab.config import RunConfig, from_dict, load_yaml, merge_overrides
 from tunelab.eval.compare import compare_to_best, primary_key
-from tunelab.eval.runner import evaluate_loaded, write_result
+from tunelab.eval.runner import evaluate_loaded, slug, write_result
 from tunelab.models import load_model
 from tunelab.report.markdown import examples_table, write_report
 from tunelab.report.tables import results_table
@@ -58,7 +59,7 @@ def run_quickstart(out_dir: Path, limit: int | None = None, overrides: list[str]
         evaluate_loaded(lm, task, f"base {shots}-shot", shots=shots, limit=config.eval.limit),
     ]
     for result in baselines:
-        write_result(result, run_dir / "eval" / result.system.replace(" ", "-"))
+        write_result(result, run_dir / "eval" / slug(result.system))
     del lm
     echo(f"2/3 fine-tuning: {config.method['name']} on the train split")
     trained = train(config)
@@ -68,6 +69,7 @@ def run_quickstart(out_dir: Path, limit: int | None = None, overrides: list[str]
         next(iter(trained.evaluation.scores))]
     key = primary_key(task, trained.evaluation)
     comparison = compare_to_best(task, baselines, trained.evaluation, key)
+    errors = compare_results(task, baselines[0], trained.evaluation)
     seconds = time.perf_counter() - start
     echo("3/3 results on the held-out test split")
     echo("")
@@ -76,6 +78,10 @@ def run_quickstart(out_dir: Path, limit: int | None = None, overrides: list[str]
     echo(comparison.sentence())
     echo("")
     echo(examples_table(results, 6, markdown=False))
+    echo("")
+    echo(f"error analysis (tunelab compare {run_dir / 'eval' / slug(baselines[0].system)} "
+         f"{run_dir}):")
+    echo(errors.short_table())
     echo("")
     summary = trained.summary
     echo(f"trainable parameters: {summary['trainable_parameters']:,} "
@@ -90,7 +96,9 @@ def run_quickstart(out_dir: Path, limit: int | None = None, overrides: list[str]
         "trainable parameters": f"{summary['trainable_parameters']:,} ({summary['trainable_percent']:.2f}%)",
         "size on disk": f"{summary['size_on_disk_bytes']:,} bytes",
     }
-    write_report(run_dir / "report.md", "tunelab quickstart", setup, results, keys, comparison, seconds)
+    write_report(run_dir / "report.md", "tunelab quickstart", setup, results, keys, comparison,
+                 seconds, [("Error analysis: base 0-shot vs fine-tuned (tunelab compare)",
+                            errors.table(markdown=True))])
     (run_dir / "comparison.json").write_text(json.dumps({
         "key": key, "systems": {r.system: r.summary() for r in results},
         "best_baseline": comparison.best_baseline, "gain": comparison.gain,

@@ -20,6 +20,8 @@ from tunelab.config.reading import (
     yaml_line,
 )
 from tunelab.config.sections import (
+    AugmentConfig,
+    BiasConfig,
     BuiltinMixtureConfig,
     CurriculumStage,
     DataConfig,
@@ -29,6 +31,7 @@ from tunelab.config.sections import (
     MixtureConfig,
     ModelConfig,
     RetentionConfig,
+    RobustnessConfig,
     RollingConfig,
     RunConfig,
     TaskConfig,
@@ -37,6 +40,8 @@ from tunelab.config.sections import (
 )
 
 __all__ = [
+    "AugmentConfig",
+    "BiasConfig",
     "BuiltinMixtureConfig",
     "CurriculumStage",
     "DataConfig",
@@ -48,6 +53,7 @@ __all__ = [
     "ModelConfig",
     "OUTPUT_TYPES",
     "RetentionConfig",
+    "RobustnessConfig",
     "RollingConfig",
     "RunConfig",
     "Schedule",

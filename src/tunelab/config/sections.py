@@ -40,6 +40,21 @@ class ModelConfig(Checked):
 
 
 @dataclass
+class AugmentConfig:
+    """Noise injection: the robustness perturbations applied to a seeded share of the training
+    inputs (validation and test stay clean), so a run can train for robustness."""
+
+    perturbations: list[str] = field(default_factory=list)
+    """Perturbation names (typo, lowercase, ...; `tunelab robustness --help` lists them), or
+    [all]. Empty: no augmentation."""
+    share: float = 0.3
+    """Fraction of the training examples whose input gets one perturbation (chosen at random)."""
+    severity: float = 0.1
+    """Share of the eligible words or characters a perturbation touches, in (0, 1]."""
+    seed: int = 0
+
+
+@dataclass
 class DataConfig(Checked):
     section: typing.ClassVar[str] = "data"
     source: str = "builtin:movie_sentiment"
@@ -72,6 +87,8 @@ class DataConfig(Checked):
     test_file: str | None = None
     max_length: int = 512
     """Longest tokenised example; longer prompts are cut from the left."""
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """Training only: perturb a seeded share of the training inputs (see AugmentConfig)."""
 
 
 @dataclass
@@ -311,6 +328,41 @@ class RetentionConfig:
 
 
 @dataclass
+class RobustnessConfig:
+    """Noisy input: the run's test items under each perturbation, scored before training (the
+    base model) and after, so the report shows whether fine-tuning made the model more or less
+    brittle."""
+
+    perturbations: list[str] = field(default_factory=list)
+    """Perturbation names, or [all]. Empty: no robustness evaluation."""
+    severity: list[float] = field(default_factory=lambda: [0.1])
+    """Severities to score (several: a sweep), each in (0, 1]."""
+    limit: int | None = 100
+    """Test items scored (the same items clean and perturbed, before and after)."""
+    seed: int = 0
+    """Seed of the perturbations (every system sees the same perturbed inputs)."""
+    instruction: bool = False
+    """Also perturb the instruction when the record has a separate input."""
+
+
+@dataclass
+class BiasConfig:
+    """Counterfactual bias: the run's test items rewritten per demographic group (the probes),
+    and optionally the BBQ-lite suite, scored before training and after."""
+
+    probes: list[str] = field(default_factory=list)
+    """Counterfactual probe names (gender, names_gender, ...), or [all]. Empty: none."""
+    limit: int | None = 200
+    """Test items considered (only those that mention a probe's terms are rewritten)."""
+    bbq: bool = False
+    """Also run BBQ-lite (BIG-bench bbq_lite_json): accuracy and bias score per category."""
+    bbq_limit: int = 50
+    """BBQ items per category and context condition."""
+    bbq_categories: list[str] = field(default_factory=list)
+    """BBQ categories (age, disability_status, gender_identity, nationality, ...); empty: all 9."""
+
+
+@dataclass
 class RunConfig:
     name: str = "run"
     output_dir: str = "runs"
@@ -327,6 +379,8 @@ class RunConfig:
     """Multi-task training: several tasks, each with its own data, template and options."""
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
+    bias: BiasConfig = field(default_factory=BiasConfig)
 
     @property
     def is_mixture(self) -> bool:

@@ -8,7 +8,7 @@ from tunelab.config import DataConfig, RunConfig
 from tunelab.data.splits import load_splits
 from tunelab.data.templates import get_template
 from tunelab.data.tokenize import TokenizedExample, tokenize_record
-from tunelab.data.training_tasks import training_tasks
+from tunelab.data.training_tasks import augmented, training_tasks
 from tunelab.models.kinds import CAUSAL, ModelKind, get_kind
 from tunelab.models.loader import load_tokenizer
 
@@ -40,7 +40,9 @@ def _inspect_split(data: DataConfig, tokenizer: Any, count: int, split: str,
     lines = [f"model kind: {kind.name}   template: {data.template}   max_length: {data.max_length}",
              kind.trained_view, ""]
     for name in ("train", "validation", "test"):
-        examples = [tokenize(r) for r in splits.get(name)]
+        records = splits.get(name)
+        examples = [tokenize(r) for r in (augmented(records, data.augment) if name == "train"
+                                          else records)]
         if not examples:
             lines.append(f"{name:>10}: 0 examples")
             continue
@@ -49,7 +51,8 @@ def _inspect_split(data: DataConfig, tokenizer: Any, count: int, split: str,
         lines.append(
             f"{name:>10}: {len(examples)} examples, {tokens / len(examples):.1f} tokens each, "
             f"{kind.split_share(examples, labels)}, {truncated} truncated")
-    records = splits.get(split)[:count]
+    records = splits.get(split)
+    records = (augmented(records, data.augment) if split == "train" else records)[:count]
     for i, record in enumerate(records):
         example = tokenize(record)
         lines += ["", f"--- {split} example {i} ({record.origin}) ---"]

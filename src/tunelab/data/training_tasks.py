@@ -6,16 +6,19 @@ and a built-in mixture's tasks. `tunelab train` and `tunelab data inspect` read 
 
 from __future__ import annotations
 
-from tunelab.config import RunConfig, TrainTaskConfig
+from tunelab.config import AugmentConfig, RunConfig, TrainTaskConfig
 from tunelab.data.bigbench import natural_instructions_tasks
 from tunelab.data.mixture import check_tasks
+from tunelab.data.records import Record
 from tunelab.errors import TunelabError
 from tunelab.models.kinds import get_kind
+from tunelab.probes.perturbations import augment_records, check_severity, parse_perturbations
 
 
 def training_tasks(config: RunConfig) -> list[TrainTaskConfig]:
     """The run's tasks: the `data` section alone, or `tasks` then the built-in mixture's."""
     if not config.is_mixture:
+        check_augment(config.data.augment, "data.augment")
         return [TrainTaskConfig(name=config.name, data=config.data, eval=config.eval)]
     tasks = list(config.tasks)
     builtin = config.mixture.builtin
@@ -23,6 +26,7 @@ def training_tasks(config: RunConfig) -> list[TrainTaskConfig]:
         tasks += natural_instructions_tasks(builtin, config.data, config.eval)
     seen: set[str] = set()
     for i, task in enumerate(tasks):
+        check_augment(task.data.augment, f"tasks[{i}].data.augment")
         if not task.name:
             raise TunelabError(f"tasks[{i}].name is missing; give every task a unique name")
         if task.name in seen:
@@ -34,3 +38,24 @@ def training_tasks(config: RunConfig) -> list[TrainTaskConfig]:
     check_tasks([t.name for t in tasks], [t.held_out for t in tasks], [t.weight for t in tasks],
                 config.mixture)
     return tasks
+
+
+def check_augment(augment: AugmentConfig, option: str) -> None:
+    """data.augment's perturbations, severity and share, checked before any loading."""
+    if not augment.perturbations:
+        return
+    parse_perturbations(augment.perturbations, f"{option}.perturbations")
+    check_severity(augment.severity, f"{option}.severity")
+    if not 0 <= augment.share <= 1:
+        raise TunelabError(f"{option}.share {augment.share:g}: must be between 0 and 1 (the "
+                           "fraction of training inputs perturbed), e.g. 0.3")
+
+
+def augmented(records: list[Record], augment: AugmentConfig) -> list[Record]:
+    """data.augment: a seeded share of the training inputs perturbed (validation and test stay
+    clean); the records unchanged without it."""
+    if not augment.perturbations:
+        return records
+    chosen = parse_perturbations(augment.perturbations, "data.augment.perturbations")
+    severity = check_severity(augment.severity, "data.augment.severity")
+    return augment_records(records, chosen, augment.share, severity, augment.seed)

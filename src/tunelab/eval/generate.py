@@ -58,13 +58,16 @@ def generate(
     config: GenerationConfig,
     desc: str = "generate",
     strip: bool = True,
+    hit_limit: list[bool] | None = None,
 ) -> list[str]:
     """Generate a completion for each prompt (token ids), returned in the input order.
 
     Prompts are sorted by length so each batch pads little; `strip` trims whitespace around
     each prediction (lm-evaluation-harness wants it kept). For encoder-decoder models the
     prompt is the encoder input (right-padded) and the output holds only the decoder's tokens
-    after its start token, so nothing of the prompt is echoed."""
+    after its start token, so nothing of the prompt is echoed. `hit_limit`, when given, is
+    filled with whether each completion ran to max_new_tokens without an end token or a stop
+    string (an answer cut off, not finished)."""
     model.eval()
     device = next(model.parameters()).device
     # Longest first: similar lengths share a batch (little padding) and memory peaks early.
@@ -72,6 +75,7 @@ def generate(
     seq2seq = is_encoder_decoder(model)
     pad = right_pad if seq2seq else left_pad
     outputs: list[str] = [""] * len(prompts)
+    limited = [False] * len(prompts)
     torch.manual_seed(config.seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     extra: dict[str, Any] = {}
@@ -95,9 +99,14 @@ def generate(
             )
             # A decoder's sequences start with its start token; a causal LM's with the prompt.
             new_tokens = generated[:, 1:] if seq2seq else generated[:, ids.shape[1]:]
+            ends = {t for t in (tokenizer.eos_token_id, pad_id) if t is not None}
             for row, tokens in zip(rows, new_tokens, strict=True):
-                text = tokenizer.decode(tokens, skip_special_tokens=True)
-                text = cut_at_stop(text, config.stop)
+                decoded = tokenizer.decode(tokens, skip_special_tokens=True)
+                text = cut_at_stop(decoded, config.stop)
                 outputs[row] = text.strip() if strip else text
+                limited[row] = (len(tokens) >= config.max_new_tokens and text == decoded
+                                and int(tokens[-1]) not in ends)
             bar.update(len(rows))
+    if hit_limit is not None:
+        hit_limit[:] = limited
     return outputs

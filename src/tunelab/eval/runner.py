@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +155,37 @@ def score_outputs(
         for row, item in zip(outputs.rows, items, strict=True):
             row.setdefault("items", {})[name] = item
     return scores, cis, signatures, items_by_metric
+
+
+def slug(system: str) -> str:
+    """A system name as a directory name: base 0-shot -> base-0-shot."""
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in system).strip("-")
+
+
+def read_result(out_dir: str | Path) -> EvalResult:
+    """An evaluation written by `write_result`, its per-item metric values rebuilt from the
+    predictions (one-line errors for a directory that is not one)."""
+    folder = Path(out_dir)
+    metrics, predictions = folder / "metrics.json", folder / "predictions.jsonl"
+    if not metrics.is_file() or not predictions.is_file():
+        raise TunelabError(f"{folder}: not an evaluation directory (needs metrics.json and "
+                           "predictions.jsonl, as tunelab eval --out writes)")
+    try:
+        summary = json.loads(metrics.read_text(encoding="utf-8"))
+        rows = [json.loads(line) for line in predictions.read_text(encoding="utf-8").splitlines()
+                if line.strip()]
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise TunelabError(f"{folder}: unreadable metrics.json or predictions.jsonl ({err}); "
+                           "evaluate again") from None
+    known = {f.name for f in fields(EvalResult)} - {"predictions", "items"}
+    result = EvalResult(**{k: v for k, v in summary.items() if k in known})
+    result.predictions = rows
+    names = list(rows[0].get("items", {})) if rows else []
+    result.items = {name: [row.get("items", {}).get(name) for row in rows] for name in names}
+    if len(rows) != result.n:
+        raise TunelabError(f"{predictions}: {len(rows)} rows for n={result.n} items; the "
+                           "evaluation was cut short, evaluate again")
+    return result
 
 
 def write_result(result: EvalResult, out_dir: Path) -> None:

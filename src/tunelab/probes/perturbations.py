@@ -52,6 +52,8 @@ class Perturbation:
     description: str
     """One line, shown by `tunelab robustness --help` and in errors."""
     apply: Apply
+    graded: bool = True
+    """Whether severity changes the result (lowercase: no, so a sweep scores it once)."""
 
     def __call__(self, text: str, rng: random.Random, severity: float) -> str:
         """The perturbed text; the text itself when the result would be blank."""
@@ -64,12 +66,13 @@ class Perturbation:
 REGISTRY: dict[str, Perturbation] = {}
 
 
-def register(name: str, description: str) -> Callable[[Apply], Apply]:
-    """Decorator: register `(text, rng, severity) -> text` as the perturbation `name`."""
+def register(name: str, description: str, graded: bool = True) -> Callable[[Apply], Apply]:
+    """Decorator: register `(text, rng, severity) -> text` as the perturbation `name`
+    (`graded=False`: it ignores severity)."""
     def add(apply: Apply) -> Apply:
         if name in REGISTRY:
             raise ValueError(f"perturbation '{name}' is registered twice")
-        REGISTRY[name] = Perturbation(name, description, apply)
+        REGISTRY[name] = Perturbation(name, description, apply, graded)
         return apply
     return add
 
@@ -121,12 +124,12 @@ def misspelling(text: str, rng: random.Random, severity: float) -> str:
                            lambda key: (key, rng.choice(wrong[key])))
 
 
-@register("lowercase", "the whole input in lower case")
+@register("lowercase", "the whole input in lower case", graded=False)
 def lowercase(text: str, rng: random.Random, severity: float) -> str:
     return text.lower()
 
 
-@register("uppercase", "the whole input in upper case")
+@register("uppercase", "the whole input in upper case", graded=False)
 def uppercase(text: str, rng: random.Random, severity: float) -> str:
     return text.upper()
 
@@ -384,6 +387,8 @@ def augment_records(records: Sequence[Record], perturbations: Sequence[Perturbat
     augmented = list(records)
     for index in chosen:
         record = records[index]
-        augmented[index] = perturb_record(record, rng.choice(list(perturbations)), severity,
-                                          seed, record.origin or str(index))
+        perturbation = rng.choice(list(perturbations))
+        noisy = perturb_record(record, perturbation, severity, seed, record.origin or str(index))
+        augmented[index] = dataclasses.replace(  # `tunelab data inspect` shows which it got
+            noisy, origin=f"{record.origin or index} +{perturbation.name}@{severity:g}")
     return augmented

@@ -37,7 +37,10 @@ def write_report(
     keys: Sequence[str],
     comparison: Comparison | None,
     seconds: float,
+    sections: Sequence[tuple[str, str]] = (),
 ) -> None:
+    """report.md of the quickstart; `sections` are (heading, Markdown body) added after the
+    examples."""
     lines = [f"# {title}", ""]
     lines += ["## Setup", ""]
     lines += [f"- {k}: {v}" for k, v in summary.items()]
@@ -48,14 +51,19 @@ def write_report(
     for name, sig in results[0].signatures.items():
         lines.append(f"- {name}: `{sig}`")
     lines += ["", "## Examples (the first test items, not selected)", "",
-              examples_table(results, 8), "", f"Total wall time: {seconds:.0f} s", ""]
+              examples_table(results, 8), ""]
+    for heading, body in sections:
+        lines += [f"## {heading}", "", body, ""]
+    lines += [f"Total wall time: {seconds:.0f} s", ""]
     path.write_text("\n".join(lines))
 
 
 def write_run_report(run_dir: Path, config: Any, summary: dict[str, Any],
                      evaluation: EvalResult | None, task_evaluations: dict[str, EvalResult],
-                     retention_rows: Sequence[Any]) -> None:
-    """report.md of a `tunelab train` run: setup, the evaluation curve, test scores, forgetting."""
+                     retention_rows: Sequence[Any], robustness: Any = None,
+                     bias: Any = None) -> None:
+    """report.md of a `tunelab train` run: setup, the evaluation curve, test scores, forgetting,
+    robustness to noisy input and counterfactual bias (before vs after training)."""
     lines = [f"# {config.name}", "", "## Setup", ""]
     for key in ("method", "model", "trainable_parameters", "trainable_percent",
                 "size_on_disk_bytes", "steps", "train_seconds", "tokens_per_s", "peak_memory_mb",
@@ -83,6 +91,16 @@ def write_run_report(run_dir: Path, config: Any, summary: dict[str, Any],
                   "", retention_table(retention_rows, markdown=True), "",
                   f"Significant drops: {', '.join(drops) if drops else 'none'}. Verdict: {verdict}.",
                   ""]
+    if robustness is not None:
+        lines += ["## Robustness (noisy input)", "",
+                  "The same test items clean and perturbed, scored by the base model (before) "
+                  "and the fine-tuned model (after); change = after drop - before drop "
+                  "(positive: fine-tuning made the model less brittle), paired bootstrap 95% CI.",
+                  "", robustness.brittleness_table(markdown=True), "",
+                  robustness.table(markdown=True), "", "![robustness](robustness/robustness.png)",
+                  ""]
+    if bias is not None:
+        lines += ["## Bias (counterfactual probes)", "", bias.table(markdown=True), ""]
     (run_dir / "report.md").write_text("\n".join(lines))
 
 

@@ -11,6 +11,7 @@ from tunelab.config import RunConfig, TrainTaskConfig
 from tunelab.data import Splits, get_template, load_splits
 from tunelab.data.mixture import TaskExamples, TrainingData, length_difficulty
 from tunelab.data.tokenize import TokenizedExample, tokenize_record
+from tunelab.data.training_tasks import augmented
 from tunelab.errors import TunelabError
 from tunelab.eval.loglikelihood import completion_nll
 from tunelab.models import LoadedModel
@@ -42,6 +43,7 @@ def prepare_data(config: RunConfig, lm: LoadedModel, tasks: list[TrainTaskConfig
         train = [] if task.held_out else splits.train[:task.max_train_examples]
         if not task.held_out and not train:
             raise TunelabError(_empty_train(config, task))
+        train = augmented(train, task.data.augment)
         examples.append(TaskExamples(task.name, tokenize(train), tokenize(splits.validation),
                                      loss_weight=task.loss_weight, weight=task.weight,
                                      held_out=task.held_out))

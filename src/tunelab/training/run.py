@@ -1,8 +1,9 @@
 """`tunelab train`: the whole run, top to bottom, in one place.
 
     check the run directory -> resolve the method and tasks -> load the model
-    -> score the retention suite before training -> prepare the data -> apply the method
-    -> fit -> save -> evaluate every task's test split -> retention after -> summary -> report
+    -> score the retention suite, robustness and bias probes before training -> prepare the
+    data (augmented when data.augment says so) -> apply the method -> fit -> save -> evaluate
+    every task's test split -> retention, robustness and bias after -> summary -> report
 
 A single-task run (the `data` section) is a one-task list, so both kinds of run take the same
 path; only the batch plan (a seeded permutation, or the mixture's plan) and where per-task
@@ -21,6 +22,7 @@ from typing import Any
 import transformers
 
 from tunelab import retention
+from tunelab.bias import RunBias
 from tunelab.config import EvalConfig, RunConfig, TaskConfig, TrainTaskConfig, load_run_config
 from tunelab.data.mixture import MixturePlan
 from tunelab.data.training_tasks import training_tasks
@@ -33,6 +35,7 @@ from tunelab.models import LoadedModel, load_model
 from tunelab.models.kinds import get_kind
 from tunelab.report.markdown import write_run_report
 from tunelab.report.tables import retention_table
+from tunelab.robustness import RunRobustness
 from tunelab.runs import read_config, write_config
 from tunelab.training.checkpoint import LoopState, write_atomically
 from tunelab.training.data import PreparedData, prepare_data
@@ -70,6 +73,9 @@ def train(config: RunConfig | str | Path, overrides: list[str] | None = None,
     options = parse_options(method, config.method)
     tasks = training_tasks(config)  # checked before any loading
     kept = retention.retention_tasks(config.retention, config.model.kind)
+    single = None if config.is_mixture else run_task(config)
+    robust = RunRobustness.of(config.robustness, single)  # items perturbed before loading
+    bias = RunBias.of(config.bias, single)
     transformers.set_seed(config.train.seed)
     lm = load_model(config.model, labels=config.eval.labels)  # model.kind picks the class
     if lm.kind.checks_metrics_before_training and config.eval.metrics:
@@ -78,6 +84,8 @@ def train(config: RunConfig | str | Path, overrides: list[str] | None = None,
     if kept:  # before the method touches the model; cached per base model
         print(f"tunelab: retention suite before training: {', '.join(t.name for t in kept)}")
         before = retention.base_scores(lm, config.model, kept, config.retention.limit)
+    robust_before = robust.score(lm, "base 0-shot") if robust else None
+    bias_before = bias.score(lm, "base 0-shot") if bias else None
     prepared = prepare_data(config, lm, tasks)  # before the method changes lm
 
     model = method.apply(lm.model, options)
@@ -114,9 +122,14 @@ def train(config: RunConfig | str | Path, overrides: list[str] | None = None,
     rows, passed = [], True
     if kept:
         rows, passed = check_retention(lm, config, kept, before, summary)
+    robust_report = robust.finish(robust_before, robust.score(lm, "fine-tuned"), run_dir, summary) \
+        if robust and robust_before else None
+    bias_report = bias.finish(bias_before, bias.score(lm, "fine-tuned"), run_dir, summary) \
+        if bias and bias_before else None
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     task_evaluations = evaluations if config.is_mixture else {}
-    write_run_report(run_dir, config, summary, evaluation, task_evaluations, rows)
+    write_run_report(run_dir, config, summary, evaluation, task_evaluations, rows,
+                     robust_report, bias_report)
     return TrainResult(run_dir, summary, evaluation, task_evaluations, rows, passed)
 
 

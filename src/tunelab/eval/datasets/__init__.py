@@ -23,8 +23,9 @@ from pathlib import Path
 
 from tunelab.config import DataConfig, TaskConfig
 from tunelab.data import load_splits
+from tunelab.data.records import choice_record
 from tunelab.eval.datasets import bigbench, glue, mmlu
-from tunelab.eval.datasets.common import TaskData, choice_record
+from tunelab.eval.datasets.common import TaskData
 
 __all__ = ["SCHEMES", "TaskData", "choice_record", "default_completion", "load_task_data",
            "source_scheme"]

@@ -16,9 +16,10 @@ from pathlib import Path
 from tunelab.config import DataConfig
 from tunelab.data import Record
 from tunelab.data.bigbench_format import BigbenchTask, Reading, read_json, read_task
+from tunelab.data.records import choice_record
 from tunelab.data.splits import seeded_split
 from tunelab.errors import TunelabError
-from tunelab.eval.datasets.common import TaskData, choice_record
+from tunelab.eval.datasets.common import TaskData
 from tunelab.paths import bigbench_dir
 
 SPECIAL_FILES = {

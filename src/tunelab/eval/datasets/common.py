@@ -4,7 +4,6 @@ train/validation/test splits of one list of examples, and multiple-choice record
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from tunelab.data import Record
 from tunelab.errors import TunelabError
@@ -25,10 +24,3 @@ class TaskData:
             )
         return self.splits[name]
 
-
-def choice_record(origin: str, prompt: str, choices: list[str], gold: list[int],
-                  **columns: Any) -> Record:
-    """A multiple-choice record: output is the (first) gold choice."""
-    row = dict(columns, prompt=prompt, choices=choices, gold=gold, output=choices[gold[0]])
-    return Record(input=str(columns.get("input", prompt)), output=choices[gold[0]],
-                  columns=row, origin=origin)

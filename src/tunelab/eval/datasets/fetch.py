@@ -27,6 +27,9 @@ from tunelab.paths import bigbench_dir
 BIGBENCH_SPEC = "bigbench==1.0.0"
 SDIST_NAME = "bigbench-1.0.0.tar.gz"
 TASKS_IN_SDIST = "bigbench/benchmark_tasks/"
+COMPANIONS = {"bbq_lite_json": ["bbq_lite/resources"]}
+"""Folders a task's readers need beside its task.json files (every file in them is extracted):
+BBQ-lite's answer metadata says which answer is the stereotyped group."""
 
 
 @dataclass
@@ -97,12 +100,15 @@ def fetch_bigbench(tasks: list[str] | None = None, sdist: str | Path | None = No
     wanted = tasks or builtin_bigbench_tasks()
     prefixes = [task_file(t).removesuffix("/task.json") if task_file(t).endswith("/task.json")
                 else task_file(t) for t in wanted]
+    companions = [folder for t in wanted for folder in COMPANIONS.get(t.strip("/"), [])]
     result = FetchResult(archive, target)
     try:
         with tarfile.open(archive, "r:gz") as tar:
             for member in tar:
                 _, _, rel = member.name.partition(TASKS_IN_SDIST)
-                if not rel or not member.isfile() or not _wanted(rel, prefixes, every_task):
+                if not rel or not member.isfile() or not (
+                        _wanted(rel, prefixes, every_task)
+                        or any(rel.startswith(c + "/") for c in companions)):
                     continue
                 handle = tar.extractfile(member)
                 assert handle is not None

@@ -23,8 +23,9 @@ from typing import Any
 
 from tunelab.config import DataConfig
 from tunelab.data import Record
+from tunelab.data.records import choice_record
 from tunelab.errors import TunelabError
-from tunelab.eval.datasets.common import TaskData, choice_record
+from tunelab.eval.datasets.common import TaskData
 
 Row = dict[str, Any]
 

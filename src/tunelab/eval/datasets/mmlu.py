@@ -18,8 +18,9 @@ from pathlib import Path
 
 from tunelab.config import DataConfig
 from tunelab.data import Record
+from tunelab.data.records import choice_record
 from tunelab.errors import TunelabError
-from tunelab.eval.datasets.common import TaskData, choice_record
+from tunelab.eval.datasets.common import TaskData
 
 LETTERS = ["A", "B", "C", "D"]
 SPLIT_DIRS = {"train": "dev", "validation": "val", "test": "test"}

@@ -21,6 +21,7 @@ from tunelab.eval.output_types.base import (
     OutputType,
     Request,
     context_limit,
+    input_text,
     warn_dropped,
 )
 from tunelab.eval.output_types.classification import ClassificationOutput
@@ -30,7 +31,8 @@ from tunelab.eval.output_types.rolling import RollingOutput
 from tunelab.models import LoadedModel
 
 __all__ = ["Fail", "Framing", "OutputType", "Outputs", "Request", "context_limit",
-           "get_output_type", "load_for_task", "output_type_names", "warn_dropped"]
+           "get_output_type", "input_text", "load_for_task", "output_type_names",
+           "warn_dropped"]
 
 _REGISTRY: dict[str, OutputType] = {
     t.name: t for t in (GenerateOutput(), MultipleChoiceOutput(), RollingOutput(),

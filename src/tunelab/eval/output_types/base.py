@@ -155,6 +155,9 @@ class OutputType:
     """Whether prompts can carry in-context examples."""
     needs_head: ClassVar[bool] = False
     """Whether the model needs a classification head (see `load_model`)."""
+    free_text: ClassVar[bool] = False
+    """Whether a prediction is text the model wrote (so it can be empty, too long, repeat
+    itself, ...), rather than one of the given choices or labels."""
 
     def check(self, task: TaskConfig, fail: Fail) -> None:
         """Report (through `fail`) a task option this type cannot use; no data is read."""

@@ -24,6 +24,7 @@ class GenerateOutput(OutputType):
     """Free text from the model, scored against the gold answer(s)."""
 
     name: ClassVar[str] = "generate"
+    free_text: ClassVar[bool] = True
     metrics: ClassVar[tuple[str, ...]] = (*TEXT_METRICS, "perplexity")
 
     def run(self, request: Request) -> Outputs:
@@ -34,11 +35,15 @@ class GenerateOutput(OutputType):
         prompts = [builder.build(r, request.shots_for(i, r), budget)
                    for i, r in enumerate(request.records)]
         references = [reference_of(task, r) for r in request.records]
+        hit_limit: list[bool] = [False] * len(prompts)
         predictions = (generate(lm.model, lm.tokenizer, [p.ids for p in prompts], gen,
-                                desc=request.system)
+                                desc=request.system, hit_limit=hit_limit)
                        if request.wants(MetricInput.TEXT) else [""] * len(prompts))
-        out = Outputs([row(i, r, p.rendered.prompt, predictions[i], references[i])
-                       for i, (r, p) in enumerate(zip(request.records, prompts, strict=True))],
+        rows = [row(i, r, p.rendered.prompt, predictions[i], references[i])
+                for i, (r, p) in enumerate(zip(request.records, prompts, strict=True))]
+        for out_row, limited in zip(rows, hit_limit, strict=True):
+            out_row["hit_max_new_tokens"] = limited
+        out = Outputs(rows,
                       predictions, references, context_tokens=[len(p.ids) for p in prompts],
                       shot_tokens=[p.shot_tokens for p in prompts],
                       dropped_shots=sum(p.dropped for p in prompts))
