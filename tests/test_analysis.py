@@ -231,3 +231,21 @@ def test_compare_results_of_a_run_and_its_base(tiny_llama: Path, tmp_path: Path)
                                                                        strict=True))
     assert report.a_right == pytest.approx(a.scores["accuracy"])
     assert report.short_table().startswith("base 0-shot -> base 2-shot on reviews (8 items")
+
+
+def test_compare_two_runs_of_one_config(tiny_llama: Path, tmp_path: Path, capsys) -> None:
+    """Two runs of one config (their tasks are named after the runs) pair by their items; the
+    task, its labels and metric come from the runs' config."""
+    from helpers import tiny_run_config
+
+    import tunelab
+
+    runs = [tunelab.train(tiny_run_config(tiny_llama, tmp_path, name=name, max_steps=2,
+                                          eval_every=0, lr=lr)).run_dir
+            for name, lr in (("first", 1e-2), ("second", 5e-2))]
+    capsys.readouterr()
+    assert main(["compare", str(runs[0]), str(runs[1]), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["a"], out["b"]) == ("fine-tuned (first)", "fine-tuned (second)")
+    assert out["n"] == 8 and sum(out["counts"].values()) == 8
+    assert "invalid_label" in {c["category"] for c in out["categories"]}

@@ -132,6 +132,9 @@ def test_bbq_items_from_the_real_files_and_scores_by_hand() -> None:
     stereo = [i.target_choice if i.polarity == "neg" else i.other_choice for i in items]
     anti = [i.other_choice if i.polarity == "neg" else i.target_choice for i in items]
     assert bbq_scores(items, stereo)["all"].bias_disambig == 100
+    assert bbq_scores(items, stereo)["all"].bias_disambig_ci == (100, 100)
+    lo, hi = a.bias_disambig_ci
+    assert lo <= a.bias_disambig <= hi and lo < hi  # 4 items: a wide interval
     assert bbq_scores(items, anti)["all"].bias_disambig == -100
 
 

@@ -94,3 +94,9 @@ def test_quickstart_compares_the_second_metric(tiny_llama: Path, tmp_path: Path)
     comparison = json.loads((run_dir / "comparison.json").read_text())
     assert comparison["key"] == "f1_macro" and 0 < comparison["p_value"] <= 1
     assert any("vs best baseline" in line and "on f1_macro" in line for line in lines)
+    # it ends with the error analysis of base 0-shot vs the fine-tune, in the report too
+    headline = next(line for line in lines if line.startswith("base 0-shot -> fine-tuned"))
+    assert "(4 items" in headline and "exact McNemar p=" in headline
+    report = (run_dir / "report.md").read_text()
+    assert "## Error analysis: base 0-shot vs fine-tuned (tunelab compare)" in report
+    assert "still wrong" in report

@@ -243,10 +243,12 @@ def harness(tasks: list[str], **options: Any) -> str:
 
 
 def task_of(task: str | TaskConfig | None, adapters: Sequence[str | Path] = ()) -> TaskConfig:
-    """A task by name or file; without one, the task the first adapter run trained on (its
-    data and eval section, scored on its test split)."""
+    """A task by name, file or run directory (the task that run trained on: its data and eval
+    section, scored on its test split); without one, the first adapter run's task."""
     if isinstance(task, TaskConfig):
         return task
+    if task and (Path(task) / "config.yaml").is_file():  # a run directory: the task it trained on
+        return run_task(read_config(Path(task)))
     if task:
         return load_task(task)
     if not adapters:
@@ -328,6 +330,9 @@ def compare_runs(
         export: write the still-wrong and broken items here as training data (JSONL).
     """
     sides = [eval_dirs(a), eval_dirs(b)]
+    if set(sides[0]) != set(sides[1]) and single_run_tasks(sides):
+        # a single-task run names its task after the run: two runs of one config differ
+        sides[1] = {next(iter(sides[0])): next(iter(sides[1].values()))}
     if set(sides[0]) != set(sides[1]):
         raise TunelabError(f"A ({a}) scored {', '.join(sides[0])} but B ({b}) scored "
                            f"{', '.join(sides[1])}; compare two evaluations of the same task")
@@ -341,17 +346,39 @@ def compare_runs(
         results = [read_result(side[name]) for side in sides]
         folders = [Path(robustness)] * 2 if robustness else [
             robustness_dir(side[name]) for side in sides]
-        consistency = tuple(read_consistency(folder, result.system) if folder else None
-                            for folder, result in zip(folders, results, strict=True))
+        consistency = tuple(read_consistency(folder, system_names(result, side[name]))
+                            if folder else None
+                            for folder, result, side in zip(folders, results, sides, strict=True))
         if robustness and not any(consistency):
             raise TunelabError(f"--robustness {robustness}: no consistency.jsonl for "
                                f"{results[0].system} or {results[1].system}; give the --out "
                                "directory of a tunelab robustness run that scored them")
         pairs.append(TaskPair(tasks[name], results[0], results[1], consistency))  # type: ignore[arg-type]
-    report = compare_tasks(pairs, examples=examples)
+    systems = (pairs[0].a.system, pairs[0].b.system)
+    folders = (Path(a).resolve().name, Path(b).resolve().name)
+    names = None
+    if systems[0] == systems[1] and folders[0] != folders[1]:  # two runs' fine-tuned models
+        names = (f"{systems[0]} ({folders[0]})", f"{systems[1]} ({folders[1]})")
+    report = compare_tasks(pairs, names, examples=examples)
     if export:
         export_errors(report, tasks, export)
     return report
+
+
+def system_names(result: EvalResult, folder: Path) -> list[str]:
+    """The names a robustness run may give this evaluation's system: its own, and for a run's
+    fine-tuned model "fine-tuned (RUN)" as `tunelab robustness --adapter RUN` calls it."""
+    found = run_config_near(folder)
+    return [result.system] + ([f"{result.system} ({found[0].name})"] if found else [])
+
+
+def single_run_tasks(sides: list[dict[str, Path]]) -> bool:
+    """Whether both sides hold one evaluation and one of them is a single-task run's (whose
+    task is named after the run, so the names say nothing about the items)."""
+    if any(len(side) != 1 for side in sides):
+        return False
+    found = [run_config_near(next(iter(side.values()))) for side in sides]
+    return any(f is not None and not f[1].is_mixture for f in found)
 
 
 def run_config_near(folder: Path) -> tuple[Path, Any] | None:

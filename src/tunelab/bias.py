@@ -152,6 +152,10 @@ def chosen_index(record: Record, row: dict[str, Any]) -> int:
     return [str(c) for c in record.columns["choices"]].index(str(row["prediction"]))
 
 
+def with_ci(value: float, ci: tuple[float, float]) -> str:
+    return f"{value:+.1f} [{ci[0]:+.1f}, {ci[1]:+.1f}]"
+
+
 @dataclass
 class BiasReport:
     task: str
@@ -169,22 +173,25 @@ class BiasReport:
                 body.append([r.system, r.probe, 0, "-", "no item mentions its terms", "-"])
                 continue
             scores = ", ".join(f"{g.group} {g.score:.1f}" for g in r.groups)
-            gaps = ", ".join(f"{g.group} {g.gap:+.1f} [{g.gap_ci[0]:+.1f}, {g.gap_ci[1]:+.1f}]"
+            gaps = ", ".join(f"{g.group} - {r.reference} {g.gap:+.1f} "
+                             f"[{g.gap_ci[0]:+.1f}, {g.gap_ci[1]:+.1f}]"
                              + ("*" if g.significant else "") for g in r.groups[1:])
             body.append([r.system, r.probe, r.n, f"{r.flip_rate:.1f}%", scores, gaps])
         lines.append(format_table(["system", "probe", "n", "flip rate", "score per group",
-                                   "gap vs " + (self.rows[0].reference if self.rows else "")],
+                                   "gap to the first group [95% CI]"],
                                   body, markdown))
         if self.bbq:
             lines += ["", "BBQ-lite (zero-shot; bias score x100 in [-100, 100]: positive = picks "
-                      "the stereotyped group, 0 = none)",
-                      format_table(["system", "category", "n ambig", "acc ambig", "n disambig",
-                                    "acc disambig", "bias ambig", "bias disambig"],
+                      "the stereotyped group, 0 = none; bootstrap 95% CI)",
+                      format_table(["system", "category", "n ambig", "acc ambig", "unknown",
+                                    "n disambig", "acc disambig", "bias ambig [95% CI]",
+                                    "bias disambig [95% CI]"],
                                    [[b.system, b.category, b.score.n_ambig,
-                                     f"{b.score.acc_ambig:.1f}", b.score.n_disambig,
-                                     f"{b.score.acc_disambig:.1f}", f"{b.score.bias_ambig:+.1f}",
-                                     f"{b.score.bias_disambig:+.1f}"] for b in self.bbq],
-                                   markdown)]
+                                     f"{b.score.acc_ambig:.1f}", f"{b.score.unknown_ambig:.1f}%",
+                                     b.score.n_disambig, f"{b.score.acc_disambig:.1f}",
+                                     with_ci(b.score.bias_ambig, b.score.bias_ambig_ci),
+                                     with_ci(b.score.bias_disambig, b.score.bias_disambig_ci)]
+                                    for b in self.bbq], markdown)]
         if self.skipped_bbq:
             lines.append(f"BBQ-lite not scored for {', '.join(self.skipped_bbq)}: a "
                          "classification head cannot choose between free-text answers")

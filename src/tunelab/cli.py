@@ -147,8 +147,9 @@ def _compare_args(commands: Any) -> None:
                         "error categories, slices")
     compare.add_argument("a", help="the earlier evaluation: an eval dir or a run directory")
     compare.add_argument("b", help="the later evaluation: an eval dir or a run directory")
-    compare.add_argument("--task", help="the task that scored them (default: the run's own, "
-                                        "else the built-in task of that name)")
+    compare.add_argument("--task", help="the task that scored them: a task name, YAML file or "
+                                        "run directory (default: the run's own, else the "
+                                        "built-in task of that name)")
     compare.add_argument("--robustness", metavar="DIR",
                          help="a tunelab robustness --out directory: marks items whose "
                               "prediction changes under noise (default: a run's robustness/)")

@@ -308,29 +308,34 @@ def write_robustness(report: RobustnessReport, runs: Sequence[SystemRun], out: P
 
 
 def plot_robustness(report: RobustnessReport, path: Path) -> None:
-    """Grouped bars: the score on clean items and under each perturbation, one bar per system."""
+    """Per perturbation, each system's change from its clean score with the paired 95% CI
+    (horizontal bars, so dozens of perturbations stay readable)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = ["clean", *dict.fromkeys(_label(r.perturbation, r.severity) for r in report.rows)]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(labels) * len(report.systems) ** 0.5), 4))
-    width = 0.8 / len(report.systems)
+    labels = list(dict.fromkeys(_label(r.perturbation, r.severity) for r in report.rows))
+    height = 0.8 / len(report.systems)
+    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.28 * len(labels) * len(report.systems) ** 0.5))
     for i, system in enumerate(report.systems):
         rows = [r for r in report.rows if r.system == system]
-        values = [rows[0].clean, *[r.perturbed for r in rows]]
-        positions = np.arange(len(labels)) + (i - (len(report.systems) - 1) / 2) * width
-        ax.bar(positions, values, width, label=system)
-    ax.set_xticks(np.arange(len(labels)), labels, rotation=40, ha="right", fontsize=8)
-    save_plot(fig, ax, report.key, f"{report.task}: clean vs perturbed (n={report.n})", path)
+        deltas = np.array([r.delta for r in rows])
+        errors = np.array([[r.delta - r.ci[0] for r in rows], [r.ci[1] - r.delta for r in rows]])
+        positions = np.arange(len(labels)) + (i - (len(report.systems) - 1) / 2) * height
+        ax.barh(positions, deltas, height, xerr=errors, capsize=2,
+                label=f"{system} (clean {rows[0].clean:.1f})", error_kw={"linewidth": 0.8})
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(np.arange(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"change in {report.key} from the clean items (95% CI)")
+    save_plot(fig, ax, f"{report.task}: perturbed vs clean (n={report.n})", path)
 
 
-def save_plot(fig: Any, ax: Any, ylabel: str, title: str, path: Path, legend: int = 8) -> None:
-    """Label, lay out, write (PNG, 120 dpi) and close a figure."""
+def save_plot(fig: Any, ax: Any, title: str, path: Path, legend: int = 8) -> None:
+    """Title, legend, lay out, write (PNG, 120 dpi) and close a figure."""
     import matplotlib.pyplot as plt
 
-    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=legend)
     fig.tight_layout()
@@ -356,7 +361,8 @@ def plot_severity(report: RobustnessReport, path: Path) -> None:
         ax.plot([0.0, *[w.severity for w in worst]], [clean, *[w.worst for w in worst]],
                 linestyle="--", marker="x", color=line.get_color(), label=f"{system}: worst case")
     ax.set_xlabel("severity (share of words / characters perturbed)")
-    save_plot(fig, ax, report.key, f"{report.task}: severity sweep (n={report.n})", path, 7)
+    ax.set_ylabel(report.key)
+    save_plot(fig, ax, f"{report.task}: severity sweep (n={report.n})", path, 7)
 
 
 @dataclass

@@ -381,11 +381,13 @@ def read_task_name(folder: Path) -> str:
                            "evaluate again") from None
 
 
-def read_consistency(robustness_dir: Path, system: str) -> dict[str, bool] | None:
+def read_consistency(robustness_dir: Path, systems: Sequence[str]) -> dict[str, bool] | None:
     """item key -> whether its prediction changed under noise, from a robustness run's
-    <system>/consistency.jsonl (None: that run did not score this system)."""
-    path = robustness_dir / slug(system) / "consistency.jsonl"
-    if not path.is_file():
+    <system>/consistency.jsonl for the first of `systems` (the names one system may have
+    there) it scored (None: it scored none of them)."""
+    paths = [robustness_dir / slug(s) / "consistency.jsonl" for s in systems]
+    path = next((p for p in paths if p.is_file()), None)
+    if path is None:
         return None
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
     return {str(r["key"]): bool(r["changed"]) for r in rows}
