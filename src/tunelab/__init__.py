@@ -9,7 +9,7 @@ __all__ = ["train", "evaluate", "evaluate_adapters", "compare_baselines", "evalu
            "score", "format_scores", "quickstart", "run_evaluation", "run_sweep", "merge_run",
            "inspect_data", "validate_task", "tasks_overview", "fetch_bigbench", "harness",
            "check_robustness", "check_bias", "perturbations_overview", "probes_overview",
-           "compare_runs", "TunelabError"]
+           "compare_runs", "human_ratings", "TunelabError"]
 
 from tunelab.errors import TunelabError
 
@@ -17,7 +17,7 @@ from tunelab.errors import TunelabError
 _API = ("train", "evaluate", "evaluate_adapters", "compare_baselines", "evaluate_suite", "score",
         "format_scores", "quickstart", "run_evaluation", "run_sweep", "merge_run", "inspect_data",
         "validate_task", "tasks_overview", "fetch_bigbench", "harness", "check_robustness",
-        "check_bias", "perturbations_overview", "probes_overview", "compare_runs")
+        "check_bias", "perturbations_overview", "probes_overview", "compare_runs", "human_ratings")
 
 if TYPE_CHECKING:  # pragma: no cover
     from tunelab.api import (
@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
         fetch_bigbench,
         format_scores,
         harness,
+        human_ratings,
         inspect_data,
         merge_run,
         perturbations_overview,

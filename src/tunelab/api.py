@@ -24,9 +24,11 @@ from tunelab.data.inspect import inspect_data as inspect_run_data
 from tunelab.errors import TunelabError
 from tunelab.eval.datasets.fetch import fetch_bigbench
 from tunelab.eval.output_types import get_output_type, load_for_task
-from tunelab.eval.runner import EvalResult, evaluate_loaded, read_result, write_result
+from tunelab.eval.runner import EvalResult, evaluate_loaded, read_result, slug, write_result
 from tunelab.eval.tasks import is_suite, load_suite, load_task
 from tunelab.eval.tasks import validate_task as validate_task_file
+from tunelab.human import RatingStore
+from tunelab.human.report import RatingsReport, ratings_report
 from tunelab.merge import merge_run
 from tunelab.models.loader import load_tokenizer
 from tunelab.probes.counterfactual import parse_probes
@@ -45,7 +47,8 @@ __all__ = ["train", "run_task", "evaluate", "evaluate_adapters", "compare_baseli
            "evaluate_suite", "run_evaluation", "Printout", "score", "format_scores", "quickstart",
            "inspect_data", "validate_task", "tasks_overview", "fetch_bigbench", "merge_run",
            "run_sweep", "harness", "check_robustness", "check_bias", "task_of",
-           "perturbations_overview", "probes_overview", "compare_runs", "TrainResult"]
+           "perturbations_overview", "probes_overview", "compare_runs", "human_ratings",
+           "TrainResult"]
 
 
 def evaluate(
@@ -417,3 +420,38 @@ def robustness_dir(folder: Path) -> Path | None:
     if found is not None and (found[0] / "robustness").is_dir():
         return found[0] / "robustness"
     return None
+
+
+def human_ratings(directory: str | Path, reference: str | None = None,
+                  import_csv: str | Path | None = None,
+                  export_csv: str | Path | None = None) -> RatingsReport:
+    """`tunelab ratings DIR`: the ratings in DIR/ratings.sqlite (after merging `import_csv`)
+    set against each rated system's evaluation in DIR (a run's eval/<system>/ or DIR/<system>/)."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise TunelabError(f"{folder}: no such directory; give the run or eval directory that "
+                           "was rated")
+    store = RatingStore(folder / "ratings.sqlite")
+    if import_csv:
+        store.import_csv(import_csv)
+    if export_csv:
+        store.export_csv(export_csv)
+    systems_dir = folder / "eval" if (folder / "eval").is_dir() else folder
+    results = {}
+    for sub in sorted(systems_dir.iterdir()):
+        if (sub / "metrics.json").is_file() and (sub / "predictions.jsonl").is_file():
+            result = read_result(sub)
+            results[result.system] = result
+    task = None
+    if results:
+        first = next(iter(results.values()))
+        try:
+            task = compared_task(first.task, None, [systems_dir / slug(first.system)])
+        except TunelabError:
+            task = None  # no run config and no built-in task: no metric correlations
+    report = ratings_report(store, task, results, reference)
+    if task is None:
+        report.note = (f"no metric correlations: {folder} holds no evaluation with a run config "
+                       "or a built-in task to score it" if results else
+                       f"no metric correlations: no evaluation (metrics.json) in {systems_dir}")
+    return report

@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True)
     for add in (_quickstart_args, _train_args, _sweep_args, _merge_args, _eval_args,
-                _robustness_args, _bias_args, _compare_args, _tasks_args, _harness_args, _data_args,
+                _robustness_args, _bias_args, _compare_args, _ratings_args, _tasks_args, _harness_args, _data_args,
                 _score_args):
         add(commands)
     return parser
@@ -158,6 +158,20 @@ def _compare_args(commands: Any) -> None:
     compare.add_argument("--examples", type=int, default=5,
                          help="examples shown per group (default 5)")
     compare.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _ratings_args(commands: Any) -> None:
+    ratings = commands.add_parser(
+        "ratings", help="human ratings of an evaluation: means, paired tests, agreement, "
+                        "pairwise strengths, correlation with the metrics")
+    ratings.add_argument("directory", help="the rated run or eval directory (its ratings.sqlite)")
+    ratings.add_argument("--reference", help="the system the others are compared with "
+                                             "(default: fine-tuned)")
+    ratings.add_argument("--import", dest="import_csv", metavar="CSV",
+                         help="merge ratings collected in a spreadsheet first")
+    ratings.add_argument("--export", dest="export_csv", metavar="CSV",
+                         help="write every rating to a CSV file")
+    ratings.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def _tasks_args(commands: Any) -> None:
@@ -306,6 +320,13 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ratings(args: argparse.Namespace) -> int:
+    report = tunelab.human_ratings(args.directory, reference=args.reference,
+                                   import_csv=args.import_csv, export_csv=args.export_csv)
+    print(json.dumps(report.to_json(), indent=1, default=str) if args.json else report.table())
+    return 0
+
+
 def _tasks(args: argparse.Namespace) -> int:
     if args.tasks_command == "list":
         print(tunelab.tasks_overview())
@@ -343,7 +364,8 @@ def _score(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "quickstart": _quickstart, "train": _train, "sweep": _sweep, "merge": _merge, "eval": _eval,
-    "robustness": _robustness, "bias": _bias, "compare": _compare, "tasks": _tasks, "harness": _harness,
+    "robustness": _robustness, "bias": _bias, "compare": _compare, "ratings": _ratings,
+    "tasks": _tasks, "harness": _harness,
     "data": _data, "score": _score,
 }
 

@@ -1,0 +1,26 @@
+"""Human evaluation: ratings stored safely (SQLite, one row per judgement) and their
+statistics (agreement, paired differences, pairwise strengths, agreement with metrics)."""
+
+from tunelab.human.agreement import (
+    PairedRatings,
+    bradley_terry,
+    krippendorff_alpha,
+    mean_ci,
+    paired_ratings,
+    rank_correlations,
+    weighted_kappa,
+)
+from tunelab.human.store import Preference, RatingStore, Score
+
+__all__ = [
+    "PairedRatings",
+    "Preference",
+    "RatingStore",
+    "Score",
+    "bradley_terry",
+    "krippendorff_alpha",
+    "mean_ci",
+    "paired_ratings",
+    "rank_correlations",
+    "weighted_kappa",
+]
