@@ -28,7 +28,7 @@ from tunelab.data import Record
 from tunelab.errors import TunelabError
 from tunelab.eval.compare import paired_difference, primary_key
 from tunelab.eval.output_types import Framing, input_text
-from tunelab.eval.runner import EvalResult, evaluate_records, slug, write_result
+from tunelab.eval.runner import EvalResult, evaluate_records, slug, task_items, write_result
 from tunelab.models import LoadedModel
 from tunelab.probes.bbq import BBQItem, BBQScore, bbq_items, bbq_scores, bbq_task
 from tunelab.probes.counterfactual import (
@@ -37,7 +37,7 @@ from tunelab.probes.counterfactual import (
     parse_probes,
 )
 from tunelab.report.tables import format_table
-from tunelab.robustness import changed_predictions, test_items
+from tunelab.robustness import changed_predictions
 
 
 @dataclass
@@ -220,7 +220,7 @@ def run_bias(
     docstring. Items and BBQ data are read before any model loads."""
     groups = system_groups(task, model, adapters, baselines, shots)
     most_shots = max(k for g in groups for _, k in g.systems)
-    records, pool, framing = test_items(task, limit, most_shots)
+    records, pool, framing = task_items(task, limit, most_shots)
     items = probe_items(records, probes)
     bbq_set = bbq_items(bbq_categories or None, limit=bbq_limit) if bbq else []
     report = BiasReport(task.name, [])
@@ -269,7 +269,7 @@ class RunBias:
         if probes and task is None:
             raise TunelabError("bias.probes: a multi-task run has no single test split; run "
                                "tunelab bias --adapter RUN --task T per task")
-        records = test_items(task, config.limit)[0] if probes and task is not None else []
+        records = task_items(task, config.limit)[0] if probes and task is not None else []
         return cls(task, probe_items(records, probes),  # type: ignore[arg-type]
                    bbq_items(config.bbq_categories or None, limit=config.bbq_limit)
                    if config.bbq else [])

@@ -23,16 +23,15 @@ from typing import Any
 
 import numpy as np
 
+from tunelab.analysis.compare import row_key
 from tunelab.baselines import each_system, system_groups
 from tunelab.config import RobustnessConfig, TaskConfig
 from tunelab.data import Record
 from tunelab.errors import TunelabError
 from tunelab.eval.compare import item_scores, paired_difference, primary_key, scored_by
-from tunelab.eval.datasets import load_task_data
 from tunelab.eval.metrics import delta_ci, paired_deltas
 from tunelab.eval.output_types import Framing, input_text
-from tunelab.eval.runner import EvalResult, evaluate_records, slug, write_result
-from tunelab.eval.tasks import check_task
+from tunelab.eval.runner import EvalResult, evaluate_records, slug, task_items, write_result
 from tunelab.models import LoadedModel
 from tunelab.probes.perturbations import (
     Perturbation,
@@ -219,17 +218,13 @@ def robustness_report(task: TaskConfig, runs: Sequence[SystemRun],
                                       run.clean.n, change.lower_is_better))
         worst += worst_cases(task, run, variants)
         consistency[run.system] = [
-            {"key": item_key_of(row), "index": row["index"], "changed": flag}
+            {"key": row_key(row), "index": row["index"], "changed": flag}
             for row, flag in zip(run.clean.predictions, changed_any, strict=True)]
     described = [{"label": v.label, "perturbation": v.perturbation.name,
                   "description": v.perturbation.description, "severity": v.severity,
                   "changed_inputs": v.changed_inputs} for v in variants]
     return RobustnessReport(task.name, runs[0].clean.n, key, [r.system for r in runs], described,
                             rows, worst, consistency)
-
-
-def item_key_of(row: dict[str, Any]) -> str:
-    return str(row.get("origin") or row["index"])
 
 
 def worst_cases(task: TaskConfig, run: SystemRun, variants: Sequence[Variant]) -> list[WorstCase]:
@@ -245,18 +240,6 @@ def worst_cases(task: TaskConfig, run: SystemRun, variants: Sequence[Variant]) -
         out.append(WorstCase(run.system, level, clean.key, float(np.mean(clean.values)),
                              float(np.mean(pick(table, axis=0)))))
     return out
-
-
-def test_items(task: TaskConfig, limit: int | None, shots: int = 0
-               ) -> tuple[list[Record], list[Record], Framing]:
-    """The task's scored items (first `limit`), the shot pool and the framing."""
-    check_task(task)
-    data = load_task_data(task)
-    records = data.split(task.split)
-    if not records:
-        raise TunelabError(f"task {task.name}: the {task.split} split is empty; check its data sizes")
-    pool = data.split(task.shot_split(), "fewshot.split") if shots else []
-    return records[:limit] if limit else records, pool, Framing.of(task, data)
 
 
 def run_robustness(
@@ -277,7 +260,7 @@ def run_robustness(
     so an item without input text fails at once."""
     groups = system_groups(task, model, adapters, baselines, shots)
     most_shots = max(k for g in groups for _, k in g.systems)
-    records, pool, framing = test_items(task, limit, most_shots)
+    records, pool, framing = task_items(task, limit, most_shots)
     variants = perturbed_variants(records, perturbations, severities, seed, instruction)
     runs = [score_system(lm, task, records, variants, name, k, pool, framing)
             for lm, name, k in each_system(groups)]
@@ -418,7 +401,7 @@ class RunRobustness:
         if task is None:
             raise TunelabError("robustness.perturbations: a multi-task run has no single test "
                                "split; run tunelab robustness --adapter RUN --task T per task")
-        records, _, _ = test_items(task, config.limit)
+        records, _, _ = task_items(task, config.limit)
         severities = [check_severity(s, "robustness.severity") for s in config.severity]
         return cls(task, records, perturbed_variants(records, chosen, severities, config.seed,
                                                      config.instruction))

@@ -214,7 +214,7 @@ def reference_text(reference: Any) -> str:
     return str(reference[0]) if isinstance(reference, list) and reference else str(reference)
 
 
-def item_key(row: dict[str, Any]) -> str:
+def row_key(row: dict[str, Any]) -> str:
     """An item's identity across evaluations: its origin, else its position."""
     return str(row.get("origin") or row["index"])
 
@@ -228,7 +228,7 @@ def context_of(task: TaskConfig, consistency: dict[str, bool] | None) -> TaskCon
 def paired_items(pair: TaskPair) -> tuple[str, list[PairedItem]]:
     """(score key, items) of one task, paired by origin; an error when the items differ."""
     a_rows, b_rows = pair.a.predictions, pair.b.predictions
-    a_keys, b_keys = [item_key(r) for r in a_rows], [item_key(r) for r in b_rows]
+    a_keys, b_keys = [row_key(r) for r in a_rows], [row_key(r) for r in b_rows]
     if len(set(a_keys)) != len(a_keys):  # origins repeat (one file scored twice): by position
         a_keys, b_keys = [str(r["index"]) for r in a_rows], [str(r["index"]) for r in b_rows]
     if set(a_keys) != set(b_keys):

@@ -39,10 +39,10 @@ def _inspect_split(data: DataConfig, tokenizer: Any, count: int, split: str,
 
     lines = [f"model kind: {kind.name}   template: {data.template}   max_length: {data.max_length}",
              kind.trained_view, ""]
-    for name in ("train", "validation", "test"):
-        records = splits.get(name)
-        examples = [tokenize(r) for r in (augmented(records, data.augment) if name == "train"
-                                          else records)]
+    shown = {name: splits.get(name) for name in ("train", "validation", "test")}
+    shown["train"] = augmented(shown["train"], data.augment)  # as training will see them
+    for name, records in shown.items():
+        examples = [tokenize(r) for r in records]
         if not examples:
             lines.append(f"{name:>10}: 0 examples")
             continue
@@ -51,8 +51,7 @@ def _inspect_split(data: DataConfig, tokenizer: Any, count: int, split: str,
         lines.append(
             f"{name:>10}: {len(examples)} examples, {tokens / len(examples):.1f} tokens each, "
             f"{kind.split_share(examples, labels)}, {truncated} truncated")
-    records = splits.get(split)
-    records = (augmented(records, data.augment) if split == "train" else records)[:count]
+    records = (shown[split] if split in shown else splits.get(split))[:count]
     for i, record in enumerate(records):
         example = tokenize(record)
         lines += ["", f"--- {split} example {i} ({record.origin}) ---"]

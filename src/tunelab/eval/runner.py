@@ -121,20 +121,26 @@ def evaluate_loaded(
         limit: score the first N items of the split.
         bootstrap: resamples for confidence intervals (default: eval.bootstrap; 0: none).
     """
-    check_task(task)
     start = time.perf_counter()
+    k = shots or 0
+    get_output_type(task.output_type).check_shots(k)
+    records, pool, framing = task_items(task, limit, k)
+    result = evaluate_records(lm, task, records, k, pool, system, framing, bootstrap)
+    result.seconds = time.perf_counter() - start  # data loading included
+    return result
+
+
+def task_items(task: TaskConfig, limit: int | None = None, shots: int = 0
+               ) -> tuple[list[Record], list[Record], Framing]:
+    """The task's scored items (the first `limit`), its shot pool (when shots are wanted) and
+    the data source's framing; an empty split is a one-line error."""
+    check_task(task)
     data = load_task_data(task)
     records = data.split(task.split)
     if not records:
         raise TunelabError(f"task {task.name}: the {task.split} split is empty; check its data sizes")
-    records = records[:limit] if limit else records
-    k = shots or 0
-    get_output_type(task.output_type).check_shots(k)
-    pool = data.split(task.shot_split(), "fewshot.split") if k else []
-    result = evaluate_records(lm, task, records, k, pool, system, Framing.of(task, data),
-                              bootstrap)
-    result.seconds = time.perf_counter() - start  # data loading included
-    return result
+    pool = data.split(task.shot_split(), "fewshot.split") if shots else []
+    return records[:limit] if limit else records, pool, Framing.of(task, data)
 
 
 def score_outputs(

@@ -122,10 +122,10 @@ def train(config: RunConfig | str | Path, overrides: list[str] | None = None,
     rows, passed = [], True
     if kept:
         rows, passed = check_retention(lm, config, kept, before, summary)
-    robust_report = robust.finish(robust_before, robust.score(lm, "fine-tuned"), run_dir, summary) \
-        if robust and robust_before else None
-    bias_report = bias.finish(bias_before, bias.score(lm, "fine-tuned"), run_dir, summary) \
-        if bias and bias_before else None
+    robust_report = robust.finish(robust_before, robust.score(lm, "fine-tuned"), run_dir,
+                                  summary) if robust and robust_before else None
+    bias_report = bias.finish(bias_before, bias.score(lm, "fine-tuned"), run_dir,
+                              summary) if bias and bias_before else None
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     task_evaluations = evaluations if config.is_mixture else {}
     write_run_report(run_dir, config, summary, evaluation, task_evaluations, rows,
