@@ -22,6 +22,7 @@ OPTIONAL = {
     "pyarrow": "only Parquet files need it",
     "datasets": "only `datasets` directories need it",
     "matplotlib": "only the sweep plot needs it",
+    "mlflow": "train.report_to: mlflow, an optional extra (tunelab[trackers])",
 }
 
 

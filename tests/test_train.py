@@ -194,3 +194,45 @@ def test_existing_run_is_never_overwritten(tiny_llama: Path, tmp_path: Path) -> 
     with pytest.raises(TunelabError, match="already holds a run; pass --resume"):
         tunelab.train(config, evaluate_after=False)
     assert (config.run_dir / "adapter" / "adapter_model.safetensors").read_bytes() == before
+
+
+def test_report_to_tensorboard_and_mlflow_get_the_train_log_scalars(tiny_llama: Path,
+                                                                    tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    """train.report_to: both trackers hold every scalar of train_log.jsonl at its step, read
+    back with TensorBoard's own event reader and MLflow's client on the file store."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    config = tiny_run_config(tiny_llama, tmp_path, max_steps=6, eval_every=3)
+    config.train.report_to = ["tensorboard", "mlflow"]
+    config.train.log_every = 2
+    run_dir = tunelab.train(config, evaluate_after=False).run_dir
+    log = _log(run_dir)
+    expected = {(name, r["step"]): float(r[name]) for r in log
+                for name in ("loss", "lr", "val_loss", "tokens_per_s") if name in r}
+    assert {n for n, _ in expected} == {"loss", "lr", "val_loss", "tokens_per_s"}
+
+    events = EventAccumulator(str(run_dir / "tensorboard" / run_dir.name))
+    events.Reload()
+    board = {(tag, e.step): e.value for tag in events.Tags()["scalars"]
+             for e in events.Scalars(tag)}
+    for key, value in expected.items():
+        assert board[key] == pytest.approx(value, rel=1e-6), key
+
+    client = MlflowClient(tracking_uri=(run_dir / "mlruns").resolve().as_uri())
+    experiment = client.get_experiment_by_name(run_dir.name)
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.params["lr"] == str(config.train.lr) and run.info.status == "FINISHED"
+    for name in ("loss", "lr", "val_loss"):
+        history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, name)}
+        assert history == {step: pytest.approx(v, rel=1e-9) for (n, step), v in expected.items()
+                           if n == name}, name
+
+
+def test_report_to_names_a_known_installed_tracker() -> None:
+    from tunelab.config import TrainConfig
+    with pytest.raises(TunelabError, match="train.report_to 'wandb': use any of tensorboard, mlflow"):
+        TrainConfig(report_to=["wandb"])

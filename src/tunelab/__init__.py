@@ -9,7 +9,7 @@ __all__ = ["train", "evaluate", "evaluate_adapters", "compare_baselines", "evalu
            "score", "format_scores", "quickstart", "run_evaluation", "run_sweep", "merge_run",
            "inspect_data", "validate_task", "tasks_overview", "fetch_bigbench", "harness",
            "check_robustness", "check_bias", "perturbations_overview", "probes_overview",
-           "compare_runs", "human_ratings", "TunelabError"]
+           "compare_runs", "human_ratings", "rating_server", "TunelabError"]
 
 from tunelab.errors import TunelabError
 
@@ -17,7 +17,8 @@ from tunelab.errors import TunelabError
 _API = ("train", "evaluate", "evaluate_adapters", "compare_baselines", "evaluate_suite", "score",
         "format_scores", "quickstart", "run_evaluation", "run_sweep", "merge_run", "inspect_data",
         "validate_task", "tasks_overview", "fetch_bigbench", "harness", "check_robustness",
-        "check_bias", "perturbations_overview", "probes_overview", "compare_runs", "human_ratings")
+        "check_bias", "perturbations_overview", "probes_overview", "compare_runs", "human_ratings",
+        "rating_server")
 
 if TYPE_CHECKING:  # pragma: no cover
     from tunelab.api import (
@@ -37,6 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
         perturbations_overview,
         probes_overview,
         quickstart,
+        rating_server,
         run_evaluation,
         run_sweep,
         score,

@@ -29,6 +29,8 @@ from tunelab.eval.tasks import is_suite, load_suite, load_task
 from tunelab.eval.tasks import validate_task as validate_task_file
 from tunelab.human import RatingStore
 from tunelab.human.report import RatingsReport, ratings_report
+from tunelab.human.server import serve
+from tunelab.human.session import RatingSession, open_session, system_results
 from tunelab.merge import merge_run
 from tunelab.models.loader import load_tokenizer
 from tunelab.probes.counterfactual import parse_probes
@@ -47,7 +49,7 @@ __all__ = ["train", "run_task", "evaluate", "evaluate_adapters", "compare_baseli
            "evaluate_suite", "run_evaluation", "Printout", "score", "format_scores", "quickstart",
            "inspect_data", "validate_task", "tasks_overview", "fetch_bigbench", "merge_run",
            "run_sweep", "harness", "check_robustness", "check_bias", "task_of",
-           "perturbations_overview", "probes_overview", "compare_runs", "human_ratings",
+           "perturbations_overview", "probes_overview", "compare_runs", "human_ratings", "rating_server",
            "TrainResult"]
 
 
@@ -436,12 +438,7 @@ def human_ratings(directory: str | Path, reference: str | None = None,
         store.import_csv(import_csv)
     if export_csv:
         store.export_csv(export_csv)
-    systems_dir = folder / "eval" if (folder / "eval").is_dir() else folder
-    results = {}
-    for sub in sorted(systems_dir.iterdir()):
-        if (sub / "metrics.json").is_file() and (sub / "predictions.jsonl").is_file():
-            result = read_result(sub)
-            results[result.system] = result
+    systems_dir, results = system_results(folder)
     task = None
     if results:
         first = next(iter(results.values()))
@@ -455,3 +452,25 @@ def human_ratings(directory: str | Path, reference: str | None = None,
                        "or a built-in task to score it" if results else
                        f"no metric correlations: no evaluation (metrics.json) in {systems_dir}")
     return report
+
+
+def rating_server(directory: str | Path, systems: Sequence[str] | None = None,
+                  criteria: Sequence[str] | None = None, criteria_file: str | Path | None = None,
+                  scale: int = 5, pairwise: bool = False, show_reference: bool = False,
+                  limit: int | None = None, rater: str | None = None, host: str = "127.0.0.1",
+                  port: int = 8765, seed: int = 0) -> tuple[Any, RatingSession]:
+    """`tunelab rate DIR`: the bound (not yet serving) rating server and its session; ratings
+    go to DIR/ratings.sqlite. A store already rated on another scale or other systems is
+    refused, so one file never mixes two sessions' scales."""
+    session = open_session(directory, systems, criteria, criteria_file, scale, pairwise,
+                           show_reference, limit, seed)
+    if pairwise and len(session.systems) != 2:
+        raise TunelabError(f"--pairwise: compares exactly two systems, not "
+                           f"{len(session.systems)}; pass --systems A,B")
+    store = RatingStore(session.folder / "ratings.sqlite")
+    rated = store.meta("scale")
+    if rated is not None and int(rated) != scale:
+        raise TunelabError(f"{store.path}: rated on a {rated}-point scale; --scale {scale} "
+                           f"would mix scales (pass --scale {rated}, or rate into a copy)")
+    store.set_meta("scale", str(scale))
+    return serve(session, store, host, port, rater), session

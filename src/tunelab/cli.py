@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True)
     for add in (_quickstart_args, _train_args, _sweep_args, _merge_args, _eval_args,
-                _robustness_args, _bias_args, _compare_args, _ratings_args, _tasks_args, _harness_args, _data_args,
+                _robustness_args, _bias_args, _compare_args, _rate_args, _ratings_args, _tasks_args, _harness_args, _data_args,
                 _score_args):
         add(commands)
     return parser
@@ -158,6 +158,30 @@ def _compare_args(commands: Any) -> None:
     compare.add_argument("--examples", type=int, default=5,
                          help="examples shown per group (default 5)")
     compare.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _rate_args(commands: Any) -> None:
+    rate = commands.add_parser(
+        "rate", help="a local web page for blind human ratings of the systems' outputs")
+    rate.add_argument("directory", help="a run directory or a directory of evaluations "
+                                        "(ratings go to its ratings.sqlite)")
+    rate.add_argument("--systems", help="systems to rate, comma-separated: names, directory "
+                                        "names or a unique prefix (default: every one)")
+    rate.add_argument("--criteria", help="criteria, comma-separated (default: fluency,coherence,"
+                                         "relevance; also consistency, helpfulness, correctness)")
+    rate.add_argument("--criteria-file", metavar="YAML",
+                      help="your own criteria: one 'name: one-line description' per line")
+    rate.add_argument("--scale", type=int, default=5, help="points per criterion (default 5)")
+    rate.add_argument("--pairwise", action="store_true",
+                      help="also ask which of two outputs is better (A / tie / B)")
+    rate.add_argument("--show-reference", action="store_true",
+                      help="show the reference answer next to the input")
+    rate.add_argument("--limit", type=int, help="rate at most N items (a seeded sample)")
+    rate.add_argument("--seed", type=int, default=0, help="item order and blind order seed")
+    rate.add_argument("--rater", help="the name the start page suggests")
+    rate.add_argument("--host", default="127.0.0.1",
+                      help="address to listen on (default 127.0.0.1: this machine only)")
+    rate.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free)")
 
 
 def _ratings_args(commands: Any) -> None:
@@ -320,6 +344,29 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _names(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+def _rate(args: argparse.Namespace) -> int:
+    server, session = tunelab.rating_server(
+        args.directory, systems=_names(args.systems), criteria=_names(args.criteria),
+        criteria_file=args.criteria_file, scale=args.scale, pairwise=args.pairwise,
+        show_reference=args.show_reference, limit=args.limit, rater=args.rater,
+        host=args.host, port=args.port, seed=args.seed)
+    print(f"rating {len(session.items)} items x {len(session.systems)} systems (blind) on "
+          f"{', '.join(c.name for c in session.criteria)}; ratings are saved as given in "
+          f"{session.folder / 'ratings.sqlite'}", flush=True)
+    print(f"open http://{args.host}:{server.port}/ (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped; every submitted rating is saved", file=sys.stderr)
+    finally:
+        server.server_close()
+    return 0
+
+
 def _ratings(args: argparse.Namespace) -> int:
     report = tunelab.human_ratings(args.directory, reference=args.reference,
                                    import_csv=args.import_csv, export_csv=args.export_csv)
@@ -364,7 +411,7 @@ def _score(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "quickstart": _quickstart, "train": _train, "sweep": _sweep, "merge": _merge, "eval": _eval,
-    "robustness": _robustness, "bias": _bias, "compare": _compare, "ratings": _ratings,
+    "robustness": _robustness, "bias": _bias, "compare": _compare, "rate": _rate, "ratings": _ratings,
     "tasks": _tasks, "harness": _harness,
     "data": _data, "score": _score,
 }

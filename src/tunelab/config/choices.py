@@ -21,9 +21,13 @@ BuiltinMixture = Literal["natural_instructions"]
 Sampling = Literal["proportional", "temperature", "uniform", "weights"]
 Order = Literal["random", "easy_to_hard"]
 Measure = Literal["length", "loss"]
+Tracker = Literal["tensorboard", "mlflow"]
 
 OUTPUT_TYPES: tuple[str, ...] = get_args(OutputTypeName)
 MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
+TRACKERS: tuple[str, ...] = get_args(Tracker)
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
+"""The module each tracker needs (mlflow-skinny provides `mlflow` too)."""
 
 
 def choices_of(hint: Any) -> tuple[str, ...] | None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from tunelab.config.choices import (
+    TRACKER_PACKAGES,
+    TRACKERS,
     BuiltinMixture,
     Checked,
     DataFormat,
@@ -21,6 +24,7 @@ from tunelab.config.choices import (
     ShotSampler,
     TemplateName,
 )
+from tunelab.errors import TunelabError
 
 
 @dataclass
@@ -225,6 +229,19 @@ class TrainConfig(Checked):
     """Write a resumable checkpoint every N steps (0: only at evaluations)."""
     log_every: int = 5
     seed: int = 0
+    report_to: list[str] = field(default_factory=list)
+    """Trackers that get the same scalars as train_log.jsonl: tensorboard (event files in
+    RUN/tensorboard/), mlflow (RUN/mlruns/, or $MLFLOW_TRACKING_URI when set)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in self.report_to:
+            if name not in TRACKERS:
+                raise TunelabError(f"train.report_to '{name}': use any of "
+                                   f"{', '.join(TRACKERS)}")
+            if importlib.util.find_spec(TRACKER_PACKAGES[name]) is None:
+                raise TunelabError(f"train.report_to '{name}': the {TRACKER_PACKAGES[name]} "
+                                   "package is not installed; pip install 'tunelab[trackers]'")
 
 
 @dataclass

@@ -82,6 +82,8 @@ class RatingsReport:
     pairwise: list[dict[str, Any]] = field(default_factory=list)
     strengths: dict[str, float] = field(default_factory=dict)
     correlations: list[Correlation] = field(default_factory=list)
+    marks: list[dict[str, str]] = field(default_factory=list)
+    """Items a rater skipped or flagged (with their note)."""
     note: str = ""
     """Why a part is missing (e.g. no task to score the metrics with)."""
 
@@ -118,6 +120,12 @@ class RatingsReport:
                                     "Kendall"],
                                    [[c.system, c.criterion, c.metric, c.n, f"{c.spearman:.3f}",
                                      f"{c.kendall:.3f}"] for c in self.correlations])]
+        flags = [m for m in self.marks if m["kind"] == "flag"]
+        skips = len(self.marks) - len(flags)
+        if self.marks:
+            lines += ["", f"{len(flags)} item(s) flagged, {skips} skipped"]
+            lines += [f"  flag {m['item']} by {m['rater']}: {m['note'] or '(no note)'}"
+                      for m in flags]
         if self.note:
             lines += ["", self.note]
         return "\n".join(lines)
@@ -127,14 +135,17 @@ class RatingsReport:
                 "differences": [asdict(d) for d in self.differences],
                 "agreement": [asdict(a) for a in self.agreement], "pairwise": self.pairwise,
                 "strengths": self.strengths,
-                "correlations": [asdict(c) for c in self.correlations], "note": self.note}
+                "correlations": [asdict(c) for c in self.correlations], "marks": self.marks,
+                "note": self.note}
 
 
 def ratings_report(store: RatingStore, task: TaskConfig | None = None,
                    results: Mapping[str, EvalResult] | None = None, reference: str | None = None,
-                   scale: Sequence[int] = (1, 2, 3, 4, 5)) -> RatingsReport:
+                   scale: Sequence[int] | None = None) -> RatingsReport:
     """The report of every rating in `store`; with the systems' results, the correlation of
-    each criterion with each per-item metric score."""
+    each criterion with each per-item metric score. The scale is the one the session rated on
+    (kept in the store), else 1-5."""
+    scale = scale or tuple(range(1, int(store.meta("scale") or 5) + 1))
     scores = store.scores()
     if not scores and not store.preferences():
         raise TunelabError(f"{store.path}: no ratings yet; rate with tunelab rate or import "
@@ -176,6 +187,7 @@ def ratings_report(store: RatingStore, task: TaskConfig | None = None,
         report.agreement.append(Agreement(criterion, len(raters),
                                           krippendorff_alpha(raters, domain=scale), kappa))
     add_pairwise(report, store)
+    report.marks = [{"rater": r, "item": i, "kind": k, "note": n} for r, i, k, n in store.marks()]
     if task is not None and results:
         report.correlations = correlations(task, results, means)
     return report

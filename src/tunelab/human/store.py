@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS preferences (
 CREATE TABLE IF NOT EXISTS marks (
     rater TEXT NOT NULL, item TEXT NOT NULL, kind TEXT NOT NULL, note TEXT NOT NULL DEFAULT '',
     created REAL NOT NULL, PRIMARY KEY (rater, item));
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 CSV_FIELDS = ("table", "rater", "item", "system", "criterion", "score", "first", "second",
               "preference", "note")
@@ -93,6 +94,57 @@ class RatingStore:
         with self.connect() as db:
             db.execute("INSERT OR REPLACE INTO preferences VALUES (?, ?, ?, ?, ?, ?)",
                        (rater, item, first, second, preference, time.time()))
+
+    def add_judgement(self, rater: str, item: str, scores: list[tuple[str, str, int]],
+                      preferences: list[tuple[str, str, int]], note: str = "") -> None:
+        """One submitted page: every (system, criterion, score) and (first, second,
+        preference) of an item in one transaction, so a kill stores all of it or none; a
+        skip of the item by this rater is withdrawn (a flag stays)."""
+        now = time.time()
+        rows = []
+        for first, second, preference in preferences:
+            if preference not in (-1, 0, 1):
+                raise TunelabError(f"preference {preference!r}: -1 (first better), 0 (tie) or 1")
+            if first > second:
+                first, second, preference = second, first, -preference
+            rows.append((rater, item, first, second, preference, now))
+        with self.connect() as db:
+            db.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           [(rater, item, system, criterion, int(score), note, now)
+                            for system, criterion, score in scores])
+            db.executemany("INSERT OR REPLACE INTO preferences VALUES (?, ?, ?, ?, ?, ?)", rows)
+            db.execute("DELETE FROM marks WHERE rater = ? AND item = ? AND kind = 'skip'",
+                       (rater, item))
+
+    def given(self, rater: str, item: str) -> dict[str, object]:
+        """What this rater gave an item so far: scores by (system, criterion), preferences by
+        (first, second), the note and the mark (to show a revisited page filled in)."""
+        with self.connect() as db:
+            scores = db.execute("SELECT system, criterion, score, note FROM scores WHERE "
+                                "rater = ? AND item = ?", (rater, item)).fetchall()
+            prefs = db.execute("SELECT first, second, preference FROM preferences WHERE "
+                               "rater = ? AND item = ?", (rater, item)).fetchall()
+            mark = db.execute("SELECT kind, note FROM marks WHERE rater = ? AND item = ?",
+                              (rater, item)).fetchone()
+        return {"scores": {(s, c): v for s, c, v, _ in scores},
+                "preferences": {(a, b): v for a, b, v in prefs},
+                "note": next((n for *_, n in scores if n), mark[1] if mark else ""),
+                "mark": mark[0] if mark else None}
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.connect() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def meta(self, key: str) -> str | None:
+        with self.connect() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def marks(self) -> list[tuple[str, str, str, str]]:
+        """(rater, item, skip|flag, note) of every marked item."""
+        with self.connect() as db:
+            return db.execute("SELECT rater, item, kind, note FROM marks ORDER BY created"
+                              ).fetchall()
 
     def mark(self, rater: str, item: str, kind: str, note: str = "") -> None:
         """Skip or flag an item for one rater (it counts as done for their progress)."""

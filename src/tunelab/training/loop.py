@@ -15,6 +15,7 @@ import random
 import resource
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from tunelab.training.checkpoint import (
     save_weights_only,
 )
 from tunelab.training.schedule import make_scheduler
+from tunelab.training.trackers import build_trackers, hyperparameters, scalars
 
 
 def peak_memory_mb() -> float:
@@ -68,7 +70,11 @@ class Trainer:
     def __init__(self, model: torch.nn.Module, config: TrainConfig, data: TrainingData,
                  run_dir: Path):
         self.config, self.data, self.run_dir = config, data, run_dir
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.accelerator = Accelerator(
+            cpu=not torch.cuda.is_available(),
+            log_with=build_trackers(config.report_to, run_dir, run_dir.name) or None)
+        if config.report_to:
+            self.accelerator.init_trackers(run_dir.name, hyperparameters(asdict(config)))
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
         self.eval_hooks: list[Callable[[torch.nn.Module], dict[str, Any]]] = []
         """Called with the unwrapped model at every evaluation; their dicts join the log record
@@ -175,6 +181,8 @@ class Trainer:
             self._evaluate_and_checkpoint()
         self._save_last()
         self._restore_best()
+        if self.config.report_to:
+            self.accelerator.end_training()
         return state
 
     def _optimizer_step(self, group: list[MicroBatch]) -> tuple[float, int]:
@@ -281,6 +289,8 @@ class Trainer:
 
     def _log(self, record: dict[str, Any]) -> None:
         self.state.history.append(record)
+        if self.config.report_to:
+            self.accelerator.log(scalars(record), step=int(record["step"]))
         if self.accelerator.is_main_process:
             with self.log_path.open("a") as handle:
                 handle.write(json.dumps(record) + "\n")
