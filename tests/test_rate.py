@@ -5,6 +5,7 @@ errors (port in use, no such directory, bad options)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -396,3 +397,95 @@ def test_page_checks_token_range_and_own_criteria(rated: Path, copy_of, tmp_path
         assert RatingStore(folder / "ratings.sqlite").meta("scale") == "3"
     finally:
         server.server_close()
+
+
+SQUAD = Path(__file__).parent / "data" / "rated_squad"
+
+
+def overlap_rater(driver: Any, server: RateServer, rater: str, noise: int,
+                  screenshot: Path | None = None) -> list[dict]:
+    """A scripted rater who reads each page: correctness from the answer's word overlap with
+    the reference shown, relevance the same but one point off for a rambling answer (more
+    than 12 words); `noise` shifts every third item by a point (two raters that mostly
+    agree). Prefers the output it scored higher. Returns what it gave, by the text it saw."""
+    from selenium.webdriver.common.keys import Keys
+    given = []
+    start_as(driver, server, rater)
+    count = 0
+    while re.search(r"/rate/[^/]+/\d+$", driver.current_url):
+        reference = set(re.findall(r"\w+", by_id(driver, "reference").text.lower()))
+        digits, totals = "", {}
+        for slot in "AB":
+            text = by_id(driver, f"text-{slot}").text
+            words = re.findall(r"\w+", text.lower())
+            shared = len(set(words) & reference)
+            f1 = 2 * shared / (len(set(words)) + len(reference)) if words and reference else 0.0
+            correctness = 1 + round(4 * f1)
+            relevance = max(1, correctness - (len(words) > 12))
+            if noise and count % 3 == 0:
+                correctness = min(5, max(1, correctness + noise))
+            digits += f"{correctness}{relevance}"
+            totals[slot] = correctness + relevance
+            given.append({"n": item_index(driver), "text": text, "correctness": correctness,
+                          "relevance": relevance})
+        keys(driver, digits[:3])
+        if screenshot is not None and count == 1:  # the page as a rater sees it, mid-item
+            driver.set_window_size(1280, 1150)
+            driver.save_screenshot(str(screenshot))
+        keys(driver, digits[3:])
+        keys(driver, "a" if totals["A"] > totals["B"] else "b" if totals["B"] > totals["A"] else "t")
+        submit_and_wait(driver, Keys.ENTER)
+        count += 1
+    assert by_id(driver, "finished").text.startswith("All done")
+    return given
+
+
+def test_rating_session_on_the_built_in_models_answers(copy_of, browsers, capsys) -> None:
+    """Done means: base vs fine-tuned answers of the built-in model, rated through the page by
+    two raters in Chromium, then `tunelab ratings` with agreement and the metric correlation."""
+    docs = Path(os.environ["TUNELAB_DOCS"]) if os.environ.get("TUNELAB_DOCS") else None
+    folder = copy_of(SQUAD)
+    server = RateServer(folder, "--systems", "base,fine-tuned", "--criteria",
+                        "correctness,relevance", "--pairwise", "--show-reference")
+    try:
+        given = {name: overlap_rater(browsers(), server, name, noise,
+                                     docs / "rate.png" if docs and name == "ann" else None)
+                 for name, noise in (("ann", 0), ("bob", 1))}
+    finally:
+        server.stop()
+    session = open_session(folder, ["base", "fine-tuned"], ["correctness", "relevance"],
+                           pairwise=True)
+    assert len(given["ann"]) == 2 * len(session.items) == 80
+    store = RatingStore(folder / "ratings.sqlite")
+    stored = {(s.rater, s.item, s.system, s.criterion): s.score for s in store.scores()}
+    assert len(stored) == 2 * 40 * 2 * 2
+    for rater, rows in given.items():  # what the page showed is what was stored, by system
+        for row in rows:
+            item = session.items[row["n"]]
+            wrote = [s for s, out in item.outputs.items()
+                     if " ".join(out.split()) == " ".join(row["text"].split())]
+            assert wrote and all(stored[rater, item.key, s, c] == row[c] for s in wrote
+                                 for c in ("correctness", "relevance"))
+    assert main(["ratings", str(folder), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    means = {(s["system"], s["criterion"]): s["mean"] for s in out["scores"]}
+    assert means["fine-tuned", "correctness"] > means["base 0-shot", "correctness"]
+    (diff,) = [d for d in out["differences"] if d["criterion"] == "correctness"]
+    assert diff["reference"] == "fine-tuned" and diff["delta"] > 0 and diff["n"] == 40
+    agreement = {a["criterion"]: a for a in out["agreement"]}
+    assert 0.5 < agreement["correctness"]["alpha"] < 1  # noisy, mostly agreeing raters
+    assert agreement["relevance"]["alpha"] == pytest.approx(1.0)  # no noise on relevance
+    correlation = {(c["system"], c["criterion"], c["metric"]): c for c in out["correlations"]}
+    f1 = correlation["fine-tuned", "correctness", "f1 (f1)"]
+    assert f1["n"] == 40 and f1["spearman"] > 0.5  # overlap raters agree with token F1
+    assert main(["ratings", str(folder)]) == 0
+    printed = capsys.readouterr().out
+    assert "Krippendorff alpha" in printed and "Spearman" in printed
+    if docs is not None:  # TUNELAB_DOCS=docs/images: the README's pictures of this session
+        (docs / "ratings.txt").write_text(printed)
+        assert main(["report", str(folder)]) == 0
+        driver = browsers()
+        driver.get((folder / "report.html").resolve().as_uri())
+        driver.set_window_size(1280, 1400)
+        driver.execute_script("document.getElementById('ratings').scrollIntoView()")
+        driver.save_screenshot(str(docs / "report_ratings.png"))

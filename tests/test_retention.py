@@ -70,6 +70,11 @@ def test_retention_table_before_and_after_equals_direct_evaluation(
     assert all(set(e["retention"]) == {"mc_anatomy", "reviews_lm"} for e in evals)
     report = (result.run_dir / "report.md").read_text()
     assert "## Retention (forgetting)" in report and "retention: reviews_lm" in report
+    html = (result.run_dir / "report.html").read_text()  # the curve beside the task curve
+    assert 'alt="forgetting curve: untouched tasks"' in html
+    assert 'alt="task curve: validation loss"' in html
+    assert html.index("forgetting curve") < html.index("task curve: validation loss")
+    assert html.count("<td>mc_anatomy</td>") == 1 and "before vs after training" in html
     assert result.summary["retention"]["worst_forgetting"] == pytest.approx(
         max(r.forgetting for r in result.retention))
 

@@ -55,6 +55,9 @@ def test_sweep_one_table_every_method_same_budget(tiny_llama: Path, tmp_path: Pa
     table = (sweep_dir / "sweep.md").read_text()
     assert "Δ reviews_lm" in table and table.count("\n") == 2 + 3
     assert (sweep_dir / "score_vs_params.png").stat().st_size > 1000
+    page = (sweep_dir / "report.html").read_text()  # the sweep's page, written by the sweep
+    assert page.count('<img src="data:image/png;base64,') == 3
+    assert all(f"<td>{m}</td>" in page for m in rows)
     assert rows["prompt"]["trainable_parameters"] < rows["lora"]["trainable_parameters"]
 
     # An existing sweep is never overwritten; --resume keeps finished methods, runs the rest.

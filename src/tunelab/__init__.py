@@ -9,7 +9,7 @@ __all__ = ["train", "evaluate", "evaluate_adapters", "compare_baselines", "evalu
            "score", "format_scores", "quickstart", "run_evaluation", "run_sweep", "merge_run",
            "inspect_data", "validate_task", "tasks_overview", "fetch_bigbench", "harness",
            "check_robustness", "check_bias", "perturbations_overview", "probes_overview",
-           "compare_runs", "human_ratings", "rating_server", "TunelabError"]
+           "compare_runs", "human_ratings", "rating_server", "build_report", "TunelabError"]
 
 from tunelab.errors import TunelabError
 
@@ -18,10 +18,11 @@ _API = ("train", "evaluate", "evaluate_adapters", "compare_baselines", "evaluate
         "format_scores", "quickstart", "run_evaluation", "run_sweep", "merge_run", "inspect_data",
         "validate_task", "tasks_overview", "fetch_bigbench", "harness", "check_robustness",
         "check_bias", "perturbations_overview", "probes_overview", "compare_runs", "human_ratings",
-        "rating_server")
+        "rating_server", "build_report")
 
 if TYPE_CHECKING:  # pragma: no cover
     from tunelab.api import (
+        build_report,
         check_bias,
         check_robustness,
         compare_baselines,

@@ -27,6 +27,7 @@ from tunelab.eval.output_types import get_output_type, load_for_task
 from tunelab.eval.runner import EvalResult, evaluate_loaded, read_result, slug, write_result
 from tunelab.eval.tasks import is_suite, load_suite, load_task
 from tunelab.eval.tasks import validate_task as validate_task_file
+from tunelab.html_report import comparison_page, write_html_report
 from tunelab.human import RatingStore
 from tunelab.human.report import RatingsReport, ratings_report
 from tunelab.human.server import serve
@@ -49,7 +50,7 @@ __all__ = ["train", "run_task", "evaluate", "evaluate_adapters", "compare_baseli
            "evaluate_suite", "run_evaluation", "Printout", "score", "format_scores", "quickstart",
            "inspect_data", "validate_task", "tasks_overview", "fetch_bigbench", "merge_run",
            "run_sweep", "harness", "check_robustness", "check_bias", "task_of",
-           "perturbations_overview", "probes_overview", "compare_runs", "human_ratings", "rating_server",
+           "perturbations_overview", "probes_overview", "compare_runs", "human_ratings", "rating_server", "build_report",
            "TrainResult"]
 
 
@@ -71,7 +72,7 @@ def evaluate(
         limit: score at most this many examples.
         out_dir: where to write metrics.json and predictions.jsonl.
     """
-    task_config = task if isinstance(task, TaskConfig) else load_task(task)
+    task_config = task_of(task)
     shots = shots or 0
     if adapter:
         lm = load_run_model(adapter, base=model)
@@ -97,7 +98,7 @@ def evaluate_adapters(
     """Score several adapter runs of one base on a task, loading the base once (AdapterSet);
     the base alone first when include_base. Adapters are named by their run directory."""
 
-    task_config = task if isinstance(task, TaskConfig) else load_task(task)
+    task_config = task_of(task)
     runs = adapters if isinstance(adapters, dict) else {Path(a).name: a for a in adapters}
     if len(runs) != len(adapters):
         raise TunelabError("--adapter: two runs share a directory name; pass a dict of names")
@@ -130,7 +131,7 @@ def compare_baselines(
         adapter: the fine-tuned run; without it the last baseline is tested against the rest.
         out_dir: per-system metrics.json + predictions.jsonl, and comparison.json.
     """
-    task_config = task if isinstance(task, TaskConfig) else load_task(task)
+    task_config = task_of(task)
     return run_baselines(task_config, model, adapter, list(baselines), shots, limit, out_dir)
 
 
@@ -234,7 +235,14 @@ def run_sweep(config: str | Path, overrides: list[str], methods: list[str], max_
     """`tunelab sweep`: every method on the same data and budget; returns the sweep directory."""
     options = SweepOptions(methods=methods, max_steps=max_steps, max_seconds=max_seconds,
                            lr=lr or {}, resume=resume, retention=retention)
-    return run_sweep_options(str(config), overrides, options)
+    sweep_dir = run_sweep_options(str(config), overrides, options)
+    write_html_report(sweep_dir)
+    return sweep_dir
+
+
+def build_report(directory: str | Path) -> Path:
+    """`tunelab report DIR`: rebuild DIR/report.html (a run, a sweep or an eval directory)."""
+    return write_html_report(directory)
 
 
 def harness(tasks: list[str], **options: Any) -> str:
@@ -323,6 +331,7 @@ def compare_runs(
     robustness: str | Path | None = None,
     export: str | Path | None = None,
     examples: int = 5,
+    html: str | Path | None = None,
 ) -> ComparisonReport:
     """`tunelab compare A B`: two evaluations of the same items (eval dirs, or runs: their
     fine-tuned evaluation, every task of a mixture), item by item (see tunelab.analysis).
@@ -333,7 +342,11 @@ def compare_runs(
         robustness: a `tunelab robustness --out` directory whose consistency.jsonl marks the
             items whose prediction changes under noise (default: a run's robustness/).
         export: write the still-wrong and broken items here as training data (JSONL).
+        html: write the comparison as a self-contained HTML page here.
     """
+    if html is not None and (Path(html).is_dir() or not Path(html).resolve().parent.is_dir()):
+        raise TunelabError(f"--html {html}: give a file in an existing directory, e.g. "
+                           "compare.html")
     sides = [eval_dirs(a), eval_dirs(b)]
     if set(sides[0]) != set(sides[1]) and single_run_tasks(sides):
         # a single-task run names its task after the run: two runs of one config differ
@@ -367,6 +380,8 @@ def compare_runs(
     report = compare_tasks(pairs, names, examples=examples)
     if export:
         export_errors(report, tasks, export)
+    if html:
+        comparison_page(report, [p.a for p in pairs], [p.b for p in pairs]).render(html)
     return report
 
 

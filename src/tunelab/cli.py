@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True)
     for add in (_quickstart_args, _train_args, _sweep_args, _merge_args, _eval_args,
-                _robustness_args, _bias_args, _compare_args, _rate_args, _ratings_args, _tasks_args, _harness_args, _data_args,
+                _robustness_args, _bias_args, _compare_args, _report_args, _rate_args, _ratings_args, _tasks_args, _harness_args, _data_args,
                 _score_args):
         add(commands)
     return parser
@@ -80,7 +80,8 @@ def _eval_args(commands: Any) -> None:
                     help="a run directory from `tunelab train`; repeat to score several adapters "
                          "on one loaded base (and the base alone)")
     ev.add_argument("--task", required=True,
-                    help="built-in task or suite name (tunelab tasks list), or a task YAML file")
+                    help="built-in task or suite name (tunelab tasks list), a task YAML file, or "
+                         "a run directory (the task it trained on)")
     ev.add_argument("--shots", type=int, help="in-context examples per prompt (default 0; with "
                                                "--baselines: k of the few-shot baseline)")
     ev.add_argument("--baselines", help="compare base-model baselines (zero,one,few or numbers "
@@ -157,7 +158,15 @@ def _compare_args(commands: Any) -> None:
                          help="write the still-wrong and broken items as training data (JSONL)")
     compare.add_argument("--examples", type=int, default=5,
                          help="examples shown per group (default 5)")
+    compare.add_argument("--html", metavar="FILE",
+                         help="also write the comparison as a self-contained HTML page")
     compare.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _report_args(commands: Any) -> None:
+    report = commands.add_parser(
+        "report", help="rebuild DIR/report.html: a run, a sweep or a directory of evaluations")
+    report.add_argument("directory", help="a run, sweep or eval directory")
 
 
 def _rate_args(commands: Any) -> None:
@@ -336,11 +345,16 @@ def _compare(args: argparse.Namespace) -> int:
     if args.examples < 0:
         raise TunelabError(f"--examples {args.examples}: must be 0 or more")
     report = tunelab.compare_runs(args.a, args.b, task=args.task, robustness=args.robustness,
-                                  export=args.export, examples=args.examples)
+                                  export=args.export, examples=args.examples, html=args.html)
     print(json.dumps(report.to_json(), indent=1, default=str) if args.json else report.table())
     if args.export:
         written = sum(not i.b_right for i in report.items)
         print(f"wrote {written} still-wrong and broken items to {args.export}", file=sys.stderr)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    print(f"wrote {tunelab.build_report(args.directory)}")
     return 0
 
 
@@ -411,7 +425,7 @@ def _score(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "quickstart": _quickstart, "train": _train, "sweep": _sweep, "merge": _merge, "eval": _eval,
-    "robustness": _robustness, "bias": _bias, "compare": _compare, "rate": _rate, "ratings": _ratings,
+    "robustness": _robustness, "bias": _bias, "compare": _compare, "report": _report, "rate": _rate, "ratings": _ratings,
     "tasks": _tasks, "harness": _harness,
     "data": _data, "score": _score,
 }

@@ -16,6 +16,7 @@ from tunelab.analysis import compare_results
 from tunelab.config import RunConfig, from_dict, load_yaml, merge_overrides
 from tunelab.eval.compare import compare_to_best, primary_key
 from tunelab.eval.runner import evaluate_loaded, slug, write_result
+from tunelab.html_report import write_html_report
 from tunelab.models import load_model
 from tunelab.report.markdown import examples_table, write_report
 from tunelab.report.tables import results_table
@@ -103,5 +104,6 @@ def run_quickstart(out_dir: Path, limit: int | None = None, overrides: list[str]
         "key": key, "systems": {r.system: r.summary() for r in results},
         "best_baseline": comparison.best_baseline, "gain": comparison.gain,
         "p_value": comparison.p_value, "seconds": seconds}, indent=1, default=str))
-    echo(f"report: {run_dir / 'report.md'}")
+    html = write_html_report(run_dir)
+    echo(f"report: {run_dir / 'report.md'} and {html}")
     return run_dir

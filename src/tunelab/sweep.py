@@ -134,6 +134,11 @@ def _row(method: str, config: RunConfig, ok: bool, sweep_dir: Path) -> dict[str,
 
 def sweep_table(rows: list[dict[str, Any]], markdown: bool = True) -> str:
     """One row per method; one change column per retention task (after minus before)."""
+    return format_table(*sweep_columns(rows), markdown)
+
+
+def sweep_columns(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """The sweep table's headers and cells (the Markdown table and report.html share them)."""
     kept = [t for r in rows for t in r.get("retention", {})]
     kept = list(dict.fromkeys(kept))
     headers = ["method", "trainable", "%", "size on disk", "peak MiB", "tokens/s", "val loss",
@@ -151,7 +156,7 @@ def sweep_table(rows: list[dict[str, Any]], markdown: bool = True) -> str:
             f"{r['score']:.2f} ({r['metric']})" if "score" in r else "-",
             *[f"{r['retention'][t]:+.3f}" if t in r.get("retention", {}) else "-" for t in kept],
             r["steps"], f"{r['train_seconds']:.0f}"])
-    return format_table(headers, body, markdown)
+    return headers, body
 
 
 def _size(n: int) -> str:

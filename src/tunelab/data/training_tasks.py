@@ -6,7 +6,7 @@ and a built-in mixture's tasks. `tunelab train` and `tunelab data inspect` read 
 
 from __future__ import annotations
 
-from tunelab.config import AugmentConfig, RunConfig, TrainTaskConfig
+from tunelab.config import AugmentConfig, EvalConfig, RunConfig, TaskConfig, TrainTaskConfig
 from tunelab.data.bigbench import natural_instructions_tasks
 from tunelab.data.mixture import check_tasks
 from tunelab.data.records import Record
@@ -59,3 +59,16 @@ def augmented(records: list[Record], augment: AugmentConfig) -> list[Record]:
     chosen = parse_perturbations(augment.perturbations, "data.augment.perturbations")
     severity = check_severity(augment.severity, "data.augment.severity")
     return augment_records(records, chosen, augment.share, severity, augment.seed)
+
+
+def run_task(config: RunConfig, eval_config: EvalConfig | None = None) -> TaskConfig:
+    """The evaluation task a single-task training config implies: its data and eval section,
+    scored with the model kind's output type (a classifier's head: classification)."""
+    task = TrainTaskConfig(name=config.name, data=config.data, eval=eval_config or config.eval)
+    return evaluation_task(task, config, "test")
+
+
+def evaluation_task(task: TrainTaskConfig, config: RunConfig, split: str) -> TaskConfig:
+    """A training task as an evaluation task on one of its splits."""
+    return TaskConfig(name=task.name, data=task.data, split=split, eval=task.eval,
+                      output_type=get_kind(config.model.kind).default_output_type)

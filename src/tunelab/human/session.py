@@ -73,8 +73,8 @@ def choose_systems(results: Mapping[str, EvalResult], wanted: Sequence[str] | No
     if not wanted:
         if len(names) < 2:
             raise TunelabError(f"{where}: holds {len(names)} evaluation(s) ({', '.join(names) or 'none'}); "
-                               "rating compares at least two systems: evaluate the base and the "
-                               "fine-tune into one directory (tunelab eval --baselines --out DIR)")
+                               "rating compares at least two systems: evaluate the base model beside "
+                               "the fine-tune (tunelab eval --task RUN --out RUN/eval/base-0-shot)")
         return names
     chosen = []
     for want in wanted:

@@ -23,16 +23,16 @@ import transformers
 
 from tunelab import retention
 from tunelab.bias import RunBias
-from tunelab.config import EvalConfig, RunConfig, TaskConfig, TrainTaskConfig, load_run_config
+from tunelab.config import RunConfig, TaskConfig, TrainTaskConfig, load_run_config
 from tunelab.data.mixture import MixturePlan
-from tunelab.data.training_tasks import training_tasks
+from tunelab.data.training_tasks import evaluation_task, run_task, training_tasks
 from tunelab.errors import TunelabError
 from tunelab.eval.runner import EvalResult, evaluate_loaded, write_result
 from tunelab.eval.tasks import check_task
+from tunelab.html_report import write_html_report
 from tunelab.methods import get_method, trainable_parameters
 from tunelab.methods.base import ParameterCount, directory_size, parse_options
 from tunelab.models import LoadedModel, load_model
-from tunelab.models.kinds import get_kind
 from tunelab.report.markdown import write_run_report
 from tunelab.report.tables import retention_table
 from tunelab.robustness import RunRobustness
@@ -130,6 +130,7 @@ def train(config: RunConfig | str | Path, overrides: list[str] | None = None,
     task_evaluations = evaluations if config.is_mixture else {}
     write_run_report(run_dir, config, summary, evaluation, task_evaluations, rows,
                      robust_report, bias_report)
+    write_html_report(run_dir)
     return TrainResult(run_dir, summary, evaluation, task_evaluations, rows, passed)
 
 
@@ -151,19 +152,6 @@ def check_run_dir(config: RunConfig, resume: bool) -> None:
     elif (run_dir / "config.yaml").exists():
         raise TunelabError(f"{run_dir} already holds a run; pass --resume to continue it, "
                            "or choose another name (name=...) or output_dir")
-
-
-def run_task(config: RunConfig, eval_config: EvalConfig | None = None) -> TaskConfig:
-    """The evaluation task a single-task training config implies: its data and eval section,
-    scored with the model kind's output type (a classifier's head: classification)."""
-    task = TrainTaskConfig(name=config.name, data=config.data, eval=eval_config or config.eval)
-    return evaluation_task(task, config, "test")
-
-
-def evaluation_task(task: TrainTaskConfig, config: RunConfig, split: str) -> TaskConfig:
-    """A training task as an evaluation task on one of its splits."""
-    return TaskConfig(name=task.name, data=task.data, split=split, eval=task.eval,
-                      output_type=get_kind(config.model.kind).default_output_type)
 
 
 def task_metric_hook(lm: LoadedModel, tasks: list[TrainTaskConfig], prepared: PreparedData,
