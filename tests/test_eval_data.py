@@ -158,6 +158,31 @@ def test_fetch_extracts_only_the_task_files(tmp_path: Path) -> None:
         fetch_bigbench(["navigate"], sdist=sdist)
 
 
+@pytest.mark.parametrize("name", [
+    "bigbench-1.0.0/bigbench/benchmark_tasks/general_knowledge/../../../../../escape/task.json",
+    "bigbench-1.0.0/bigbench/benchmark_tasks/{outside}/escape/task.json"])
+def test_fetch_refuses_a_member_that_lands_outside_the_cache(tmp_path: Path, name: str) -> None:
+    """A crafted sdist: a "../" member and an absolute one are refused, nothing is written
+    outside the cache."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    sdist = _fake_sdist(tmp_path / "bigbench-1.0.0.tar.gz")
+    crafted = tmp_path / "crafted.tar.gz"
+    with tarfile.open(sdist) as source, tarfile.open(crafted, "w:gz") as tar:
+        for member in source:
+            tar.addfile(member, source.extractfile(member))
+        info = tarfile.TarInfo(name.format(outside=outside))
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"{}"))
+    for every in (False, True):  # (the absolute name is no wanted task's file: skipped)
+        if every or ".." in name:
+            with pytest.raises(TunelabError, match="would land outside"):
+                fetch_bigbench(["general_knowledge"], sdist=crafted, every_task=every)
+        else:
+            fetch_bigbench(["general_knowledge"], sdist=crafted)
+    assert not list(tmp_path.rglob("escape")) and not list(Path(tmp_path.anchor).glob("escape"))
+
+
 def test_fetch_command(tmp_path: Path, capsys) -> None:
     from tunelab.cli import main
 

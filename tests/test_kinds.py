@@ -443,7 +443,7 @@ def _one_line_error(run: Any, match: str) -> str:
 def test_classifier_without_labels_is_a_one_line_error(tiny_dirs: dict[str, Path], tmp_path: Path) -> None:
     config = kind_config(tiny_dirs["bert"], tmp_path, "bert")
     config.eval.labels = None
-    _one_line_error(lambda: tunelab.train(config), r"model.kind classifier needs eval.labels")
+    _one_line_error(lambda: tunelab.train(config), r"eval.labels: classification needs the labels")
     assert not config.run_dir.exists()
 
 

@@ -81,7 +81,7 @@ def test_squad_split_order_is_unchanged() -> None:
 def test_split_guards_name_the_option() -> None:
     records = read_records(str(DATA / "alpaca.jsonl"))  # 12 records
     for option in ("test_size", "validation_size"):
-        with pytest.raises(TunelabError, match=rf"^data.{option}=-1: must be >= 0$"):
+        with pytest.raises(TunelabError, match=rf"^data.{option} -1: must be a number >= 0$"):
             seeded_split(records, DataConfig(**{option: -1}), "where", require_train=False)
     everything = DataConfig(test_size=10, validation_size=2)
     with pytest.raises(TunelabError, match="^where: 12 examples leave an empty train split with "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +21,13 @@ from tunelab.analysis import (
 from tunelab.baselines import BaselineReport, run_baselines
 from tunelab.bias import BiasReport, run_bias
 from tunelab.config import ModelConfig, TaskConfig, load_run_config
+from tunelab.config.choices import NONNEGATIVE, Range
 from tunelab.data.inspect import inspect_data as inspect_run_data
 from tunelab.errors import TunelabError
 from tunelab.eval.datasets.fetch import fetch_bigbench
 from tunelab.eval.output_types import get_output_type, load_for_task
 from tunelab.eval.runner import EvalResult, evaluate_loaded, read_result, slug, write_result
-from tunelab.eval.tasks import is_suite, load_suite, load_task
+from tunelab.eval.tasks import check_task_data, is_suite, load_suite, load_task
 from tunelab.eval.tasks import validate_task as validate_task_file
 from tunelab.html_report import comparison_page, write_html_report
 from tunelab.human import RatingStore
@@ -54,6 +56,22 @@ __all__ = ["train", "run_task", "evaluate", "evaluate_adapters", "compare_baseli
            "TrainResult"]
 
 
+def check_eval_args(shots: int | None, limit: int | None, out_dir: Any = None) -> None:
+    """--shots, --limit and --out in one line each, before any work: 0 or more shots, at
+    least one item, an output directory that is one (or can be made)."""
+    NONNEGATIVE.check("--shots", shots)
+    Range(1, whole=True, fix="leave --limit out to score the whole split").check("--limit", limit)
+    if out_dir is None:
+        return
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise TunelabError(f"--out {out}: is a file; give a directory (metrics.json and "
+                           "predictions.jsonl are written into it)")
+    parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK):
+        raise TunelabError(f"--out {out}: {parent} is not writable; choose another directory")
+
+
 def evaluate(
     task: str | TaskConfig,
     model: str | None = None,
@@ -72,8 +90,10 @@ def evaluate(
         limit: score at most this many examples.
         out_dir: where to write metrics.json and predictions.jsonl.
     """
+    check_eval_args(shots, limit, out_dir)
     task_config = task_of(task)
     shots = shots or 0
+    check_task_data(task_config, shots)  # a bad data file fails before a model loads
     if adapter:
         lm = load_run_model(adapter, base=model)
         system = f"{Path(adapter).name} {shots}-shot"
@@ -97,8 +117,10 @@ def evaluate_adapters(
 ) -> list[EvalResult]:
     """Score several adapter runs of one base on a task, loading the base once (AdapterSet);
     the base alone first when include_base. Adapters are named by their run directory."""
+    check_eval_args(shots, limit, out_dir)
 
     task_config = task_of(task)
+    check_task_data(task_config, shots or 0)
     runs = adapters if isinstance(adapters, dict) else {Path(a).name: a for a in adapters}
     if len(runs) != len(adapters):
         raise TunelabError("--adapter: two runs share a directory name; pass a dict of names")
@@ -131,7 +153,9 @@ def compare_baselines(
         adapter: the fine-tuned run; without it the last baseline is tested against the rest.
         out_dir: per-system metrics.json + predictions.jsonl, and comparison.json.
     """
+    check_eval_args(shots, limit, out_dir)
     task_config = task_of(task)
+    check_task_data(task_config, 0)
     return run_baselines(task_config, model, adapter, list(baselines), shots, limit, out_dir)
 
 
@@ -144,6 +168,7 @@ def evaluate_suite(
     out_dir: str | Path | None = None,
 ) -> list[EvalResult]:
     """Evaluate one model on every task of a suite (one model load; `tunelab tasks list`)."""
+    check_eval_args(shots, limit, out_dir)
 
     tasks = [load_task(name) for name in load_suite(suite).tasks]
     shots = shots or 0
@@ -166,6 +191,7 @@ def evaluate_suite(
 def quickstart(out_dir: str | Path = "runs", limit: int | None = None, **kw: Any) -> Path:
     """Fine-tune the built-in model with LoRA on the built-in sentiment task and compare it
     with its own zero- and few-shot baselines. Returns the run directory."""
+    check_eval_args(0, limit)
 
     return run_quickstart(Path(out_dir), limit=limit, **kw)
 
@@ -192,6 +218,7 @@ def run_evaluation(
 ) -> Printout:
     """`tunelab eval`: one task or a suite; one run's weights or several on one base; with or
     without base-model baselines. Picks the call above that fits and lays out its results."""
+    check_eval_args(shots, limit, out_dir)
     names = load_suite(task).tasks if is_suite(task) else [task]
     if len(adapters) > 1:
         if baselines or len(names) > 1:
@@ -285,6 +312,7 @@ def check_robustness(
 ) -> RobustnessReport:
     """`tunelab robustness`: every system on the task's items, clean and under each
     perturbation (see tunelab.robustness)."""
+    check_eval_args(shots, limit, out_dir)
     chosen = parse_perturbations(perturbations)  # an unknown name fails before any loading
     return run_robustness(task_of(task, adapters), chosen, model=model, adapters=adapters,
                           baselines=baselines, severities=severities, shots=shots, limit=limit,
@@ -306,6 +334,7 @@ def check_bias(
 ) -> BiasReport:
     """`tunelab bias`: counterfactual probes on the task's items for every system, and the
     BBQ-lite suite with `bbq=True` (see tunelab.bias)."""
+    check_eval_args(shots, limit, out_dir)
     chosen = parse_probes(probes)
     return run_bias(task_of(task, adapters), chosen, model=model, adapters=adapters,
                     baselines=baselines, shots=shots, limit=limit, bbq=bbq, bbq_limit=bbq_limit,

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -50,6 +51,15 @@ def load_run_model(run_dir: str | Path, base: str | None = None) -> LoadedModel:
     if not weights.exists():
         raise TunelabError(f"{run_dir}: no trained weights in {weights}; did training finish?")
     lm = load_model(config.model, labels=config.eval.labels)  # model.kind: causal/seq2seq/classifier
-    lm.model = method.load(lm.model, weights)
+    try:
+        lm.model = method.load(lm.model, weights)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise TunelabError(f"{weights}: a damaged file in the trained weights ({err}); train "
+                           "the run again") from None
+    except (RuntimeError, ValueError, KeyError, OSError, TypeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise TunelabError(f"{weights}: cannot be applied to {config.model.name} ({first}); "
+                           "the run was trained on another base model (pass that one with "
+                           "--model) or its files are damaged") from None
     lm.model.eval()
     return lm

@@ -63,6 +63,9 @@ def score(
         raise TunelabError("no metrics given; name at least one, e.g. --metrics bleu")
     preds, pred_name = _read_predictions(predictions)
     refs, ref_name = _read_references(references, predictions)
+    if not preds:
+        raise TunelabError(f"{pred_name}: no predictions in it; give one prediction per line "
+                           "(or one JSON object per line in a .jsonl file)")
     if len(preds) != len(refs):
         raise TunelabError(
             f"{pred_name} has {len(preds)} lines but {ref_name} has {len(refs)}; "

@@ -4,9 +4,14 @@ when one is made in code), so no module re-checks a choice."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 import typing
+from pathlib import Path
 from typing import Any, Literal, get_args
+
+import yaml
 
 from tunelab.errors import TunelabError
 
@@ -22,6 +27,7 @@ Sampling = Literal["proportional", "temperature", "uniform", "weights"]
 Order = Literal["random", "easy_to_hard"]
 Measure = Literal["length", "loss"]
 Tracker = Literal["tensorboard", "mlflow"]
+OnDivergence = Literal["stop", "skip_step"]
 
 OUTPUT_TYPES: tuple[str, ...] = get_args(OutputTypeName)
 MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
@@ -56,18 +62,87 @@ def check_choice(option: str, value: Any, hint: Any) -> None:
         raise TunelabError(f"{option} '{shown}': use one of {', '.join(allowed)}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The numbers an option allows: [low, high], either end open or absent; `whole` for
+    counts. None passes (the option's own default applies)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    whole: bool = False
+    fix: str = ""
+    """What a sensible value looks like, for the error (e.g. "e.g. 8")."""
+
+    def check(self, option: str, value: Any) -> None:
+        if value is None:
+            return
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = number and math.isfinite(value) and (not self.whole or float(value).is_integer())
+        if ok and self.low is not None:
+            ok = value > self.low if self.low_open else value >= self.low
+        if ok and self.high is not None:
+            ok = value < self.high if self.high_open else value <= self.high
+        if not ok:
+            shown = f"{value:g}" if isinstance(value, float) else repr(value)
+            raise TunelabError(f"{option} {shown}: must be {self.describe()}"
+                               f"{'; ' + self.fix if self.fix else ''}")
+
+    def describe(self) -> str:
+        kind = "a whole number" if self.whole else "a number"
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+        return f"{kind} {' and '.join(parts)}".strip()
+
+
+COUNT = Range(1, whole=True)
+"""At least one (batch sizes, steps between logs, ...)."""
+NONNEGATIVE = Range(0, whole=True)
+SHARE = Range(0, 1)
+
+
 class Checked:
-    """A config section that checks its choice options on construction (`section` names it
-    in errors, e.g. ``mixture.sampling 'mixed': use one of ...``)."""
+    """A config section that checks its choice options and number ranges on construction
+    (`section` names it in errors, e.g. ``mixture.sampling 'mixed': use one of ...``,
+    ``train.batch_size 0: must be a whole number >= 1``); `limits` maps a field to its
+    `Range`."""
 
     section: typing.ClassVar[str] = ""
+    limits: typing.ClassVar[dict[str, Range]] = {}
 
     def __post_init__(self) -> None:
         for name, hint in _hints(type(self)).items():
             check_choice(f"{self.section}.{name}".lstrip("."), getattr(self, name), hint)
+        for name, limit in self.limits.items():
+            limit.check(f"{self.section}.{name}".lstrip("."), getattr(self, name))
 
 
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     return {name: hint for name, hint in typing.get_type_hints(cls).items()
             if choices_of(hint) is not None}
+
+
+def yaml_line(path: Path, keys: list[str | int]) -> int | None:
+    """1-based line of the deepest of `keys` (mapping keys, list indices) found in the file."""
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    line = None
+    for key in keys:
+        if isinstance(key, int) and isinstance(node, yaml.SequenceNode) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+            continue
+        if not isinstance(node, yaml.MappingNode):
+            break
+        match = next(((k, v) for k, v in node.value if getattr(k, "value", None) == key), None)
+        if match is None:
+            break
+        line, node = match[0].start_mark.line + 1, match[1]
+    return line

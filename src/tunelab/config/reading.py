@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from tunelab.config.choices import check_choice, choices_of
+from tunelab.config.choices import check_choice, choices_of, yaml_line
 from tunelab.config.sections import RunConfig
 from tunelab.errors import TunelabError
 
@@ -42,32 +42,14 @@ def from_dict(cls: type, raw: dict[str, Any], where: str, source: Path | None = 
                            for i, v in enumerate(value or [])]
         else:
             named = f"{where}.{key}"
-            if source is not None and choices_of(hint) is not None:
+            limit = getattr(cls, "limits", {}).get(key)
+            if source is not None and (choices_of(hint) is not None or limit is not None):
                 line = yaml_line(source, [*keys, key])
                 named = f"{source}{f' line {line}' if line else ''}: {option_name([*keys, key])}"
             kwargs[key] = _coerce(value, hint, named)
+            if limit is not None:  # here, so the error names the file and line
+                limit.check(named, kwargs[key])
     return cls(**kwargs)
-
-
-def yaml_line(path: Path, keys: list[str | int]) -> int | None:
-    """1-based line of the deepest of `keys` (mapping keys, list indices) found in the file."""
-    try:
-        node = yaml.compose(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None
-    line = None
-    for key in keys:
-        if isinstance(key, int) and isinstance(node, yaml.SequenceNode) and key < len(node.value):
-            node = node.value[key]
-            line = node.start_mark.line + 1
-            continue
-        if not isinstance(node, yaml.MappingNode):
-            break
-        match = next(((k, v) for k, v in node.value if getattr(k, "value", None) == key), None)
-        if match is None:
-            break
-        line, node = match[0].start_mark.line + 1, match[1]
-    return line
 
 
 def option_name(keys: list[str | int]) -> str:
@@ -102,7 +84,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return value.lower() in ("true", "1", "yes")
         if base in (int, float) and not isinstance(value, bool):
             number = float(value)
-            return int(number) if base is int and number.is_integer() else base(number)
+            if base is int and not number.is_integer():
+                raise ValueError(value)  # 2.5 steps is not 2 steps
+            return int(number) if base is int else number
         if base is str:
             return str(value)
         if base is list:

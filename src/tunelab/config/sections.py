@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tunelab.config.choices import (
+    COUNT,
+    NONNEGATIVE,
+    SHARE,
     TRACKER_PACKAGES,
     TRACKERS,
     BuiltinMixture,
@@ -17,12 +20,15 @@ from tunelab.config.choices import (
     Dtype,
     Measure,
     ModelKind,
+    OnDivergence,
     Order,
     OutputTypeName,
+    Range,
     Sampling,
     Schedule,
     ShotSampler,
     TemplateName,
+    yaml_line,
 )
 from tunelab.errors import TunelabError
 
@@ -30,6 +36,7 @@ from tunelab.errors import TunelabError
 @dataclass
 class ModelConfig(Checked):
     section: typing.ClassVar[str] = "model"
+    limits: typing.ClassVar[dict[str, Range]] = {"num_layers": COUNT}
     name: str = "smollm2-135m"
     """Built-in alias (smollm2-135m, minilm-l6), a local HF model directory, or a hub id."""
     dtype: Dtype = "float32"
@@ -44,9 +51,11 @@ class ModelConfig(Checked):
 
 
 @dataclass
-class AugmentConfig:
+class AugmentConfig(Checked):
     """Noise injection: the robustness perturbations applied to a seeded share of the training
     inputs (validation and test stay clean), so a run can train for robustness."""
+    section: typing.ClassVar[str] = "data.augment"
+    limits: typing.ClassVar[dict[str, Range]] = {"share": SHARE, "severity": Range(0, 1, low_open=True)}
 
     perturbations: list[str] = field(default_factory=list)
     """Perturbation names (typo, lowercase, ...; `tunelab robustness --help` lists them), or
@@ -61,6 +70,7 @@ class AugmentConfig:
 @dataclass
 class DataConfig(Checked):
     section: typing.ClassVar[str] = "data"
+    limits: typing.ClassVar[dict[str, Range]] = {"validation_size": Range(0), "test_size": Range(0), "max_length": Range(8, whole=True, fix="e.g. 512")}
     source: str = "builtin:movie_sentiment"
     """builtin:NAME, a .jsonl/.json/.csv/.parquet file, or a `datasets` directory saved to disk."""
     format: DataFormat = "auto"
@@ -96,7 +106,9 @@ class DataConfig(Checked):
 
 
 @dataclass
-class GenerationConfig:
+class GenerationConfig(Checked):
+    section: typing.ClassVar[str] = "eval.generation"
+    limits: typing.ClassVar[dict[str, Range]] = {"max_new_tokens": COUNT, "temperature": Range(0, low_open=True), "top_p": Range(0, 1, low_open=True), "batch_size": COUNT}
     max_new_tokens: int = 32
     do_sample: bool = False
     """Greedy decoding unless true."""
@@ -110,7 +122,9 @@ class GenerationConfig:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Checked):
+    section: typing.ClassVar[str] = "eval"
+    limits: typing.ClassVar[dict[str, Range]] = {"shots": NONNEGATIVE, "limit": Range(1, whole=True, fix="or leave it out to score the whole split"), "batch_size": COUNT, "bootstrap": NONNEGATIVE}
     metrics: list[str] = field(default_factory=lambda: ["accuracy"])
     """Metrics over the test split: accuracy, classification, exact_match, f1, rouge, bleu, chrf,
     perplexity (generate); multiple_choice (acc, acc_norm); perplexity, bits_per_byte,
@@ -135,6 +149,7 @@ class EvalConfig:
 class FewShotConfig(Checked):
     section: typing.ClassVar[str] = "fewshot"
     """In-context examples: how many, from which split, sampled how, joined by what."""
+    limits: typing.ClassVar[dict[str, Range]] = {"k": NONNEGATIVE}
 
     k: int | None = None
     """Shots of the few-shot baseline (`--baselines few`, `--shots few`); default eval.shots,
@@ -152,8 +167,10 @@ class FewShotConfig(Checked):
 
 
 @dataclass
-class RollingConfig:
+class RollingConfig(Checked):
     """Windows for loglikelihood_rolling (perplexity / bits per byte of long text)."""
+    section: typing.ClassVar[str] = "rolling"
+    limits: typing.ClassVar[dict[str, Range]] = {"max_length": COUNT, "stride": COUNT}
 
     max_length: int | None = None
     """Window length in tokens (default: the model's context length, at most 2048)."""
@@ -189,6 +206,15 @@ class TaskConfig(Checked):
     fewshot: FewShotConfig = field(default_factory=FewShotConfig)
     rolling: RollingConfig = field(default_factory=RollingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    origin: str = field(default="", repr=False, compare=False)
+    """The task file it was read from (set by load_task; errors about the task name it)."""
+
+    def where(self, *keys: str | int) -> str:
+        """The task file and the line of option `keys` in it, else the task's name."""
+        if not self.origin:
+            return f"task {self.name}"
+        line = yaml_line(Path(self.origin), list(keys)) if keys else None
+        return self.origin + (f" line {line}" if line else "")
 
     def fewshot_k(self) -> int:
         """In-context examples of the task's few-shot setting."""
@@ -206,6 +232,15 @@ class TaskConfig(Checked):
 @dataclass
 class TrainConfig(Checked):
     section: typing.ClassVar[str] = "train"
+    limits: typing.ClassVar[dict[str, Range]] = {
+        "epochs": Range(0, low_open=True, fix="e.g. 3 (or set max_steps)"),
+        "max_steps": Range(0, whole=True, fix="0 runs `epochs` epochs"),
+        "max_seconds": Range(0), "batch_size": COUNT, "grad_accum": COUNT,
+        "lr": Range(0, fix="e.g. 2e-4 for LoRA, 2e-5 for full fine-tuning (0: a control run that learns nothing)"),
+        "weight_decay": Range(0), "warmup_ratio": Range(0, 1, high_open=True),
+        "max_grad_norm": Range(0, fix="0 turns clipping off"), "eval_every": NONNEGATIVE,
+        "early_stopping_patience": NONNEGATIVE, "save_every": NONNEGATIVE, "log_every": COUNT,
+        "divergence_factor": Range(0, fix="0 turns the check off; e.g. 4")}
     epochs: float = 1.0
     max_steps: int = 0
     """Optimizer steps; 0 means run `epochs` epochs."""
@@ -229,6 +264,13 @@ class TrainConfig(Checked):
     """Write a resumable checkpoint every N steps (0: only at evaluations)."""
     log_every: int = 5
     seed: int = 0
+    divergence_factor: float = 4.0
+    """The run has diverged when a step's loss exceeds this many times its first step's loss
+    (0: no such check). A non-finite loss or gradient always counts."""
+    on_divergence: OnDivergence = "stop"
+    """stop: end the run with an error, writing no adapter and no checkpoint from the diverged
+    weights; skip_step: a step with a non-finite loss or gradient is not applied (10 in a row
+    stop the run); a loss past divergence_factor still stops."""
     report_to: list[str] = field(default_factory=list)
     """Trackers that get the same scalars as train_log.jsonl: tensorboard (event files in
     RUN/tensorboard/), mlflow (RUN/mlruns/, or $MLFLOW_TRACKING_URI when set)."""
@@ -245,10 +287,12 @@ class TrainConfig(Checked):
 
 
 @dataclass
-class TrainTaskConfig:
+class TrainTaskConfig(Checked):
     """One training task: its data and template, how much it is sampled and weighted, and the
     metric that tracks it. A multi-task run lists several; a single-task run is the `data` and
     `eval` sections as one such task (data/training_tasks.py)."""
+    section: typing.ClassVar[str] = "tasks[]"
+    limits: typing.ClassVar[dict[str, Range]] = {"loss_weight": Range(0), "weight": Range(0), "max_train_examples": COUNT}
 
     name: str = ""
     """Unique name; curriculum stages and the logs refer to it."""
@@ -267,7 +311,9 @@ class TrainTaskConfig:
 
 
 @dataclass
-class CurriculumStage:
+class CurriculumStage(Checked):
+    section: typing.ClassVar[str] = "mixture.stages[]"
+    limits: typing.ClassVar[dict[str, Range]] = {"steps": NONNEGATIVE}
     tasks: list[str] = field(default_factory=list)
     """The task names sampled in this stage (with the mixture's rates, renormalised)."""
     steps: int = 0
@@ -278,6 +324,7 @@ class CurriculumStage:
 class BuiltinMixtureConfig(Checked):
     section: typing.ClassVar[str] = "mixture.builtin"
     """A built-in instruction-tuning mixture; its tasks are added to `tasks`."""
+    limits: typing.ClassVar[dict[str, Range]] = {"max_train_examples": COUNT}
 
     name: BuiltinMixture | None = None
     """natural_instructions: BIG-bench's Natural Instructions subtasks, the task definition
@@ -301,6 +348,8 @@ class BuiltinMixtureConfig(Checked):
 class MixtureConfig(Checked):
     section: typing.ClassVar[str] = "mixture"
     """How the tasks of a multi-task run are sampled, ordered and evaluated."""
+    limits: typing.ClassVar[dict[str, Range]] = {"eval_limit": NONNEGATIVE}
+    """(temperature and cap are checked with the tasks, where they matter: check_tasks)"""
 
     sampling: Sampling = "proportional"
     """proportional (to task size), temperature (size^(1/temperature)), uniform, or weights
@@ -329,9 +378,11 @@ class MixtureConfig(Checked):
 
 
 @dataclass
-class RetentionConfig:
+class RetentionConfig(Checked):
     """Forgetting: tasks never trained on, scored before training (cached per base model) and
     after, with the change and its paired-bootstrap confidence interval."""
+    section: typing.ClassVar[str] = "retention"
+    limits: typing.ClassVar[dict[str, Range]] = {"limit": COUNT, "max_forgetting": Range(0)}
 
     tasks: list[str] = field(default_factory=list)
     """Task names, task files or suite names (`general` is the built-in retention suite).
@@ -345,10 +396,12 @@ class RetentionConfig:
 
 
 @dataclass
-class RobustnessConfig:
+class RobustnessConfig(Checked):
     """Noisy input: the run's test items under each perturbation, scored before training (the
     base model) and after, so the report shows whether fine-tuning made the model more or less
     brittle."""
+    section: typing.ClassVar[str] = "robustness"
+    limits: typing.ClassVar[dict[str, Range]] = {"limit": COUNT}
 
     perturbations: list[str] = field(default_factory=list)
     """Perturbation names, or [all]. Empty: no robustness evaluation."""
@@ -363,9 +416,11 @@ class RobustnessConfig:
 
 
 @dataclass
-class BiasConfig:
+class BiasConfig(Checked):
     """Counterfactual bias: the run's test items rewritten per demographic group (the probes),
     and optionally the BBQ-lite suite, scored before training and after."""
+    section: typing.ClassVar[str] = "bias"
+    limits: typing.ClassVar[dict[str, Range]] = {"limit": COUNT, "bbq_limit": COUNT}
 
     probes: list[str] = field(default_factory=list)
     """Counterfactual probe names (gender, names_gender, ...), or [all]. Empty: none."""

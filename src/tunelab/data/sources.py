@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,9 @@ from tunelab.data.bigbench import bigbench_rows
 from tunelab.data.builtin import load_builtin
 from tunelab.data.records import Record
 from tunelab.errors import TunelabError
+
+ROLES = ("system", "user", "assistant")
+"""The chat roles a conversation's messages may have."""
 
 CANONICAL = ("instruction", "input", "output", "prompt", "completion", "messages")
 _SUFFIX_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
@@ -60,8 +64,21 @@ def _read_rows(path: Path, fmt: str) -> Iterator[tuple[str, dict[str, Any]]]:
     return readers[fmt](path)
 
 
+def read_text(path: Path) -> str:
+    """A data file as UTF-8 text; bytes that are not UTF-8 are a one-line error naming the
+    line (a binary file under a text name, or another encoding)."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        what = "binary data" if b"\x00" in data[:4096] else f"byte 0x{data[err.start]:02x}"
+        raise TunelabError(f"{path}:{line}: {what} is not UTF-8 text; save the file as UTF-8 "
+                           "(e.g. iconv -f latin1 -t utf-8)") from None
+
+
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
         try:
             data = json.loads(text)
@@ -90,7 +107,7 @@ def _expect_object(row: Any, origin: str) -> dict[str, Any]:
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with path.open(newline="", encoding="utf-8") as handle:
+    with io.StringIO(read_text(path), newline="") as handle:
         reader = csv.DictReader(handle)
         for row in reader:
             # line_num is the physical line where this row ended (header is line 1).
@@ -160,6 +177,9 @@ def _check_messages(messages: Any, origin: str) -> list[dict[str, str]]:
     for message in messages:
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
             raise TunelabError(f"{origin}: each message needs 'role' and 'content'")
+        if message["role"] not in ROLES:
+            raise TunelabError(f"{origin}: message role {message['role']!r}: use one of "
+                               f"{', '.join(ROLES)}")
     if messages[-1]["role"] != "assistant":
         raise TunelabError(f"{origin}: the last message must be the assistant's (the completion)")
     return [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]

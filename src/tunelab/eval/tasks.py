@@ -76,6 +76,7 @@ def load_task(name_or_path: str) -> TaskConfig:
     task: TaskConfig = from_dict(TaskConfig, raw, str(path), path)
     if "name" not in raw:
         task.name = path.stem
+    task.origin = str(path)
     apply_source_defaults(task, raw.get("data") or {})
     check_task(task, path)
     return task
@@ -129,22 +130,32 @@ def check_task(task: TaskConfig, path: Path | None = None) -> None:
         fail(["eval", "batch_size"], "must be at least 1")
 
 
-def validate_task(name_or_path: str, tokenizer: Any = None) -> str:
-    """Check a task file and its data; a short report of what it will evaluate."""
-    task = load_task(name_or_path)
+def check_task_data(task: TaskConfig, shots: int | None = None) -> tuple[Any, list[Any], int]:
+    """Read a task's data and check its scored split, its shots and its first records, with
+    no model: (data, scored records, shots). Every command that scores a task calls it
+    before a model loads."""
     output_type = get_output_type(task.output_type)
     data = load_task_data(task)
     records = data.split(task.split)
     if not records:
-        raise TunelabError(f"task {task.name}: the {task.split} split is empty; check the data sizes")
-    few = task.fewshot_k() if output_type.takes_shots else 0
+        raise TunelabError(f"{task.where()}: the {task.split} split is empty; check the data "
+                           "sizes")
+    few = (task.fewshot_k() if shots is None else shots) if output_type.takes_shots else 0
     if few:
         pool = data.split(task.shot_split(), "fewshot.split")
         if len(pool) < few:
-            raise TunelabError(f"task {task.name}: fewshot.k={few} but the "
-                               f"{task.shot_split()} split has {len(pool)} examples")
+            raise TunelabError(f"{task.where()}: {few} shots but the {task.shot_split()} split "
+                               f"has {len(pool)} examples")
     for record in records[:50]:
         output_type.check_record(task, record)
+    return data, records, few
+
+
+def validate_task(name_or_path: str, tokenizer: Any = None) -> str:
+    """Check a task file and its data; a short report of what it will evaluate."""
+    task = load_task(name_or_path)
+    output_type = get_output_type(task.output_type)
+    data, records, few = check_task_data(task)
     sizes = ", ".join(f"{k} {len(v)}" for k, v in data.splits.items())
     lines = [f"{task.name}: ok ({task.output_type}; {sizes}; metrics {', '.join(task.eval.metrics)}; "
              f"few-shot k={few})"]

@@ -18,6 +18,7 @@ string `kind.name`.
 
 from __future__ import annotations
 
+import math
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -71,6 +72,10 @@ class TokenizedExample:
     prompt_length: int
     truncated: bool = False
     kind: ModelKind = field(default_factory=lambda: CAUSAL)
+    lost_completion: int = 0
+    """Completion tokens (EOS included) cut away by max_length."""
+    kept_completion: int = 1
+    """Completion tokens the loss is computed on."""
     """causal (labels align with input_ids), seq2seq (input_ids: the encoder input; labels: the
     decoder targets) or classifier (labels: [class index])."""
 
@@ -102,8 +107,6 @@ class ModelKind(ABC):
     """It scores text (what retention tasks need)."""
     trains_mixtures: bool = False
     """Multi-task mixtures (`tasks:`) can train it."""
-    checks_metrics_before_training: bool = False
-    """Its output type's metrics are checked before training (a head scores only some)."""
     builtin_kinds: frozenset[str] = frozenset()
     """Which built-in models (by their `BuiltinModel.kind`) can be loaded as this kind."""
     trained_view: str = ""
@@ -159,6 +162,12 @@ class ModelKind(ABC):
         return max(len(ex.labels) for ex in examples)
 
     # --- the loss --------------------------------------------------------------------------
+    def uniform_loss(self, model: torch.nn.Module) -> float | None:
+        """The per-target loss of a uniform output (ln of the vocabulary): where a destroyed
+        model's loss settles."""
+        size = getattr(getattr(model, "config", None), "vocab_size", None)
+        return math.log(size) if size else None
+
     def loss_targets(self, batch: Batch) -> int:
         """What a micro-batch's loss sums over: its label tokens."""
         return int((batch["labels"] != IGNORE_INDEX).sum())
@@ -274,7 +283,6 @@ class ClassifierKind(ModelKind):
     padding_side = "right"
     default_output_type = "classification"
     has_lm_head = False
-    checks_metrics_before_training = True
     builtin_kinds = frozenset({"causal", "encoder"})
     trained_view = "the encoder reads the input; the head is trained on the label"
 
@@ -304,6 +312,11 @@ class ClassifierKind(ModelKind):
         batch = super().collate(examples, pad_id)
         batch["labels"] = batch["labels"][:, 0]  # [B]
         return batch
+
+    def uniform_loss(self, model: torch.nn.Module) -> float | None:
+        """ln(number of classes)."""
+        size = getattr(getattr(model, "config", None), "num_labels", None)
+        return math.log(size) if size and size > 1 else None
 
     def loss_targets(self, batch: Batch) -> int:
         """Examples (one class each)."""
@@ -338,7 +351,7 @@ def tokenize_example(rendered: PromptText, tokenizer: Any, max_length: int) -> T
     """Causal: prompt + completion; cut the prompt from the left when too long."""
     prompt_ids = encode_prompt(rendered, tokenizer)
     completion_ids = encode_completion(rendered, tokenizer)
-    truncated = False
+    truncated, full = False, len(completion_ids)
     if len(completion_ids) > max_length - 1:
         completion_ids = completion_ids[: max(1, max_length // 2)]
         truncated = True
@@ -346,12 +359,16 @@ def tokenize_example(rendered: PromptText, tokenizer: Any, max_length: int) -> T
     if len(prompt_ids) > budget:
         prompt_ids = prompt_ids[len(prompt_ids) - budget:]
         truncated = True
+    # the first position predicts nothing: a completion with no token before it trains one less
+    trained = len(completion_ids) - (0 if prompt_ids else 1)
     return TokenizedExample(
         input_ids=prompt_ids + completion_ids,
         labels=[IGNORE_INDEX] * len(prompt_ids) + completion_ids,
         prompt_length=len(prompt_ids),
         truncated=truncated,
         kind=CAUSAL,
+        lost_completion=full - len(completion_ids),
+        kept_completion=trained,
     )
 
 
@@ -362,8 +379,11 @@ def tokenize_seq2seq(rendered: PromptText, tokenizer: Any, max_length: int) -> T
     completion_ids = encode_completion(rendered, tokenizer)
     truncated = len(prompt_ids) > max_length or len(completion_ids) > max_length
     prompt_ids = prompt_ids[max(0, len(prompt_ids) - max_length):]
-    return TokenizedExample(input_ids=prompt_ids, labels=completion_ids[:max_length],
-                            prompt_length=len(prompt_ids), truncated=truncated, kind=SEQ2SEQ)
+    kept = completion_ids[:max_length]
+    return TokenizedExample(input_ids=prompt_ids, labels=kept, prompt_length=len(prompt_ids),
+                            truncated=truncated, kind=SEQ2SEQ,
+                            lost_completion=len(completion_ids) - len(kept),
+                            kept_completion=len(kept))
 
 
 def tokenize_classification(text: str, label: int, tokenizer: Any, max_length: int

@@ -9,6 +9,7 @@ padded); `num_layers` cuts every layer stack for quick runs. The model kinds
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -34,6 +35,12 @@ def resolve_model_dir(name: str) -> str:
                 f"model '{name}': the directory has no config.json; give an HF model directory "
                 f"or one of the built-in models: {', '.join(BUILTIN_MODELS)}"
             )
+        try:
+            json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            where = f" line {err.lineno}" if isinstance(err, json.JSONDecodeError) else ""
+            raise TunelabError(f"model '{name}': {path / 'config.json'}{where} is not valid "
+                               f"JSON ({err}); the model directory is damaged") from None
         return str(path)
     if name.count("/") == 1 and not name.startswith((".", "/")):
         return name  # a hub id; reachable only where a hub is
@@ -65,7 +72,9 @@ def load_pretrained(config: ModelConfig, auto_class: str, kind: str, kinds: Sequ
         )
     except OSError as err:
         if Path(source).exists():
-            raise
+            first = (str(err).strip().splitlines() or ["unreadable"])[0][:200]
+            raise TunelabError(f"model '{config.name}': {source} cannot be loaded ({first}); "
+                               "the model directory is incomplete or damaged") from None
         hint = " (HF_HUB_OFFLINE=1 is set)" if offline else ""
         raise TunelabError(
             f"model '{config.name}': could not load it from the hub{hint}; "

@@ -1,14 +1,22 @@
 """Resumable training checkpoints, written atomically.
 
-A checkpoint is a directory: trainable weights, optimizer and scheduler state, RNG states and
-the loop's counters. It is written to a temporary sibling and renamed into place, so a crash
-mid-save leaves the previous checkpoint intact and never a half-written one.
+A checkpoint is a directory: trainable weights (safetensors), optimizer and scheduler state
+and RNG states (training_state.pt, plain tensors, numbers and lists only, read back with
+`torch.load(weights_only=True)`, so a crafted pickle in a run directory someone sent cannot run
+code) and the loop's counters (JSON). It is written to a temporary sibling and swapped in:
+
+    write .NAME.tmp-XXXX -> rename NAME -> .NAME.old -> rename .NAME.tmp-XXXX -> NAME -> remove .NAME.old
+
+A kill at any point leaves a complete checkpoint under NAME or .NAME.old, and `recover`
+(called before every save and load, and when a run starts) puts it back under NAME and
+removes what is stale, so no window loses the last good checkpoint or breaks the next save.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
 import tempfile
@@ -18,7 +26,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from tunelab.errors import TunelabError
 
 
 @dataclass
@@ -36,6 +47,13 @@ class LoopState:
     out_of_time: bool = False
     train_seconds: float = 0.0
     """Time spent in optimizer steps so far (survives resume)."""
+    first_loss: float | None = None
+    """The first step's training loss (the model before any update): where divergence is
+    measured from."""
+    smoothed_loss: float | None = None
+    """Exponential moving average of the step losses (0.3 on the newest)."""
+    skipped_steps: int = 0
+    """Steps not applied for a non-finite loss or gradient (train.on_divergence: skip_step)."""
     task_examples: dict[str, int] = field(default_factory=dict)
     """Training examples drawn from each task so far (multi-task runs)."""
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -52,9 +70,22 @@ def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor])
             params[name].copy_(tensor)
 
 
+def recover(target: Path) -> None:
+    """Undo what a kill mid-swap left: the previous checkpoint back under `target` when the
+    swap stopped between its renames, and stale temporary and old copies removed."""
+    old = target.with_name(f".{target.name}.old")
+    if old.exists() and not target.exists():
+        os.replace(old, target)
+    elif old.exists():
+        shutil.rmtree(old)
+    for stale in target.parent.glob(f".{target.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def write_atomically(target: Path, write: Any) -> None:
     """Call write(tmp_dir) then swap tmp_dir into target."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    recover(target)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         write(staging)
@@ -82,11 +113,7 @@ def save_checkpoint(
             {
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "rng": {
-                    "python": random.getstate(),
-                    "numpy": np.random.get_state(),
-                    "torch": torch.get_rng_state(),
-                },
+                "rng": rng_state(),
             },
             tmp / "training_state.pt",
         )
@@ -99,17 +126,64 @@ def save_weights_only(target: Path, model: torch.nn.Module) -> None:
     write_atomically(target, lambda tmp: save_file(trainable_state(model), str(tmp / "trainable.safetensors")))
 
 
+def rng_state() -> dict[str, Any]:
+    """Python's, NumPy's and torch's RNG states as tensors, numbers and lists (no pickled
+    objects, so `weights_only=True` reads them back)."""
+    version, words, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": [version, list(words), gauss],
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+            "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, words, gauss = state["python"]
+    random.setstate((version, tuple(words), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+
+
 def load_checkpoint(
     source: Path,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
 ) -> LoopState:
-    load_trainable_state(model, load_file(str(source / "trainable.safetensors")))
-    extra = torch.load(source / "training_state.pt", weights_only=False)
-    optimizer.load_state_dict(extra["optimizer"])
-    scheduler.load_state_dict(extra["scheduler"])
-    random.setstate(extra["rng"]["python"])
-    np.random.set_state(extra["rng"]["numpy"])
-    torch.set_rng_state(extra["rng"]["torch"])
-    return LoopState(**json.loads((source / "loop_state.json").read_text()))
+    """Restore a checkpoint; a truncated, corrupt or foreign one is a one-line error."""
+    recover(source)
+    where = f"--resume: {source}"
+    try:
+        weights = load_file(str(source / "trainable.safetensors"))
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+        raise TunelabError(f"{where}/trainable.safetensors: unreadable ({first_line(err)}); the "
+                           "checkpoint is damaged: start the run again without --resume "
+                           "(delete the run directory first)") from None
+    params = {n for n, p in model.named_parameters() if p.requires_grad}
+    if set(weights) != params:
+        raise TunelabError(f"{where}/trainable.safetensors: holds {len(weights)} tensors, the "
+                           f"model trains {len(params)}; it is another run's checkpoint")
+    try:
+        extra = torch.load(source / "training_state.pt", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise TunelabError(f"{where}/training_state.pt: refused, it holds objects a plain "
+                           f"checkpoint does not ({first_line(err)}); loading it could run "
+                           "code: do not resume from a run directory you did not write") from None
+    except (OSError, RuntimeError, EOFError, ValueError) as err:
+        raise TunelabError(f"{where}/training_state.pt: unreadable ({first_line(err)}); the "
+                           "checkpoint is damaged: start the run again without --resume "
+                           "(delete the run directory first)") from None
+    try:
+        loop = LoopState(**json.loads((source / "loop_state.json").read_text()))
+        load_trainable_state(model, weights)
+        optimizer.load_state_dict(extra["optimizer"])
+        scheduler.load_state_dict(extra["scheduler"])
+        set_rng_state(extra["rng"])
+    except (OSError, KeyError, TypeError, ValueError) as err:
+        raise TunelabError(f"{where}: not a checkpoint of this run ({first_line(err)}); start "
+                           "the run again without --resume") from None
+    return loop
+
+
+def first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:160]

@@ -28,11 +28,26 @@ class PreparedData:
         return [ex for task in self.data.tasks for ex in task.train]
 
 
-def prepare_data(config: RunConfig, lm: LoadedModel, tasks: list[TrainTaskConfig]) -> PreparedData:
-    """Read, split and tokenise every task (held-out tasks: validation and test only)."""
+def read_splits(tasks: list[TrainTaskConfig]) -> dict[str, Splits]:
+    """Every task's data read and split (no model needed): a bad file fails here, before a
+    model loads; an empty train split too."""
+    splits = {}
+    for task in tasks:
+        splits[task.name] = load_splits(task.data)
+        if not task.held_out and not splits[task.name].train[:task.max_train_examples]:
+            raise TunelabError(_empty_train(task, len(tasks) > 1))
+    return splits
+
+
+def prepare_data(config: RunConfig, lm: LoadedModel, tasks: list[TrainTaskConfig],
+                 read: dict[str, Splits] | None = None) -> PreparedData:
+    """Split (`read`, else now) and tokenise every task (held-out tasks: validation and test
+    only); a task none of whose completion tokens survive truncation is an error, and lost
+    completion tokens are counted."""
+    read = read or read_splits(tasks)
     examples, splits_by_task = [], {}
     for task in tasks:
-        splits = load_splits(task.data)
+        splits = read[task.name]
         template = get_template(task.data, lm.tokenizer)
 
         def tokenize(records: list, task: TrainTaskConfig = task, template: Any = template
@@ -41,10 +56,10 @@ def prepare_data(config: RunConfig, lm: LoadedModel, tasks: list[TrainTaskConfig
                                     task.eval.labels) for r in records]
 
         train = [] if task.held_out else splits.train[:task.max_train_examples]
-        if not task.held_out and not train:
-            raise TunelabError(_empty_train(config, task))
         train = augmented(train, task.data.augment)
-        examples.append(TaskExamples(task.name, tokenize(train), tokenize(splits.validation),
+        tokenized = tokenize(train)
+        check_truncation(task, tokenized)
+        examples.append(TaskExamples(task.name, tokenized, tokenize(splits.validation),
                                      loss_weight=task.loss_weight, weight=task.weight,
                                      held_out=task.held_out))
         splits_by_task[task.name] = splits
@@ -56,8 +71,24 @@ def prepare_data(config: RunConfig, lm: LoadedModel, tasks: list[TrainTaskConfig
     return PreparedData(TrainingData(examples, lm.tokenizer.pad_token_id, mixture), splits_by_task)
 
 
-def _empty_train(config: RunConfig, task: TrainTaskConfig) -> str:
-    if not config.is_mixture:
+def check_truncation(task: TrainTaskConfig, examples: list[TokenizedExample]) -> None:
+    """No training when truncation leaves nothing to learn; a count when it cuts completions."""
+    if not examples:
+        return
+    lost = [ex for ex in examples if ex.lost_completion]
+    where = f"task '{task.name}': " if task.name else ""
+    if len(lost) == len(examples) and all(ex.kept_completion == 0 for ex in lost):
+        raise TunelabError(f"{where}data.max_length {task.data.max_length}: no completion token "
+                           "of any training example survives truncation; raise data.max_length")
+    if lost:
+        tokens = sum(ex.lost_completion for ex in lost)
+        print(f"tunelab: {where}{len(lost)} of {len(examples)} training examples lose "
+              f"{tokens} completion tokens to data.max_length {task.data.max_length}; raise it "
+              "to train on whole completions")
+
+
+def _empty_train(task: TrainTaskConfig, mixture: bool) -> str:
+    if not mixture:
         return "the train split is empty; check data.source and the split sizes"
     return (f"task '{task.name}': the train split is empty; check its data source, split sizes "
             "and max_train_examples")

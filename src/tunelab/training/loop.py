@@ -11,6 +11,7 @@ the task metric per task at every evaluation.
 from __future__ import annotations
 
 import json
+import math
 import random
 import resource
 import time
@@ -29,12 +30,13 @@ from tunelab.config import TrainConfig
 from tunelab.data.batching import BatchPlan, MicroBatch
 from tunelab.data.mixture import TrainingData
 from tunelab.data.tokenize import TokenizedExample, collate
-from tunelab.errors import TunelabError
+from tunelab.errors import DivergedError, TunelabError
 from tunelab.models.kinds import ModelKind
 from tunelab.training.checkpoint import (
     LoopState,
     load_checkpoint,
     load_trainable_state,
+    recover,
     save_checkpoint,
     save_weights_only,
 )
@@ -95,10 +97,20 @@ class Trainer:
         )
         self.total_steps = config.max_steps or self.plan.default_total_steps(
             config.epochs, config.grad_accum)
+        if self.total_steps < 1:
+            examples = sum(len(t.train) for t in self.tasks)
+            raise TunelabError(
+                f"train: 0 optimizer steps ({config.epochs:g} epochs of {examples} examples at "
+                f"batch_size {config.batch_size} x grad_accum {config.grad_accum}); raise "
+                "train.epochs or set train.max_steps")
         scheduler = make_scheduler(optimizer, self.total_steps, config.warmup_ratio, config.schedule)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.scheduler = scheduler
         self.state = LoopState()
+        self.consecutive_skips = 0
+        first = next(t for t in data.tasks if t.train).train[0]
+        self.uniform = first.kind.uniform_loss(model)
+        """The loss of a uniform output for this model (a destroyed model's loss)."""
         self.checkpoints = run_dir / "checkpoints"
         self.log_path = run_dir / "train_log.jsonl"
 
@@ -119,8 +131,11 @@ class Trainer:
     # --- the loop -------------------------------------------------------------------------
     def resume(self) -> None:
         last = self.checkpoints / "last"
-        if not (last / "loop_state.json").is_file():
-            raise TunelabError(f"--resume: no checkpoint in {last}; start the run without --resume")
+        recover(last)  # a kill mid-swap: the previous checkpoint back in place
+        if not (last / "loop_state.json").is_file():  # stopped before its first checkpoint
+            print(f"tunelab: --resume: no checkpoint in {last} yet; starting again from step 0")
+            self._rewrite_log()
+            return
         self.state = load_checkpoint(last, self.model, self.optimizer, self.scheduler)
         self._rewrite_log()
 
@@ -134,48 +149,51 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=state.step, desc="train", unit="step",
                    disable=not self.accelerator.is_main_process)
         self.model.train()
-        window_tokens, window_start = 0, time.perf_counter()
-        while state.step < self.total_steps and not (state.stopped_early or state.out_of_time):
-            batches = self.epoch_batches(state.epoch)
-            while state.batch_in_epoch < len(batches) and state.step < self.total_steps:
-                group = batches[state.batch_in_epoch:state.batch_in_epoch + config.grad_accum]
-                step_start = time.perf_counter()
-                loss, tokens = self._optimizer_step(group)
-                state.train_seconds += time.perf_counter() - step_start
-                if config.max_seconds and state.train_seconds >= config.max_seconds:
-                    state.out_of_time = True
-                state.batch_in_epoch += len(group)
-                state.step += 1
-                state.tokens_seen += tokens
-                window_tokens += tokens
-                if self.data.per_task:
-                    for micro in group:
-                        name = self.tasks[micro.task].name
-                        state.task_examples[name] = state.task_examples.get(name, 0) + micro.size
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
-                if state.step % config.log_every == 0 or state.step == self.total_steps:
-                    elapsed = time.perf_counter() - window_start
-                    record = {"step": state.step, "epoch": state.epoch, "loss": loss,
-                              "lr": self.scheduler.get_last_lr()[0],
-                              "tokens_per_s": window_tokens / max(elapsed, 1e-9),
-                              "peak_memory_mb": peak_memory_mb()}
-                    record.update(self.plan.log_fields(state.epoch))
+        try:
+            window_tokens, window_start = 0, time.perf_counter()
+            while state.step < self.total_steps and not (state.stopped_early or state.out_of_time):
+                batches = self.epoch_batches(state.epoch)
+                while state.batch_in_epoch < len(batches) and state.step < self.total_steps:
+                    group = batches[state.batch_in_epoch:state.batch_in_epoch + config.grad_accum]
+                    step_start = time.perf_counter()
+                    loss, tokens = self._optimizer_step(group)
+                    self._check_divergence(loss)
+                    state.train_seconds += time.perf_counter() - step_start
+                    if config.max_seconds and state.train_seconds >= config.max_seconds:
+                        state.out_of_time = True
+                    state.batch_in_epoch += len(group)
+                    state.step += 1
+                    state.tokens_seen += tokens
+                    window_tokens += tokens
                     if self.data.per_task:
-                        record["examples_by_task"] = dict(state.task_examples)
-                    self._log(record)
-                    window_tokens, window_start = 0, time.perf_counter()
-                end_of_epoch = state.batch_in_epoch >= len(batches)
-                if self._should_evaluate(end_of_epoch):
-                    self._evaluate_and_checkpoint()
-                elif config.save_every and state.step % config.save_every == 0:
-                    self._save_last()
-                if state.stopped_early or state.out_of_time:
-                    break
-            if state.batch_in_epoch >= len(batches):
-                state.epoch += 1
-                state.batch_in_epoch = 0
-        bar.close()
+                        for micro in group:
+                            name = self.tasks[micro.task].name
+                            state.task_examples[name] = state.task_examples.get(name, 0) + micro.size
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                    if state.step % config.log_every == 0 or state.step == self.total_steps:
+                        elapsed = time.perf_counter() - window_start
+                        record = {"step": state.step, "epoch": state.epoch, "loss": loss,
+                                  "lr": self.scheduler.get_last_lr()[0],
+                                  "tokens_per_s": window_tokens / max(elapsed, 1e-9),
+                                  "peak_memory_mb": peak_memory_mb()}
+                        record.update(self.plan.log_fields(state.epoch))
+                        if self.data.per_task:
+                            record["examples_by_task"] = dict(state.task_examples)
+                        self._log(record)
+                        window_tokens, window_start = 0, time.perf_counter()
+                    end_of_epoch = state.batch_in_epoch >= len(batches)
+                    if self._should_evaluate(end_of_epoch):
+                        self._evaluate_and_checkpoint()
+                    elif config.save_every and state.step % config.save_every == 0:
+                        self._save_last()
+                    if state.stopped_early or state.out_of_time:
+                        break
+                if state.batch_in_epoch >= len(batches):
+                    state.epoch += 1
+                    state.batch_in_epoch = 0
+        finally:
+            bar.close()  # the bar's line ends before any error is printed
         evaluated_now = any(h.get("step") == state.step and "val_loss" in h for h in state.history)
         if self.has_validation and not state.stopped_early and not evaluated_now:
             self._evaluate_and_checkpoint()
@@ -202,12 +220,56 @@ class Trainer:
             self.accelerator.backward(loss)
             total_loss += float(loss.detach())
             total_tokens += int(batch["attention_mask"].sum())
-        if self.config.max_grad_norm > 0:
-            self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
-        self.optimizer.step()
+        limit = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
+        norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), limit))
+        if not (math.isfinite(total_loss) and math.isfinite(norm)):
+            self._non_finite(total_loss, norm)  # raises, or skips this step's update
+        else:
+            self.optimizer.step()
+            self.consecutive_skips = 0
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return total_loss, total_tokens
+
+    # --- divergence ------------------------------------------------------------------------
+    MAX_SKIPS = 10
+
+    def _non_finite(self, loss: float, norm: float) -> None:
+        what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {norm}"
+        step = self.state.step + 1
+        if self.config.on_divergence == "skip_step" and self.consecutive_skips < self.MAX_SKIPS - 1:
+            self.consecutive_skips += 1
+            self.state.skipped_steps += 1
+            print(f"tunelab: step {step}: {what}; the step is skipped "
+                  f"({self.state.skipped_steps} so far)")
+            return
+        raise DivergedError(
+            f"train: diverged at step {step}: {what}"
+            + (f" ({self.MAX_SKIPS} steps in a row)" if self.consecutive_skips else "")
+            + f"; lower train.lr (now {self.config.lr:g}); no adapter or checkpoint was written "
+              "from these weights")
+
+    def _check_divergence(self, loss: float) -> None:
+        """Stop when the smoothed loss rises past divergence_factor x the first step's loss,
+        or settles at ln(vocab), the loss of a uniform output (the model is destroyed)."""
+        state = self.state
+        if not math.isfinite(loss):
+            return  # a skipped step
+        if state.first_loss is None:
+            state.first_loss = state.smoothed_loss = loss
+            return
+        state.smoothed_loss = 0.7 * (state.smoothed_loss or loss) + 0.3 * loss
+        factor, start, now = self.config.divergence_factor, state.first_loss, state.smoothed_loss
+        uniform = self.uniform
+        flat = uniform is not None and start < 0.8 * uniform and abs(now - uniform) < 0.03 * uniform
+        if (factor and now > factor * max(start, 0.1)) or flat:
+            tell = (f"; {now:.2f} is the loss of a uniform output ({uniform:.2f}): the "
+                    "model is destroyed") if flat else ""
+            raise DivergedError(
+                f"train: diverged at step {state.step + 1}: the loss rose from {start:.3f} "
+                f"(step 1) to {now:.3f} (smoothed), {now / max(start, 1e-9):.1f}x"
+                f" (train.divergence_factor {factor:g}){tell}; lower train.lr (now "
+                f"{self.config.lr:g}); no adapter or checkpoint was written from these weights")
 
     def _should_evaluate(self, end_of_epoch: bool) -> bool:
         if not self.has_validation:

@@ -14,6 +14,7 @@ evaluation step during training is an eval hook on the Trainer.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,7 +39,7 @@ from tunelab.report.tables import retention_table
 from tunelab.robustness import RunRobustness
 from tunelab.runs import read_config, write_config
 from tunelab.training.checkpoint import LoopState, write_atomically
-from tunelab.training.data import PreparedData, prepare_data
+from tunelab.training.data import PreparedData, prepare_data, read_splits
 from tunelab.training.loop import Trainer, peak_memory_mb
 
 
@@ -69,24 +70,38 @@ def train(config: RunConfig | str | Path, overrides: list[str] | None = None,
     config = _resolve_config(config, overrides)
     run_dir = config.run_dir
     check_run_dir(config, resume)
+    existed = run_dir.exists()
+    try:
+        return _train(config, resume, evaluate_after)
+    except BaseException:
+        if not resume:
+            undo_failed_start(run_dir, existed)
+        raise
+
+
+def _train(config: RunConfig, resume: bool, evaluate_after: bool) -> TrainResult:
+    run_dir = config.run_dir
     method = get_method(config.method["name"])
     options = parse_options(method, config.method)
     tasks = training_tasks(config)  # checked before any loading
+    for task in tasks:  # every metric name, before any loading (not after training)
+        if task.eval.metrics:
+            check_task(evaluation_task(task, config, "test"))
+    splits = read_splits(tasks)  # every data file read and checked before a model loads
+    check_writable(run_dir)
     kept = retention.retention_tasks(config.retention, config.model.kind)
     single = None if config.is_mixture else run_task(config)
     robust = RunRobustness.of(config.robustness, single)  # items perturbed before loading
     bias = RunBias.of(config.bias, single)
     transformers.set_seed(config.train.seed)
     lm = load_model(config.model, labels=config.eval.labels)  # model.kind picks the class
-    if lm.kind.checks_metrics_before_training and config.eval.metrics:
-        check_task(run_task(config))  # a head's metrics fail now, not after training
     before = {}
     if kept:  # before the method touches the model; cached per base model
         print(f"tunelab: retention suite before training: {', '.join(t.name for t in kept)}")
         before = retention.base_scores(lm, config.model, kept, config.retention.limit)
     robust_before = robust.score(lm, "base 0-shot") if robust else None
     bias_before = bias.score(lm, "base 0-shot") if bias else None
-    prepared = prepare_data(config, lm, tasks)  # before the method changes lm
+    prepared = prepare_data(config, lm, tasks, splits)  # before the method changes lm
 
     model = method.apply(lm.model, options)
     counts = trainable_parameters(model)
@@ -143,15 +158,61 @@ def _resolve_config(config: RunConfig | str | Path, overrides: list[str] | None)
 
 
 def check_run_dir(config: RunConfig, resume: bool) -> None:
-    """A new run never overwrites one; a resumed run must have the same config."""
+    """A new run never overwrites one; a resumed run must have the same config. A run that
+    stopped before its first checkpoint is resumed from step 0."""
     run_dir = config.run_dir
     if resume:
+        if not (run_dir / "config.yaml").is_file():
+            raise TunelabError(f"--resume: no run in {run_dir} (no config.yaml); start it "
+                               "without --resume")
         if read_config(run_dir) != config:
             raise TunelabError(f"--resume: {run_dir}/config.yaml differs from this config; "
                                "resume with the same config and overrides")
     elif (run_dir / "config.yaml").exists():
-        raise TunelabError(f"{run_dir} already holds a run; pass --resume to continue it, "
-                           "or choose another name (name=...) or output_dir")
+        if has_checkpoint(run_dir) or (run_dir / "summary.json").is_file():
+            raise TunelabError(f"{run_dir} already holds a run; pass --resume to continue it, "
+                               "or choose another name (name=...) or output_dir")
+        raise TunelabError(f"{run_dir} holds a run that stopped before its first checkpoint; "
+                           "pass --resume to start it again in place (or delete the directory)")
+
+
+def check_writable(run_dir: Path) -> None:
+    """The run directory can be made and written, before any work (a failed start removes
+    what this made)."""
+    probe = run_dir / ".tunelab-write-test"
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise TunelabError(f"output_dir {run_dir.parent}: cannot write the run directory there "
+                           f"({err.strerror or err}); choose another output_dir") from None
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    last = run_dir / "checkpoints" / "last"
+    return (last / "loop_state.json").is_file() or (
+        last.with_name(".last.old") / "loop_state.json").is_file()
+
+
+RUN_FILES = ("config.yaml", "train_log.jsonl", "checkpoints", "tensorboard", "mlruns")
+"""What a run writes before its first checkpoint: removed again when that start fails."""
+
+
+def undo_failed_start(run_dir: Path, existed: bool) -> None:
+    """A start that failed before any checkpoint leaves nothing that blocks the same command:
+    the run directory goes if this start made it, else only the files a run writes."""
+    if has_checkpoint(run_dir):
+        return
+    if not existed:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for name in RUN_FILES:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink()
 
 
 def task_metric_hook(lm: LoadedModel, tasks: list[TrainTaskConfig], prepared: PreparedData,
@@ -227,6 +288,7 @@ def training_summary(config: RunConfig, counts: ParameterCount, size_on_disk: in
         "best_step": state.best_step,
         "stopped_early": state.stopped_early,
         "out_of_time": state.out_of_time,
+        "skipped_steps": state.skipped_steps,
         "truncated_examples": sum(ex.truncated for ex in train_examples),
         "train_examples": len(train_examples),
     }

@@ -102,6 +102,7 @@ def fetch_bigbench(tasks: list[str] | None = None, sdist: str | Path | None = No
                 else task_file(t) for t in wanted]
     companions = [folder for t in wanted for folder in COMPANIONS.get(t.strip("/"), [])]
     result = FetchResult(archive, target)
+    root = target.resolve()
     try:
         with tarfile.open(archive, "r:gz") as tar:
             for member in tar:
@@ -110,9 +111,14 @@ def fetch_bigbench(tasks: list[str] | None = None, sdist: str | Path | None = No
                         _wanted(rel, prefixes, every_task)
                         or any(rel.startswith(c + "/") for c in companions)):
                     continue
+                out = target / rel
+                if not out.resolve().is_relative_to(root):  # "../" or an absolute name
+                    raise TunelabError(
+                        f"{archive}: member {member.name!r} would land outside {target}; "
+                        "refusing this archive (nothing was written outside the cache); "
+                        "fetch the sdist from PyPI again")
                 handle = tar.extractfile(member)
                 assert handle is not None
-                out = target / rel
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_bytes(handle.read())
                 result.extracted.append(rel)

@@ -14,8 +14,9 @@ def reference_of(task: TaskConfig, record: Record) -> Any:
     """The gold answer: the `target` column (text or list of texts), else the record's output."""
     if task.target:
         if task.target not in record.columns:
-            raise TunelabError(f"{record.origin}: no column '{task.target}' (columns: "
-                               f"{', '.join(map(str, record.columns))}); fix the task's target:")
+            raise TunelabError(f"{task.where('target')}: target '{task.target}' is no column of "
+                               f"the data ({record.origin} has {', '.join(map(str, record.columns))}"
+                               "); set target to one of them")
         value = record.columns[task.target]
         return [str(v) for v in value] if isinstance(value, (list, tuple)) else str(value)
     if record.messages is not None:
