@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import pickle
 import random
@@ -368,3 +369,30 @@ def test_scores_are_the_same_at_batch_sizes_1_8_32(task_name: str) -> None:
         if shown == "logprobs":  # the same numbers to float32 noise (rounded to 1e-4 in rows)
             for a, b in zip(one.predictions, runs[size].predictions, strict=True):
                 assert a["logprobs"] == pytest.approx(b["logprobs"], abs=2e-4)
+
+
+def test_divergence_tells_factor_and_uniform_output() -> None:
+    """The loop's own check, on made-up losses: a smoothed loss past the factor, and a loss
+    settled at ln(vocab) (a uniform output) even below the factor; ordinary noise passes."""
+    from types import SimpleNamespace
+
+    from tunelab.errors import DivergedError
+    from tunelab.training.checkpoint import LoopState
+    from tunelab.training.loop import Trainer
+
+    def loop(factor: float) -> SimpleNamespace:
+        return SimpleNamespace(state=LoopState(), uniform=math.log(49152),
+                               config=SimpleNamespace(divergence_factor=factor, lr=1e-3))
+
+    noisy = loop(4.0)
+    for step, loss in enumerate([2.0, 2.4, 1.7, 3.5, 2.2, 1.9, 5.0, 2.0]):
+        noisy.state.step = step
+        Trainer._check_divergence(noisy, loss)  # a hard batch or two is no divergence
+    rising = loop(4.0)
+    with pytest.raises(DivergedError, match=r"rose from 2.000 \(step 1\)"):
+        for loss in [2.0, 45.0, 86.0]:
+            Trainer._check_divergence(rising, loss)
+    flat = loop(0)  # the factor check off: the uniform tell still fires
+    with pytest.raises(DivergedError, match="loss of a uniform output"):
+        for loss in [2.0, *[math.log(49152)] * 30]:
+            Trainer._check_divergence(flat, loss)

@@ -29,7 +29,7 @@ from tunelab.data.mixture import MixturePlan
 from tunelab.data.training_tasks import evaluation_task, run_task, training_tasks
 from tunelab.errors import TunelabError
 from tunelab.eval.runner import EvalResult, evaluate_loaded, write_result
-from tunelab.eval.tasks import check_task
+from tunelab.eval.tasks import check_task, check_task_data
 from tunelab.html_report import write_html_report
 from tunelab.methods import get_method, trainable_parameters
 from tunelab.methods.base import ParameterCount, directory_size, parse_options
@@ -90,6 +90,8 @@ def _train(config: RunConfig, resume: bool, evaluate_after: bool) -> TrainResult
     splits = read_splits(tasks)  # every data file read and checked before a model loads
     check_writable(run_dir)
     kept = retention.retention_tasks(config.retention, config.model.kind)
+    for task in kept:  # the retention suite's data too
+        check_task_data(task, 0)
     single = None if config.is_mixture else run_task(config)
     robust = RunRobustness.of(config.robustness, single)  # items perturbed before loading
     bias = RunBias.of(config.bias, single)
