@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,6 +42,9 @@ def _train_args(commands: Any) -> None:
     train.add_argument("config", help="a run config YAML file")
     train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=1e-4")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    train.add_argument("--nproc", type=int, metavar="N",
+                       help="train in N processes on this machine (torchrun; batch_size is per "
+                            "process; one per GPU, or CPU processes with gloo)")
     train.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation")
     train.add_argument("--retention", metavar="TASKS",
                        help="retention tasks or suites, comma-separated (e.g. general): scored "
@@ -260,7 +266,24 @@ def _quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nproc(argv: Sequence[str], n: int) -> int:
+    """`tunelab train --nproc N ...` is `torchrun --nproc_per_node N -m tunelab.cli train ...`."""
+    if n < 1:
+        raise TunelabError(f"--nproc {n}: give 1 or more processes")
+    rest = [a for i, a in enumerate(argv) if a != "--nproc" and not a.startswith("--nproc=")
+            and (i == 0 or argv[i - 1] != "--nproc")]
+    with socket.socket() as probe:  # a free port for the processes to meet on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
+               "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "tunelab.cli",
+               *rest]
+    return subprocess.call(command)
+
+
 def _train(args: argparse.Namespace) -> int:
+    if args.nproc is not None and "RANK" not in os.environ:
+        return _nproc(args.argv, args.nproc)
     overrides = list(args.overrides)
     if args.retention:
         overrides.append(f"retention.tasks=[{args.retention}]")
@@ -433,6 +456,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         check_dependencies()
         code = COMMANDS[args.command](args)

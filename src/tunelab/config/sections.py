@@ -23,6 +23,7 @@ from tunelab.config.choices import (
     OnDivergence,
     Order,
     OutputTypeName,
+    Precision,
     Range,
     Sampling,
     Schedule,
@@ -271,6 +272,13 @@ class TrainConfig(Checked):
     """stop: end the run with an error, writing no adapter and no checkpoint from the diverged
     weights; skip_step: a step with a non-finite loss or gradient is not applied (10 in a row
     stop the run); a loss past divergence_factor still stops."""
+    precision: Precision = "fp32"
+    """Compute precision: bf16 or fp16 run the forward and backward passes under autocast
+    (accelerate's mixed precision; bf16 on CPUs with bf16 support and on GPUs, fp16 on GPUs);
+    trainable weights and the optimizer state stay float32."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass instead of keeping them (less memory, about
+    a third more compute); every method, prompt and prefix tuning included."""
     report_to: list[str] = field(default_factory=list)
     """Trackers that get the same scalars as train_log.jsonl: tensorboard (event files in
     RUN/tensorboard/), mlflow (RUN/mlruns/, or $MLFLOW_TRACKING_URI when set)."""

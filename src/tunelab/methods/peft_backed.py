@@ -30,6 +30,8 @@ class PeftMethod:
     sweep_options: dict[str, Any] = field(default_factory=dict)
     after_wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None
     """Applied to the PeftModel after apply and load (a method's fix of peft behaviour)."""
+    supports_checkpointing: bool = True
+    """Whether train.gradient_checkpointing works with it."""
 
     def apply(self, model: torch.nn.Module, options: Any) -> torch.nn.Module:
         check_dependencies()  # before peft is imported: an old peft fails at import

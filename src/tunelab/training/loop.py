@@ -66,15 +66,45 @@ def with_rng_preserved(run: Callable[[], Any]) -> Any:
             torch.cuda.set_rng_state_all(states[3])
 
 
+COMPUTE_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""train.precision -> the autocast dtype of forward passes (None: float32). The weights, their
+gradients and the optimizer state stay float32. Autocast per step, not accelerate's global
+mixed-precision state, so runs of different precision can follow each other in one process."""
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Non-reentrant checkpointing of the transformer blocks. The inputs' embeddings are made
+    to require grad so that, when every base weight is frozen (LoRA, prompt tuning, ...), the
+    recomputed blocks still have a graph to backpropagate through."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise TunelabError(f"train.gradient_checkpointing: {type(base).__name__} does not support "
+                           "it; turn it off")
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.24's name
+        base.activation_checkpointing_enable({"use_reentrant": False})
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    base.enable_input_require_grads()
+    if hasattr(base, "config"):
+        base.config.use_cache = False
+
+
 class Trainer:
     """Runs the loop for one model on tokenised data; state lives in `self.state`."""
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, data: TrainingData,
                  run_dir: Path):
         self.config, self.data, self.run_dir = config, data, run_dir
+        if config.precision == "fp16" and not torch.cuda.is_available():
+            raise TunelabError("train.precision fp16: needs a GPU; use bf16 on a CPU (or fp32)")
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(),
             log_with=build_trackers(config.report_to, run_dir, run_dir.name) or None)
+        self.compute_dtype = COMPUTE_DTYPES[config.precision]
+        # fp16's small range needs loss scaling (GPU only); bf16 has float32's range
+        self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
+        if config.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
         if config.report_to:
             self.accelerator.init_trackers(run_dir.name, hyperparameters(asdict(config)))
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
@@ -136,7 +166,8 @@ class Trainer:
             print(f"tunelab: --resume: no checkpoint in {last} yet; starting again from step 0")
             self._rewrite_log()
             return
-        self.state = load_checkpoint(last, self.model, self.optimizer, self.scheduler)
+        self.state = load_checkpoint(last, self.accelerator.unwrap_model(self.model),
+                                     self.optimizer, self.scheduler)  # names without DDP's "module."
         self._rewrite_log()
 
     def _rewrite_log(self) -> None:
@@ -207,7 +238,7 @@ class Trainer:
         batches = [(self.tasks[m.task].loss_weight, self.kind_of(m.indices, self.tasks[m.task].train),
                     self.to_device(m.indices, self.tasks[m.task].train)) for m in group]
         n_label = sum(kind.loss_targets(b) for _, kind, b in batches)
-        n_label_t = torch.tensor(max(n_label, 1), device=self.accelerator.device)
+        n_label_t = self.step_targets(n_label)
         total_loss, total_tokens = 0.0, 0
         for weight, kind, batch in batches:
             if weight == 0:
@@ -215,14 +246,21 @@ class Trainer:
             # Token losses are summed and divided by the whole step's label tokens (classifier:
             # examples), so accumulation weights every token equally (not every micro-batch); a
             # task's loss weight then scales its tokens' share.
-            raw = kind.loss(self.model, batch, n_label_t)
+            with self.autocast():
+                raw = kind.loss(self.model, batch, n_label_t)
             loss = raw if weight == 1 else raw * weight
-            self.accelerator.backward(loss)
+            self.accelerator.backward(self.scaler.scale(loss) if self.scaler else loss)
             total_loss += float(loss.detach())
             total_tokens += int(batch["attention_mask"].sum())
+        total_loss, total_tokens = self.global_step_totals(total_loss, total_tokens)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
         limit = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
         norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), limit))
-        if not (math.isfinite(total_loss) and math.isfinite(norm)):
+        if self.scaler is not None:  # fp16: inf/nan gradients are the scaler's to skip
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        elif not (math.isfinite(total_loss) and math.isfinite(norm)):
             self._non_finite(total_loss, norm)  # raises, or skips this step's update
         else:
             self.optimizer.step()
@@ -230,6 +268,34 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return total_loss, total_tokens
+
+    def autocast(self) -> Any:
+        """The forward pass in train.precision (a no-op for fp32)."""
+        return torch.autocast(self.accelerator.device.type, dtype=self.compute_dtype,
+                              enabled=self.compute_dtype is not None)
+
+    # --- several processes ------------------------------------------------------------------
+    def step_targets(self, local: int) -> torch.Tensor:
+        """What each process divides its summed loss by. One process: the step's targets.
+        Several: DDP averages the processes' gradients, so each divides by all processes'
+        targets over the number of processes, and the average is sum-over-all-targets /
+        all-targets, the same as one process with the whole batch."""
+        device = self.accelerator.device
+        world = self.accelerator.num_processes
+        if world == 1:
+            return torch.tensor(max(local, 1), device=device)
+        every = self.accelerator.reduce(torch.tensor(float(local), device=device), "sum")
+        return torch.clamp(every, min=1.0) / world
+
+    def global_step_totals(self, loss: float, tokens: int) -> tuple[float, int]:
+        """The step's loss (the mean of the processes' shares: the whole batch's loss) and
+        tokens over every process, so the log and the divergence check see the global step."""
+        if self.accelerator.num_processes == 1:
+            return loss, tokens
+        device = self.accelerator.device
+        both = self.accelerator.reduce(torch.tensor([loss, float(tokens)], device=device,
+                                                    dtype=torch.float64), "sum")
+        return float(both[0]) / self.accelerator.num_processes, int(both[1])
 
     # --- divergence ------------------------------------------------------------------------
     MAX_SKIPS = 10
@@ -294,7 +360,8 @@ class Trainer:
                 n = kind.loss_targets(batch)
                 if n == 0:
                     continue
-                nll += float(kind.loss(self.model, batch, torch.tensor(n))) * n
+                with self.autocast():
+                    nll += float(kind.loss(self.model, batch, torch.tensor(n))) * n
                 count += n
             sums.append((nll, count))
         self.model.train()

@@ -14,6 +14,7 @@ evaluation step during training is an eval hook on the Trainer.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -69,20 +70,30 @@ def train(config: RunConfig | str | Path, overrides: list[str] | None = None,
     """
     config = _resolve_config(config, overrides)
     run_dir = config.run_dir
-    check_run_dir(config, resume)
+    if first_process():  # several processes: rank 0 checks, writes and cleans up
+        check_run_dir(config, resume)
     existed = run_dir.exists()
     try:
         return _train(config, resume, evaluate_after)
     except BaseException:
-        if not resume:
+        if not resume and first_process():
             undo_failed_start(run_dir, existed)
         raise
+
+
+def first_process() -> bool:
+    """Rank 0 of a torchrun / accelerate launch (or the only process)."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _train(config: RunConfig, resume: bool, evaluate_after: bool) -> TrainResult:
     run_dir = config.run_dir
     method = get_method(config.method["name"])
     options = parse_options(method, config.method)
+    if config.train.gradient_checkpointing and not getattr(method, "supports_checkpointing", True):
+        raise TunelabError(f"train.gradient_checkpointing: not with method {method.name} "
+                           "(peft's prefix cache is extended twice when a block is "
+                           "recomputed); turn it off for this method")
     tasks = training_tasks(config)  # checked before any loading
     for task in tasks:  # every metric name, before any loading (not after training)
         if task.eval.metrics:
@@ -108,7 +119,8 @@ def _train(config: RunConfig, resume: bool, evaluate_after: bool) -> TrainResult
     model = method.apply(lm.model, options)
     counts = trainable_parameters(model)
     print(f"tunelab: {config.method['name']} on {config.model.name}: {counts}")
-    write_config(config, run_dir)
+    if first_process():
+        write_config(config, run_dir)
     trainer = Trainer(model, config.train, prepared.data, run_dir)
     if config.is_mixture and config.mixture.eval_limit > 0:
         trainer.eval_hooks.append(task_metric_hook(lm, tasks, prepared, config.mixture.eval_limit))
@@ -119,6 +131,8 @@ def _train(config: RunConfig, resume: bool, evaluate_after: bool) -> TrainResult
     start = time.perf_counter()
     state = trainer.fit()
     seconds = time.perf_counter() - start
+    if not trainer.accelerator.is_main_process:  # several processes: rank 0 alone writes
+        return TrainResult(run_dir, {}, None, {}, [], True)
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     weights_dir = run_dir / method.weights_dir
@@ -181,7 +195,7 @@ def check_run_dir(config: RunConfig, resume: bool) -> None:
 def check_writable(run_dir: Path) -> None:
     """The run directory can be made and written, before any work (a failed start removes
     what this made)."""
-    probe = run_dir / ".tunelab-write-test"
+    probe = run_dir / f".tunelab-write-test-{os.getpid()}"
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe.write_text("")
