@@ -167,7 +167,7 @@ class Forgetting:
                                  "significant drop"],
                                 [[r["task"], r["key"], f"{r['before']:.2f}", f"{r['after']:.2f}",
                                   f"{r['delta']:+.2f} [{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}]",
-                                  "yes" if r.get("significant_drop") or _drop(r) else "no"]
+                                  "yes" if _drop(r) else "no"]
                                  for r in kept["rows"]], "before vs after training"))
         return Section("Forgetting", blocks, "forgetting")
 
