@@ -34,9 +34,19 @@ MIXTURE = {
 }
 
 
+CLASSIFIER = {
+    "data": {"source": str(DATA / "reviews.jsonl"), "fields": {"input": "text", "output": "label"},
+             "template": "chat", "test_size": 8, "validation_size": 5, "max_length": 96},
+    "eval": {"metrics": ["classification"], "labels": ["positive", "negative"]},
+}
+
+
 def config(folder: Path, model: Path, batch_size: int, data: Path = DATA / "reviews.jsonl",
            extra: dict | None = None) -> Path:
     path = folder / "run.yaml"
+    extra = dict(extra or {})
+    if extra.get("eval") == CLASSIFIER["eval"]:
+        extra["model"] = {"name": str(model), "kind": "classifier"}
     path.write_text(yaml.safe_dump({
         "name": "run", "output_dir": str(folder / "runs"), "model": {"name": str(model)},
         # completions of very different lengths (the review text from its label), so a
@@ -46,7 +56,7 @@ def config(folder: Path, model: Path, batch_size: int, data: Path = DATA / "revi
         "method": {"name": "lora", "r": 4, "dropout": 0.0},
         "train": {"max_steps": 6, "batch_size": batch_size, "lr": 1e-2, "eval_every": 3,
                   "log_every": 1, "warmup_ratio": 0.0},
-        "eval": {"metrics": ["accuracy"], "labels": ["positive", "negative"]}, **(extra or {})}))
+        "eval": {"metrics": ["accuracy"], "labels": ["positive", "negative"]}, **extra}))
     return path
 
 
@@ -66,18 +76,23 @@ def torchrun(folder: Path, args: list[str]) -> subprocess.CompletedProcess:
         env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-@pytest.mark.parametrize("extra", [None, MIXTURE], ids=["single task", "mixture"])
+@pytest.mark.parametrize("extra", [None, MIXTURE, CLASSIFIER],
+                         ids=["single task", "mixture", "classifier"])
 def test_two_processes_equal_one_with_the_same_global_batch(tiny_llama: Path, tmp_path: Path,
                                                             extra: dict | None) -> None:
+    """Training, validation (sharded, summed over the processes) and, for the single task and
+    the classifier, the test split's evaluation (each process scores a share, rank 0 gathers
+    and writes)."""
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
+    no_eval = ["--no-eval"] if extra is MIXTURE else []
     assert main(["train", str(config(tmp_path / "one", tiny_llama, 8, extra=extra)),
-                 "--no-eval"]) == 0
+                 *no_eval]) == 0
     two_config = str(config(tmp_path / "two", tiny_llama, 4, extra=extra))
     if extra is None:  # the shortcut: tunelab train --nproc 2 (torchrun underneath)
-        assert main(["train", two_config, "--no-eval", "--nproc", "2"]) == 0
+        assert main(["train", two_config, "--nproc", "2"]) == 0
     else:
-        done = torchrun(tmp_path / "two", ["train", two_config, "--no-eval"])
+        done = torchrun(tmp_path / "two", ["train", two_config, *no_eval])
         assert done.returncode == 0, done.stderr[-3000:]
     one, two = (tmp_path / "one" / "runs" / "run", tmp_path / "two" / "runs" / "run")
     wa = load_file(str(one / "adapter" / "adapter_model.safetensors"))
@@ -97,6 +112,17 @@ def test_two_processes_equal_one_with_the_same_global_batch(tiny_llama: Path, tm
             if key in a:
                 assert a[key] == pytest.approx(b[key], rel=1e-5), (key, a, b)
     assert sum(r.get("tokens_per_s", 0) > 0 for r in logs[1]) == 6
+    if extra is MIXTURE:
+        return
+    scored = [json.loads((run / "eval" / "fine-tuned" / "metrics.json").read_text())
+              for run in (one, two)]
+    assert scored[0]["n"] == scored[1]["n"] == 8  # every test item, once
+    assert scored[0]["scores"] == pytest.approx(scored[1]["scores"], abs=1e-9)
+    rows = [[json.loads(x) for x in (run / "eval" / "fine-tuned" / "predictions.jsonl")
+             .read_text().splitlines()] for run in (one, two)]
+    assert [r["index"] for r in rows[1]] == list(range(8))  # the shares, in item order
+    assert [(r["input"], r["prediction"]) for r in rows[0]] == \
+        [(r["input"], r["prediction"]) for r in rows[1]]
 
 
 def test_resume_of_a_two_process_run_killed_mid_save(tiny_llama: Path, tmp_path: Path) -> None:

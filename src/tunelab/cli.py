@@ -15,6 +15,7 @@ from typing import Any
 import tunelab  # the API loads on first use, so `tunelab --help` needs no torch
 from tunelab.dependencies import check_dependencies
 from tunelab.errors import TunelabError
+from tunelab.memory import keep_mmap_threshold
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -459,6 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         check_dependencies()
+        keep_mmap_threshold()  # freed memory goes back to the system (tunelab/memory.py)
         code = COMMANDS[args.command](args)
     except TunelabError as err:
         if args.debug:

@@ -108,7 +108,10 @@ class Overview:
                  "trainable_parameters": "trainable parameters", "trainable_percent": "trainable %",
                  "size_on_disk_bytes": "size on disk (bytes)", "best_val_loss": "best validation loss",
                  "best_step": "best step", "train_seconds": "training seconds",
-                 "tokens_per_s": "training tokens/s", "peak_memory_mb": "peak memory (MiB)"}
+                 "tokens_per_s": "training tokens/s", "tokens_seen": "real tokens trained",
+                 "computed_tokens": "positions computed (padding included)",
+                 "padding_share": "share of positions that were padding",
+                 "peak_memory_mb": "peak memory (MiB)"}
         for key, label in shown.items():
             if s.get(key) is not None:
                 value = s[key]

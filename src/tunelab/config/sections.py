@@ -102,6 +102,12 @@ class DataConfig(Checked):
     test_file: str | None = None
     max_length: int = 512
     """Longest tokenised example; longer prompts are cut from the left."""
+    packing: bool = False
+    """Training and validation batches without padding: a micro-batch's examples are laid end
+    to end in rows of up to max_length tokens, position ids restart at each example and the
+    attention is block-diagonal, so no example sees another. The same examples and losses as
+    padded batches, with fewer positions computed. Causal models; not with prompt or prefix
+    tuning (their virtual tokens belong to one example)."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     """Training only: perturb a seeded share of the training inputs (see AugmentConfig)."""
 
@@ -276,6 +282,10 @@ class TrainConfig(Checked):
     """Compute precision: bf16 or fp16 run the forward and backward passes under autocast
     (accelerate's mixed precision; bf16 on CPUs with bf16 support and on GPUs, fp16 on GPUs);
     trainable weights and the optimizer state stay float32."""
+    group_by_length: bool = False
+    """Micro-batches of examples of similar length (less padding): each epoch's seeded
+    permutation is cut into windows of 50 micro-batches, each window sorted by length and cut,
+    and the micro-batches shuffled (seeded, so a resumed run sees the same batches)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass instead of keeping them (less memory, about
     a third more compute); every method, prompt and prefix tuning included."""

@@ -8,6 +8,7 @@ permutation per epoch; the multi-task plan lives in mixture.py.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -45,6 +46,26 @@ class BatchPlan(Protocol):
         ...
 
 
+GROUP_WINDOW = 50
+"""Micro-batches per window that train.group_by_length sorts by length."""
+
+
+def length_grouped(order: list[int], lengths: Sequence[int], width: int,
+                   generator: torch.Generator) -> list[list[int]]:
+    """`order` (a seeded permutation) cut into windows of GROUP_WINDOW micro-batches, each
+    window sorted longest first and cut into micro-batches of `width`; the micro-batches are
+    then shuffled with `generator`, except that the one holding the longest example comes
+    first (a run that runs out of memory does so at its first step)."""
+    window = width * GROUP_WINDOW
+    batches = []
+    for start in range(0, len(order), window):
+        part = sorted(order[start:start + window], key=lambda i: -lengths[i])
+        batches += [part[i:i + width] for i in range(0, len(part), width)]
+    shuffled = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+    longest = max(range(len(shuffled)), key=lambda b: max(lengths[i] for i in shuffled[b]))
+    return [shuffled[longest]] + shuffled[:longest] + shuffled[longest + 1:]
+
+
 def split_for_process(batch: list[int], world: int, rank: int) -> list[int]:
     """This process's share of a global micro-batch (never empty: a short batch repeats one)."""
     return batch[rank::world] or batch[:1]
@@ -60,6 +81,8 @@ class ShuffledPlan:
     seed: int
     world: int = 1
     rank: int = 0
+    lengths: Sequence[int] | None = None
+    """Tokens of each example: micro-batches of similar length (train.group_by_length)."""
 
     @property
     def micro_batches_per_epoch(self) -> int:
@@ -69,7 +92,10 @@ class ShuffledPlan:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         order = torch.randperm(self.size, generator=generator).tolist()
         width = self.batch_size * self.world
-        batches = [order[i:i + width] for i in range(0, len(order), width)]
+        if self.lengths is None:
+            batches = [order[i:i + width] for i in range(0, len(order), width)]
+        else:
+            batches = length_grouped(order, self.lengths, width, generator)
         return [MicroBatch(0, split_for_process(b, self.world, self.rank), len(b)) for b in batches]
 
     def default_total_steps(self, epochs: float, grad_accum: int) -> int:

@@ -29,11 +29,17 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tunelab.config import CurriculumStage, MixtureConfig
-from tunelab.data.batching import BatchPlan, MicroBatch, ShuffledPlan, split_for_process
-from tunelab.data.tokenize import TokenizedExample
+from tunelab.data.batching import (
+    GROUP_WINDOW,
+    BatchPlan,
+    MicroBatch,
+    ShuffledPlan,
+    split_for_process,
+)
+from tunelab.data.tokenize import Collator, Padded, TokenizedExample
 from tunelab.errors import TunelabError
 
 
@@ -50,6 +56,8 @@ class TaskExamples:
     held_out: bool = False
     difficulty: Sequence[float] | None = None
     """Per training example, for order=easy_to_hard (smaller is easier)."""
+    collate: Collator = field(default_factory=Padded)
+    """How its micro-batches become tensors: padded rows, or packed ones (data.packing)."""
 
 
 @dataclass
@@ -70,13 +78,17 @@ class TrainingData:
         return self.mixture is not None
 
     def plan(self, batch_size: int, seed: int, grad_accum: int = 1, world: int = 1,
-             rank: int = 0) -> BatchPlan:
-        """The deterministic batch plan of this data (see the module docstrings)."""
+             rank: int = 0, group_by_length: bool = False) -> BatchPlan:
+        """The deterministic batch plan of this data (see the module docstrings);
+        `group_by_length`: micro-batches of examples of similar length."""
         if self.mixture is None:
-            if not self.tasks[0].train:
+            train = self.tasks[0].train
+            if not train:
                 raise TunelabError("the train split is empty; check data.source and the split sizes")
-            return ShuffledPlan(len(self.tasks[0].train), batch_size, seed, world, rank)
-        return MixturePlan(self.tasks, self.mixture, batch_size, seed, grad_accum, world, rank)
+            lengths = [len(ex.input_ids) for ex in train] if group_by_length else None
+            return ShuffledPlan(len(train), batch_size, seed, world, rank, lengths)
+        return MixturePlan(self.tasks, self.mixture, batch_size, seed, grad_accum, world, rank,
+                           group_by_length)
 
 
 def check_tasks(names: Sequence[str], held_out: Sequence[bool], weights: Sequence[float | None],
@@ -169,8 +181,11 @@ class MixturePlan:
     """The micro-batches of a multi-task run, a pure function of (seed, segment)."""
 
     def __init__(self, tasks: Sequence[TaskExamples], config: MixtureConfig, batch_size: int,
-                 seed: int, grad_accum: int = 1, world: int = 1, rank: int = 0):
-        """batch_size is per process; `grad_accum` aligns curriculum stages with steps."""
+                 seed: int, grad_accum: int = 1, world: int = 1, rank: int = 0,
+                 group_by_length: bool = False):
+        """batch_size is per process; `grad_accum` aligns curriculum stages with steps;
+        `group_by_length`: each shuffled pass is sorted by length in windows of GROUP_WINDOW
+        micro-batches, so neighbouring examples (one micro-batch) are of similar length."""
         self.names = [t.name for t in tasks]
         self.trained = [i for i, t in enumerate(tasks) if not t.held_out]
         if not self.trained:
@@ -189,6 +204,8 @@ class MixturePlan:
                                [self.names[i] for i in self.trained], config)
         self.rates: dict[int, float] = dict(zip(self.trained, rates, strict=True))
         self.difficulty = [t.difficulty for t in tasks]
+        self.lengths = [[len(ex.input_ids) for ex in t.train] for t in tasks] \
+            if group_by_length else None
         if config.order == "easy_to_hard" and any(self.difficulty[i] is None for i in self.trained):
             raise TunelabError("mixture.order=easy_to_hard: a task has no difficulty measure")
         self.stages = resolve_stages(config.stages, self.names, self.trained)
@@ -294,5 +311,9 @@ class MixturePlan:
             order.sort(key=lambda j: (difficulty[j], tie[j]))
         else:
             rng.shuffle(order)
+            if self.lengths is not None:
+                lengths, window = self.lengths[task], self.width * GROUP_WINDOW
+                order = [i for start in range(0, len(order), window)
+                         for i in sorted(order[start:start + window], key=lambda j: -lengths[j])]
         self._orders[task] = (pass_index, order)
         return order

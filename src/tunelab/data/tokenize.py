@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from tunelab.config import DataConfig
 from tunelab.data.records import Record
 from tunelab.data.templates import Rendered, Template, classifier_text
 from tunelab.models.kinds import (
@@ -26,7 +27,7 @@ from tunelab.models.kinds import (
 )
 from tunelab.models.tokens import IGNORE_INDEX, encode_completion, encode_prompt, label_index
 
-__all__ = ["IGNORE_INDEX", "RecordText", "TokenizedExample", "collate", "encode_completion",
+__all__ = ["IGNORE_INDEX", "Collator", "Packed", "Padded", "RecordText", "TokenizedExample", "collate", "encode_completion",
            "encode_prompt", "label_index", "tokenize_classification", "tokenize_example",
            "tokenize_record", "tokenize_seq2seq"]
 
@@ -84,3 +85,32 @@ def collate(batch: Sequence[TokenizedExample], pad_id: int) -> dict[str, torch.T
     if len(kinds) != 1:
         raise ValueError(f"a batch mixes example kinds {sorted(kinds)}")
     return batch[0].kind.collate(batch, pad_id)
+
+
+class Padded:
+    """Micro-batches as right-padded rows, one example each (every model kind)."""
+
+    def __call__(self, examples: Sequence[TokenizedExample], pad_id: int) -> dict[str, torch.Tensor]:
+        return collate(examples, pad_id)
+
+
+@dataclass(frozen=True)
+class Packed:
+    """Micro-batches packed: examples end to end in rows of up to `row_length` tokens, the
+    attention block-diagonal (data.packing; the kind packs, models/kinds.py `pack`)."""
+
+    row_length: int
+
+    def __call__(self, examples: Sequence[TokenizedExample], pad_id: int) -> dict[str, torch.Tensor]:
+        kinds = {ex.kind.name for ex in examples}
+        if len(kinds) != 1:
+            raise ValueError(f"a batch mixes example kinds {sorted(kinds)}")
+        return examples[0].kind.pack(examples, pad_id, self.row_length)
+
+
+Collator = Padded | Packed
+
+
+def collator(data: DataConfig) -> Collator:
+    """How a task's micro-batches are collated, as its data section says."""
+    return Packed(data.max_length) if data.packing else Padded()

@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from tunelab.models.cache import cache_argument, output_cache, transformers_model
+from tunelab.models.logits import token_scores
+from tunelab.models.tokens import IGNORE_INDEX
 
 MAX_LOGIT_ROWS = 1024
 """Continuation positions whose vocabulary logits are held at once (memory bound)."""
@@ -240,15 +242,18 @@ def _score_whole(model: Any, batch: list[ChoiceRequest]) -> list[ChoiceResult]:
     for start in range(0, len(pairs), max(1, len(batch))):
         part = list(range(start, min(start + len(batch), len(pairs))))
         ids, mask = _right_pad([seqs[k] for k in part], device)
-        logits = model(input_ids=ids, attention_mask=mask).logits
-        logits = logits[:, logits.shape[1] - ids.shape[1]:]  # drop virtual-token positions
+        # Position t predicts token t + 1: the choice's tokens come from end-len-1 .. end-2;
+        # only those positions are projected onto the vocabulary (models/logits.py).
+        targets = torch.full_like(ids, IGNORE_INDEX)
         for row, k in enumerate(part):
             b, i = pairs[k]
-            cont = batch[b].continuations[i]
-            end = len(seqs[k])
-            # Position t predicts token t + 1: the choice's tokens come from end-len-1 .. end-2.
-            lp = F.log_softmax(logits[row, end - len(cont) - 1:end - 1].float(), dim=-1)
-            target = torch.tensor(cont, device=device)
-            results[b].logprobs[i] = float(lp.gather(1, target[:, None]).sum())
-            results[b].greedy[i] = bool((lp.argmax(dim=-1) == target).all())
+            cont, end = batch[b].continuations[i], len(seqs[k])
+            targets[row, end - len(cont) - 1:end - 1] = torch.tensor(cont, device=device)
+        scored = token_scores(model, {"input_ids": ids, "attention_mask": mask}, targets,
+                              greedy=True)
+        for row, k in enumerate(part):
+            b, i = pairs[k]
+            own = scored.rows == row
+            results[b].logprobs[i] = -float(scored.nll[own].sum())
+            results[b].greedy[i] = bool(scored.greedy[own].all())
     return results

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from tunelab.data.tokenize import IGNORE_INDEX, TokenizedExample, collate
+from tunelab.models.logits import row_sums, shifted, token_scores
 
 
 @torch.no_grad()
@@ -20,22 +21,19 @@ def completion_nll(
     device = next(model.parameters()).device
     results: list[tuple[float, int]] = []
     for start in range(0, len(examples), batch_size):
-        batch = collate(examples[start:start + batch_size], pad_id)
+        batch = {k: v.to(device) for k, v in collate(examples[start:start + batch_size],
+                                                      pad_id).items()}
         if examples[start].kind.encoder_decoder:  # the decoder's logits align with the labels
-            labels = batch["labels"].to(device)
-            logits = model(input_ids=batch["input_ids"].to(device), labels=labels,
-                           attention_mask=batch["attention_mask"].to(device)).logits.float()
-        else:
-            logits = model(input_ids=batch["input_ids"].to(device),
-                           attention_mask=batch["attention_mask"].to(device)).logits
-            # Prompt tuning returns logits for its virtual tokens too: keep the input's positions.
-            logits = logits[:, logits.shape[1] - batch["input_ids"].shape[1]:]
-            # Position t predicts token t+1: logits[:, :-1] against labels[:, 1:].
-            logits = logits[:, :-1].float()  # [batch, seq-1, vocab]
-            labels = batch["labels"][:, 1:].to(device)  # [batch, seq-1]
-        nll = F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
-        mask = labels != IGNORE_INDEX
-        sums = (nll * mask).sum(dim=1)
-        counts = mask.sum(dim=1)
-        results += [(float(s), int(c)) for s, c in zip(sums, counts, strict=True)]
+            logits = model(**batch).logits.float()
+            labels = batch["labels"]
+            nll = F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
+            mask = labels != IGNORE_INDEX
+            results += [(float(s), int(c)) for s, c in zip((nll * mask).sum(dim=1),
+                                                            mask.sum(dim=1), strict=True)]
+            continue
+        # causal: position t predicts token t+1; only those positions are projected
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        scored = token_scores(model, inputs, shifted(batch["labels"]))
+        sums, counts = row_sums(scored, len(batch["input_ids"]))
+        results += list(zip(sums, counts, strict=True))
     return results

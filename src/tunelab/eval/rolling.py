@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from tunelab.eval.choice import prefix_token_id
+from tunelab.models.logits import row_sums, token_scores
 
 
 @dataclass
@@ -99,10 +99,11 @@ def rolling_loglikelihood(
             # Input position p predicts seq[p + 1]; score p in [first_scored, end).
             scored = slice(w.first_scored - w.begin, n)
             targets[row, scored] = torch.tensor(seq[w.first_scored + 1:w.end + 1])
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        logits = logits[:, logits.shape[1] - width:].float()  # [B, width, V]; drop virtual tokens
-        token_nll = F.cross_entropy(logits.transpose(1, 2), targets.to(device), reduction="none")
+        # only the scored positions are projected onto the vocabulary (models/logits.py)
+        scored = token_scores(model, {"input_ids": ids.to(device),
+                                      "attention_mask": mask.to(device)}, targets.to(device))
+        sums, _ = row_sums(scored, len(batch))
         for row, w in enumerate(batch):
-            nll[w.doc] += float(token_nll[row].sum())  # ignored positions contribute 0
+            nll[w.doc] += sums[row]
     return [RollingScore(nll[d], len(seq) - 1, len(texts[d].encode("utf-8")), count_words(texts[d]))
             for d, seq in enumerate(sequences)]

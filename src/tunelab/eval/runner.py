@@ -29,10 +29,11 @@ from tunelab.eval.output_types import (
     get_output_type,
     warn_dropped,
 )
+from tunelab.eval.shard import Shard
 from tunelab.eval.tasks import check_task
 from tunelab.models import LoadedModel
 
-__all__ = ["EvalResult", "context_limit", "evaluate_loaded", "evaluate_records", "score_outputs",
+__all__ = ["EvalResult", "context_limit", "evaluate_loaded", "evaluate_records", "evaluate_shared", "score_outputs",
            "write_result"]
 
 
@@ -85,17 +86,32 @@ def evaluate_records(
             `evaluate_loaded` passes the data source's).
         bootstrap: resamples for confidence intervals (default: eval.bootstrap; 0: none).
     """
+    start = time.perf_counter()
+    outputs = _outputs(lm, task, list(records), shots, pool, system, framing, 0)
+    return _result(lm, task, len(records), outputs, shots, system, bootstrap, start)
+
+
+def _outputs(lm: LoadedModel, task: TaskConfig, records: list[Record], shots: int,
+             pool: Sequence[Record], system: str, framing: Framing | None, first: int
+             ) -> Outputs:
+    """The output type's outputs for `records`, the first of which is split item `first`."""
     output_type = get_output_type(task.output_type)
     output_type.check_shots(shots)
-    start = time.perf_counter()
-    request = Request(lm, task, list(records), list(pool), shots, system,
-                      framing or Framing.of(task))
+    request = Request(lm, task, records, list(pool), shots, system,
+                      framing or Framing.of(task), first_index=first)
     outputs = output_type.run(request)
+    for row in outputs.rows:
+        row["index"] += first
+    return outputs
+
+
+def _result(lm: LoadedModel, task: TaskConfig, n: int, outputs: Outputs, shots: int,
+            system: str, bootstrap: int | None, start: float) -> EvalResult:
     warn_dropped(task, outputs, lm, stacklevel=4)  # at the caller of evaluate_loaded
     n_boot = task.eval.bootstrap if bootstrap is None else bootstrap
     scores, cis, signatures, items = score_outputs(task, outputs, n_boot)
     return EvalResult(
-        task=task.name, system=system, shots=shots, n=len(request.records), scores=scores,
+        task=task.name, system=system, shots=shots, n=n, scores=scores,
         ci=cis, signatures=signatures,
         mean_context_tokens=sum(outputs.context_tokens) / max(len(outputs.context_tokens), 1),
         dropped_shots=outputs.dropped_shots, seconds=time.perf_counter() - start,
@@ -125,9 +141,23 @@ def evaluate_loaded(
     k = shots or 0
     get_output_type(task.output_type).check_shots(k)
     records, pool, framing = task_items(task, limit, k)
-    result = evaluate_records(lm, task, records, k, pool, system, framing, bootstrap)
-    result.seconds = time.perf_counter() - start  # data loading included
-    return result
+    outputs = _outputs(lm, task, records, k, pool, system, framing, 0)
+    return _result(lm, task, len(records), outputs, k, system, bootstrap, start)
+
+
+def evaluate_shared(lm: LoadedModel, task: TaskConfig, system: str, shard: Shard,
+                    limit: int | None = None) -> EvalResult | None:
+    """`evaluate_loaded` (0-shot) split between the processes of a distributed run: each
+    scores its share of the items (eval/shard.py); rank 0 gets the whole result, the other
+    ranks None. The same numbers as one process: every item keeps its index and is scored
+    alone (batch-invariant output types)."""
+    start = time.perf_counter()
+    records, pool, framing = task_items(task, limit, 0)
+    first, mine = shard.part(records)
+    gathered = shard.gather(_outputs(lm, task, mine, 0, pool, system, framing, first))
+    if gathered is None:
+        return None
+    return _result(lm, task, len(records), gathered, 0, system, None, start)
 
 
 def task_items(task: TaskConfig, limit: int | None = None, shots: int = 0

@@ -32,6 +32,8 @@ class PeftMethod:
     """Applied to the PeftModel after apply and load (a method's fix of peft behaviour)."""
     supports_checkpointing: bool = True
     """Whether train.gradient_checkpointing works with it."""
+    supports_packing: bool = True
+    """Whether data.packing keeps its examples apart (not when virtual tokens are shared)."""
 
     def apply(self, model: torch.nn.Module, options: Any) -> torch.nn.Module:
         check_dependencies()  # before peft is imported: an old peft fails at import

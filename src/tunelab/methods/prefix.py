@@ -73,4 +73,5 @@ def after_wrap(model: torch.nn.Module) -> torch.nn.Module:
 # Recomputing a block under gradient checkpointing appends the virtual tokens' keys to peft's
 # cache a second time (a size mismatch in attention), so prefix tuning trains without it.
 METHOD = register(PeftMethod("prefix", PrefixOptions, build_config, sweep_lr=1e-2,
-                             after_wrap=after_wrap, supports_checkpointing=False))
+                             after_wrap=after_wrap, supports_checkpointing=False,
+                             supports_packing=False))

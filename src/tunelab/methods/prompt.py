@@ -63,4 +63,4 @@ def build_config(options: PromptOptions, model: torch.nn.Module) -> Any:
 
 
 METHOD = register(PeftMethod("prompt", PromptOptions, build_config, sweep_lr=3e-2,
-                             after_wrap=peft_compat.patch))
+                             after_wrap=peft_compat.patch, supports_packing=False))

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from tunelab.config import ModelConfig
 from tunelab.errors import TunelabError
 from tunelab.models.builtin import BUILTIN_MODELS
+from tunelab.models.logits import shifted, summed_nll
 from tunelab.models.pretrained import (
     ensure_pad_token,
     load_pretrained,
@@ -161,6 +162,13 @@ class ModelKind(ABC):
         """Columns of the padded labels: the longest label sequence."""
         return max(len(ex.labels) for ex in examples)
 
+    packs: bool = False
+    """data.packing can lay its examples end to end in a row (`pack`)."""
+
+    def pack(self, examples: Sequence[TokenizedExample], pad_id: int, row_length: int) -> Batch:
+        """The examples end to end in rows of at most `row_length` tokens (kinds that pack)."""
+        raise TunelabError(f"data.packing: model.kind {self.name} is not packed; turn it off")
+
     # --- the loss --------------------------------------------------------------------------
     def uniform_loss(self, model: torch.nn.Module) -> float | None:
         """The per-target loss of a uniform output (ln of the vocabulary): where a destroyed
@@ -229,13 +237,45 @@ class CausalKind(LanguageModelKind):
     def label_width(self, examples: Sequence[TokenizedExample], width: int) -> int:
         return width  # labels align with input_ids
 
+    packs = True
+
+    def pack(self, examples: Sequence[TokenizedExample], pad_id: int, row_length: int) -> Batch:
+        """Rows of examples laid end to end (as few rows of at most max(row_length, the
+        longest example) tokens as fit, evened out: `balanced_rows`), right-padded to the
+        longest row. Position
+        ids restart at every example (and at the padding), which is how the model builds a
+        block-diagonal causal mask when no attention mask is given; each example's first
+        label is dropped, as the shift drops it in a row of its own."""
+        rows = balanced_rows([len(ex.input_ids) for ex in examples], row_length)
+        width = max(sum(len(examples[i].input_ids) for i in row) for row in rows)
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        positions = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, row in enumerate(rows):
+            start = 0
+            for i in row:
+                ex = examples[i]
+                n = len(ex.input_ids)
+                input_ids[r, start:start + n] = torch.tensor(ex.input_ids)
+                labels[r, start + 1:start + n] = torch.tensor(ex.labels[1:])
+                positions[r, start:start + n] = torch.arange(n)
+                start += n
+            positions[r, start:] = torch.arange(width - start)
+        return {"input_ids": input_ids, "labels": labels, "position_ids": positions}
+
     def loss_targets(self, batch: Batch) -> int:
         """Completion tokens after the shift (position t predicts token t+1)."""
         return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
     def loss(self, model: torch.nn.Module, batch: Batch, count: torch.Tensor) -> torch.Tensor:
-        """Causal LMs sum and divide by the step's tokens themselves (`num_items_in_batch`)."""
-        return model(**batch, num_items_in_batch=count).loss
+        """The completion tokens' summed NLL over `count`, projected onto the vocabulary only
+        at the positions that predict a completion token (models/logits.py)."""
+        return summed_nll(model, self.model_inputs(batch), shifted(batch["labels"])) / count
+
+    def model_inputs(self, batch: Batch) -> Batch:
+        """Without the labels, and without a cache: a packed batch's block-diagonal mask comes
+        from its position ids only when there is none."""
+        return {**super().model_inputs(batch), "use_cache": False}
 
     def split_share(self, examples: Sequence[TokenizedExample], labels: Sequence[str] | None) -> str:
         tokens = sum(len(e.input_ids) for e in examples)
@@ -345,6 +385,25 @@ def get_kind(name: str) -> ModelKind:
     if kind is None:
         raise TunelabError(f"model.kind '{name}': unknown; choose one of {', '.join(MODEL_KINDS)}")
     return kind
+
+
+def balanced_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Indices grouped into as few rows as fit max(capacity, longest) tokens each, the rows as
+    even as possible (so little padding is left when they are padded to the longest): longest
+    first, each into the currently shortest row (ties by index: a function of the lengths)."""
+    capacity = max(capacity, max(lengths))
+    order = sorted(range(len(lengths)), key=lambda k: (-lengths[k], k))
+    count = -(-sum(lengths) // capacity)
+    while True:
+        rows: list[list[int]] = [[] for _ in range(count)]
+        used = [0] * count
+        for i in order:
+            r = min(range(count), key=lambda k: (used[k], k))
+            rows[r].append(i)
+            used[r] += lengths[i]
+        if max(used) <= capacity:
+            return rows
+        count += 1
 
 
 def tokenize_example(rendered: PromptText, tokenizer: Any, max_length: int) -> TokenizedExample:

@@ -66,8 +66,8 @@ def write_run_report(run_dir: Path, config: Any, summary: dict[str, Any],
     robustness to noisy input and counterfactual bias (before vs after training)."""
     lines = [f"# {config.name}", "", "## Setup", ""]
     for key in ("method", "model", "trainable_parameters", "trainable_percent",
-                "size_on_disk_bytes", "steps", "train_seconds", "tokens_per_s", "peak_memory_mb",
-                "best_val_loss", "best_step", "stopped_early", "out_of_time"):
+                "size_on_disk_bytes", "steps", "train_seconds", "tokens_per_s", "tokens_seen",
+                "computed_tokens", "padding_share", "peak_memory_mb", "best_val_loss", "best_step", "stopped_early", "out_of_time"):
         value = summary.get(key)
         lines.append(f"- {key}: {f'{value:.4g}' if isinstance(value, float) else value}")
     lines += ["", "## Evaluations during training", "", _curve_table(summary, run_dir), ""]

@@ -43,6 +43,8 @@ class LoopState:
     best_step: int | None = None
     evals_without_improvement: int = 0
     tokens_seen: int = 0
+    computed_tokens: int = 0
+    """Positions the model computed for the tokens_seen real tokens: padding included."""
     stopped_early: bool = False
     out_of_time: bool = False
     train_seconds: float = 0.0

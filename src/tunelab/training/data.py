@@ -10,7 +10,7 @@ from typing import Any
 from tunelab.config import RunConfig, TrainTaskConfig
 from tunelab.data import Splits, get_template, load_splits
 from tunelab.data.mixture import TaskExamples, TrainingData, length_difficulty
-from tunelab.data.tokenize import TokenizedExample, tokenize_record
+from tunelab.data.tokenize import TokenizedExample, collator, tokenize_record
 from tunelab.data.training_tasks import augmented
 from tunelab.errors import TunelabError
 from tunelab.eval.loglikelihood import completion_nll
@@ -61,7 +61,7 @@ def prepare_data(config: RunConfig, lm: LoadedModel, tasks: list[TrainTaskConfig
         check_truncation(task, tokenized)
         examples.append(TaskExamples(task.name, tokenized, tokenize(splits.validation),
                                      loss_weight=task.loss_weight, weight=task.weight,
-                                     held_out=task.held_out))
+                                     held_out=task.held_out, collate=collator(task.data)))
         splits_by_task[task.name] = splits
     mixture = config.mixture if config.is_mixture else None
     if mixture is not None and mixture.order == "easy_to_hard":

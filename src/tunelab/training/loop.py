@@ -28,9 +28,10 @@ from tqdm.auto import tqdm
 
 from tunelab.config import TrainConfig
 from tunelab.data.batching import BatchPlan, MicroBatch
-from tunelab.data.mixture import TrainingData
-from tunelab.data.tokenize import TokenizedExample, collate
+from tunelab.data.mixture import TaskExamples, TrainingData
+from tunelab.data.tokenize import TokenizedExample
 from tunelab.errors import DivergedError, TunelabError
+from tunelab.memory import keep_mmap_threshold
 from tunelab.models.kinds import ModelKind
 from tunelab.training.checkpoint import (
     LoopState,
@@ -72,6 +73,14 @@ gradients and the optimizer state stay float32. Autocast per step, not accelerat
 mixed-precision state, so runs of different precision can follow each other in one process."""
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matrix products run natively: a GPU, or a CPU with avx512_bf16 / AMX
+    (oneDNN's check)."""
+    if device.type != "cpu":
+        return True
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
     """Non-reentrant checkpointing of the transformer blocks. The inputs' embeddings are made
     to require grad so that, when every base weight is frozen (LoRA, prompt tuning, ...), the
@@ -95,12 +104,17 @@ class Trainer:
     def __init__(self, model: torch.nn.Module, config: TrainConfig, data: TrainingData,
                  run_dir: Path):
         self.config, self.data, self.run_dir = config, data, run_dir
+        keep_mmap_threshold()  # freed activations go back to the system (tunelab/memory.py)
         if config.precision == "fp16" and not torch.cuda.is_available():
             raise TunelabError("train.precision fp16: needs a GPU; use bf16 on a CPU (or fp32)")
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(),
             log_with=build_trackers(config.report_to, run_dir, run_dir.name) or None)
         self.compute_dtype = COMPUTE_DTYPES[config.precision]
+        if self.compute_dtype is torch.bfloat16 and not native_bf16(self.accelerator.device):
+            print("tunelab: train.precision bf16: this CPU has no bf16 matrix instructions "
+                  "(avx512_bf16 / AMX), so bf16 matrix products are emulated and run several "
+                  "times slower than fp32 (benchmarks/precision_speed.py); fp32 is faster here")
         # fp16's small range needs loss scaling (GPU only); bf16 has float32's range
         self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
         if config.gradient_checkpointing:
@@ -113,7 +127,7 @@ class Trainer:
         (each task's metric in a mixture; the retention suite's scores: a forgetting curve)."""
         self.tasks = list(data.tasks)
         self.plan: BatchPlan = data.plan(config.batch_size, config.seed, config.grad_accum,
-                                         world, rank)
+                                         world, rank, config.group_by_length)
         self.has_validation = any(t.validation for t in self.tasks)
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
@@ -149,8 +163,10 @@ class Trainer:
         """This process's micro-batches of an epoch (a pure function of seed and epoch)."""
         return self.plan.epoch_batches(epoch)
 
-    def to_device(self, indices: list[int], examples: Sequence[TokenizedExample]) -> dict[str, torch.Tensor]:
-        batch = collate([examples[i] for i in indices], self.data.pad_id)
+    def to_device(self, indices: list[int], examples: Sequence[TokenizedExample],
+                  task: TaskExamples) -> dict[str, torch.Tensor]:
+        """The examples collated as their task says (padded or packed), on the device."""
+        batch = task.collate([examples[i] for i in indices], self.data.pad_id)
         return {k: v.to(self.accelerator.device) for k, v in batch.items()}
 
     @staticmethod
@@ -235,11 +251,17 @@ class Trainer:
         return state
 
     def _optimizer_step(self, group: list[MicroBatch]) -> tuple[float, int]:
-        batches = [(self.tasks[m.task].loss_weight, self.kind_of(m.indices, self.tasks[m.task].train),
-                    self.to_device(m.indices, self.tasks[m.task].train)) for m in group]
+        batches = []
+        total_tokens, computed = 0, 0  # real tokens (padding excluded); positions computed
+        for m in group:
+            task = self.tasks[m.task]
+            batch = self.to_device(m.indices, task.train, task)
+            batches.append((task.loss_weight, self.kind_of(m.indices, task.train), batch))
+            total_tokens += sum(len(task.train[i].input_ids) for i in m.indices)
+            computed += batch["input_ids"].numel()
         n_label = sum(kind.loss_targets(b) for _, kind, b in batches)
         n_label_t = self.step_targets(n_label)
-        total_loss, total_tokens = 0.0, 0
+        total_loss = 0.0
         for weight, kind, batch in batches:
             if weight == 0:
                 continue  # contributes nothing: no gradient, not even a zero one
@@ -251,8 +273,9 @@ class Trainer:
             loss = raw if weight == 1 else raw * weight
             self.accelerator.backward(self.scaler.scale(loss) if self.scaler else loss)
             total_loss += float(loss.detach())
-            total_tokens += int(batch["attention_mask"].sum())
-        total_loss, total_tokens = self.global_step_totals(total_loss, total_tokens)
+        total_loss, total_tokens, computed = self.global_step_totals(total_loss, total_tokens,
+                                                                     computed)
+        self.state.computed_tokens += computed
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         limit = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
@@ -287,15 +310,17 @@ class Trainer:
         every = self.accelerator.reduce(torch.tensor(float(local), device=device), "sum")
         return torch.clamp(every, min=1.0) / world
 
-    def global_step_totals(self, loss: float, tokens: int) -> tuple[float, int]:
-        """The step's loss (the mean of the processes' shares: the whole batch's loss) and
-        tokens over every process, so the log and the divergence check see the global step."""
+    def global_step_totals(self, loss: float, tokens: int, computed: int
+                           ) -> tuple[float, int, int]:
+        """The step's loss (the mean of the processes' shares: the whole batch's loss), real
+        tokens and computed positions over every process, so the log and the divergence
+        check see the global step."""
         if self.accelerator.num_processes == 1:
-            return loss, tokens
+            return loss, tokens, computed
         device = self.accelerator.device
-        both = self.accelerator.reduce(torch.tensor([loss, float(tokens)], device=device,
-                                                    dtype=torch.float64), "sum")
-        return float(both[0]) / self.accelerator.num_processes, int(both[1])
+        every = self.accelerator.reduce(torch.tensor([loss, float(tokens), float(computed)],
+                                                     device=device, dtype=torch.float64), "sum")
+        return float(every[0]) / self.accelerator.num_processes, int(every[1]), int(every[2])
 
     # --- divergence ------------------------------------------------------------------------
     MAX_SKIPS = 10
@@ -347,25 +372,34 @@ class Trainer:
     @torch.no_grad()
     def validation_sums(self) -> list[tuple[float, int]]:
         """(summed NLL, label tokens) of each task's validation completions (classifier:
-        summed cross-entropy, examples)."""
+        summed cross-entropy, examples). Several processes: batch k is scored by process
+        k mod world and the sums are added up over the processes."""
         self.model.eval()
+        # the model without DDP's wrapper: its forward broadcasts buffers, a collective that
+        # would wait forever for a process with fewer validation batches
+        model = self.accelerator.unwrap_model(self.model)
         sums = []
         size = self.config.batch_size
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
         for task in self.tasks:
             nll, count = 0.0, 0
-            for start in range(0, len(task.validation), size):
+            for start in range(rank * size, len(task.validation), size * world):
                 indices = list(range(start, min(start + size, len(task.validation))))
-                batch = self.to_device(indices, task.validation)
+                batch = self.to_device(indices, task.validation, task)
                 kind = self.kind_of(indices, task.validation)
                 n = kind.loss_targets(batch)
                 if n == 0:
                     continue
                 with self.autocast():
-                    nll += float(kind.loss(self.model, batch, torch.tensor(n))) * n
+                    nll += float(kind.loss(model, batch, torch.tensor(n))) * n
                 count += n
             sums.append((nll, count))
         self.model.train()
-        return sums
+        if world == 1:
+            return sums
+        every = self.accelerator.reduce(torch.tensor(sums, dtype=torch.float64,
+                                                     device=self.accelerator.device), "sum")
+        return [(float(nll), int(count)) for nll, count in every.tolist()]
 
     def overall_loss(self, sums: list[tuple[float, int]]) -> float:
         """Token-weighted mean NLL over the trained tasks' validation tokens, each task's tokens

@@ -29,12 +29,13 @@ from tunelab.config import RunConfig, TaskConfig, TrainTaskConfig, load_run_conf
 from tunelab.data.mixture import MixturePlan
 from tunelab.data.training_tasks import evaluation_task, run_task, training_tasks
 from tunelab.errors import TunelabError
-from tunelab.eval.runner import EvalResult, evaluate_loaded, write_result
+from tunelab.eval.runner import EvalResult, evaluate_loaded, evaluate_shared, write_result
+from tunelab.eval.shard import Shard
 from tunelab.eval.tasks import check_task, check_task_data
 from tunelab.html_report import write_html_report
 from tunelab.methods import get_method, trainable_parameters
 from tunelab.methods.base import ParameterCount, directory_size, parse_options
-from tunelab.models import LoadedModel, load_model
+from tunelab.models import LoadedModel, get_kind, load_model
 from tunelab.report.markdown import write_run_report
 from tunelab.report.tables import retention_table
 from tunelab.robustness import RunRobustness
@@ -90,6 +91,13 @@ def _train(config: RunConfig, resume: bool, evaluate_after: bool) -> TrainResult
     run_dir = config.run_dir
     method = get_method(config.method["name"])
     options = parse_options(method, config.method)
+    packed = [t for t in training_tasks(config) if t.data.packing]
+    if packed and not get_kind(config.model.kind).packs:
+        raise TunelabError(f"data.packing: model.kind {config.model.kind} trains on padded "
+                           "batches; packing is for causal models; turn it off")
+    if packed and not getattr(method, "supports_packing", True):
+        raise TunelabError(f"data.packing: not with method {method.name} (its virtual tokens "
+                           "would be shared by every example of a packed row); turn it off")
     if config.train.gradient_checkpointing and not getattr(method, "supports_checkpointing", True):
         raise TunelabError(f"train.gradient_checkpointing: not with method {method.name} "
                            "(peft's prefix cache is extended twice when a block is "
@@ -131,7 +139,11 @@ def _train(config: RunConfig, resume: bool, evaluate_after: bool) -> TrainResult
     start = time.perf_counter()
     state = trainer.fit()
     seconds = time.perf_counter() - start
-    if not trainer.accelerator.is_main_process:  # several processes: rank 0 alone writes
+    shard = Shard.of(trainer.accelerator)  # several processes: each scores a share
+    if not trainer.accelerator.is_main_process:  # rank 0 alone writes
+        if evaluate_after:
+            lm.model = trainer.accelerator.unwrap_model(trainer.model)
+            evaluate_tasks(lm, config, tasks, prepared, shard)
         return TrainResult(run_dir, {}, None, {}, [], True)
 
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -146,7 +158,7 @@ def _train(config: RunConfig, resume: bool, evaluate_after: bool) -> TrainResult
         summary["mixture"] = mixture_summary(trainer.plan, trainer, config, state)
 
     lm.model = model
-    evaluations = evaluate_tasks(lm, config, tasks, prepared) if evaluate_after else {}
+    evaluations = evaluate_tasks(lm, config, tasks, prepared, shard) if evaluate_after else {}
     evaluation = None if config.is_mixture else evaluations.get(config.name)
     if config.is_mixture and evaluate_after:
         summary["test_scores"] = {name: r.scores for name, r in evaluations.items()}
@@ -249,15 +261,20 @@ def task_metric_hook(lm: LoadedModel, tasks: list[TrainTaskConfig], prepared: Pr
 
 
 def evaluate_tasks(lm: LoadedModel, config: RunConfig, tasks: list[TrainTaskConfig],
-                   prepared: PreparedData) -> dict[str, EvalResult]:
+                   prepared: PreparedData, shard: Shard | None = None) -> dict[str, EvalResult]:
     """Score the fine-tuned model on every task's test split: eval/fine-tuned/ for a single
-    task, eval/fine-tuned/<task>/ for each task of a mixture."""
+    task, eval/fine-tuned/<task>/ for each task of a mixture. Several processes: each scores
+    its share and rank 0 writes the whole (the other ranks get {})."""
     results = {}
     for task in tasks:
         if not task.eval.metrics or not prepared.splits[task.name].test:
             continue
-        result = evaluate_loaded(lm, evaluation_task(task, config, "test"), "fine-tuned",
-                                 shots=0, limit=config.eval.limit or task.eval.limit)
+        limit = config.eval.limit or task.eval.limit
+        evaluated = evaluation_task(task, config, "test")
+        result = evaluate_loaded(lm, evaluated, "fine-tuned", shots=0, limit=limit) \
+            if shard is None else evaluate_shared(lm, evaluated, "fine-tuned", shard, limit)
+        if result is None:  # not rank 0: its share went to rank 0
+            continue
         out = config.run_dir / "eval" / "fine-tuned"
         write_result(result, out / task.name if config.is_mixture else out)
         results[task.name] = result
@@ -298,6 +315,9 @@ def training_summary(config: RunConfig, counts: ParameterCount, size_on_disk: in
         "steps": state.step,
         "train_seconds": seconds,
         "tokens_seen": state.tokens_seen,
+        "computed_tokens": state.computed_tokens,
+        "padding_share": (1 - state.tokens_seen / state.computed_tokens
+                          if state.computed_tokens else None),
         "tokens_per_s": (sum(h["tokens_per_s"] for h in logged) / len(logged)) if logged else None,
         "peak_memory_mb": peak_memory_mb(),
         "best_val_loss": state.best_val_loss,

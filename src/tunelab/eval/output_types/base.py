@@ -89,6 +89,8 @@ class Request:
     system: str = ""
     framing: Framing | None = None
     """Preamble and separator (default: `Framing.of(task)`)."""
+    first_index: int = 0
+    """The split index of records[0] (a process's share of a split: eval/shard.py)."""
 
     @property
     def context_limit(self) -> int:
@@ -107,7 +109,7 @@ class Request:
     def shots_for(self, index: int, record: Record) -> list[Record]:
         """The in-context examples of item `index` (never the item itself)."""
         same_split = self.task.shot_split() == self.task.split
-        return choose_shots(self.pool, self.shots, self.task.shot_seed(), index,
+        return choose_shots(self.pool, self.shots, self.task.shot_seed(), self.first_index + index,
                             self.task.fewshot.sampler, exclude=record if same_split else None)
 
 
