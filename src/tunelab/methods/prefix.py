@@ -66,12 +66,41 @@ def fix_uncached_generation(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def recomputable_prefix(model: torch.nn.Module) -> torch.nn.Module:
+    """While training, the prefix cache peft builds for a forward pass is read, never extended:
+    each layer's `update` returns prefix + the new keys/values without storing them. A block
+    recomputed by gradient checkpointing then sees the same prefix again (peft's cache would
+    hold the first pass's keys too: a size mismatch). Nothing reads the extended cache of a
+    training forward (use_cache is off); generation keeps peft's cache as it is."""
+    # (transformers' checkpointed layers drop a cache unless told they may keep it, below)
+    get_prompt = getattr(model, "get_prompt", None)
+    if get_prompt is None:
+        return model
+
+    def prompt(*args: Any, **kwargs: Any) -> Any:
+        cache = get_prompt(*args, **kwargs)
+        if model.training and torch.is_grad_enabled() and hasattr(cache, "layers"):
+            def update(keys: torch.Tensor, values: torch.Tensor, layer_idx: int,
+                       *rest: Any, **options: Any) -> tuple[torch.Tensor, torch.Tensor]:
+                layer = cache.layers[layer_idx]
+                return (torch.cat([layer.keys, keys], dim=-2),
+                        torch.cat([layer.values, values], dim=-2))
+
+            cache.update = update
+        return cache
+
+    model.get_prompt = prompt  # type: ignore[method-assign]
+    # transformers' checkpointed layers drop a cache (it would be extended twice); this one is
+    # never extended while training, so the layers may keep it and see the prefix
+    for module in model.modules():
+        if hasattr(module, "_can_checkpoint_with_cache"):
+            module._can_checkpoint_with_cache = True
+    return model
+
+
 def after_wrap(model: torch.nn.Module) -> torch.nn.Module:
-    return fix_uncached_generation(peft_compat.patch(model))
+    return recomputable_prefix(fix_uncached_generation(peft_compat.patch(model)))
 
 
-# Recomputing a block under gradient checkpointing appends the virtual tokens' keys to peft's
-# cache a second time (a size mismatch in attention), so prefix tuning trains without it.
 METHOD = register(PeftMethod("prefix", PrefixOptions, build_config, sweep_lr=1e-2,
-                             after_wrap=after_wrap, supports_checkpointing=False,
-                             supports_packing=False))
+                             after_wrap=after_wrap, supports_packing=False))

@@ -99,9 +99,8 @@ def _train(config: RunConfig, resume: bool, evaluate_after: bool) -> TrainResult
         raise TunelabError(f"data.packing: not with method {method.name} (its virtual tokens "
                            "would be shared by every example of a packed row); turn it off")
     if config.train.gradient_checkpointing and not getattr(method, "supports_checkpointing", True):
-        raise TunelabError(f"train.gradient_checkpointing: not with method {method.name} "
-                           "(peft's prefix cache is extended twice when a block is "
-                           "recomputed); turn it off for this method")
+        raise TunelabError(f"train.gradient_checkpointing: not with method {method.name}; "
+                           "turn it off for this method")
     tasks = training_tasks(config)  # checked before any loading
     for task in tasks:  # every metric name, before any loading (not after training)
         if task.eval.metrics:
