@@ -61,12 +61,11 @@ DATA = {
 TUNELAB_VARIANTS = {
     "tunelab": [],
     "tunelab packed": ["data.packing=true", "train.group_by_length=true"],
-    "tunelab glibc-malloc": ["env:TUNELAB_MALLOC=default"],
+    "tunelab lean-malloc": ["env:TUNELAB_MALLOC=lean"],
     "tunelab checkpointed": ["train.gradient_checkpointing=true"],
 }
 """tunelab runs: label -> extra overrides (`env:NAME=VALUE` entries set the environment
-instead: glibc-malloc leaves glibc's growing mmap threshold alone, as the peers have it,
-src/tunelab/memory.py). A variant whose options this tunelab does not have (the config rejects
+instead: lean-malloc holds glibc's mmap threshold, src/tunelab/memory.py). A variant whose options this tunelab does not have (the config rejects
 them) is skipped with a note."""
 
 
