@@ -2,11 +2,11 @@
 SFTTrainer, on the built-in model with the same examples in the same micro-batches.
 
     python benchmarks/train_speed.py [--steps 6] [--methods lora,full] [--data short,long]
-        [--systems tunelab,bare,hf,trl] [--sweep] [--json OUT]
+        [--systems tunelab,bare,hf,trl,trl-bf16] [--sweep] [--json OUT]
 
-Every system trains in its own fresh process (so peak RSS is its own), float32, seed 0, the
-micro-batches of tunelab's batch plan in tunelab's order, AdamW at a constant learning rate
-(LoRA 4e-4, full 5e-5), no warmup, no weight decay, gradient clipping at 1.0:
+Every system trains in its own fresh process (so peak RSS is its own), float32 unless its
+name says bf16, seed 0, the micro-batches of tunelab's batch plan in tunelab's order, AdamW
+at a constant learning rate (LoRA 4e-4, full 5e-5), no warmup, no weight decay, gradient clipping at 1.0:
 
 - tunelab: `tunelab train` on the quickstart config (one run per entry of TUNELAB_VARIANTS
   whose options this tunelab has), read back from train_log.jsonl (log_every=1).
@@ -16,6 +16,8 @@ micro-batches of tunelab's batch plan in tunelab's order, AdamW at a constant le
 - trl: `trl.SFTTrainer` on pre-tokenised `input_ids` + `completion_mask`, padding-free and
   completion-only loss (its own fused, chunked LM-head loss), sequential order. HF and TRL
   keep their default optimizer (fused AdamW) and their own progress bar and logging.
+- trl-bf16: the same SFTTrainer with `bf16=True` (accelerate's bf16 autocast; weights stay
+  float32), next to tunelab's `bf16` variants (`train.precision=bf16`).
 
 short = the quickstart's builtin:movie_sentiment (chat template, max_length 256); long =
 builtin:news (news articles as completions, max_length 512). LoRA is r 16, alpha 32, dropout
@@ -45,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "src" / "tunelab" / "configs" / "quickstart.yaml"
-SYSTEMS = ("tunelab", "bare", "hf", "trl")
+SYSTEMS = ("tunelab", "bare", "hf", "trl", "trl-bf16")
 LR = {"lora": 4e-4, "full": 5e-5}
 """Constant learning rate of each method (tunelab's sweep defaults), the same for every system."""
 METHODS = {
@@ -63,6 +65,9 @@ TUNELAB_VARIANTS = {
     "tunelab packed": ["data.packing=true", "train.group_by_length=true"],
     "tunelab lean-malloc": ["env:TUNELAB_MALLOC=lean"],
     "tunelab checkpointed": ["train.gradient_checkpointing=true"],
+    "tunelab bf16": ["train.precision=bf16"],
+    "tunelab packed bf16": ["data.packing=true", "train.group_by_length=true",
+                            "train.precision=bf16"],
 }
 """tunelab runs: label -> extra overrides (`env:NAME=VALUE` entries set the environment
 instead: lean-malloc holds glibc's mmap threshold, src/tunelab/memory.py). A variant whose options this tunelab does not have (the config rejects
@@ -223,14 +228,14 @@ def ordered_rows(inputs: dict[str, Any], row: Any) -> Any:
     return datasets.Dataset.from_list([row(examples[i]) for b in inputs["batches"] for i in b])
 
 
-def trainer_args(inputs: dict[str, Any], out: str) -> dict[str, Any]:
+def trainer_args(inputs: dict[str, Any], out: str, bf16: bool = False) -> dict[str, Any]:
     train = inputs["config"].train
     return {"output_dir": out, "per_device_train_batch_size": train.batch_size,
             "max_steps": len(inputs["batches"]), "learning_rate": train.lr,
             "lr_scheduler_type": "constant", "warmup_steps": 0, "weight_decay": 0.0,
             "max_grad_norm": train.max_grad_norm, "logging_steps": 1, "report_to": [],
             "save_strategy": "no", "dataloader_num_workers": 0, "use_cpu": True,
-            "seed": train.seed, "bf16": False, "fp16": False, "gradient_checkpointing": False}
+            "seed": train.seed, "bf16": bf16, "fp16": False, "gradient_checkpointing": False}
 
 
 def sequential(base: type) -> type:
@@ -298,7 +303,7 @@ def run_hf(inputs: dict[str, Any]) -> dict[str, Any]:
             "optim": getattr(trainer.args.optim, "value", str(trainer.args.optim))}
 
 
-def run_trl(inputs: dict[str, Any]) -> dict[str, Any]:
+def run_trl(inputs: dict[str, Any], bf16: bool = False) -> dict[str, Any]:
     from trl import SFTConfig, SFTTrainer
 
     dataset = ordered_rows(inputs, lambda ex: {
@@ -313,7 +318,7 @@ def run_trl(inputs: dict[str, Any]) -> dict[str, Any]:
         # the examples would attend to each other). On a CPU TRL's fused LM head projects every
         # position (it keeps only the labelled ones on Triton devices). max_length None: the
         # examples are tunelab's, already cut to data.max_length.
-        config = SFTConfig(**trainer_args(inputs, out), padding_free=True,
+        config = SFTConfig(**trainer_args(inputs, out, bf16), padding_free=True,
                            completion_only_loss=True, max_length=None, shuffle_dataset=False)
         trainer = sequential(SFTTrainer)(model=inputs["model"], args=config,
                                          train_dataset=dataset,
@@ -334,7 +339,9 @@ def worker(system: str, method: str, data: str, steps: int, out: Path) -> None:
     start = time.perf_counter()
     inputs = load_inputs(method, data, steps)
     load_seconds = time.perf_counter() - start
-    result = {"bare": run_bare, "hf": run_hf, "trl": run_trl}[system](inputs)
+    peers = {"bare": run_bare, "hf": run_hf, "trl": run_trl,
+             "trl-bf16": lambda given: run_trl(given, bf16=True)}  # accelerate's bf16 autocast
+    result = peers[system](inputs)
     result.update(tokens=inputs["tokens"], batches=inputs["batches"], load_seconds=load_seconds,
                   peak_rss_mb=peak_rss_mb())
     out.write_text(json.dumps(result))
@@ -484,12 +491,17 @@ def report(runs: list[dict[str, Any]]) -> None:
         if not ours:
             continue
         best = max(ours, key=lambda r: r["tokens_per_s"])
-        for peer in ("trl", "hf", "bare"):
+        fp32 = [r for r in ours if "bf16" not in r["system"]]
+        best_fp32 = max(fp32, key=lambda r: r["tokens_per_s"]) if fp32 else None
+        for peer in ("trl-bf16", "trl", "hf", "bare"):
             other = next((r for r in rows if r["system"] == peer), None)
-            if other is not None:
-                print(f"  {data} {method}: {best['system']} vs {peer}: tokens/s "
-                      f"x{best['tokens_per_s'] / other['tokens_per_s']:.2f}, peak RSS "
-                      f"x{best['peak_rss_mb'] / other['peak_rss_mb']:.2f}")
+            # and float32 against float32 (a peer's default precision)
+            mine = [best] + ([best_fp32] if best_fp32 not in (None, best)
+                             and "bf16" not in peer else [])
+            for r in mine if other is not None else []:
+                print(f"  {data} {method}: {r['system']} vs {peer}: tokens/s "
+                      f"x{r['tokens_per_s'] / other['tokens_per_s']:.2f}, peak RSS "
+                      f"x{r['peak_rss_mb'] / other['peak_rss_mb']:.2f}")
 
 
 # --- the sweep --------------------------------------------------------------------------------

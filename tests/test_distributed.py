@@ -76,6 +76,18 @@ def torchrun(folder: Path, args: list[str]) -> subprocess.CompletedProcess:
         env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+def accelerate_launch(folder: Path, args: list[str], example: str) -> subprocess.CompletedProcess:
+    """`accelerate launch --config_file examples/distributed/EXAMPLE ...`."""
+    script = folder / "launch.py"
+    script.write_text(LAUNCHER)
+    name, example = example, Path(__file__).resolve().parent.parent / "examples" / "distributed"
+    return subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+         str(example / name), "--main_process_port", str(free_port()),
+         str(script), *args], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
 @pytest.mark.parametrize("extra", [None, MIXTURE, CLASSIFIER],
                          ids=["single task", "mixture", "classifier"])
 def test_two_processes_equal_one_with_the_same_global_batch(tiny_llama: Path, tmp_path: Path,
@@ -91,6 +103,10 @@ def test_two_processes_equal_one_with_the_same_global_batch(tiny_llama: Path, tm
     two_config = str(config(tmp_path / "two", tiny_llama, 4, extra=extra))
     if extra is None:  # the shortcut: tunelab train --nproc 2 (torchrun underneath)
         assert main(["train", two_config, "--nproc", "2"]) == 0
+    elif extra is MIXTURE:  # accelerate launch with the example config
+        done = accelerate_launch(tmp_path / "two", ["train", two_config, *no_eval],
+                                 "accelerate_cpu_ddp.yaml")
+        assert done.returncode == 0, done.stderr[-3000:]
     else:
         done = torchrun(tmp_path / "two", ["train", two_config, *no_eval])
         assert done.returncode == 0, done.stderr[-3000:]
@@ -112,6 +128,8 @@ def test_two_processes_equal_one_with_the_same_global_batch(tiny_llama: Path, tm
             if key in a:
                 assert a[key] == pytest.approx(b[key], rel=1e-5), (key, a, b)
     assert sum(r.get("tokens_per_s", 0) > 0 for r in logs[1]) == 6
+    placement = json.loads((two / "summary.json").read_text())["placement"]
+    assert placement["processes"] == 2 and placement["layout"] == "replicated"
     if extra is MIXTURE:
         return
     scored = [json.loads((run / "eval" / "fine-tuned" / "metrics.json").read_text())
@@ -125,9 +143,13 @@ def test_two_processes_equal_one_with_the_same_global_batch(tiny_llama: Path, tm
         [(r["input"], r["prediction"]) for r in rows[1]]
 
 
-def test_resume_of_a_two_process_run_killed_mid_save(tiny_llama: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
+def test_resume_of_a_two_process_run_killed_mid_save(tiny_llama: Path, tmp_path: Path,
+                                                     fsdp: bool) -> None:
     """Rank 0 is SIGKILLed inside its second checkpoint save (torchrun then stops rank 1);
-    `--resume` under torchrun ends where the uninterrupted one-process run ends."""
+    `--resume` under torchrun ends where the uninterrupted one-process run ends. With FSDP
+    the checkpoint holds whole tensors gathered from both shards and is sharded again on
+    load (weights and Adam's moments)."""
     from test_faults import KILLER
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
@@ -135,6 +157,7 @@ def test_resume_of_a_two_process_run_killed_mid_save(tiny_llama: Path, tmp_path:
     path = config(tmp_path / "two", tiny_llama, 4)
     text = yaml.safe_load(path.read_text())
     text["train"]["save_every"] = 2
+    text["train"]["fsdp"] = fsdp
     path.write_text(yaml.safe_dump(text))
     killer = tmp_path / "two" / "killer.py"
     killer.write_text("import os\nif os.environ.get('RANK') != '0':\n"
@@ -155,3 +178,83 @@ def test_resume_of_a_two_process_run_killed_mid_save(tiny_llama: Path, tmp_path:
     wb = load_file(str(run / "adapter" / "adapter_model.safetensors"))
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) <= 1e-4
     assert any(torch.count_nonzero(wb[k]) for k in wb if "lora_B" in k)
+
+
+def edited(path: Path, method: dict, **train: object) -> Path:
+    text = yaml.safe_load(path.read_text())
+    text["method"] = method
+    text["train"].update(train)
+    path.write_text(yaml.safe_dump(text))
+    return path
+
+
+def trained_weights(run: Path) -> dict[str, torch.Tensor]:
+    folder = run / ("adapter" if (run / "adapter").is_dir() else "model")
+    return load_file(str(next(folder.glob("*.safetensors"))))
+
+
+@pytest.mark.parametrize("method", [{"name": "lora", "r": 4, "dropout": 0.0}, {"name": "full"}],
+                         ids=["lora", "full"])
+def test_fsdp_on_two_processes_equals_one_process(tiny_llama: Path, tmp_path: Path,
+                                                  method: dict) -> None:
+    """train.fsdp: every process holds half the weights while training (summary.json's
+    placement), and the run ends where one process with the whole batch ends: the trained
+    weights, the losses, the validation losses (lockstep, rank 1 runs a filler pass) and the
+    test split's scores. Gradients are clipped at every step (max_grad_norm far below their
+    norm), so the norm must be taken over both shards for the weights to agree."""
+    runs = {}
+    for name, size in (("one", 8), ("two", 4)):
+        (tmp_path / name).mkdir()
+        runs[name] = edited(config(tmp_path / name, tiny_llama, size), method, fsdp=True,
+                            max_grad_norm=0.01, lr=1e-2 if method["name"] == "lora" else 1e-3)
+    assert main(["train", str(runs["one"])]) == 0
+    if method["name"] == "lora":  # accelerate launch with the example config
+        done = accelerate_launch(tmp_path / "two", ["train", str(runs["two"])],
+                                 "accelerate_cpu_fsdp.yaml")
+    else:
+        done = torchrun(tmp_path / "two", ["train", str(runs["two"])])
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = (tmp_path / "one" / "runs" / "run", tmp_path / "two" / "runs" / "run")
+    wa, wb = trained_weights(one), trained_weights(two)
+    assert set(wa) == set(wb)
+    if method["name"] == "full":  # the weights moved from the base model's
+        from transformers import AutoModelForCausalLM
+        base = AutoModelForCausalLM.from_pretrained(tiny_llama).state_dict()
+        moved = max(float((wa[k] - base[k]).abs().max()) for k in wa)
+    else:
+        moved = max(float(wa[k].abs().max()) for k in wa if "lora_B" in k)
+    worst = max(float((wa[k] - wb[k]).abs().max()) for k in wa)
+    assert moved > 100 * max(worst, 1e-6), (moved, worst)
+    assert worst <= 1e-4, worst  # float32 summation order (see the DDP test)
+    summaries = [json.loads((run / "summary.json").read_text()) for run in (one, two)]
+    total = summaries[0]["total_parameters"]
+    assert summaries[0]["placement"] == {"layout": "replicated", "processes": 1,
+                                         "parameters_per_process": total}
+    assert summaries[1]["placement"]["layout"] == "fsdp"
+    assert summaries[1]["placement"]["parameters_per_process"] <= 0.55 * total
+    logs = [[json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+            for run in (one, two)]
+    assert sum("val_loss" in r for r in logs[0]) == 2
+    for a, b in zip(*logs, strict=True):
+        for key in ("loss", "val_loss"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-5), (key, a, b)
+    scored = [json.loads((run / "eval" / "fine-tuned" / "metrics.json").read_text())
+              for run in (one, two)]
+    assert scored[0]["n"] == scored[1]["n"] == 8
+    assert scored[0]["scores"] == pytest.approx(scored[1]["scores"], abs=1e-9)
+
+
+def test_fsdp_refuses_a_method_with_weights_outside_the_base_model(tiny_llama: Path,
+                                                                    tmp_path: Path) -> None:
+    """Prompt tuning's virtual token embeddings live in peft's wrapper, outside the sharded
+    base model: one line naming the option, exit code 2 on both processes, no run left."""
+    path = edited(config(tmp_path, tiny_llama, 4), {"name": "prompt", "num_virtual_tokens": 4},
+                  fsdp=True)
+    done = torchrun(tmp_path, ["train", str(path)])
+    assert done.returncode != 0
+    # each process prints its line (they may interleave on the shared stderr)
+    assert done.stderr.count("tunelab: error: train.fsdp: the method trains weights outside "
+                             "the base model (prompt_encoder") == 2, done.stderr[-2000:]
+    assert "exitcode  : 2" in done.stderr
+    assert not (tmp_path / "runs" / "run").exists()

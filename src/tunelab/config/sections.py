@@ -282,6 +282,11 @@ class TrainConfig(Checked):
     """Compute precision: bf16 or fp16 run the forward and backward passes under autocast
     (accelerate's mixed precision; bf16 on CPUs with bf16 support and on GPUs, fp16 on GPUs);
     trainable weights and the optimizer state stay float32."""
+    fsdp: bool = False
+    """With several processes, shard the weights, gradients and optimizer state over them
+    (torch FSDP2, one unit per transformer block) instead of a whole copy in each (DDP). The
+    same numbers as DDP and as one process; for models whose training state does not fit one
+    device. Not for prompt and prefix tuning (their weights live outside the base model)."""
     group_by_length: bool = False
     """Micro-batches of examples of similar length (less padding): each epoch's seeded
     permutation is cut into windows of 50 micro-batches, each window sorted by length and cut,

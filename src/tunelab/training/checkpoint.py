@@ -30,6 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tunelab.errors import TunelabError
+from tunelab.training.parallel import Replicated
 
 
 @dataclass
@@ -59,17 +60,6 @@ class LoopState:
     task_examples: dict[str, int] = field(default_factory=dict)
     """Training examples drawn from each task so far (multi-task runs)."""
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, tensor in state.items():
-            params[name].copy_(tensor)
 
 
 def recover(target: Path) -> None:
@@ -104,16 +94,18 @@ def write_atomically(target: Path, write: Any) -> None:
 
 def save_checkpoint(
     target: Path,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    weights: dict[str, torch.Tensor],
+    optimizer_state: dict[str, Any],
     scheduler: Any,
     state: LoopState,
 ) -> None:
+    """Write a checkpoint of the trainable weights and optimizer state (whole tensors: what
+    the run's layout gathered, training/parallel.py)."""
     def write(tmp: Path) -> None:
-        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        save_file(weights, str(tmp / "trainable.safetensors"))
         torch.save(
             {
-                "optimizer": optimizer.state_dict(),
+                "optimizer": optimizer_state,
                 "scheduler": scheduler.state_dict(),
                 "rng": rng_state(),
             },
@@ -124,8 +116,8 @@ def save_checkpoint(
     write_atomically(target, write)
 
 
-def save_weights_only(target: Path, model: torch.nn.Module) -> None:
-    write_atomically(target, lambda tmp: save_file(trainable_state(model), str(tmp / "trainable.safetensors")))
+def save_weights_only(target: Path, weights: dict[str, torch.Tensor]) -> None:
+    write_atomically(target, lambda tmp: save_file(weights, str(tmp / "trainable.safetensors")))
 
 
 def rng_state() -> dict[str, Any]:
@@ -151,8 +143,10 @@ def load_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
+    layout: Replicated,
 ) -> LoopState:
-    """Restore a checkpoint; a truncated, corrupt or foreign one is a one-line error."""
+    """Restore a checkpoint into the model as `layout` lays it out; a truncated, corrupt or
+    foreign one is a one-line error."""
     recover(source)
     where = f"--resume: {source}"
     try:
@@ -177,8 +171,8 @@ def load_checkpoint(
                            "(delete the run directory first)") from None
     try:
         loop = LoopState(**json.loads((source / "loop_state.json").read_text()))
-        load_trainable_state(model, weights)
-        optimizer.load_state_dict(extra["optimizer"])
+        layout.load_trainable_state(model, weights)
+        layout.load_optimizer_state(optimizer, extra["optimizer"])
         scheduler.load_state_dict(extra["scheduler"])
         set_rng_state(extra["rng"])
     except (OSError, KeyError, TypeError, ValueError) as err:

@@ -36,11 +36,11 @@ from tunelab.models.kinds import ModelKind
 from tunelab.training.checkpoint import (
     LoopState,
     load_checkpoint,
-    load_trainable_state,
     recover,
     save_checkpoint,
     save_weights_only,
 )
+from tunelab.training.parallel import layout
 from tunelab.training.schedule import make_scheduler
 from tunelab.training.trackers import build_trackers, hyperparameters, scalars
 
@@ -122,8 +122,14 @@ class Trainer:
         if config.report_to:
             self.accelerator.init_trackers(run_dir.name, hyperparameters(asdict(config)))
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        self.layout = layout(config.fsdp, world)
+        """How the model lies over the processes (training/parallel.py): replicated, or
+        sharded with FSDP (train.fsdp)."""
+        model = self.layout.shard(model)
+        self.placement = self.layout.placement(model, world)
         self.eval_hooks: list[Callable[[torch.nn.Module], dict[str, Any]]] = []
-        """Called with the unwrapped model at every evaluation; their dicts join the log record
+        """Called at every evaluation with the model a process runs (the sharded one under
+        FSDP, which every process runs in lockstep); their dicts join the log record
         (each task's metric in a mixture; the retention suite's scores: a forgetting curve)."""
         self.tasks = list(data.tasks)
         self.plan: BatchPlan = data.plan(config.batch_size, config.seed, config.grad_accum,
@@ -148,7 +154,7 @@ class Trainer:
                 f"batch_size {config.batch_size} x grad_accum {config.grad_accum}); raise "
                 "train.epochs or set train.max_steps")
         scheduler = make_scheduler(optimizer, self.total_steps, config.warmup_ratio, config.schedule)
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.model, self.optimizer = self.layout.prepare(self.accelerator, model, optimizer)
         self.scheduler = scheduler
         self.state = LoopState()
         self.consecutive_skips = 0
@@ -182,8 +188,8 @@ class Trainer:
             print(f"tunelab: --resume: no checkpoint in {last} yet; starting again from step 0")
             self._rewrite_log()
             return
-        self.state = load_checkpoint(last, self.accelerator.unwrap_model(self.model),
-                                     self.optimizer, self.scheduler)  # names without DDP's "module."
+        self.state = load_checkpoint(last, self.local_model(), self.optimizer, self.scheduler,
+                                     self.layout)  # names without DDP's "module."
         self._rewrite_log()
 
     def _rewrite_log(self) -> None:
@@ -245,6 +251,8 @@ class Trainer:
         if self.has_validation and not state.stopped_early and not evaluated_now:
             self._evaluate_and_checkpoint()
         self._save_last()
+        self.model = self.layout.plain(self.accelerator, self.model)
+        self.layout = layout(False, 1)  # the plain model: every process holds all of it
         self._restore_best()
         if self.config.report_to:
             self.accelerator.end_training()
@@ -279,7 +287,7 @@ class Trainer:
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         limit = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
-        norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), limit))
+        norm = self.layout.clip_grad_norm(self.accelerator, self.model.parameters(), limit)
         if self.scaler is not None:  # fp16: inf/nan gradients are the scaler's to skip
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -375,24 +383,27 @@ class Trainer:
         summed cross-entropy, examples). Several processes: batch k is scored by process
         k mod world and the sums are added up over the processes."""
         self.model.eval()
-        # the model without DDP's wrapper: its forward broadcasts buffers, a collective that
-        # would wait forever for a process with fewer validation batches
-        model = self.accelerator.unwrap_model(self.model)
+        model = self.local_model()
         sums = []
         size = self.config.batch_size
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
         for task in self.tasks:
             nll, count = 0.0, 0
-            for start in range(rank * size, len(task.validation), size * world):
+            starts = list(range(0, len(task.validation), size))
+            rounds = -(-len(starts) // world)  # lockstep: the same number of passes everywhere
+            mine = starts[rank::world]
+            for i in range(rounds if self.layout.lockstep else len(mine)):
+                start = mine[i] if i < len(mine) else 0  # a filler pass, not counted
                 indices = list(range(start, min(start + size, len(task.validation))))
                 batch = self.to_device(indices, task.validation, task)
                 kind = self.kind_of(indices, task.validation)
                 n = kind.loss_targets(batch)
-                if n == 0:
+                if n == 0 and not self.layout.lockstep:
                     continue
                 with self.autocast():
-                    nll += float(kind.loss(model, batch, torch.tensor(n))) * n
-                count += n
+                    loss = float(kind.loss(model, batch, torch.tensor(max(n, 1)))) * n
+                if i < len(mine):
+                    nll, count = nll + loss, count + n
             sums.append((nll, count))
         self.model.train()
         if world == 1:
@@ -421,8 +432,10 @@ class Trainer:
         if improved:
             state.best_val_loss, state.best_step = val_loss, state.step
             state.evals_without_improvement = 0
-            if self.accelerator.is_main_process:
-                save_weights_only(self.checkpoints / "best", self.accelerator.unwrap_model(self.model))
+            parts = self.layout.checkpoint(self.local_model(), None,
+                                           self.accelerator.is_main_process)
+            if parts is not None:
+                save_weights_only(self.checkpoints / "best", parts[0])
         else:
             state.evals_without_improvement += 1
             patience = self.config.early_stopping_patience
@@ -434,21 +447,30 @@ class Trainer:
             record["val_loss_by_task"] = {t.name: (nll / count if count else None)
                                           for t, (nll, count) in zip(self.tasks, sums, strict=True)}
         for hook in self.eval_hooks:
-            model = self.accelerator.unwrap_model(self.model)
+            model = self.local_model()
             record.update(with_rng_preserved(lambda: hook(model)))  # noqa: B023 (called at once)
             self.model.train()
         self._log(record)
         self._save_last()
 
+    def local_model(self) -> torch.nn.Module:
+        """The model this process runs for validation and eval hooks (training/parallel.py)."""
+        return self.layout.local(self.accelerator, self.model)
+
+    def trained_model(self) -> torch.nn.Module:
+        """After fit: the trained model as one process's model, on every process."""
+        return self.layout.plain(self.accelerator, self.model)
+
     def _save_last(self) -> None:
-        if self.accelerator.is_main_process:
-            save_checkpoint(self.checkpoints / "last", self.accelerator.unwrap_model(self.model),
-                            self.optimizer, self.scheduler, self.state)
+        parts = self.layout.checkpoint(self.local_model(), self.optimizer,
+                                       self.accelerator.is_main_process)
+        if parts is not None:  # rank 0 writes
+            save_checkpoint(self.checkpoints / "last", *parts, self.scheduler, self.state)
 
     def _restore_best(self) -> None:
         best = self.checkpoints / "best" / "trainable.safetensors"
         if best.is_file():
-            load_trainable_state(self.accelerator.unwrap_model(self.model), load_file(str(best)))
+            self.layout.load_trainable_state(self.local_model(), load_file(str(best)))
 
     def _log(self, record: dict[str, Any]) -> None:
         self.state.history.append(record)

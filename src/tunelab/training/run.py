@@ -16,7 +16,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -75,11 +79,41 @@ def train(config: RunConfig | str | Path, overrides: list[str] | None = None,
         check_run_dir(config, resume)
     existed = run_dir.exists()
     try:
-        return _train(config, resume, evaluate_after)
+        with terminated_as_exit():
+            return _train(config, resume, evaluate_after)
     except BaseException:
         if not resume and first_process():
-            undo_failed_start(run_dir, existed)
+            with terminated_ignored():  # the clean-up finishes
+                undo_failed_start(run_dir, existed)
         raise
+
+
+@contextmanager
+def terminated_as_exit() -> Iterator[None]:
+    """Several processes: when one fails, torchrun stops the others with SIGTERM; here it
+    ends the process as an exception does, so rank 0 still removes a failed start."""
+    if "RANK" not in os.environ or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+@contextmanager
+def terminated_ignored() -> Iterator[None]:
+    if "RANK" not in os.environ or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def first_process() -> bool:
@@ -106,7 +140,8 @@ def _train(config: RunConfig, resume: bool, evaluate_after: bool) -> TrainResult
         if task.eval.metrics:
             check_task(evaluation_task(task, config, "test"))
     splits = read_splits(tasks)  # every data file read and checked before a model loads
-    check_writable(run_dir)
+    if first_process():  # rank 0 alone makes the run directory (and removes a failed start)
+        check_writable(run_dir)
     kept = retention.retention_tasks(config.retention, config.model.kind)
     for task in kept:  # the retention suite's data too
         check_task_data(task, 0)
@@ -141,11 +176,11 @@ def _train(config: RunConfig, resume: bool, evaluate_after: bool) -> TrainResult
     shard = Shard.of(trainer.accelerator)  # several processes: each scores a share
     if not trainer.accelerator.is_main_process:  # rank 0 alone writes
         if evaluate_after:
-            lm.model = trainer.accelerator.unwrap_model(trainer.model)
+            lm.model = trainer.trained_model()
             evaluate_tasks(lm, config, tasks, prepared, shard)
         return TrainResult(run_dir, {}, None, {}, [], True)
 
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    model = trainer.trained_model()
     weights_dir = run_dir / method.weights_dir
     write_atomically(weights_dir, lambda tmp: method.save(model, tmp))
     size_on_disk = directory_size(weights_dir)  # the trained weights alone
@@ -153,6 +188,7 @@ def _train(config: RunConfig, resume: bool, evaluate_after: bool) -> TrainResult
     if (weights_dir / "config.json").is_file():  # a complete model: make it loadable alone
         lm.tokenizer.save_pretrained(str(weights_dir))
     summary = training_summary(config, counts, size_on_disk, state, seconds, prepared)
+    summary["placement"] = trainer.placement
     if isinstance(trainer.plan, MixturePlan):
         summary["mixture"] = mixture_summary(trainer.plan, trainer, config, state)
 
