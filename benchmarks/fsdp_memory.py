@@ -21,13 +21,16 @@ from pathlib import Path
 QUICKSTART = Path(__file__).resolve().parent.parent / "src" / "tunelab" / "configs" / "quickstart.yaml"
 
 
+METHODS = {"full": "method={name: full}", "lora": "method.name=lora"}
+"""Full fine-tuning, or the quickstart's LoRA."""
+
+
 def run(method: str, fsdp: bool, steps: int, out: Path) -> dict:
     name = f"{method}-{'fsdp' if fsdp else 'ddp'}"
-    args = [sys.executable, "-m", "tunelab.cli", "train", str(QUICKSTART), "--nproc", "2",
-            f"method.name={method}", f"train.fsdp={str(fsdp).lower()}", f"train.max_steps={steps}",
+    args = [sys.executable, "-m", "tunelab.cli", "train", str(QUICKSTART), METHODS[method], f"train.fsdp={str(fsdp).lower()}", f"train.max_steps={steps}",
             "train.batch_size=4", "train.log_every=1", "train.eval_every=0",
             "data.validation_size=0", f"output_dir={out}",
-            f"name={name}", "--no-eval"]
+            f"name={name}", "--no-eval", "--nproc", "2"]
     # one thread per process: two processes on two cores
     subprocess.run(args, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     summary = json.loads((out / name / "summary.json").read_text())

@@ -258,3 +258,13 @@ def test_fsdp_refuses_a_method_with_weights_outside_the_base_model(tiny_llama: P
                              "the base model (prompt_encoder") == 2, done.stderr[-2000:]
     assert "exitcode  : 2" in done.stderr
     assert not (tmp_path / "runs" / "run").exists()
+
+
+def test_nproc_returns_the_processes_exit_code_of_a_bad_option(tiny_llama: Path,
+                                                                tmp_path: Path) -> None:
+    """A method option found bad inside the processes (torchrun itself exits 1 whatever
+    failed): `tunelab train --nproc 2` exits 2, as one process does."""
+    path = config(tmp_path, tiny_llama, 4)
+    assert main(["train", str(path), "method.bogus=1", "--nproc", "2"]) == 2
+    assert main(["train", str(path), "method.bogus=1"]) == 2
+    assert not (tmp_path / "runs" / "run").exists()

@@ -8,11 +8,13 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import tunelab  # the API loads on first use, so `tunelab --help` needs no torch
+from tunelab.config import load_run_config
 from tunelab.dependencies import check_dependencies
 from tunelab.errors import TunelabError
 from tunelab.memory import keep_mmap_threshold
@@ -279,17 +281,25 @@ def _nproc(argv: Sequence[str], n: int) -> int:
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
                "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "tunelab.cli",
                *rest]
-    return subprocess.call(command)
+    with tempfile.TemporaryDirectory() as folder:  # torchrun itself exits 1 on any failure
+        status = Path(folder) / "exit-code"
+        code = subprocess.call(command, env={**os.environ, EXIT_CODE_FILE: str(status)})
+        return int(status.read_text()) if code and status.is_file() else code
+
+
+EXIT_CODE_FILE = "TUNELAB_EXIT_CODE_FILE"
+"""Where a process started by --nproc leaves the exit code of its one-line error."""
 
 
 def _train(args: argparse.Namespace) -> int:
-    if args.nproc is not None and "RANK" not in os.environ:
-        return _nproc(args.argv, args.nproc)
     overrides = list(args.overrides)
     if args.retention:
         overrides.append(f"retention.tasks=[{args.retention}]")
     if args.max_forgetting is not None:
         overrides.append(f"retention.max_forgetting={args.max_forgetting}")
+    if args.nproc is not None and "RANK" not in os.environ:
+        load_run_config(args.config, overrides)  # a bad option: one line and exit 2, here
+        return _nproc(args.argv, args.nproc)
     result = tunelab.train(args.config, overrides, resume=args.resume,
                            evaluate_after=not args.no_eval)
     print(json.dumps(result.summary, indent=1))
@@ -466,6 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"tunelab: error: {err}", file=sys.stderr)
+        if os.environ.get(EXIT_CODE_FILE):  # a process of --nproc: the launcher returns it
+            Path(os.environ[EXIT_CODE_FILE]).write_text(str(err.exit_code))
         return err.exit_code
     except KeyboardInterrupt:
         print("tunelab: interrupted", file=sys.stderr)
