@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as dist
 import transformers
 
 from tunelab import retention
@@ -86,6 +87,9 @@ def train(config: RunConfig | str | Path, overrides: list[str] | None = None,
             with terminated_ignored():  # the clean-up finishes
                 undo_failed_start(run_dir, existed)
         raise
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()  # this process's part ends here, not at interpreter exit
 
 
 @contextmanager
