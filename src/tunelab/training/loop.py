@@ -40,7 +40,7 @@ from tunelab.training.checkpoint import (
     save_checkpoint,
     save_weights_only,
 )
-from tunelab.training.parallel import layout
+from tunelab.training.parallel import Replicated, layout
 from tunelab.training.schedule import make_scheduler
 from tunelab.training.trackers import build_trackers, hyperparameters, scalars
 
@@ -252,7 +252,7 @@ class Trainer:
             self._evaluate_and_checkpoint()
         self._save_last()
         self.model = self.layout.plain(self.accelerator, self.model)
-        self.layout = layout(False, 1)  # the plain model: every process holds all of it
+        self.layout = Replicated()  # the plain model: every process holds all of it
         self._restore_best()
         if self.config.report_to:
             self.accelerator.end_training()
@@ -459,7 +459,7 @@ class Trainer:
 
     def trained_model(self) -> torch.nn.Module:
         """After fit: the trained model as one process's model, on every process."""
-        return self.layout.plain(self.accelerator, self.model)
+        return self.model  # fit made it plain
 
     def _save_last(self) -> None:
         parts = self.layout.checkpoint(self.local_model(), self.optimizer,

@@ -56,26 +56,36 @@ class Replicated:
     def checkpoint(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
                    writer: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None] | None:
         """(trainable weights, optimizer state) as whole tensors on the process that writes
-        them, None on the others. Called by every process: FSDP gathers (a collective)."""
-        if not writer:
+        them, None on the others. Called by every process: sharded tensors are gathered, a
+        collective every process takes part in."""
+        if not (writer or self.lockstep):
             return None
-        return self.trainable_state(model), (self.optimizer_state(optimizer)
-                                             if optimizer is not None else None)
+        weights = self.trainable_state(model)
+        state = self.optimizer_state(optimizer) if optimizer is not None else None
+        return (weights, state) if writer else None
 
     def trainable_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        return {n: p.detach().clone().contiguous() for n, p in model.named_parameters()
+        return {n: _whole(p).clone().contiguous() for n, p in model.named_parameters()
                 if p.requires_grad}
 
     def load_trainable_state(self, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
         params = dict(model.named_parameters())
         with torch.no_grad():
             for name, tensor in state.items():
-                params[name].copy_(tensor)
+                params[name].copy_(_like(tensor, params[name]))
 
     def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        return optimizer.state_dict()
+        """The optimizer's state_dict with whole tensors: the same file whatever the layout and
+        the number of processes, so a run can resume on another number of them."""
+        full = optimizer.state_dict()
+        full["state"] = {i: {k: _whole(v) for k, v in s.items()} for i, s in full["state"].items()}
+        return full
 
     def load_optimizer_state(self, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        state = dict(state)
+        state["state"] = {i: {k: _like(v, params[int(i)]) if v.ndim else v for k, v in s.items()}
+                          for i, s in state["state"].items()}
         optimizer.load_state_dict(state)
 
     def clip_grad_norm(self, accelerator: Accelerator, params: Any, limit: float) -> float:
@@ -116,35 +126,6 @@ class FullyShard(Replicated):
     def local(self, accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
         return model  # the sharded model: every process runs it (lockstep)
 
-    def checkpoint(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                   writer: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None] | None:
-        weights = self.trainable_state(model)  # every process takes part in the gathers
-        state = self.optimizer_state(optimizer) if optimizer is not None else None
-        return (weights, state) if writer else None
-
-    def trainable_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        return {n: _whole(p).contiguous() for n, p in model.named_parameters() if p.requires_grad}
-
-    def load_trainable_state(self, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, tensor in state.items():
-                params[name].copy_(_like(tensor, params[name]))
-
-    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        """The optimizer's state_dict with whole tensors: the same file one process writes, so
-        a run can resume on another number of processes."""
-        full = optimizer.state_dict()
-        full["state"] = {i: {k: _whole(v) for k, v in s.items()} for i, s in full["state"].items()}
-        return full
-
-    def load_optimizer_state(self, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        state = dict(state)
-        state["state"] = {i: {k: _like(v, params[int(i)]) if v.ndim else v for k, v in s.items()}
-                          for i, s in state["state"].items()}
-        optimizer.load_state_dict(state)
-
     def clip_grad_norm(self, accelerator: Accelerator, params: Any, limit: float) -> float:
         return float(_whole(torch.nn.utils.clip_grad_norm_(list(params), limit)))
 
@@ -183,9 +164,9 @@ def _remove_hooks(state: Any) -> None:
 
 
 def _whole(tensor: torch.Tensor) -> torch.Tensor:
-    """A DTensor gathered whole (a collective), a plain tensor as it is."""
+    """A DTensor gathered whole (a collective), a plain tensor as it is (not copied)."""
     tensor = tensor.detach()
-    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor.clone()
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
 def _like(tensor: torch.Tensor, param: torch.Tensor) -> torch.Tensor:

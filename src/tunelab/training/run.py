@@ -80,11 +80,11 @@ def train(config: RunConfig | str | Path, overrides: list[str] | None = None,
         check_run_dir(config, resume)
     existed = run_dir.exists()
     try:
-        with terminated_as_exit():
+        with on_sigterm(_stop):
             return _train(config, resume, evaluate_after)
     except BaseException:
         if not resume and first_process():
-            with terminated_ignored():  # the clean-up finishes
+            with on_sigterm(signal.SIG_IGN):  # the clean-up finishes
                 undo_failed_start(run_dir, existed)
         raise
     finally:
@@ -92,28 +92,19 @@ def train(config: RunConfig | str | Path, overrides: list[str] | None = None,
             dist.destroy_process_group()  # this process's part ends here, not at interpreter exit
 
 
-@contextmanager
-def terminated_as_exit() -> Iterator[None]:
-    """Several processes: when one fails, torchrun stops the others with SIGTERM; here it
-    ends the process as an exception does, so rank 0 still removes a failed start."""
-    if "RANK" not in os.environ or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    def stop(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-    before = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, before)
+def _stop(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 @contextmanager
-def terminated_ignored() -> Iterator[None]:
+def on_sigterm(handler: Any) -> Iterator[None]:
+    """Several processes: when one fails, torchrun stops the others with SIGTERM. While
+    training, `_stop` ends the process as an exception does, so rank 0 still removes a failed
+    start; while removing it, SIG_IGN lets the clean-up finish."""
     if "RANK" not in os.environ or threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    before = signal.signal(signal.SIGTERM, handler)
     try:
         yield
     finally:
