@@ -11,7 +11,8 @@ at a constant learning rate (LoRA 4e-4, full 5e-5), no warmup, no weight decay, 
 - tunelab: `tunelab train` on the quickstart config (one run per entry of TUNELAB_VARIANTS
   whose options this tunelab has), read back from train_log.jsonl (log_every=1).
 - bare: tunelab's tokenised examples collated by `tunelab.data.tokenize.collate` (right
-  padding), `model(**batch).loss`, backward, clip, AdamW.
+  padding), `model(**batch).loss`, backward, clip, AdamW as a plain loop writes it (torch.optim.AdamW with
+  its defaults: the per-tensor implementation on a CPU).
 - hf: `transformers.Trainer` (peft model for LoRA), DataCollatorForSeq2Seq, sequential order.
 - trl: `trl.SFTTrainer` on pre-tokenised `input_ids` + `completion_mask`, padding-free and
   completion-only loss (its own fused, chunked LM-head loss), sequential order. HF and TRL

@@ -176,6 +176,36 @@ def test_full_run_saves_a_loadable_hf_model(tiny_llama: Path, tmp_path: Path) ->
     assert changed
 
 
+def test_fused_adamw_updates_as_the_per_tensor_loop(tiny_llama: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU the loop takes torch's fused AdamW (one kernel over all tensors); a full
+    fine-tune with it ends where the per-tensor loop ends, to float32 rounding, and both moved
+    the weights far more than they differ."""
+    from tunelab.training import loop
+
+    used: list[bool] = []
+    adamw = torch.optim.AdamW
+
+    def spy(*args, **kwargs):
+        used.append(kwargs.get("fused"))
+        return adamw(*args, **kwargs)
+
+    monkeypatch.setattr(loop.torch.optim, "AdamW", spy)
+    weights = {}
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(loop, "fused_adamw_runs_on", lambda params: False)
+        result = tunelab.train(tiny_run_config(tiny_llama, tmp_path, f"fused-{fused}",
+                                               method={"name": "full"}, max_steps=4, lr=1e-3),
+                               evaluate_after=False)
+        weights[fused] = load_file(str(result.run_dir / "model" / "model.safetensors"))
+    assert used == [True, False]
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama).state_dict()
+    moved = max(float((weights[True][k] - base[k]).abs().max()) for k in weights[True])
+    worst = max(float((weights[True][k] - weights[False][k]).abs().max()) for k in weights[True])
+    assert moved > 1e-4 and worst <= 1e-6, (moved, worst)
+
+
 def test_lora_adapter_loads_in_peft_with_identical_logits(tiny_llama: Path, tmp_path: Path) -> None:
     result = tunelab.train(tiny_run_config(tiny_llama, tmp_path, "peft", max_steps=3), evaluate_after=False)
     ours = load_run_model(result.run_dir).model
