@@ -66,6 +66,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# each process prints every thread's Python stack if it dies of a signal (SIGABRT, SIGSEGV),
+# so a failure in CI shows where a process died, not only torchrun's exit code
+CHILD_ENV = {"OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+
+
+def why(done: subprocess.CompletedProcess) -> str:
+    """A failed launch's message: its stderr from the first fatal error (or the last 6000
+    characters), which holds the dying process's stacks and torchrun's summary."""
+    text = done.stderr
+    start = min((i for i in (text.find("Fatal Python error"), text.find("terminate called"))
+                 if i >= 0), default=max(0, len(text) - 6000))
+    return text[max(0, start - 1500):][-12000:]
+
+
 def torchrun(folder: Path, args: list[str]) -> subprocess.CompletedProcess:
     script = folder / "launch.py"
     script.write_text(LAUNCHER)
@@ -73,7 +87,7 @@ def torchrun(folder: Path, args: list[str]) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
          "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(script), *args],
         capture_output=True, text=True, timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"})
+        env={**os.environ, **CHILD_ENV})
 
 
 def accelerate_launch(folder: Path, args: list[str], example: str) -> subprocess.CompletedProcess:
@@ -85,13 +99,14 @@ def accelerate_launch(folder: Path, args: list[str], example: str) -> subprocess
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
          str(example / name), "--main_process_port", str(free_port()),
          str(script), *args], capture_output=True, text=True, timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"})
+        env={**os.environ, **CHILD_ENV})
 
 
 @pytest.mark.parametrize("extra", [None, MIXTURE, CLASSIFIER],
                          ids=["single task", "mixture", "classifier"])
 def test_two_processes_equal_one_with_the_same_global_batch(tiny_llama: Path, tmp_path: Path,
-                                                            extra: dict | None) -> None:
+                                                            extra: dict | None,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Training, validation (sharded, summed over the processes) and, for the single task and
     the classifier, the test split's evaluation (each process scores a share, rank 0 gathers
     and writes)."""
@@ -102,14 +117,15 @@ def test_two_processes_equal_one_with_the_same_global_batch(tiny_llama: Path, tm
                  *no_eval]) == 0
     two_config = str(config(tmp_path / "two", tiny_llama, 4, extra=extra))
     if extra is None:  # the shortcut: tunelab train --nproc 2 (torchrun underneath)
+        monkeypatch.setenv("PYTHONFAULTHANDLER", "1")
         assert main(["train", two_config, "--nproc", "2"]) == 0
     elif extra is MIXTURE:  # accelerate launch with the example config
         done = accelerate_launch(tmp_path / "two", ["train", two_config, *no_eval],
                                  "accelerate_cpu_ddp.yaml")
-        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.returncode == 0, why(done)
     else:
         done = torchrun(tmp_path / "two", ["train", two_config, *no_eval])
-        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.returncode == 0, why(done)
     one, two = (tmp_path / "one" / "runs" / "run", tmp_path / "two" / "runs" / "run")
     wa = load_file(str(one / "adapter" / "adapter_model.safetensors"))
     wb = load_file(str(two / "adapter" / "adapter_model.safetensors"))
@@ -167,13 +183,13 @@ def test_resume_of_a_two_process_run_killed_mid_save(tiny_llama: Path, tmp_path:
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
          "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(killer),
          "train", str(path), "--no-eval"], capture_output=True, text=True, timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "KILL_AT": "5", "KILL_WHEN": "after"})
+        env={**os.environ, **CHILD_ENV, "KILL_AT": "5", "KILL_WHEN": "after"})
     assert killed.returncode != 0
     run = tmp_path / "two" / "runs" / "run"
     assert not (run / "adapter").exists()
     script.write_text(LAUNCHER)
     done = torchrun(tmp_path / "two", ["train", str(path), "--resume", "--no-eval"])
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, why(done)
     wa = load_file(str(tmp_path / "one" / "runs" / "run" / "adapter" / "adapter_model.safetensors"))
     wb = load_file(str(run / "adapter" / "adapter_model.safetensors"))
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) <= 1e-4
@@ -213,7 +229,7 @@ def test_fsdp_on_two_processes_equals_one_process(tiny_llama: Path, tmp_path: Pa
                                  "accelerate_cpu_fsdp.yaml")
     else:
         done = torchrun(tmp_path / "two", ["train", str(runs["two"])])
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, why(done)
     one, two = (tmp_path / "one" / "runs" / "run", tmp_path / "two" / "runs" / "run")
     wa, wb = trained_weights(one), trained_weights(two)
     assert set(wa) == set(wb)

@@ -292,7 +292,11 @@ def test_ctrl_c_exits_130_and_resume_is_bit_identical(tiny_llama: Path, tmp_path
     process = subprocess.Popen([sys.executable, "-c", "import sys; from tunelab.cli import main;"
                                 " sys.exit(main(sys.argv[1:]))", "train", str(path), "--no-eval"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+                               env={**os.environ, "OMP_NUM_THREADS": "1"},
+                               # a suite started in the background (`cmd &`, nohup) passes
+                               # SIGINT ignored to its children, and Python then keeps it
+                               # ignored: Ctrl-C as a terminal delivers it needs the default
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     state = tmp_path / "b" / "runs" / "run" / "checkpoints" / "last" / "loop_state.json"
     deadline = time.time() + 120
     while not state.exists() and time.time() < deadline:
