@@ -69,6 +69,13 @@ TUNELAB_VARIANTS = {
     "tunelab bf16": ["train.precision=bf16"],
     "tunelab packed bf16": ["data.packing=true", "train.group_by_length=true",
                             "train.precision=bf16"],
+    # packing alone keeps the peers' micro-batches (group_by_length reorders them, the
+    # longest batch first): the like-for-like peak memory
+    "tunelab packed-only": ["data.packing=true"],
+    "tunelab packed-only bf16": ["data.packing=true", "train.precision=bf16"],
+    "tunelab packed bf16 checkpointed": ["data.packing=true", "train.group_by_length=true",
+                                         "train.precision=bf16",
+                                         "train.gradient_checkpointing=true"],
 }
 """tunelab runs: label -> extra overrides (`env:NAME=VALUE` entries set the environment
 instead: lean-malloc holds glibc's mmap threshold, src/tunelab/memory.py). A variant whose options this tunelab does not have (the config rejects
@@ -499,6 +506,13 @@ def report(runs: list[dict[str, Any]]) -> None:
             # and float32 against float32 (a peer's default precision)
             mine = [best] + ([best_fp32] if best_fp32 not in (None, best)
                              and "bf16" not in peer else [])
+            # and the fastest on the peer's own micro-batches (group_by_length reorders them):
+            # like-for-like peak memory, as the peak is the step with the most tokens
+            same = [r for r in ours if other is not None and r["batches"] == other["batches"]]
+            if same and max(same, key=lambda r: r["tokens_per_s"]) not in mine:
+                mine.append(max(same, key=lambda r: r["tokens_per_s"]))
+            if min(ours, key=lambda r: r["peak_rss_mb"]) not in mine:  # the leanest
+                mine.append(min(ours, key=lambda r: r["peak_rss_mb"]))
             for r in mine if other is not None else []:
                 print(f"  {data} {method}: {r['system']} vs {peer}: tokens/s "
                       f"x{r['tokens_per_s'] / other['tokens_per_s']:.2f}, peak RSS "
