@@ -284,3 +284,27 @@ def test_nproc_returns_the_processes_exit_code_of_a_bad_option(tiny_llama: Path,
     assert main(["train", str(path), "method.bogus=1", "--nproc", "2"]) == 2
     assert main(["train", str(path), "method.bogus=1"]) == 2
     assert not (tmp_path / "runs" / "run").exists()
+
+
+TEARDOWN_PROBE = ("import atexit, sys\natexit.register(lambda: print('teardown ran'))\n"
+                  "from tunelab.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+
+
+def test_a_launched_process_ends_without_the_interpreters_teardown(tmp_path: Path) -> None:
+    """A process torchrun started (RANK set) ends with os._exit once its command returns:
+    the interpreter's teardown, where gloo's threads now and then abort a finished process,
+    never runs (an atexit handler stays silent), yet its whole buffered output and its exit
+    code come through. Without RANK the same command tears down as usual."""
+    def run(args: list[str], rank: bool) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if k != "RANK"}
+        return subprocess.run([sys.executable, "-c", TEARDOWN_PROBE, *args], capture_output=True,
+                              text=True, timeout=300, env={**env, **({"RANK": "0"} if rank else {})})
+    plain, launched = run(["tasks", "list"], False), run(["tasks", "list"], True)
+    assert plain.returncode == launched.returncode == 0, launched.stderr
+    assert plain.stdout.rstrip().endswith("teardown ran")
+    assert "teardown ran" not in launched.stdout
+    listing = plain.stdout.rstrip().removesuffix("teardown ran").rstrip()
+    assert listing.count("\n") > 10 and launched.stdout.rstrip() == listing  # flushed, whole
+    bad = run(["train", str(tmp_path / "missing.yaml")], True)
+    assert bad.returncode == 2 and "no such config file" in bad.stderr
+    assert "teardown ran" not in bad.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -466,6 +467,26 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    code = _main(argv)
+    if "RANK" in os.environ:  # a process that torchrun or accelerate launch started
+        end_launched_process(code)
+    return code
+
+
+def end_launched_process(code: int) -> None:
+    """End a launched process here, once its work is done and its files are closed (the
+    process group is destroyed in `train`): os._exit skips the interpreter's teardown, in
+    which gloo's C++ threads, still alive after destroy_process_group, now and then abort
+    a finished process ("terminate called without an active exception", pytorch#190489)
+    and torchrun then fails the whole run. Nothing is lost: output streams are flushed
+    first, and trackers are closed by the training loop."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
