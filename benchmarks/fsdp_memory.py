@@ -29,7 +29,7 @@ def run(method: str, fsdp: bool, steps: int, out: Path) -> dict:
     name = f"{method}-{'fsdp' if fsdp else 'ddp'}"
     args = [sys.executable, "-m", "tunelab.cli", "train", str(QUICKSTART), METHODS[method], f"train.fsdp={str(fsdp).lower()}", f"train.max_steps={steps}",
             "train.batch_size=4", "train.log_every=1", "train.eval_every=0",
-            "data.validation_size=0", f"output_dir={out}",
+            "data.validation_size=0", "data.packing=false", f"output_dir={out}",
             f"name={name}", "--no-eval", "--nproc", "2"]
     # one thread per process: two processes on two cores
     subprocess.run(args, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})

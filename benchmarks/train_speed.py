@@ -88,7 +88,8 @@ def split_env(extra: list[str]) -> tuple[dict[str, str], list[str]]:
     return env, [e for e in extra if not e.startswith("env:")]
 COMMON = ["train.batch_size=8", "train.seed=0", "train.warmup_ratio=0", "train.schedule=constant",
           "train.weight_decay=0", "train.max_grad_norm=1.0", "train.log_every=1",
-          "train.eval_every=0", "train.precision=fp32"]
+          "train.eval_every=0", "train.precision=fp32",
+          "data.packing=false"]  # padded unless a variant packs (the quickstart packs)
 ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
        "TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_TELEMETRY": "1"}
 """Every system's environment (and OMP_NUM_THREADS with --threads)."""
