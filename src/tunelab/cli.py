@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
-import socket
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import tunelab  # the API loads on first use, so `tunelab --help` needs no torch
+from tunelab import launch
 from tunelab.config import load_run_config
 from tunelab.dependencies import check_dependencies
 from tunelab.errors import TunelabError
@@ -270,28 +267,6 @@ def _quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
-def _nproc(argv: Sequence[str], n: int) -> int:
-    """`tunelab train --nproc N ...` is `torchrun --nproc_per_node N -m tunelab.cli train ...`."""
-    if n < 1:
-        raise TunelabError(f"--nproc {n}: give 1 or more processes")
-    rest = [a for i, a in enumerate(argv) if a != "--nproc" and not a.startswith("--nproc=")
-            and (i == 0 or argv[i - 1] != "--nproc")]
-    with socket.socket() as probe:  # a free port for the processes to meet on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
-               "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "tunelab.cli",
-               *rest]
-    with tempfile.TemporaryDirectory() as folder:  # torchrun itself exits 1 on any failure
-        status = Path(folder) / "exit-code"
-        code = subprocess.call(command, env={**os.environ, EXIT_CODE_FILE: str(status)})
-        return int(status.read_text()) if code and status.is_file() else code
-
-
-EXIT_CODE_FILE = "TUNELAB_EXIT_CODE_FILE"
-"""Where a process started by --nproc leaves the exit code of its one-line error."""
-
-
 def _train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.retention:
@@ -300,7 +275,7 @@ def _train(args: argparse.Namespace) -> int:
         overrides.append(f"retention.max_forgetting={args.max_forgetting}")
     if args.nproc is not None and "RANK" not in os.environ:
         load_run_config(args.config, overrides)  # a bad option: one line and exit 2, here
-        return _nproc(args.argv, args.nproc)
+        return launch.nproc(args.argv, args.nproc)
     result = tunelab.train(args.config, overrides, resume=args.resume,
                            evaluate_after=not args.no_eval)
     print(json.dumps(result.summary, indent=1))
@@ -469,21 +444,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     code = _main(argv)
     if "RANK" in os.environ:  # a process that torchrun or accelerate launch started
-        end_launched_process(code)
+        launch.end_launched_process(code)
     return code
-
-
-def end_launched_process(code: int) -> None:
-    """End a launched process here, once its work is done and its files are closed (the
-    process group is destroyed in `train`): os._exit skips the interpreter's teardown, in
-    which gloo's C++ threads, still alive after destroy_process_group, now and then abort
-    a finished process ("terminate called without an active exception", pytorch#190489)
-    and torchrun then fails the whole run. Nothing is lost: output streams are flushed
-    first, and trackers are closed by the training loop."""
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    os._exit(code)
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -497,8 +459,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.debug:
             raise
         print(f"tunelab: error: {err}", file=sys.stderr)
-        if os.environ.get(EXIT_CODE_FILE):  # a process of --nproc: the launcher returns it
-            Path(os.environ[EXIT_CODE_FILE]).write_text(str(err.exit_code))
+        launch.leave_exit_code(err.exit_code)
         return err.exit_code
     except KeyboardInterrupt:
         print("tunelab: interrupted", file=sys.stderr)
