@@ -155,7 +155,7 @@ def plan_of(config_overrides: list[str], steps: int) -> dict[str, Any]:
 def available(extra: list[str]) -> str | None:
     """None when this tunelab has the variant's options, else why not."""
     from tunelab.config import load_run_config
-    from tunelab.errors import TunelabError
+    from tunelab.core.errors import TunelabError
 
     try:
         load_run_config(QUICKSTART, split_env(extra)[1])

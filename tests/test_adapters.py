@@ -9,11 +9,11 @@ import torch
 from helpers import tiny_run_config
 
 import tunelab
-from tunelab.adapters import AdapterSet
 from tunelab.config import GenerationConfig
-from tunelab.errors import TunelabError
-from tunelab.eval.generate import generate
-from tunelab.runs import load_run_model
+from tunelab.core.errors import TunelabError
+from tunelab.eval.generation import generate
+from tunelab.runs.adapter_set import AdapterSet
+from tunelab.runs.run_dir import load_run_model
 
 
 def test_switch_adapters_without_reloading_the_base(tiny_llama: Path, tmp_path: Path) -> None:

@@ -14,25 +14,25 @@ import pytest
 from eval_helpers import REVIEWS
 from scipy.stats import binomtest
 
-from tunelab.analysis import compare_results, mcnemar_exact
-from tunelab.analysis.categories import (
+from tunelab.cli import main
+from tunelab.config import DataConfig, EvalConfig, GenerationConfig, ModelConfig, TaskConfig
+from tunelab.core.labels import normalize_label
+from tunelab.data import load_splits
+from tunelab.data.transforms.perturbations import parse_perturbations
+from tunelab.eval.compare import item_scores
+from tunelab.eval.datasets import load_task_data
+from tunelab.eval.datasets.bbq import bbq_items, bbq_task
+from tunelab.eval.output_types import Framing
+from tunelab.eval.runner import evaluate_records, read_result, write_result
+from tunelab.models import load_model
+from tunelab.studies.error_analysis import compare_results, mcnemar_exact
+from tunelab.studies.error_categories import (
     CATEGORIES,
     ItemView,
     TaskContext,
     longest_common_run,
 )
-from tunelab.cli import main
-from tunelab.config import DataConfig, EvalConfig, GenerationConfig, ModelConfig, TaskConfig
-from tunelab.data import load_splits
-from tunelab.eval.compare import item_scores
-from tunelab.eval.datasets import load_task_data
-from tunelab.eval.output_types import Framing
-from tunelab.eval.runner import evaluate_records, read_result, write_result
-from tunelab.labels import normalize_label
-from tunelab.models import load_model
-from tunelab.probes.bbq import bbq_items, bbq_task
-from tunelab.probes.perturbations import parse_perturbations
-from tunelab.robustness import run_robustness
+from tunelab.studies.robustness import run_robustness
 
 LABELS = ["positive", "negative"]
 BY_NAME = {c.name: c for c in CATEGORIES}

@@ -224,7 +224,7 @@ def fill(value: Any, tmp: Path) -> Any:
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input_is_one_clean_line(case: Case, tiny_llama: Path, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    import tunelab.training.run as run_module
+    import tunelab.workflows.train as run_module
 
     if not case.loads_model:
         def no_model(*args: Any, **kwargs: Any) -> Any:
@@ -250,6 +250,6 @@ def test_corpus_size() -> None:
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     (tmp_path / "run.yaml").write_text(yaml.safe_dump({"train": {"batch_size": 0}}))
-    from tunelab.errors import TunelabError
+    from tunelab.core.errors import TunelabError
     with pytest.raises(TunelabError, match="train.batch_size 0"):
         main(["--debug", "train", str(tmp_path / "run.yaml")])

@@ -11,7 +11,6 @@ import pytest
 from helpers import DATA, tiny_run_config
 
 import tunelab
-from tunelab.bias import run_bias
 from tunelab.cli import main
 from tunelab.config import (
     BiasConfig,
@@ -21,12 +20,13 @@ from tunelab.config import (
     ModelConfig,
     TaskConfig,
 )
+from tunelab.data.transforms.counterfactual import counterfactual_record, parse_probes
 from tunelab.eval.datasets import load_task_data
+from tunelab.eval.datasets.bbq import bbq_items, bbq_scores, bbq_task
 from tunelab.eval.output_types import Framing, input_text
 from tunelab.eval.runner import evaluate_records
 from tunelab.models import load_model
-from tunelab.probes.bbq import bbq_items, bbq_scores, bbq_task
-from tunelab.probes.counterfactual import counterfactual_record, parse_probes
+from tunelab.studies.bias import run_bias
 
 LABELS = ["positive", "negative"]
 PEOPLE = DataConfig(source=str(DATA / "people.jsonl"), fields={"input": "text", "output": "label"},

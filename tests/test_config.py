@@ -13,8 +13,8 @@ from tunelab.config import (
     TrainConfig,
     load_run_config,
 )
+from tunelab.core.errors import TunelabError
 from tunelab.data.mixture import check_tasks
-from tunelab.errors import TunelabError
 from tunelab.methods import METHODS
 
 RUN_YAML = """\

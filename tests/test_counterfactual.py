@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 from helpers import DATA
 
+from tunelab.core.errors import TunelabError
 from tunelab.data import Record
-from tunelab.errors import TunelabError
-from tunelab.probes.bbq import BBQ_CATEGORIES, bbq_items, bbq_scores, target_choice
-from tunelab.probes.counterfactual import (
+from tunelab.data.transforms.counterfactual import (
     counterfactual_record,
     get_probe,
     parse_probes,
     probe_names,
     read_probe,
 )
+from tunelab.eval.datasets.bbq import BBQ_CATEGORIES, bbq_items, bbq_scores, target_choice
 
 BBQ = DATA / "bbq"
 PEOPLE = [json.loads(line)["text"] for line in (DATA / "people.jsonl").read_text().splitlines()]
@@ -86,7 +86,7 @@ def test_probe_errors_name_the_option_and_the_choices() -> None:
 
 
 def test_a_list_with_a_term_in_two_groups_is_refused(tmp_path: Path, monkeypatch) -> None:
-    from tunelab.probes import perturbations
+    from tunelab.data.transforms import perturbations
 
     (tmp_path / "cf_bad.json").write_text(json.dumps(
         {"description": "x", "groups": {"a": ["he", "x"], "b": ["she", "he"]}}))

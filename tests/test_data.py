@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from tunelab.config import DataConfig
+from tunelab.core.errors import TunelabError
 from tunelab.data import Record, get_template, load_splits, tokenize_example
 from tunelab.data.sources import read_records
 from tunelab.data.templates import AlpacaTemplate, FormatTemplate
 from tunelab.data.tokenize import IGNORE_INDEX, encode_completion, encode_prompt
-from tunelab.errors import TunelabError
 
 DATA = Path(__file__).parent / "data"
 REVIEW_FIELDS = {"input": "text", "output": "label"}

@@ -9,9 +9,10 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
-from tunelab import cli, dependencies
-from tunelab.dependencies import KNOWN_BREAKS, check_dependencies
-from tunelab.errors import TunelabError
+from tunelab import cli
+from tunelab.core import dependencies
+from tunelab.core.dependencies import KNOWN_BREAKS, check_dependencies
+from tunelab.core.errors import TunelabError
 from tunelab.methods import get_method
 from tunelab.methods.base import parse_options
 

@@ -14,9 +14,9 @@ from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
-from tunelab.bridges.lm_eval import TunelabLM
 from tunelab.cli import main
 from tunelab.config import DataConfig, EvalConfig, ModelConfig, TaskConfig
+from tunelab.eval.harness import TunelabLM
 from tunelab.eval.runner import evaluate_loaded
 from tunelab.models import load_model
 

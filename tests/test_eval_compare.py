@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from helpers import DATA
 
-from tunelab import retention
 from tunelab.config import DataConfig, EvalConfig, ModelConfig, TaskConfig
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 from tunelab.eval.compare import compare_to_best, paired_difference, primary_key, scored_by
 from tunelab.eval.metrics import get_metric, paired_bootstrap, paired_delta_ci
 from tunelab.eval.runner import evaluate_loaded
 from tunelab.models import load_model
+from tunelab.studies import retention
 
 REVIEWS = DataConfig(source=str(DATA / "reviews.jsonl"), fields={"input": "text", "output": "label"},
                      template="format", prompt_format="Review: {input}\nSentiment:",
@@ -83,7 +83,7 @@ def test_retention_compares_the_second_metric(results) -> None:
 
 
 def test_quickstart_compares_the_second_metric(tiny_llama: Path, tmp_path: Path) -> None:
-    from tunelab.quickstart import run_quickstart
+    from tunelab.workflows.quickstart import run_quickstart
 
     lines: list[str] = []
     run_dir = run_quickstart(

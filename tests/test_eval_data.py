@@ -12,7 +12,7 @@ import pytest
 from eval_helpers import EVAL_DATA
 
 from tunelab.config import DataConfig, TaskConfig
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 from tunelab.eval.datasets import load_task_data
 from tunelab.eval.datasets.bigbench import read_bigbench_file, read_squad_file
 from tunelab.eval.datasets.fetch import fetch_bigbench

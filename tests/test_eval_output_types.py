@@ -11,7 +11,7 @@ import pytest
 from eval_helpers import REVIEWS
 
 from tunelab.config import OUTPUT_TYPES, EvalConfig, ModelConfig, TaskConfig
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 from tunelab.eval.datasets import load_task_data
 from tunelab.eval.metrics import MetricInput, metric_class, task_metrics
 from tunelab.eval.output_types import Framing, get_output_type, output_type_names

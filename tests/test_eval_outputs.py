@@ -18,7 +18,7 @@ import tunelab
 import tunelab.eval.output_types.base as output_types_base
 from tunelab.cli import main
 from tunelab.config import DataConfig, EvalConfig, GenerationConfig, ModelConfig, TaskConfig
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 from tunelab.eval.runner import evaluate_loaded
 from tunelab.models import load_model
 from tunelab.models.kinds import load_classifier

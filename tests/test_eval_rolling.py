@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from tunelab.config import ModelConfig
 from tunelab.eval.choice import prefix_token_id
 from tunelab.eval.metrics import get_metric
-from tunelab.eval.rolling import rolling_loglikelihood, windows_for
+from tunelab.eval.rolling_nll import rolling_loglikelihood, windows_for
 from tunelab.models import load_model
 
 TEXT = ("a gorgeous , witty , seductive movie . the story is also as unoriginal as they come , "

@@ -12,8 +12,8 @@ from helpers import DATA
 
 from tunelab.cli import main
 from tunelab.config import DataConfig
+from tunelab.core.errors import TunelabError
 from tunelab.data import Record, get_template
-from tunelab.errors import TunelabError
 from tunelab.eval.fewshot import PromptBuilder, choose_shots
 from tunelab.eval.tasks import builtin_suites, builtin_tasks, load_suite, load_task
 

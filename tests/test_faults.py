@@ -241,7 +241,7 @@ def finish_after_kill(path: Path) -> None:
 
 
 def checkpoint_exists(run: Path) -> bool:
-    from tunelab.training.run import has_checkpoint
+    from tunelab.workflows.train import has_checkpoint
     return has_checkpoint(run)
 
 
@@ -380,7 +380,7 @@ def test_divergence_tells_factor_and_uniform_output() -> None:
     settled at ln(vocab) (a uniform output) even below the factor; ordinary noise passes."""
     from types import SimpleNamespace
 
-    from tunelab.errors import DivergedError
+    from tunelab.core.errors import DivergedError
     from tunelab.training.checkpoint import LoopState
     from tunelab.training.loop import Trainer
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from tunelab.config import GenerationConfig, ModelConfig
-from tunelab.eval.generate import cut_at_stop, generate, left_pad
+from tunelab.eval.generation import cut_at_stop, generate, left_pad
 from tunelab.models import load_model
 
 

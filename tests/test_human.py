@@ -18,7 +18,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import cohen_kappa_score
 
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 from tunelab.human import (
     RatingStore,
     bradley_terry,

@@ -40,7 +40,7 @@ def test_real_tokenizer_trains_exactly_the_completion(smol_tokenizer, template: 
 
 
 def test_quickstart_flow_on_two_layers(tmp_path: Path) -> None:
-    from tunelab.quickstart import run_quickstart
+    from tunelab.workflows.quickstart import run_quickstart
 
     lines: list[str] = []
     run_dir = run_quickstart(

@@ -20,7 +20,7 @@ from conftest import build_tokenizer
 from helpers import DATA
 
 import tunelab
-import tunelab.training.run as run_module
+import tunelab.workflows.train as run_module
 from tunelab.config import MODEL_KINDS as config_kinds
 from tunelab.config import (
     DataConfig,
@@ -31,13 +31,13 @@ from tunelab.config import (
     TrainConfig,
     load_run_config,
 )
+from tunelab.core.errors import TunelabError
 from tunelab.data import Record, get_template, load_splits
 from tunelab.data.tokenize import IGNORE_INDEX, collate, tokenize_record
-from tunelab.errors import TunelabError
-from tunelab.eval.generate import generate
+from tunelab.eval.generation import generate
 from tunelab.models import load_model
 from tunelab.models.kinds import MODEL_KINDS, TokenizedExample, get_kind
-from tunelab.runs import load_run_model
+from tunelab.runs.run_dir import load_run_model
 
 LABELS = ["positive", "negative"]
 ROOT = Path(__file__).parent.parent

@@ -16,7 +16,7 @@ SHAPE = Path(__file__).resolve().parent.parent / "scripts" / "shape"
 # Imported inside a function on purpose, each for a reason that is not a circle.
 OPTIONAL = {
     "tunelab.api": "`import tunelab` stays light; the API loads torch on first use",
-    "tunelab.bridges.lm_eval": "lm-evaluation-harness is an optional extra",
+    "tunelab.eval.harness": "lm-evaluation-harness is an optional extra",
     "lm_eval": "lm-evaluation-harness is an optional extra",
     "peft": "an old peft fails at import: tunelab checks the installed set first",
     "pyarrow": "only Parquet files need it",

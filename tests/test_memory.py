@@ -12,7 +12,7 @@ import pytest
 PROBE = """
 import os, resource, sys
 import torch
-from tunelab.memory import keep_mmap_threshold
+from tunelab.core.memory import keep_mmap_threshold
 held = keep_mmap_threshold()
 def rss():
     return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20

@@ -37,11 +37,11 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 import tunelab
-from tunelab.errors import TunelabError
-from tunelab.merge import inference_model, merge_run, merged_model
+from tunelab.core.errors import TunelabError
 from tunelab.methods import get_method, trainable_parameters
 from tunelab.methods.base import input_logits, parse_options
-from tunelab.runs import load_run_model
+from tunelab.runs.merge import inference_model, merge_run, merged_model
+from tunelab.runs.run_dir import load_run_model
 
 TESTS = Path(__file__).parent
 

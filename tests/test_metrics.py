@@ -18,7 +18,7 @@ from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 from sklearn.metrics import accuracy_score, matthews_corrcoef, precision_recall_fscore_support
 
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 from tunelab.eval import metrics as m
 from tunelab.eval.metrics import (
     bootstrap_ci,

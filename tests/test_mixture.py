@@ -26,16 +26,16 @@ from tunelab.config import (
     TrainTaskConfig,
     load_run_config,
 )
+from tunelab.core.errors import TunelabError
 from tunelab.data.batching import MicroBatch
 from tunelab.data.inspect import inspect_data
 from tunelab.data.mixture import MixturePlan, TaskExamples, TrainingData, length_difficulty
 from tunelab.data.tokenize import TokenizedExample
 from tunelab.data.training_tasks import training_tasks
-from tunelab.errors import TunelabError
 from tunelab.methods import get_method
 from tunelab.methods.base import parse_options
 from tunelab.models import load_model
-from tunelab.runs import read_config, write_config
+from tunelab.runs.run_dir import read_config, write_config
 from tunelab.training.data import prepare_data
 from tunelab.training.loop import Trainer
 

@@ -21,13 +21,13 @@ from tunelab.config import (
     RunConfig,
     TrainConfig,
 )
-from tunelab.data.bigbench import (
+from tunelab.core.errors import TunelabError
+from tunelab.data.bigbench_training import (
     natural_instructions_dir,
     natural_instructions_tasks,
     resolve_subtask,
 )
 from tunelab.data.sources import read_records
-from tunelab.errors import TunelabError
 
 ROOT = DATA / "bigbench"
 NI = ROOT / "natural_instructions"

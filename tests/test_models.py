@@ -8,7 +8,7 @@ import pytest
 from conftest import needs_builtin_model
 
 from tunelab.config import ModelConfig
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 from tunelab.models import load_model, resolve_model_dir
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from tunelab.core.errors import TunelabError
 from tunelab.data import Record
-from tunelab.errors import TunelabError
-from tunelab.probes import (
+from tunelab.data.transforms import (
     augment_records,
     check_severity,
     get_perturbation,
@@ -26,7 +26,7 @@ from tunelab.probes import (
     perturbation_names,
     rng_for,
 )
-from tunelab.probes.perturbations import word_list
+from tunelab.data.transforms.perturbations import word_list
 
 REVIEW = ("The film's pacing is slow, but the performances are wonderful and it doesn't "
           "overstay its welcome.")
@@ -108,7 +108,7 @@ def test_another_key_or_seed_usually_gives_another_text(name: str) -> None:
 
 
 def test_the_rng_comes_from_a_stable_hash_not_pythons_hash() -> None:
-    code = ("from tunelab.probes import rng_for; "
+    code = ("from tunelab.data.transforms import rng_for; "
             "print(rng_for(3, 'typo', 0.1, 'train.jsonl:7').random())")
     src = str(Path(__file__).resolve().parent.parent / "src")
     outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -393,7 +393,7 @@ def test_severity_and_share_out_of_range_are_one_line_errors() -> None:
 
 
 def test_only_case_changes_ignore_severity() -> None:
-    from tunelab.probes.perturbations import REGISTRY
+    from tunelab.data.transforms.perturbations import REGISTRY
 
     assert {p.name for p in REGISTRY.values() if not p.graded} == {"lowercase", "uppercase"}
     text = "The film's pacing is slow, but the performances are wonderful."

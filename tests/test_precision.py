@@ -12,7 +12,7 @@ from helpers import tiny_run_config
 from safetensors.torch import load_file
 
 import tunelab
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 
 METHODS = [{"name": "lora", "r": 4}, {"name": "prompt", "num_virtual_tokens": 4},
            {"name": "prefix", "num_virtual_tokens": 4},

@@ -10,14 +10,14 @@ import yaml
 from helpers import DATA, tiny_run_config
 
 import tunelab
-from tunelab import retention
 from tunelab.cli import main
 from tunelab.config import ModelConfig, RetentionConfig
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 from tunelab.eval.runner import evaluate_loaded
 from tunelab.eval.tasks import load_task
 from tunelab.models import load_model
-from tunelab.runs import load_run_model
+from tunelab.runs.run_dir import load_run_model
+from tunelab.studies import retention
 
 EVAL_DATA = DATA / "eval"
 

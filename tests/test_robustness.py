@@ -25,17 +25,21 @@ from tunelab.config import (
     RobustnessConfig,
     TaskConfig,
 )
+from tunelab.core.errors import TunelabError
 from tunelab.data import load_splits
 from tunelab.data.training_tasks import augmented
-from tunelab.errors import TunelabError
+from tunelab.data.transforms.perturbations import (
+    get_perturbation,
+    parse_perturbations,
+    perturb_record,
+)
 from tunelab.eval.compare import item_scores
 from tunelab.eval.datasets import load_task_data
 from tunelab.eval.output_types import Framing, input_text
 from tunelab.eval.runner import evaluate_records
 from tunelab.models import load_model
-from tunelab.probes.perturbations import get_perturbation, parse_perturbations, perturb_record
-from tunelab.robustness import item_key, run_robustness
-from tunelab.runs import load_run_model
+from tunelab.runs.run_dir import load_run_model
+from tunelab.studies.robustness import item_key, run_robustness
 
 LABELS = ["positive", "negative"]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import sacrebleu
 
-from tunelab.errors import TunelabError
-from tunelab.scoring import format_scores, score
+from tunelab.core.errors import TunelabError
+from tunelab.eval.scoring import format_scores, score
 
 PREDS = ["the cat sat on the mat", "a quick brown fox", "hello world", "it rained today"]
 REFS = ["the cat sat on a mat", "the quick brown fox jumps", "hello there world", "it rained"]

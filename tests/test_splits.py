@@ -12,10 +12,10 @@ from eval_helpers import EVAL_DATA
 from helpers import DATA
 
 from tunelab.config import DataConfig
+from tunelab.core.errors import TunelabError
 from tunelab.data import load_splits
 from tunelab.data.sources import read_records
 from tunelab.data.splits import seeded_split
-from tunelab.errors import TunelabError
 from tunelab.eval.datasets.bigbench import read_bigbench_file, read_squad_file
 
 FIELDS = {"input": "text", "output": "label"}

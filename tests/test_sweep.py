@@ -15,7 +15,7 @@ import tunelab
 import tunelab.models as models
 from tunelab.cli import main
 from tunelab.config import to_dict
-from tunelab.merge import inference_model
+from tunelab.runs.merge import inference_model
 
 
 def _config_file(tiny_llama: Path, tmp_path: Path, **train) -> Path:
@@ -91,7 +91,7 @@ def test_merge_writes_a_plain_model_with_the_same_logits(tiny_llama: Path, tmp_p
     assert main(["merge", str(run), "--out", str(out)]) == 0
     assert not (out / "adapter_config.json").exists() and (out / "config.json").is_file()
     merged = AutoModelForCausalLM.from_pretrained(out).eval()
-    unmerged = tunelab.runs.load_run_model(run).model.eval()
+    unmerged = tunelab.runs.run_dir.load_run_model(run).model.eval()
     ids = torch.tensor([[5, 17, 42, 99, 3]])
     with torch.no_grad():
         torch.testing.assert_close(merged(ids).logits, unmerged(ids).logits, atol=1e-5, rtol=1e-4)
@@ -120,7 +120,7 @@ def test_eval_several_adapters_on_one_base(tiny_llama: Path, tmp_path: Path, cap
 
     loads = []
     real = models.load_model
-    monkeypatch.setattr("tunelab.adapters.load_model", lambda *a, **k: loads.append(1) or real(*a, **k))
+    monkeypatch.setattr("tunelab.runs.adapter_set.load_model", lambda *a, **k: loads.append(1) or real(*a, **k))
     capsys.readouterr()
     code = main(["eval", "--task", str(task), "--adapter", runs[0], "--adapter", runs[1],
                  "--json", "--out", str(tmp_path / "out")])

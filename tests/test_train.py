@@ -16,8 +16,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import tunelab
 from tunelab.config import RunConfig
-from tunelab.errors import TunelabError
-from tunelab.runs import load_run_model
+from tunelab.core.errors import TunelabError
+from tunelab.runs.run_dir import load_run_model
 from tunelab.training import checkpoint as checkpoint_module
 
 

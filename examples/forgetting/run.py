@@ -40,7 +40,7 @@ from tunelab.config import (
     TrainTaskConfig,
     to_dict,
 )
-from tunelab.paths import bigbench_dir
+from tunelab.core.paths import bigbench_dir
 
 SENTIMENT = DataConfig(source="builtin:movie_sentiment", template="chat", validation_size=20,
                        test_size=60, split_seed=0, max_length=256)

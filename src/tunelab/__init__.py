@@ -11,7 +11,7 @@ __all__ = ["train", "evaluate", "evaluate_adapters", "compare_baselines", "evalu
            "check_robustness", "check_bias", "perturbations_overview", "probes_overview",
            "compare_runs", "human_ratings", "rating_server", "build_report", "TunelabError"]
 
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 
 # The API, loaded on first use: `import tunelab` (and `tunelab --help`) stays free of torch.
 _API = ("train", "evaluate", "evaluate_adapters", "compare_baselines", "evaluate_suite", "score",
@@ -50,7 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def __getattr__(name: str) -> Any:
-    if name in _API:  # names that are not submodules (tunelab.sweep, tunelab.merge are)
+    if name in _API:  # names that are not submodules (tunelab.workflows.sweep, tunelab.runs.merge are)
         from tunelab import api
 
         return getattr(api, name)

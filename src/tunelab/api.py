@@ -9,8 +9,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunelab.adapters import AdapterSet
-from tunelab.analysis import (
+from tunelab.config import ModelConfig, TaskConfig, load_run_config
+from tunelab.config.choices import NONNEGATIVE, Range
+from tunelab.core.errors import TunelabError
+from tunelab.data.inspect import inspect_data as inspect_run_data
+from tunelab.data.transforms.counterfactual import parse_probes
+from tunelab.data.transforms.perturbations import parse_perturbations
+from tunelab.eval.datasets.fetch import fetch_bigbench
+from tunelab.eval.output_types import get_output_type, load_for_task
+from tunelab.eval.runner import EvalResult, evaluate_loaded, read_result, slug, write_result
+from tunelab.eval.scoring import format_scores, score
+from tunelab.eval.tables import format_table, results_table, shown_keys, suite_table
+from tunelab.eval.tasks import check_task_data, is_suite, load_suite, load_task
+from tunelab.eval.tasks import validate_task as validate_task_file
+from tunelab.human import RatingStore
+from tunelab.human.report import RatingsReport, ratings_report
+from tunelab.human.server import serve
+from tunelab.human.session import RatingSession, open_session, system_results
+from tunelab.models.loader import load_tokenizer
+from tunelab.report.run_page import comparison_page, write_html_report
+from tunelab.report.task_list import tasks_overview
+from tunelab.runs.adapter_set import AdapterSet
+from tunelab.runs.merge import merge_run
+from tunelab.runs.run_dir import load_run_model, read_config
+from tunelab.studies.baselines import BaselineReport, run_baselines
+from tunelab.studies.bias import BiasReport, run_bias
+from tunelab.studies.error_analysis import (
     ComparisonReport,
     TaskPair,
     compare_tasks,
@@ -18,35 +42,11 @@ from tunelab.analysis import (
     export_errors,
     read_consistency,
 )
-from tunelab.baselines import BaselineReport, run_baselines
-from tunelab.bias import BiasReport, run_bias
-from tunelab.config import ModelConfig, TaskConfig, load_run_config
-from tunelab.config.choices import NONNEGATIVE, Range
-from tunelab.data.inspect import inspect_data as inspect_run_data
-from tunelab.errors import TunelabError
-from tunelab.eval.datasets.fetch import fetch_bigbench
-from tunelab.eval.output_types import get_output_type, load_for_task
-from tunelab.eval.runner import EvalResult, evaluate_loaded, read_result, slug, write_result
-from tunelab.eval.tasks import check_task_data, is_suite, load_suite, load_task
-from tunelab.eval.tasks import validate_task as validate_task_file
-from tunelab.html_report import comparison_page, write_html_report
-from tunelab.human import RatingStore
-from tunelab.human.report import RatingsReport, ratings_report
-from tunelab.human.server import serve
-from tunelab.human.session import RatingSession, open_session, system_results
-from tunelab.merge import merge_run
-from tunelab.models.loader import load_tokenizer
-from tunelab.probes.counterfactual import parse_probes
-from tunelab.probes.perturbations import parse_perturbations
-from tunelab.quickstart import run_quickstart
-from tunelab.report.tables import format_table, results_table, shown_keys, suite_table
-from tunelab.report.tasks import tasks_overview
-from tunelab.robustness import RobustnessReport, run_robustness
-from tunelab.runs import load_run_model, read_config
-from tunelab.scoring import format_scores, score
-from tunelab.sweep import SweepOptions
-from tunelab.sweep import run_sweep as run_sweep_options
-from tunelab.training.run import TrainResult, evaluation_task, run_task, train
+from tunelab.studies.robustness import RobustnessReport, run_robustness
+from tunelab.workflows.quickstart import run_quickstart
+from tunelab.workflows.sweep import SweepOptions
+from tunelab.workflows.sweep import run_sweep as run_sweep_options
+from tunelab.workflows.train import TrainResult, evaluation_task, run_task, train
 
 __all__ = ["train", "run_task", "evaluate", "evaluate_adapters", "compare_baselines",
            "evaluate_suite", "run_evaluation", "Printout", "score", "format_scores", "quickstart",
@@ -275,7 +275,7 @@ def build_report(directory: str | Path) -> Path:
 def harness(tasks: list[str], **options: Any) -> str:
     """`tunelab harness`: lm-evaluation-harness tasks on a tunelab model (the `harness` extra)."""
     try:  # lm-evaluation-harness is an optional extra
-        from tunelab.bridges.lm_eval import run_harness
+        from tunelab.eval.harness import run_harness
     except ImportError as err:
         raise TunelabError(f"tunelab harness needs lm-evaluation-harness ({err}); run: "
                            "pip install -c constraints.txt 'tunelab[harness]'") from None
@@ -311,7 +311,7 @@ def check_robustness(
     out_dir: str | Path | None = None,
 ) -> RobustnessReport:
     """`tunelab robustness`: every system on the task's items, clean and under each
-    perturbation (see tunelab.robustness)."""
+    perturbation (see tunelab.studies.robustness)."""
     check_eval_args(shots, limit, out_dir)
     chosen = parse_perturbations(perturbations)  # an unknown name fails before any loading
     return run_robustness(task_of(task, adapters), chosen, model=model, adapters=adapters,
@@ -333,7 +333,7 @@ def check_bias(
     bbq_categories: Sequence[str] = (),
 ) -> BiasReport:
     """`tunelab bias`: counterfactual probes on the task's items for every system, and the
-    BBQ-lite suite with `bbq=True` (see tunelab.bias)."""
+    BBQ-lite suite with `bbq=True` (see tunelab.studies.bias)."""
     check_eval_args(shots, limit, out_dir)
     chosen = parse_probes(probes)
     return run_bias(task_of(task, adapters), chosen, model=model, adapters=adapters,
@@ -363,7 +363,7 @@ def compare_runs(
     html: str | Path | None = None,
 ) -> ComparisonReport:
     """`tunelab compare A B`: two evaluations of the same items (eval dirs, or runs: their
-    fine-tuned evaluation, every task of a mixture), item by item (see tunelab.analysis).
+    fine-tuned evaluation, every task of a mixture), item by item (see tunelab.studies.error_analysis).
 
     Args:
         task: the task that scored them (default: the run's own task, found from a

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import tunelab  # the API loads on first use, so `tunelab --help` needs no torch
-from tunelab import launch
 from tunelab.config import load_run_config
-from tunelab.dependencies import check_dependencies
-from tunelab.errors import TunelabError
-from tunelab.memory import keep_mmap_threshold
+from tunelab.core import launch
+from tunelab.core.dependencies import check_dependencies
+from tunelab.core.errors import TunelabError
+from tunelab.core.memory import keep_mmap_threshold
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -263,7 +263,7 @@ def _score_args(commands: Any) -> None:
 
 
 def _quickstart(args: argparse.Namespace) -> int:
-    tunelab.quickstart(args.out, limit=args.limit, overrides=args.overrides)
+    tunelab.workflows.quickstart(args.out, limit=args.limit, overrides=args.overrides)
     return 0
 
 

@@ -13,7 +13,7 @@ from typing import Any, Literal, get_args
 
 import yaml
 
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 ModelKind = Literal["causal", "seq2seq", "classifier"]

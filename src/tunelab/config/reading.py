@@ -12,7 +12,7 @@ import yaml
 
 from tunelab.config.choices import check_choice, choices_of, yaml_line
 from tunelab.config.sections import RunConfig
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 
 
 def from_dict(cls: type, raw: dict[str, Any], where: str, source: Path | None = None,

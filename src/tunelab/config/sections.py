@@ -31,7 +31,7 @@ from tunelab.config.choices import (
     TemplateName,
     yaml_line,
 )
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 
 
 @dataclass

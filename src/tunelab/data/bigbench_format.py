@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 
 BIGBENCH_SEED = 42
 """BIG-bench's default random seed (it orders the choices appended to an input)."""

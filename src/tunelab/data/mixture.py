@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from tunelab.config import CurriculumStage, MixtureConfig
+from tunelab.core.errors import TunelabError
 from tunelab.data.batching import (
     GROUP_WINDOW,
     BatchPlan,
@@ -40,7 +41,6 @@ from tunelab.data.batching import (
     split_for_process,
 )
 from tunelab.data.tokenize import Collator, Padded, TokenizedExample
-from tunelab.errors import TunelabError
 
 
 @dataclass

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tunelab.data.bigbench import bigbench_rows
-from tunelab.data.builtin import load_builtin
+from tunelab.core.errors import TunelabError
+from tunelab.data.bigbench_training import bigbench_rows
+from tunelab.data.builtin_datasets import load_builtin
 from tunelab.data.records import Record
-from tunelab.errors import TunelabError
 
 ROLES = ("system", "user", "assistant")
 """The chat roles a conversation's messages may have."""

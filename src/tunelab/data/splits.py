@@ -10,9 +10,9 @@ import random
 from dataclasses import dataclass
 
 from tunelab.config import DataConfig
+from tunelab.core.errors import TunelabError
 from tunelab.data.records import Record
 from tunelab.data.sources import read_records
-from tunelab.errors import TunelabError
 
 
 @dataclass

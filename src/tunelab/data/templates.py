@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tunelab.config import DataConfig
+from tunelab.core.errors import TunelabError
 from tunelab.data.records import Record
-from tunelab.errors import TunelabError
 
 ALPACA_WITH_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further "

@@ -7,12 +7,16 @@ and a built-in mixture's tasks. `tunelab train` and `tunelab data inspect` read 
 from __future__ import annotations
 
 from tunelab.config import AugmentConfig, EvalConfig, RunConfig, TaskConfig, TrainTaskConfig
-from tunelab.data.bigbench import natural_instructions_tasks
+from tunelab.core.errors import TunelabError
+from tunelab.data.bigbench_training import natural_instructions_tasks
 from tunelab.data.mixture import check_tasks
 from tunelab.data.records import Record
-from tunelab.errors import TunelabError
+from tunelab.data.transforms.perturbations import (
+    augment_records,
+    check_severity,
+    parse_perturbations,
+)
 from tunelab.models.kinds import get_kind
-from tunelab.probes.perturbations import augment_records, check_severity, parse_perturbations
 
 
 def training_tasks(config: RunConfig) -> list[TrainTaskConfig]:

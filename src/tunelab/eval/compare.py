@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tunelab.config import TaskConfig
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 from tunelab.eval.metrics import Metric, delta_ci, delta_p_value, paired_deltas, task_metrics
 from tunelab.eval.runner import EvalResult
 

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from tunelab.core.errors import TunelabError
 from tunelab.data import Record, Rendered, Template, encode_prompt
-from tunelab.errors import TunelabError
 
 
 def choose_shots(pool: Sequence[Record], k: int, seed: int, index: int, sampler: str = "random",

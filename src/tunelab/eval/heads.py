@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 from tunelab.models.kinds import LoadedModel
 from tunelab.models.pretrained import ensure_pad_token
 

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from tunelab.config import TaskConfig
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 
 Reference = str | Sequence[str]
 """One item's reference: a string, or a list of acceptable references."""

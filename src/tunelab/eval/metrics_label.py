@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tunelab.config import TaskConfig
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
+from tunelab.core.labels import normalize_label  # re-exported: the label metrics' comparison
 from tunelab.eval.metrics_base import (
     MetricInput,
     Reference,
@@ -28,7 +29,6 @@ from tunelab.eval.metrics_base import (
     mean_stats,
     reference_list,
 )
-from tunelab.labels import normalize_label  # re-exported: the label metrics' comparison
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tunelab.config import TaskConfig
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 from tunelab.eval.metrics_base import (
     MetricInput,
     Scores,

@@ -22,7 +22,7 @@ from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 
 from tunelab.config import TaskConfig
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 from tunelab.eval.metrics_base import (
     MetricInput,
     Reference,

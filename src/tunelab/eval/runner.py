@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.config import TaskConfig
+from tunelab.core.errors import TunelabError
 from tunelab.data import Record
-from tunelab.errors import TunelabError
 from tunelab.eval.datasets import load_task_data
 from tunelab.eval.metrics import bootstrap_ci, task_metrics
 from tunelab.eval.output_types import (

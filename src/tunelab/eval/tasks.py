@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.config import TaskConfig, from_dict, load_yaml, option_name, yaml_line
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 from tunelab.eval.datasets import default_completion, load_task_data, source_scheme
 from tunelab.eval.metrics import metric_names
 from tunelab.eval.output_types import (

@@ -20,7 +20,7 @@ import krippendorff
 import numpy as np
 from scipy import stats
 
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 
 
 def krippendorff_alpha(ratings: Mapping[str, Mapping[str, float]], level: str = "ordinal",

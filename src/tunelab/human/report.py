@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from tunelab.config import TaskConfig
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 from tunelab.eval.compare import item_scores
 from tunelab.eval.metrics import task_metrics
 from tunelab.eval.runner import EvalResult
+from tunelab.eval.tables import format_table
 from tunelab.human.agreement import (
     bradley_terry,
     krippendorff_alpha,
@@ -32,7 +33,6 @@ from tunelab.human.agreement import (
     weighted_kappa,
 )
 from tunelab.human.store import RatingStore
-from tunelab.report.tables import format_table
 
 
 @dataclass

@@ -26,7 +26,7 @@ from typing import Any
 from flask import Flask, abort, redirect, render_template, request, url_for
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 from tunelab.human.session import RatingSession
 from tunelab.human.store import RatingStore
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import yaml
 
-from tunelab.analysis.compare import reference_text, row_key
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 from tunelab.eval.runner import EvalResult, read_result, slug
+from tunelab.studies.error_analysis import reference_text, row_key
 
 # The built-in criteria, one line each as the page shows them (SummEval's dimensions).
 CRITERIA = {

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS scores (

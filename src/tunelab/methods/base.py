@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import torch
 
 from tunelab.config import from_dict
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 
 
 class Method(Protocol):

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 from tunelab.methods import targets
 from tunelab.methods.base import freeze_all, register
 

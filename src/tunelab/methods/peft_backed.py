@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from tunelab.dependencies import check_dependencies
-from tunelab.errors import TunelabError
+from tunelab.core.dependencies import check_dependencies
+from tunelab.core.errors import TunelabError
 
 
 @dataclass

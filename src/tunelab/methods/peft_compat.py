@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from packaging.version import Version
 
-from tunelab.dependencies import installed_version
+from tunelab.core.dependencies import installed_version
 from tunelab.models.cache import cache_argument, takes_cache, transformers_model
 
 OLD_NAME, NEW_NAME = "past_key_values", "cache"

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 from tunelab.methods import peft_compat
 from tunelab.methods.base import register
 from tunelab.methods.peft_backed import PeftMethod, task_type

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 
 WEIGHTS_FILE = "weights.safetensors"
 RECORD_FILE = "method.json"

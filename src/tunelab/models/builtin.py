@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from tunelab.errors import TunelabError
-from tunelab.paths import cache_root
+from tunelab.core.errors import TunelabError
+from tunelab.core.paths import cache_root
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from tunelab.config import ModelConfig
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 from tunelab.models.builtin import BUILTIN_MODELS
 from tunelab.models.logits import shifted, summed_nll
 from tunelab.models.pretrained import (

@@ -20,7 +20,7 @@ import torch
 import transformers
 
 from tunelab.config import ModelConfig
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 from tunelab.models.builtin import BUILTIN_MODELS, builtin_model_dir
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from tunelab.errors import TunelabError
-from tunelab.labels import normalize_label
+from tunelab.core.errors import TunelabError
+from tunelab.core.labels import normalize_label
 
 IGNORE_INDEX = -100
 """The label of a position that is not trained (the loss ignores it)."""

@@ -9,7 +9,8 @@ from typing import Any
 
 from tunelab.eval.compare import Comparison
 from tunelab.eval.runner import EvalResult
-from tunelab.report.tables import format_table, results_table, retention_table, shown_keys
+from tunelab.eval.tables import format_table, results_table, shown_keys
+from tunelab.studies.retention import retention_table
 
 
 def examples_table(results: Sequence[EvalResult], count: int, markdown: bool = True) -> str:

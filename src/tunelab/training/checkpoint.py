@@ -29,7 +29,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 from tunelab.training.parallel import Replicated
 
 

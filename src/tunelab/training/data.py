@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunelab.config import RunConfig, TrainTaskConfig
+from tunelab.core.errors import TunelabError
 from tunelab.data import Splits, get_template, load_splits
 from tunelab.data.mixture import TaskExamples, TrainingData, length_difficulty
 from tunelab.data.tokenize import TokenizedExample, collator, tokenize_record
 from tunelab.data.training_tasks import augmented
-from tunelab.errors import TunelabError
 from tunelab.eval.loglikelihood import completion_nll
 from tunelab.models import LoadedModel
 

@@ -28,11 +28,11 @@ from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 from tqdm.auto import tqdm
 
 from tunelab.config import TrainConfig
+from tunelab.core.errors import DivergedError, TunelabError
+from tunelab.core.memory import keep_mmap_threshold
 from tunelab.data.batching import BatchPlan, MicroBatch
 from tunelab.data.mixture import TaskExamples, TrainingData
 from tunelab.data.tokenize import TokenizedExample
-from tunelab.errors import DivergedError, TunelabError
-from tunelab.memory import keep_mmap_threshold
 from tunelab.models.kinds import ModelKind
 from tunelab.training.checkpoint import (
     LoopState,

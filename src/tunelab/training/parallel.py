@@ -25,7 +25,7 @@ from accelerate import Accelerator
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor, distribute_tensor
 
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 
 
 class Replicated:

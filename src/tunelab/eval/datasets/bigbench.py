@@ -14,13 +14,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from tunelab.config import DataConfig
+from tunelab.core.errors import TunelabError
+from tunelab.core.paths import bigbench_dir
 from tunelab.data import Record
 from tunelab.data.bigbench_format import BigbenchTask, Reading, read_json, read_task
 from tunelab.data.records import choice_record
 from tunelab.data.splits import seeded_split
-from tunelab.errors import TunelabError
 from tunelab.eval.datasets.common import TaskData
-from tunelab.paths import bigbench_dir
 
 SPECIAL_FILES = {
     "truthful_qa": "truthful_qa/task_mc.json",

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tunelab.core.errors import TunelabError
 from tunelab.data import Record
-from tunelab.errors import TunelabError
 
 
 @dataclass

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunelab.config import load_yaml
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
+from tunelab.core.paths import bigbench_dir
 from tunelab.eval.datasets.bigbench import task_file
 from tunelab.eval.tasks import BUILTIN_TASK_DIR
-from tunelab.paths import bigbench_dir
 
 BIGBENCH_SPEC = "bigbench==1.0.0"
 SDIST_NAME = "bigbench-1.0.0.tar.gz"

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.config import DataConfig
+from tunelab.core.errors import TunelabError
 from tunelab.data import Record
 from tunelab.data.records import choice_record
-from tunelab.errors import TunelabError
 from tunelab.eval.datasets.common import TaskData
 
 Row = dict[str, Any]

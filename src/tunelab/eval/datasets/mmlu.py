@@ -17,9 +17,9 @@ import csv
 from pathlib import Path
 
 from tunelab.config import DataConfig
+from tunelab.core.errors import TunelabError
 from tunelab.data import Record
 from tunelab.data.records import choice_record
-from tunelab.errors import TunelabError
 from tunelab.eval.datasets.common import TaskData
 
 LETTERS = ["A", "B", "C", "D"]

@@ -13,7 +13,7 @@ A task's `output_type` (a name in its YAML) becomes the object only here, throug
 from __future__ import annotations
 
 from tunelab.config import ModelConfig, TaskConfig
-from tunelab.errors import TunelabError
+from tunelab.core.errors import TunelabError
 from tunelab.eval.output_types.base import (
     Fail,
     Framing,

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from tunelab.config import TaskConfig
+from tunelab.core.errors import TunelabError
 from tunelab.data import Record
-from tunelab.errors import TunelabError
 
 
 def reference_of(task: TaskConfig, record: Record) -> Any:

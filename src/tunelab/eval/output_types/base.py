@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from tunelab.config import ModelConfig, TaskConfig
+from tunelab.core.errors import TunelabError
 from tunelab.data import Record, get_template
-from tunelab.errors import TunelabError
 from tunelab.eval.datasets import TaskData
 from tunelab.eval.fewshot import PromptBuilder, choose_shots
 from tunelab.eval.metrics import MetricInput, metric_class

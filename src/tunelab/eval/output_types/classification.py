@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from tunelab.config import ModelConfig, TaskConfig
+from tunelab.core.errors import TunelabError
 from tunelab.data import Record, get_template
 from tunelab.data.templates import classifier_text
-from tunelab.errors import TunelabError
 from tunelab.eval.heads import classify
 from tunelab.eval.output_types.answers import reference_of
 from tunelab.eval.output_types.base import (

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from tunelab.data import tokenize_example
 from tunelab.data.tokenize import tokenize_seq2seq
-from tunelab.eval.generate import generate, is_encoder_decoder
+from tunelab.eval.generation import generate, is_encoder_decoder
 from tunelab.eval.loglikelihood import completion_nll
 from tunelab.eval.metrics import MetricInput
 from tunelab.eval.output_types.answers import reference_of

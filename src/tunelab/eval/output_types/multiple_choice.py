@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from tunelab.config import TaskConfig
+from tunelab.core.errors import TunelabError
 from tunelab.data import Record
-from tunelab.errors import TunelabError
 from tunelab.eval.choice import ChoiceRequest, encode_pair, score_choices
 from tunelab.eval.fewshot import with_output
 from tunelab.eval.metrics import MetricInput

@@ -17,7 +17,7 @@ from tunelab.eval.output_types.base import (
     Request,
     row,
 )
-from tunelab.eval.rolling import rolling_loglikelihood
+from tunelab.eval.rolling_nll import rolling_loglikelihood
 
 
 def document_of(task: TaskConfig, record: Record) -> str:

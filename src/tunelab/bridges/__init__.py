@@ -1,1 +1,0 @@
-"""Bridges from tunelab models to other evaluation frameworks."""

@@ -1,0 +1,65 @@
+"""Built-in datasets from real data that installs offline with PyPI packages."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from tunelab.core.errors import TunelabError
+
+Rows = Iterator[tuple[str, dict[str, Any]]]
+
+SENTIMENT_INSTRUCTION = (
+    "Classify the sentiment of this movie review. Answer with one word: positive or negative."
+)
+
+
+def _gensim_file(name: str) -> Path:
+    found = importlib.util.find_spec("gensim")
+    if found is None or not found.submodule_search_locations:
+        raise TunelabError(
+            "builtin data needs the gensim package (its test data holds the movie reviews); "
+            "run: pip install 'tunelab[data]'"
+        )
+    return Path(list(found.submodule_search_locations)[0]) / "test" / "test_data" / name
+
+
+def movie_sentiment() -> Rows:
+    """200 labelled movie-review sentences (Pang & Lee polarity), from gensim's test data.
+
+    The file is Windows-1252 encoded (em dashes, accented names)."""
+    path = _gensim_file("pang_lee_polarity.cor")
+    names = {"__label__pos": "positive", "__label__neg": "negative"}
+    for lineno, line in enumerate(path.read_text(encoding="cp1252").splitlines(), start=1):
+        tag, _, text = line.partition(" ")
+        if tag in names:
+            yield f"{path}:{lineno}", {
+                "instruction": SENTIMENT_INSTRUCTION,
+                "input": text.strip(),
+                "output": names[tag],
+            }
+
+
+def news() -> Rows:
+    """299 news articles (the Lee background corpus, Australian Broadcasting Corporation news),
+    from gensim's test data: general text for perplexity and retention checks."""
+    path = _gensim_file("lee_background.cor")
+    for lineno, line in enumerate(path.read_text(encoding="latin-1").splitlines(), start=1):
+        if line.strip():
+            yield f"{path}:{lineno}", {"instruction": "Write a news article.", "input": "",
+                                       "output": line.strip()}
+
+
+BUILTIN_DATASETS: dict[str, Callable[[], Rows]] = {"movie_sentiment": movie_sentiment,
+                                                   "news": news}
+
+
+def load_builtin(name: str) -> Rows:
+    if name not in BUILTIN_DATASETS:
+        raise TunelabError(
+            f"data.source 'builtin:{name}': unknown built-in dataset; "
+            f"choose one of: {', '.join('builtin:' + n for n in BUILTIN_DATASETS)}"
+        )
+    return BUILTIN_DATASETS[name]()

@@ -1,0 +1,434 @@
+"""`report.html`: one self-contained page for a run, a comparison or a sweep.
+
+    a run directory -> RunView (config, train_log.jsonl, summary.json, every eval/<system>/,
+    retention.json, robustness/, ratings.sqlite) -> each section object in SECTIONS builds its
+    section from the view, or None when the run has nothing for it -> report/html.Page
+
+A section decides for itself whether it applies (a confusion matrix needs a label set, the
+forgetting curve needs `every_eval`, ratings need ratings.sqlite), so the page code never asks
+what kind of run it is. A comparison page (`tunelab compare --html`) and a sweep page
+(`tunelab sweep`, `tunelab report SWEEP_DIR`) are built from their own results.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunelab.config import RunConfig, TaskConfig
+from tunelab.core.errors import TunelabError
+from tunelab.core.labels import normalize_label
+from tunelab.data.training_tasks import run_task
+from tunelab.eval.compare import compare_to_best, primary_key
+from tunelab.eval.runner import EvalResult
+from tunelab.human import RatingStore
+from tunelab.human.report import ratings_report
+from tunelab.human.session import system_results
+from tunelab.report.html import (
+    Examples,
+    Page,
+    Section,
+    Table,
+    Text,
+    bars_with_ci,
+    confusion,
+    curves,
+    grouped_bars,
+    png_file,
+    scatter,
+)
+from tunelab.report.sweep_table import sweep_columns
+from tunelab.runs.run_dir import read_config
+from tunelab.studies.error_analysis import (
+    ComparisonReport,
+    compare_results,
+    reference_text,
+    row_key,
+)
+
+MAX_EXAMPLES = 500
+
+
+@dataclass
+class RunView:
+    """Everything a run directory holds that a report shows (read once)."""
+
+    folder: Path
+    config: RunConfig | None
+    task: TaskConfig | None
+    results: dict[str, EvalResult]
+    log: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    comparison: ComparisonReport | None = None
+
+    @property
+    def fine_tuned(self) -> EvalResult | None:
+        return next((r for s, r in self.results.items() if not s.startswith("base")), None)
+
+    @property
+    def baselines(self) -> list[EvalResult]:
+        return [r for s, r in self.results.items() if s.startswith("base")]
+
+    @property
+    def ordered(self) -> list[EvalResult]:
+        """The baselines first, then every other system."""
+        return [*self.baselines, *[r for r in self.results.values() if r not in self.baselines]]
+
+
+def read_view(folder: Path) -> RunView:
+    config = read_config(folder) if (folder / "config.yaml").is_file() else None
+    task = run_task(config) if config is not None and not config.is_mixture else None
+    results: dict[str, EvalResult] = {}
+    if (folder / "eval").is_dir() or any(folder.glob("*/metrics.json")):
+        _, results = system_results(folder)
+    log_file, summary_file = folder / "train_log.jsonl", folder / "summary.json"
+    log = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines()
+           if line.strip()] if log_file.is_file() else []
+    summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.is_file() else {}
+    view = RunView(folder, config, task, results, log, summary)
+    base = next(iter(view.baselines), None)
+    if task is not None and base is not None and view.fine_tuned is not None:
+        try:
+            view.comparison = compare_results(task, base, view.fine_tuned)
+        except TunelabError:
+            view.comparison = None  # the systems scored different items: no pairing
+    return view
+
+
+# ---- sections, top to bottom -------------------------------------------------------------
+
+class Overview:
+    def build(self, view: RunView) -> Section | None:
+        s, config = view.summary, view.config
+        rows: list[list[Any]] = []
+        if config is not None:
+            rows += [["model", config.model.name],
+                     ["method", json.dumps(config.method)],
+                     ["data", config.data.train_file or config.data.source]]
+        shown = {"train_examples": "train examples", "steps": "optimizer steps",
+                 "trainable_parameters": "trainable parameters", "trainable_percent": "trainable %",
+                 "size_on_disk_bytes": "size on disk (bytes)", "best_val_loss": "best validation loss",
+                 "best_step": "best step", "train_seconds": "training seconds",
+                 "tokens_per_s": "training tokens/s", "tokens_seen": "real tokens trained",
+                 "computed_tokens": "positions computed (padding included)",
+                 "padding_share": "share of positions that were padding",
+                 "peak_memory_mb": "peak memory (MiB)"}
+        for key, label in shown.items():
+            if s.get(key) is not None:
+                value = s[key]
+                rows.append([label, f"{value:,.4g}" if isinstance(value, float) else
+                             f"{value:,}" if isinstance(value, int) else value])
+        if not rows:
+            return None
+        return Section("Setup", [Table(["", "value"], rows)], "setup")
+
+
+class Training:
+    def build(self, view: RunView) -> Section | None:
+        train = [r for r in view.log if "loss" in r]
+        val = [r for r in view.log if "val_loss" in r]
+        if not train:
+            return None
+        loss = [("training loss", [r["step"] for r in train], [r["loss"] for r in train])]
+        if val:
+            loss.append(("validation loss", [r["step"] for r in val], [r["val_loss"] for r in val]))
+        for task in sorted({t for r in val for t in r.get("val_loss_by_task") or {}}):
+            points = [r for r in val if (r.get("val_loss_by_task") or {}).get(task) is not None]
+            loss.append((f"validation: {task}", [r["step"] for r in points],
+                         [r["val_loss_by_task"][task] for r in points]))
+        blocks: list[Any] = [curves(loss, "loss (per token)", "training and validation loss")]
+        if any("lr" in r for r in train):
+            blocks.append(curves([("learning rate", [r["step"] for r in train if "lr" in r],
+                                   [r["lr"] for r in train if "lr" in r])],
+                                 "learning rate", "learning rate schedule"))
+        best = view.summary.get("best_step")
+        if best is not None:
+            blocks.append(Text(f"The weights kept are those of step {best} (best validation "
+                               "loss).", "note"))
+        return Section("Training", blocks, "training")
+
+
+class Forgetting:
+    def build(self, view: RunView) -> Section | None:
+        curve = [r for r in view.log if r.get("retention")]
+        retention_file = view.folder / "retention.json"
+        if not curve and not retention_file.is_file():
+            return None
+        blocks: list[Any] = []
+        if curve:
+            tasks = sorted({t for r in curve for t in r["retention"]})
+            blocks.append(curves([(t, [r["step"] for r in curve if t in r["retention"]],
+                                   [r["retention"][t] for r in curve if t in r["retention"]])
+                                  for t in tasks], "score", "forgetting curve: untouched tasks"))
+            val = [r for r in view.log if "val_loss" in r]
+            if val:
+                blocks.append(curves([("validation loss", [r["step"] for r in val],
+                                       [r["val_loss"] for r in val])], "loss",
+                                     "task curve: validation loss"))
+        if retention_file.is_file():
+            kept = json.loads(retention_file.read_text(encoding="utf-8"))
+            blocks.append(Table(["task", "score", "before", "after", "change [95% CI]",
+                                 "significant drop"],
+                                [[r["task"], r["key"], f"{r['before']:.2f}", f"{r['after']:.2f}",
+                                  f"{r['delta']:+.2f} [{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}]",
+                                  "yes" if _drop(r) else "no"]
+                                 for r in kept["rows"]], "before vs after training"))
+        return Section("Forgetting", blocks, "forgetting")
+
+
+def _drop(row: dict[str, Any]) -> bool:
+    return row["ci"][0] > 0 if row.get("lower_is_better") else row["ci"][1] < 0
+
+
+class Baselines:
+    def build(self, view: RunView) -> Section | None:
+        if not view.results:
+            return None
+        ordered = view.ordered
+        first = view.fine_tuned or ordered[0]
+        key = primary_key(view.task, first) if view.task is not None else next(iter(first.scores))
+        scored = [r for r in ordered if key in r.scores]
+        blocks: list[Any] = []
+        best, sentence = None, ""
+        if view.task is not None and view.baselines and view.fine_tuned is not None:
+            try:
+                comparison = compare_to_best(view.task, view.baselines, view.fine_tuned, key)
+                best, sentence = view.results[comparison.best_baseline].scores[key], \
+                    comparison.sentence()
+            except (TunelabError, KeyError):
+                sentence = ""
+        highlight = scored.index(view.fine_tuned) if view.fine_tuned in scored else None
+        blocks.append(bars_with_ci(
+            [r.system for r in scored], [r.scores[key] for r in scored],
+            [tuple(r.ci[key]) if key in r.ci else None for r in scored], key,
+            f"{key} (95% bootstrap CI)", highlight, best, "best baseline",
+            f"Every system on the same {first.n} test items; the line is the best baseline."))
+        if sentence:
+            blocks.append(Text(sentence))
+        keys = list(dict.fromkeys(k for r in ordered for k in r.scores))[:6]
+        blocks.append(Table(["system", "n", *keys],
+                            [[r.system, r.n, *[_score(r, k) for k in keys]] for r in ordered]))
+        return Section("Baselines vs fine-tuned", blocks, "baselines")
+
+
+def _score(result: EvalResult, key: str) -> str:
+    if key not in result.scores:
+        return "-"
+    ci = result.ci.get(key)
+    value = result.scores[key]
+    return f"{value:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{value:.4g}"
+
+
+class Confusion:
+    def build(self, view: RunView) -> Section | None:
+        labels = [normalize_label(str(x)) for x in (view.task.eval.labels or [])] \
+            if view.task is not None else []
+        if not labels or not view.results:
+            return None
+        columns = [*labels, "(other)"]
+        blocks = []
+        for result in [*view.baselines[:1], *([view.fine_tuned] if view.fine_tuned else [])]:
+            matrix = [[0] * len(columns) for _ in labels]
+            for row in result.predictions:
+                gold = normalize_label(reference_text(row["reference"]))
+                said = normalize_label(str(row["prediction"]))
+                if gold in labels:
+                    matrix[labels.index(gold)][columns.index(said) if said in labels else -1] += 1
+            blocks.append(confusion(columns, matrix, f"{result.system}"))
+        return Section("Confusion matrix", blocks, "confusion")
+
+
+class Robustness:
+    def build(self, view: RunView) -> Section | None:
+        folder = view.folder / "robustness"
+        data_file = folder / "robustness.json"
+        if not data_file.is_file():
+            return None
+        data = json.loads(data_file.read_text(encoding="utf-8"))
+        blocks: list[Any] = [png_file(folder / name, title) for name, title in
+                             (("robustness.png", "change under each perturbation"),
+                              ("severity.png", "change by severity"))
+                             if (folder / name).is_file()]
+        blocks.append(Table(
+            ["system", "perturbation", "severity", "clean", "perturbed", "change [95% CI]",
+             "predictions changed %"],
+            [[r["system"], r["perturbation"], r["severity"], f"{r['clean']:.2f}",
+              f"{r['perturbed']:.2f}", f"{r['delta']:+.2f} [{r['ci'][0]:+.2f}, "
+              f"{r['ci'][1]:+.2f}]" + (" *" if r.get("significant_drop") else ""),
+              f"{r['changed_predictions']:.1f}"] for r in data["rows"]],
+            f"{data['key']} on {data['n']} items; * a significant drop"))
+        return Section("Robustness", blocks, "robustness")
+
+
+def comparison_blocks(report: ComparisonReport) -> list[Any]:
+    counts = report.counts()
+    blocks: list[Any] = [Text(report.headline()),
+                         Table(["fixed", "broken", "still wrong", "still right", "exact McNemar p"],
+                               [[counts["fixed"], counts["broken"], counts["still wrong"],
+                                 counts["still right"], f"{report.p_value:.4f}"]])]
+    shown = [c for c in report.categories if c.a_errors or c.b_errors]
+    if shown:
+        blocks.append(grouped_bars([c.category for c in shown],
+                                   [(report.a_name, [c.a_errors for c in shown]),
+                                    (report.b_name, [c.b_errors for c in shown])],
+                                   "wrong predictions", "error categories"))
+        blocks.append(Table(["category", "what it counts", report.a_name, report.b_name],
+                            [[c.category, c.description, c.a_errors, c.b_errors]
+                             for c in report.categories]))
+    if report.slices:
+        blocks.append(Table(["slice", "value", "n", f"{report.a_name} right %",
+                             f"{report.b_name} right %", "fixed", "broken", "p"],
+                            [[s.slice, s.value, s.n, f"{s.a_right:.1f}", f"{s.b_right:.1f}",
+                              s.fixed, s.broken, f"{s.p_value:.3f}"] for s in report.slices],
+                            "slices"))
+    return blocks
+
+
+class ErrorAnalysis:
+    def build(self, view: RunView) -> Section | None:
+        if view.comparison is None:
+            return None
+        return Section(f"Error analysis: {view.comparison.a_name} vs "
+                       f"{view.comparison.b_name}", comparison_blocks(view.comparison), "errors")
+
+
+class Ratings:
+    def build(self, view: RunView) -> Section | None:
+        path = view.folder / "ratings.sqlite"
+        if not path.is_file():
+            return None
+        store = RatingStore(path)
+        try:
+            report = ratings_report(store, view.task, view.results)
+        except TunelabError as err:
+            return Section("Human ratings", [Text(str(err), "note")], "ratings")
+        criteria = sorted({s.criterion for s in report.scores})
+        systems = sorted({s.system for s in report.scores})
+        by = {(s.system, s.criterion): s for s in report.scores}
+        blocks: list[Any] = [grouped_bars(
+            criteria, [(system, [by[system, c].mean if (system, c) in by else 0 for c in criteria])
+                       for system in systems], "mean rating", "human ratings (95% bootstrap CI)",
+            [[by[system, c].ci if (system, c) in by else (0, 0) for c in criteria]
+             for system in systems])]
+        blocks.append(Table(["system", "criterion", "n items", "mean [95% CI]"],
+                            [[s.system, s.criterion, s.n, f"{s.mean:.2f} [{s.ci[0]:.2f}, "
+                              f"{s.ci[1]:.2f}]"] for s in report.scores]))
+        if report.differences:
+            blocks.append(Table(["criterion", "reference", "system", "n", "difference [95% CI]",
+                                 "Wilcoxon p"],
+                                [[d.criterion, d.reference, d.system, d.n,
+                                  f"{d.delta:+.2f} [{d.ci[0]:+.2f}, {d.ci[1]:+.2f}]",
+                                  f"{d.wilcoxon_p:.4f}"] for d in report.differences],
+                                "paired differences"))
+        blocks.append(Table(["criterion", "raters", "Krippendorff's alpha (ordinal)",
+                             "weighted kappa"],
+                            [[a.criterion, a.raters, f"{a.alpha:.3f}",
+                              "-" if a.kappa is None else f"{a.kappa:.3f}"]
+                             for a in report.agreement], "agreement between raters"))
+        if report.pairwise:
+            blocks.append(Table(["first", "second", "n", "first better", "tie", "second better"],
+                                [[p["first"], p["second"], p["n"], p["first_wins"], p["ties"],
+                                  p["second_wins"]] for p in report.pairwise],
+                                "pairwise preferences; Bradley-Terry: " + ", ".join(
+                                    f"{s} {v:.2f}" for s, v in report.strengths.items())))
+        if report.correlations:
+            blocks.append(Table(["system", "criterion", "metric", "n", "Spearman", "Kendall"],
+                                [[c.system, c.criterion, c.metric, c.n, f"{c.spearman:.3f}",
+                                  f"{c.kendall:.3f}"] for c in report.correlations],
+                                "do the metrics agree with the raters? (per item)"))
+        if report.note:
+            blocks.append(Text(report.note, "note"))
+        return Section("Human ratings", blocks, "ratings")
+
+
+def example_block(results: Sequence[EvalResult], report: ComparisonReport | None) -> Examples:
+    """Every item once, each system's output beside it; tagged with the second system's
+    error categories and the transition when the two were compared."""
+    first = results[0]
+    by_system = {r.system: {row_key(row): row for row in r.predictions} for r in results}
+    paired = {item.key: item for item in report.items} if report is not None else {}
+    rows, tags = [], set()
+    for row in first.predictions[:MAX_EXAMPLES]:
+        key = row_key(row)
+        item = paired.get(key)
+        item_tags = [item.transition, *item.b_errors] if item is not None else []
+        tags.update(item_tags)
+        rows.append({"key": key, "input": str(row.get("input", "")),
+                     "reference": reference_text(row.get("reference", "")),
+                     "outputs": {s: str(by_system[s][key]["prediction"])
+                                 for s in by_system if key in by_system[s]},
+                     "tags": item_tags})
+    return Examples([r.system for r in results], rows, sorted(tags))
+
+
+class ExampleTable:
+    def build(self, view: RunView) -> Section | None:
+        if not view.results:
+            return None
+        ordered = view.ordered
+        blocks: list[Any] = [example_block(ordered, view.comparison)]
+        if len(ordered[0].predictions) > MAX_EXAMPLES:
+            blocks.append(Text(f"The first {MAX_EXAMPLES} of {len(ordered[0].predictions)} "
+                               "items; predictions.jsonl holds them all.", "note"))
+        return Section("Examples", blocks, "examples")
+
+
+SECTIONS = (Overview(), Training(), Forgetting(), Baselines(), Confusion(), Robustness(),
+            ErrorAnalysis(), Ratings(), ExampleTable())
+
+
+# ---- pages -------------------------------------------------------------------------------
+
+def run_page(folder: Path) -> Page:
+    view = read_view(folder)
+    sections = [s for s in (section.build(view) for section in SECTIONS) if s is not None]
+    if not sections:
+        raise TunelabError(f"{folder}: nothing to report (no train_log.jsonl, summary.json or "
+                           "evaluation in it); give a run, sweep or eval directory")
+    what = view.task.name if view.task is not None else folder.name
+    return Page(f"tunelab report: {folder.name}", f"{what} · {folder.resolve()}", sections)
+
+
+def sweep_page(folder: Path) -> Page:
+    data = json.loads((folder / "sweep.json").read_text(encoding="utf-8"))
+    rows = data["rows"]
+    headers, body = sweep_columns(rows)
+    ok = [r for r in rows if r.get("ok") and "score" in r]
+    blocks: list[Any] = []
+    if ok:
+        metric = ok[0]["metric"]
+        for key, label, log_x in (("trainable_parameters", "trainable parameters (log)", True),
+                                  ("peak_memory_mb", "peak memory (MiB)", False),
+                                  ("train_seconds", "training time (s)", False)):
+            points = [(r["method"], float(r[key]), float(r["score"])) for r in ok
+                      if r.get(key) is not None]
+            if points:
+                blocks.append(scatter(points, label, metric, f"{metric} vs {label}", log_x))
+    blocks.append(Table(headers, body))
+    failed = [r for r in rows if not r.get("ok")]
+    if failed:
+        blocks.append(Text("failed: " + ", ".join(r["method"] for r in failed), "note"))
+    return Page(f"tunelab sweep: {folder.name}", f"{len(rows)} methods · {folder.resolve()}",
+                [Section("Methods side by side", blocks, "sweep")])
+
+
+def comparison_page(report: ComparisonReport, a: Sequence[EvalResult],
+                    b: Sequence[EvalResult]) -> Page:
+    sections = [Section("Transitions and error categories", comparison_blocks(report), "errors")]
+    for first, second in zip(a, b, strict=True):
+        sections.append(Section(f"Examples: {first.task}", [example_block([first, second], report)],
+                                f"examples-{first.task}"))
+    return Page(f"tunelab compare: {report.a_name} vs {report.b_name}",
+                f"{', '.join(report.tasks)} · {report.n} items paired by origin", sections)
+
+
+def write_html_report(directory: str | Path, out: str | Path | None = None) -> Path:
+    """`tunelab report DIR`: DIR/report.html for a run, an eval directory or a sweep."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise TunelabError(f"{folder}: no such directory; give a run, sweep or eval directory")
+    page = sweep_page(folder) if (folder / "sweep.json").is_file() else run_page(folder)
+    return page.render(Path(out) if out else folder / "report.html")

@@ -1,0 +1,26 @@
+"""`tunelab tasks list`: the built-in tasks and suites as tables."""
+
+from __future__ import annotations
+
+from tunelab.eval.datasets.bigbench import bigbench_dir, task_file
+from tunelab.eval.tables import format_table
+from tunelab.eval.tasks import builtin_suites, builtin_tasks, load_suite, load_task
+
+
+def tasks_overview() -> str:
+    """The built-in tasks (output type, data, size of the scored split if known) and suites."""
+    rows = []
+    for name in builtin_tasks():
+        task = load_task(name)
+        source = task.data.source
+        needs = ""
+        if source.startswith("bigbench:") and not (bigbench_dir() / task_file(source[9:])).is_file():
+            needs = "tunelab data fetch bigbench"
+        rows.append([name, task.output_type, source, ", ".join(task.eval.metrics), needs])
+    lines = ["Tasks (tunelab eval --task NAME; a task is one YAML file, see `tunelab tasks "
+             "validate FILE`):", format_table(["task", "output type", "data", "metrics", "needs"], rows),
+             "", "Suites (tunelab eval --task SUITE):"]
+    suites = [load_suite(name) for name in builtin_suites()]
+    lines.append(format_table(["suite", "tasks", "description"],
+                              [[s.name, ", ".join(s.tasks), s.description] for s in suites]))
+    return "\n".join(lines)

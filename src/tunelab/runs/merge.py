@@ -1,0 +1,87 @@
+"""Merge a run's trained weights into its base model and write a plain HF model directory,
+loadable with `from_pretrained` alone (no tunelab, no peft); and the model to generate with for
+a run of any method.
+
+Generation is the same call for every method: `model.generate(..., use_cache=True)` works on the
+model `load_run_model` returns (a plain model for full/freeze/bitfit/adapter, a PeftModel for
+lora/ia3/prompt/prefix; tests/test_methods.py checks cached == uncached == a greedy loop for
+every method and family). `inference_model` additionally merges where the method can, so
+generation pays no per-token adapter cost.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer
+
+from tunelab.core.errors import TunelabError
+from tunelab.methods import get_method
+from tunelab.models import LoadedModel
+from tunelab.runs.run_dir import load_run_model, read_config
+
+
+def merged_model(method_name: str, model: torch.nn.Module) -> torch.nn.Module:
+    """The method's merge of `model`, checked to be a plain model of its architecture.
+
+    Raises:
+        TunelabError: the method cannot merge, or its merge holds weights that the plain
+            architecture would not load (they would be silently dropped).
+    """
+    merged = get_method(method_name).merge(model)
+    if merged is None:
+        raise TunelabError(f"method '{method_name}' cannot be merged into the base weights; "
+                           "use the run directory with its base model instead "
+                           "(tunelab.runs.run_dir.load_run_model)")
+    extra, missing = state_dict_difference(merged)
+    if extra or missing:
+        raise TunelabError(f"method '{method_name}': the merged weights do not fit a plain "
+                           f"{type(merged).__name__} (extra {extra[:3]}, missing {missing[:3]}); "
+                           "use the run directory with its base model instead")
+    return merged
+
+
+def state_dict_difference(model: torch.nn.Module) -> tuple[list[str], list[str]]:
+    """(names only the model has, names only a fresh model of its class and config has)."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return [], []
+    with torch.device("meta"):
+        plain = type(model)(config)
+    ours, theirs = set(model.state_dict()), set(plain.state_dict())
+    return sorted(ours - theirs), sorted(theirs - ours)
+
+
+def merge_run(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """Load a run's model, merge its method into the base weights and save a plain model
+    directory (+ the run's tokenizer) to out_dir.
+
+    Raises:
+        TunelabError: the run's method cannot merge (adapter, prompt, prefix).
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise TunelabError(f"--out {out_dir}: exists and is not empty; choose a new directory "
+                           "(nothing is overwritten)")
+    method_name = read_config(run_dir).method["name"]
+    lm = load_run_model(run_dir)
+    model = merged_model(method_name, lm.model)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir))
+    tokenizer_dir = run_dir / "tokenizer"
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir)) if tokenizer_dir.is_dir() else lm.tokenizer
+    tokenizer.save_pretrained(str(out_dir))
+    return out_dir
+
+
+def inference_model(run_dir: str | Path) -> LoadedModel:
+    """A run's model for generation and scoring, whatever its method: merged into plain weights
+    where the method can merge, else the method's own model (adapters, prompt, prefix)."""
+    lm = load_run_model(run_dir)
+    merged = get_method(read_config(Path(run_dir)).method["name"]).merge(lm.model)
+    if merged is not None and not any(state_dict_difference(merged)):
+        lm.model = merged.eval()
+    return lm

@@ -1,0 +1,425 @@
+"""`tunelab robustness`: every system on the same test items, clean and under each perturbation.
+
+    read the task's items -> perturb each item's input (seeded per item: every system sees the
+    same noisy text) -> for every system (base k-shot, each fine-tuned run): score the clean
+    items, then each perturbation at each severity -> per system x perturbation: the score, its
+    change from clean (paired bootstrap CI), the rate of changed predictions, and the worst case
+    (each item's lowest score over the clean and all perturbed versions, as HELM's robustness
+    score) -> robustness.json, robustness.md, plots, one eval dir per system x perturbation.
+
+A perturbation (probes/perturbations.py) is a seeded `(text, rng, severity) -> text`; one whose
+result does not depend on severity (lowercase) is scored once however many severities are swept.
+The same pieces score a training run's `robustness:` block on the base model before training and
+the fine-tuned model after (`brittleness`): did fine-tuning make the model more or less brittle?
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tunelab.config import RobustnessConfig, TaskConfig
+from tunelab.core.errors import TunelabError
+from tunelab.data import Record
+from tunelab.data.transforms.perturbations import (
+    Perturbation,
+    check_severity,
+    parse_perturbations,
+    perturb_record,
+)
+from tunelab.eval.compare import item_scores, paired_difference, primary_key, scored_by
+from tunelab.eval.metrics import delta_ci, paired_deltas
+from tunelab.eval.output_types import Framing, input_text
+from tunelab.eval.runner import EvalResult, evaluate_records, slug, task_items, write_result
+from tunelab.eval.tables import format_table
+from tunelab.models import LoadedModel
+from tunelab.studies.baselines import each_system, system_groups
+from tunelab.studies.error_analysis import row_key
+
+DEFAULT_SEVERITIES = (0.1,)
+
+
+@dataclass
+class Variant:
+    """The task's items under one perturbation at one severity (None: severity-free)."""
+
+    perturbation: Perturbation
+    severity: float | None
+    records: list[Record]
+    changed_inputs: int
+    """Items whose input text the perturbation actually changed."""
+
+    @property
+    def label(self) -> str:
+        name = self.perturbation.name
+        return name if self.severity is None else f"{name}@{self.severity:g}"
+
+
+def item_key(record: Record, index: int) -> str:
+    """The stable identity of an item (its origin, else its position) that seeds its noise."""
+    return record.origin or str(index)
+
+
+def perturbed_variants(records: Sequence[Record], perturbations: Sequence[Perturbation],
+                       severities: Sequence[float], seed: int = 0,
+                       instruction: bool = False) -> list[Variant]:
+    """Every perturbation at every severity (once for a severity-free one), all items."""
+    if not records:
+        raise TunelabError("robustness: no items to perturb; check the task's split and --limit")
+    severities = [check_severity(s) for s in severities] or list(DEFAULT_SEVERITIES)
+    variants = []
+    for perturbation in perturbations:
+        for severity in (severities if perturbation.graded else [None]):
+            level = severity if severity is not None else 1.0
+            noisy = [perturb_record(r, perturbation, level, seed, item_key(r, i), instruction)
+                     for i, r in enumerate(records)]
+            changed = sum(input_text(a) != input_text(b) for a, b in zip(records, noisy,
+                                                                        strict=True))
+            variants.append(Variant(perturbation, severity, noisy, changed))
+    return variants
+
+
+@dataclass
+class RobustnessRow:
+    system: str
+    perturbation: str
+    severity: float | None
+    key: str
+    clean: float
+    perturbed: float
+    delta: float
+    ci: tuple[float, float]
+    """95% paired-bootstrap interval of perturbed - clean."""
+    changed_inputs: int
+    changed_predictions: float
+    """Percent of items whose prediction differs from the clean item's (invariance: 0)."""
+    n: int
+    lower_is_better: bool = False
+
+    @property
+    def significant_drop(self) -> bool:
+        return self.ci[0] > 0 if self.lower_is_better else self.ci[1] < 0
+
+
+@dataclass
+class WorstCase:
+    """Each item's lowest score over its clean and every perturbed version (at one severity,
+    severity-free perturbations included), averaged: right only if right under every one."""
+
+    system: str
+    severity: float | None
+    key: str
+    clean: float
+    worst: float
+
+
+@dataclass
+class SystemRun:
+    """One system's results: clean and per variant label."""
+
+    system: str
+    clean: EvalResult
+    perturbed: dict[str, EvalResult] = field(default_factory=dict)
+
+
+def score_system(lm: LoadedModel, task: TaskConfig, records: Sequence[Record],
+                 variants: Sequence[Variant], system: str, shots: int = 0,
+                 pool: Sequence[Record] = (), framing: Framing | None = None) -> SystemRun:
+    """Score one system on the clean items and on every variant (the shots stay clean)."""
+    run = SystemRun(system, evaluate_records(lm, task, records, shots, pool, system, framing))
+    for variant in variants:
+        run.perturbed[variant.label] = evaluate_records(
+            lm, task, variant.records, shots, pool, f"{system} / {variant.label}", framing)
+    return run
+
+
+def changed_predictions(clean: EvalResult, noisy: EvalResult) -> list[bool]:
+    """Per item: whether the prediction differs from the clean item's."""
+    return [_norm(a["prediction"]) != _norm(b["prediction"])
+            for a, b in zip(clean.predictions, noisy.predictions, strict=True)]
+
+
+def _norm(prediction: Any) -> str:
+    return " ".join(str(prediction).split()).lower()
+
+
+@dataclass
+class RobustnessReport:
+    task: str
+    n: int
+    key: str
+    systems: list[str]
+    variants: list[dict[str, Any]]
+    """label, perturbation, description, severity, changed_inputs of every variant."""
+    rows: list[RobustnessRow]
+    worst: list[WorstCase]
+    consistency: dict[str, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
+    """Per system, per item: {key, changed}: its prediction changed under some perturbation."""
+    brittleness: list[BrittlenessRow] = field(default_factory=list)
+    """A training run's block: each perturbation's drop before vs after training."""
+
+    def table(self, markdown: bool = False) -> str:
+        headers = ["system", "perturbation", "n changed", f"{self.key} clean",
+                   f"{self.key} perturbed", "change [95% CI]", "predictions changed"]
+        body = [[r.system, _label(r.perturbation, r.severity), f"{r.changed_inputs}/{r.n}",
+                 f"{r.clean:.2f}", f"{r.perturbed:.2f}",
+                 f"{r.delta:+.2f} [{r.ci[0]:+.1f}, {r.ci[1]:+.1f}]" + (" *" if r.significant_drop
+                                                                      else ""),
+                 f"{r.changed_predictions:.1f}%"] for r in self.rows]
+        worst = format_table(["system", "severity", "clean", "worst case"],
+                             [[w.system, "-" if w.severity is None else f"{w.severity:g}",
+                               f"{w.clean:.2f}", f"{w.worst:.2f}"] for w in self.worst], markdown)
+        return "\n".join([
+            f"{self.task}: n={self.n} items, score {self.key}; * = significant drop (95% CI < 0)",
+            format_table(headers, body, markdown), "",
+            f"worst case ({self.worst[0].key if self.worst else self.key} per item: lowest over "
+            "the clean and every perturbed version)", worst])
+
+    def brittleness_table(self, markdown: bool = False) -> str:
+        """Per perturbation: the drop from clean before and after training and its change."""
+        return format_table(
+            ["perturbation", "drop before", "drop after", "change [95% CI]"],
+            [[_label(r.perturbation, r.severity), f"{r.before_drop:+.2f}", f"{r.after_drop:+.2f}",
+              f"{r.change:+.2f} [{r.ci[0]:+.1f}, {r.ci[1]:+.1f}]"] for r in self.brittleness],
+            markdown)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"task": self.task, "n": self.n, "key": self.key, "systems": self.systems,
+                "variants": self.variants,
+                "rows": [dict(asdict(r), significant_drop=r.significant_drop) for r in self.rows],
+                "worst_case": [asdict(w) for w in self.worst],
+                "brittleness": [asdict(r) for r in self.brittleness]}
+
+
+def _label(perturbation: str, severity: float | None) -> str:
+    return perturbation if severity is None else f"{perturbation}@{severity:g}"
+
+
+def robustness_report(task: TaskConfig, runs: Sequence[SystemRun],
+                      variants: Sequence[Variant]) -> RobustnessReport:
+    """Rows, worst cases and per-item consistency from every system's results."""
+    key = primary_key(task, runs[0].clean)
+    rows, worst, consistency = [], [], {}
+    for run in runs:
+        changed_any = [False] * run.clean.n
+        for variant in variants:
+            noisy = run.perturbed[variant.label]
+            change = paired_difference(task, run.clean, noisy, key)
+            flips = changed_predictions(run.clean, noisy)
+            changed_any = [a or b for a, b in zip(changed_any, flips, strict=True)]
+            rows.append(RobustnessRow(run.system, variant.perturbation.name, variant.severity,
+                                      key, change.before, change.after, change.delta, change.ci,
+                                      variant.changed_inputs, 100.0 * sum(flips) / len(flips),
+                                      run.clean.n, change.lower_is_better))
+        worst += worst_cases(task, run, variants)
+        consistency[run.system] = [
+            {"key": row_key(row), "index": row["index"], "changed": flag}
+            for row, flag in zip(run.clean.predictions, changed_any, strict=True)]
+    described = [{"label": v.label, "perturbation": v.perturbation.name,
+                  "description": v.perturbation.description, "severity": v.severity,
+                  "changed_inputs": v.changed_inputs} for v in variants]
+    return RobustnessReport(task.name, runs[0].clean.n, key, [r.system for r in runs], described,
+                            rows, worst, consistency)
+
+
+def worst_cases(task: TaskConfig, run: SystemRun, variants: Sequence[Variant]) -> list[WorstCase]:
+    """HELM's worst case per severity: every item at its lowest over clean + perturbed."""
+    clean = item_scores(task, run.clean)
+    pick = np.max if clean.lower_is_better else np.min
+    levels = sorted({v.severity for v in variants if v.severity is not None}) or [None]
+    out = []
+    for level in levels:
+        chosen = [v for v in variants if v.severity in (level, None)]
+        table = np.array([clean.values] + [item_scores(task, run.perturbed[v.label],
+                                                       clean.key).values for v in chosen])
+        out.append(WorstCase(run.system, level, clean.key, float(np.mean(clean.values)),
+                             float(np.mean(pick(table, axis=0)))))
+    return out
+
+
+def run_robustness(
+    task: TaskConfig,
+    perturbations: Sequence[Perturbation],
+    model: str | None = None,
+    adapters: Sequence[str | Path] = (),
+    baselines: Sequence[str] = ("zero", "few"),
+    severities: Sequence[float] = DEFAULT_SEVERITIES,
+    shots: int | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    instruction: bool = False,
+    out_dir: str | Path | None = None,
+) -> RobustnessReport:
+    """Score every system (baselines of the base model, each adapter run) on the task's items
+    clean and perturbed; see the module docstring. Perturbing happens before any model loads,
+    so an item without input text fails at once."""
+    groups = system_groups(task, model, adapters, baselines, shots)
+    most_shots = max(k for g in groups for _, k in g.systems)
+    records, pool, framing = task_items(task, limit, most_shots)
+    variants = perturbed_variants(records, perturbations, severities, seed, instruction)
+    runs = [score_system(lm, task, records, variants, name, k, pool, framing)
+            for lm, name, k in each_system(groups)]
+    report = robustness_report(task, runs, variants)
+    if out_dir:
+        write_robustness(report, runs, Path(out_dir))
+    return report
+
+
+def write_robustness(report: RobustnessReport, runs: Sequence[SystemRun], out: Path) -> None:
+    """robustness.json/.md, consistency.jsonl per system, the plots, and each system x variant's
+    eval dir (metrics.json + predictions.jsonl) for `tunelab compare`."""
+    out.mkdir(parents=True, exist_ok=True)
+    for run in runs:
+        folder = out / slug(run.system)
+        write_result(run.clean, folder / "clean")
+        for label, result in run.perturbed.items():
+            write_result(result, folder / slug(label.replace("@", "-")))
+        with (folder / "consistency.jsonl").open("w") as handle:
+            for row in report.consistency[run.system]:
+                handle.write(json.dumps(row) + "\n")
+    (out / "robustness.json").write_text(json.dumps(report.to_json(), indent=1, default=str))
+    (out / "robustness.md").write_text(f"# Robustness: {report.task}\n\n"
+                                       f"{report.table(markdown=True)}\n")
+    plot_robustness(report, out / "robustness.png")
+    if len({r.severity for r in report.rows if r.severity is not None}) > 1:
+        plot_severity(report, out / "severity.png")
+
+
+def plot_robustness(report: RobustnessReport, path: Path) -> None:
+    """Per perturbation, each system's change from its clean score with the paired 95% CI
+    (horizontal bars, so dozens of perturbations stay readable)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(dict.fromkeys(_label(r.perturbation, r.severity) for r in report.rows))
+    height = 0.8 / len(report.systems)
+    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.28 * len(labels) * len(report.systems) ** 0.5))
+    for i, system in enumerate(report.systems):
+        rows = [r for r in report.rows if r.system == system]
+        deltas = np.array([r.delta for r in rows])
+        errors = np.array([[r.delta - r.ci[0] for r in rows], [r.ci[1] - r.delta for r in rows]])
+        positions = np.arange(len(labels)) + (i - (len(report.systems) - 1) / 2) * height
+        ax.barh(positions, deltas, height, xerr=errors, capsize=2,
+                label=f"{system} (clean {rows[0].clean:.1f})", error_kw={"linewidth": 0.8})
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(np.arange(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"change in {report.key} from the clean items (95% CI)")
+    save_plot(fig, ax, f"{report.task}: perturbed vs clean (n={report.n})", path)
+
+
+def save_plot(fig: Any, ax: Any, title: str, path: Path, legend: int = 8) -> None:
+    """Title, legend, lay out, write (PNG, 120 dpi) and close a figure."""
+    import matplotlib.pyplot as plt
+
+    ax.set_title(title)
+    ax.legend(fontsize=legend)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_severity(report: RobustnessReport, path: Path) -> None:
+    """Score vs severity per system (mean over graded perturbations) and the worst case."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for system in report.systems:
+        rows = [r for r in report.rows if r.system == system and r.severity is not None]
+        levels = sorted({r.severity for r in rows})
+        means = [float(np.mean([r.perturbed for r in rows if r.severity == s])) for s in levels]
+        clean = rows[0].clean
+        line = ax.plot([0.0, *levels], [clean, *means], marker="o", label=f"{system}: mean")[0]
+        worst = [w for w in report.worst if w.system == system and w.severity is not None]
+        ax.plot([0.0, *[w.severity for w in worst]], [clean, *[w.worst for w in worst]],
+                linestyle="--", marker="x", color=line.get_color(), label=f"{system}: worst case")
+    ax.set_xlabel("severity (share of words / characters perturbed)")
+    ax.set_ylabel(report.key)
+    save_plot(fig, ax, f"{report.task}: severity sweep (n={report.n})", path, 7)
+
+
+@dataclass
+class BrittlenessRow:
+    """One perturbation before and after training: each drop from clean and how it changed."""
+
+    perturbation: str
+    severity: float | None
+    key: str
+    before_drop: float
+    after_drop: float
+    change: float
+    """after_drop - before_drop (positive: fine-tuning made the drop smaller)."""
+    ci: tuple[float, float]
+    """95% paired bootstrap interval of the change (same resamples of the items for all four)."""
+
+
+def brittleness(task: TaskConfig, before: SystemRun, after: SystemRun,
+                variants: Sequence[Variant]) -> list[BrittlenessRow]:
+    """Per variant: the drop from clean before and after training, and the change of the drop
+    (a difference in differences, one set of bootstrap resamples for all four results)."""
+    key = primary_key(task, after.clean)
+    name, metric = scored_by(task, after.clean, key)
+    rows = []
+    for variant in variants:
+        label = variant.label
+        drop_before = paired_deltas(before.clean.items[name], before.perturbed[label].items[name],
+                                    metric, key)
+        drop_after = paired_deltas(after.clean.items[name], after.perturbed[label].items[name],
+                                   metric, key)
+        b = before.perturbed[label].scores[key] - before.clean.scores[key]
+        a = after.perturbed[label].scores[key] - after.clean.scores[key]
+        rows.append(BrittlenessRow(variant.perturbation.name, variant.severity, key, b, a, a - b,
+                                   delta_ci(drop_after - drop_before)))
+    return rows
+
+
+@dataclass
+class RunRobustness:
+    """A training run's `robustness:` block: the run's test items, perturbed once, scored on
+    the base model before training and on the fine-tuned model after."""
+
+    task: TaskConfig
+    records: list[Record]
+    variants: list[Variant]
+
+    @classmethod
+    def of(cls, config: RobustnessConfig, task: TaskConfig | None) -> RunRobustness | None:
+        """The block's plan, checked and perturbed before any model loads (None: no block)."""
+        if not config.perturbations:
+            return None
+        chosen = parse_perturbations(config.perturbations, "robustness.perturbations")
+        if task is None:
+            raise TunelabError("robustness.perturbations: a multi-task run has no single test "
+                               "split; run tunelab robustness --adapter RUN --task T per task")
+        records, _, _ = task_items(task, config.limit)
+        severities = [check_severity(s, "robustness.severity") for s in config.severity]
+        return cls(task, records, perturbed_variants(records, chosen, severities, config.seed,
+                                                     config.instruction))
+
+    def score(self, lm: LoadedModel, system: str) -> SystemRun:
+        return score_system(lm, self.task, self.records, self.variants, system)
+
+    def finish(self, before: SystemRun, after: SystemRun, run_dir: Path,
+               summary: dict[str, Any]) -> RobustnessReport:
+        """robustness/ (both systems, like `tunelab robustness --out`), the brittleness rows
+        in robustness.json, and the summary's line."""
+        report = robustness_report(self.task, [before, after], self.variants)
+        report.brittleness = brittleness(self.task, before, after, self.variants)
+        write_robustness(report, [before, after], run_dir / "robustness")
+        summary["robustness"] = {
+            "key": report.key, "worst_case": {w.system: w.worst for w in report.worst},
+            "mean_drop": {s: float(np.mean([r.delta for r in report.rows if r.system == s]))
+                          for s in report.systems}}
+        print("robustness (before -> after training):")
+        print(report.brittleness_table())
+        return report

@@ -1,0 +1,1 @@
+"""The recipes that read top to bottom: train, quickstart and sweep."""

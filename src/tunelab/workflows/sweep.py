@@ -1,0 +1,132 @@
+"""`tunelab sweep`: every method on the same data and budget, one comparison table.
+
+Each method trains in its own process (so peak memory is that method's own), with the same
+data, steps or wall-clock budget and seed. The table reports trainable parameters, size on
+disk, peak memory, training tokens/s, validation loss, the task metric, and the change of
+score on a second, untouched task (a first measure of forgetting).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tunelab.config import RunConfig, load_run_config, to_dict
+from tunelab.core.errors import TunelabError
+from tunelab.methods import METHODS, get_method
+from tunelab.report.sweep_table import plot_score_vs_params, sweep_table
+
+
+@dataclass
+class SweepOptions:
+    methods: list[str]
+    max_steps: int = 0
+    """Same optimizer steps for every method (0: the config's own)."""
+    max_seconds: float = 0
+    """Same wall-clock training budget for every method (0: none)."""
+    lr: dict[str, float] = field(default_factory=dict)
+    """Per-method learning rates (default: each method's `sweep_lr`)."""
+    resume: bool = False
+    """Continue an existing sweep directory: finished methods are kept, the rest run again."""
+    retention: list[str] | None = None
+    """Untouched tasks or suites (default: the config's retention.tasks); every run scores them
+    before (cached once per base model) and after training; the table shows the worst change."""
+
+
+def method_config(base: RunConfig, method: str, options: SweepOptions, sweep_dir: Path) -> RunConfig:
+    config = copy.deepcopy(base)
+    spec = get_method(method)
+    config.method = dict(base.method) if base.method.get("name") == method else \
+        {"name": method, **spec.sweep_options}
+    config.name = method
+    config.output_dir = str(sweep_dir)
+    config.train.lr = options.lr.get(method, spec.sweep_lr)
+    if options.max_steps:
+        config.train.max_steps = options.max_steps
+    if options.max_seconds:
+        config.train.max_seconds = options.max_seconds
+    if options.retention is not None:
+        config.retention.tasks = list(options.retention)
+    config.retention.max_forgetting = None  # a sweep compares methods; it fails none of them
+    return config
+
+
+def _set_aside(run_dir: Path) -> None:
+    """An unfinished run directory (and its log) is renamed, never deleted."""
+    for path in (run_dir, run_dir.with_suffix(".log")):
+        if path.exists():
+            n = 1
+            while path.with_name(f"{path.name}.unfinished-{n}").exists():
+                n += 1
+            path.rename(path.with_name(f"{path.name}.unfinished-{n}"))
+
+
+def _run(argv: list[str], log: Path) -> bool:
+    with log.open("w") as handle:
+        done = subprocess.run([sys.executable, "-m", "tunelab.cli", *argv], stdout=handle,
+                              stderr=subprocess.STDOUT)
+    return done.returncode == 0
+
+
+def run_sweep(config_path: str, overrides: list[str], options: SweepOptions) -> Path:
+    """Train every method, collect one row each, write sweep.json, sweep.md and a plot."""
+    base = load_run_config(config_path, overrides)
+    unknown = [m for m in options.methods if m not in METHODS]
+    if unknown:
+        raise TunelabError(f"--methods: unknown {', '.join(unknown)}; known: {', '.join(sorted(METHODS))}")
+    sweep_dir = base.run_dir.with_name(base.run_dir.name + "-sweep")
+    if sweep_dir.exists() and not options.resume:
+        raise TunelabError(f"{sweep_dir} exists; add --resume to finish it, or choose another "
+                           "name (name=...)")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for method in options.methods:
+        config = method_config(base, method, options, sweep_dir)
+        if (config.run_dir / "summary.json").is_file() and options.resume:
+            print(f"sweep: {method} finished before, kept ({config.run_dir})")
+            rows.append(_row(method, config, True, sweep_dir))
+            continue
+        _set_aside(config.run_dir)
+        config_file = sweep_dir / f"{method}.yaml"
+        config_file.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+        print(f"sweep: training {method} (lr {config.train.lr:g}) -> {config.run_dir}")
+        ok = _run(["train", str(config_file)], sweep_dir / f"{method}.log")
+        rows.append(_row(method, config, ok, sweep_dir))
+    (sweep_dir / "sweep.json").write_text(json.dumps(
+        {"rows": rows, "retention_tasks": options.retention if options.retention is not None
+         else base.retention.tasks},
+        indent=1))
+    table = sweep_table(rows)
+    (sweep_dir / "sweep.md").write_text(table + "\n")
+    plot_score_vs_params(rows, sweep_dir / "score_vs_params.png")
+    print(table)
+    return sweep_dir
+
+
+def _row(method: str, config: RunConfig, ok: bool, sweep_dir: Path) -> dict[str, Any]:
+    row: dict[str, Any] = {"method": method, "lr": config.train.lr, "ok": ok}
+    if not ok:
+        row["error"] = (sweep_dir / f"{method}.log").read_text()[-500:]
+        return row
+    summary = json.loads((config.run_dir / "summary.json").read_text())
+    row.update({k: summary.get(k) for k in ("trainable_parameters", "trainable_percent",
+                                            "size_on_disk_bytes", "peak_memory_mb", "tokens_per_s",
+                                            "best_val_loss", "steps", "train_seconds")})
+    metrics_file = config.run_dir / "eval" / "fine-tuned" / "metrics.json"
+    if metrics_file.is_file():
+        scores = json.loads(metrics_file.read_text())["scores"]
+        key = config.eval.primary or next(iter(scores))
+        row["metric"], row["score"] = key, scores[key]
+    retention_file = config.run_dir / "retention.json"
+    if retention_file.is_file():
+        kept = json.loads(retention_file.read_text())
+        row["retention"] = {r["task"]: r["delta"] for r in kept["rows"]}
+        row["worst_forgetting"] = kept["worst_forgetting"]
+    return row
