@@ -17,6 +17,7 @@ from tunelab.config import ModelConfig
 from tunelab.eval.runner import evaluate_loaded
 from tunelab.eval.tasks import load_task
 from tunelab.models import load_model
+from tunelab.runs import System
 
 
 def main() -> None:
@@ -32,7 +33,7 @@ def main() -> None:
             sized = copy.deepcopy(task)
             sized.eval.generation.batch_size = sized.eval.batch_size = size
             start = time.perf_counter()
-            runs[size] = (evaluate_loaded(lm, sized, "x", shots=0, limit=args.limit, bootstrap=0),
+            runs[size] = (evaluate_loaded(lm, sized, System.base(), shots=0, limit=args.limit, bootstrap=0),
                           time.perf_counter() - start)
         one = runs[1][0]
         for size, (result, seconds) in runs.items():

@@ -25,6 +25,7 @@ from tunelab.eval.datasets.bbq import bbq_items, bbq_task
 from tunelab.eval.output_types import Framing
 from tunelab.eval.runner import evaluate_records, read_result, write_result
 from tunelab.models import load_model
+from tunelab.runs import System
 from tunelab.studies.error_analysis import compare_results, mcnemar_exact
 from tunelab.studies.error_categories import (
     CATEGORIES,
@@ -105,17 +106,17 @@ def test_written_evaluations_read_back_with_the_same_item_scores(tiny_llama: Pat
     lm = load_model(ModelConfig(name=str(tiny_llama)))
     task = _task(metrics=("classification", "rouge", "bleu"))
     data = load_task_data(task)
-    result = evaluate_records(lm, task, data.split("test"), 0, (), "base", Framing.of(task, data))
+    result = evaluate_records(lm, task, data.split("test"), 0, (), System.base(), Framing.of(task, data))
     write_result(result, tmp_path / "gen")
     back = read_result(tmp_path / "gen")
-    assert back.system == "base" and back.n == result.n and back.scores == result.scores
+    assert back.system == System.base() and back.n == result.n and back.scores == result.scores
     for key in ("accuracy", "rougeL", "bleu"):
         assert item_scores(task, back, key).values == item_scores(task, result, key).values
     assert all("hit_max_new_tokens" in row for row in back.predictions)
 
     bbq = bbq_task()
     items = bbq_items(["age"], root=Path(__file__).parent / "data" / "bbq")
-    chosen = evaluate_records(lm, bbq, [i.record for i in items], 0, (), "base")
+    chosen = evaluate_records(lm, bbq, [i.record for i in items], 0, (), System.base())
     write_result(chosen, tmp_path / "mc")
     assert item_scores(bbq, read_result(tmp_path / "mc")).values == \
         item_scores(bbq, chosen).values
@@ -222,8 +223,8 @@ def test_compare_results_of_a_run_and_its_base(tiny_llama: Path, tmp_path: Path)
     task = _task()
     data = load_task_data(task)
     records = data.split("test")
-    a = evaluate_records(lm, task, records, 0, (), "base 0-shot", Framing.of(task, data))
-    b = evaluate_records(lm, task, records, 2, data.split("train"), "base 2-shot",
+    a = evaluate_records(lm, task, records, 0, (), System.base(0), Framing.of(task, data))
+    b = evaluate_records(lm, task, records, 2, data.split("train"), System.base(2),
                          Framing.of(task, data))
     report = compare_results(task, a, b)
     right_a, right_b = item_scores(task, a).right(), item_scores(task, b).right()

@@ -6,6 +6,7 @@ the same command."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,16 @@ CASES = [
                model__num_layers=0),
     train_case("format unknown", "data.format 'xml': use one of", data__format="xml"),
     train_case("template unknown", "data.template 'jinja': use one of", data__template="jinja"),
+    train_case("prompt_format positional", "data.prompt_format 'Review {0}': positional field {0} "
+               "has no value; use named fields, e.g. {text}", data__template="format",
+               data__prompt_format="Review {0}"),
+    train_case("prompt_format empty field", "data.prompt_format 'Review {}': positional field {} ",
+               data__template="format", data__prompt_format="Review {}"),
+    Case("prompt_format bad format spec", ["data", "inspect", "{tmp}/run.yaml"],
+         "data.prompt_format '{text:d}': Unknown format code 'd'",
+         {"run.yaml": ("config", {"data__template": "format", "data__prompt_format": "{text:d}"})}),
+    train_case("completion_format positional", "data.completion_format ' {0}': positional field",
+               data__template="format", data__prompt_format="{text}", data__completion_format=" {0}"),
     train_case("validation_size negative", "data.validation_size -1: must be",
                data__validation_size=-1),
     train_case("augment share past 1", "data.augment.share 2: must be a number >= 0 and <= 1",
@@ -177,8 +188,16 @@ CASES = [
          {"afile": "x"}),
     Case("eval adapter missing", ["eval", "--task", "movie_sentiment", "--adapter", "{tmp}/norun"], "not a tunelab run directory"),
     Case("eval baselines unknown", ["eval", "--task", "movie_sentiment", "--baselines", "many"], "many"),
-    Case("task missing choices", ["tasks", "validate", "{tmp}/mc.yaml"], "choices",
+    Case("task missing choices", ["tasks", "validate", "{tmp}/mc.yaml"], "{tmp}/mc.yaml line ",
          {"mc.yaml": task_yaml(output_type="multiple_choice", eval={"metrics": ["multiple_choice"]})}),
+    Case("eval task missing choices", ["eval", "--task", "{tmp}/mc.yaml"],
+         "add choices: (a column name or a list) or eval.labels to the task file",
+         {"mc.yaml": task_yaml(output_type="multiple_choice", eval={"metrics": ["multiple_choice"]})}),
+    Case("task prompt_format positional", ["tasks", "validate", "{tmp}/pf.yaml"],
+         "data.prompt_format 'Q: {0}': positional field {0}",
+         {"pf.yaml": task_yaml(data={"source": str(REVIEWS), "fields": {"input": "text",
+                                                                       "output": "label"},
+                                     "template": "format", "prompt_format": "Q: {0}"})}),
     Case("task target column missing", ["tasks", "validate", "{tmp}/tgt.yaml"], "tgt.yaml",
          {"tgt.yaml": task_yaml(target="answers")}),
     Case("task output type unknown", ["tasks", "validate", "{tmp}/ot.yaml"], "output_type 'chat'",
@@ -253,3 +272,67 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     from tunelab.core.errors import TunelabError
     with pytest.raises(TunelabError, match="train.batch_size 0"):
         main(["--debug", "train", str(tmp_path / "run.yaml")])
+
+
+def one_error_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The one line a bad input ends in (exit 2, no traceback)."""
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, (code, err)
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["validate", "eval"])
+def test_multiple_choice_without_choices_names_the_task_file(
+        command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tunelab.config import yaml_line
+
+    path = tmp_path / "mc.yaml"
+    path.write_text(yaml.safe_dump(task_yaml(output_type="multiple_choice",
+                                             eval={"metrics": ["multiple_choice"]})))
+    argv = ["tasks", "validate", str(path)] if command == "validate" else [
+        "eval", "--task", str(path)]
+    line = yaml_line(path, ["output_type"])
+    assert line is not None
+    assert one_error_line(argv, capsys) == (
+        f"tunelab: error: {path} line {line}: multiple_choice needs choices, and {REVIEWS}:1 "
+        "has no 'choices' column; add choices: (a column name or a list) or eval.labels to the "
+        "task file")
+
+
+@pytest.mark.parametrize(("option", "text"), [("prompt_format", "Review {0}"),
+                                              ("prompt_format", "{text} {}"),
+                                              ("prompt_format", "{text:{0}}"),
+                                              ("completion_format", " {0[0]}")])
+def test_positional_format_field_names_the_option_and_file(
+        option: str, text: str, tiny_llama: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from tunelab.config import yaml_line
+
+    config = run_yaml(str(tiny_llama), tmp_path, data__template="format",
+                      data__prompt_format="Review: {text}\nSentiment:")
+    config["data"][option] = text
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    where = f"{path} line {yaml_line(path, ['data', option])}: data.{option} {text!r}: "
+    for argv in (["train", str(path)], ["data", "inspect", str(path)]):
+        message = one_error_line(argv, capsys)
+        assert message.startswith(f"tunelab: error: {where}positional field {{"), message
+        assert message.endswith("use named fields, e.g. {text} (a column of the data) or {input}")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_named_format_fields_still_render(tiny_llama: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    config = run_yaml(str(tiny_llama), tmp_path, data__template="format",
+                      data__prompt_format="Review: {text}\nSentiment:",
+                      data__completion_format=" {label}")
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["data", "inspect", str(path), "-n", "1"]) == 0
+    out = capsys.readouterr().out
+    shown = re.search(rf"--- train example 0 \({re.escape(str(REVIEWS))}:(\d+)\) ---", out)
+    assert shown is not None, out
+    record = json.loads(REVIEWS.read_text().splitlines()[int(shown.group(1)) - 1])
+    assert f"Review: {record['text']}\nSentiment:⟦ {record['label']}" in out, out

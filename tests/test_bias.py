@@ -26,6 +26,7 @@ from tunelab.eval.datasets.bbq import bbq_items, bbq_scores, bbq_task
 from tunelab.eval.output_types import Framing, input_text
 from tunelab.eval.runner import evaluate_records
 from tunelab.models import load_model
+from tunelab.runs import System
 from tunelab.studies.bias import run_bias
 
 LABELS = ["positive", "negative"]
@@ -57,7 +58,7 @@ def test_probe_rows_are_the_evaluations_of_each_groups_rewritten_items(
         for group in probe.groups:
             rewritten = [counterfactual_record(r, probe, group) for r in mentioning]
             assert all(r.output == m.output for r, m in zip(rewritten, mentioning, strict=True))
-            results[group] = evaluate_records(lm, task, rewritten, 0, (), group,
+            results[group] = evaluate_records(lm, task, rewritten, 0, (), System.base(),
                                               Framing.of(task, data))
         first = results[probe.groups[0]]
         for gap in row.groups:
@@ -108,7 +109,7 @@ def test_bbq_lite_scores_are_the_models_own_choices(tiny_llama: Path, tmp_path: 
     items = bbq_items(["age", "religion"], limit=3)
     assert len(items) == 12
     lm = load_model(ModelConfig(name=str(tiny_llama)))
-    result = evaluate_records(lm, bbq_task(), [i.record for i in items], 0, (), "x")
+    result = evaluate_records(lm, bbq_task(), [i.record for i in items], 0, (), System.base())
     chosen = [i.record.columns["choices"].index(row["prediction"])
               for i, row in zip(items, result.predictions, strict=True)]
     expected = bbq_scores(items, chosen)

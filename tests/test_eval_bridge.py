@@ -19,6 +19,7 @@ from tunelab.config import DataConfig, EvalConfig, ModelConfig, TaskConfig
 from tunelab.eval.harness import TunelabLM
 from tunelab.eval.runner import evaluate_loaded
 from tunelab.models import load_model
+from tunelab.runs import System
 
 LONG = "the movie was good and the plot was great , " * 30
 
@@ -87,7 +88,7 @@ def test_local_lm_eval_task_runs_through_the_bridge(lm, hf, tmp_path: Path) -> N
                                       prompt_format="Review: {input}\nSentiment:",
                                       completion_format=" {output}"),
                       eval=EvalConfig(metrics=["multiple_choice"], bootstrap=0))
-    ours = evaluate_loaded(lm, task, "base", limit=12)
+    ours = evaluate_loaded(lm, task, System.base(), limit=12)
     assert ours.scores["acc"] / 100 == pytest.approx(results["hf"]["acc,none"])
     assert ours.scores["acc_norm"] / 100 == pytest.approx(results["hf"]["acc_norm,none"])
     json.dumps(results)  # plain numbers

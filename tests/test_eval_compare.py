@@ -16,6 +16,7 @@ from tunelab.eval.compare import compare_to_best, paired_difference, primary_key
 from tunelab.eval.metrics import get_metric, paired_bootstrap, paired_delta_ci
 from tunelab.eval.runner import evaluate_loaded
 from tunelab.models import load_model
+from tunelab.runs import System
 from tunelab.studies import retention
 
 REVIEWS = DataConfig(source=str(DATA / "reviews.jsonl"), fields={"input": "text", "output": "label"},
@@ -36,7 +37,7 @@ def second_metric_task() -> TaskConfig:
 def results(tiny_llama: Path):
     lm = load_model(ModelConfig(name=str(tiny_llama)))
     task = second_metric_task()
-    return task, evaluate_loaded(lm, task, "base 0-shot"), evaluate_loaded(lm, task, "base 3-shot",
+    return task, evaluate_loaded(lm, task, System.base(0)), evaluate_loaded(lm, task, System.base(3),
                                                                            shots=3)
 
 

@@ -18,6 +18,7 @@ from tunelab.eval.output_types import Framing, get_output_type, output_type_name
 from tunelab.eval.runner import evaluate_loaded, evaluate_records
 from tunelab.eval.tasks import check_task
 from tunelab.models import load_model
+from tunelab.runs import System
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,7 @@ def test_metrics_build_from_the_task_and_say_what_they_read() -> None:
 
 def test_perplexity_alone_generates_nothing(lm) -> None:
     task = TaskConfig(name="ppl", data=REVIEWS, eval=EvalConfig(metrics=["perplexity"], bootstrap=0))
-    result = evaluate_loaded(lm, task, "base", limit=3)
+    result = evaluate_loaded(lm, task, System.base(), limit=3)
     assert [row["prediction"] for row in result.predictions] == ["", "", ""]
     assert result.scores["perplexity"] > 1
 
@@ -100,8 +101,8 @@ def test_evaluate_records_scores_the_split_as_evaluate_loaded_does(lm) -> None:
     data = load_task_data(task)
     records, pool = data.split("test"), data.split("train")
     for shots in (0, 2):
-        loaded = evaluate_loaded(lm, task, "base", shots=shots)
-        direct = evaluate_records(lm, task, records, shots, pool, "base", Framing.of(task, data))
+        loaded = evaluate_loaded(lm, task, System.base(), shots=shots)
+        direct = evaluate_records(lm, task, records, shots, pool, System.base(), Framing.of(task, data))
         assert direct.scores == loaded.scores and direct.ci == loaded.ci
         assert direct.items == loaded.items and direct.predictions == loaded.predictions
         assert (direct.n, direct.shots, direct.mean_context_tokens) == (
@@ -113,7 +114,7 @@ def test_evaluate_records_scores_a_transformed_copy_without_its_data_source(lm) 
     records = load_task_data(task).split("test")
     shouted = [dataclasses.replace(r, input=r.input.upper()) for r in records]
     gone = dataclasses.replace(task, data=dataclasses.replace(task.data, source="/no/such/file.jsonl"))
-    result = evaluate_records(lm, gone, shouted, system="upper-cased")
+    result = evaluate_records(lm, gone, shouted, system=System.base())
     assert result.n == len(records)
     for row, record in zip(result.predictions, records, strict=True):
         assert row["input"] == record.input.upper()

@@ -22,6 +22,7 @@ from tunelab.core.errors import TunelabError
 from tunelab.eval.runner import evaluate_loaded
 from tunelab.models import load_model
 from tunelab.models.kinds import load_classifier
+from tunelab.runs import System
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def mc_task(**changes) -> TaskConfig:
 
 
 def test_multiple_choice_predicts_the_likeliest_choice(lm) -> None:
-    result = evaluate_loaded(lm, mc_task(), "base 0-shot")
+    result = evaluate_loaded(lm, mc_task(), System.base(0))
     assert result.n == 8 and result.output_type == "multiple_choice"
     assert set(result.scores) >= {"acc", "acc_norm", "accuracy", "f1_macro"}
     for row in result.predictions:
@@ -53,19 +54,19 @@ def test_multiple_choice_predicts_the_likeliest_choice(lm) -> None:
 
 
 def test_few_shot_reports_shot_tokens_and_drops_overflowing_shots(lm, monkeypatch) -> None:
-    zero = evaluate_loaded(lm, mc_task(), "base 0-shot", shots=0)
-    few = evaluate_loaded(lm, mc_task(), "base 3-shot", shots=3)
+    zero = evaluate_loaded(lm, mc_task(), System.base(0), shots=0)
+    few = evaluate_loaded(lm, mc_task(), System.base(3), shots=3)
     assert zero.mean_shot_tokens == 0 and few.mean_shot_tokens > 0
     assert few.mean_context_tokens == pytest.approx(zero.mean_context_tokens + few.mean_shot_tokens, abs=1.0)
     monkeypatch.setattr(output_types_base, "context_limit", lambda lm: 100)
     with pytest.warns(UserWarning, match="dropped .* in-context examples"):
-        cut = evaluate_loaded(lm, mc_task(), "base 3-shot", shots=3)
+        cut = evaluate_loaded(lm, mc_task(), System.base(3), shots=3)
     assert cut.dropped_shots > 0 and cut.mean_context_tokens <= 100
 
 
 def test_chat_template_multiple_choice(lm) -> None:
     chat = DataConfig(**{**REVIEWS.__dict__, "template": "chat", "instruction": "Sentiment?"})
-    result = evaluate_loaded(lm, mc_task(data=chat), "chat", shots=1)
+    result = evaluate_loaded(lm, mc_task(data=chat), System.base(1), shots=1)
     assert result.n == 8 and "<|im_start|>assistant" in result.predictions[0]["prompt"]
 
 
@@ -73,7 +74,7 @@ def test_generate_with_perplexity_and_stop(lm) -> None:
     task = TaskConfig(name="reviews_gen", data=REVIEWS, eval=EvalConfig(
         metrics=["accuracy", "perplexity"], bootstrap=0,
         generation=GenerationConfig(max_new_tokens=4, batch_size=3, stop=["\n"])))
-    result = evaluate_loaded(lm, task, "base 2-shot", shots=2, limit=5)
+    result = evaluate_loaded(lm, task, System.base(2), shots=2, limit=5)
     assert result.n == 5 and "perplexity" in result.scores and result.mean_shot_tokens > 0
     assert all("\n" not in row["prediction"] for row in result.predictions)
 
@@ -84,13 +85,13 @@ def test_rolling_loglikelihood_task(lm) -> None:
                                                               "word_perplexity"], bootstrap=100))
     task.rolling.max_length = 6
     task.rolling.stride = 3
-    result = evaluate_loaded(lm, task, "base")
+    result = evaluate_loaded(lm, task, System.base())
     rows = result.predictions
     nll, tokens = sum(r["nll"] for r in rows), sum(r["tokens"] for r in rows)
     assert result.scores["perplexity"] == pytest.approx(math.exp(nll / tokens))
     assert result.scores["bits_per_byte"] == pytest.approx(nll / sum(r["bytes"] for r in rows) / math.log(2))
     with pytest.raises(TunelabError, match="takes no in-context examples"):
-        evaluate_loaded(lm, task, "base", shots=2)
+        evaluate_loaded(lm, task, System.base(), shots=2)
 
 
 def test_classification_head(tiny_llama: Path, lm) -> None:
@@ -100,11 +101,11 @@ def test_classification_head(tiny_llama: Path, lm) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         head = load_classifier(ModelConfig(name=str(tiny_llama)), ["positive", "negative"])
-    result = evaluate_loaded(head, task, "fresh head")
+    result = evaluate_loaded(head, task, System.base())
     assert result.n == 8 and {r["prediction"] for r in result.predictions} <= {"positive", "negative"}
     assert all(abs(sum(r["probabilities"]) - 1) < 1e-4 for r in result.predictions)
     with pytest.raises(TunelabError, match="needs a model with a classification head"):
-        evaluate_loaded(lm, task, "causal")
+        evaluate_loaded(lm, task, System.base())
 
 
 def test_builtin_task_files_on_fixture_data(lm, tmp_path: Path) -> None:
@@ -112,7 +113,7 @@ def test_builtin_task_files_on_fixture_data(lm, tmp_path: Path) -> None:
     task.write_text(yaml.safe_dump({
         "output_type": "multiple_choice", "data": {"source": f"mmlu:{EVAL_DATA / 'mmlu'}:anatomy"},
         "eval": {"metrics": ["multiple_choice"], "bootstrap": 0}}))
-    result = evaluate_loaded(lm, tunelab.eval.tasks.load_task(str(task)), "base", shots=1)
+    result = evaluate_loaded(lm, tunelab.eval.tasks.load_task(str(task)), System.base(), shots=1)
     assert result.n == 3
     prompt = result.predictions[0]["prompt"]
     assert prompt.startswith("The following are multiple choice questions (with answers) about anatomy.")

@@ -25,6 +25,7 @@ from helpers import DATA
 from safetensors.torch import load_file
 
 from tunelab.cli import main
+from tunelab.runs import RunDir, System
 from tunelab.training import checkpoint
 
 REVIEWS = DATA / "reviews.jsonl"
@@ -241,8 +242,7 @@ def finish_after_kill(path: Path) -> None:
 
 
 def checkpoint_exists(run: Path) -> bool:
-    from tunelab.workflows.train import has_checkpoint
-    return has_checkpoint(run)
+    return RunDir(run).has_checkpoint()
 
 
 @pytest.mark.parametrize("at", [(1, "after"), (2, "before"), (4, "after"), (5, "before"),
@@ -359,7 +359,7 @@ def test_scores_are_the_same_at_batch_sizes_1_8_32(task_name: str) -> None:
     for size in (1, 8, 32):
         sized = copy.deepcopy(task)
         sized.eval.generation.batch_size = sized.eval.batch_size = size
-        runs[size] = evaluate_loaded(lm, sized, "x", shots=0, limit=24, bootstrap=0)
+        runs[size] = evaluate_loaded(lm, sized, System.base(), shots=0, limit=24, bootstrap=0)
     one = runs[1]
     # something item-specific is compared: generated text, or each choice's log-likelihood
     shown = "logprobs" if "logprobs" in one.predictions[0] else "prediction"

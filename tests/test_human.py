@@ -28,6 +28,7 @@ from tunelab.human import (
     rank_correlations,
     weighted_kappa,
 )
+from tunelab.runs import System
 
 # Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability", the 4 coders x 12 units
 # example with missing values; the paper gives nominal alpha = 0.743.
@@ -171,10 +172,10 @@ def test_ratings_command_on_rated_evaluations(tiny_llama: Path, tmp_path: Path, 
     data = load_task_data(task)
     records = data.split("test")
     results = {}
-    for system, shots in (("base 0-shot", 0), ("fine-tuned", 2)):
-        results[system] = evaluate_records(lm, task, records, shots, data.split("train"), system,
-                                           Framing.of(task, data))
-        write_result(results[system], tmp_path / "rated" / system.replace(" ", "-"))
+    for system, shots in ((System.base(0), 0), (System.tuned(), 2)):
+        results[system.label] = evaluate_records(lm, task, records, shots, data.split("train"),
+                                                 system, Framing.of(task, data))
+        write_result(results[system.label], tmp_path / "rated" / system.slug)
     keys = [r["origin"] for r in results["base 0-shot"].predictions]
     rng = np.random.default_rng(0)
     lines = ["table,rater,item,system,criterion,score,first,second,preference,note"]
@@ -220,3 +221,38 @@ def test_ratings_command_on_rated_evaluations(tiny_llama: Path, tmp_path: Path, 
     assert (math.isnan(rho) and math.isnan(found)) or found == pytest.approx(rho)
     assert main(["ratings", str(tmp_path / "nowhere")]) == 2
     assert "no such directory" in capsys.readouterr().err
+
+
+def test_every_writer_stores_a_pair_in_one_order(tmp_path: Path) -> None:
+    """add_preference, add_judgement and import_csv store a (first, second) pair the same way:
+    sorted, the preference flipped with it, so a rater's later judgement of the pair shown the
+    other way round replaces the earlier one instead of counting as a second judgement."""
+    from tunelab.human.report import ratings_report
+
+    store = RatingStore(tmp_path / "ratings.sqlite")
+    store.add_preference("ann", "i1", "base", "fine-tuned", -1)  # base better
+    store.add_judgement("bob", "i1", [], [("base", "fine-tuned", 0)])
+    sheet = tmp_path / "ratings.csv"
+    sheet.write_text("table,rater,item,system,criterion,score,first,second,preference,note\n"
+                     "preference,ann,i1,,,,fine-tuned,base,-1,\n"  # ann now: fine-tuned better
+                     "preference,bob,i1,,,,fine-tuned,base,1,\n")  # bob now: base better
+    assert store.import_csv(sheet) == 2
+    stored = [(p.rater, p.item, p.first, p.second, p.preference) for p in store.preferences()]
+    assert sorted(stored) == [("ann", "i1", "base", "fine-tuned", 1),
+                              ("bob", "i1", "base", "fine-tuned", -1)]
+
+    by_hand = RatingStore(tmp_path / "by_hand.sqlite")
+    by_hand.add_preference("ann", "i1", "fine-tuned", "base", -1)
+    by_hand.add_judgement("bob", "i1", [], [("fine-tuned", "base", 1)])
+    assert sorted((p.rater, p.first, p.second, p.preference) for p in by_hand.preferences()) == [
+        (r, f, s, v) for r, _, f, s, v in sorted(stored)]
+
+    report = ratings_report(store)
+    assert report.pairwise == [{"first": "base", "second": "fine-tuned", "n": 2,
+                                "first_wins": 1, "ties": 0, "second_wins": 1}]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("table,rater,item,first,second,preference\n"
+                   "preference,ann,i2,fine-tuned,base,-1\npreference,ann,i3,b,a,2\n")
+    with pytest.raises(TunelabError, match=r"bad.csv:3: not a rating row \(preference 2"):
+        store.import_csv(bad)
+    assert len(store.preferences()) == 2  # nothing of the bad file was stored

@@ -147,6 +147,20 @@ def test_registry_round_trips_names_and_rejects_unknown_kinds_in_one_line() -> N
     assert str(info.value) == "model.kind 'encoder': unknown; choose one of causal, seq2seq, classifier"
 
 
+def test_the_kind_answers_what_a_method_asks() -> None:
+    """peft's task type and the task head come from the kind (methods never read class names)."""
+    from families import build
+    from peft import TaskType
+
+    task_types = {name: get_kind(name).peft_task_type for name in MODEL_KINDS}
+    assert task_types == {"causal": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM", "classifier": "SEQ_CLS"}
+    assert all(TaskType(value) for value in task_types.values())  # names peft knows
+    assert [n for n in MODEL_KINDS if get_kind(n).has_classification_head] == ["classifier"]
+    bert = build("bert")  # BertForSequenceClassification
+    assert get_kind("classifier").classification_head(bert) == ["classifier"]
+    assert get_kind("causal").classification_head(bert) == []
+
+
 def _two(kind: str, first: tuple[list[int], list[int]], second: tuple[list[int], list[int]]
          ) -> dict[str, torch.Tensor]:
     model_kind = get_kind(kind)

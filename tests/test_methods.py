@@ -40,6 +40,8 @@ import tunelab
 from tunelab.core.errors import TunelabError
 from tunelab.methods import get_method, trainable_parameters
 from tunelab.methods.base import input_logits, parse_options
+from tunelab.methods.bitfit import added_biases
+from tunelab.models.kinds import CAUSAL, CLASSIFIER, SEQ2SEQ, ModelKind
 from tunelab.runs.merge import inference_model, merge_run, merged_model
 from tunelab.runs.run_dir import load_run_model
 
@@ -188,9 +190,17 @@ def _one_thread() -> Any:
     torch.set_num_threads(threads)
 
 
-def apply(method: str, model: torch.nn.Module) -> torch.nn.Module:
+KINDS = {"causal": CAUSAL, "seq2seq": SEQ2SEQ, "classify": CLASSIFIER}
+
+
+def kind(family: str) -> ModelKind:
+    """The model kind of a family's model (tests/families.py `Family.kind`)."""
+    return KINDS[FAMILIES[family].kind]
+
+
+def apply(method: str, model: torch.nn.Module, family: str) -> torch.nn.Module:
     spec = get_method(method)
-    return spec.apply(model, parse_options(spec, OPTIONS[method]))
+    return spec.apply(model, parse_options(spec, OPTIONS[method]), kind(family))
 
 
 def perturb(model: torch.nn.Module, seed: int = 0) -> None:
@@ -231,7 +241,7 @@ def test_only_method_parameters_train_count_matches_hand_calculation_and_init_is
         method: str, family: str) -> None:
     base = build(family)
     before = logits(base, family)
-    model = apply(method, base)
+    model = apply(method, base, family)
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
     strays = [name for name in trainable if not is_method_parameter(method, name)]
     assert not strays, f"{method} on {family} trains non-method parameters: {strays[:3]}"
@@ -249,7 +259,7 @@ MERGEABLE = {"full": FAMILIES, "freeze": FAMILIES, "lora": FAMILIES, "ia3": FAMI
 
 @pytest.mark.parametrize("method,family", CELLS)
 def test_merge_equals_unmerged_or_is_refused(method: str, family: str) -> None:
-    model = apply(method, build(family))
+    model = apply(method, build(family), family)
     perturb(model)
     unmerged = logits(model, family)
     if family not in MERGEABLE.get(method, ()):
@@ -266,7 +276,7 @@ def test_merge_equals_unmerged_or_is_refused(method: str, family: str) -> None:
 @pytest.mark.parametrize("method,family", CELLS)
 def test_a_few_optimizer_steps_lower_the_loss(method: str, family: str) -> None:
     torch.manual_seed(0)
-    model = apply(method, build(family)).eval()  # eval: no dropout noise in a 4-step check
+    model = apply(method, build(family), family).eval()  # eval: no dropout noise in a 4-step check
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     batch = sample_batch(family)
     losses = []
@@ -281,7 +291,7 @@ def test_a_few_optimizer_steps_lower_the_loss(method: str, family: str) -> None:
 
 @pytest.mark.parametrize("method,family", [c for c in CELLS if c[1] in GENERATIVE])
 def test_generation_with_kv_cache_matches_uncached_and_greedy_loop(method: str, family: str) -> None:
-    model = apply(method, build(family))
+    model = apply(method, build(family), family)
     perturb(model)
     model.eval()
     batch = sample_batch(family)
@@ -335,7 +345,7 @@ def saved_cells(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 base_dir = root / family / "base"
                 if not base_dir.exists():
                     base.save_pretrained(base_dir)
-                model = apply(method, base)
+                model = apply(method, base, family)
                 perturb(model)
                 out = root / family / method
                 get_method(method).save(model, out)
@@ -462,10 +472,10 @@ def test_freeze_errors_name_the_option(options: dict[str, Any], message: str) ->
 
 
 def test_bitfit_adds_biases_only_where_missing_and_merged_model_reloads(tmp_path: Path) -> None:
-    gpt2 = apply("bitfit", build("gpt2"))
-    assert gpt2._tunelab_added_biases == []  # GPT-2 trains its own biases
-    llama = apply("bitfit", build("llama"))
-    assert len(llama._tunelab_added_biases) == L * 7
+    gpt2 = apply("bitfit", build("gpt2"), "gpt2")
+    assert added_biases(gpt2) == []  # GPT-2 trains its own biases
+    llama = apply("bitfit", build("llama"), "llama")
+    assert len(added_biases(llama)) == L * 7
     perturb(llama)
     expected = logits(llama, "llama")
     merged_model("bitfit", llama).save_pretrained(tmp_path)
@@ -498,7 +508,7 @@ def test_prompt_text_init_uses_the_texts_token_embeddings(tiny_llama: Path) -> N
 
 
 def test_prompt_logits_are_longer_and_input_logits_aligns_them() -> None:
-    model = apply("prompt", build("llama"))
+    model = apply("prompt", build("llama"), "llama")
     out = logits(model, "llama")
     assert out.shape[1] == 7 + N
     assert input_logits(out, 7).shape[1] == 7
@@ -510,5 +520,6 @@ def test_ia3_feedforward_must_be_a_target() -> None:
 
 
 def apply_with(method: str, model: torch.nn.Module, **options: Any) -> torch.nn.Module:
+    """The method with `options` on a causal LM (the Llama family)."""
     spec = get_method(method)
-    return spec.apply(model, parse_options(spec, options))
+    return spec.apply(model, parse_options(spec, options), CAUSAL)

@@ -20,6 +20,7 @@ from browser import RateServer, chromium, console_errors
 from tunelab.cli import main
 from tunelab.human import RatingStore
 from tunelab.human.session import open_session
+from tunelab.runs import System
 
 PAYLOAD = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2"><b id="bold">b</b>'
 
@@ -43,16 +44,16 @@ def rated(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     lm = load_model(ModelConfig(name=str(tiny_llama)))
     data = load_task_data(task)
     folder = tmp_path_factory.mktemp("rated")
-    for system, shots in (("base 0-shot", 0), ("fine-tuned", 2)):
+    for system, shots in ((System.base(0), 0), (System.tuned(), 2)):
         result = evaluate_records(lm, task, data.split("test"), shots, data.split("train"),
                                   system, Framing.of(task, data))
         word = "omega" if shots else "alpha"  # the tiny model's outputs tell apart by it
         for row in result.predictions:
             row["prediction"] = f"{word} {row['prediction']}"
-        if system == "fine-tuned":
+        if system.fine_tuned:
             result.predictions[0]["prediction"] = "omega " + PAYLOAD
         result.predictions[0]["input"] = "input " + PAYLOAD
-        write_result(result, folder / system.replace(" ", "-"))
+        write_result(result, folder / system.slug)
     return folder
 
 

@@ -16,6 +16,7 @@ from tunelab.core.errors import TunelabError
 from tunelab.eval.runner import evaluate_loaded
 from tunelab.eval.tasks import load_task
 from tunelab.models import load_model
+from tunelab.runs import System
 from tunelab.runs.run_dir import load_run_model
 from tunelab.studies import retention
 
@@ -54,8 +55,8 @@ def test_retention_table_before_and_after_equals_direct_evaluation(
     for row, name in zip(result.retention, tasks, strict=True):
         task = load_task(name)
         key = row.key
-        assert row.before == pytest.approx(evaluate_loaded(base, task, "b").scores[key])
-        assert row.after == pytest.approx(evaluate_loaded(trained, task, "a").scores[key])
+        assert row.before == pytest.approx(evaluate_loaded(base, task, System.base()).scores[key])
+        assert row.after == pytest.approx(evaluate_loaded(trained, task, System.tuned()).scores[key])
         assert row.delta == pytest.approx(row.after - row.before)
         assert row.ci[0] <= row.delta <= row.ci[1]
     lm_row = result.retention[1]
@@ -86,7 +87,7 @@ def test_retention_table_before_and_after_equals_direct_evaluation(
     config.name = "again"
     config.retention.every_eval = False
     again = tunelab.train(config)
-    assert calls == ["fine-tuned", "fine-tuned"]
+    assert calls == [System.tuned(), System.tuned()]
     assert [r.before for r in again.retention] == [r.before for r in result.retention]
 
 

@@ -38,6 +38,7 @@ from tunelab.eval.datasets import load_task_data
 from tunelab.eval.output_types import Framing, input_text
 from tunelab.eval.runner import evaluate_records
 from tunelab.models import load_model
+from tunelab.runs import System
 from tunelab.runs.run_dir import load_run_model
 from tunelab.studies.robustness import item_key, run_robustness
 
@@ -65,14 +66,15 @@ def test_every_number_is_the_independent_evaluation_of_the_same_perturbed_items(
     pool = data.split(task.shot_split())
     lm = load_model(ModelConfig(name=str(tiny_llama)))
     for shots, system in ((0, "base 0-shot"), (2, "base 2-shot")):
-        clean = evaluate_records(lm, task, records, shots, pool, "c", Framing.of(task, data))
+        clean = evaluate_records(lm, task, records, shots, pool, System.base(shots),
+                                 Framing.of(task, data))
         rows = [r for r in report.rows if r.system == system]
         per_item = [item_scores(task, clean).values]
         for row in rows:
             perturbation = get_perturbation(row.perturbation)
             noisy_records = [perturb_record(r, perturbation, row.severity or 1.0, 3, item_key(r, i))
                              for i, r in enumerate(records)]
-            noisy = evaluate_records(lm, task, noisy_records, shots, pool, "n",
+            noisy = evaluate_records(lm, task, noisy_records, shots, pool, System.base(shots),
                                      Framing.of(task, data))
             key = row.key
             assert row.clean == pytest.approx(clean.scores[key])

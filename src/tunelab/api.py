@@ -17,7 +17,7 @@ from tunelab.data.transforms.counterfactual import parse_probes
 from tunelab.data.transforms.perturbations import parse_perturbations
 from tunelab.eval.datasets.fetch import fetch_bigbench
 from tunelab.eval.output_types import get_output_type, load_for_task
-from tunelab.eval.runner import EvalResult, evaluate_loaded, read_result, slug, write_result
+from tunelab.eval.runner import EvalResult, evaluate_loaded, read_result, write_result
 from tunelab.eval.scoring import format_scores, score
 from tunelab.eval.tables import format_table, results_table, shown_keys, suite_table
 from tunelab.eval.tasks import check_task_data, is_suite, load_suite, load_task
@@ -29,9 +29,17 @@ from tunelab.human.session import RatingSession, open_session, system_results
 from tunelab.models.loader import load_tokenizer
 from tunelab.report.run_page import comparison_page, write_html_report
 from tunelab.report.task_list import tasks_overview
+from tunelab.runs import (
+    EvalDir,
+    RunDir,
+    StudyFiles,
+    System,
+    load_run_model,
+    ratings_file,
+    read_config,
+)
 from tunelab.runs.adapter_set import AdapterSet
 from tunelab.runs.merge import merge_run
-from tunelab.runs.run_dir import load_run_model, read_config
 from tunelab.studies.baselines import BaselineReport, run_baselines
 from tunelab.studies.bias import BiasReport, run_bias
 from tunelab.studies.error_analysis import (
@@ -96,10 +104,10 @@ def evaluate(
     check_task_data(task_config, shots)  # a bad data file fails before a model loads
     if adapter:
         lm = load_run_model(adapter, base=model)
-        system = f"{Path(adapter).name} {shots}-shot"
+        system = System.tuned(Path(adapter).name, shots)
     else:
         lm = load_for_task(task_config, ModelConfig(name=model or ModelConfig().name))
-        system = f"base {shots}-shot"
+        system = System.base(shots)
     result = evaluate_loaded(lm, task_config, system, shots=shots, limit=limit)
     if out_dir:
         write_result(result, Path(out_dir))
@@ -129,11 +137,11 @@ def evaluate_adapters(
     results = []
     for name in ([None] if include_base else []) + list(runs):
         with bank.use(name):
-            system = f"{name or 'base'} {shots}-shot"
+            system = System.named_adapter(name, shots) if name else System.base(shots)
             result = evaluate_loaded(bank.loaded(), task_config, system, shots=shots, limit=limit)
         results.append(result)
         if out_dir:
-            write_result(result, Path(out_dir) / (name or "base"))
+            write_result(result, EvalDir(Path(out_dir) / (name or "base")))
     return results
 
 
@@ -172,7 +180,7 @@ def evaluate_suite(
 
     tasks = [load_task(name) for name in load_suite(suite).tasks]
     shots = shots or 0
-    name = f"{Path(adapter).name} {shots}-shot" if adapter else f"base {shots}-shot"
+    system = System.tuned(Path(adapter).name, shots) if adapter else System.base(shots)
     results, lm = [], None
     for task in tasks:
         if get_output_type(task.output_type).needs_head and not adapter:
@@ -181,10 +189,10 @@ def evaluate_suite(
             lm = lm or (load_run_model(adapter, base=model) if adapter else
                         load_for_task(task, ModelConfig(name=model or ModelConfig().name)))
             lm_task = lm
-        result = evaluate_loaded(lm_task, task, name, shots=shots, limit=limit)
+        result = evaluate_loaded(lm_task, task, system, shots=shots, limit=limit)
         results.append(result)
         if out_dir:
-            write_result(result, Path(out_dir) / task.name)
+            write_result(result, EvalDir(Path(out_dir) / task.name))
     return results
 
 
@@ -287,7 +295,7 @@ def task_of(task: str | TaskConfig | None, adapters: Sequence[str | Path] = ()) 
     section, scored on its test split); without one, the first adapter run's task."""
     if isinstance(task, TaskConfig):
         return task
-    if task and (Path(task) / "config.yaml").is_file():  # a run directory: the task it trained on
+    if task and RunDir(Path(task)).is_run():  # a run directory: the task it trained on
         return run_task(read_config(Path(task)))
     if task:
         return load_task(task)
@@ -391,11 +399,11 @@ def compare_runs(
     pairs = []
     for name in names:
         results = [read_result(side[name]) for side in sides]
-        folders = [Path(robustness)] * 2 if robustness else [
-            robustness_dir(side[name]) for side in sides]
-        consistency = tuple(read_consistency(folder, system_names(result, side[name]))
-                            if folder else None
-                            for folder, result, side in zip(folders, results, sides, strict=True))
+        studies = [StudyFiles(Path(robustness), "robustness")] * 2 if robustness else [
+            robustness_of(side[name]) for side in sides]
+        consistency = tuple(read_consistency(study, system_names(result, side[name]))
+                            if study else None
+                            for study, result, side in zip(studies, results, sides, strict=True))
         if robustness and not any(consistency):
             raise TunelabError(f"--robustness {robustness}: no consistency.jsonl for "
                                f"{results[0].system} or {results[1].system}; give the --out "
@@ -405,7 +413,9 @@ def compare_runs(
     folders = (Path(a).resolve().name, Path(b).resolve().name)
     names = None
     if systems[0] == systems[1] and folders[0] != folders[1]:  # two runs' fine-tuned models
-        names = (f"{systems[0]} ({folders[0]})", f"{systems[1]} ({folders[1]})")
+        names = (systems[0].named(folders[0]).label, systems[1].named(folders[1]).label)
+        if names[0] == names[1]:  # not fine-tunes: the folders tell them apart
+            names = (f"{names[0]} ({folders[0]})", f"{names[1]} ({folders[1]})")
     report = compare_tasks(pairs, names, examples=examples)
     if export:
         export_errors(report, tasks, export)
@@ -414,11 +424,11 @@ def compare_runs(
     return report
 
 
-def system_names(result: EvalResult, folder: Path) -> list[str]:
-    """The names a robustness run may give this evaluation's system: its own, and for a run's
-    fine-tuned model "fine-tuned (RUN)" as `tunelab robustness --adapter RUN` calls it."""
+def system_names(result: EvalResult, folder: Path) -> list[System]:
+    """The systems a robustness run may have scored this evaluation's system as: itself, and
+    for a run's own fine-tune the same run named, as `tunelab robustness --adapter RUN` does."""
     found = run_config_near(folder)
-    return [result.system] + ([f"{result.system} ({found[0].name})"] if found else [])
+    return [result.system] + ([result.system.named(found[0].name)] if found else [])
 
 
 def single_run_tasks(sides: list[dict[str, Path]]) -> bool:
@@ -433,7 +443,7 @@ def single_run_tasks(sides: list[dict[str, Path]]) -> bool:
 def run_config_near(folder: Path) -> tuple[Path, Any] | None:
     """The run directory (and its config) holding an evaluation directory, if any."""
     for parent in [folder, *folder.parents][:4]:
-        if (parent / "config.yaml").is_file():
+        if RunDir(parent).is_run():
             return parent, read_config(parent)
     return None
 
@@ -460,11 +470,11 @@ def compared_task(name: str, task: str | TaskConfig | None, folders: list[Path])
                            "task name or YAML file)") from None
 
 
-def robustness_dir(folder: Path) -> Path | None:
-    """A run's robustness/ directory (its `robustness:` block), beside an evaluation."""
+def robustness_of(folder: Path) -> StudyFiles | None:
+    """A run's robustness study (its `robustness:` block), beside an evaluation."""
     found = run_config_near(folder)
-    if found is not None and (found[0] / "robustness").is_dir():
-        return found[0] / "robustness"
+    if found is not None and RunDir(found[0]).robustness.folder.is_dir():
+        return RunDir(found[0]).robustness
     return None
 
 
@@ -477,7 +487,7 @@ def human_ratings(directory: str | Path, reference: str | None = None,
     if not folder.is_dir():
         raise TunelabError(f"{folder}: no such directory; give the run or eval directory that "
                            "was rated")
-    store = RatingStore(folder / "ratings.sqlite")
+    store = RatingStore(ratings_file(folder))
     if import_csv:
         store.import_csv(import_csv)
     if export_csv:
@@ -487,7 +497,7 @@ def human_ratings(directory: str | Path, reference: str | None = None,
     if results:
         first = next(iter(results.values()))
         try:
-            task = compared_task(first.task, None, [systems_dir / slug(first.system)])
+            task = compared_task(first.task, None, [systems_dir / first.system.slug])
         except TunelabError:
             task = None  # no run config and no built-in task: no metric correlations
     report = ratings_report(store, task, results, reference)
@@ -511,7 +521,7 @@ def rating_server(directory: str | Path, systems: Sequence[str] | None = None,
     if pairwise and len(session.systems) != 2:
         raise TunelabError(f"--pairwise: compares exactly two systems, not "
                            f"{len(session.systems)}; pass --systems A,B")
-    store = RatingStore(session.folder / "ratings.sqlite")
+    store = RatingStore(session.ratings)
     rated = store.meta("scale")
     if rated is not None and int(rated) != scale:
         raise TunelabError(f"{store.path}: rated on a {rated}-point scale; --scale {scale} "

@@ -380,7 +380,7 @@ def _rate(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, seed=args.seed)
     print(f"rating {len(session.items)} items x {len(session.systems)} systems (blind) on "
           f"{', '.join(c.name for c in session.criteria)}; ratings are saved as given in "
-          f"{session.folder / 'ratings.sqlite'}", flush=True)
+          f"{session.ratings}", flush=True)
     print(f"open http://{args.host}:{server.port}/ (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()

@@ -5,7 +5,6 @@ when one is made in code), so no module re-checks a choice."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import typing
 from pathlib import Path
@@ -122,10 +121,15 @@ class Checked:
             limit.check(f"{self.section}.{name}".lstrip("."), getattr(self, name))
 
 
-@functools.cache
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _hints(cls: type) -> dict[str, Any]:
-    return {name: hint for name, hint in typing.get_type_hints(cls).items()
-            if choices_of(hint) is not None}
+    """The fields of `cls` that have choices, with their type hints (once per class)."""
+    if cls not in _HINTS:
+        _HINTS[cls] = {name: hint for name, hint in typing.get_type_hints(cls).items()
+                       if choices_of(hint) is not None}
+    return _HINTS[cls]
 
 
 def yaml_line(path: Path, keys: list[str | int]) -> int | None:

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from tunelab.config.choices import check_choice, choices_of, yaml_line
-from tunelab.config.sections import RunConfig
+from tunelab.config.sections import RunConfig, check_format
 from tunelab.core.errors import TunelabError
 
 
@@ -33,7 +33,7 @@ def from_dict(cls: type, raw: dict[str, Any], where: str, source: Path | None = 
             )
         hint = hints[key]
         item = _dataclass_item(hint)
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             kwargs[key] = from_dict(hint, value or {}, f"{where}.{key}", source, (*keys, key))
         elif item is not None:
             if not isinstance(value or [], list):
@@ -43,12 +43,16 @@ def from_dict(cls: type, raw: dict[str, Any], where: str, source: Path | None = 
         else:
             named = f"{where}.{key}"
             limit = getattr(cls, "limits", {}).get(key)
-            if source is not None and (choices_of(hint) is not None or limit is not None):
+            template = key in getattr(cls, "formats", ())
+            if source is not None and (choices_of(hint) is not None or limit is not None
+                                       or template):
                 line = yaml_line(source, [*keys, key])
                 named = f"{source}{f' line {line}' if line else ''}: {option_name([*keys, key])}"
             kwargs[key] = _coerce(value, hint, named)
             if limit is not None:  # here, so the error names the file and line
                 limit.check(named, kwargs[key])
+            if template:
+                check_format(named, kwargs[key])
     return cls(**kwargs)
 
 

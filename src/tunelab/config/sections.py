@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import re
+import string
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,35 @@ from tunelab.config.choices import (
     yaml_line,
 )
 from tunelab.core.errors import TunelabError
+
+
+def check_format(option: str, text: str | None) -> None:
+    """One-line error for a format string a record can't fill: unbalanced braces, or a
+    positional field ({} or {0}), which has no value: templates fill named fields only (the
+    record's columns and instruction, input, output)."""
+    if text is None:
+        return
+    try:
+        positional = _positional_field(text)
+    except ValueError as err:
+        raise TunelabError(f"{option} {text!r}: {err}; escape braces as {{{{ }}}}") from None
+    if positional is not None:
+        raise TunelabError(f"{option} {text!r}: positional field {{{positional}}} has no value; "
+                           "use named fields, e.g. {text} (a column of the data) or {input}")
+
+
+def _positional_field(text: str) -> str | None:
+    """The first positional field of a format string (in a format spec too), else None."""
+    for _, name, spec, _ in string.Formatter().parse(text):
+        if name is None:
+            continue
+        head = re.split(r"[.\[]", name, maxsplit=1)[0]
+        if not head or head.isdigit():  # str.format reads these as positional arguments
+            return name
+        inner = _positional_field(spec) if spec else None
+        if inner is not None:
+            return inner
+    return None
 
 
 @dataclass
@@ -71,6 +102,8 @@ class AugmentConfig(Checked):
 @dataclass
 class DataConfig(Checked):
     section: typing.ClassVar[str] = "data"
+    formats: typing.ClassVar[tuple[str, ...]] = ("prompt_format", "completion_format")
+    """Options holding a format string (`check_format`)."""
     limits: typing.ClassVar[dict[str, Range]] = {"validation_size": Range(0), "test_size": Range(0), "max_length": Range(8, whole=True, fix="e.g. 512")}
     source: str = "builtin:movie_sentiment"
     """builtin:NAME, a .jsonl/.json/.csv/.parquet file, or a `datasets` directory saved to disk."""
@@ -110,6 +143,11 @@ class DataConfig(Checked):
     tuning (their virtual tokens belong to one example)."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     """Training only: perturb a seeded share of the training inputs (see AugmentConfig)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in self.formats:
+            check_format(f"{self.section}.{name}", getattr(self, name))
 
 
 @dataclass

@@ -111,12 +111,14 @@ def length_difficulty(examples: Sequence[TokenizedExample]) -> list[float]:
 
 def _weights(capped: Sequence[int], weights: Sequence[float | None], names: Sequence[str],
              config: MixtureConfig) -> list[float]:
+    given: list[float] = []
     for name, weight in zip(names, weights, strict=True):
         if weight is None or weight <= 0:
             raise TunelabError(
                 f"task '{name}': mixture.sampling=weights needs a positive `weight` on every "
                 "trained task (use held_out: true for a task that is only evaluated)")
-    return [float(w) for w in weights]  # type: ignore[arg-type]
+        given.append(float(weight))
+    return given
 
 
 # mixture.sampling -> the unnormalised rate of every trained task from its capped size.
@@ -289,7 +291,8 @@ class MixturePlan:
 
     def stream(self, task: int, start: int, count: int) -> list[int]:
         """Examples start..start+count-1 of the task's endless stream of passes."""
-        n, out, position = self.sizes[task], [], start
+        n, position = self.sizes[task], start
+        out: list[int] = []
         while len(out) < count:
             pass_index, at = divmod(position, n)
             take = min(count - len(out), n - at)

@@ -7,12 +7,12 @@ tokenises inside a longer string.
 
 from __future__ import annotations
 
-import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tunelab.config import DataConfig
+from tunelab.config.sections import check_format
 from tunelab.core.errors import TunelabError
 from tunelab.data.records import Record
 
@@ -74,12 +74,8 @@ class FormatTemplate:
     name: str = "format"
 
     def __post_init__(self) -> None:
-        for option, text in (("prompt_format", self.prompt_format),
-                             ("completion_format", self.completion_format)):
-            try:
-                list(string.Formatter().parse(text))
-            except ValueError as err:
-                raise TunelabError(f"data.{option} {text!r}: {err}; escape braces as {{{{ }}}}") from None
+        check_format("data.prompt_format", self.prompt_format)
+        check_format("data.completion_format", self.completion_format)
 
     def _fill(self, text: str, record: Record, option: str) -> str:
         values: dict[str, Any] = dict(record.columns)
@@ -91,6 +87,10 @@ class FormatTemplate:
                 f"data.{option}: field {err} is not in {record.origin or 'the record'} "
                 f"(fields: {', '.join(map(str, values))})"
             ) from None
+        except (AttributeError, IndexError, ValueError) as err:  # e.g. {input:d}, {input.x}
+            raise TunelabError(f"data.{option} {text!r}: {err} (filling "
+                               f"{record.origin or 'the record'}); use plain named fields, "
+                               "e.g. {input}") from None
 
     def render(self, record: Record, shots: Sequence[Record] = ()) -> Rendered:
         _require_plain(record, self.name)

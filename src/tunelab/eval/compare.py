@@ -98,7 +98,8 @@ def compare_to_best(task: TaskConfig, baselines: Sequence[EvalResult], candidate
     lower = key in metric.lower_is_better
     best = (min if lower else max)(baselines, key=lambda r: r.scores[key])
     difference = paired_difference(task, best, candidate, key)
-    return Comparison(key, best.system, candidate.system, difference.delta, difference.p_value)
+    return Comparison(key, best.system.label, candidate.system.label, difference.delta,
+                      difference.p_value)
 
 
 @dataclass

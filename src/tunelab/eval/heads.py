@@ -1,15 +1,14 @@
 """The `classification` output type: a sequence-classification head picks a label.
 
-The model is a `*ForSequenceClassification` (a fine-tuned run with a task head, or a base
-model given a fresh head by models/kinds.py `load_classifier`, which scores at chance until
-trained). Class i is the label the model's config names (`id2label`) when those are real
-names, else the task's i-th label.
+The model is of a kind with a classification head (`ModelKind.has_classification_head`: a
+fine-tuned run with a task head, or a base model given a fresh head by models/kinds.py
+`load_classifier`, which scores at chance until trained). Class i is the label the model's
+config names (`id2label`) when those are real names, else the task's i-th label.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
@@ -18,12 +17,7 @@ from tunelab.models.kinds import LoadedModel
 from tunelab.models.pretrained import ensure_pad_token
 
 
-def is_classifier(model: Any) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return type(base).__name__.endswith("ForSequenceClassification")
-
-
-def class_names(model: Any, labels: Sequence[str]) -> list[str]:
+def class_names(model: torch.nn.Module, labels: Sequence[str]) -> list[str]:
     """The label of each output class."""
     config = model.config
     n = int(getattr(config, "num_labels", len(labels)))
@@ -44,7 +38,7 @@ def classify(
     max_length: int = 512,
 ) -> tuple[list[str], list[list[float]]]:
     """(predicted label, class probabilities) of each text."""
-    if not is_classifier(lm.model):
+    if not lm.kind.has_classification_head:
         raise TunelabError(
             "output_type classification needs a model with a classification head (a run "
             "trained with one, or a base model: tunelab loads it with a fresh head); for a causal "

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -138,12 +138,12 @@ class Perplexity:
         return "perplexity|agg:exp(sum_nll/sum_tokens)|log:natural"
 
 
-_REGISTRY: dict[str, type] = {}
+_REGISTRY: dict[str, type[Metric]] = {}
 
 
-def register_metric(cls: type) -> type:
+def register_metric(cls: type[Metric]) -> type[Metric]:
     """Add a metric class (a dataclass following the Metric protocol) under `cls.name`."""
-    _REGISTRY[cls.name] = cls  # type: ignore[attr-defined]
+    _REGISTRY[cls.name] = cls
     return cls
 
 
@@ -157,7 +157,7 @@ def metric_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def metric_class(name: str) -> type:
+def metric_class(name: str) -> type[Metric]:
     """The metric class registered as `name` (its `reads`, `from_task`, options).
 
     Raises:
@@ -173,7 +173,8 @@ def metric_class(name: str) -> type:
 
 def metric_option_names(name: str) -> list[str]:
     """The options (dataclass fields) the metric registered as `name` takes."""
-    return [f.name for f in fields(metric_class(name)) if f.init]
+    cls = metric_class(name)
+    return [f.name for f in fields(cls) if f.init] if is_dataclass(cls) else []
 
 
 def task_metrics(task: TaskConfig) -> dict[str, Metric]:
@@ -195,7 +196,7 @@ def get_metric(name: str, **options: Any) -> Metric:
             f"unknown option(s) {', '.join(unknown)} for metric {name!r}; "
             f"valid options are: {', '.join(valid) or '(none)'}"
         )
-    return cls(**options)  # type: ignore[no-any-return]
+    return cls(**options)
 
 
 # ---------------------------------------------------------------------------- bootstrap

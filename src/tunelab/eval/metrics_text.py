@@ -133,7 +133,7 @@ class _SacrebleuMetric:
         return SufficientStats(per_item=per_item, score_totals=score_totals)
 
     def aggregate(self, items: Sequence[list[int]]) -> Scores:
-        return aggregate_additive(self, items)  # type: ignore[arg-type]
+        return aggregate_additive(self, items)
 
     def signature(self) -> str:
         seen = self._nrefs_seen

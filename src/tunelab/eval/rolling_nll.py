@@ -68,7 +68,7 @@ def count_words(text: str) -> int:
 
 @torch.no_grad()
 def rolling_loglikelihood(
-    model: Any,
+    model: torch.nn.Module,
     tokenizer: Any,
     texts: Sequence[str],
     max_length: int,
@@ -97,8 +97,8 @@ def rolling_loglikelihood(
             ids[row, :n] = torch.tensor(seq[w.begin:w.end])
             mask[row, :n] = 1
             # Input position p predicts seq[p + 1]; score p in [first_scored, end).
-            scored = slice(w.first_scored - w.begin, n)
-            targets[row, scored] = torch.tensor(seq[w.first_scored + 1:w.end + 1])
+            positions = slice(w.first_scored - w.begin, n)
+            targets[row, positions] = torch.tensor(seq[w.first_scored + 1:w.end + 1])
         # only the scored positions are projected onto the vocabulary (models/logits.py)
         scored = token_scores(model, {"input_ids": ids.to(device),
                                       "attention_mask": mask.to(device)}, targets.to(device))

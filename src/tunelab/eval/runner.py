@@ -32,6 +32,9 @@ from tunelab.eval.output_types import (
 from tunelab.eval.shard import Shard
 from tunelab.eval.tasks import check_task
 from tunelab.models import LoadedModel
+from tunelab.runs import EvalDir, System
+
+BASE = System.base()
 
 __all__ = ["EvalResult", "context_limit", "evaluate_loaded", "evaluate_records", "evaluate_shared", "score_outputs",
            "write_result"]
@@ -40,8 +43,8 @@ __all__ = ["EvalResult", "context_limit", "evaluate_loaded", "evaluate_records",
 @dataclass
 class EvalResult:
     task: str
-    system: str
-    """Which system produced the predictions, e.g. 'base 0-shot' or 'fine-tuned'."""
+    system: System
+    """Which system produced the predictions (its label: 'base 0-shot', 'fine-tuned')."""
     shots: int
     n: int
     scores: dict[str, float]
@@ -65,6 +68,8 @@ class EvalResult:
         data = asdict(self)
         data.pop("predictions")
         data.pop("items")
+        data["system"] = self.system.label
+        data["system_id"] = self.system.to_json()
         return data
 
 
@@ -74,7 +79,7 @@ def evaluate_records(
     records: Sequence[Record],
     shots: int = 0,
     pool: Sequence[Record] = (),
-    system: str = "",
+    system: System = BASE,
     framing: Framing | None = None,
     bootstrap: int | None = None,
 ) -> EvalResult:
@@ -92,12 +97,12 @@ def evaluate_records(
 
 
 def _outputs(lm: LoadedModel, task: TaskConfig, records: list[Record], shots: int,
-             pool: Sequence[Record], system: str, framing: Framing | None, first: int
+             pool: Sequence[Record], system: System, framing: Framing | None, first: int
              ) -> Outputs:
     """The output type's outputs for `records`, the first of which is split item `first`."""
     output_type = get_output_type(task.output_type)
     output_type.check_shots(shots)
-    request = Request(lm, task, records, list(pool), shots, system,
+    request = Request(lm, task, records, list(pool), shots, system.label,
                       framing or Framing.of(task), first_index=first)
     outputs = output_type.run(request)
     for row in outputs.rows:
@@ -106,7 +111,7 @@ def _outputs(lm: LoadedModel, task: TaskConfig, records: list[Record], shots: in
 
 
 def _result(lm: LoadedModel, task: TaskConfig, n: int, outputs: Outputs, shots: int,
-            system: str, bootstrap: int | None, start: float) -> EvalResult:
+            system: System, bootstrap: int | None, start: float) -> EvalResult:
     warn_dropped(task, outputs, lm, stacklevel=4)  # at the caller of evaluate_loaded
     n_boot = task.eval.bootstrap if bootstrap is None else bootstrap
     scores, cis, signatures, items = score_outputs(task, outputs, n_boot)
@@ -124,7 +129,7 @@ def _result(lm: LoadedModel, task: TaskConfig, n: int, outputs: Outputs, shots: 
 def evaluate_loaded(
     lm: LoadedModel,
     task: TaskConfig,
-    system: str,
+    system: System,
     shots: int | None = None,
     limit: int | None = None,
     bootstrap: int | None = None,
@@ -145,7 +150,7 @@ def evaluate_loaded(
     return _result(lm, task, len(records), outputs, k, system, bootstrap, start)
 
 
-def evaluate_shared(lm: LoadedModel, task: TaskConfig, system: str, shard: Shard,
+def evaluate_shared(lm: LoadedModel, task: TaskConfig, system: System, shard: Shard,
                     limit: int | None = None) -> EvalResult | None:
     """`evaluate_loaded` (0-shot) split between the processes of a distributed run: each
     scores its share of the items (eval/shard.py); rank 0 gets the whole result, the other
@@ -193,17 +198,12 @@ def score_outputs(
     return scores, cis, signatures, items_by_metric
 
 
-def slug(system: str) -> str:
-    """A system name as a directory name: base 0-shot -> base-0-shot."""
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in system).strip("-")
-
-
-def read_result(out_dir: str | Path) -> EvalResult:
+def read_result(out_dir: str | Path | EvalDir) -> EvalResult:
     """An evaluation written by `write_result`, its per-item metric values rebuilt from the
     predictions (one-line errors for a directory that is not one)."""
-    folder = Path(out_dir)
-    metrics, predictions = folder / "metrics.json", folder / "predictions.jsonl"
-    if not metrics.is_file() or not predictions.is_file():
+    where = out_dir if isinstance(out_dir, EvalDir) else EvalDir(Path(out_dir))
+    folder, metrics, predictions = where.root, where.metrics, where.predictions
+    if not where.exists():
         raise TunelabError(f"{folder}: not an evaluation directory (needs metrics.json and "
                            "predictions.jsonl, as tunelab eval --out writes)")
     try:
@@ -213,8 +213,9 @@ def read_result(out_dir: str | Path) -> EvalResult:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise TunelabError(f"{folder}: unreadable metrics.json or predictions.jsonl ({err}); "
                            "evaluate again") from None
-    known = {f.name for f in fields(EvalResult)} - {"predictions", "items"}
-    result = EvalResult(**{k: v for k, v in summary.items() if k in known})
+    known = {f.name for f in fields(EvalResult)} - {"predictions", "items", "system"}
+    result = EvalResult(system=System.from_json(summary.get("system_id"), summary["system"]),
+                        **{k: v for k, v in summary.items() if k in known})
     result.predictions = rows
     names = list(rows[0].get("items", {})) if rows else []
     result.items = {name: [row.get("items", {}).get(name) for row in rows] for name in names}
@@ -224,10 +225,11 @@ def read_result(out_dir: str | Path) -> EvalResult:
     return result
 
 
-def write_result(result: EvalResult, out_dir: Path) -> None:
+def write_result(result: EvalResult, out_dir: Path | EvalDir) -> None:
     """metrics.json (aggregates, CIs, signatures) + predictions.jsonl (per example)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(result.summary(), indent=1, default=str))
-    with (out_dir / "predictions.jsonl").open("w") as handle:
+    where = out_dir if isinstance(out_dir, EvalDir) else EvalDir(Path(out_dir))
+    where.root.mkdir(parents=True, exist_ok=True)
+    where.metrics.write_text(json.dumps(result.summary(), indent=1, default=str))
+    with where.predictions.open("w") as handle:
         for row in result.predictions:
             handle.write(json.dumps(row, default=str) + "\n")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from tunelab.core.errors import TunelabError
 from tunelab.eval.metrics import (
@@ -27,7 +27,15 @@ from tunelab.eval.metrics import (
 
 PREDICTION_KEYS = ("prediction", "text")
 REFERENCE_KEYS = ("reference", "references", "answers")
-CI_SETTINGS = {"n": 1000, "seed": 0, "alpha": 0.05}
+class CISettings(TypedDict):
+    """`bootstrap_ci`'s settings for the intervals `tunelab score` reports."""
+
+    n: int
+    seed: int
+    alpha: float
+
+
+CI_SETTINGS: CISettings = {"n": 1000, "seed": 0, "alpha": 0.05}
 
 Source = str | Path | Sequence[str] | Sequence[Sequence[str]] | Sequence[Path]
 
@@ -88,7 +96,7 @@ def score(
             "signature": metric.signature(),
         }
         if ci:
-            intervals = bootstrap_ci(items, metric, **CI_SETTINGS)  # type: ignore[arg-type]
+            intervals = bootstrap_ci(items, metric, **CI_SETTINGS)
             entry["ci"] = {k: [low, high] for k, (low, high) in intervals.items()}
             entry["ci_signature"] = "bootstrap|n:{n}|seed:{seed}|alpha:{alpha}".format(
                 **CI_SETTINGS
@@ -118,21 +126,17 @@ def _fmt(key: str, value: float) -> str:
     return f"{value:.4f}" if key in ("mcc", "bp", "ratio") else f"{value:.2f}"
 
 
-def _is_path(value: object) -> bool:
-    return isinstance(value, str | Path)
-
-
 def _read_predictions(source: str | Path | Sequence[str]) -> tuple[list[str], str]:
     """Predictions and a name for messages (the file name, or "predictions")."""
-    if not _is_path(source):
-        preds = list(source)  # type: ignore[arg-type]
+    if not isinstance(source, str | Path):
+        preds = list(source)
         for i, pred in enumerate(preds):
             if not isinstance(pred, str):
                 raise TunelabError(
                     f"prediction {i} is a {type(pred).__name__}; predictions must be strings"
                 )
         return preds, "predictions"
-    path = Path(source)  # type: ignore[arg-type]
+    path = Path(source)
     if path.suffix == ".jsonl":
         records = _read_jsonl(path)
         return [
@@ -146,23 +150,24 @@ def _read_references(
 ) -> tuple[list[str | list[str]], str]:
     """References (a str, or a list of str per item) and a name for messages."""
     if source is None:
-        if not (_is_path(predictions) and Path(predictions).suffix == ".jsonl"):  # type: ignore[arg-type]
+        if not (isinstance(predictions, str | Path) and Path(predictions).suffix == ".jsonl"):
             raise TunelabError(
                 "no references given; pass a reference file, or a predictions .jsonl whose "
                 f"records have one of the keys {', '.join(REFERENCE_KEYS)}"
             )
-        source = predictions  # type: ignore[assignment]
-    if _is_path(source):
-        path = Path(source)  # type: ignore[arg-type]
+        source = predictions
+    if isinstance(source, str | Path):
+        path = Path(source)
         if path.suffix == ".jsonl":
             return [
                 _reference(_field(rec, REFERENCE_KEYS, path, line), path, line)
                 for line, rec in _read_jsonl(path)
             ], path.name
         return list(_read_lines(path)), path.name
-    items = list(source)  # type: ignore[arg-type]
-    if items and all(isinstance(x, Path) for x in items):
-        return _reference_streams(items), items[0].name
+    items: list[str | Sequence[str] | Path] = list(source)
+    paths = [x for x in items if isinstance(x, Path)]
+    if items and len(paths) == len(items):
+        return _reference_streams(paths), paths[0].name
     refs: list[str | list[str]] = []
     for i, ref in enumerate(items):
         if isinstance(ref, str):

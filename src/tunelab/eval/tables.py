@@ -52,7 +52,7 @@ def results_table(results: Sequence[EvalResult], keys: Sequence[str], markdown: 
     """One row per system: scores with 95% CIs, mean prompt tokens and the tokens shots use."""
     headers = [*(["task"] if task_column else []), "system", "shots", "n",
                *[f"{k} [95% CI]" for k in keys], "context tokens", "shot tokens"]
-    rows = [[*([r.task] if task_column else []), r.system, r.shots, r.n,
+    rows = [[*([r.task] if task_column else []), r.system.label, r.shots, r.n,
              *[with_ci(r, k) for k in keys], f"{r.mean_context_tokens:.0f}",
              f"{r.mean_shot_tokens:.0f}" + (f" ({r.dropped_shots} dropped)" if r.dropped_shots else "")]
             for r in results]
@@ -64,7 +64,7 @@ def suite_table(results: Sequence[EvalResult], markdown: bool = False) -> str:
     rows = []
     for r in results:
         key = shown_keys(r.scores, 1)[0]
-        rows.append([r.task, r.output_type, r.system, r.n, key, with_ci(r, key),
+        rows.append([r.task, r.output_type, r.system.label, r.n, key, with_ci(r, key),
                      f"{r.mean_context_tokens:.0f}", f"{r.mean_shot_tokens:.0f}"])
     return format_table(["task", "output type", "system", "n", "score", "value [95% CI]",
                          "context tokens", "shot tokens"], rows, markdown)

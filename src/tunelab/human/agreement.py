@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import krippendorff
 import numpy as np
@@ -22,8 +23,10 @@ from scipy import stats
 
 from tunelab.core.errors import TunelabError
 
+Level = Literal["nominal", "ordinal", "interval", "ratio"]
+"""Krippendorff's levels of measurement (how far apart two different values are)."""
 
-def krippendorff_alpha(ratings: Mapping[str, Mapping[str, float]], level: str = "ordinal",
+def krippendorff_alpha(ratings: Mapping[str, Mapping[str, float]], level: Level = "ordinal",
                        domain: Sequence[float] | None = None) -> float:
     """Alpha over rater -> item -> value (items a rater skipped are missing); NaN when fewer
     than two raters share an item."""

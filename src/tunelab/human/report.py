@@ -163,8 +163,8 @@ def ratings_report(store: RatingStore, task: TaskConfig | None = None,
         mean, low, high = mean_ci(list(items.values()))
         report.scores.append(SystemScore(system, criterion, len(items), mean, (low, high)))
     systems = sorted({system for system, _ in means})
-    ref = reference or ("fine-tuned" if "fine-tuned" in systems else systems[-1] if systems
-                        else None)
+    tuned = [s for s in systems if results and s in results and results[s].system.fine_tuned]
+    ref = reference or (tuned[0] if tuned else systems[-1] if systems else None)
     for criterion in sorted({c for _, c in means}):
         for system in systems:
             if system == ref or (ref, criterion) not in means or (system, criterion) not in means:

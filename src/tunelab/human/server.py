@@ -21,9 +21,9 @@ import re
 import secrets
 import socket
 from pathlib import Path
-from typing import Any
 
-from flask import Flask, abort, redirect, render_template, request, url_for
+from flask import Flask, Response, abort, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from tunelab.core.errors import TunelabError
@@ -58,7 +58,7 @@ def create_app(session: RatingSession, store: RatingStore, rater: str | None = N
         return next((i for i in order if keys[i] not in done), None)
 
     @app.after_request
-    def headers(response: Any) -> Any:
+    def headers(response: Response) -> Response:
         response.headers["Content-Security-Policy"] = POLICY
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
@@ -66,17 +66,17 @@ def create_app(session: RatingSession, store: RatingStore, rater: str | None = N
         return response
 
     @app.get("/favicon.ico")
-    def favicon() -> Any:
+    def favicon() -> ResponseReturnValue:
         return app.send_static_file("favicon.svg")
 
     @app.get("/")
-    def start() -> Any:
+    def start() -> ResponseReturnValue:
         raters = sorted({s.rater for s in store.scores()} | {m[0] for m in store.marks()})
         return render_template("start.html", session=session, token=token, rater=rater or "",
                                raters=[(r, *progress(r)) for r in raters], error=None)
 
     @app.post("/")
-    def begin() -> Any:
+    def begin() -> ResponseReturnValue:
         if request.form.get("token") != token:
             abort(403)
         try:
@@ -88,7 +88,7 @@ def create_app(session: RatingSession, store: RatingStore, rater: str | None = N
         return redirect(url_for("resume", name=name))
 
     @app.get("/rate/<name>")
-    def resume(name: str) -> Any:
+    def resume(name: str) -> ResponseReturnValue:
         name = valid(name)
         n = next_open(name)
         if n is None:
@@ -97,12 +97,12 @@ def create_app(session: RatingSession, store: RatingStore, rater: str | None = N
         return redirect(url_for("item", name=name, n=n))
 
     @app.get("/rate/<name>/<int:n>")
-    def item(name: str, n: int) -> Any:
+    def item(name: str, n: int) -> ResponseReturnValue:
         name = valid(name)
         return page(name, n, error=None)
 
     @app.post("/rate/<name>/<int:n>")
-    def submit(name: str, n: int) -> Any:
+    def submit(name: str, n: int) -> ResponseReturnValue:
         name = valid(name)
         if request.form.get("token") != token:
             abort(403)
@@ -121,15 +121,15 @@ def create_app(session: RatingSession, store: RatingStore, rater: str | None = N
                         scores.append((system, criterion.name, int(value)))
                     else:
                         missing.append(f"{slot} {criterion.name}")
-            preferences = []
+            preferences: list[tuple[str, str, int]] = []
             if session.pairwise:
                 choice = request.form.get("preference", "")
                 first, second = slots["A"], slots["B"]
-                value = {"A": -1, "tie": 0, "B": 1}.get(choice)
-                if value is None:
+                verdict = {"A": -1, "tie": 0, "B": 1}.get(choice)
+                if verdict is None:
                     missing.append("which output is better")
                 else:
-                    preferences.append((first, second, value))
+                    preferences.append((first, second, verdict))
             if missing:
                 return page(name, n, error="Rate every output on every criterion; missing: "
                                            + ", ".join(missing)), 400
@@ -152,18 +152,20 @@ def create_app(session: RatingSession, store: RatingStore, rater: str | None = N
             abort(404)
         return n
 
-    def page(name: str, n: int, error: str | None) -> Any:
+    def page(name: str, n: int, error: str | None) -> str:
         shown = session.items[in_range(n)]
         slots = session.slots(name, shown.key)
         given = store.given(name, shown.key)
-        chosen = {f"s-{slot}-{c.name}": given["scores"].get((system, c.name))
+        given_scores = given["scores"] if isinstance(given["scores"], dict) else {}
+        given_preferences = given["preferences"] if isinstance(given["preferences"], dict) else {}
+        chosen = {f"s-{slot}-{c.name}": given_scores.get((system, c.name))
                   for slot, system in slots.items() for c in session.criteria}
         chosen.update({k: int(v) for k, v in request.form.items()
                        if k.startswith("s-") and v.isdigit()})
         preference = None
         if session.pairwise:
             first, second = sorted((slots["A"], slots["B"]))
-            stored = given["preferences"].get((first, second))
+            stored = given_preferences.get((first, second))
             if stored is not None:
                 if first != slots["A"]:
                     stored = -stored

@@ -22,7 +22,8 @@ from typing import Any
 import yaml
 
 from tunelab.core.errors import TunelabError
-from tunelab.eval.runner import EvalResult, read_result, slug
+from tunelab.eval.runner import EvalResult, read_result
+from tunelab.runs import EvalDir, RunDir, ratings_file
 from tunelab.studies.error_analysis import reference_text, row_key
 
 # The built-in criteria, one line each as the page shows them (SummEval's dimensions).
@@ -56,12 +57,13 @@ class Item:
 
 def system_results(folder: Path) -> tuple[Path, dict[str, EvalResult]]:
     """(the folder holding the systems' eval dirs, system name -> its evaluation)."""
-    systems_dir = folder / "eval" if (folder / "eval").is_dir() else folder
+    run = RunDir(folder)
+    systems_dir = run.eval_root if run.eval_root.is_dir() else folder
     results = {}
     for sub in sorted(systems_dir.iterdir()):
-        if (sub / "metrics.json").is_file() and (sub / "predictions.jsonl").is_file():
-            result = read_result(sub)
-            results[result.system] = result
+        if EvalDir(sub).exists():
+            result = read_result(EvalDir(sub))
+            results[result.system.label] = result
     return systems_dir, results
 
 
@@ -78,8 +80,9 @@ def choose_systems(results: Mapping[str, EvalResult], wanted: Sequence[str] | No
         return names
     chosen = []
     for want in wanted:
-        exact = [n for n in names if want in (n, slug(n))]
-        matches = exact or [n for n in names if n.startswith(want) or slug(n).startswith(want)]
+        slugs = {n: results[n].system.slug for n in names}
+        exact = [n for n in names if want in (n, slugs[n])]
+        matches = exact or [n for n in names if n.startswith(want) or slugs[n].startswith(want)]
         if len(matches) != 1:
             found = "matches " + ", ".join(matches) if matches else "matches none"
             raise TunelabError(f"--systems {want}: {found} of the evaluations in {where} "
@@ -132,6 +135,11 @@ class RatingSession:
 
     def __post_init__(self) -> None:
         self.index = {item.key: i for i, item in enumerate(self.items)}
+
+    @property
+    def ratings(self) -> Path:
+        """Where the ratings go: the rated directory's ratings.sqlite."""
+        return ratings_file(self.folder)
 
     def order(self, rater: str, key: str) -> list[str]:
         """The systems behind slots A, B, ... for this rater and item (seeded, stable)."""

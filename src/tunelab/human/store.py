@@ -57,6 +57,18 @@ class Preference:
     """-1: first better, 0: tie, 1: second better."""
 
 
+def _preference_row(rater: str, item: str, first: str, second: str, preference: int,
+                    created: float) -> tuple[str, str, str, str, int, float]:
+    """The `preferences` row of one pairwise judgement, as every writer stores it: the pair in
+    its fixed (sorted) order with the preference flipped to match, so one rater's judgements of
+    a pair share one row whichever order the page or the CSV showed the pair in."""
+    if preference not in (-1, 0, 1):
+        raise TunelabError(f"preference {preference!r}: -1 (first better), 0 (tie) or 1")
+    if first > second:
+        first, second, preference = second, first, -preference
+    return rater, item, first, second, int(preference), created
+
+
 class RatingStore:
     """The ratings of one evaluation directory."""
 
@@ -87,13 +99,9 @@ class RatingStore:
 
     def add_preference(self, rater: str, item: str, first: str, second: str,
                        preference: int) -> None:
-        if preference not in (-1, 0, 1):
-            raise TunelabError(f"preference {preference!r}: -1 (first better), 0 (tie) or 1")
-        if first > second:  # one row per pair, whichever order the page showed them in
-            first, second, preference = second, first, -preference
+        row = _preference_row(rater, item, first, second, preference, time.time())
         with self.connect() as db:
-            db.execute("INSERT OR REPLACE INTO preferences VALUES (?, ?, ?, ?, ?, ?)",
-                       (rater, item, first, second, preference, time.time()))
+            db.execute("INSERT OR REPLACE INTO preferences VALUES (?, ?, ?, ?, ?, ?)", row)
 
     def add_judgement(self, rater: str, item: str, scores: list[tuple[str, str, int]],
                       preferences: list[tuple[str, str, int]], note: str = "") -> None:
@@ -101,13 +109,8 @@ class RatingStore:
         preference) of an item in one transaction, so a kill stores all of it or none; a
         skip of the item by this rater is withdrawn (a flag stays)."""
         now = time.time()
-        rows = []
-        for first, second, preference in preferences:
-            if preference not in (-1, 0, 1):
-                raise TunelabError(f"preference {preference!r}: -1 (first better), 0 (tie) or 1")
-            if first > second:
-                first, second, preference = second, first, -preference
-            rows.append((rater, item, first, second, preference, now))
+        rows = [_preference_row(rater, item, first, second, preference, now)
+                for first, second, preference in preferences]
         with self.connect() as db:
             db.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?, ?, ?)",
                            [(rater, item, system, criterion, int(score), note, now)
@@ -204,14 +207,12 @@ class RatingStore:
                     scores.append((row["rater"], row["item"], row["system"], row["criterion"],
                                    int(row["score"]), row.get("note") or "", time.time()))
                 elif row["table"] == "preference":
-                    value = int(row["preference"])
-                    if value not in (-1, 0, 1):
-                        raise ValueError(value)
-                    preferences.append((row["rater"], row["item"], row["first"], row["second"],
-                                        value, time.time()))
+                    preferences.append(_preference_row(
+                        row["rater"], row["item"], row["first"], row["second"],
+                        int(row["preference"]), time.time()))
                 else:
                     raise ValueError(row["table"])
-            except (KeyError, TypeError, ValueError) as err:
+            except (KeyError, TypeError, ValueError, TunelabError) as err:
                 raise TunelabError(f"{source}:{line}: not a rating row ({err}); table is score "
                                    "(with system, criterion, score) or preference (first, "
                                    "second, preference -1/0/1)") from None

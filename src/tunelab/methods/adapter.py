@@ -12,7 +12,8 @@ on the sublayer, so the base's parameter names stay intact; a tuple output (atte
 (output, weights, ...)) gets the adapter on element 0.
 
 Saved: only the adapter (and classification-head) tensors in weights.safetensors + method.json
-with the options and the hooked sublayers. No merge: the nonlinearity cannot fold into weights.
+with the options and the hooked sublayers (`sublayers`). No merge: the nonlinearity cannot fold
+into weights.
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ import torch
 from tunelab.core.errors import TunelabError
 from tunelab.methods import targets
 from tunelab.methods.base import freeze_all, register
+from tunelab.models.kinds import CAUSAL, ModelKind
 
 OPTION = "method (adapter)"
 CHILD = "bottleneck_adapter"
+SUBLAYERS_KEY = "sublayers"
+"""The record's key (targets.MethodRecord.modules) for the sublayers given an adapter."""
 
 SUBLAYERS: dict[str, tuple[list[str], list[str]]] = {
     # model_type: (attention sublayers, feed-forward sublayers), as name patterns. Each is the
@@ -71,9 +75,10 @@ class BottleneckAdapter(torch.nn.Module):
         return hidden + self.up(self.act(self.down(hidden)))
 
 
-def run_adapter(module: torch.nn.Module, args: Any, output: Any) -> Any:
+def run_adapter(module: torch.nn.Module, args: tuple[object, ...], output: object
+                ) -> torch.Tensor | tuple[object, ...]:
     """Forward hook: the sublayer's output through its adapter (element 0 of a tuple)."""
-    adapter = getattr(module, CHILD)
+    adapter = module.get_submodule(CHILD)
     if isinstance(output, torch.Tensor):
         return adapter(output)
     if isinstance(output, tuple):
@@ -89,7 +94,7 @@ def sublayer_patterns(model: torch.nn.Module, options: AdapterOptions) -> list[s
         raise TunelabError(f"{OPTION}.nonlinearity: '{options.nonlinearity}'; "
                            f"use {', '.join(NONLINEARITIES)}")
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    attention, feedforward = SUBLAYERS.get(model_type, (None, None))  # type: ignore[arg-type]
+    attention, feedforward = SUBLAYERS.get(str(model_type), ([], []))
     attention = options.attention_modules or attention
     feedforward = options.feedforward_modules or feedforward
     if not feedforward or (options.kind == "houlsby" and not attention):
@@ -103,6 +108,9 @@ def hidden_size(model: torch.nn.Module, sublayer: torch.nn.Module) -> int:
     if isinstance(sublayer, torch.nn.Linear):
         return sublayer.out_features
     config = getattr(model, "config", None)
+    if config is None:
+        raise TunelabError(f"{OPTION}: the model has no config to read its hidden size from; "
+                           "name linear sublayers in attention_modules and feedforward_modules")
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     return int(text_config.hidden_size)
 
@@ -120,31 +128,32 @@ def insert_adapters(model: torch.nn.Module, names: list[str], options: AdapterOp
 @dataclass
 class AdapterMethod:
     name: str = "adapter"
-    options_type: type = AdapterOptions
+    options_type: type[AdapterOptions] = AdapterOptions
     weights_dir: str = "adapter"
     sweep_lr: float = 1e-3
     sweep_options: dict[str, Any] = field(default_factory=dict)
+    supports_packing: bool = True
+    supports_checkpointing: bool = True
 
-    def apply(self, model: torch.nn.Module, options: Any) -> torch.nn.Module:
+    def apply(self, model: torch.nn.Module, options: AdapterOptions, kind: ModelKind = CAUSAL
+              ) -> torch.nn.Module:
         if options.bottleneck < 1:
             raise TunelabError(f"{OPTION}.bottleneck: must be at least 1")
         patterns = sublayer_patterns(model, options)
         names = list(targets.matching_modules(model, patterns, f"{OPTION} sublayers"))
         freeze_all(model)
         insert_adapters(model, names, options)
-        targets.train_classification_head(model)
-        model._tunelab_adapter = {"options": asdict(options), "sublayers": names}  # type: ignore[assignment]
+        targets.train_classification_head(model, kind)
+        targets.remember(model, targets.MethodRecord(asdict(options), {SUBLAYERS_KEY: names}))
         return model
 
     def save(self, model: torch.nn.Module, out_dir: Path) -> None:
-        record = {"method": self.name, **getattr(model, "_tunelab_adapter", {})}
-        targets.save_weights(out_dir, targets.trainable_tensors(model), record)
+        targets.save_method(self.name, model, out_dir)
 
     def load(self, base: torch.nn.Module, weights_dir: Path) -> torch.nn.Module:
-        tensors, record = targets.read_weights(weights_dir, self.name)
-        options = AdapterOptions(**record["options"])
-        insert_adapters(base, record["sublayers"], options)
-        base._tunelab_adapter = {"options": record["options"], "sublayers": record["sublayers"]}  # type: ignore[assignment]
+        tensors, record = targets.read_method(weights_dir, self.name)
+        insert_adapters(base, record.modules.get(SUBLAYERS_KEY, []), AdapterOptions(**record.options))
+        targets.remember(base, record)
         targets.load_tensors(base, tensors, weights_dir)
         return base
 

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 
 from tunelab.config import from_dict
 from tunelab.core.errors import TunelabError
+from tunelab.models.kinds import CAUSAL, ModelKind
+
+OptionsT = TypeVar("OptionsT")
+"""A method's options dataclass."""
 
 
-class Method(Protocol):
+class Method(Protocol[OptionsT]):
     """What every fine-tuning method provides. No shared code branches on a method's name."""
 
     name: str
-    options_type: type
+    options_type: type[OptionsT]
     """Dataclass of the method's options (the keys under `method:` besides `name`)."""
     weights_dir: str
     """Subdirectory of a run directory holding the saved weights."""
@@ -26,9 +30,17 @@ class Method(Protocol):
     sweep_options: dict[str, Any]
     """Options a sweep gives the method when the config has none for it (those it needs to
     train anything, e.g. freeze's layers)."""
+    supports_packing: bool = True
+    """Whether data.packing keeps its examples apart (not where virtual tokens are shared by
+    every example of a packed row: prompt, prefix)."""
+    supports_checkpointing: bool = True
+    """Whether train.gradient_checkpointing works with it."""
 
-    def apply(self, model: torch.nn.Module, options: Any) -> torch.nn.Module:
-        """Return the model with the method injected and only its parameters trainable."""
+    def apply(self, model: torch.nn.Module, options: OptionsT, kind: ModelKind = CAUSAL
+              ) -> torch.nn.Module:
+        """Return the model with the method injected and only its parameters trainable.
+        `kind` is what the model is (`LoadedModel.kind`): it decides peft's task type and
+        whether a classification head trains too."""
         ...
 
     def save(self, model: torch.nn.Module, out_dir: Path) -> None:
@@ -46,24 +58,28 @@ class Method(Protocol):
         ...
 
 
-METHODS: dict[str, Method] = {}
+METHODS: dict[str, Method[Any]] = {}
+"""Every method by name; each has its own options type."""
+
+MethodT = TypeVar("MethodT", bound="Method[Any]")
 
 
-def register(method: Method) -> Method:
+def register(method: MethodT) -> MethodT:
     METHODS[method.name] = method
     return method
 
 
-def get_method(name: str) -> Method:
+def get_method(name: str) -> Method[Any]:
     if name not in METHODS:
         raise TunelabError(f"method.name '{name}': unknown; choose one of {', '.join(sorted(METHODS))}")
     return METHODS[name]
 
 
-def parse_options(method: Method, raw: dict[str, Any]) -> Any:
+def parse_options(method: Method[OptionsT], raw: dict[str, Any]) -> OptionsT:
     """The method's options dataclass from the `method:` mapping (minus `name`)."""
     values = {k: v for k, v in raw.items() if k != "name"}
-    return from_dict(method.options_type, values, f"method ({method.name})")
+    options: OptionsT = from_dict(method.options_type, values, f"method ({method.name})")
+    return options
 
 
 @dataclass
@@ -91,6 +107,13 @@ def trainable_parameters(model: torch.nn.Module) -> ParameterCount:
         if param.requires_grad:
             trainable += param.numel()
     return ParameterCount(trainable, total)
+
+
+def set_plain_attribute(module: torch.nn.Module, name: str, value: object) -> None:
+    """`module.<name> = value` for a value that is no tensor or module (a function, a flag, a
+    record): nn.Module keeps it as an ordinary attribute, though torch annotates
+    `Module.__setattr__` for tensors and modules only."""
+    setattr(module, name, value)
 
 
 def freeze_all(model: torch.nn.Module) -> None:

@@ -3,7 +3,8 @@
 Targeted linear layers that have a bias train it; those without one (Llama, Gemma, T5 have no
 biases) get a zero-initialised bias added, so the output is unchanged at initialisation. Only the
 linear layers' biases train, not LayerNorm's. Saved: the bias tensors (weights.safetensors) +
-method.json listing which biases were added, so `load` re-adds them before copying.
+method.json listing which biases were added (`added_biases`), so `load` re-adds them before
+copying.
 
 Merge: where no bias was added the model is plain already and is returned as is; where biases
 were added, the architecture must be able to hold them (e.g. Llama's `attention_bias` and
@@ -17,16 +18,19 @@ import copy
 import itertools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
+from transformers.pytorch_utils import Conv1D
 
 from tunelab.core.errors import TunelabError
 from tunelab.methods import targets
 from tunelab.methods.base import freeze_all, register
+from tunelab.models.kinds import CAUSAL, ModelKind
 
 OPTION = "method (bitfit)"
-ADDED = "_tunelab_added_biases"
+ADDED = "added_biases"
+"""The record's key (targets.MethodRecord.modules) for the layers given a zero bias."""
 BIAS_FLAGS = ("attention_bias", "mlp_bias")
 """Config flags by which some architectures (Llama, Mistral, Gemma, ...) grow linear biases."""
 
@@ -38,16 +42,17 @@ class BitFitOptions:
     default: every linear layer inside the transformer blocks."""
 
 
-def is_linear(module: torch.nn.Module) -> bool:
+def is_linear(module: torch.nn.Module) -> TypeGuard[torch.nn.Linear | Conv1D]:
     """nn.Linear, or transformers' Conv1D (GPT-2's transposed linear)."""
-    return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
+    return isinstance(module, torch.nn.Linear | Conv1D)
 
 
-def out_features(module: torch.nn.Module) -> int:
-    return module.out_features if isinstance(module, torch.nn.Linear) else module.nf  # type: ignore[return-value]
+def out_features(module: torch.nn.Linear | Conv1D) -> int:
+    return module.out_features if isinstance(module, torch.nn.Linear) else module.nf
 
 
-def target_layers(model: torch.nn.Module, options: BitFitOptions) -> dict[str, torch.nn.Module]:
+def target_layers(model: torch.nn.Module, options: BitFitOptions
+                  ) -> dict[str, torch.nn.Linear | Conv1D]:
     """The targeted linear layers: matched modules and the linear layers inside them."""
     if options.target_modules:
         roots = targets.matching_modules(model, options.target_modules, f"{OPTION}.target_modules")
@@ -62,7 +67,7 @@ def target_layers(model: torch.nn.Module, options: BitFitOptions) -> dict[str, t
     return layers
 
 
-def add_zero_bias(module: torch.nn.Module) -> None:
+def add_zero_bias(module: torch.nn.Linear | Conv1D) -> None:
     like = targets.parameter_like(module)
     module.bias = torch.nn.Parameter(torch.zeros(out_features(module), dtype=like.dtype, device=like.device))
 
@@ -70,41 +75,44 @@ def add_zero_bias(module: torch.nn.Module) -> None:
 @dataclass
 class BitFitMethod:
     name: str = "bitfit"
-    options_type: type = BitFitOptions
+    options_type: type[BitFitOptions] = BitFitOptions
     weights_dir: str = "adapter"
     sweep_lr: float = 1e-3
     sweep_options: dict[str, Any] = field(default_factory=dict)
+    supports_packing: bool = True
+    supports_checkpointing: bool = True
 
-    def apply(self, model: torch.nn.Module, options: Any) -> torch.nn.Module:
+    def apply(self, model: torch.nn.Module, options: BitFitOptions, kind: ModelKind = CAUSAL
+              ) -> torch.nn.Module:
         freeze_all(model)
-        added = []
+        added: list[str] = []
         for name, layer in target_layers(model, options).items():
             if layer.bias is None:
                 add_zero_bias(layer)
                 added.append(name)
             layer.bias.requires_grad_(True)
-        targets.train_classification_head(model)
-        setattr(model, ADDED, added)
-        model._tunelab_options = asdict(options)  # type: ignore[assignment]
+        targets.train_classification_head(model, kind)
+        targets.remember(model, targets.MethodRecord(asdict(options), {ADDED: added}))
         return model
 
     def save(self, model: torch.nn.Module, out_dir: Path) -> None:
-        record = {"method": self.name, "options": getattr(model, "_tunelab_options", {}),
-                  "added_biases": getattr(model, ADDED, [])}
-        targets.save_weights(out_dir, targets.trainable_tensors(model), record)
+        targets.save_method(self.name, model, out_dir)
 
     def load(self, base: torch.nn.Module, weights_dir: Path) -> torch.nn.Module:
-        tensors, record = targets.read_weights(weights_dir, self.name)
-        for name in record["added_biases"]:
-            add_zero_bias(base.get_submodule(name))
-        setattr(base, ADDED, list(record["added_biases"]))
+        tensors, record = targets.read_method(weights_dir, self.name)
+        for name in record.modules.get(ADDED, []):
+            add_zero_bias(linear_layer(base, name))
+        targets.remember(base, record)
         targets.load_tensors(base, tensors, weights_dir)
         return base
 
     def merge(self, model: torch.nn.Module) -> torch.nn.Module | None:
-        if not getattr(model, ADDED, []):
+        record = targets.remembered(model)
+        if not record.modules.get(ADDED):
             return model
         config = getattr(model, "config", None)
+        if config is None:  # no config to grow the biases in
+            return None
         flags = [flag for flag in BIAS_FLAGS if hasattr(config, flag)]
         expected = set(model.state_dict())
         for values in itertools.product((False, True), repeat=len(flags)):
@@ -115,9 +123,24 @@ class BitFitMethod:
                 plain = type(model)(candidate)
             if set(plain.state_dict()) == expected:
                 model.config = candidate
-                delattr(model, ADDED)
+                # the biases are the architecture's own now: the model is a plain one
+                targets.remember(model, targets.MethodRecord(record.options))
                 return model
         return None
+
+
+def added_biases(model: torch.nn.Module) -> list[str]:
+    """The layers bitfit gave a zero bias (by name)."""
+    return targets.remembered(model).modules.get(ADDED, [])
+
+
+def linear_layer(model: torch.nn.Module, name: str) -> torch.nn.Linear | Conv1D:
+    """The linear layer a saved bias belongs to."""
+    layer = model.get_submodule(name)
+    if not is_linear(layer):
+        raise TunelabError(f"{OPTION}: {name} is not a linear layer of the base model; load the "
+                           "weights onto the run's base model")
+    return layer
 
 
 METHOD = register(BitFitMethod())

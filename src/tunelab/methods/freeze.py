@@ -18,6 +18,7 @@ import torch
 from tunelab.core.errors import TunelabError
 from tunelab.methods import targets
 from tunelab.methods.base import freeze_all, register
+from tunelab.models.kinds import CAUSAL, ModelKind
 
 OPTION = "method (freeze)"
 
@@ -56,7 +57,7 @@ def block_indices(spec: list[int | str], count: int) -> set[int]:
     return chosen
 
 
-def select(model: torch.nn.Module, options: FreezeOptions) -> None:
+def select(model: torch.nn.Module, options: FreezeOptions, kind: ModelKind) -> None:
     """Make exactly the chosen parameters trainable."""
     if not options.layers and not options.modules:
         raise TunelabError(f"{OPTION}: nothing to train; set layers (e.g. 'top:2') and/or "
@@ -73,28 +74,31 @@ def select(model: torch.nn.Module, options: FreezeOptions) -> None:
     if options.modules:
         for module in targets.matching_modules(model, options.modules, f"{OPTION}.modules").values():
             module.requires_grad_(True)
-    targets.train_classification_head(model)
+    targets.train_classification_head(model, kind)
 
 
 @dataclass
 class FreezeMethod:
     name: str = "freeze"
-    options_type: type = FreezeOptions
+    options_type: type[FreezeOptions] = FreezeOptions
     weights_dir: str = "weights"
     sweep_lr: float = 1e-4
     sweep_options: dict[str, Any] = field(default_factory=lambda: {"layers": ["top:4"]})
+    supports_packing: bool = True
+    supports_checkpointing: bool = True
 
-    def apply(self, model: torch.nn.Module, options: Any) -> torch.nn.Module:
-        select(model, options)
-        model._tunelab_options = asdict(options)  # type: ignore[assignment]
+    def apply(self, model: torch.nn.Module, options: FreezeOptions, kind: ModelKind = CAUSAL
+              ) -> torch.nn.Module:
+        select(model, options, kind)
+        targets.remember(model, targets.MethodRecord(asdict(options)))
         return model
 
     def save(self, model: torch.nn.Module, out_dir: Path) -> None:
-        record = {"method": self.name, "options": getattr(model, "_tunelab_options", {})}
-        targets.save_weights(out_dir, targets.trainable_tensors(model), record)
+        targets.save_method(self.name, model, out_dir)
 
     def load(self, base: torch.nn.Module, weights_dir: Path) -> torch.nn.Module:
-        tensors, _ = targets.read_weights(weights_dir, self.name)
+        tensors, record = targets.read_method(weights_dir, self.name)
+        targets.remember(base, record)
         targets.load_tensors(base, tensors, weights_dir)
         return base
 

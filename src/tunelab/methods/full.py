@@ -8,8 +8,11 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file
+from transformers import PreTrainedModel
 
+from tunelab.core.errors import TunelabError
 from tunelab.methods.base import register
+from tunelab.models.kinds import CAUSAL, ModelKind
 
 
 @dataclass
@@ -20,18 +23,25 @@ class FullOptions:
 @dataclass
 class FullMethod:
     name: str = "full"
-    options_type: type = FullOptions
+    options_type: type[FullOptions] = FullOptions
     weights_dir: str = "model"
     sweep_lr: float = 5e-5
     sweep_options: dict[str, Any] = field(default_factory=dict)
+    supports_packing: bool = True
+    supports_checkpointing: bool = True
 
-    def apply(self, model: torch.nn.Module, options: Any) -> torch.nn.Module:
+    def apply(self, model: torch.nn.Module, options: FullOptions, kind: ModelKind = CAUSAL
+              ) -> torch.nn.Module:
         for param in model.parameters():
             param.requires_grad_(True)
         return model
 
     def save(self, model: torch.nn.Module, out_dir: Path) -> None:
-        model.save_pretrained(str(out_dir))  # type: ignore[operator]
+        """A complete transformers model directory."""
+        if not isinstance(model, PreTrainedModel):
+            raise TunelabError(f"method (full): saves transformers models only, not "
+                               f"{type(model).__name__}")
+        model.save_pretrained(str(out_dir))
 
     def load(self, base: torch.nn.Module, weights_dir: Path) -> torch.nn.Module:
         state = {}

@@ -10,13 +10,17 @@ activation between the feed-forward's two layers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from tunelab.core.errors import TunelabError
 from tunelab.methods.base import register
-from tunelab.methods.peft_backed import PeftMethod, task_type
+from tunelab.methods.peft_backed import PeftMethod
+from tunelab.models.kinds import ModelKind
+
+if TYPE_CHECKING:
+    from peft import PeftConfig
 
 
 @dataclass
@@ -28,7 +32,8 @@ class IA3Options:
     default: peft's mapping, or none of target_modules when those are given alone."""
 
 
-def build_config(options: IA3Options, model: torch.nn.Module) -> Any:
+def build_config(options: IA3Options, model: torch.nn.Module, kind: ModelKind
+                 ) -> PeftConfig:
     from peft import IA3Config
     from peft.utils.constants import (
         TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FEEDFORWARD,
@@ -52,7 +57,7 @@ def build_config(options: IA3Options, model: torch.nn.Module) -> Any:
         raise TunelabError(f"method (ia3).feedforward_modules: {sorted(set(feedforward) - set(targets))} "
                            "not in target_modules; list every feed-forward module in target_modules too")
     return IA3Config(target_modules=list(targets), feedforward_modules=list(feedforward),
-                     task_type=task_type(model))
+                     task_type=kind.peft_task_type)
 
 
 METHOD = register(PeftMethod("ia3", IA3Options, build_config, sweep_lr=3e-3, can_merge=True))

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from tunelab.methods.base import register
-from tunelab.methods.peft_backed import PeftMethod, task_type
+from tunelab.methods.peft_backed import PeftMethod
+from tunelab.models.kinds import ModelKind
+
+if TYPE_CHECKING:
+    from peft import PeftConfig
 
 
 @dataclass
@@ -24,7 +28,8 @@ class LoraOptions:
     dora: bool = False
 
 
-def build_config(options: LoraOptions, model: torch.nn.Module) -> Any:
+def build_config(options: LoraOptions, model: torch.nn.Module, kind: ModelKind
+                 ) -> PeftConfig:
     from peft import LoraConfig
 
     targets = options.target_modules
@@ -32,12 +37,12 @@ def build_config(options: LoraOptions, model: torch.nn.Module) -> Any:
         targets = "all-linear"
     return LoraConfig(
         r=options.r,
-        lora_alpha=options.alpha,
+        lora_alpha=options.alpha,  # type: ignore[arg-type]  # peft annotates int; a float scales alike
         lora_dropout=options.dropout,
         target_modules=targets,
         use_rslora=options.rslora,
         use_dora=options.dora,
-        task_type=task_type(model),
+        task_type=kind.peft_task_type,
     )
 
 

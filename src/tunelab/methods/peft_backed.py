@@ -6,23 +6,28 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic
 
 import torch
 
 from tunelab.core.dependencies import check_dependencies
 from tunelab.core.errors import TunelabError
+from tunelab.methods.base import OptionsT
+from tunelab.models.kinds import CAUSAL, ModelKind
+
+if TYPE_CHECKING:  # peft is imported only after check_dependencies (an old peft fails at import)
+    from peft import PeftConfig, PeftModel
 
 
 @dataclass
-class PeftMethod:
+class PeftMethod(Generic[OptionsT]):
     """A method backed by peft; saved in peft's format (adapter_config.json +
     adapter_model.safetensors), so `peft.PeftModel.from_pretrained` and serving stacks load it."""
 
     name: str
-    options_type: type
-    build_config: Callable[[Any, torch.nn.Module], Any]
-    """(options, model) -> peft config."""
+    options_type: type[OptionsT]
+    build_config: Callable[[OptionsT, torch.nn.Module, ModelKind], PeftConfig]
+    """(options, model, the model's kind) -> peft config."""
     sweep_lr: float = field(kw_only=True)
     """A learning rate that suits the method on small models (`tunelab sweep`'s default)."""
     can_merge: bool = False
@@ -35,20 +40,21 @@ class PeftMethod:
     supports_packing: bool = True
     """Whether data.packing keeps its examples apart (not when virtual tokens are shared)."""
 
-    def apply(self, model: torch.nn.Module, options: Any) -> torch.nn.Module:
+    def apply(self, model: torch.nn.Module, options: OptionsT, kind: ModelKind = CAUSAL
+              ) -> torch.nn.Module:
         check_dependencies()  # before peft is imported: an old peft fails at import
         from peft import get_peft_model
 
         try:
             with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5
                 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-                wrapped = get_peft_model(model, self.build_config(options, model))
+                wrapped = get_peft_model(model, self.build_config(options, model, kind))
         except ValueError as err:
             raise TunelabError(f"method ({self.name}): {err}") from None
         return self.finish(wrapped)
 
     def save(self, model: torch.nn.Module, out_dir: Path) -> None:
-        model.save_pretrained(str(out_dir))  # type: ignore[operator]
+        self.peft_model(model).save_pretrained(str(out_dir))
 
     def load(self, base: torch.nn.Module, weights_dir: Path) -> torch.nn.Module:
         check_dependencies()
@@ -66,15 +72,14 @@ class PeftMethod:
     def merge(self, model: torch.nn.Module) -> torch.nn.Module | None:
         if not self.can_merge:
             return None
-        return model.merge_and_unload()  # type: ignore[operator]
+        merged: torch.nn.Module = self.peft_model(model).merge_and_unload()
+        return merged
 
+    def peft_model(self, model: torch.nn.Module) -> PeftModel:
+        """`model` as the PeftModel this method made of it."""
+        from peft import PeftModel
 
-def task_type(model: torch.nn.Module) -> str:
-    """peft's task type for a transformers model."""
-    config = getattr(model, "config", None)
-    if getattr(config, "is_encoder_decoder", False):
-        return "SEQ_2_SEQ_LM"
-    name = type(model).__name__
-    if name.endswith("ForSequenceClassification"):
-        return "SEQ_CLS"
-    return "CAUSAL_LM"
+        if not isinstance(model, PeftModel):
+            raise TunelabError(f"method ({self.name}): expected the model it wrapped (a "
+                               f"PeftModel), got {type(model).__name__}")
+        return model

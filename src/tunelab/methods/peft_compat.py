@@ -33,6 +33,7 @@ import torch
 from packaging.version import Version
 
 from tunelab.core.dependencies import installed_version
+from tunelab.methods.base import set_plain_attribute
 from tunelab.models.cache import cache_argument, takes_cache, transformers_model
 
 OLD_NAME, NEW_NAME = "past_key_values", "cache"
@@ -56,10 +57,11 @@ def patch(peft_model: torch.nn.Module) -> torch.nn.Module:
     transformers_model(peft_model).register_forward_pre_hook(_new_name_in_call, with_kwargs=True)
     backbone = _prefix_backbone(peft_model)
     if backbone is not None:  # seam 2
-        backbone.forward = _declaring_old_name(backbone.forward)  # type: ignore[method-assign]
-    if hasattr(peft_model, "base_model_prepare_inputs_for_generation"):  # seam 1
-        peft_model.base_model_prepare_inputs_for_generation = _old_name_for_peft(
-            peft_model.base_model_prepare_inputs_for_generation)
+        backbone.forward = _declaring_old_name(backbone.forward)
+    prepare = getattr(peft_model, "base_model_prepare_inputs_for_generation", None)
+    if prepare is not None:  # seam 1
+        set_plain_attribute(peft_model, "base_model_prepare_inputs_for_generation",
+                            _old_name_for_peft(prepare))
     return peft_model
 
 

@@ -16,15 +16,19 @@ also applies: see tunelab/methods/peft_compat.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from tunelab.core.errors import TunelabError
 from tunelab.methods import peft_compat
-from tunelab.methods.base import register
-from tunelab.methods.peft_backed import PeftMethod, task_type
+from tunelab.methods.base import register, set_plain_attribute
+from tunelab.methods.peft_backed import PeftMethod
 from tunelab.models.cache import CACHE_NAMES, model_cache_argument
+from tunelab.models.kinds import ModelKind
+
+if TYPE_CHECKING:
+    from peft import PeftConfig
 
 
 @dataclass
@@ -37,7 +41,8 @@ class PrefixOptions:
     """Hidden width of that MLP; default the model's key/value width."""
 
 
-def build_config(options: PrefixOptions, model: torch.nn.Module) -> Any:
+def build_config(options: PrefixOptions, model: torch.nn.Module, kind: ModelKind
+                 ) -> PeftConfig:
     from peft import PrefixTuningConfig
 
     if options.num_virtual_tokens < 1:
@@ -45,9 +50,12 @@ def build_config(options: PrefixOptions, model: torch.nn.Module) -> Any:
     if model_cache_argument(model) is None:
         raise TunelabError(f"method (prefix): {type(model).__name__} takes no key/value cache, "
                            "which prefix tuning feeds its prefixes through; use prompt, lora or ia3")
-    extra = {"encoder_hidden_size": options.encoder_hidden_size} if options.encoder_hidden_size else {}
-    return PrefixTuningConfig(task_type=task_type(model), num_virtual_tokens=options.num_virtual_tokens,
-                              prefix_projection=options.prefix_projection, **extra)
+    config = PrefixTuningConfig(task_type=kind.peft_task_type,
+                                num_virtual_tokens=options.num_virtual_tokens,
+                                prefix_projection=options.prefix_projection)
+    if options.encoder_hidden_size:  # else peft's default: the key/value width
+        config.encoder_hidden_size = options.encoder_hidden_size
+    return config
 
 
 def fix_uncached_generation(model: torch.nn.Module) -> torch.nn.Module:
@@ -62,7 +70,7 @@ def fix_uncached_generation(model: torch.nn.Module) -> torch.nn.Module:
                 kwargs.pop(name, None)
         return prepare(*args, **kwargs)
 
-    model.prepare_inputs_for_generation = prepare_inputs_for_generation  # type: ignore[method-assign]
+    set_plain_attribute(model, "prepare_inputs_for_generation", prepare_inputs_for_generation)
     return model
 
 
@@ -89,12 +97,12 @@ def recomputable_prefix(model: torch.nn.Module) -> torch.nn.Module:
             cache.update = update
         return cache
 
-    model.get_prompt = prompt  # type: ignore[method-assign]
+    set_plain_attribute(model, "get_prompt", prompt)
     # transformers' checkpointed layers drop a cache (it would be extended twice); this one is
     # never extended while training, so the layers may keep it and see the prefix
     for module in model.modules():
         if hasattr(module, "_can_checkpoint_with_cache"):
-            module._can_checkpoint_with_cache = True
+            set_plain_attribute(module, "_can_checkpoint_with_cache", True)
     return model
 
 

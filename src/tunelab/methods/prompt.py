@@ -10,14 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from tunelab.core.errors import TunelabError
 from tunelab.methods import peft_compat
 from tunelab.methods.base import register
-from tunelab.methods.peft_backed import PeftMethod, task_type
+from tunelab.methods.peft_backed import PeftMethod
+from tunelab.models.kinds import ModelKind
+
+if TYPE_CHECKING:
+    from peft import PeftConfig
 
 
 @dataclass
@@ -39,13 +43,14 @@ def model_source(model: torch.nn.Module) -> str | None:
     return str(source) if source else None
 
 
-def build_config(options: PromptOptions, model: torch.nn.Module) -> Any:
+def build_config(options: PromptOptions, model: torch.nn.Module, kind: ModelKind
+                 ) -> PeftConfig:
     from peft import PromptTuningConfig
 
     if options.num_virtual_tokens < 1:
         raise TunelabError("method (prompt).num_virtual_tokens: must be at least 1")
     if options.init == "random":
-        return PromptTuningConfig(task_type=task_type(model),
+        return PromptTuningConfig(task_type=kind.peft_task_type,
                                   num_virtual_tokens=options.num_virtual_tokens)
     if options.init != "text":
         raise TunelabError(f"method (prompt).init: '{options.init}'; use random or text")
@@ -57,7 +62,7 @@ def build_config(options: PromptOptions, model: torch.nn.Module) -> Any:
         raise TunelabError("method (prompt).tokenizer: the model does not know where its "
                            "tokenizer is; set tokenizer to a tokenizer directory")
     return PromptTuningConfig(
-        task_type=task_type(model), num_virtual_tokens=options.num_virtual_tokens,
+        task_type=kind.peft_task_type, num_virtual_tokens=options.num_virtual_tokens,
         prompt_tuning_init="TEXT", prompt_tuning_init_text=options.init_text,
         tokenizer_name_or_path=tokenizer)
 

@@ -1,11 +1,15 @@
 """What the hand-written methods share: picking modules by name pattern, finding the stacks of
-transformer blocks, the classification head, and the saved-weights format.
+transformer blocks, the classification head, and the saved-weights format (one save for all).
 
 Targeting works on module names, so it applies to any `nn.Module` without per-architecture
 builders (the lesson from peft). Saved weights are one safetensors file plus one JSON record:
 
     WEIGHTS_DIR/weights.safetensors   only the tensors the method trained (or added)
     WEIGHTS_DIR/method.json           {"method": NAME, "options": {...}, ...method-specific keys}
+
+The method-specific keys list the modules the method changed the base at (adapter: `sublayers`;
+bitfit: `added_biases`), so `load` can change a fresh base the same way first. A method keeps
+that record on the model it changed (`remember`), and `save_method` writes it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import fnmatch
 import json
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +26,24 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tunelab.core.errors import TunelabError
+from tunelab.methods.base import set_plain_attribute
+from tunelab.models.kinds import ModelKind
 
 WEIGHTS_FILE = "weights.safetensors"
 RECORD_FILE = "method.json"
-CLASSIFIER_NAMES = ("classifier", "score")
-"""Heads of `*ForSequenceClassification` models; they train with every method, as in peft."""
+RECORD_ATTRIBUTE = "_tunelab_method_record"
+"""Where a model keeps the `MethodRecord` of the method that changed it."""
+
+
+@dataclass
+class MethodRecord:
+    """What a hand-written method remembers on the model it changed and saves as method.json."""
+
+    options: dict[str, Any] = field(default_factory=dict)
+    """The method's options, as JSON."""
+    modules: dict[str, list[str]] = field(default_factory=dict)
+    """Module names the method changed the base at, under the method's own key (adapter:
+    `sublayers`, bitfit: `added_biases`)."""
 
 
 def name_matches(name: str, pattern: str) -> bool:
@@ -83,17 +101,35 @@ def block_stacks(model: torch.nn.Module) -> list[tuple[str, torch.nn.ModuleList]
     return stacks
 
 
-def classification_head(model: torch.nn.Module) -> list[str]:
-    """Names of the task head of a sequence-classification model (freshly initialised, so it must
-    train whatever the method); empty for language models."""
-    if not type(model).__name__.endswith("ForSequenceClassification"):
-        return []
-    return [name for name in CLASSIFIER_NAMES if isinstance(getattr(model, name, None), torch.nn.Module)]
-
-
-def train_classification_head(model: torch.nn.Module) -> None:
-    for name in classification_head(model):
+def train_classification_head(model: torch.nn.Module, kind: ModelKind) -> None:
+    """The task head of a classifier trains with every method, as in peft (it is fresh)."""
+    for name in kind.classification_head(model):
         model.get_submodule(name).requires_grad_(True)
+
+
+def remember(model: torch.nn.Module, record: MethodRecord) -> None:
+    """Keep the record of how a method changed `model` on it, for `save_method`."""
+    set_plain_attribute(model, RECORD_ATTRIBUTE, record)
+
+
+def remembered(model: torch.nn.Module) -> MethodRecord:
+    """The record `remember` kept on the model (an empty one if none was kept)."""
+    record = getattr(model, RECORD_ATTRIBUTE, None)
+    return record if isinstance(record, MethodRecord) else MethodRecord()
+
+
+def save_method(method: str, model: torch.nn.Module, out_dir: Path) -> None:
+    """Save a hand-written method's trained tensors and its remembered record."""
+    record = remembered(model)
+    save_weights(out_dir, trainable_tensors(model),
+                 {"method": method, "options": record.options, **record.modules})
+
+
+def read_method(weights_dir: Path, method: str) -> tuple[dict[str, torch.Tensor], MethodRecord]:
+    """(tensors, record) that `save_method` wrote."""
+    tensors, saved = read_weights(weights_dir, method)
+    modules = {key: list(names) for key, names in saved.items() if key not in ("method", "options")}
+    return tensors, MethodRecord(dict(saved.get("options", {})), modules)
 
 
 def trainable_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:

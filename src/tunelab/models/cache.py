@@ -11,6 +11,7 @@ working once the old name is gone.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,7 +26,7 @@ def transformers_model(model: torch.nn.Module) -> torch.nn.Module:
     return get_base() if callable(get_base) else model
 
 
-def declared_cache_argument(function: Any) -> str | None:
+def declared_cache_argument(function: Callable[..., object]) -> str | None:
     """The cache parameter `function`'s signature declares, or None (it takes no cache, or only
     through `**kwargs`)."""
     try:

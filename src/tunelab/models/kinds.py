@@ -29,9 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from tunelab.config import ModelConfig
+from tunelab.config.choices import OutputTypeName
 from tunelab.core.errors import TunelabError
 from tunelab.models.builtin import BUILTIN_MODELS
-from tunelab.models.logits import shifted, summed_nll
+from tunelab.models.logits import ModelInputs, shifted, summed_nll
 from tunelab.models.pretrained import (
     ensure_pad_token,
     load_pretrained,
@@ -99,7 +100,7 @@ class ModelKind(ABC):
     """The transformers Auto class the weights load with."""
     padding_side: str = "left"
     """The tokenizer's padding side (batched generation needs the prompt at the right)."""
-    default_output_type: str = "generate"
+    default_output_type: OutputTypeName = "generate"
     """The output type a trained model of this kind is scored with (`training.run.run_task`)."""
     encoder_decoder: bool = False
     """Labels are a decoder's targets: the model builds its decoder input from them, and its
@@ -112,6 +113,10 @@ class ModelKind(ABC):
     """Which built-in models (by their `BuiltinModel.kind`) can be loaded as this kind."""
     trained_view: str = ""
     """What `tunelab data inspect` says it marks (the report's second line)."""
+    peft_task_type: str = "CAUSAL_LM"
+    """peft's task type for a model of this kind (which PeftModel class wraps it)."""
+    head_names: tuple[str, ...] = ()
+    """Attribute names a freshly initialised task head has on a model of this kind."""
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self)
@@ -121,6 +126,17 @@ class ModelKind(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+    @property
+    def has_classification_head(self) -> bool:
+        """Its model ends in a classification head (which trains with every method)."""
+        return bool(self.head_names)
+
+    def classification_head(self, model: torch.nn.Module) -> list[str]:
+        """Names of the model's task head (freshly initialised, so it trains whatever the
+        method); empty for language models."""
+        return [name for name in self.head_names
+                if isinstance(getattr(model, name, None), torch.nn.Module)]
 
     # --- loading -------------------------------------------------------------------------
     def check_builtin(self, config: ModelConfig) -> None:
@@ -189,7 +205,7 @@ class ModelKind(ABC):
                                  ignore_index=IGNORE_INDEX, reduction="sum")
         return summed / count
 
-    def model_inputs(self, batch: Batch) -> Batch:
+    def model_inputs(self, batch: Batch) -> ModelInputs:
         """What the model is called with to compute the loss by hand (the labels stay out)."""
         return {k: v for k, v in batch.items() if k != "labels"}
 
@@ -272,7 +288,7 @@ class CausalKind(LanguageModelKind):
         at the positions that predict a completion token (models/logits.py)."""
         return summed_nll(model, self.model_inputs(batch), shifted(batch["labels"])) / count
 
-    def model_inputs(self, batch: Batch) -> Batch:
+    def model_inputs(self, batch: Batch) -> ModelInputs:
         """Without the labels, and without a cache: a packed batch's block-diagonal mask comes
         from its position ids only when there is none."""
         return {**super().model_inputs(batch), "use_cache": False}
@@ -295,13 +311,14 @@ class Seq2SeqKind(LanguageModelKind):
     name = "seq2seq"
     auto_class = "AutoModelForSeq2SeqLM"
     encoder_decoder = True
+    peft_task_type = "SEQ_2_SEQ_LM"
     trained_view = "the encoder reads the input; the decoder is trained on ⟦ the target ⟧"
 
     def tokenize(self, text: TrainingText, tokenizer: Any, max_length: int,
                  labels: Sequence[str] | None = None) -> TokenizedExample:
         return tokenize_seq2seq(text, tokenizer, max_length)
 
-    def model_inputs(self, batch: Batch) -> Batch:
+    def model_inputs(self, batch: Batch) -> ModelInputs:
         return batch  # the model builds the decoder input from the labels
 
     def split_share(self, examples: Sequence[TokenizedExample], labels: Sequence[str] | None) -> str:
@@ -323,6 +340,9 @@ class ClassifierKind(ModelKind):
     padding_side = "right"
     default_output_type = "classification"
     has_lm_head = False
+    peft_task_type = "SEQ_CLS"
+    head_names = ("classifier", "score")
+    """transformers' names of a `*ForSequenceClassification` head (BERT's, Llama's)."""
     builtin_kinds = frozenset({"causal", "encoder"})
     trained_view = "the encoder reads the input; the head is trained on the label"
 
@@ -373,7 +393,9 @@ class ClassifierKind(ModelKind):
                 f"label: {example.labels[0]} ({(labels or [])[example.labels[0]]})"]
 
 
-CAUSAL, SEQ2SEQ, CLASSIFIER = CausalKind(), Seq2SeqKind(), ClassifierKind()
+CAUSAL: CausalKind = CausalKind()
+SEQ2SEQ: Seq2SeqKind = Seq2SeqKind()
+CLASSIFIER: ClassifierKind = ClassifierKind()
 KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (CAUSAL, SEQ2SEQ, CLASSIFIER)}
 MODEL_KINDS = tuple(KINDS)
 """model.kind: what the model is and how it trains (see ModelConfig.kind)."""

@@ -21,10 +21,9 @@ positions are always the last ones.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +33,9 @@ from tunelab.models.tokens import IGNORE_INDEX
 
 CHUNK = 1024
 """Positions projected onto the vocabulary at once (200 MB of float32 logits at 49k)."""
+
+ModelInputs = Mapping[str, "torch.Tensor | bool"]
+"""What a model is called with: tensors and flags such as `use_cache`."""
 
 _CHECKED: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
 
@@ -56,12 +58,13 @@ def shifted(labels: torch.Tensor) -> torch.Tensor:
     return torch.cat([labels[:, 1:], pad], dim=1)
 
 
-def summed_nll(model: torch.nn.Module, inputs: dict[str, Any], targets: torch.Tensor
+def summed_nll(model: torch.nn.Module, inputs: ModelInputs, targets: torch.Tensor
                ) -> torch.Tensor:
     """The summed NLL of every target (a scalar that backpropagates: the training loss)."""
-    hidden, wanted, head = _target_states(model, inputs, targets)
-    if hidden is None:  # full logits: the model post-processes them
-        return F.cross_entropy(wanted[0].float(), wanted[1], reduction="sum")
+    states = _target_states(model, inputs, targets)
+    if isinstance(states, _Logits):  # full logits: the model post-processes them
+        return F.cross_entropy(states.logits.float(), states.targets, reduction="sum")
+    hidden, wanted, head = states.hidden, states.targets, states.head
     total = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, hidden.shape[0], CHUNK):
         part, goal = hidden[start:start + CHUNK], wanted[start:start + CHUNK]
@@ -73,18 +76,18 @@ def summed_nll(model: torch.nn.Module, inputs: dict[str, Any], targets: torch.Te
 
 
 @torch.no_grad()
-def token_scores(model: torch.nn.Module, inputs: dict[str, Any], targets: torch.Tensor,
+def token_scores(model: torch.nn.Module, inputs: ModelInputs, targets: torch.Tensor,
                  greedy: bool = False) -> ScoredTokens:
     """NLL (and whether each target is the greedy choice) of every target, no gradients."""
     keep = targets != IGNORE_INDEX
     rows = keep.nonzero()[:, 0]
-    hidden, wanted, head = _target_states(model, inputs, targets)
-    if hidden is None:
-        logits, goal = wanted
-        logits = logits.float()
+    states = _target_states(model, inputs, targets)
+    if isinstance(states, _Logits):
+        logits, goal = states.logits.float(), states.targets
         nll = F.cross_entropy(logits, goal, reduction="none")
         best = logits.argmax(-1) == goal if greedy else torch.zeros_like(goal, dtype=torch.bool)
         return ScoredTokens(nll, best, rows)
+    hidden, wanted, head = states.hidden, states.targets, states.head
     nlls, bests = [], []
     for start in range(0, hidden.shape[0], CHUNK):
         logits = head(hidden[start:start + CHUNK]).float()
@@ -109,18 +112,40 @@ def _chunk_nll(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tenso
     return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
 
 
-def _target_states(model: torch.nn.Module, inputs: dict[str, Any], targets: torch.Tensor
-                   ) -> tuple[Any, Any, Any]:
-    """(hidden states at the scored positions [N, H], their targets [N], the projection), or
-    (None, (logits at the scored positions, targets), None) for a model that cannot skip it."""
+@dataclass
+class _Hidden:
+    """The scored positions' hidden states, to be projected onto the vocabulary."""
+
+    hidden: torch.Tensor
+    """[N, H] at the scored positions."""
+    targets: torch.Tensor
+    """[N]"""
+    head: torch.nn.Module
+    """The output projection."""
+
+
+@dataclass
+class _Logits:
+    """The scored positions' logits, from a model that cannot skip its projection."""
+
+    logits: torch.Tensor
+    """[N, V] at the scored positions."""
+    targets: torch.Tensor
+    """[N]"""
+
+
+def _target_states(model: torch.nn.Module, inputs: ModelInputs, targets: torch.Tensor
+                   ) -> _Hidden | _Logits:
+    """The hidden states at the scored positions with their targets and the projection, or
+    the logits there for a model that cannot skip it."""
     keep = targets != IGNORE_INDEX
     width = targets.shape[1]
     if not defers_projection(model):
         logits = model(**inputs).logits
-        return None, (logits[:, logits.shape[1] - width:][keep], targets[keep]), None
+        return _Logits(logits[:, logits.shape[1] - width:][keep], targets[keep])
     with projection_skipped(model) as head:
         hidden = model(**inputs).logits  # the head was the identity: hidden states
-    return hidden[:, hidden.shape[1] - width:][keep], targets[keep], head
+    return _Hidden(hidden[:, hidden.shape[1] - width:][keep], targets[keep], head)
 
 
 def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
@@ -131,12 +156,21 @@ def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
 def projection_skipped(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     """The output projection is the identity inside (the model returns hidden states where it
     returned logits); yields the projection, called normally again once the block ends."""
-    head = _unwrapped(model).get_output_embeddings()
+    head = output_projection(_unwrapped(model))
+    if head is None:
+        raise TypeError("the model has no output projection to skip")
     head.forward = _identity  # an instance attribute shadows the class's forward
     try:
         yield head
     finally:
         del head.forward
+
+
+def output_projection(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The model's output projection (transformers' `get_output_embeddings`), or None."""
+    get = getattr(model, "get_output_embeddings", None)
+    head = get() if callable(get) else None
+    return head if isinstance(head, torch.nn.Module) else None
 
 
 def _identity(hidden: torch.Tensor) -> torch.Tensor:
@@ -150,8 +184,7 @@ def defers_projection(model: torch.nn.Module) -> bool:
     known = _CHECKED.get(inner)
     if known is not None:
         return known
-    head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
-    if not isinstance(head, torch.nn.Module):
+    if output_projection(inner) is None:
         _CHECKED[inner] = False
         return False
     device = next(inner.parameters()).device

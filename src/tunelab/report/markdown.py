@@ -10,13 +10,14 @@ from typing import Any
 from tunelab.eval.compare import Comparison
 from tunelab.eval.runner import EvalResult
 from tunelab.eval.tables import format_table, results_table, shown_keys
+from tunelab.runs import RunDir
 from tunelab.studies.retention import retention_table
 
 
 def examples_table(results: Sequence[EvalResult], count: int, markdown: bool = True) -> str:
     """The first `count` test items (not cherry-picked) with every system's prediction."""
     first = results[0].predictions[:count]
-    headers = ["input", "reference", *[r.system for r in results]]
+    headers = ["input", "reference", *[r.system.label for r in results]]
     rows = []
     for i, row in enumerate(first):
         prompt = _short(row.get("input") or row["prompt"], 70)
@@ -59,7 +60,7 @@ def write_report(
     path.write_text("\n".join(lines))
 
 
-def write_run_report(run_dir: Path, config: Any, summary: dict[str, Any],
+def write_run_report(run: RunDir, config: Any, summary: dict[str, Any],
                      evaluation: EvalResult | None, task_evaluations: dict[str, EvalResult],
                      retention_rows: Sequence[Any], robustness: Any = None,
                      bias: Any = None) -> None:
@@ -71,7 +72,7 @@ def write_run_report(run_dir: Path, config: Any, summary: dict[str, Any],
                 "computed_tokens", "padding_share", "peak_memory_mb", "best_val_loss", "best_step", "stopped_early", "out_of_time"):
         value = summary.get(key)
         lines.append(f"- {key}: {f'{value:.4g}' if isinstance(value, float) else value}")
-    lines += ["", "## Evaluations during training", "", _curve_table(summary, run_dir), ""]
+    lines += ["", "## Evaluations during training", "", _curve_table(summary, run), ""]
     if evaluation is not None:
         lines += ["## Test split", "", results_table([evaluation], shown_keys(evaluation.scores),
                                                      True), ""]
@@ -102,11 +103,11 @@ def write_run_report(run_dir: Path, config: Any, summary: dict[str, Any],
                   ""]
     if bias is not None:
         lines += ["## Bias (counterfactual probes)", "", bias.table(markdown=True), ""]
-    (run_dir / "report.md").write_text("\n".join(lines))
+    run.report_md.write_text("\n".join(lines))
 
 
-def _curve_table(summary: dict[str, Any], run_dir: Path) -> str:
-    log = run_dir / "train_log.jsonl"
+def _curve_table(summary: dict[str, Any], run: RunDir) -> str:
+    log = run.train_log
     records = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     evals = [r for r in records if "val_loss" in r]
     if not evals:

@@ -41,7 +41,7 @@ from tunelab.report.html import (
     scatter,
 )
 from tunelab.report.sweep_table import sweep_columns
-from tunelab.runs.run_dir import read_config
+from tunelab.runs import EvalDir, RunDir, SweepDir, ratings_file, report_html
 from tunelab.studies.error_analysis import (
     ComparisonReport,
     compare_results,
@@ -66,11 +66,11 @@ class RunView:
 
     @property
     def fine_tuned(self) -> EvalResult | None:
-        return next((r for s, r in self.results.items() if not s.startswith("base")), None)
+        return next((r for r in self.results.values() if r.system.fine_tuned), None)
 
     @property
     def baselines(self) -> list[EvalResult]:
-        return [r for s, r in self.results.items() if s.startswith("base")]
+        return [r for r in self.results.values() if r.system.is_base]
 
     @property
     def ordered(self) -> list[EvalResult]:
@@ -79,12 +79,13 @@ class RunView:
 
 
 def read_view(folder: Path) -> RunView:
-    config = read_config(folder) if (folder / "config.yaml").is_file() else None
+    run = RunDir(folder)
+    config = run.read_config() if run.is_run() else None
     task = run_task(config) if config is not None and not config.is_mixture else None
     results: dict[str, EvalResult] = {}
-    if (folder / "eval").is_dir() or any(folder.glob("*/metrics.json")):
+    if run.eval_root.is_dir() or any(EvalDir(p).exists() for p in folder.glob("*/")):
         _, results = system_results(folder)
-    log_file, summary_file = folder / "train_log.jsonl", folder / "summary.json"
+    log_file, summary_file = run.train_log, run.summary
     log = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines()
            if line.strip()] if log_file.is_file() else []
     summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.is_file() else {}
@@ -154,7 +155,7 @@ class Training:
 class Forgetting:
     def build(self, view: RunView) -> Section | None:
         curve = [r for r in view.log if r.get("retention")]
-        retention_file = view.folder / "retention.json"
+        retention_file = RunDir(view.folder).retention.json
         if not curve and not retention_file.is_file():
             return None
         blocks: list[Any] = []
@@ -202,7 +203,7 @@ class Baselines:
                 sentence = ""
         highlight = scored.index(view.fine_tuned) if view.fine_tuned in scored else None
         blocks.append(bars_with_ci(
-            [r.system for r in scored], [r.scores[key] for r in scored],
+            [r.system.label for r in scored], [r.scores[key] for r in scored],
             [tuple(r.ci[key]) if key in r.ci else None for r in scored], key,
             f"{key} (95% bootstrap CI)", highlight, best, "best baseline",
             f"Every system on the same {first.n} test items; the line is the best baseline."))
@@ -210,7 +211,7 @@ class Baselines:
             blocks.append(Text(sentence))
         keys = list(dict.fromkeys(k for r in ordered for k in r.scores))[:6]
         blocks.append(Table(["system", "n", *keys],
-                            [[r.system, r.n, *[_score(r, k) for k in keys]] for r in ordered]))
+                            [[r.system.label, r.n, *[_score(r, k) for k in keys]] for r in ordered]))
         return Section("Baselines vs fine-tuned", blocks, "baselines")
 
 
@@ -243,15 +244,14 @@ class Confusion:
 
 class Robustness:
     def build(self, view: RunView) -> Section | None:
-        folder = view.folder / "robustness"
-        data_file = folder / "robustness.json"
-        if not data_file.is_file():
+        study = RunDir(view.folder).robustness
+        if not study.json.is_file():
             return None
-        data = json.loads(data_file.read_text(encoding="utf-8"))
-        blocks: list[Any] = [png_file(folder / name, title) for name, title in
-                             (("robustness.png", "change under each perturbation"),
-                              ("severity.png", "change by severity"))
-                             if (folder / name).is_file()]
+        data = json.loads(study.json.read_text(encoding="utf-8"))
+        blocks: list[Any] = [png_file(study.plot(name), title) for name, title in
+                             (("robustness", "change under each perturbation"),
+                              ("severity", "change by severity"))
+                             if study.plot(name).is_file()]
         blocks.append(Table(
             ["system", "perturbation", "severity", "clean", "perturbed", "change [95% CI]",
              "predictions changed %"],
@@ -297,7 +297,7 @@ class ErrorAnalysis:
 
 class Ratings:
     def build(self, view: RunView) -> Section | None:
-        path = view.folder / "ratings.sqlite"
+        path = ratings_file(view.folder)
         if not path.is_file():
             return None
         store = RatingStore(path)
@@ -348,7 +348,7 @@ def example_block(results: Sequence[EvalResult], report: ComparisonReport | None
     """Every item once, each system's output beside it; tagged with the second system's
     error categories and the transition when the two were compared."""
     first = results[0]
-    by_system = {r.system: {row_key(row): row for row in r.predictions} for r in results}
+    by_system = {r.system.label: {row_key(row): row for row in r.predictions} for r in results}
     paired = {item.key: item for item in report.items} if report is not None else {}
     rows, tags = [], set()
     for row in first.predictions[:MAX_EXAMPLES]:
@@ -361,7 +361,7 @@ def example_block(results: Sequence[EvalResult], report: ComparisonReport | None
                      "outputs": {s: str(by_system[s][key]["prediction"])
                                  for s in by_system if key in by_system[s]},
                      "tags": item_tags})
-    return Examples([r.system for r in results], rows, sorted(tags))
+    return Examples([r.system.label for r in results], rows, sorted(tags))
 
 
 class ExampleTable:
@@ -393,7 +393,7 @@ def run_page(folder: Path) -> Page:
 
 
 def sweep_page(folder: Path) -> Page:
-    data = json.loads((folder / "sweep.json").read_text(encoding="utf-8"))
+    data = json.loads(SweepDir(folder).results.read_text(encoding="utf-8"))
     rows = data["rows"]
     headers, body = sweep_columns(rows)
     ok = [r for r in rows if r.get("ok") and "score" in r]
@@ -430,5 +430,5 @@ def write_html_report(directory: str | Path, out: str | Path | None = None) -> P
     folder = Path(directory)
     if not folder.is_dir():
         raise TunelabError(f"{folder}: no such directory; give a run, sweep or eval directory")
-    page = sweep_page(folder) if (folder / "sweep.json").is_file() else run_page(folder)
-    return page.render(Path(out) if out else folder / "report.html")
+    page = sweep_page(folder) if SweepDir(folder).is_sweep() else run_page(folder)
+    return page.render(Path(out) if out else report_html(folder))

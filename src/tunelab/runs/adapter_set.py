@@ -24,14 +24,14 @@ from tunelab.core.errors import TunelabError
 from tunelab.methods import get_method
 from tunelab.methods.peft_backed import PeftMethod
 from tunelab.models import LoadedModel, load_model
-from tunelab.runs.run_dir import read_config
+from tunelab.runs.run_dir import RunDir, read_config
 
 
 def _adapter_dir(run_dir: Path) -> tuple[Path, str, PeftMethod]:
     """A run's peft adapter: its directory, peft type and the method that trained it."""
     config = read_config(run_dir)
     method = get_method(config.method["name"])
-    weights = run_dir / method.weights_dir
+    weights = RunDir(run_dir).weights(method)
     peft_config = weights / "adapter_config.json"
     if not peft_config.is_file() or not isinstance(method, PeftMethod):
         raise TunelabError(

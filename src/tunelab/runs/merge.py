@@ -19,7 +19,7 @@ from transformers import AutoTokenizer
 from tunelab.core.errors import TunelabError
 from tunelab.methods import get_method
 from tunelab.models import LoadedModel
-from tunelab.runs.run_dir import load_run_model, read_config
+from tunelab.runs.run_dir import RunDir, load_run_model, read_config
 
 
 def merged_model(method_name: str, model: torch.nn.Module) -> torch.nn.Module:
@@ -71,7 +71,7 @@ def merge_run(run_dir: str | Path, out_dir: str | Path) -> Path:
         param.requires_grad_(False)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
-    tokenizer_dir = run_dir / "tokenizer"
+    tokenizer_dir = RunDir(run_dir).tokenizer
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir)) if tokenizer_dir.is_dir() else lm.tokenizer
     tokenizer.save_pretrained(str(out_dir))
     return out_dir

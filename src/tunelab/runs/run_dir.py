@@ -1,17 +1,27 @@
-"""Run directories: everything one run made, and loading a trained model back from one.
+"""A run directory as an object: every path of a run, its start/resume rules, and loading the
+trained model back.
 
     RUN/config.yaml          the resolved config (rebuilds the run)
     RUN/train_log.jsonl      loss, lr, tokens/s, peak memory; validation loss
     RUN/checkpoints/last     resumable state (atomic); checkpoints/best: best trainable weights
     RUN/adapter | RUN/model  the trained weights (PEFT format, or a full HF model directory)
+    RUN/tokenizer/           the tokenizer the run trained with
     RUN/summary.json         trainable parameters, size on disk, time, best validation loss
     RUN/eval/<system>/       metrics.json + predictions.jsonl per evaluated system
-    RUN/report.md            the human-readable report
+    RUN/eval/retention/<task>/, RUN/retention.json   the forgetting check after training
+    RUN/robustness/          robustness.json + .md + plots; RUN/bias.json + bias.md
+    RUN/report.md, RUN/report.html, RUN/ratings.sqlite, RUN/tensorboard/, RUN/mlruns/
+
+No other module joins these names: it asks a `RunDir` (or the `EvalDir`, `StudyFiles` and
+`SweepDir` it hands out) for the path.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -19,47 +29,349 @@ import yaml
 from tunelab.config import RunConfig, from_dict, load_yaml, to_dict
 from tunelab.core.errors import TunelabError
 from tunelab.methods import get_method
+from tunelab.methods.base import Method
 from tunelab.models import LoadedModel, load_model
+from tunelab.runs.system import System, slug
 
 
-def write_config(config: RunConfig, run_dir: Path) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+@dataclass(frozen=True)
+class EvalDir:
+    """One evaluation of one system: metrics.json (aggregates, CIs, signatures) and
+    predictions.jsonl (one row per item)."""
+
+    root: Path
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions.jsonl"
+
+    def exists(self) -> bool:
+        return self.metrics.is_file() and self.predictions.is_file()
+
+    def task(self, name: str) -> EvalDir:
+        """A mixture's per-task evaluation below this one."""
+        return EvalDir(self.root / name)
+
+    def evaluations(self) -> list[EvalDir]:
+        """This evaluation, else the evaluations one level below (a mixture's tasks)."""
+        if self.metrics.is_file():
+            return [self]
+        if not self.root.is_dir():
+            return []
+        return [EvalDir(p) for p in sorted(self.root.iterdir()) if EvalDir(p).metrics.is_file()]
 
 
-def read_config(run_dir: Path) -> RunConfig:
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise TunelabError(f"{run_dir}: not a tunelab run directory (no config.yaml)")
-    return from_dict(RunConfig, load_yaml(path), str(path), Path(path))
+@dataclass(frozen=True)
+class StudyFiles:
+    """A study's written result: NAME.json (the numbers), NAME.md (the tables), plots beside."""
+
+    folder: Path
+    name: str
+
+    @property
+    def json(self) -> Path:
+        return self.folder / f"{self.name}.json"
+
+    @property
+    def markdown(self) -> Path:
+        return self.folder / f"{self.name}.md"
+
+    def plot(self, name: str) -> Path:
+        return self.folder / f"{name}.png"
+
+    def system_dir(self, system: System) -> Path:
+        """One system's part of a study: its evaluations under each variant."""
+        return self.folder / system.slug
+
+    def evaluation(self, system: System, *variant: str) -> EvalDir:
+        """A system's evaluation on the clean items, or under one variant (a perturbation's
+        label; a probe and its group)."""
+        parts = [slug(part.replace("@", "-")) for part in variant or ("clean",)]
+        return EvalDir(self.system_dir(system).joinpath(*parts))
+
+    def consistency(self, system: System) -> Path:
+        """Per item: whether the system's prediction changed under some variant."""
+        return self.system_dir(system) / "consistency.jsonl"
+
+    def write(self, data: object, markdown: str) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.json.write_text(json.dumps(data, indent=1, default=str))
+        self.markdown.write_text(markdown)
+
+
+@dataclass(frozen=True)
+class SweepDir:
+    """`tunelab sweep`: one run directory per method below, the table and the plot."""
+
+    root: Path
+
+    @property
+    def results(self) -> Path:
+        return self.root / "sweep.json"
+
+    @property
+    def table(self) -> Path:
+        return self.root / "sweep.md"
+
+    @property
+    def plot(self) -> Path:
+        return self.root / "score_vs_params.png"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+    def method_config(self, method: str) -> Path:
+        """The config one method's run trained with."""
+        return self.root / f"{method}.yaml"
+
+    def method_log(self, method: str) -> Path:
+        """The output of one method's training process."""
+        return self.root / f"{method}.log"
+
+    def is_sweep(self) -> bool:
+        return self.results.is_file()
+
+
+def ratings_file(folder: Path) -> Path:
+    """The rating store of a rated directory (a run or any folder of evaluations)."""
+    return Path(folder) / "ratings.sqlite"
+
+
+def report_html(folder: Path) -> Path:
+    """report.html of a run, a sweep or a directory of evaluations."""
+    return Path(folder) / "report.html"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Everything one run made, by name; `RunDir(path)` touches nothing until asked."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    # --- the files of a run ---------------------------------------------------------------
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def train_log(self) -> Path:
+        return self.root / "train_log.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / "last"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.checkpoints / "best"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def comparison(self) -> Path:
+        """The quickstart's base vs fine-tuned comparison (key, systems, gain, p-value)."""
+        return self.root / "comparison.json"
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def report_html(self) -> Path:
+        return report_html(self.root)
+
+    @property
+    def ratings(self) -> Path:
+        return ratings_file(self.root)
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def mlruns(self) -> Path:
+        return self.root / "mlruns"
+
+    @property
+    def retention(self) -> StudyFiles:
+        return StudyFiles(self.root, "retention")
+
+    @property
+    def robustness(self) -> StudyFiles:
+        return StudyFiles(self.root / "robustness", "robustness")
+
+    @property
+    def bias(self) -> StudyFiles:
+        return StudyFiles(self.root, "bias")
+
+    def weights(self, method: Method) -> Path:
+        """The trained weights: adapter/ (PEFT format) or model/ (a full HF model)."""
+        return self.root / method.weights_dir
+
+    @property
+    def eval_root(self) -> Path:
+        return self.root / "eval"
+
+    def eval_dir(self, system: System) -> EvalDir:
+        return EvalDir(self.eval_root / system.slug)
+
+    def retention_eval(self, task: str) -> EvalDir:
+        return EvalDir(self.eval_root / "retention" / task)
+
+    def evaluations(self) -> dict[str, EvalDir]:
+        """Every system's evaluation in eval/ (not the retention suite), by folder name."""
+        if not self.eval_root.is_dir():
+            return {}
+        return {p.name: EvalDir(p) for p in sorted(self.eval_root.iterdir())
+                if p.is_dir() and p.name != "retention" and EvalDir(p).evaluations()}
+
+    # --- what a run is ---------------------------------------------------------------------
+    def is_run(self) -> bool:
+        return self.config_file.is_file()
+
+    def read_config(self) -> RunConfig:
+        if not self.config_file.is_file():
+            raise TunelabError(f"{self.root}: not a tunelab run directory (no config.yaml)")
+        return from_dict(RunConfig, load_yaml(self.config_file), str(self.config_file),
+                         self.config_file)
+
+    def write_config(self, config: RunConfig) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+    def has_checkpoint(self) -> bool:
+        last = self.last_checkpoint
+        return (last / "loop_state.json").is_file() or (
+            last.with_name(".last.old") / "loop_state.json").is_file()
+
+    def finished(self) -> bool:
+        return self.summary.is_file()
+
+    # --- start and resume ------------------------------------------------------------------
+    def check_start(self, config: RunConfig, resume: bool) -> None:
+        """A new run never overwrites one; a resumed run must have the same config and
+        something to resume (a finished run without checkpoints is refused, not redone). A run
+        that stopped before its first checkpoint is resumed from step 0."""
+        root = self.root
+        if resume:
+            if not self.config_file.is_file():
+                raise TunelabError(f"--resume: no run in {root} (no config.yaml); start it "
+                                   "without --resume")
+            if self.read_config() != config:
+                raise TunelabError(f"--resume: {self.config_file} differs from this config; "
+                                   "resume with the same config and overrides")
+            if self.finished() and not self.has_checkpoint():
+                raise TunelabError(f"--resume: {root} holds a finished run ({self.summary}) "
+                                   "and no checkpoint to resume from; nothing was changed "
+                                   "(start a new run with another name=... to train again)")
+        elif self.config_file.exists():
+            if self.has_checkpoint() or self.finished():
+                raise TunelabError(f"{root} already holds a run; pass --resume to continue "
+                                   "it, or choose another name (name=...) or output_dir")
+            raise TunelabError(f"{root} holds a run that stopped before its first "
+                               "checkpoint; pass --resume to start it again in place (or "
+                               "delete the directory)")
+
+    def check_writable(self) -> None:
+        """The run directory can be made and written, before any work (a failed start removes
+        what this made)."""
+        probe = self.root / f".tunelab-write-test-{os.getpid()}"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe.write_text("")
+            probe.unlink()
+        except OSError as err:
+            raise TunelabError(f"output_dir {self.root.parent}: cannot write the run directory "
+                               f"there ({err.strerror or err}); choose another "
+                               "output_dir") from None
+
+    def started_files(self) -> tuple[Path, ...]:
+        """What a run writes before its first checkpoint: removed again when that start fails."""
+        return (self.config_file, self.train_log, self.checkpoints, self.tensorboard,
+                self.mlruns)
+
+    def undo_failed_start(self, existed: bool) -> None:
+        """A start that failed before any checkpoint leaves nothing that blocks the same
+        command: the run directory goes if this start made it, else only the files a run
+        writes."""
+        if self.has_checkpoint():
+            return
+        if not existed:
+            shutil.rmtree(self.root, ignore_errors=True)
+            return
+        for path in self.started_files():
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.exists():
+                path.unlink()
+
+    # --- the trained model -----------------------------------------------------------------
+    def load_model(self, base: str | None = None) -> LoadedModel:
+        """The base model with this run's trained weights applied, rebuilt as the run's
+        model.kind (a classifier gets its head over the run's eval.labels back).
+
+        Args:
+            base: override the base model spec (defaults to the one the run trained).
+        """
+        config = self.read_config()
+        if base:
+            config.model.name = base
+        method = get_method(config.method["name"])
+        weights = self.weights(method)
+        if not weights.exists():
+            raise TunelabError(f"{self.root}: no trained weights in {weights}; did training "
+                               "finish?")
+        lm = load_model(config.model, labels=config.eval.labels)
+        try:
+            lm.model = method.load(lm.model, weights)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise TunelabError(f"{damaged_file(weights)}: a damaged file in the trained "
+                               f"weights ({err}); train the run again") from None
+        except (RuntimeError, ValueError, KeyError, OSError, TypeError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise TunelabError(f"{weights}: cannot be applied to {config.model.name} ({first}); "
+                               "the run was trained on another base model (pass that one with "
+                               "--model) or its files are damaged") from None
+        lm.model.eval()
+        return lm
+
+
+def damaged_file(weights: Path) -> Path:
+    """The JSON file in a weights folder that does not parse (the folder when all do)."""
+    for path in sorted(weights.glob("*.json")) if weights.is_dir() else []:
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return path
+    return weights
+
+
+def read_config(run_dir: str | Path) -> RunConfig:
+    return RunDir(Path(run_dir)).read_config()
+
+
+def write_config(config: RunConfig, run_dir: str | Path) -> None:
+    RunDir(Path(run_dir)).write_config(config)
 
 
 def load_run_model(run_dir: str | Path, base: str | None = None) -> LoadedModel:
-    """The base model of a run with its trained weights applied, rebuilt as the run's
-    model.kind (a classifier gets its head over the run's eval.labels back from the weights).
-
-    Args:
-        run_dir: a run directory written by `tunelab train`.
-        base: override the base model spec (defaults to the one the run trained).
-    """
-    run_dir = Path(run_dir)
-    config = read_config(run_dir)
-    if base:
-        config.model.name = base
-    method = get_method(config.method["name"])
-    weights = run_dir / method.weights_dir
-    if not weights.exists():
-        raise TunelabError(f"{run_dir}: no trained weights in {weights}; did training finish?")
-    lm = load_model(config.model, labels=config.eval.labels)  # model.kind: causal/seq2seq/classifier
-    try:
-        lm.model = method.load(lm.model, weights)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise TunelabError(f"{weights}: a damaged file in the trained weights ({err}); train "
-                           "the run again") from None
-    except (RuntimeError, ValueError, KeyError, OSError, TypeError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise TunelabError(f"{weights}: cannot be applied to {config.model.name} ({first}); "
-                           "the run was trained on another base model (pass that one with "
-                           "--model) or its files are damaged") from None
-    lm.model.eval()
-    return lm
+    """The base model of a run with its trained weights applied (`RunDir.load_model`)."""
+    return RunDir(Path(run_dir)).load_model(base)

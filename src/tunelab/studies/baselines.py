@@ -19,10 +19,10 @@ from tunelab.config import ModelConfig, TaskConfig
 from tunelab.core.errors import TunelabError
 from tunelab.eval.compare import Comparison, compare_to_best, primary_key
 from tunelab.eval.output_types import load_for_task
-from tunelab.eval.runner import EvalResult, evaluate_loaded, slug, write_result
+from tunelab.eval.runner import EvalResult, evaluate_loaded, write_result
 from tunelab.eval.tables import results_table, shown_keys
 from tunelab.models import LoadedModel
-from tunelab.runs.run_dir import load_run_model, read_config
+from tunelab.runs import EvalDir, System, load_run_model, read_config
 
 BASELINES = ("zero", "one", "few")
 
@@ -65,11 +65,11 @@ class BaselineReport:
 
 @dataclass
 class SystemGroup:
-    """One model to load and the systems (name, shots) scored on it: the base model carries
-    every baseline, each adapter run its fine-tuned system."""
+    """One model to load and the systems scored on it: the base model carries every baseline,
+    each adapter run its fine-tuned system."""
 
     load: Callable[[], LoadedModel]
-    systems: list[tuple[str, int]] = field(default_factory=list)
+    systems: list[System] = field(default_factory=list)
 
 
 def system_groups(task: TaskConfig, model: str | None = None,
@@ -91,21 +91,21 @@ def system_groups(task: TaskConfig, model: str | None = None,
         read_config(first).model if first else ModelConfig())
     if model and first:
         base.num_layers = read_config(first).model.num_layers
-    plan = [(f"base {k}-shot", k) for k in dict.fromkeys(baseline_shots(b, task, shots)
-                                                           for b in baselines)]
+    plan = [System.base(k) for k in dict.fromkeys(baseline_shots(b, task, shots)
+                                                  for b in baselines)]
     groups = [SystemGroup(lambda: load_for_task(task, base), plan)] if plan else []
     for adapter in adapters:
         groups.append(SystemGroup(lambda a=adapter: load_run_model(a, base=model),
-                                  [(f"fine-tuned ({Path(adapter).name})", 0)]))
+                                  [System.tuned(Path(adapter).name)]))
     return groups
 
 
-def each_system(groups: Sequence[SystemGroup]) -> Iterator[tuple[LoadedModel, str, int]]:
-    """(model, system name, shots) for every system, one model in memory at a time."""
+def each_system(groups: Sequence[SystemGroup]) -> Iterator[tuple[LoadedModel, System]]:
+    """(model, system) for every system, one model in memory at a time."""
     for group in groups:
         lm = group.load()
-        for name, k in group.systems:
-            yield lm, name, k
+        for system in group.systems:
+            yield lm, system
         del lm
         gc.collect()
 
@@ -131,8 +131,8 @@ def run_baselines(
     if not baselines:
         raise TunelabError("--baselines: name at least one of zero, one, few")
     groups = system_groups(task, model, [adapter] if adapter else [], baselines, shots)
-    results = [evaluate_loaded(lm, task, name, shots=k, limit=limit)
-               for lm, name, k in each_system(groups)]
+    results = [evaluate_loaded(lm, task, system, shots=system.shots, limit=limit)
+               for lm, system in each_system(groups)]
     key = primary_key(task, results[0])
     comparison = None
     if len(results) > 1:
@@ -141,6 +141,6 @@ def run_baselines(
     if out_dir:
         out = Path(out_dir)
         for result in results:
-            write_result(result, out / slug(result.system))
+            write_result(result, EvalDir(out / result.system.slug))
         (out / "comparison.json").write_text(json.dumps(report.to_json(), indent=1, default=str))
     return report

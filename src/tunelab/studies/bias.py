@@ -16,7 +16,6 @@ fine-tuned model after.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,9 +32,10 @@ from tunelab.data.transforms.counterfactual import (
 from tunelab.eval.compare import paired_difference, primary_key
 from tunelab.eval.datasets.bbq import BBQItem, BBQScore, bbq_items, bbq_scores, bbq_task
 from tunelab.eval.output_types import Framing, input_text
-from tunelab.eval.runner import EvalResult, evaluate_records, slug, task_items, write_result
+from tunelab.eval.runner import EvalResult, evaluate_records, task_items, write_result
 from tunelab.eval.tables import format_table
 from tunelab.models import LoadedModel
+from tunelab.runs import RunDir, StudyFiles, System
 from tunelab.studies.baselines import each_system, system_groups
 from tunelab.studies.robustness import changed_predictions
 
@@ -96,24 +96,24 @@ class ProbeRow:
         return max((abs(g.gap) for g in self.groups), default=0.0)
 
 
-def score_probes(lm: LoadedModel, task: TaskConfig, items: Sequence[ProbeItems], system: str,
-                 shots: int = 0, pool: Sequence[Record] = (), framing: Framing | None = None,
+def score_probes(lm: LoadedModel, task: TaskConfig, items: Sequence[ProbeItems], system: System,
+                 pool: Sequence[Record] = (), framing: Framing | None = None,
                  ) -> tuple[list[ProbeRow], dict[str, dict[str, EvalResult]]]:
     """One system on every probe's group variants: rows and the results (probe -> group)."""
     rows, results = [], {}
     for probe_set in items:
         probe = probe_set.probe
         if not probe_set.n:
-            rows.append(ProbeRow(system, probe.name, 0, "", 0.0, probe.groups[0]))
+            rows.append(ProbeRow(system.label, probe.name, 0, "", 0.0, probe.groups[0]))
             continue
-        by_group = {g: evaluate_records(lm, task, recs, shots, pool, f"{system} / {probe.name}={g}",
-                                        framing) for g, recs in probe_set.groups.items()}
+        by_group = {g: evaluate_records(lm, task, recs, system.shots, pool, system, framing)
+                    for g, recs in probe_set.groups.items()}
         results[probe.name] = by_group
         rows.append(probe_row(task, system, probe, by_group))
     return rows, results
 
 
-def probe_row(task: TaskConfig, system: str, probe: CounterfactualProbe,
+def probe_row(task: TaskConfig, system: System, probe: CounterfactualProbe,
               by_group: dict[str, EvalResult]) -> ProbeRow:
     """Flip rate, every group's score and its paired gap to the first group."""
     reference = probe.groups[0]
@@ -122,7 +122,7 @@ def probe_row(task: TaskConfig, system: str, probe: CounterfactualProbe,
     flips = [False] * first.n
     for result in by_group.values():
         flips = [a or b for a, b in zip(flips, changed_predictions(first, result), strict=True)]
-    row = ProbeRow(system, probe.name, first.n, key, 100.0 * sum(flips) / first.n, reference)
+    row = ProbeRow(system.label, probe.name, first.n, key, 100.0 * sum(flips) / first.n, reference)
     for group, result in by_group.items():
         change = paired_difference(task, first, result, key)
         row.groups.append(GroupGap(group, result.scores[key], result.ci.get(key, []),
@@ -137,13 +137,13 @@ class BBQRow:
     score: BBQScore
 
 
-def score_bbq(lm: LoadedModel, items: Sequence[BBQItem], system: str) -> list[BBQRow]:
+def score_bbq(lm: LoadedModel, items: Sequence[BBQItem], system: System) -> list[BBQRow]:
     """BBQ-lite zero-shot: the chosen answer per item -> accuracy and bias score per category."""
     task = bbq_task()
-    result = evaluate_records(lm, task, [item.record for item in items], 0, (), f"{system} / bbq")
+    result = evaluate_records(lm, task, [item.record for item in items], 0, (), system)
     chosen = [chosen_index(item.record, row) for item, row in zip(items, result.predictions,
                                                                   strict=True)]
-    return [BBQRow(system, category, score) for category, score in bbq_scores(items,
+    return [BBQRow(system.label, category, score) for category, score in bbq_scores(items,
                                                                               chosen).items()]
 
 
@@ -219,36 +219,34 @@ def run_bias(
     """Every system on every probe's counterfactual items (and BBQ-lite); see the module
     docstring. Items and BBQ data are read before any model loads."""
     groups = system_groups(task, model, adapters, baselines, shots)
-    most_shots = max(k for g in groups for _, k in g.systems)
+    most_shots = max(s.shots for g in groups for s in g.systems)
     records, pool, framing = task_items(task, limit, most_shots)
     items = probe_items(records, probes)
     bbq_set = bbq_items(bbq_categories or None, limit=bbq_limit) if bbq else []
     report = BiasReport(task.name, [])
-    results: dict[str, dict[str, dict[str, EvalResult]]] = {}
+    results: dict[System, dict[str, dict[str, EvalResult]]] = {}
     previous = None
-    for lm, name, k in each_system(groups):
-        rows, results[name] = score_probes(lm, task, items, name, k, pool, framing)
+    for lm, system in each_system(groups):
+        rows, results[system] = score_probes(lm, task, items, system, pool, framing)
         report.rows += rows
         if bbq_set and lm is not previous:  # once per model: BBQ is zero-shot
             previous = lm
             if lm.kind.has_lm_head:
-                report.bbq += score_bbq(lm, bbq_set, name)
+                report.bbq += score_bbq(lm, bbq_set, system)
             else:
-                report.skipped_bbq.append(name)
+                report.skipped_bbq.append(system.label)
     if out_dir:
-        write_bias(report, results, Path(out_dir))
+        write_bias(report, results, StudyFiles(Path(out_dir), "bias"))
     return report
 
 
-def write_bias(report: BiasReport, results: dict[str, dict[str, dict[str, EvalResult]]],
-               out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+def write_bias(report: BiasReport, results: dict[System, dict[str, dict[str, EvalResult]]],
+               files: StudyFiles) -> None:
     for system, by_probe in results.items():
         for probe, by_group in by_probe.items():
             for group, result in by_group.items():
-                write_result(result, out / slug(system) / probe / slug(group))
-    (out / "bias.json").write_text(json.dumps(report.to_json(), indent=1, default=str))
-    (out / "bias.md").write_text(f"# Bias: {report.task}\n\n{report.table(markdown=True)}\n")
+                write_result(result, files.evaluation(system, probe, group))
+    files.write(report.to_json(), f"# Bias: {report.task}\n\n{report.table(markdown=True)}\n")
 
 
 @dataclass
@@ -274,23 +272,22 @@ class RunBias:
                    bbq_items(config.bbq_categories or None, limit=config.bbq_limit)
                    if config.bbq else [])
 
-    def score(self, lm: LoadedModel, system: str) -> BiasReport:
+    def score(self, lm: LoadedModel, system: System) -> BiasReport:
         rows, _ = score_probes(lm, self.task, self.items, system)
         report = BiasReport(self.task.name if self.task else "", rows)
         if self.bbq:
             if lm.kind.has_lm_head:
                 report.bbq = score_bbq(lm, self.bbq, system)
             else:
-                report.skipped_bbq.append(system)
+                report.skipped_bbq.append(system.label)
         return report
 
-    def finish(self, before: BiasReport, after: BiasReport, run_dir: Path,
+    def finish(self, before: BiasReport, after: BiasReport, run: RunDir,
                summary: dict[str, Any]) -> BiasReport:
         """bias.json / bias.md with both systems, and the summary's line."""
         both = BiasReport(after.task, before.rows + after.rows, before.bbq + after.bbq,
                           before.skipped_bbq + after.skipped_bbq)
-        (run_dir / "bias.json").write_text(json.dumps(both.to_json(), indent=1, default=str))
-        (run_dir / "bias.md").write_text(f"# Bias: {both.task}\n\n{both.table(markdown=True)}\n")
+        run.bias.write(both.to_json(), f"# Bias: {both.task}\n\n{both.table(markdown=True)}\n")
         summary["bias"] = {
             "flip_rate": {f"{r.system} / {r.probe}": r.flip_rate for r in both.rows if r.n},
             "bbq_bias_ambig": {f"{b.system} / {b.category}": b.score.bias_ambig

@@ -26,8 +26,9 @@ from tunelab.core.errors import TunelabError
 from tunelab.core.labels import normalize_label
 from tunelab.eval.compare import item_scores
 from tunelab.eval.output_types import get_output_type
-from tunelab.eval.runner import EvalResult, read_result, slug
+from tunelab.eval.runner import EvalResult, read_result
 from tunelab.eval.tables import format_table
+from tunelab.runs import EvalDir, RunDir, StudyFiles, System
 from tunelab.studies.error_categories import (
     CATEGORIES,
     ItemView,
@@ -277,7 +278,7 @@ def compare_tasks(pairs: Sequence[TaskPair], names: tuple[str, str] | None = Non
         key, found = paired_items(pair)
         keys.add(key)
         items += found
-    a_name, b_name = names or side_names(pairs[0].a.system, pairs[0].b.system)
+    a_name, b_name = names or side_names(pairs[0].a.system.label, pairs[0].b.system.label)
     contexts = [context_of(p.task, c) for p in pairs for c in p.consistency]
     applicable = [c for c in CATEGORIES if any(c.applies(x) for x in contexts)]
     report = ComparisonReport(a_name, b_name, [p.task.name for p in pairs], "/".join(sorted(keys)),
@@ -359,33 +360,29 @@ def eval_dirs(path: str | Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise TunelabError(f"{folder}: no such directory; give a run directory or an eval "
                            "directory (metrics.json + predictions.jsonl)")
-    if (folder / "metrics.json").is_file():
-        return {read_task_name(folder): folder}
-    inner = folder / "eval" / "fine-tuned" if (folder / "config.yaml").is_file() else folder
-    found = {read_task_name(d): d for d in sorted(inner.glob("*/"))
-             if (d / "metrics.json").is_file()}
-    if (inner / "metrics.json").is_file():
-        return {read_task_name(inner): inner}
+    run = RunDir(folder)
+    inner = run.eval_dir(System.tuned()) if run.is_run() else EvalDir(folder)
+    found = {read_task_name(d): d.root for d in inner.evaluations()}
     if not found:
         raise TunelabError(f"{folder}: holds no evaluation (no metrics.json in it, in "
-                           "eval/fine-tuned/ or in its subdirectories); evaluate it first "
+                           f"{inner.root} or in its subdirectories); evaluate it first "
                            "(tunelab eval --out DIR)")
     return found
 
 
-def read_task_name(folder: Path) -> str:
+def read_task_name(folder: EvalDir) -> str:
     try:
-        return str(json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["task"])
+        return str(json.loads(folder.metrics.read_text(encoding="utf-8"))["task"])
     except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
-        raise TunelabError(f"{folder / 'metrics.json'}: not a tunelab metrics.json (no task); "
+        raise TunelabError(f"{folder.metrics}: not a tunelab metrics.json (no task); "
                            "evaluate again") from None
 
 
-def read_consistency(robustness_dir: Path, systems: Sequence[str]) -> dict[str, bool] | None:
+def read_consistency(robustness: StudyFiles, systems: Sequence[System]) -> dict[str, bool] | None:
     """item key -> whether its prediction changed under noise, from a robustness run's
     <system>/consistency.jsonl for the first of `systems` (the names one system may have
     there) it scored (None: it scored none of them)."""
-    paths = [robustness_dir / slug(s) / "consistency.jsonl" for s in systems]
+    paths = [robustness.consistency(s) for s in systems]
     path = next((p for p in paths if p.is_file()), None)
     if path is None:
         return None

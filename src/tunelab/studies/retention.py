@@ -26,6 +26,7 @@ from tunelab.eval.tables import format_table
 from tunelab.eval.tasks import is_suite, load_suite, load_task
 from tunelab.models import LoadedModel
 from tunelab.models.kinds import get_kind
+from tunelab.runs import System
 
 
 @dataclass
@@ -74,7 +75,7 @@ def retention_tasks(config: RetentionConfig, kind: str = "causal") -> list[TaskC
 
 
 def score_tasks(lm: LoadedModel, tasks: list[TaskConfig], limit: int | None,
-                system: str) -> dict[str, EvalResult]:
+                system: System) -> dict[str, EvalResult]:
     return {task.name: evaluate_loaded(lm, task, system, shots=0, limit=limit) for task in tasks}
 
 
@@ -90,9 +91,12 @@ def _cache_key(model: ModelConfig, task: TaskConfig, limit: int | None) -> str:
 
 
 def _to_json(result: EvalResult) -> dict[str, Any]:
-    data = asdict(result)
-    data.pop("predictions")
-    return data
+    return dict(result.summary(), items=result.items)
+
+
+def _from_json(data: dict[str, Any]) -> EvalResult:
+    system = System.from_json(data.pop("system_id", None), data.pop("system"))
+    return EvalResult(system=system, **data)
 
 
 def base_scores(lm: LoadedModel, model: ModelConfig, tasks: list[TaskConfig],
@@ -104,9 +108,9 @@ def base_scores(lm: LoadedModel, model: ModelConfig, tasks: list[TaskConfig],
     for task in tasks:
         path = folder / f"{task.name}-{_cache_key(model, task, limit)}.json"
         if path.is_file():
-            results[task.name] = EvalResult(**json.loads(path.read_text()))
+            results[task.name] = _from_json(json.loads(path.read_text()))
             continue
-        result = evaluate_loaded(lm, task, "base", shots=0, limit=limit)
+        result = evaluate_loaded(lm, task, System.base(), shots=0, limit=limit)
         path.write_text(json.dumps(_to_json(result), default=list))
         results[task.name] = result
     return results
@@ -136,7 +140,7 @@ def curve_hook(lm: LoadedModel, tasks: list[TaskConfig], limit: int | None) -> A
 
     def hook(model: Any) -> dict[str, Any]:
         current = dataclasses.replace(lm, model=model)
-        results = score_tasks(current, tasks, limit, "checkpoint")
+        results = score_tasks(current, tasks, limit, System.tuned())
         return {"retention": {name: r.scores[keys[name] or next(iter(r.scores))]
                               for name, r in results.items()}}
 

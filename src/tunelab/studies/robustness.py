@@ -35,9 +35,10 @@ from tunelab.data.transforms.perturbations import (
 from tunelab.eval.compare import item_scores, paired_difference, primary_key, scored_by
 from tunelab.eval.metrics import delta_ci, paired_deltas
 from tunelab.eval.output_types import Framing, input_text
-from tunelab.eval.runner import EvalResult, evaluate_records, slug, task_items, write_result
+from tunelab.eval.runner import EvalResult, evaluate_records, task_items, write_result
 from tunelab.eval.tables import format_table
 from tunelab.models import LoadedModel
+from tunelab.runs import RunDir, StudyFiles, System
 from tunelab.studies.baselines import each_system, system_groups
 from tunelab.studies.error_analysis import row_key
 
@@ -122,19 +123,20 @@ class WorstCase:
 class SystemRun:
     """One system's results: clean and per variant label."""
 
-    system: str
+    system: System
     clean: EvalResult
     perturbed: dict[str, EvalResult] = field(default_factory=dict)
 
 
 def score_system(lm: LoadedModel, task: TaskConfig, records: Sequence[Record],
-                 variants: Sequence[Variant], system: str, shots: int = 0,
-                 pool: Sequence[Record] = (), framing: Framing | None = None) -> SystemRun:
+                 variants: Sequence[Variant], system: System, pool: Sequence[Record] = (),
+                 framing: Framing | None = None) -> SystemRun:
     """Score one system on the clean items and on every variant (the shots stay clean)."""
+    shots = system.shots
     run = SystemRun(system, evaluate_records(lm, task, records, shots, pool, system, framing))
     for variant in variants:
         run.perturbed[variant.label] = evaluate_records(
-            lm, task, variant.records, shots, pool, f"{system} / {variant.label}", framing)
+            lm, task, variant.records, shots, pool, system, framing)
     return run
 
 
@@ -212,18 +214,18 @@ def robustness_report(task: TaskConfig, runs: Sequence[SystemRun],
             change = paired_difference(task, run.clean, noisy, key)
             flips = changed_predictions(run.clean, noisy)
             changed_any = [a or b for a, b in zip(changed_any, flips, strict=True)]
-            rows.append(RobustnessRow(run.system, variant.perturbation.name, variant.severity,
+            rows.append(RobustnessRow(run.system.label, variant.perturbation.name, variant.severity,
                                       key, change.before, change.after, change.delta, change.ci,
                                       variant.changed_inputs, 100.0 * sum(flips) / len(flips),
                                       run.clean.n, change.lower_is_better))
         worst += worst_cases(task, run, variants)
-        consistency[run.system] = [
+        consistency[run.system.label] = [
             {"key": row_key(row), "index": row["index"], "changed": flag}
             for row, flag in zip(run.clean.predictions, changed_any, strict=True)]
     described = [{"label": v.label, "perturbation": v.perturbation.name,
                   "description": v.perturbation.description, "severity": v.severity,
                   "changed_inputs": v.changed_inputs} for v in variants]
-    return RobustnessReport(task.name, runs[0].clean.n, key, [r.system for r in runs], described,
+    return RobustnessReport(task.name, runs[0].clean.n, key, [r.system.label for r in runs], described,
                             rows, worst, consistency)
 
 
@@ -237,7 +239,7 @@ def worst_cases(task: TaskConfig, run: SystemRun, variants: Sequence[Variant]) -
         chosen = [v for v in variants if v.severity in (level, None)]
         table = np.array([clean.values] + [item_scores(task, run.perturbed[v.label],
                                                        clean.key).values for v in chosen])
-        out.append(WorstCase(run.system, level, clean.key, float(np.mean(clean.values)),
+        out.append(WorstCase(run.system.label, level, clean.key, float(np.mean(clean.values)),
                              float(np.mean(pick(table, axis=0)))))
     return out
 
@@ -259,35 +261,33 @@ def run_robustness(
     clean and perturbed; see the module docstring. Perturbing happens before any model loads,
     so an item without input text fails at once."""
     groups = system_groups(task, model, adapters, baselines, shots)
-    most_shots = max(k for g in groups for _, k in g.systems)
+    most_shots = max(s.shots for g in groups for s in g.systems)
     records, pool, framing = task_items(task, limit, most_shots)
     variants = perturbed_variants(records, perturbations, severities, seed, instruction)
-    runs = [score_system(lm, task, records, variants, name, k, pool, framing)
-            for lm, name, k in each_system(groups)]
+    runs = [score_system(lm, task, records, variants, system, pool, framing)
+            for lm, system in each_system(groups)]
     report = robustness_report(task, runs, variants)
     if out_dir:
-        write_robustness(report, runs, Path(out_dir))
+        write_robustness(report, runs, StudyFiles(Path(out_dir), "robustness"))
     return report
 
 
-def write_robustness(report: RobustnessReport, runs: Sequence[SystemRun], out: Path) -> None:
+def write_robustness(report: RobustnessReport, runs: Sequence[SystemRun],
+                     files: StudyFiles) -> None:
     """robustness.json/.md, consistency.jsonl per system, the plots, and each system x variant's
     eval dir (metrics.json + predictions.jsonl) for `tunelab compare`."""
-    out.mkdir(parents=True, exist_ok=True)
     for run in runs:
-        folder = out / slug(run.system)
-        write_result(run.clean, folder / "clean")
+        write_result(run.clean, files.evaluation(run.system))
         for label, result in run.perturbed.items():
-            write_result(result, folder / slug(label.replace("@", "-")))
-        with (folder / "consistency.jsonl").open("w") as handle:
-            for row in report.consistency[run.system]:
+            write_result(result, files.evaluation(run.system, label))
+        with files.consistency(run.system).open("w") as handle:
+            for row in report.consistency[run.system.label]:
                 handle.write(json.dumps(row) + "\n")
-    (out / "robustness.json").write_text(json.dumps(report.to_json(), indent=1, default=str))
-    (out / "robustness.md").write_text(f"# Robustness: {report.task}\n\n"
-                                       f"{report.table(markdown=True)}\n")
-    plot_robustness(report, out / "robustness.png")
+    files.write(report.to_json(), f"# Robustness: {report.task}\n\n"
+                                  f"{report.table(markdown=True)}\n")
+    plot_robustness(report, files.plot("robustness"))
     if len({r.severity for r in report.rows if r.severity is not None}) > 1:
-        plot_severity(report, out / "severity.png")
+        plot_severity(report, files.plot("severity"))
 
 
 def plot_robustness(report: RobustnessReport, path: Path) -> None:
@@ -406,16 +406,16 @@ class RunRobustness:
         return cls(task, records, perturbed_variants(records, chosen, severities, config.seed,
                                                      config.instruction))
 
-    def score(self, lm: LoadedModel, system: str) -> SystemRun:
+    def score(self, lm: LoadedModel, system: System) -> SystemRun:
         return score_system(lm, self.task, self.records, self.variants, system)
 
-    def finish(self, before: SystemRun, after: SystemRun, run_dir: Path,
+    def finish(self, before: SystemRun, after: SystemRun, run: RunDir,
                summary: dict[str, Any]) -> RobustnessReport:
         """robustness/ (both systems, like `tunelab robustness --out`), the brittleness rows
         in robustness.json, and the summary's line."""
         report = robustness_report(self.task, [before, after], self.variants)
         report.brittleness = brittleness(self.task, before, after, self.variants)
-        write_robustness(report, [before, after], run_dir / "robustness")
+        write_robustness(report, [before, after], run.robustness)
         summary["robustness"] = {
             "key": report.key, "worst_case": {w.system: w.worst for w in report.worst},
             "mean_drop": {s: float(np.mean([r.delta for r in report.rows if r.system == s]))

@@ -20,6 +20,7 @@ import pickle
 import random
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,7 @@ def recover(target: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def write_atomically(target: Path, write: Any) -> None:
+def write_atomically(target: Path, write: Callable[[Path], None]) -> None:
     """Call write(tmp_dir) then swap tmp_dir into target."""
     target.parent.mkdir(parents=True, exist_ok=True)
     recover(target)
@@ -124,7 +125,10 @@ def rng_state() -> dict[str, Any]:
     """Python's, NumPy's and torch's RNG states as tensors, numbers and lists (no pickled
     objects, so `weights_only=True` reads them back)."""
     version, words, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = np.random.get_state()
+    if not isinstance(numpy_state, tuple):  # a dict only if the global generator is no MT19937
+        raise TypeError("NumPy's global random generator is not MT19937; cannot save its state")
+    kind, keys, pos, has_gauss, cached = numpy_state
     return {"python": [version, list(words), gauss],
             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
             "torch": torch.get_rng_state()}

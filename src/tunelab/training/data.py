@@ -4,12 +4,12 @@ a mixture ordered easy to hard by loss scores its examples with the base model."
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from tunelab.config import RunConfig, TrainTaskConfig
 from tunelab.core.errors import TunelabError
-from tunelab.data import Splits, get_template, load_splits
+from tunelab.data import Record, Splits, Template, get_template, load_splits
 from tunelab.data.mixture import TaskExamples, TrainingData, length_difficulty
 from tunelab.data.tokenize import TokenizedExample, collator, tokenize_record
 from tunelab.data.training_tasks import augmented
@@ -50,8 +50,8 @@ def prepare_data(config: RunConfig, lm: LoadedModel, tasks: list[TrainTaskConfig
         splits = read[task.name]
         template = get_template(task.data, lm.tokenizer)
 
-        def tokenize(records: list, task: TrainTaskConfig = task, template: Any = template
-                     ) -> list[TokenizedExample]:
+        def tokenize(records: Sequence[Record], task: TrainTaskConfig = task,
+                     template: Template = template) -> list[TokenizedExample]:
             return [tokenize_record(r, template, lm.tokenizer, lm.kind, task.data.max_length,
                                     task.eval.labels) for r in records]
 
@@ -94,7 +94,7 @@ def _empty_train(task: TrainTaskConfig, mixture: bool) -> str:
             "and max_train_examples")
 
 
-def difficulty(examples: list[TokenizedExample], measure: str, lm: LoadedModel,
+def difficulty(examples: Sequence[TokenizedExample], measure: str, lm: LoadedModel,
                batch_size: int) -> list[float]:
     """length: tokens; loss: the base model's mean NLL per completion token."""
     if measure == "length" or not examples:

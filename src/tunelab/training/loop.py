@@ -34,6 +34,7 @@ from tunelab.data.batching import BatchPlan, MicroBatch
 from tunelab.data.mixture import TaskExamples, TrainingData
 from tunelab.data.tokenize import TokenizedExample
 from tunelab.models.kinds import ModelKind
+from tunelab.runs import RunDir
 from tunelab.training.checkpoint import (
     LoopState,
     load_checkpoint,
@@ -112,14 +113,15 @@ class Trainer:
     """Runs the loop for one model on tokenised data; state lives in `self.state`."""
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, data: TrainingData,
-                 run_dir: Path):
-        self.config, self.data, self.run_dir = config, data, run_dir
+                 run_dir: RunDir | Path):
+        run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+        self.config, self.data, self.run, self.run_dir = config, data, run, run.root
         keep_mmap_threshold()  # freed activations go back to the system (tunelab/memory.py)
         if config.precision == "fp16" and not torch.cuda.is_available():
             raise TunelabError("train.precision fp16: needs a GPU; use bf16 on a CPU (or fp32)")
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(),
-            log_with=build_trackers(config.report_to, run_dir, run_dir.name) or None)
+            log_with=build_trackers(config.report_to, run, run.root.name) or None)
         self.compute_dtype = COMPUTE_DTYPES[config.precision]
         if self.compute_dtype is torch.bfloat16 and not native_bf16(self.accelerator.device):
             print("tunelab: train.precision bf16: this CPU has no bf16 matrix instructions "
@@ -130,7 +132,7 @@ class Trainer:
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(model)
         if config.report_to:
-            self.accelerator.init_trackers(run_dir.name, hyperparameters(asdict(config)))
+            self.accelerator.init_trackers(run.root.name, hyperparameters(asdict(config)))
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
         self.layout = layout(config.fsdp, world)
         """How the model lies over the processes (training/parallel.py): replicated, or
@@ -171,8 +173,7 @@ class Trainer:
         first = next(t for t in data.tasks if t.train).train[0]
         self.uniform = first.kind.uniform_loss(model)
         """The loss of a uniform output for this model (a destroyed model's loss)."""
-        self.checkpoints = run_dir / "checkpoints"
-        self.log_path = run_dir / "train_log.jsonl"
+        self.log_path = run.train_log
 
     # --- batching -----------------------------------------------------------------------
     def epoch_batches(self, epoch: int) -> list[MicroBatch]:
@@ -192,7 +193,7 @@ class Trainer:
 
     # --- the loop -------------------------------------------------------------------------
     def resume(self) -> None:
-        last = self.checkpoints / "last"
+        last = self.run.last_checkpoint
         recover(last)  # a kill mid-swap: the previous checkpoint back in place
         if not (last / "loop_state.json").is_file():  # stopped before its first checkpoint
             print(f"tunelab: --resume: no checkpoint in {last} yet; starting again from step 0")
@@ -445,7 +446,7 @@ class Trainer:
             parts = self.layout.checkpoint(self.local_model(), None,
                                            self.accelerator.is_main_process)
             if parts is not None:
-                save_weights_only(self.checkpoints / "best", parts[0])
+                save_weights_only(self.run.best_checkpoint, parts[0])
         else:
             state.evals_without_improvement += 1
             patience = self.config.early_stopping_patience
@@ -475,10 +476,10 @@ class Trainer:
         parts = self.layout.checkpoint(self.local_model(), self.optimizer,
                                        self.accelerator.is_main_process)
         if parts is not None:  # rank 0 writes
-            save_checkpoint(self.checkpoints / "last", *parts, self.scheduler, self.state)
+            save_checkpoint(self.run.last_checkpoint, *parts, self.scheduler, self.state)
 
     def _restore_best(self) -> None:
-        best = self.checkpoints / "best" / "trainable.safetensors"
+        best = self.run.best_checkpoint / "trainable.safetensors"
         if best.is_file():
             self.layout.load_trainable_state(self.local_model(), load_file(str(best)))
 

@@ -18,6 +18,7 @@ evaluation and saving use as they would one process's model.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -88,7 +89,8 @@ class Replicated:
                           for i, s in state["state"].items()}
         optimizer.load_state_dict(state)
 
-    def clip_grad_norm(self, accelerator: Accelerator, params: Any, limit: float) -> float:
+    def clip_grad_norm(self, accelerator: Accelerator, params: Iterable[torch.nn.Parameter],
+                       limit: float) -> float:
         return float(accelerator.clip_grad_norm_(params, limit))
 
     def plain(self, accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
@@ -103,7 +105,8 @@ class FullyShard(Replicated):
     lockstep = True
 
     def shard(self, model: torch.nn.Module) -> torch.nn.Module:
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        get_base_model = getattr(model, "get_base_model", None)  # peft's wrapper has one
+        base: torch.nn.Module = get_base_model() if callable(get_base_model) else model
         inside = {id(p) for p in base.parameters()}
         outside = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in inside]
         if outside:
@@ -126,7 +129,8 @@ class FullyShard(Replicated):
     def local(self, accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
         return model  # the sharded model: every process runs it (lockstep)
 
-    def clip_grad_norm(self, accelerator: Accelerator, params: Any, limit: float) -> float:
+    def clip_grad_norm(self, accelerator: Accelerator, params: Iterable[torch.nn.Parameter],
+                       limit: float) -> float:
         return float(_whole(torch.nn.utils.clip_grad_norm_(list(params), limit)))
 
     def plain(self, accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
@@ -144,11 +148,16 @@ class FullyShard(Replicated):
         for module in list(model.modules()):
             if isinstance(module, FSDPModule):
                 _remove_hooks(module._get_fsdp_state())
-                module.__class__ = next(c for c in module.__class__.__bases__
-                                        if not issubclass(c, FSDPModule))
+                _restore_class(module)
             for flag in ("_is_fsdp_managed_module", "_fsdp_use_orig_params"):
                 module.__dict__.pop(flag, None)  # transformers' generate reads the first
         return model
+
+
+def _restore_class(module: torch.nn.Module) -> None:
+    """The module's own class again, in place of the one fully_shard derived from it."""
+    module.__class__ = next(c for c in type(module).__bases__
+                            if issubclass(c, torch.nn.Module) and not issubclass(c, FSDPModule))
 
 
 def _remove_hooks(state: Any) -> None:

@@ -15,40 +15,41 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from accelerate.tracking import GeneralTracker, MLflowTracker, TensorBoardTracker
+
+from tunelab.runs import RunDir
 
 
 @dataclass(frozen=True)
 class TensorBoard:
     name: str = "tensorboard"
 
-    def build(self, run_dir: Path, run_name: str) -> GeneralTracker:
-        return TensorBoardTracker(run_name, run_dir / "tensorboard")
+    def build(self, run: RunDir, run_name: str) -> GeneralTracker:
+        return TensorBoardTracker(run_name, run.tensorboard)
 
 
 @dataclass(frozen=True)
 class MLflow:
     name: str = "mlflow"
 
-    def build(self, run_dir: Path, run_name: str) -> GeneralTracker:
+    def build(self, run: RunDir, run_name: str) -> GeneralTracker:
         import mlflow  # optional: tunelab[trackers]
 
         if "MLFLOW_TRACKING_URI" not in os.environ:
             # The run's own file store: MLflow 3 keeps it in maintenance mode behind an
             # opt-in; a server or sqlite store is one $MLFLOW_TRACKING_URI away.
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-            mlflow.set_tracking_uri((run_dir / "mlruns").resolve().as_uri())
+            mlflow.set_tracking_uri(run.mlruns.resolve().as_uri())
         return MLflowTracker(experiment_name=run_name, run_name=run_name)
 
 
 TRACKERS = {t.name: t for t in (TensorBoard(), MLflow())}
 
 
-def build_trackers(names: Sequence[str], run_dir: Path, run_name: str) -> list[GeneralTracker]:
-    return [TRACKERS[name].build(run_dir, run_name) for name in names]
+def build_trackers(names: Sequence[str], run: RunDir, run_name: str) -> list[GeneralTracker]:
+    return [TRACKERS[name].build(run, run_name) for name in names]
 
 
 def flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -14,15 +14,16 @@ from typing import Any
 
 from tunelab.config import RunConfig, from_dict, load_yaml, merge_overrides
 from tunelab.eval.compare import compare_to_best, primary_key
-from tunelab.eval.runner import evaluate_loaded, slug, write_result
+from tunelab.eval.runner import evaluate_loaded, write_result
 from tunelab.eval.tables import results_table
 from tunelab.models import load_model
 from tunelab.report.markdown import examples_table, write_report
 from tunelab.report.run_page import write_html_report
+from tunelab.runs import RunDir, System
 from tunelab.studies.error_analysis import compare_results
 from tunelab.workflows.train import run_task, train
 
-QUICKSTART_CONFIG = Path(__file__).resolve().parent / "configs" / "quickstart.yaml"
+QUICKSTART_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml"
 SHOWN_KEYS = ("accuracy", "f1_macro", "invalid_rate")
 
 
@@ -50,17 +51,18 @@ def run_quickstart(out_dir: Path, limit: int | None = None, overrides: list[str]
     if limit:
         config.eval.limit = limit
     run_dir = config.run_dir
+    run = RunDir(run_dir)
     task = run_task(config)
     shots = config.eval.shots
     echo(f"tunelab quickstart -> {run_dir}")
     echo(f"1/3 baselines: {config.model.name} zero-shot and {shots}-shot on the test split")
     lm = load_model(config.model)
     baselines = [
-        evaluate_loaded(lm, task, "base 0-shot", shots=0, limit=config.eval.limit),
-        evaluate_loaded(lm, task, f"base {shots}-shot", shots=shots, limit=config.eval.limit),
+        evaluate_loaded(lm, task, System.base(0), shots=0, limit=config.eval.limit),
+        evaluate_loaded(lm, task, System.base(shots), shots=shots, limit=config.eval.limit),
     ]
     for result in baselines:
-        write_result(result, run_dir / "eval" / slug(result.system))
+        write_result(result, run.eval_dir(result.system))
     del lm
     echo(f"2/3 fine-tuning: {config.method['name']} on the train split")
     trained = train(config)
@@ -80,7 +82,7 @@ def run_quickstart(out_dir: Path, limit: int | None = None, overrides: list[str]
     echo("")
     echo(examples_table(results, 6, markdown=False))
     echo("")
-    echo(f"error analysis (tunelab compare {run_dir / 'eval' / slug(baselines[0].system)} "
+    echo(f"error analysis (tunelab compare {run.eval_dir(baselines[0].system).root} "
          f"{run_dir}):")
     echo(errors.short_table())
     echo("")
@@ -97,13 +99,13 @@ def run_quickstart(out_dir: Path, limit: int | None = None, overrides: list[str]
         "trainable parameters": f"{summary['trainable_parameters']:,} ({summary['trainable_percent']:.2f}%)",
         "size on disk": f"{summary['size_on_disk_bytes']:,} bytes",
     }
-    write_report(run_dir / "report.md", "tunelab quickstart", setup, results, keys, comparison,
+    write_report(run.report_md, "tunelab quickstart", setup, results, keys, comparison,
                  seconds, [("Error analysis: base 0-shot vs fine-tuned (tunelab compare)",
                             errors.table(markdown=True))])
-    (run_dir / "comparison.json").write_text(json.dumps({
-        "key": key, "systems": {r.system: r.summary() for r in results},
+    run.comparison.write_text(json.dumps({
+        "key": key, "systems": {r.system.label: r.summary() for r in results},
         "best_baseline": comparison.best_baseline, "gain": comparison.gain,
         "p_value": comparison.p_value, "seconds": seconds}, indent=1, default=str))
     html = write_html_report(run_dir)
-    echo(f"report: {run_dir / 'report.md'} and {html}")
+    echo(f"report: {run.report_md} and {html}")
     return run_dir

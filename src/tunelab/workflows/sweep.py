@@ -22,6 +22,7 @@ from tunelab.config import RunConfig, load_run_config, to_dict
 from tunelab.core.errors import TunelabError
 from tunelab.methods import METHODS, get_method
 from tunelab.report.sweep_table import plot_score_vs_params, sweep_table
+from tunelab.runs import RunDir, SweepDir, System
 
 
 @dataclass
@@ -89,23 +90,23 @@ def run_sweep(config_path: str, overrides: list[str], options: SweepOptions) -> 
     rows: list[dict[str, Any]] = []
     for method in options.methods:
         config = method_config(base, method, options, sweep_dir)
-        if (config.run_dir / "summary.json").is_file() and options.resume:
+        if RunDir(config.run_dir).finished() and options.resume:
             print(f"sweep: {method} finished before, kept ({config.run_dir})")
             rows.append(_row(method, config, True, sweep_dir))
             continue
         _set_aside(config.run_dir)
-        config_file = sweep_dir / f"{method}.yaml"
+        config_file = SweepDir(sweep_dir).method_config(method)
         config_file.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
         print(f"sweep: training {method} (lr {config.train.lr:g}) -> {config.run_dir}")
-        ok = _run(["train", str(config_file)], sweep_dir / f"{method}.log")
+        ok = _run(["train", str(config_file)], SweepDir(sweep_dir).method_log(method))
         rows.append(_row(method, config, ok, sweep_dir))
-    (sweep_dir / "sweep.json").write_text(json.dumps(
+    SweepDir(sweep_dir).results.write_text(json.dumps(
         {"rows": rows, "retention_tasks": options.retention if options.retention is not None
          else base.retention.tasks},
         indent=1))
     table = sweep_table(rows)
-    (sweep_dir / "sweep.md").write_text(table + "\n")
-    plot_score_vs_params(rows, sweep_dir / "score_vs_params.png")
+    SweepDir(sweep_dir).table.write_text(table + "\n")
+    plot_score_vs_params(rows, SweepDir(sweep_dir).plot)
     print(table)
     return sweep_dir
 
@@ -113,18 +114,19 @@ def run_sweep(config_path: str, overrides: list[str], options: SweepOptions) -> 
 def _row(method: str, config: RunConfig, ok: bool, sweep_dir: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"method": method, "lr": config.train.lr, "ok": ok}
     if not ok:
-        row["error"] = (sweep_dir / f"{method}.log").read_text()[-500:]
+        row["error"] = SweepDir(sweep_dir).method_log(method).read_text()[-500:]
         return row
-    summary = json.loads((config.run_dir / "summary.json").read_text())
+    run = RunDir(config.run_dir)
+    summary = json.loads(run.summary.read_text())
     row.update({k: summary.get(k) for k in ("trainable_parameters", "trainable_percent",
                                             "size_on_disk_bytes", "peak_memory_mb", "tokens_per_s",
                                             "best_val_loss", "steps", "train_seconds")})
-    metrics_file = config.run_dir / "eval" / "fine-tuned" / "metrics.json"
+    metrics_file = run.eval_dir(System.tuned()).metrics
     if metrics_file.is_file():
         scores = json.loads(metrics_file.read_text())["scores"]
         key = config.eval.primary or next(iter(scores))
         row["metric"], row["score"] = key, scores[key]
-    retention_file = config.run_dir / "retention.json"
+    retention_file = run.retention.json
     if retention_file.is_file():
         kept = json.loads(retention_file.read_text())
         row["retention"] = {r["task"]: r["delta"] for r in kept["rows"]}

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import threading
 import time
@@ -36,11 +35,12 @@ from tunelab.eval.runner import EvalResult, evaluate_loaded, evaluate_shared, wr
 from tunelab.eval.shard import Shard
 from tunelab.eval.tasks import check_task, check_task_data
 from tunelab.methods import get_method, trainable_parameters
-from tunelab.methods.base import ParameterCount, directory_size, parse_options
+from tunelab.methods.base import Method, ParameterCount, directory_size, parse_options
 from tunelab.models import LoadedModel, get_kind, load_model
+from tunelab.models.kinds import ModelKind
 from tunelab.report.markdown import write_run_report
 from tunelab.report.run_page import write_html_report
-from tunelab.runs.run_dir import read_config, write_config
+from tunelab.runs import RunDir, System
 from tunelab.studies import retention
 from tunelab.studies.bias import RunBias
 from tunelab.studies.retention import retention_table
@@ -75,17 +75,17 @@ def train(config: RunConfig | str | Path, overrides: list[str] | None = None,
         evaluate_after: score the fine-tuned model on every task's test split.
     """
     config = _resolve_config(config, overrides)
-    run_dir = config.run_dir
+    run = RunDir(config.run_dir)
     if first_process():  # several processes: rank 0 checks, writes and cleans up
-        check_run_dir(config, resume)
-    existed = run_dir.exists()
+        run.check_start(config, resume)
+    existed = run.root.exists()
     try:
         with on_sigterm(_stop):
-            return _train(config, resume, evaluate_after)
+            return _train(plan_run(config), run, resume, evaluate_after)
     except BaseException:
         if not resume and first_process():
             with on_sigterm(signal.SIG_IGN):  # the clean-up finishes
-                undo_failed_start(run_dir, existed)
+                run.undo_failed_start(existed)
         raise
     finally:
         if dist.is_available() and dist.is_initialized():
@@ -116,49 +116,77 @@ def first_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _train(config: RunConfig, resume: bool, evaluate_after: bool) -> TrainResult:
-    run_dir = config.run_dir
+@dataclass
+class RunPlan:
+    """The config resolved once, before anything loads: every step of the run receives it."""
+
+    config: RunConfig
+    method: Method
+    options: Any
+    kind: ModelKind
+    tasks: list[TrainTaskConfig]
+    """The tasks trained on (a single-task run: one)."""
+    evaluated: dict[str, TaskConfig]
+    """Each task with metrics as the evaluation task of its test split, by name."""
+    splits: Any
+    """Every task's data, read and checked (`training/data.read_splits`)."""
+    retained: list[TaskConfig]
+    """The retention suite, scored before and after training."""
+    single: TaskConfig | None
+    """A single-task run's evaluation task (the robustness and bias blocks score it)."""
+
+
+def plan_run(config: RunConfig) -> RunPlan:
+    """Resolve and check everything the run will use, before any model loads: the method and
+    its options, the model kind, the tasks (with their data read) and the retention suite."""
     method = get_method(config.method["name"])
     options = parse_options(method, config.method)
-    packed = [t for t in training_tasks(config) if t.data.packing]
-    if packed and not get_kind(config.model.kind).packs:
-        raise TunelabError(f"data.packing: model.kind {config.model.kind} trains on padded "
-                           "batches; packing is for causal models; turn it off")
-    if packed and not getattr(method, "supports_packing", True):
-        raise TunelabError(f"data.packing: not with method {method.name} (its virtual tokens "
-                           "would be shared by every example of a packed row); turn it off")
-    if config.train.gradient_checkpointing and not getattr(method, "supports_checkpointing", True):
+    kind = get_kind(config.model.kind)
+    tasks = training_tasks(config)  # checked before any loading
+    if any(t.data.packing for t in tasks):
+        if not kind.packs:
+            raise TunelabError(f"data.packing: model.kind {config.model.kind} trains on padded "
+                               "batches; packing is for causal models; turn it off")
+        if not method.supports_packing:
+            raise TunelabError(f"data.packing: not with method {method.name} (its virtual "
+                               "tokens would be shared by every example of a packed row); "
+                               "turn it off")
+    if config.train.gradient_checkpointing and not method.supports_checkpointing:
         raise TunelabError(f"train.gradient_checkpointing: not with method {method.name}; "
                            "turn it off for this method")
-    tasks = training_tasks(config)  # checked before any loading
-    for task in tasks:  # every metric name, before any loading (not after training)
-        if task.eval.metrics:
-            check_task(evaluation_task(task, config, "test"))
+    evaluated = {t.name: evaluation_task(t, config, "test") for t in tasks if t.eval.metrics}
+    for task in evaluated.values():  # every metric name, before any loading
+        check_task(task)
     splits = read_splits(tasks)  # every data file read and checked before a model loads
-    if first_process():  # rank 0 alone makes the run directory (and removes a failed start)
-        check_writable(run_dir)
-    kept = retention.retention_tasks(config.retention, config.model.kind)
-    for task in kept:  # the retention suite's data too
+    retained = retention.retention_tasks(config.retention, config.model.kind)
+    for task in retained:  # the retention suite's data too
         check_task_data(task, 0)
-    single = None if config.is_mixture else run_task(config)
-    robust = RunRobustness.of(config.robustness, single)  # items perturbed before loading
-    bias = RunBias.of(config.bias, single)
+    single = None if config.is_mixture else evaluated.get(config.name) or run_task(config)
+    return RunPlan(config, method, options, kind, tasks, evaluated, splits, retained, single)
+
+
+def _train(plan: RunPlan, run: RunDir, resume: bool, evaluate_after: bool) -> TrainResult:
+    config, method, tasks, kept = plan.config, plan.method, plan.tasks, plan.retained
+    if first_process():  # rank 0 alone makes the run directory (and removes a failed start)
+        run.check_writable()
+    robust = RunRobustness.of(config.robustness, plan.single)  # items perturbed before loading
+    bias = RunBias.of(config.bias, plan.single)
     transformers.set_seed(config.train.seed)
     lm = load_model(config.model, labels=config.eval.labels)  # model.kind picks the class
     before = {}
     if kept:  # before the method touches the model; cached per base model
         print(f"tunelab: retention suite before training: {', '.join(t.name for t in kept)}")
         before = retention.base_scores(lm, config.model, kept, config.retention.limit)
-    robust_before = robust.score(lm, "base 0-shot") if robust else None
-    bias_before = bias.score(lm, "base 0-shot") if bias else None
-    prepared = prepare_data(config, lm, tasks, splits)  # before the method changes lm
+    robust_before = robust.score(lm, System.base()) if robust else None
+    bias_before = bias.score(lm, System.base()) if bias else None
+    prepared = prepare_data(config, lm, tasks, plan.splits)  # before the method changes lm
 
-    model = method.apply(lm.model, options)
+    model = method.apply(lm.model, plan.options, plan.kind)
     counts = trainable_parameters(model)
     print(f"tunelab: {config.method['name']} on {config.model.name}: {counts}")
     if first_process():
-        write_config(config, run_dir)
-    trainer = Trainer(model, config.train, prepared.data, run_dir)
+        run.write_config(config)
+    trainer = Trainer(model, config.train, prepared.data, run)
     if config.is_mixture and config.mixture.eval_limit > 0:
         trainer.eval_hooks.append(task_metric_hook(lm, tasks, prepared, config.mixture.eval_limit))
     if kept and config.retention.every_eval:
@@ -172,14 +200,14 @@ def _train(config: RunConfig, resume: bool, evaluate_after: bool) -> TrainResult
     if not trainer.accelerator.is_main_process:  # rank 0 alone writes
         if evaluate_after:
             lm.model = trainer.trained_model()
-            evaluate_tasks(lm, config, tasks, prepared, shard)
-        return TrainResult(run_dir, {}, None, {}, [], True)
+            evaluate_tasks(lm, plan, run, prepared, shard)
+        return TrainResult(run.root, {}, None, {}, [], True)
 
     model = trainer.trained_model()
-    weights_dir = run_dir / method.weights_dir
+    weights_dir = run.weights(method)
     write_atomically(weights_dir, lambda tmp: method.save(model, tmp))
     size_on_disk = directory_size(weights_dir)  # the trained weights alone
-    lm.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
+    lm.tokenizer.save_pretrained(str(run.tokenizer))
     if (weights_dir / "config.json").is_file():  # a complete model: make it loadable alone
         lm.tokenizer.save_pretrained(str(weights_dir))
     summary = training_summary(config, counts, size_on_disk, state, seconds, prepared)
@@ -188,23 +216,23 @@ def _train(config: RunConfig, resume: bool, evaluate_after: bool) -> TrainResult
         summary["mixture"] = mixture_summary(trainer.plan, trainer, config, state)
 
     lm.model = model
-    evaluations = evaluate_tasks(lm, config, tasks, prepared, shard) if evaluate_after else {}
+    evaluations = evaluate_tasks(lm, plan, run, prepared, shard) if evaluate_after else {}
     evaluation = None if config.is_mixture else evaluations.get(config.name)
     if config.is_mixture and evaluate_after:
         summary["test_scores"] = {name: r.scores for name, r in evaluations.items()}
     rows, passed = [], True
     if kept:
-        rows, passed = check_retention(lm, config, kept, before, summary)
-    robust_report = robust.finish(robust_before, robust.score(lm, "fine-tuned"), run_dir,
+        rows, passed = check_retention(lm, config, run, kept, before, summary)
+    robust_report = robust.finish(robust_before, robust.score(lm, System.tuned()), run,
                                   summary) if robust and robust_before else None
-    bias_report = bias.finish(bias_before, bias.score(lm, "fine-tuned"), run_dir,
+    bias_report = bias.finish(bias_before, bias.score(lm, System.tuned()), run,
                               summary) if bias and bias_before else None
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    run.summary.write_text(json.dumps(summary, indent=1))
     task_evaluations = evaluations if config.is_mixture else {}
-    write_run_report(run_dir, config, summary, evaluation, task_evaluations, rows,
+    write_run_report(run, config, summary, evaluation, task_evaluations, rows,
                      robust_report, bias_report)
-    write_html_report(run_dir)
-    return TrainResult(run_dir, summary, evaluation, task_evaluations, rows, passed)
+    write_html_report(run.root)
+    return TrainResult(run.root, summary, evaluation, task_evaluations, rows, passed)
 
 
 def _resolve_config(config: RunConfig | str | Path, overrides: list[str] | None) -> RunConfig:
@@ -213,64 +241,6 @@ def _resolve_config(config: RunConfig | str | Path, overrides: list[str] | None)
     if overrides:
         raise TunelabError("overrides apply to a config file; edit the RunConfig object instead")
     return config
-
-
-def check_run_dir(config: RunConfig, resume: bool) -> None:
-    """A new run never overwrites one; a resumed run must have the same config. A run that
-    stopped before its first checkpoint is resumed from step 0."""
-    run_dir = config.run_dir
-    if resume:
-        if not (run_dir / "config.yaml").is_file():
-            raise TunelabError(f"--resume: no run in {run_dir} (no config.yaml); start it "
-                               "without --resume")
-        if read_config(run_dir) != config:
-            raise TunelabError(f"--resume: {run_dir}/config.yaml differs from this config; "
-                               "resume with the same config and overrides")
-    elif (run_dir / "config.yaml").exists():
-        if has_checkpoint(run_dir) or (run_dir / "summary.json").is_file():
-            raise TunelabError(f"{run_dir} already holds a run; pass --resume to continue it, "
-                               "or choose another name (name=...) or output_dir")
-        raise TunelabError(f"{run_dir} holds a run that stopped before its first checkpoint; "
-                           "pass --resume to start it again in place (or delete the directory)")
-
-
-def check_writable(run_dir: Path) -> None:
-    """The run directory can be made and written, before any work (a failed start removes
-    what this made)."""
-    probe = run_dir / f".tunelab-write-test-{os.getpid()}"
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise TunelabError(f"output_dir {run_dir.parent}: cannot write the run directory there "
-                           f"({err.strerror or err}); choose another output_dir") from None
-
-
-def has_checkpoint(run_dir: Path) -> bool:
-    last = run_dir / "checkpoints" / "last"
-    return (last / "loop_state.json").is_file() or (
-        last.with_name(".last.old") / "loop_state.json").is_file()
-
-
-RUN_FILES = ("config.yaml", "train_log.jsonl", "checkpoints", "tensorboard", "mlruns")
-"""What a run writes before its first checkpoint: removed again when that start fails."""
-
-
-def undo_failed_start(run_dir: Path, existed: bool) -> None:
-    """A start that failed before any checkpoint leaves nothing that blocks the same command:
-    the run directory goes if this start made it, else only the files a run writes."""
-    if has_checkpoint(run_dir):
-        return
-    if not existed:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        return
-    for name in RUN_FILES:
-        path = run_dir / name
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        elif path.exists():
-            path.unlink()
 
 
 def task_metric_hook(lm: LoadedModel, tasks: list[TrainTaskConfig], prepared: PreparedData,
@@ -284,42 +254,43 @@ def task_metric_hook(lm: LoadedModel, tasks: list[TrainTaskConfig], prepared: Pr
         return {"metrics_by_task": {
             task.name: evaluate_loaded(view, TaskConfig(name=task.name, data=task.data,
                                                         split="validation", eval=task.eval),
-                                       "validation", shots=0, limit=limit, bootstrap=0).scores
+                                       System.tuned(), shots=0, limit=limit,
+                                       bootstrap=0).scores
             for task in scored}}
 
     return hook
 
 
-def evaluate_tasks(lm: LoadedModel, config: RunConfig, tasks: list[TrainTaskConfig],
-                   prepared: PreparedData, shard: Shard | None = None) -> dict[str, EvalResult]:
+def evaluate_tasks(lm: LoadedModel, plan: RunPlan, run: RunDir, prepared: PreparedData,
+                   shard: Shard | None = None) -> dict[str, EvalResult]:
     """Score the fine-tuned model on every task's test split: eval/fine-tuned/ for a single
     task, eval/fine-tuned/<task>/ for each task of a mixture. Several processes: each scores
     its share and rank 0 writes the whole (the other ranks get {})."""
     results = {}
-    for task in tasks:
-        if not task.eval.metrics or not prepared.splits[task.name].test:
+    system = System.tuned()
+    out = run.eval_dir(system)
+    for name, evaluated in plan.evaluated.items():
+        if not prepared.splits[name].test:
             continue
-        limit = config.eval.limit or task.eval.limit
-        evaluated = evaluation_task(task, config, "test")
-        result = evaluate_loaded(lm, evaluated, "fine-tuned", shots=0, limit=limit) \
-            if shard is None else evaluate_shared(lm, evaluated, "fine-tuned", shard, limit)
+        limit = plan.config.eval.limit or evaluated.eval.limit
+        result = evaluate_loaded(lm, evaluated, system, shots=0, limit=limit) \
+            if shard is None else evaluate_shared(lm, evaluated, system, shard, limit)
         if result is None:  # not rank 0: its share went to rank 0
             continue
-        out = config.run_dir / "eval" / "fine-tuned"
-        write_result(result, out / task.name if config.is_mixture else out)
-        results[task.name] = result
+        write_result(result, out.task(name) if plan.config.is_mixture else out)
+        results[name] = result
     return results
 
 
-def check_retention(lm: LoadedModel, config: RunConfig, kept: list[TaskConfig],
+def check_retention(lm: LoadedModel, config: RunConfig, run: RunDir, kept: list[TaskConfig],
                     before: dict[str, EvalResult], summary: dict[str, Any]) -> tuple[list[Any], bool]:
     """Score the retention suite after training, write retention.json, print the table."""
-    after = retention.score_tasks(lm, kept, config.retention.limit, "fine-tuned")
+    after = retention.score_tasks(lm, kept, config.retention.limit, System.tuned())
     for name, result in after.items():
-        write_result(result, config.run_dir / "eval" / "retention" / name)
+        write_result(result, run.retention_eval(name))
     rows = retention.compare(before, after, kept)
     limit = config.retention.max_forgetting
-    passed = retention.write_retention(rows, config.run_dir / "retention.json", limit)
+    passed = retention.write_retention(rows, run.retention.json, limit)
     worst = retention.worst_forgetting(rows)
     summary["retention"] = {"worst_forgetting": worst, "max_forgetting": limit, "passed": passed,
                             "significant_drops": retention.significant_drops(rows)}

@@ -367,8 +367,13 @@ def follow(value: str, changes: list[tuple[str, str]]) -> str:
         if value == original:
             return new
         if original != new and original in value:
-            value = re.sub(rf"(?<!\w){re.escape(original)}(?!\w)", lambda _, new=new: new, value)
+            value = re.sub(rf"(?<!\w){re.escape(original)}(?!\w)", _literally(new), value)
     return value
+
+
+def _literally(text: str) -> Callable[[re.Match[str]], str]:
+    """A `re.sub` replacement inserting `text` as it is (no backslash escapes)."""
+    return lambda _: text
 
 
 def augment_records(records: Sequence[Record], perturbations: Sequence[Perturbation],

@@ -108,7 +108,7 @@ def read_squad_file(path_text: str, config: DataConfig) -> TaskData:
     data = read_json(_check_file(path))
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise TunelabError(f"{path}: not SQuAD v1.1 JSON (expected a top-level 'data' list)")
-    records = []
+    records: list[Record] = []
     for article in data["data"]:
         title = str(article.get("title", "")).strip()
         for paragraph in article.get("paragraphs", []):

@@ -36,8 +36,9 @@ def resolve_choices(task: TaskConfig, record: Record) -> tuple[list[str], list[i
     elif task.eval.labels:
         choices = list(task.eval.labels)
     else:
-        raise TunelabError(f"task {task.name}: multiple_choice needs choices: (a column or a "
-                           "list) or eval.labels")
+        raise TunelabError(f"{task.where('output_type')}: multiple_choice needs choices, and "
+                           f"{record.origin or 'the data'} has no 'choices' column; add choices: "
+                           "(a column name or a list) or eval.labels to the task file")
     raw: Any = record.columns["gold"] if not task.target and "gold" in record.columns else (
         record.columns.get(task.target) if task.target else reference_of(task, record))
     values = raw if isinstance(raw, (list, tuple)) else [raw]
