@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from tunelab.config import DataConfig
+from tunelab.config.choices import TemplateName
 from tunelab.core.errors import TunelabError
 from tunelab.data import Record, get_template, load_splits, tokenize_example
-from tunelab.data.sources import read_records
-from tunelab.data.templates import AlpacaTemplate, FormatTemplate
+from tunelab.data.sources import FILE, read_records, source_scheme
+from tunelab.data.templates import (
+    TEMPLATE_KINDS,
+    AlpacaTemplate,
+    FormatTemplate,
+    get_template_kind,
+)
 from tunelab.data.tokenize import IGNORE_INDEX, encode_completion, encode_prompt
 
 DATA = Path(__file__).parent / "data"
@@ -188,3 +195,27 @@ def test_builtin_movie_sentiment_is_balanced_real_data() -> None:
     assert all(r.input and r.instruction for r in records)
     with pytest.raises(TunelabError, match="unknown built-in dataset"):
         read_records("builtin:nope")
+
+
+def test_each_template_is_a_registered_kind_that_answers_for_itself(tiny_tokenizer) -> None:
+    assert set(TEMPLATE_KINDS) == set(get_args(TemplateName))
+    alpaca, chat, fmt = (get_template_kind(name) for name in ("alpaca", "chat", "format"))
+    assert chat.shots_as_turns and chat.needs_tokenizer and not chat.takes_preamble
+    assert fmt.needs_prompt_format and fmt.classifier_reads_prompt and fmt.takes_preamble
+    assert alpaca.takes_preamble and not (alpaca.needs_prompt_format or alpaca.needs_tokenizer
+                                          or alpaca.shots_as_turns or alpaca.classifier_reads_prompt)
+    for name, kind in TEMPLATE_KINDS.items():
+        template = get_template(DataConfig(template=name, prompt_format="{input}"), tiny_tokenizer)
+        assert template.kind is kind
+    with pytest.raises(TunelabError, match="data.template=chat needs a tokenizer"):
+        get_template(DataConfig(template="chat"))
+
+
+def test_a_source_is_read_by_its_scheme_or_as_a_file() -> None:
+    builtin = source_scheme("builtin:news")
+    assert builtin.name == "builtin" and builtin.argument("builtin:news") == "news"
+    assert not builtin.reads_prompts and builtin.missing("builtin:news") is None
+    assert source_scheme(str(DATA / "reviews.jsonl")) is FILE
+    assert source_scheme("no_scheme:reviews.jsonl") is FILE  # an unknown scheme is a path
+    with pytest.raises(TunelabError, match="no_scheme:reviews.jsonl: no such file"):
+        read_records("no_scheme:reviews.jsonl")

@@ -15,6 +15,7 @@ from tunelab.core.dependencies import KNOWN_BREAKS, check_dependencies
 from tunelab.core.errors import TunelabError
 from tunelab.methods import get_method
 from tunelab.methods.base import parse_options
+from tunelab.models.kinds import CLASSIFIER
 
 ROOT = Path(__file__).parent.parent
 tomllib = pytest.importorskip(
@@ -72,7 +73,7 @@ def test_prefix_tuning_refuses_a_model_without_a_key_value_cache() -> None:
     prefix = get_method("prefix")
     with pytest.raises(TunelabError, match=r"method \(prefix\): DistilBertForSequenceClassification "
                                            r"takes no key/value cache.*use prompt, lora or ia3"):
-        prefix.apply(model, parse_options(prefix, {"num_virtual_tokens": 2}))
+        prefix.apply(model, parse_options(prefix, {"num_virtual_tokens": 2}), CLASSIFIER)
 
 
 def test_constraints_lock_every_direct_dependency_to_one_release() -> None:

@@ -153,7 +153,8 @@ def test_multiple_choice_metric_acc_and_acc_norm() -> None:
 def test_prompt_tuning_scores_whole_sequences(tiny_llama: Path) -> None:
     base = load_model(ModelConfig(name=str(tiny_llama)))
     method = get_method("prompt")
-    model = method.apply(base.model, parse_options(method, {"name": "prompt", "num_virtual_tokens": 4}))
+    model = method.apply(base.model, parse_options(method, {"name": "prompt", "num_virtual_tokens": 4}),
+                         base.kind)
     assert not choice_module.shares_context(model)  # peft's virtual tokens own the cache
     request = random_requests(base.tokenizer, 1, seed=3)[0]
     result = score_choices(model, [request])[0]

@@ -13,7 +13,8 @@ from eval_helpers import EVAL_DATA
 
 from tunelab.config import DataConfig, TaskConfig
 from tunelab.core.errors import TunelabError
-from tunelab.eval.datasets import load_task_data
+from tunelab.data.sources import SCHEMES, read_records, source_scheme
+from tunelab.eval.datasets import BENCHMARKS, load_task_data
 from tunelab.eval.datasets.bigbench import read_bigbench_file, read_squad_file
 from tunelab.eval.datasets.fetch import fetch_bigbench
 
@@ -190,3 +191,23 @@ def test_fetch_command(tmp_path: Path, capsys) -> None:
     assert main(["data", "fetch", "bigbench", "--task", "general_knowledge", "--sdist", str(sdist)]) == 0
     assert "extracted 1 files" in capsys.readouterr().out
     assert main(["data", "fetch", "bigbench", "--sdist", str(tmp_path / "nope.tar.gz")]) == 2
+
+
+def test_benchmark_layouts_are_schemes_of_the_one_source_registry() -> None:
+    assert {scheme.name for scheme in BENCHMARKS} == {"bigbench", "bigbench-file", "squad",
+                                                      "mmlu", "glue", "superglue"}
+    for scheme in BENCHMARKS:
+        assert SCHEMES[scheme.name] is scheme and scheme.reads_prompts
+    completions = {f"bigbench-file:{EVAL_DATA}/bigbench/general_knowledge_task.json": "{output}",
+                   f"mmlu:{EVAL_DATA / 'mmlu'}": " {output}",
+                   f"superglue:{EVAL_DATA / 'superglue' / 'BoolQ'}": " {output}",
+                   f"superglue:{EVAL_DATA / 'superglue' / 'COPA'}": "{output}"}
+    for source, completion in completions.items():
+        assert source_scheme(source).completion_format(source) == completion
+    absent = "bigbench:no_such_task"
+    assert source_scheme(absent).missing(absent) == "tunelab data fetch bigbench"
+    assert source_scheme(absent).fetched_task(absent) == "no_such_task"
+    glue = f"glue:{EVAL_DATA / 'glue' / 'SST-2'}"
+    assert source_scheme(glue).missing(glue) is None and source_scheme(glue).fetched_task(glue) is None
+    with pytest.raises(TunelabError, match="mmlu: data is for evaluation tasks"):
+        read_records(f"mmlu:{EVAL_DATA / 'mmlu'}")

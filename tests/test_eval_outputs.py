@@ -162,3 +162,28 @@ def test_suite_runs_every_task_in_one_table(tiny_llama: Path, tmp_path: Path, mo
     table = capsys.readouterr().out
     assert "movie_sentiment_mc" in table and "movie_reviews_lm" in table
     assert "acc" in table and "bits_per_byte" in table
+
+
+def test_eval_reads_and_checks_a_task_once(tiny_llama: Path, monkeypatch) -> None:
+    """`tunelab eval`: the task's options are checked once and its data read once (eval/tasks.py:
+    read_task); the runner scores what was read."""
+    import tunelab.api as api
+    import tunelab.eval.runner as runner
+    import tunelab.eval.tasks as tasks
+
+    calls: dict[str, int] = {}
+
+    def count(module, name: str) -> None:
+        real = getattr(module, name)
+
+        def counted(*args, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            return real(*args, **kwargs)
+        monkeypatch.setattr(module, name, counted)
+
+    count(tasks, "load_task_data")
+    count(api, "check_task")
+    count(runner, "check_task")
+    result = api.evaluate(mc_task(), model=str(tiny_llama), limit=3)
+    assert result.n == 3
+    assert calls == {"load_task_data": 1, "check_task": 1}

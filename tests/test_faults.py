@@ -146,7 +146,34 @@ def test_corrupt_adapter_config_is_one_line(straight: Path, tmp_path: Path, caps
     (run / "adapter" / "adapter_config.json").write_text("{not json")
     assert main(["eval", "--task", str(run), "--adapter", str(run), "--limit", "2"]) == 2
     err = error_lines(capsys.readouterr().err)
-    assert len(err) == 1 and "adapter" in err[0] and "damaged" in err[0], err
+    assert len(err) == 1 and "damaged" in err[0], err
+    assert err[0].split(": error: ", 1)[1].startswith(f"{run / 'adapter' / 'adapter_config.json'}:")
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file below `folder`: its bytes and its modification time."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_resume_of_a_finished_run_without_checkpoints_is_refused(straight: Path, tmp_path: Path,
+                                                                 capsys) -> None:
+    """A finished run whose checkpoints/ was deleted to save disk: --resume has nothing to
+    continue, so it is refused in one line and not one file of the run changes (it used to
+    train again from step 0 and overwrite the adapter and the reports)."""
+    run = copy_run(straight, tmp_path)
+    shutil.rmtree(run / "checkpoints")
+    assert (run / "summary.json").is_file() and (run / "adapter").is_dir()
+    before = snapshot(run)
+    assert main(["train", str(tmp_path / "run.yaml"), "--resume", "--no-eval"]) == 2
+    err = error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and "finished run" in err[0] and "no checkpoint" in err[0], err
+    assert str(run) in err[0]
+    assert snapshot(run) == before
+    # with its checkpoints the same run still resumes (the refusal is about having none)
+    again = copy_run(straight, tmp_path / "again")
+    assert main(["train", str(tmp_path / "again" / "run.yaml"), "--resume", "--no-eval"]) == 0
+    assert (again / "summary.json").is_file()
 
 
 # ---- divergence -----------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from tunelab.config import (
     load_run_config,
 )
 from tunelab.core.errors import TunelabError
-from tunelab.data import Record, get_template, load_splits
+from tunelab.data import Record, get_template, get_template_kind, load_splits
 from tunelab.data.tokenize import IGNORE_INDEX, collate, tokenize_record
 from tunelab.eval.generation import generate
 from tunelab.models import load_model
@@ -205,7 +205,7 @@ def test_a_batch_of_two_kinds_is_refused() -> None:
 
 def test_a_classifier_reads_its_input_without_rendering_the_template(tiny_tokenizer: Any) -> None:
     class Unrenderable:
-        name = "chat"
+        kind = get_template_kind("chat")
 
         def render(self, record: Record, shots: Any = ()) -> Any:
             raise AssertionError("a classifier never renders the prompt template")

@@ -86,3 +86,61 @@ def test_the_check_finds_what_it_forbids(tmp_path: Path) -> None:
     assert found["hidden_circles"] == ["tunelab.data.reader <-> tunelab.models.loader"]
     assert found["circles"] == []  # the data -> models import hides in a function
     assert found["inner_imports"] == ["data/reader.py:2 tunelab.models.loader"]
+
+
+def test_every_folder_is_one_layer_row() -> None:
+    """scripts/shape has one layer row per folder of the package, so an import between two
+    folders is always judged (data and its transforms are one folder: data/transforms)."""
+    module = shape()
+    rows = [prefix for row in module.LAYERS for prefix in row]
+    package = Path(module.ROOT)
+    folders = {"tunelab." + p.name for p in package.iterdir()
+               if p.is_dir() and (p / "__init__.py").is_file()}
+    assert folders == {r for r in rows if r.count(".") == 1 and r not in
+                       ("tunelab.api", "tunelab.cli", "tunelab.__main__")}
+    assert len(rows) == len(set(rows))
+
+
+def test_the_second_half_of_the_path_has_homes() -> None:
+    """Only api.py and cli.py at the top; run-directory paths and system labels only in runs/;
+    class names, templates, sources and curriculum orders decided by their owners; one file
+    name used twice at most (base.py: a method's and an output type's base)."""
+    found = shape().measure_homes(Path(shape().ROOT))
+    assert sorted(found["loose_modules"]) == ["api.py", "cli.py"]
+    assert found["run_dir_literals"] == []
+    assert found["system_strings"] == []
+    assert found["name_choices"] == []
+    assert len(found["repeated_names"]) <= 1, found["repeated_names"]
+
+
+def test_the_homes_check_finds_what_it_forbids(tmp_path: Path) -> None:
+    """Each count bites on a file that does what it forbids."""
+    module = shape()
+    src = tmp_path / "tunelab"
+    (src / "eval").mkdir(parents=True)
+    (src / "report").mkdir()
+    (src / "runs").mkdir()
+    for folder in (src, src / "eval", src / "report", src / "runs"):
+        (folder / "__init__.py").write_text("")
+    (src / "helpers.py").write_text("X = 1\n")
+    (src / "eval" / "compare.py").write_text(
+        "def f(run, k, model, task, order):\n"
+        "    path = run / 'eval' / 'fine-tuned'\n"
+        "    label = f'base {k}-shot'\n"
+        "    if label.startswith('base'):\n"
+        "        pass\n"
+        "    if type(model).__name__.endswith('ForSequenceClassification'):\n"
+        "        pass\n"
+        "    if task.data.template == 'chat' or order == 'easy_to_hard':\n"
+        "        pass\n"
+        "    return path\n")
+    (src / "report" / "compare.py").write_text("Y = 2\n")
+    (src / "runs" / "run_dir.py").write_text("def p(root):\n    return root / 'eval'\n")
+    found = module.measure_homes(src)
+    assert found["loose_modules"] == ["helpers.py"]
+    assert sorted(found["run_dir_literals"]) == ["eval/compare.py:2 eval",
+                                                 "eval/compare.py:2 fine-tuned"]
+    assert [w.split(":")[1] for w in found["system_strings"]] == ["3", "4"]
+    assert sorted(w.split(" ", 1)[1] for w in found["name_choices"]) == [
+        "class name", "curriculum", "template"]
+    assert found["repeated_names"] == ["compare.py: eval/compare.py, report/compare.py"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import torch
@@ -26,10 +27,18 @@ from tunelab.config import (
     TrainTaskConfig,
     load_run_config,
 )
+from tunelab.config.choices import Order
 from tunelab.core.errors import TunelabError
 from tunelab.data.batching import MicroBatch
 from tunelab.data.inspect import inspect_data
-from tunelab.data.mixture import MixturePlan, TaskExamples, TrainingData, length_difficulty
+from tunelab.data.mixture import (
+    ORDERS,
+    MixturePlan,
+    TaskExamples,
+    TrainingData,
+    get_order,
+    length_difficulty,
+)
 from tunelab.data.tokenize import TokenizedExample
 from tunelab.data.training_tasks import training_tasks
 from tunelab.methods import get_method
@@ -190,6 +199,16 @@ def test_easy_to_hard_orders_every_pass_by_the_measure() -> None:
             assert all(p == sorted(p) for p in passes), (epoch, t)
 
 
+def test_each_order_is_a_registered_object_that_decides_itself() -> None:
+    assert set(ORDERS) == set(get_args(Order))
+    assert get_order("easy_to_hard").needs_difficulty and not get_order("random").needs_difficulty
+    tasks = fake_tasks([6, 4])
+    tasks[1].difficulty = None
+    MixturePlan(tasks, MixtureConfig(order="random"), batch_size=2, seed=0)
+    with pytest.raises(TunelabError, match="mixture.order=easy_to_hard: a task has no difficulty"):
+        MixturePlan(tasks, MixtureConfig(order="easy_to_hard"), batch_size=2, seed=0)
+
+
 # --- config --------------------------------------------------------------------------------
 MIXTURE_YAML = """
 tasks:
@@ -243,7 +262,8 @@ def test_loss_weights_scale_gradients_and_zero_weight_updates_nothing(tiny_llama
     tasks = [TaskExamples(name, examples, [], loss_weight=w)
              for name, w in (("one", 1.0), ("two", 2.0), ("zero", 0.0))]
     method = get_method("lora")
-    model = method.apply(lm.model, parse_options(method, {"name": "lora", "r": 4, "dropout": 0.0}))
+    model = method.apply(lm.model, parse_options(method, {"name": "lora", "r": 4, "dropout": 0.0}),
+                         lm.kind)
     trainer = Trainer(model, TrainConfig(batch_size=2, lr=1e-2, max_grad_norm=0, warmup_ratio=0),
                       TrainingData(tasks, lm.tokenizer.pad_token_id, MixtureConfig()), tmp_path)
     params = [p for p in trainer.model.parameters() if p.requires_grad]

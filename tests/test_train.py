@@ -266,3 +266,28 @@ def test_report_to_names_a_known_installed_tracker() -> None:
     from tunelab.config import TrainConfig
     with pytest.raises(TunelabError, match="train.report_to 'wandb': use any of tensorboard, mlflow"):
         TrainConfig(report_to=["wandb"])
+
+
+def test_the_config_is_resolved_once_per_run(tiny_llama: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run resolves its tasks once into a plan (workflows/train.py: plan_run) that every
+    step receives: the training tasks once, each task's evaluation task once, its data read
+    once, however many steps use them (before: twice, three times and twice)."""
+    import tunelab.workflows.train as workflow
+
+    counts = {"training_tasks": 0, "evaluation_task": 0, "read_splits": 0}
+
+    def counted(name: str) -> None:
+        real = getattr(workflow, name)
+
+        def wrapper(*args: object, **kwargs: object) -> object:
+            counts[name] += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(workflow, name, wrapper)
+
+    for name in counts:
+        counted(name)
+    result = tunelab.train(tiny_run_config(tiny_llama, tmp_path, max_steps=2, eval_every=2))
+    assert result.evaluation is not None and result.evaluation.n == 8  # evaluated after training
+    assert counts == {"training_tasks": 1, "evaluation_task": 1, "read_splits": 1}

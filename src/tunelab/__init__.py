@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 __all__ = ["train", "evaluate", "evaluate_adapters", "compare_baselines", "evaluate_suite",
@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
     )
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _API:  # names that are not submodules (tunelab.workflows.sweep, tunelab.runs.merge are)
         from tunelab import api
 

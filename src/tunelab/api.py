@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from tunelab.config import ModelConfig, TaskConfig, load_run_config
+from tunelab.config import ModelConfig, RunConfig, TaskConfig, load_run_config
 from tunelab.config.choices import NONNEGATIVE, Range
 from tunelab.core.errors import TunelabError
 from tunelab.data.inspect import inspect_data as inspect_run_data
@@ -20,7 +20,7 @@ from tunelab.eval.output_types import get_output_type, load_for_task
 from tunelab.eval.runner import EvalResult, evaluate_loaded, read_result, write_result
 from tunelab.eval.scoring import format_scores, score
 from tunelab.eval.tables import format_table, results_table, shown_keys, suite_table
-from tunelab.eval.tasks import check_task_data, is_suite, load_suite, load_task
+from tunelab.eval.tasks import check_task, is_suite, load_suite, load_task, read_task
 from tunelab.eval.tasks import validate_task as validate_task_file
 from tunelab.human import RatingStore
 from tunelab.human.report import RatingsReport, ratings_report
@@ -56,6 +56,9 @@ from tunelab.workflows.sweep import SweepOptions
 from tunelab.workflows.sweep import run_sweep as run_sweep_options
 from tunelab.workflows.train import TrainResult, evaluation_task, run_task, train
 
+if TYPE_CHECKING:
+    from werkzeug.serving import BaseWSGIServer
+
 __all__ = ["train", "run_task", "evaluate", "evaluate_adapters", "compare_baselines",
            "evaluate_suite", "run_evaluation", "Printout", "score", "format_scores", "quickstart",
            "inspect_data", "validate_task", "tasks_overview", "fetch_bigbench", "merge_run",
@@ -64,7 +67,8 @@ __all__ = ["train", "run_task", "evaluate", "evaluate_adapters", "compare_baseli
            "TrainResult"]
 
 
-def check_eval_args(shots: int | None, limit: int | None, out_dir: Any = None) -> None:
+def check_eval_args(shots: int | None, limit: int | None, out_dir: str | Path | None = None
+                    ) -> None:
     """--shots, --limit and --out in one line each, before any work: 0 or more shots, at
     least one item, an output directory that is one (or can be made)."""
     NONNEGATIVE.check("--shots", shots)
@@ -101,14 +105,14 @@ def evaluate(
     check_eval_args(shots, limit, out_dir)
     task_config = task_of(task)
     shots = shots or 0
-    check_task_data(task_config, shots)  # a bad data file fails before a model loads
+    items = read_task(task_config, shots)  # read and checked once, before a model loads
     if adapter:
         lm = load_run_model(adapter, base=model)
         system = System.tuned(Path(adapter).name, shots)
     else:
         lm = load_for_task(task_config, ModelConfig(name=model or ModelConfig().name))
         system = System.base(shots)
-    result = evaluate_loaded(lm, task_config, system, shots=shots, limit=limit)
+    result = evaluate_loaded(lm, task_config, system, shots=shots, limit=limit, items=items)
     if out_dir:
         write_result(result, Path(out_dir))
     return result
@@ -128,7 +132,7 @@ def evaluate_adapters(
     check_eval_args(shots, limit, out_dir)
 
     task_config = task_of(task)
-    check_task_data(task_config, shots or 0)
+    items = read_task(task_config, shots or 0)
     runs = adapters if isinstance(adapters, dict) else {Path(a).name: a for a in adapters}
     if len(runs) != len(adapters):
         raise TunelabError("--adapter: two runs share a directory name; pass a dict of names")
@@ -138,7 +142,8 @@ def evaluate_adapters(
     for name in ([None] if include_base else []) + list(runs):
         with bank.use(name):
             system = System.named_adapter(name, shots) if name else System.base(shots)
-            result = evaluate_loaded(bank.loaded(), task_config, system, shots=shots, limit=limit)
+            result = evaluate_loaded(bank.loaded(), task_config, system, shots=shots, limit=limit,
+                                     items=items)
         results.append(result)
         if out_dir:
             write_result(result, EvalDir(Path(out_dir) / (name or "base")))
@@ -163,7 +168,7 @@ def compare_baselines(
     """
     check_eval_args(shots, limit, out_dir)
     task_config = task_of(task)
-    check_task_data(task_config, 0)
+    read_task(task_config, 0)  # a bad data file fails before a model loads
     return run_baselines(task_config, model, adapter, list(baselines), shots, limit, out_dir)
 
 
@@ -183,25 +188,27 @@ def evaluate_suite(
     system = System.tuned(Path(adapter).name, shots) if adapter else System.base(shots)
     results, lm = [], None
     for task in tasks:
+        items = read_task(task, shots)  # before its model loads
         if get_output_type(task.output_type).needs_head and not adapter:
             lm_task = load_for_task(task, ModelConfig(name=model or ModelConfig().name))
         else:
             lm = lm or (load_run_model(adapter, base=model) if adapter else
                         load_for_task(task, ModelConfig(name=model or ModelConfig().name)))
             lm_task = lm
-        result = evaluate_loaded(lm_task, task, system, shots=shots, limit=limit)
+        result = evaluate_loaded(lm_task, task, system, shots=shots, limit=limit, items=items)
         results.append(result)
         if out_dir:
             write_result(result, EvalDir(Path(out_dir) / task.name))
     return results
 
 
-def quickstart(out_dir: str | Path = "runs", limit: int | None = None, **kw: Any) -> Path:
+def quickstart(out_dir: str | Path = "runs", limit: int | None = None,
+               overrides: list[str] | None = None, echo: Callable[[str], object] = print) -> Path:
     """Fine-tune the built-in model with LoRA on the built-in sentiment task and compare it
     with its own zero- and few-shot baselines. Returns the run directory."""
     check_eval_args(0, limit)
 
-    return run_quickstart(Path(out_dir), limit=limit, **kw)
+    return run_quickstart(Path(out_dir), limit=limit, overrides=overrides, echo=echo)
 
 
 @dataclass
@@ -209,7 +216,8 @@ class Printout:
     """What a command shows: a table for people, or the same results as JSON."""
 
     text: str
-    data: Any
+    data: object
+    """The results as JSON-serialisable values (`json.dumps`)."""
 
     def render(self, as_json: bool) -> str:
         return json.dumps(self.data, indent=1, default=str) if as_json else self.text
@@ -280,29 +288,36 @@ def build_report(directory: str | Path) -> Path:
     return write_html_report(directory)
 
 
-def harness(tasks: list[str], **options: Any) -> str:
+def harness(tasks: list[str], model: str | None = None, adapter: str | None = None,
+            include_path: str | None = None, shots: int | None = None, limit: int | None = None,
+            batch_size: int = 8) -> str:
     """`tunelab harness`: lm-evaluation-harness tasks on a tunelab model (the `harness` extra)."""
     try:  # lm-evaluation-harness is an optional extra
         from tunelab.eval.harness import run_harness
     except ImportError as err:
         raise TunelabError(f"tunelab harness needs lm-evaluation-harness ({err}); run: "
                            "pip install -c constraints.txt 'tunelab[harness]'") from None
-    return run_harness(tasks, **options)
+    return run_harness(tasks, model=model, adapter=adapter, include_path=include_path,
+                       shots=shots, limit=limit, batch_size=batch_size)
 
 
 def task_of(task: str | TaskConfig | None, adapters: Sequence[str | Path] = ()) -> TaskConfig:
     """A task by name, file or run directory (the task that run trained on: its data and eval
-    section, scored on its test split); without one, the first adapter run's task."""
-    if isinstance(task, TaskConfig):
-        return task
-    if task and RunDir(Path(task)).is_run():  # a run directory: the task it trained on
-        return run_task(read_config(Path(task)))
-    if task:
+    section, scored on its test split); without one, the first adapter run's task. Checked
+    once here (a task file as `load_task` reads it)."""
+    if task and not isinstance(task, TaskConfig) and not RunDir(Path(task)).is_run():
         return load_task(task)
-    if not adapters:
+    if isinstance(task, TaskConfig):
+        made = task
+    elif task:  # a run directory: the task it trained on
+        made = run_task(read_config(Path(task)))
+    elif adapters:
+        made = run_task(read_config(Path(adapters[0])))
+    else:
         raise TunelabError("--task: name a task (tunelab tasks list) or give --adapter RUN to "
                            "use the task the run trained on")
-    return run_task(read_config(Path(adapters[0])))
+    check_task(made)
+    return made
 
 
 def check_robustness(
@@ -401,22 +416,23 @@ def compare_runs(
         results = [read_result(side[name]) for side in sides]
         studies = [StudyFiles(Path(robustness), "robustness")] * 2 if robustness else [
             robustness_of(side[name]) for side in sides]
-        consistency = tuple(read_consistency(study, system_names(result, side[name]))
-                            if study else None
-                            for study, result, side in zip(studies, results, sides, strict=True))
+        consistency = [read_consistency(study, system_names(result, side[name]))
+                       if study else None
+                       for study, result, side in zip(studies, results, sides, strict=True)]
         if robustness and not any(consistency):
             raise TunelabError(f"--robustness {robustness}: no consistency.jsonl for "
                                f"{results[0].system} or {results[1].system}; give the --out "
                                "directory of a tunelab robustness run that scored them")
-        pairs.append(TaskPair(tasks[name], results[0], results[1], consistency))  # type: ignore[arg-type]
+        pairs.append(TaskPair(tasks[name], results[0], results[1],
+                              (consistency[0], consistency[1])))
     systems = (pairs[0].a.system, pairs[0].b.system)
     folders = (Path(a).resolve().name, Path(b).resolve().name)
-    names = None
+    labels = None
     if systems[0] == systems[1] and folders[0] != folders[1]:  # two runs' fine-tuned models
-        names = (systems[0].named(folders[0]).label, systems[1].named(folders[1]).label)
-        if names[0] == names[1]:  # not fine-tunes: the folders tell them apart
-            names = (f"{names[0]} ({folders[0]})", f"{names[1]} ({folders[1]})")
-    report = compare_tasks(pairs, names, examples=examples)
+        labels = (systems[0].named(folders[0]).label, systems[1].named(folders[1]).label)
+        if labels[0] == labels[1]:  # not fine-tunes: the folders tell them apart
+            labels = (f"{labels[0]} ({folders[0]})", f"{labels[1]} ({folders[1]})")
+    report = compare_tasks(pairs, labels, examples=examples)
     if export:
         export_errors(report, tasks, export)
     if html:
@@ -440,7 +456,7 @@ def single_run_tasks(sides: list[dict[str, Path]]) -> bool:
     return any(f is not None and not f[1].is_mixture for f in found)
 
 
-def run_config_near(folder: Path) -> tuple[Path, Any] | None:
+def run_config_near(folder: Path) -> tuple[Path, RunConfig] | None:
     """The run directory (and its config) holding an evaluation directory, if any."""
     for parent in [folder, *folder.parents][:4]:
         if RunDir(parent).is_run():
@@ -512,7 +528,7 @@ def rating_server(directory: str | Path, systems: Sequence[str] | None = None,
                   criteria: Sequence[str] | None = None, criteria_file: str | Path | None = None,
                   scale: int = 5, pairwise: bool = False, show_reference: bool = False,
                   limit: int | None = None, rater: str | None = None, host: str = "127.0.0.1",
-                  port: int = 8765, seed: int = 0) -> tuple[Any, RatingSession]:
+                  port: int = 8765, seed: int = 0) -> tuple[BaseWSGIServer, RatingSession]:
     """`tunelab rate DIR`: the bound (not yet serving) rating server and its session; ratings
     go to DIR/ratings.sqlite. A store already rated on another scale or other systems is
     refused, so one file never mixes two sessions' scales."""

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import tunelab  # the API loads on first use, so `tunelab --help` needs no torch
 from tunelab.config import load_run_config
@@ -16,6 +16,10 @@ from tunelab.core import launch
 from tunelab.core.dependencies import check_dependencies
 from tunelab.core.errors import TunelabError
 from tunelab.core.memory import keep_mmap_threshold
+
+if TYPE_CHECKING:  # argparse's class is generic in typeshed only
+    Commands = argparse._SubParsersAction[argparse.ArgumentParser]
+    """What `add_subparsers()` returns: each command adds its parser to it."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,14 +35,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quickstart_args(commands: Any) -> None:
+def _quickstart_args(commands: Commands) -> None:
     quick = commands.add_parser("quickstart", help="LoRA on the built-in model vs its baselines")
     quick.add_argument("--out", default="runs", help="parent directory of the run (default: runs)")
     quick.add_argument("--limit", type=int, help="evaluate at most N test examples")
     quick.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. train.epochs=1")
 
 
-def _train_args(commands: Any) -> None:
+def _train_args(commands: Commands) -> None:
     train = commands.add_parser("train", help="fine-tune as CONFIG says; writes a run directory")
     train.add_argument("config", help="a run config YAML file")
     train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=1e-4")
@@ -55,7 +59,7 @@ def _train_args(commands: Any) -> None:
                             "(retention.max_forgetting; default suite: general)")
 
 
-def _sweep_args(commands: Any) -> None:
+def _sweep_args(commands: Commands) -> None:
     sweep = commands.add_parser("sweep", help="every method on the same data and budget, one table")
     sweep.add_argument("config", help="a run config YAML file")
     sweep.add_argument("overrides", nargs="*", help="key=value overrides for every method")
@@ -74,13 +78,13 @@ def _sweep_args(commands: Any) -> None:
                             "retention.tasks): their score change is the forgetting column")
 
 
-def _merge_args(commands: Any) -> None:
+def _merge_args(commands: Commands) -> None:
     merge = commands.add_parser("merge", help="merge a run's weights into a plain HF model")
     merge.add_argument("run", help="a run directory from `tunelab train` (lora, ia3, full, ...)")
     merge.add_argument("--out", required=True, help="an empty or new directory for the model")
 
 
-def _eval_args(commands: Any) -> None:
+def _eval_args(commands: Commands) -> None:
     ev = commands.add_parser("eval", help="evaluate a model (optionally with a run's weights)")
     ev.add_argument("--model", help="base model: built-in alias, local directory or hub id")
     ev.add_argument("--adapter", action="append",
@@ -98,7 +102,7 @@ def _eval_args(commands: Any) -> None:
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
 
-def _systems_args(command: Any, baselines: str) -> None:
+def _systems_args(command: argparse.ArgumentParser, baselines: str) -> None:
     """The systems a probe command compares: base-model baselines and adapter runs."""
     command.add_argument("--task", help="built-in task or task YAML file (default: the task the "
                                         "first --adapter run trained on)")
@@ -114,7 +118,7 @@ def _systems_args(command: Any, baselines: str) -> None:
     command.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-def _robustness_args(commands: Any) -> None:
+def _robustness_args(commands: Commands) -> None:
     rob = commands.add_parser("robustness", help="every system clean vs under noisy-input "
                                                  "perturbations (typos, casing, slang, ...)")
     _systems_args(rob, "zero,few")
@@ -130,7 +134,7 @@ def _robustness_args(commands: Any) -> None:
                      help="also perturb the instruction when records have a separate input")
 
 
-def _bias_args(commands: Any) -> None:
+def _bias_args(commands: Commands) -> None:
     bias = commands.add_parser("bias", help="counterfactual bias probes on a task's items and the "
                                             "BBQ-lite suite")
     _systems_args(bias, "zero")
@@ -149,7 +153,7 @@ def _bias_args(commands: Any) -> None:
                            "sexual_orientation)")
 
 
-def _compare_args(commands: Any) -> None:
+def _compare_args(commands: Commands) -> None:
     compare = commands.add_parser(
         "compare", help="two evaluations of the same items, item by item: fixed, broken, "
                         "error categories, slices")
@@ -170,13 +174,13 @@ def _compare_args(commands: Any) -> None:
     compare.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-def _report_args(commands: Any) -> None:
+def _report_args(commands: Commands) -> None:
     report = commands.add_parser(
         "report", help="rebuild DIR/report.html: a run, a sweep or a directory of evaluations")
     report.add_argument("directory", help="a run, sweep or eval directory")
 
 
-def _rate_args(commands: Any) -> None:
+def _rate_args(commands: Commands) -> None:
     rate = commands.add_parser(
         "rate", help="a local web page for blind human ratings of the systems' outputs")
     rate.add_argument("directory", help="a run directory or a directory of evaluations "
@@ -200,7 +204,7 @@ def _rate_args(commands: Any) -> None:
     rate.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free)")
 
 
-def _ratings_args(commands: Any) -> None:
+def _ratings_args(commands: Commands) -> None:
     ratings = commands.add_parser(
         "ratings", help="human ratings of an evaluation: means, paired tests, agreement, "
                         "pairwise strengths, correlation with the metrics")
@@ -214,7 +218,7 @@ def _ratings_args(commands: Any) -> None:
     ratings.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-def _tasks_args(commands: Any) -> None:
+def _tasks_args(commands: Commands) -> None:
     tasks = commands.add_parser("tasks", help="list or validate evaluation tasks")
     task_commands = tasks.add_subparsers(dest="tasks_command", required=True)
     task_commands.add_parser("list", help="built-in tasks and suites")
@@ -223,7 +227,7 @@ def _tasks_args(commands: Any) -> None:
     validate.add_argument("--model", help="tokenizer for chat templates (a model spec)")
 
 
-def _harness_args(commands: Any) -> None:
+def _harness_args(commands: Commands) -> None:
     harness = commands.add_parser("harness", help="run lm-evaluation-harness tasks on a tunelab model")
     harness.add_argument("--tasks", required=True, help="lm-eval task names, comma-separated")
     harness.add_argument("--model", help="base model: built-in alias, local directory or hub id")
@@ -234,7 +238,7 @@ def _harness_args(commands: Any) -> None:
     harness.add_argument("--batch-size", type=int, default=8, help="requests per forward pass")
 
 
-def _data_args(commands: Any) -> None:
+def _data_args(commands: Commands) -> None:
     data = commands.add_parser("data", help="data tools")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     inspect = data_commands.add_parser("inspect", help="show templated examples, trained tokens marked")
@@ -250,7 +254,7 @@ def _data_args(commands: Any) -> None:
     fetch.add_argument("--sdist", help="a local bigbench-1.0.0.tar.gz instead of pip download")
 
 
-def _score_args(commands: Any) -> None:
+def _score_args(commands: Commands) -> None:
     sc = commands.add_parser("score", help="score predictions against references")
     sc.add_argument("--metric", "-m", required=True, action="append",
                     help="rouge, bleu, chrf, exact_match, f1, accuracy, classification (repeatable "
@@ -263,7 +267,7 @@ def _score_args(commands: Any) -> None:
 
 
 def _quickstart(args: argparse.Namespace) -> int:
-    tunelab.workflows.quickstart(args.out, limit=args.limit, overrides=args.overrides)
+    tunelab.quickstart(args.out, limit=args.limit, overrides=args.overrides)
     return 0
 
 

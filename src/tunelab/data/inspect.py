@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tunelab.config import DataConfig, RunConfig
-from tunelab.data.splits import load_splits
+from tunelab.data.sources import load_splits
 from tunelab.data.templates import get_template
 from tunelab.data.tokenize import TokenizedExample, tokenize_record
 from tunelab.data.training_tasks import augmented, training_tasks

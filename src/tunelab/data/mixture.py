@@ -30,6 +30,7 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from tunelab.config import CurriculumStage, MixtureConfig
 from tunelab.core.errors import TunelabError
@@ -89,6 +90,60 @@ class TrainingData:
             return ShuffledPlan(len(train), batch_size, seed, world, rank, lengths)
         return MixturePlan(self.tasks, self.mixture, batch_size, seed, grad_accum, world, rank,
                            group_by_length)
+
+
+class Order:
+    """mixture.order: how one pass over a task's training examples is ordered (one instance
+    each, `get_order(name)`)."""
+
+    name: ClassVar[str]
+    needs_difficulty: ClassVar[bool] = False
+    """Whether every trained task needs a difficulty per example (mixture.measure)."""
+
+    def arrange(self, size: int, rng: random.Random, difficulty: Sequence[float] | None,
+                lengths: Sequence[int] | None, window: int) -> list[int]:
+        """The example indices of one pass, drawn from the pass's own seeded `rng`;
+        `lengths` (group_by_length): neighbours of similar length, in windows of `window`."""
+        raise NotImplementedError
+
+
+class RandomOrder(Order):
+    """A seeded shuffle per pass (sorted by length inside windows with group_by_length)."""
+
+    name = "random"
+
+    def arrange(self, size: int, rng: random.Random, difficulty: Sequence[float] | None,
+                lengths: Sequence[int] | None, window: int) -> list[int]:
+        order = list(range(size))
+        rng.shuffle(order)
+        if lengths is not None:
+            order = [i for start in range(0, len(order), window)
+                     for i in sorted(order[start:start + window], key=lambda j: -lengths[j])]
+        return order
+
+
+class EasyToHard(Order):
+    """Every pass from easy to hard by the task's difficulty measure, ties broken by the seed."""
+
+    name = "easy_to_hard"
+    needs_difficulty = True
+
+    def arrange(self, size: int, rng: random.Random, difficulty: Sequence[float] | None,
+                lengths: Sequence[int] | None, window: int) -> list[int]:
+        assert difficulty is not None and len(difficulty) == size, "one value per example"
+        tie = [rng.random() for _ in range(size)]
+        return sorted(range(size), key=lambda j: (difficulty[j], tie[j]))
+
+
+ORDERS: dict[str, Order] = {order.name: order for order in (RandomOrder(), EasyToHard())}
+"""mixture.order -> the order (the names are config.choices.Order)."""
+
+
+def get_order(name: str) -> Order:
+    """The order named by a mixture.order value."""
+    if name not in ORDERS:
+        raise TunelabError(f"mixture.order '{name}': use {', '.join(ORDERS)}")
+    return ORDERS[name]
 
 
 def check_tasks(names: Sequence[str], held_out: Sequence[bool], weights: Sequence[float | None],
@@ -208,8 +263,10 @@ class MixturePlan:
         self.difficulty = [t.difficulty for t in tasks]
         self.lengths = [[len(ex.input_ids) for ex in t.train] for t in tasks] \
             if group_by_length else None
-        if config.order == "easy_to_hard" and any(self.difficulty[i] is None for i in self.trained):
-            raise TunelabError("mixture.order=easy_to_hard: a task has no difficulty measure")
+        self.order = get_order(config.order)
+        if self.order.needs_difficulty and any(self.difficulty[i] is None for i in self.trained):
+            raise TunelabError(f"mixture.order={self.order.name}: a task has no difficulty "
+                               "measure")
         self.stages = resolve_stages(config.stages, self.names, self.trained)
         self._segments = self._bounded_segments()
         self._starts: list[list[int]] = [[0] * len(tasks)]  # stream offsets per segment start
@@ -301,22 +358,13 @@ class MixturePlan:
         return out
 
     def pass_order(self, task: int, pass_index: int) -> list[int]:
-        """The order of one pass over a task: seeded shuffle, or easy to hard."""
+        """The order of one pass over a task, as mixture.order arranges it (`Order`)."""
         cached = self._orders.get(task)
         if cached and cached[0] == pass_index:
             return cached[1]
         rng = random.Random(f"{self.seed}:task:{self.names[task]}:pass:{pass_index}")
-        order = list(range(self.sizes[task]))
-        if self.config.order == "easy_to_hard":
-            difficulty = self.difficulty[task]
-            assert difficulty is not None and len(difficulty) == len(order), "one value per example"
-            tie = [rng.random() for _ in order]
-            order.sort(key=lambda j: (difficulty[j], tie[j]))
-        else:
-            rng.shuffle(order)
-            if self.lengths is not None:
-                lengths, window = self.lengths[task], self.width * GROUP_WINDOW
-                order = [i for start in range(0, len(order), window)
-                         for i in sorted(order[start:start + window], key=lambda j: -lengths[j])]
+        order = self.order.arrange(self.sizes[task], rng, self.difficulty[task],
+                                   self.lengths[task] if self.lengths is not None else None,
+                                   self.width * GROUP_WINDOW)
         self._orders[task] = (pass_index, order)
         return order

@@ -1,24 +1,137 @@
-"""Read records from JSONL, CSV, Parquet, `datasets` saved to disk, or a built-in dataset."""
+"""Data sources: what a `data.source` names and how it is read.
+
+A source is a file (JSONL, CSV, Parquet, a `datasets` folder saved to disk, a BIG-bench
+task.json as training rows; `data.format`) or `SCHEME:ARGUMENT`. Each scheme is a
+`SourceScheme` in one registry (`source_scheme(source)`): `builtin:NAME` here, and the
+benchmark layouts (bigbench:, bigbench-file:, squad:, mmlu:, glue:, superglue:) that
+`tunelab.eval.datasets` registers when it is imported. A scheme reads training rows (`rows`),
+an evaluation task's splits (`read`), says whether its reader writes the prompts itself and how
+it appends an answer (`reads_prompts`, `completion_format`), and whether its data is here or
+how to fetch it (`missing`, `fetched_task`). No module outside the registry compares a scheme.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from tunelab.config import DataConfig
 from tunelab.core.errors import TunelabError
 from tunelab.data.bigbench_training import bigbench_rows
 from tunelab.data.builtin_datasets import load_builtin
 from tunelab.data.records import Record
+from tunelab.data.splits import Splits, TaskData, seeded_split
+
+Rows = Iterator[tuple[str, dict[str, Any]]]
+"""(origin, row) of every example of a source: its columns by name."""
 
 ROLES = ("system", "user", "assistant")
 """The chat roles a conversation's messages may have."""
 
 CANONICAL = ("instruction", "input", "output", "prompt", "completion", "messages")
 _SUFFIX_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+
+
+class SourceScheme:
+    """One kind of data.source: how it is read for training and for evaluation, and what an
+    evaluation task over it defaults to. The base reads like a file source; subclasses
+    override what differs."""
+
+    name: ClassVar[str]
+    """The part of data.source before the colon ('' for a file)."""
+    reads_prompts: ClassVar[bool] = False
+    """Whether its reader writes each example's prompt (a `prompt` column, as the benchmark
+    prompts it): a task file naming no template gets template format over '{prompt}'."""
+
+    def argument(self, source: str) -> str:
+        """data.source without the scheme: the NAME of builtin:NAME, the folder of glue:DIR."""
+        return source[len(self.name) + 1:]
+
+    def rows(self, source: str, fmt: str) -> Rows:
+        """The source's examples as training rows (`read_records`)."""
+        raise TunelabError(f"data.source '{source}': {self.name}: data is for evaluation tasks "
+                           "(tunelab eval); train on a file or builtin:NAME")
+
+    def read(self, config: DataConfig) -> TaskData:
+        """An evaluation task's splits: the records split by data.test_size and
+        validation_size (or read from data.train_file / validation_file / test_file)."""
+        return TaskData(load_splits(config).as_dict())
+
+    def completion_format(self, source: str) -> str:
+        """How an answer follows the reader's prompt (for `reads_prompts` schemes)."""
+        return " {output}"
+
+    def missing(self, source: str) -> str | None:
+        """The command that fetches the source's data when it is not here yet; None when it
+        is here (or is not fetched by tunelab)."""
+        return None
+
+    def fetched_task(self, source: str) -> str | None:
+        """The BIG-bench task `tunelab data fetch bigbench` downloads for this source, if any."""
+        return None
+
+
+class FileSource(SourceScheme):
+    """A file or folder path; data.format (or its suffix) picks the reader."""
+
+    name = ""
+
+    def argument(self, source: str) -> str:
+        return source
+
+    def rows(self, source: str, fmt: str) -> Rows:
+        return _read_rows(Path(source).expanduser(), fmt)
+
+
+class BuiltinSource(SourceScheme):
+    """builtin:NAME, a dataset that installs offline with PyPI packages (builtin_datasets.py)."""
+
+    name = "builtin"
+
+    def rows(self, source: str, fmt: str) -> Rows:
+        return iter(load_builtin(self.argument(source)))
+
+
+FILE = FileSource()
+SCHEMES: dict[str, SourceScheme] = {}
+"""data.source scheme (before the colon) -> how it is read; files have no scheme."""
+
+
+def register_scheme(scheme: SourceScheme) -> SourceScheme:
+    """Add a scheme to the registry (eval/datasets registers the benchmark layouts)."""
+    SCHEMES[scheme.name] = scheme
+    return scheme
+
+
+register_scheme(BuiltinSource())
+
+
+def source_scheme(source: str) -> SourceScheme:
+    """The scheme that reads data.source `source` (the file reader when it names none)."""
+    name, sep, _ = source.partition(":")
+    return SCHEMES[name] if sep and name in SCHEMES else FILE
+
+
+def read_source(config: DataConfig) -> TaskData:
+    """An evaluation task's data: its source's splits, from whichever reader it needs."""
+    return source_scheme(config.source).read(config)
+
+
+def load_splits(config: DataConfig) -> Splits:
+    """Read the data and split it (seeded shuffle), or read the given split files."""
+    def read(source: str) -> list[Record]:
+        return read_records(source, config.format, config.fields, config.instruction)
+
+    if config.train_file:
+        train = read(config.train_file)
+        validation = read(config.validation_file) if config.validation_file else []
+        test = read(config.test_file) if config.test_file else []
+        return Splits(train, validation, test)
+    return seeded_split(read(config.source), config, config.source)
 
 
 def read_records(
@@ -34,17 +147,14 @@ def read_records(
         raise TunelabError(
             f"data.fields: unknown field {sorted(unknown)[0]!r}; map any of {', '.join(CANONICAL)}"
         )
-    if source.startswith("builtin:"):
-        rows: Iterator[tuple[str, dict[str, Any]]] = iter(load_builtin(source[len("builtin:"):]))
-    else:
-        rows = _read_rows(Path(source).expanduser(), fmt)
+    rows = source_scheme(source).rows(source, fmt)
     records = [_to_record(row, origin, fields, instruction) for origin, row in rows]
     if not records:
         raise TunelabError(f"{source}: no examples found; the file is empty")
     return records
 
 
-def _read_rows(path: Path, fmt: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def _read_rows(path: Path, fmt: str) -> Rows:
     if not path.exists():
         raise TunelabError(f"{path}: no such file or directory; check data.source")
     if fmt == "auto":
@@ -57,11 +167,9 @@ def _read_rows(path: Path, fmt: str) -> Iterator[tuple[str, dict[str, Any]]]:
                     f"{path}: cannot tell the format from '{path.suffix}'; "
                     "set data.format to jsonl, csv, parquet or hf_disk"
                 )
-    readers = {"jsonl": _jsonl_rows, "csv": _csv_rows, "parquet": _parquet_rows, "hf_disk": _hf_rows,
-               "bigbench": bigbench_rows}
-    if fmt not in readers:
-        raise TunelabError(f"data.format '{fmt}': use auto, {', '.join(readers)}")
-    return readers[fmt](path)
+    if fmt not in FILE_FORMATS:
+        raise TunelabError(f"data.format '{fmt}': use auto, {', '.join(FILE_FORMATS)}")
+    return FILE_FORMATS[fmt](path)
 
 
 def read_text(path: Path) -> str:
@@ -169,6 +277,12 @@ def _to_record(
         columns=row,
         origin=origin,
     )
+
+
+FILE_FORMATS: dict[str, Callable[[Path], Rows]] = {
+    "jsonl": _jsonl_rows, "csv": _csv_rows, "parquet": _parquet_rows, "hf_disk": _hf_rows,
+    "bigbench": bigbench_rows}
+"""data.format -> the reader of a file (or folder) in it; `auto` picks by the suffix."""
 
 
 def _check_messages(messages: Any, origin: str) -> list[dict[str, str]]:

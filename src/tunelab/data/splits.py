@@ -1,7 +1,8 @@
-"""Seeded train/validation/test splits, or given split files.
+"""Seeded train/validation/test splits, and what a data source reads into (`TaskData`).
 
-`seeded_split` is the one seeded split: training data (`load_splits`) and evaluation data
-(`tunelab.eval.datasets`) both use it, so the same seed gives the same items everywhere.
+`seeded_split` is the one seeded split: training data (`sources.load_splits`) and evaluation
+data (the benchmark readers of `tunelab.eval.datasets`) both use it, so the same seed gives the
+same items everywhere.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from dataclasses import dataclass
 from tunelab.config import DataConfig
 from tunelab.core.errors import TunelabError
 from tunelab.data.records import Record
-from tunelab.data.sources import read_records
 
 
 @dataclass
@@ -29,6 +29,25 @@ class Splits:
     def as_dict(self) -> dict[str, list[Record]]:
         """{"train": ..., "validation": ..., "test": ...} (the same lists, not copies)."""
         return {"train": self.train, "validation": self.validation, "test": self.test}
+
+
+@dataclass
+class TaskData:
+    """A data source's splits by name, as an evaluation task reads them (`SourceScheme.read`),
+    with the text the source puts around its examples."""
+
+    splits: dict[str, list[Record]]
+    preamble: str = ""
+    """Text the source puts once before the examples (BIG-bench's task_prefix)."""
+    separator: str | None = None
+    """The source's own text between in-context examples."""
+
+    def split(self, name: str, option: str = "split") -> list[Record]:
+        if name not in self.splits:
+            raise TunelabError(
+                f"{option} '{name}': this data has splits {', '.join(self.splits)}; choose one"
+            )
+        return self.splits[name]
 
 
 def split_count(size: float, total: int, option: str) -> int:
@@ -67,15 +86,3 @@ def seeded_split(records: list[Record], config: DataConfig, where: str, *,
         test=shuffled[:n_test],
     )
 
-
-def load_splits(config: DataConfig) -> Splits:
-    """Read the data and split it (seeded shuffle), or read the given split files."""
-    def read(source: str) -> list[Record]:
-        return read_records(source, config.format, config.fields, config.instruction)
-
-    if config.train_file:
-        train = read(config.train_file)
-        validation = read(config.validation_file) if config.validation_file else []
-        test = read(config.test_file) if config.test_file else []
-        return Splits(train, validation, test)
-    return seeded_split(read(config.source), config, config.source)

@@ -1,5 +1,11 @@
 """Prompt templates: turn a record (plus optional in-context shots) into prompt + completion.
 
+Each choice of `data.template` is a `TemplateKind` (`ALPACA`, `FORMAT`, `CHAT`, one instance
+each, `get_template_kind(name)`): it builds the `Template` for a config and a tokenizer and
+answers what callers need to know of it (does it take a preamble, need data.prompt_format, need
+the tokenizer, render shots as earlier turns, what a classification head reads). No module
+outside this one compares a template name.
+
 Templates return text; tokenisation happens separately (tokenize.py) and always tokenises the
 prompt and the completion apart, so the label boundary never depends on how a response marker
 tokenises inside a longer string.
@@ -7,11 +13,12 @@ tokenises inside a longer string.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from tunelab.config import DataConfig
+from tunelab.config.choices import TemplateName
 from tunelab.config.sections import check_format
 from tunelab.core.errors import TunelabError
 from tunelab.data.records import Record
@@ -37,8 +44,30 @@ class Rendered:
     tokenizer must not add its own."""
 
 
+class TemplateKind:
+    """One choice of data.template: what it needs and how it takes shots; `build` makes the
+    `Template` that renders records for a config (and a tokenizer)."""
+
+    name: ClassVar[TemplateName]
+    takes_preamble: ClassVar[bool] = True
+    """Whether a task's preamble goes in front of its prompts (chat: data.system instead)."""
+    needs_prompt_format: ClassVar[bool] = False
+    """Whether it renders data.prompt_format (and completion_format)."""
+    needs_tokenizer: ClassVar[bool] = False
+    """Whether rendering needs the tokenizer (its chat template), so no preview without it."""
+    shots_as_turns: ClassVar[bool] = False
+    """Whether it renders in-context shots itself, as earlier turns (no shot separator)."""
+    classifier_reads_prompt: ClassVar[bool] = False
+    """Whether a classification head reads the rendered prompt rather than the record's input
+    (format: a prompt_format such as '{input}' is the text classified)."""
+
+    def build(self, config: DataConfig, tokenizer: Any) -> Template:
+        raise NotImplementedError
+
+
 class Template(Protocol):
-    name: str
+    @property
+    def kind(self) -> TemplateKind: ...
 
     def render(self, record: Record, shots: Sequence[Record] = ()) -> Rendered: ...
 
@@ -53,10 +82,12 @@ def user_text(record: Record) -> str:
 class AlpacaTemplate:
     """Alpaca's `### Instruction / ### Input / ### Response` format (with and without input)."""
 
-    name: str = "alpaca"
+    @property
+    def kind(self) -> TemplateKind:
+        return ALPACA
 
     def prompt(self, record: Record) -> str:
-        _require_plain(record, self.name)
+        _require_plain(record, self.kind)
         fmt = ALPACA_WITH_INPUT if record.input else ALPACA_NO_INPUT
         return fmt.format(instruction=record.instruction, input=record.input)
 
@@ -71,7 +102,10 @@ class FormatTemplate:
 
     prompt_format: str
     completion_format: str = "{output}"
-    name: str = "format"
+
+    @property
+    def kind(self) -> TemplateKind:
+        return FORMAT
 
     def __post_init__(self) -> None:
         check_format("data.prompt_format", self.prompt_format)
@@ -93,7 +127,7 @@ class FormatTemplate:
                                "e.g. {input}") from None
 
     def render(self, record: Record, shots: Sequence[Record] = ()) -> Rendered:
-        _require_plain(record, self.name)
+        _require_plain(record, self.kind)
         context = "".join(
             self._fill(self.prompt_format, s, "prompt_format")
             + self._fill(self.completion_format, s, "completion_format")
@@ -112,7 +146,10 @@ class ChatTemplate:
 
     tokenizer: Any
     system: str | None = None
-    name: str = "chat"
+
+    @property
+    def kind(self) -> TemplateKind:
+        return CHAT
 
     def __post_init__(self) -> None:
         if not getattr(self.tokenizer, "chat_template", None):
@@ -150,41 +187,63 @@ class ChatTemplate:
 
 
 def classifier_text(record: Record, template: Template) -> str:
-    """What a classification head reads: the rendered prompt of a format template (e.g.
-    prompt_format '{input}': the review alone), else the record's input (or its instruction and
-    input). Training and the classification output type read the same text."""
-    if template.name == "format":
+    """What a classification head reads: the rendered prompt of a template whose kind says so
+    (format: e.g. prompt_format '{input}': the review alone), else the record's input (or its
+    instruction and input). Training and the classification output type read the same text."""
+    if template.kind.classifier_reads_prompt:
         return template.render(record).prompt
     return record.input or user_text(record)
 
 
-def _require_plain(record: Record, name: str) -> None:
+def _require_plain(record: Record, kind: TemplateKind) -> None:
     if record.messages is not None:
         raise TunelabError(
-            f"{record.origin}: chat messages need data.template=chat, not {name}"
+            f"{record.origin}: chat messages need data.template=chat, not {kind.name}"
         )
 
 
-def _format_template(config: DataConfig, tokenizer: Any) -> Template:
-    if not config.prompt_format:
-        raise TunelabError("data.template=format needs data.prompt_format, e.g. 'Q: {input}\\nA:'")
-    return FormatTemplate(config.prompt_format, config.completion_format)
+class AlpacaKind(TemplateKind):
+    name = "alpaca"
+
+    def build(self, config: DataConfig, tokenizer: Any) -> Template:
+        return AlpacaTemplate()
 
 
-def _chat_template(config: DataConfig, tokenizer: Any) -> Template:
-    if tokenizer is None:
-        raise TunelabError("data.template=chat needs a tokenizer")
-    return ChatTemplate(tokenizer, config.system)
+class FormatKind(TemplateKind):
+    name = "format"
+    needs_prompt_format = True
+    classifier_reads_prompt = True
+
+    def build(self, config: DataConfig, tokenizer: Any) -> Template:
+        if not config.prompt_format:
+            raise TunelabError("data.template=format needs data.prompt_format, e.g. 'Q: {input}\\nA:'")
+        return FormatTemplate(config.prompt_format, config.completion_format)
 
 
-# data.template -> the template it builds (the names are config.TemplateName).
-TEMPLATE_BUILDERS: dict[str, Callable[[DataConfig, Any], Template]] = {
-    "alpaca": lambda config, tokenizer: AlpacaTemplate(),
-    "format": _format_template,
-    "chat": _chat_template,
-}
+class ChatKind(TemplateKind):
+    name = "chat"
+    takes_preamble = False
+    needs_tokenizer = True
+    shots_as_turns = True
+
+    def build(self, config: DataConfig, tokenizer: Any) -> Template:
+        if tokenizer is None:
+            raise TunelabError("data.template=chat needs a tokenizer")
+        return ChatTemplate(tokenizer, config.system)
+
+
+ALPACA, FORMAT, CHAT = AlpacaKind(), FormatKind(), ChatKind()
+TEMPLATE_KINDS: dict[str, TemplateKind] = {kind.name: kind for kind in (ALPACA, FORMAT, CHAT)}
+"""data.template -> its kind (the names are config.choices.TemplateName)."""
+
+
+def get_template_kind(name: str) -> TemplateKind:
+    """The kind of template named by a data.template value."""
+    if name not in TEMPLATE_KINDS:
+        raise TunelabError(f"data.template '{name}': use {', '.join(TEMPLATE_KINDS)}")
+    return TEMPLATE_KINDS[name]
 
 
 def get_template(config: DataConfig, tokenizer: Any = None) -> Template:
     """The template named by ``data.template``."""
-    return TEMPLATE_BUILDERS[config.template](config, tokenizer)
+    return get_template_kind(config.template).build(config, tokenizer)

@@ -63,12 +63,8 @@ class PromptBuilder:
     preamble: str = ""
     separator: str = "\n\n"
 
-    @property
-    def chat(self) -> bool:
-        return self.template.name == "chat"
-
     def render(self, record: Record, shots: Sequence[Record] = ()) -> Rendered:
-        if self.chat:
+        if self.template.kind.shots_as_turns:  # chat: shots are earlier turns, no preamble
             return self.template.render(record, shots)
         own = self.template.render(record)
         context = "".join(s.prompt + s.completion + self.separator

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
 
+from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
@@ -59,7 +59,7 @@ class TunelabLM(LM):
     def tokenizer_name(self) -> str:
         return str(getattr(self.lm.tokenizer, "name_or_path", "tunelab")).replace("/", "__")
 
-    def loglikelihood(self, requests: Sequence[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+    def loglikelihood(self, requests: Sequence[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         """(log-probability, greedy?) of each (context, continuation) request."""
         pairs = [tuple(req.args) for req in requests]
         tokenizer = self.lm.tokenizer
@@ -81,7 +81,7 @@ class TunelabLM(LM):
                 self.cache_hook.add_partial("loglikelihood", pairs[index], out[index])
         return out
 
-    def loglikelihood_rolling(self, requests: Sequence[Any], disable_tqdm: bool = False) -> list[float]:
+    def loglikelihood_rolling(self, requests: Sequence[Instance], disable_tqdm: bool = False) -> list[float]:
         """Log-probability of each whole text (disjoint windows, full context in the last)."""
         texts = [req.args[0] for req in requests]
         scores = rolling_loglikelihood(self.lm.model, self.lm.tokenizer, texts, self.max_length,
@@ -91,7 +91,7 @@ class TunelabLM(LM):
             self.cache_hook.add_partial("loglikelihood_rolling", (text,), value)
         return out
 
-    def generate_until(self, requests: Sequence[Any], disable_tqdm: bool = False) -> list[str]:
+    def generate_until(self, requests: Sequence[Instance], disable_tqdm: bool = False) -> list[str]:
         """Greedy (or sampled) continuations, cut at the request's stop strings."""
         tokenizer = self.lm.tokenizer
         eos = tokenizer.decode([tokenizer.eos_token_id]) if tokenizer.eos_token_id is not None else None

@@ -19,7 +19,6 @@ from typing import Any
 from tunelab.config import TaskConfig
 from tunelab.core.errors import TunelabError
 from tunelab.data import Record
-from tunelab.eval.datasets import load_task_data
 from tunelab.eval.metrics import bootstrap_ci, task_metrics
 from tunelab.eval.output_types import (
     Framing,
@@ -30,11 +29,15 @@ from tunelab.eval.output_types import (
     warn_dropped,
 )
 from tunelab.eval.shard import Shard
-from tunelab.eval.tasks import check_task
+from tunelab.eval.tasks import TaskItems, check_task, read_task
 from tunelab.models import LoadedModel
 from tunelab.runs import EvalDir, System
 
 BASE = System.base()
+
+PredictionRow = dict[str, Any]  # Any: JSON values whose fields vary by output type
+"""One item of predictions.jsonl: index, input, reference, prediction, items (per-metric
+values) and what the output type adds (choices, hit_max_new_tokens, ...)."""
 
 __all__ = ["EvalResult", "context_limit", "evaluate_loaded", "evaluate_records", "evaluate_shared", "score_outputs",
            "write_result"]
@@ -55,8 +58,8 @@ class EvalResult:
     dropped_shots: int = 0
     """In-context examples dropped because they would overflow the context window."""
     seconds: float = 0.0
-    predictions: list[dict[str, Any]] = field(default_factory=list)
-    items: dict[str, list[Any]] = field(default_factory=dict, repr=False)
+    predictions: list[PredictionRow] = field(default_factory=list)
+    items: dict[str, list[Any]] = field(default_factory=dict, repr=False)  # Any: Metric.item's
     """Per-item metric values, kept for paired significance tests."""
     output_type: str = "generate"
     mean_shot_tokens: float = 0.0
@@ -64,7 +67,7 @@ class EvalResult:
     truncated: int = 0
     """Prompts cut from the left because even without shots they overflowed the context."""
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, object]:
         data = asdict(self)
         data.pop("predictions")
         data.pop("items")
@@ -133,6 +136,7 @@ def evaluate_loaded(
     shots: int | None = None,
     limit: int | None = None,
     bootstrap: int | None = None,
+    items: TaskItems | None = None,
 ) -> EvalResult:
     """Score `lm` on the task's split; predictions are kept per example.
 
@@ -141,12 +145,14 @@ def evaluate_loaded(
             `task.fewshot_k()`).
         limit: score the first N items of the split.
         bootstrap: resamples for confidence intervals (default: eval.bootstrap; 0: none).
+        items: the task's data as `read_task` read and checked it (default: read here).
     """
     start = time.perf_counter()
     k = shots or 0
     get_output_type(task.output_type).check_shots(k)
-    records, pool, framing = task_items(task, limit, k)
-    outputs = _outputs(lm, task, records, k, pool, system, framing, 0)
+    items = _read(task, items)
+    records = items.scored(limit)
+    outputs = _outputs(lm, task, records, k, items.pool(k), system, items.framing, 0)
     return _result(lm, task, len(records), outputs, k, system, bootstrap, start)
 
 
@@ -157,9 +163,10 @@ def evaluate_shared(lm: LoadedModel, task: TaskConfig, system: System, shard: Sh
     ranks None. The same numbers as one process: every item keeps its index and is scored
     alone (batch-invariant output types)."""
     start = time.perf_counter()
-    records, pool, framing = task_items(task, limit, 0)
+    items = _read(task)
+    records = items.scored(limit)
     first, mine = shard.part(records)
-    gathered = shard.gather(_outputs(lm, task, mine, 0, pool, system, framing, first))
+    gathered = shard.gather(_outputs(lm, task, mine, 0, [], system, items.framing, first))
     if gathered is None:
         return None
     return _result(lm, task, len(records), gathered, 0, system, None, start)
@@ -168,24 +175,31 @@ def evaluate_shared(lm: LoadedModel, task: TaskConfig, system: System, shard: Sh
 def task_items(task: TaskConfig, limit: int | None = None, shots: int = 0
                ) -> tuple[list[Record], list[Record], Framing]:
     """The task's scored items (the first `limit`), its shot pool (when shots are wanted) and
-    the data source's framing; an empty split is a one-line error."""
+    the data source's framing, read once by `read_task`."""
+    items = _read(task)
+    return items.scored(limit), items.pool(shots), items.framing
+
+
+def _read(task: TaskConfig, items: TaskItems | None = None) -> TaskItems:
+    """`items` when the caller read the task already; else the task checked (a task made in
+    code, not by `load_task`) and read once. Shots are drawn from the pool as it is (a pool
+    too small is `choose_shots`'s error)."""
+    if items is not None:
+        assert items.task is task, "items read for another task"
+        return items
     check_task(task)
-    data = load_task_data(task)
-    records = data.split(task.split)
-    if not records:
-        raise TunelabError(f"task {task.name}: the {task.split} split is empty; check its data sizes")
-    pool = data.split(task.shot_split(), "fewshot.split") if shots else []
-    return records[:limit] if limit else records, pool, Framing.of(task, data)
+    return read_task(task, 0)
 
 
 def score_outputs(
     task: TaskConfig, outputs: Outputs, bootstrap: int
-) -> tuple[dict[str, float], dict[str, list[float]], dict[str, str], dict[str, list[Any]]]:
+) -> tuple[dict[str, float], dict[str, list[float]], dict[str, str],
+           dict[str, list[Any]]]:  # Any: each metric's own item type (Metric.item)
     """(scores, confidence intervals, signatures, per-item values) of every task metric."""
     scores: dict[str, float] = {}
     cis: dict[str, list[float]] = {}
     signatures: dict[str, str] = {}
-    items_by_metric: dict[str, list[Any]] = {}
+    items_by_metric: dict[str, list[Any]] = {}  # Any: as Metric.item returns
     for name, metric in task_metrics(task).items():
         items = [metric.item(*args) for args in outputs.metric_inputs(metric.reads)]
         items_by_metric[name] = items

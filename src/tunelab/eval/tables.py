@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from tunelab.eval.runner import EvalResult
 
 
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], markdown: bool = False) -> str:
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]],
+                 markdown: bool = False) -> str:
     """Aligned columns; Markdown pipes when markdown=True."""
     cells = [[str(h) for h in headers]] + [[_cell(v) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
@@ -22,7 +22,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], markdown
     return "\n".join(lines)
 
 
-def _cell(value: Any) -> str:
+def _cell(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.2f}"
     return str(value)

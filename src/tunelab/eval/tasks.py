@@ -3,8 +3,11 @@
 
 `check_task` catches what the dataclasses can't (an unknown output type, a metric that does not
 fit the output type, ...) with one-line errors that name the file, line and option; the output
-type checks its own options. `validate_task` also reads the data and renders the first prompt.
-The table of built-in tasks (`tunelab tasks list`) is report/tasks.py.
+type checks its own options and the template kind its own needs. `load_task` reads and checks a
+task file. `read_task` is the one reader of a task's data: it reads the source once and checks
+the scored split, the shot pool and the first records, before any model loads; the runner
+scores what it read (`TaskItems`). `validate_task` also renders the first prompt. The table of
+built-in tasks (`tunelab tasks list`) is report/task_list.py.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from typing import Any
 
 from tunelab.config import TaskConfig, from_dict, load_yaml, option_name, yaml_line
 from tunelab.core.errors import TunelabError
-from tunelab.eval.datasets import default_completion, load_task_data, source_scheme
+from tunelab.data import Record, TaskData, source_scheme
+from tunelab.data.templates import FORMAT, get_template_kind
+from tunelab.eval.datasets import load_task_data
 from tunelab.eval.metrics import metric_names
 from tunelab.eval.output_types import (
     Framing,
@@ -84,11 +89,12 @@ def load_task(name_or_path: str) -> TaskConfig:
 
 def apply_source_defaults(task: TaskConfig, raw_data: dict[str, Any]) -> None:
     """Benchmark sources without a template in the file get `format` over the reader's prompt."""
-    if source_scheme(task.data.source) and "template" not in raw_data:
-        task.data.template = "format"
+    scheme = source_scheme(task.data.source)
+    if scheme.reads_prompts and "template" not in raw_data:
+        task.data.template = FORMAT.name
         task.data.prompt_format = task.data.prompt_format or "{prompt}"
         if "completion_format" not in raw_data:
-            task.data.completion_format = default_completion(task.data.source)
+            task.data.completion_format = scheme.completion_format(task.data.source)
 
 
 def check_task(task: TaskConfig, path: Path | None = None) -> None:
@@ -111,12 +117,14 @@ def check_task(task: TaskConfig, path: Path | None = None) -> None:
                                       f"{output_type.name}; use {', '.join(allowed)}")
     if not task.eval.metrics:
         fail(["eval", "metrics"], f"empty; e.g. {allowed[0]}")
-    if task.data.template == "format" and not task.data.prompt_format:
-        fail(["data", "prompt_format"], "template format needs a prompt_format, e.g. 'Q: {input}\\nA:'")
+    template = get_template_kind(task.data.template)
+    if template.needs_prompt_format and not task.data.prompt_format:
+        fail(["data", "prompt_format"], f"template {template.name} needs a prompt_format, "
+                                        "e.g. 'Q: {input}\\nA:'")
     if task.fewshot_k() < 0:
         fail(["fewshot", "k"], "must be >= 0")
-    if task.preamble and task.data.template == "chat":
-        fail(["preamble"], "chat templates take no preamble; use data.system instead")
+    if task.preamble and not template.takes_preamble:
+        fail(["preamble"], f"{template.name} templates take no preamble; use data.system instead")
     if task.choices is not None and not isinstance(task.choices, (str, list)):
         fail(["choices"], "give a column name or a list of choices")
     output_type.check(task, fail)
@@ -130,10 +138,37 @@ def check_task(task: TaskConfig, path: Path | None = None) -> None:
         fail(["eval", "batch_size"], "must be at least 1")
 
 
-def check_task_data(task: TaskConfig, shots: int | None = None) -> tuple[Any, list[Any], int]:
-    """Read a task's data and check its scored split, its shots and its first records, with
-    no model: (data, scored records, shots). Every command that scores a task calls it
-    before a model loads."""
+@dataclass
+class TaskItems:
+    """A task's data as `read_task` read and checked it: the scored split, the shot pool and
+    the source's framing. Scoring takes it as it is (no second read)."""
+
+    task: TaskConfig
+    data: TaskData
+    records: list[Record]
+    """The scored split (never empty)."""
+    shots: int
+    """The in-context examples per prompt the shot pool was checked for."""
+
+    def scored(self, limit: int | None = None) -> list[Record]:
+        """The first `limit` items of the scored split (all of them without a limit)."""
+        return self.records[:limit] if limit else self.records
+
+    def pool(self, shots: int) -> list[Record]:
+        """The split shots are drawn from (empty when no shots are wanted)."""
+        return self.data.split(self.task.shot_split(), "fewshot.split") if shots else []
+
+    @property
+    def framing(self) -> Framing:
+        """The preamble and shot separator: the task's own, else its data source's."""
+        return Framing.of(self.task, self.data)
+
+
+def read_task(task: TaskConfig, shots: int | None = None) -> TaskItems:
+    """Read a task's data once and check it with no model: the scored split is not empty,
+    the shot pool holds `shots` examples (default: the task's few-shot k; none for an output
+    type that takes no shots), and the output type can resolve the first records' answers.
+    The task's options are checked where it is made (`load_task`, `check_task`)."""
     output_type = get_output_type(task.output_type)
     data = load_task_data(task)
     records = data.split(task.split)
@@ -148,18 +183,18 @@ def check_task_data(task: TaskConfig, shots: int | None = None) -> tuple[Any, li
                                f"has {len(pool)} examples")
     for record in records[:50]:
         output_type.check_record(task, record)
-    return data, records, few
+    return TaskItems(task, data, records, few)
 
 
 def validate_task(name_or_path: str, tokenizer: Any = None) -> str:
     """Check a task file and its data; a short report of what it will evaluate."""
     task = load_task(name_or_path)
     output_type = get_output_type(task.output_type)
-    data, records, few = check_task_data(task)
-    sizes = ", ".join(f"{k} {len(v)}" for k, v in data.splits.items())
+    items = read_task(task)
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in items.data.splits.items())
     lines = [f"{task.name}: ok ({task.output_type}; {sizes}; metrics {', '.join(task.eval.metrics)}; "
-             f"few-shot k={few})"]
-    preview = output_type.preview(task, records[0], Framing.of(task, data), tokenizer)
+             f"few-shot k={items.shots})"]
+    preview = output_type.preview(task, items.records[0], items.framing, tokenizer)
     if preview is not None:
         lines.append(preview)
     return "\n".join(lines)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 
@@ -74,12 +74,23 @@ class Correlation:
     kendall: float
 
 
+class PairwiseRow(TypedDict):
+    """One ordered pair of systems' pairwise judgements."""
+
+    first: str
+    second: str
+    n: int
+    first_wins: int
+    ties: int
+    second_wins: int
+
+
 @dataclass
 class RatingsReport:
     scores: list[SystemScore]
     differences: list[Difference]
     agreement: list[Agreement]
-    pairwise: list[dict[str, Any]] = field(default_factory=list)
+    pairwise: list[PairwiseRow] = field(default_factory=list)
     strengths: dict[str, float] = field(default_factory=dict)
     correlations: list[Correlation] = field(default_factory=list)
     marks: list[dict[str, str]] = field(default_factory=list)
@@ -130,7 +141,7 @@ class RatingsReport:
             lines += ["", self.note]
         return "\n".join(lines)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {"scores": [asdict(s) for s in self.scores],
                 "differences": [asdict(d) for d in self.differences],
                 "agreement": [asdict(a) for a in self.agreement], "pairwise": self.pairwise,
@@ -167,7 +178,8 @@ def ratings_report(store: RatingStore, task: TaskConfig | None = None,
     ref = reference or (tuned[0] if tuned else systems[-1] if systems else None)
     for criterion in sorted({c for _, c in means}):
         for system in systems:
-            if system == ref or (ref, criterion) not in means or (system, criterion) not in means:
+            if (ref is None or system == ref or (ref, criterion) not in means
+                    or (system, criterion) not in means):
                 continue
             a, b = means[system, criterion], means[ref, criterion]
             shared = sorted(set(a) & set(b))
@@ -201,9 +213,9 @@ def add_pairwise(report: RatingsReport, store: RatingStore) -> None:
     for first, second, preference in judgements:
         pairs[first, second].append(preference)
     for (first, second), values in sorted(pairs.items()):
-        report.pairwise.append({"first": first, "second": second, "n": len(values),
-                                "first_wins": values.count(-1), "ties": values.count(0),
-                                "second_wins": values.count(1)})
+        report.pairwise.append(PairwiseRow(first=first, second=second, n=len(values),
+                                           first_wins=values.count(-1), ties=values.count(0),
+                                           second_wins=values.count(1)))
     report.strengths = bradley_terry(judgements)
 
 

@@ -17,7 +17,6 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -151,7 +150,7 @@ class RatingSession:
     def slots(self, rater: str, key: str) -> dict[str, str]:
         return dict(zip(SLOTS, self.order(rater, key), strict=False))
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, object]:
         return {"systems": self.systems, "items": len(self.items), "scale": self.scale,
                 "criteria": [c.name for c in self.criteria], "pairwise": self.pairwise}
 

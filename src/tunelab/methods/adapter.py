@@ -27,7 +27,7 @@ import torch
 from tunelab.core.errors import TunelabError
 from tunelab.methods import targets
 from tunelab.methods.base import freeze_all, register
-from tunelab.models.kinds import CAUSAL, ModelKind
+from tunelab.models.kinds import ModelKind
 
 OPTION = "method (adapter)"
 CHILD = "bottleneck_adapter"
@@ -135,7 +135,7 @@ class AdapterMethod:
     supports_packing: bool = True
     supports_checkpointing: bool = True
 
-    def apply(self, model: torch.nn.Module, options: AdapterOptions, kind: ModelKind = CAUSAL
+    def apply(self, model: torch.nn.Module, options: AdapterOptions, kind: ModelKind
               ) -> torch.nn.Module:
         if options.bottleneck < 1:
             raise TunelabError(f"{OPTION}.bottleneck: must be at least 1")

@@ -10,7 +10,7 @@ import torch
 
 from tunelab.config import from_dict
 from tunelab.core.errors import TunelabError
-from tunelab.models.kinds import CAUSAL, ModelKind
+from tunelab.models.kinds import ModelKind
 
 OptionsT = TypeVar("OptionsT")
 """A method's options dataclass."""
@@ -36,11 +36,11 @@ class Method(Protocol[OptionsT]):
     supports_checkpointing: bool = True
     """Whether train.gradient_checkpointing works with it."""
 
-    def apply(self, model: torch.nn.Module, options: OptionsT, kind: ModelKind = CAUSAL
-              ) -> torch.nn.Module:
+    def apply(self, model: torch.nn.Module, options: OptionsT, kind: ModelKind) -> torch.nn.Module:
         """Return the model with the method injected and only its parameters trainable.
         `kind` is what the model is (`LoadedModel.kind`): it decides peft's task type and
-        whether a classification head trains too."""
+        whether a classification head trains too. It has no default, so a seq2seq or
+        classifier model never passes as causal."""
         ...
 
     def save(self, model: torch.nn.Module, out_dir: Path) -> None:

@@ -26,7 +26,7 @@ from transformers.pytorch_utils import Conv1D
 from tunelab.core.errors import TunelabError
 from tunelab.methods import targets
 from tunelab.methods.base import freeze_all, register
-from tunelab.models.kinds import CAUSAL, ModelKind
+from tunelab.models.kinds import ModelKind
 
 OPTION = "method (bitfit)"
 ADDED = "added_biases"
@@ -82,7 +82,7 @@ class BitFitMethod:
     supports_packing: bool = True
     supports_checkpointing: bool = True
 
-    def apply(self, model: torch.nn.Module, options: BitFitOptions, kind: ModelKind = CAUSAL
+    def apply(self, model: torch.nn.Module, options: BitFitOptions, kind: ModelKind
               ) -> torch.nn.Module:
         freeze_all(model)
         added: list[str] = []

@@ -18,7 +18,7 @@ import torch
 from tunelab.core.errors import TunelabError
 from tunelab.methods import targets
 from tunelab.methods.base import freeze_all, register
-from tunelab.models.kinds import CAUSAL, ModelKind
+from tunelab.models.kinds import ModelKind
 
 OPTION = "method (freeze)"
 
@@ -87,7 +87,7 @@ class FreezeMethod:
     supports_packing: bool = True
     supports_checkpointing: bool = True
 
-    def apply(self, model: torch.nn.Module, options: FreezeOptions, kind: ModelKind = CAUSAL
+    def apply(self, model: torch.nn.Module, options: FreezeOptions, kind: ModelKind
               ) -> torch.nn.Module:
         select(model, options, kind)
         targets.remember(model, targets.MethodRecord(asdict(options)))

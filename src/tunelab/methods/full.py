@@ -12,7 +12,7 @@ from transformers import PreTrainedModel
 
 from tunelab.core.errors import TunelabError
 from tunelab.methods.base import register
-from tunelab.models.kinds import CAUSAL, ModelKind
+from tunelab.models.kinds import ModelKind
 
 
 @dataclass
@@ -30,7 +30,7 @@ class FullMethod:
     supports_packing: bool = True
     supports_checkpointing: bool = True
 
-    def apply(self, model: torch.nn.Module, options: FullOptions, kind: ModelKind = CAUSAL
+    def apply(self, model: torch.nn.Module, options: FullOptions, kind: ModelKind
               ) -> torch.nn.Module:
         for param in model.parameters():
             param.requires_grad_(True)

@@ -13,7 +13,7 @@ import torch
 from tunelab.core.dependencies import check_dependencies
 from tunelab.core.errors import TunelabError
 from tunelab.methods.base import OptionsT
-from tunelab.models.kinds import CAUSAL, ModelKind
+from tunelab.models.kinds import ModelKind
 
 if TYPE_CHECKING:  # peft is imported only after check_dependencies (an old peft fails at import)
     from peft import PeftConfig, PeftModel
@@ -40,8 +40,7 @@ class PeftMethod(Generic[OptionsT]):
     supports_packing: bool = True
     """Whether data.packing keeps its examples apart (not when virtual tokens are shared)."""
 
-    def apply(self, model: torch.nn.Module, options: OptionsT, kind: ModelKind = CAUSAL
-              ) -> torch.nn.Module:
+    def apply(self, model: torch.nn.Module, options: OptionsT, kind: ModelKind) -> torch.nn.Module:
         check_dependencies()  # before peft is imported: an old peft fails at import
         from peft import get_peft_model
 

@@ -10,13 +10,17 @@ file opens offline from disk. The plot helpers take plain numbers and return a `
 from __future__ import annotations
 
 import base64
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypedDict
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from tunelab.core.plots import png_bytes, subplots
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure as PlotFigure
 
 WEB = Path(__file__).parent / "web"
 
@@ -33,7 +37,8 @@ class Text:
 class Table:
     template: ClassVar[str] = "table.html"
     headers: list[str]
-    rows: list[list[Any]]
+    rows: Sequence[Sequence[object]]
+    """Cells, shown as text (`str`)."""
     caption: str = ""
 
 
@@ -45,6 +50,17 @@ class Figure:
     caption: str = ""
 
 
+class ExampleRow(TypedDict):
+    """One item of the example table."""
+
+    input: str
+    reference: str
+    outputs: dict[str, str]
+    """system -> its output."""
+    tags: list[str]
+    key: str
+
+
 @dataclass
 class Examples:
     """The searchable example table: one row per item, each system's output side by side;
@@ -52,15 +68,18 @@ class Examples:
 
     template: ClassVar[str] = "examples.html"
     systems: list[str]
-    rows: list[dict[str, Any]]
-    """input, reference, outputs (system -> text), tags (list of str), key."""
+    rows: list[ExampleRow]
     tags: list[str] = field(default_factory=list)
+
+
+Block = Text | Table | Figure | Examples
+"""What a section holds; each block names its own partial in `report/web/blocks/`."""
 
 
 @dataclass
 class Section:
     title: str
-    blocks: list[Any]
+    blocks: Sequence[Block]
     anchor: str = ""
 
 
@@ -85,21 +104,9 @@ class Page:
 
 # ---- plots ----------------------------------------------------------------------------------
 
-def pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def figure(fig: Any, alt: str, caption: str = "") -> Figure:
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=110)
-    pyplot().close(fig)
-    return Figure("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(), alt,
+def figure(fig: PlotFigure, alt: str, caption: str = "") -> Figure:
+    """A matplotlib figure as a block: a PNG data URI, so the page stays one file."""
+    return Figure("data:image/png;base64," + base64.b64encode(png_bytes(fig)).decode(), alt,
                   caption)
 
 
@@ -111,8 +118,7 @@ def png_file(path: Path, alt: str, caption: str = "") -> Figure:
 def curves(series: Sequence[tuple[str, Sequence[float], Sequence[float]]], ylabel: str,
            title: str, log_y: bool = False) -> Figure:
     """Lines over optimizer steps: (label, steps, values) each."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.0, 3.0))
+    fig, ax = subplots((5.0, 3.0))
     for label, steps, values in series:
         ax.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3,
                 label=label)
@@ -132,8 +138,7 @@ def bars_with_ci(labels: Sequence[str], values: Sequence[float],
                  highlight: int | None = None, reference: float | None = None,
                  reference_label: str = "", caption: str = "") -> Figure:
     """One bar per label with its 95% CI as an error bar; an optional horizontal line."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(4.2, 1.0 * len(labels) + 2), 3.2))
+    fig, ax = subplots((max(4.2, 1.0 * len(labels) + 2), 3.2))
     low = [v - (c[0] if c else v) for v, c in zip(values, cis, strict=True)]
     high = [(c[1] if c else v) - v for v, c in zip(values, cis, strict=True)]
     colors = ["#2b8a3e" if i == highlight else "#7a8fa6" for i in range(len(labels))]
@@ -155,8 +160,7 @@ def grouped_bars(groups: Sequence[str], series: Sequence[tuple[str, Sequence[flo
                  ylabel: str, title: str,
                  errors: Sequence[Sequence[tuple[float, float]]] | None = None) -> Figure:
     """Bars per group, one colour per series (e.g. categories x two systems)."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(groups) * len(series) + 2), 3.6))
+    fig, ax = subplots((max(5.0, 0.9 * len(groups) * len(series) + 2), 3.6))
     width = 0.8 / max(1, len(series))
     for j, (label, values) in enumerate(series):
         xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(groups))]
@@ -176,8 +180,7 @@ def grouped_bars(groups: Sequence[str], series: Sequence[tuple[str, Sequence[flo
 
 def confusion(labels: Sequence[str], matrix: Sequence[Sequence[int]], title: str) -> Figure:
     """Rows: the reference label; columns: the predicted one (counts in the cells)."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(0.9 * len(labels) + 2.0, 0.7 * len(labels) + 1.6))
+    fig, ax = subplots((0.9 * len(labels) + 2.0, 0.7 * len(labels) + 1.6))
     ax.imshow(matrix, cmap="Blues")
     top = max((max(row) for row in matrix), default=0)
     for i, row in enumerate(matrix):
@@ -195,8 +198,7 @@ def confusion(labels: Sequence[str], matrix: Sequence[Sequence[int]], title: str
 def scatter(points: Sequence[tuple[str, float, float]], xlabel: str, ylabel: str, title: str,
             log_x: bool = False) -> Figure:
     """One labelled point per (label, x, y)."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(4.2, 3.2))
+    fig, ax = subplots((4.2, 3.2))
     for label, x, y in points:
         ax.scatter([x], [y], s=30)
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)

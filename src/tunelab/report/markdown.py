@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunelab.eval.compare import Comparison
 from tunelab.eval.runner import EvalResult
 from tunelab.eval.tables import format_table, results_table, shown_keys
 from tunelab.runs import RunDir
-from tunelab.studies.retention import retention_table
+from tunelab.studies.retention import RetentionRow, retention_table
+
+if TYPE_CHECKING:
+    from tunelab.config import RunConfig
+    from tunelab.studies.bias import BiasReport
+    from tunelab.studies.robustness import RobustnessReport
 
 
 def examples_table(results: Sequence[EvalResult], count: int, markdown: bool = True) -> str:
@@ -34,7 +39,7 @@ def _short(text: str, width: int) -> str:
 def write_report(
     path: Path,
     title: str,
-    summary: dict[str, Any],
+    summary: Mapping[str, object],
     results: Sequence[EvalResult],
     keys: Sequence[str],
     comparison: Comparison | None,
@@ -60,10 +65,12 @@ def write_report(
     path.write_text("\n".join(lines))
 
 
-def write_run_report(run: RunDir, config: Any, summary: dict[str, Any],
+def write_run_report(run: RunDir, config: RunConfig,
+                     summary: dict[str, Any],  # Any: summary.json's JSON values
                      evaluation: EvalResult | None, task_evaluations: dict[str, EvalResult],
-                     retention_rows: Sequence[Any], robustness: Any = None,
-                     bias: Any = None) -> None:
+                     retention_rows: Sequence[RetentionRow],
+                     robustness: RobustnessReport | None = None,
+                     bias: BiasReport | None = None) -> None:
     """report.md of a `tunelab train` run: setup, the evaluation curve, test scores, forgetting,
     robustness to noisy input and counterfactual bias (before vs after training)."""
     lines = [f"# {config.name}", "", "## Setup", ""]
@@ -72,7 +79,7 @@ def write_run_report(run: RunDir, config: Any, summary: dict[str, Any],
                 "computed_tokens", "padding_share", "peak_memory_mb", "best_val_loss", "best_step", "stopped_early", "out_of_time"):
         value = summary.get(key)
         lines.append(f"- {key}: {f'{value:.4g}' if isinstance(value, float) else value}")
-    lines += ["", "## Evaluations during training", "", _curve_table(summary, run), ""]
+    lines += ["", "## Evaluations during training", "", _curve_table(run), ""]
     if evaluation is not None:
         lines += ["## Test split", "", results_table([evaluation], shown_keys(evaluation.scores),
                                                      True), ""]
@@ -106,7 +113,7 @@ def write_run_report(run: RunDir, config: Any, summary: dict[str, Any],
     run.report_md.write_text("\n".join(lines))
 
 
-def _curve_table(summary: dict[str, Any], run: RunDir) -> str:
+def _curve_table(run: RunDir) -> str:
     log = run.train_log
     records = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     evals = [r for r in records if "val_loss" in r]

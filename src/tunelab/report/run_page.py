@@ -28,6 +28,8 @@ from tunelab.human import RatingStore
 from tunelab.human.report import ratings_report
 from tunelab.human.session import system_results
 from tunelab.report.html import (
+    Block,
+    ExampleRow,
     Examples,
     Page,
     Section,
@@ -60,8 +62,8 @@ class RunView:
     config: RunConfig | None
     task: TaskConfig | None
     results: dict[str, EvalResult]
-    log: list[dict[str, Any]] = field(default_factory=list)
-    summary: dict[str, Any] = field(default_factory=dict)
+    log: list[dict[str, Any]] = field(default_factory=list)  # Any: train_log.jsonl's JSON values
+    summary: dict[str, Any] = field(default_factory=dict)  # Any: summary.json's JSON values
     comparison: ComparisonReport | None = None
 
     @property
@@ -104,7 +106,7 @@ def read_view(folder: Path) -> RunView:
 class Overview:
     def build(self, view: RunView) -> Section | None:
         s, config = view.summary, view.config
-        rows: list[list[Any]] = []
+        rows: list[list[object]] = []
         if config is not None:
             rows += [["model", config.model.name],
                      ["method", json.dumps(config.method)],
@@ -140,7 +142,7 @@ class Training:
             points = [r for r in val if (r.get("val_loss_by_task") or {}).get(task) is not None]
             loss.append((f"validation: {task}", [r["step"] for r in points],
                          [r["val_loss_by_task"][task] for r in points]))
-        blocks: list[Any] = [curves(loss, "loss (per token)", "training and validation loss")]
+        blocks: list[Block] = [curves(loss, "loss (per token)", "training and validation loss")]
         if any("lr" in r for r in train):
             blocks.append(curves([("learning rate", [r["step"] for r in train if "lr" in r],
                                    [r["lr"] for r in train if "lr" in r])],
@@ -158,7 +160,7 @@ class Forgetting:
         retention_file = RunDir(view.folder).retention.json
         if not curve and not retention_file.is_file():
             return None
-        blocks: list[Any] = []
+        blocks: list[Block] = []
         if curve:
             tasks = sorted({t for r in curve for t in r["retention"]})
             blocks.append(curves([(t, [r["step"] for r in curve if t in r["retention"]],
@@ -180,7 +182,7 @@ class Forgetting:
         return Section("Forgetting", blocks, "forgetting")
 
 
-def _drop(row: dict[str, Any]) -> bool:
+def _drop(row: dict[str, Any]) -> bool:  # Any: a retention.json row's JSON values
     return row["ci"][0] > 0 if row.get("lower_is_better") else row["ci"][1] < 0
 
 
@@ -192,7 +194,7 @@ class Baselines:
         first = view.fine_tuned or ordered[0]
         key = primary_key(view.task, first) if view.task is not None else next(iter(first.scores))
         scored = [r for r in ordered if key in r.scores]
-        blocks: list[Any] = []
+        blocks: list[Block] = []
         best, sentence = None, ""
         if view.task is not None and view.baselines and view.fine_tuned is not None:
             try:
@@ -204,7 +206,7 @@ class Baselines:
         highlight = scored.index(view.fine_tuned) if view.fine_tuned in scored else None
         blocks.append(bars_with_ci(
             [r.system.label for r in scored], [r.scores[key] for r in scored],
-            [tuple(r.ci[key]) if key in r.ci else None for r in scored], key,
+            [(r.ci[key][0], r.ci[key][1]) if key in r.ci else None for r in scored], key,
             f"{key} (95% bootstrap CI)", highlight, best, "best baseline",
             f"Every system on the same {first.n} test items; the line is the best baseline."))
         if sentence:
@@ -248,7 +250,7 @@ class Robustness:
         if not study.json.is_file():
             return None
         data = json.loads(study.json.read_text(encoding="utf-8"))
-        blocks: list[Any] = [png_file(study.plot(name), title) for name, title in
+        blocks: list[Block] = [png_file(study.plot(name), title) for name, title in
                              (("robustness", "change under each perturbation"),
                               ("severity", "change by severity"))
                              if study.plot(name).is_file()]
@@ -263,9 +265,9 @@ class Robustness:
         return Section("Robustness", blocks, "robustness")
 
 
-def comparison_blocks(report: ComparisonReport) -> list[Any]:
+def comparison_blocks(report: ComparisonReport) -> list[Block]:
     counts = report.counts()
-    blocks: list[Any] = [Text(report.headline()),
+    blocks: list[Block] = [Text(report.headline()),
                          Table(["fixed", "broken", "still wrong", "still right", "exact McNemar p"],
                                [[counts["fixed"], counts["broken"], counts["still wrong"],
                                  counts["still right"], f"{report.p_value:.4f}"]])]
@@ -308,7 +310,7 @@ class Ratings:
         criteria = sorted({s.criterion for s in report.scores})
         systems = sorted({s.system for s in report.scores})
         by = {(s.system, s.criterion): s for s in report.scores}
-        blocks: list[Any] = [grouped_bars(
+        blocks: list[Block] = [grouped_bars(
             criteria, [(system, [by[system, c].mean if (system, c) in by else 0 for c in criteria])
                        for system in systems], "mean rating", "human ratings (95% bootstrap CI)",
             [[by[system, c].ci if (system, c) in by else (0, 0) for c in criteria]
@@ -350,7 +352,8 @@ def example_block(results: Sequence[EvalResult], report: ComparisonReport | None
     first = results[0]
     by_system = {r.system.label: {row_key(row): row for row in r.predictions} for r in results}
     paired = {item.key: item for item in report.items} if report is not None else {}
-    rows, tags = [], set()
+    rows: list[ExampleRow] = []
+    tags: set[str] = set()
     for row in first.predictions[:MAX_EXAMPLES]:
         key = row_key(row)
         item = paired.get(key)
@@ -369,7 +372,7 @@ class ExampleTable:
         if not view.results:
             return None
         ordered = view.ordered
-        blocks: list[Any] = [example_block(ordered, view.comparison)]
+        blocks: list[Block] = [example_block(ordered, view.comparison)]
         if len(ordered[0].predictions) > MAX_EXAMPLES:
             blocks.append(Text(f"The first {MAX_EXAMPLES} of {len(ordered[0].predictions)} "
                                "items; predictions.jsonl holds them all.", "note"))
@@ -397,7 +400,7 @@ def sweep_page(folder: Path) -> Page:
     rows = data["rows"]
     headers, body = sweep_columns(rows)
     ok = [r for r in rows if r.get("ok") and "score" in r]
-    blocks: list[Any] = []
+    blocks: list[Block] = []
     if ok:
         metric = ok[0]["metric"]
         for key, label, log_x in (("trainable_parameters", "trainable parameters (log)", True),

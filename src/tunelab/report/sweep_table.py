@@ -3,24 +3,53 @@ them)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
+from tunelab.core.plots import save_png, subplots
 from tunelab.eval.tables import format_table
 
 
-def sweep_table(rows: list[dict[str, Any]], markdown: bool = True) -> str:
+class _SweepRowKeys(TypedDict):
+    method: str
+    lr: float
+    ok: bool
+
+
+class SweepRow(_SweepRowKeys, total=False):
+    """One method's row of sweep.json: a failed run has `error`; a finished one its summary's
+    numbers, its task score where it was evaluated, and its retention changes."""
+
+    error: str
+    """The end of the failed run's log."""
+    trainable_parameters: int
+    trainable_percent: float
+    size_on_disk_bytes: int
+    peak_memory_mb: float
+    tokens_per_s: float | None
+    best_val_loss: float | None
+    steps: int
+    train_seconds: float
+    metric: str
+    score: float
+    retention: dict[str, float]
+    """Retention task -> after minus before."""
+    worst_forgetting: float
+
+
+def sweep_table(rows: Sequence[SweepRow], markdown: bool = True) -> str:
     """One row per method; one change column per retention task (after minus before)."""
     return format_table(*sweep_columns(rows), markdown)
 
 
-def sweep_columns(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+def sweep_columns(rows: Sequence[SweepRow]) -> tuple[list[str], list[list[object]]]:
     """The sweep table's headers and cells (the Markdown table and report.html share them)."""
     kept = [t for r in rows for t in r.get("retention", {})]
     kept = list(dict.fromkeys(kept))
     headers = ["method", "trainable", "%", "size on disk", "peak MiB", "tokens/s", "val loss",
                "task score", *[f"Δ {t}" for t in kept], "steps", "train s"]
-    body = []
+    body: list[list[object]] = []
     for r in rows:
         if not r["ok"]:
             body.append([r["method"], "failed", *["-"] * (len(headers) - 2)])
@@ -40,17 +69,12 @@ def _size(n: int) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
 
 
-def plot_score_vs_params(rows: list[dict[str, Any]], path: Path) -> None:
+def plot_score_vs_params(rows: Sequence[SweepRow], path: Path) -> None:
     """Task score against trainable parameters (log scale), one labelled point per method."""
     points = [r for r in rows if r["ok"] and "score" in r]
     if not points:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots((6, 4))
     for r in points:
         ax.scatter(r["trainable_parameters"], r["score"])
         ax.annotate(r["method"], (r["trainable_parameters"], r["score"]),
@@ -59,6 +83,4 @@ def plot_score_vs_params(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel(points[0]["metric"])
     ax.set_title("task score vs trainable parameters")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_png(fig, path)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tunelab.eval.datasets.bigbench import bigbench_dir, task_file
+from tunelab.data import source_scheme
 from tunelab.eval.tables import format_table
 from tunelab.eval.tasks import builtin_suites, builtin_tasks, load_suite, load_task
 
@@ -13,9 +13,7 @@ def tasks_overview() -> str:
     for name in builtin_tasks():
         task = load_task(name)
         source = task.data.source
-        needs = ""
-        if source.startswith("bigbench:") and not (bigbench_dir() / task_file(source[9:])).is_file():
-            needs = "tunelab data fetch bigbench"
+        needs = source_scheme(source).missing(source) or ""
         rows.append([name, task.output_type, source, ", ".join(task.eval.metrics), needs])
     lines = ["Tasks (tunelab eval --task NAME; a task is one YAML file, see `tunelab tasks "
              "validate FILE`):", format_table(["task", "output type", "data", "metrics", "needs"], rows),

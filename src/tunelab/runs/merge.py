@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, PreTrainedModel
 
 from tunelab.core.errors import TunelabError
 from tunelab.methods import get_method
@@ -67,6 +67,10 @@ def merge_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     method_name = read_config(run_dir).method["name"]
     lm = load_run_model(run_dir)
     model = merged_model(method_name, lm.model)
+    if not isinstance(model, PreTrainedModel):
+        raise TunelabError(f"method '{method_name}': the merged model is a {type(model).__name__}, "
+                           "not a transformers model; it cannot be saved as a plain model "
+                           "directory")
     for param in model.parameters():
         param.requires_grad_(False)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -83,6 +83,10 @@ class StudyFiles:
     def plot(self, name: str) -> Path:
         return self.folder / f"{name}.png"
 
+    def system_eval(self, system: System) -> EvalDir:
+        """A system's one evaluation in a study that scores each system once (baselines)."""
+        return EvalDir(self.system_dir(system))
+
     def system_dir(self, system: System) -> Path:
         """One system's part of a study: its evaluations under each variant."""
         return self.folder / system.slug

@@ -12,8 +12,8 @@ import gc
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 from tunelab.config import ModelConfig, TaskConfig
 from tunelab.core.errors import TunelabError
@@ -22,7 +22,7 @@ from tunelab.eval.output_types import load_for_task
 from tunelab.eval.runner import EvalResult, evaluate_loaded, write_result
 from tunelab.eval.tables import results_table, shown_keys
 from tunelab.models import LoadedModel
-from tunelab.runs import EvalDir, System, load_run_model, read_config
+from tunelab.runs import StudyFiles, System, load_run_model, read_config
 
 BASELINES = ("zero", "one", "few")
 
@@ -53,7 +53,7 @@ class BaselineReport:
             lines.append(self.comparison.sentence())
         return "\n".join(lines)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         comparison = None
         if self.comparison:
             c = self.comparison
@@ -95,7 +95,7 @@ def system_groups(task: TaskConfig, model: str | None = None,
                                                   for b in baselines)]
     groups = [SystemGroup(lambda: load_for_task(task, base), plan)] if plan else []
     for adapter in adapters:
-        groups.append(SystemGroup(lambda a=adapter: load_run_model(a, base=model),
+        groups.append(SystemGroup(partial(load_run_model, adapter, base=model),
                                   [System.tuned(Path(adapter).name)]))
     return groups
 
@@ -139,8 +139,8 @@ def run_baselines(
         comparison = compare_to_best(task, results[:-1], results[-1], key)
     report = BaselineReport(task.name, key, results, comparison)
     if out_dir:
-        out = Path(out_dir)
+        files = StudyFiles(Path(out_dir), "comparison")
         for result in results:
-            write_result(result, EvalDir(out / result.system.slug))
-        (out / "comparison.json").write_text(json.dumps(report.to_json(), indent=1, default=str))
+            write_result(result, files.system_eval(result.system))
+        files.json.write_text(json.dumps(report.to_json(), indent=1, default=str))
     return report

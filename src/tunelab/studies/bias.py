@@ -32,7 +32,13 @@ from tunelab.data.transforms.counterfactual import (
 from tunelab.eval.compare import paired_difference, primary_key
 from tunelab.eval.datasets.bbq import BBQItem, BBQScore, bbq_items, bbq_scores, bbq_task
 from tunelab.eval.output_types import Framing, input_text
-from tunelab.eval.runner import EvalResult, evaluate_records, task_items, write_result
+from tunelab.eval.runner import (
+    EvalResult,
+    PredictionRow,
+    evaluate_records,
+    task_items,
+    write_result,
+)
 from tunelab.eval.tables import format_table
 from tunelab.models import LoadedModel
 from tunelab.runs import RunDir, StudyFiles, System
@@ -61,7 +67,7 @@ def probe_items(records: Sequence[Record], probes: Sequence[CounterfactualProbe]
         mentioning = [r for r in records if probe.mentions(input_text(r))]
         groups = {group: [counterfactual_record(r, probe, group) for r in mentioning]
                   for group in probe.groups}
-        out.append(ProbeItems(probe, groups))  # type: ignore[arg-type]
+        out.append(ProbeItems(probe, groups))
     return out
 
 
@@ -147,7 +153,7 @@ def score_bbq(lm: LoadedModel, items: Sequence[BBQItem], system: System) -> list
                                                                               chosen).items()]
 
 
-def chosen_index(record: Record, row: dict[str, Any]) -> int:
+def chosen_index(record: Record, row: PredictionRow) -> int:
     """Which of the record's choices the model picked (a predictions row names its text)."""
     return [str(c) for c in record.columns["choices"]].index(str(row["prediction"]))
 
@@ -197,7 +203,7 @@ class BiasReport:
                          "classification head cannot choose between free-text answers")
         return "\n".join(lines)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {"task": self.task,
                 "probes": [dict(asdict(r), largest_gap=r.largest_gap) for r in self.rows],
                 "bbq": [asdict(b) for b in self.bbq], "skipped_bbq": self.skipped_bbq}
@@ -254,7 +260,8 @@ class RunBias:
     """A training run's `bias:` block: the probes' counterfactual items of the run's test split
     (and BBQ-lite) scored on the base model before training and the fine-tuned model after."""
 
-    task: TaskConfig
+    task: TaskConfig | None
+    """None: a multi-task run (no single test split; BBQ-lite only, no probes)."""
     items: list[ProbeItems]
     bbq: list[BBQItem]
 
@@ -268,12 +275,12 @@ class RunBias:
             raise TunelabError("bias.probes: a multi-task run has no single test split; run "
                                "tunelab bias --adapter RUN --task T per task")
         records = task_items(task, config.limit)[0] if probes and task is not None else []
-        return cls(task, probe_items(records, probes),  # type: ignore[arg-type]
+        return cls(task, probe_items(records, probes),
                    bbq_items(config.bbq_categories or None, limit=config.bbq_limit)
                    if config.bbq else [])
 
     def score(self, lm: LoadedModel, system: System) -> BiasReport:
-        rows, _ = score_probes(lm, self.task, self.items, system)
+        rows = score_probes(lm, self.task, self.items, system)[0] if self.task is not None else []
         report = BiasReport(self.task.name if self.task else "", rows)
         if self.bbq:
             if lm.kind.has_lm_head:
@@ -283,7 +290,7 @@ class RunBias:
         return report
 
     def finish(self, before: BiasReport, after: BiasReport, run: RunDir,
-               summary: dict[str, Any]) -> BiasReport:
+               summary: dict[str, Any]) -> BiasReport:  # Any: summary.json's JSON values
         """bias.json / bias.md with both systems, and the summary's line."""
         both = BiasReport(after.task, before.rows + after.rows, before.bbq + after.bbq,
                           before.skipped_bbq + after.skipped_bbq)

@@ -19,18 +19,18 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tunelab.config import TaskConfig
 from tunelab.core.errors import TunelabError
 from tunelab.core.labels import normalize_label
 from tunelab.eval.compare import item_scores
 from tunelab.eval.output_types import get_output_type
-from tunelab.eval.runner import EvalResult, read_result
+from tunelab.eval.runner import EvalResult, PredictionRow, read_result
 from tunelab.eval.tables import format_table
 from tunelab.runs import EvalDir, RunDir, StudyFiles, System
 from tunelab.studies.error_categories import (
     CATEGORIES,
+    ErrorCategory,
     ItemView,
     TaskContext,
     detect_errors,
@@ -70,7 +70,8 @@ class PairedItem:
     task: str
     index: int
     input: str
-    reference: Any
+    reference: object
+    """The gold answer: a text or a list of acceptable texts."""
     a: str
     b: str
     a_score: float
@@ -81,7 +82,7 @@ class PairedItem:
     b_errors: list[str]
     label: str | None = None
     """The reference's normalised label (label tasks), for the per-label slice."""
-    columns: dict[str, Any] = field(default_factory=dict, repr=False)
+    columns: dict[str, object] = field(default_factory=dict, repr=False)
     """Extra row fields kept for the export (choices of a multiple-choice item)."""
 
     @property
@@ -197,7 +198,7 @@ class ComparisonReport:
                                     for i in chosen], markdown)]
         return "\n".join(lines)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {"a": self.a_name, "b": self.b_name, "tasks": self.tasks, "key": self.key,
                 "n": self.n, "counts": self.counts(), "mcnemar_p": self.p_value,
                 "a_right": self.a_right, "b_right": self.b_right,
@@ -211,11 +212,11 @@ def clip(text: str, width: int = 70) -> str:
     return flat if len(flat) <= width else flat[:width - 3] + "..."
 
 
-def reference_text(reference: Any) -> str:
+def reference_text(reference: object) -> str:
     return str(reference[0]) if isinstance(reference, list) and reference else str(reference)
 
 
-def row_key(row: dict[str, Any]) -> str:
+def row_key(row: Mapping[str, object]) -> str:
     """An item's identity across evaluations: its origin, else its position."""
     return str(row.get("origin") or row["index"])
 
@@ -261,7 +262,7 @@ def paired_items(pair: TaskPair) -> tuple[str, list[PairedItem]]:
     return a_scores.key, items
 
 
-def view(row: dict[str, Any], consistency: dict[str, bool] | None, key: str) -> ItemView:
+def view(row: PredictionRow, consistency: dict[str, bool] | None, key: str) -> ItemView:
     return ItemView(str(row["prediction"]), row["reference"], str(row.get("input", "")),
                     bool(row.get("hit_max_new_tokens", False)),
                     None if consistency is None else consistency.get(key))
@@ -300,7 +301,8 @@ def side_names(a: str, b: str) -> tuple[str, str]:
     return (a or "A", b or "B") if a != b else (f"A: {a}", f"B: {b}")
 
 
-def category_rows(items: Sequence[PairedItem], categories: Sequence[Any]) -> list[CategoryRow]:
+def category_rows(items: Sequence[PairedItem], categories: Sequence[ErrorCategory]
+                  ) -> list[CategoryRow]:
     rows = []
     for category in categories:
         name = category.name
@@ -330,7 +332,8 @@ def length_buckets(items: Sequence[PairedItem]) -> list[tuple[str, str, list[Pai
     if len(set(lengths)) < 2:
         return []
     cuts = sorted({lengths[len(lengths) // 3], lengths[2 * len(lengths) // 3]})
-    bounds, low = [], lengths[0]
+    bounds: list[tuple[int, int | None]] = []
+    low = lengths[0]
     for cut in cuts:
         if cut >= low:
             bounds.append((low, cut))

@@ -28,7 +28,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from spellchecker import SpellChecker
 
@@ -56,7 +56,7 @@ class ItemView:
     """One prediction as the detectors see it."""
 
     prediction: str
-    reference: Any
+    reference: object
     """The gold answer: a text or a list of acceptable texts."""
     input: str
     hit_limit: bool = False

@@ -14,7 +14,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunelab.config import ModelConfig, RetentionConfig, TaskConfig, to_dict
 from tunelab.core.errors import TunelabError
@@ -27,6 +27,11 @@ from tunelab.eval.tasks import is_suite, load_suite, load_task
 from tunelab.models import LoadedModel
 from tunelab.models.kinds import get_kind
 from tunelab.runs import System
+
+if TYPE_CHECKING:
+    import torch
+
+    from tunelab.training.loop import EvalHook
 
 
 @dataclass
@@ -66,9 +71,9 @@ def retention_tasks(config: RetentionConfig, kind: str = "causal") -> list[TaskC
         raise TunelabError("retention.tasks: a classifier run (model.kind: classifier) has no "
                            "language-model head to score them; remove retention for this run")
     tasks = [load_task(name) for name in names]
-    for task in tasks:
-        if get_output_type(task.output_type).needs_head:
-            raise TunelabError(f"retention.tasks: {task.name} needs a task head; retention "
+    for loaded in tasks:
+        if get_output_type(loaded.output_type).needs_head:
+            raise TunelabError(f"retention.tasks: {loaded.name} needs a task head; retention "
                                "scores the trained language model, choose generate, "
                                "multiple_choice or loglikelihood_rolling tasks")
     return tasks
@@ -90,11 +95,11 @@ def _cache_key(model: ModelConfig, task: TaskConfig, limit: int | None) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-def _to_json(result: EvalResult) -> dict[str, Any]:
+def _to_json(result: EvalResult) -> dict[str, object]:
     return dict(result.summary(), items=result.items)
 
 
-def _from_json(data: dict[str, Any]) -> EvalResult:
+def _from_json(data: dict[str, Any]) -> EvalResult:  # Any: a cache file's JSON values
     system = System.from_json(data.pop("system_id", None), data.pop("system"))
     return EvalResult(system=system, **data)
 
@@ -133,12 +138,12 @@ def significant_drops(rows: list[RetentionRow]) -> list[str]:
     return [r.task for r in rows if r.significant_drop]
 
 
-def curve_hook(lm: LoadedModel, tasks: list[TaskConfig], limit: int | None) -> Any:
+def curve_hook(lm: LoadedModel, tasks: list[TaskConfig], limit: int | None) -> EvalHook:
     """A Trainer eval hook: each task's primary score at every evaluation step (the forgetting
     curve, logged next to the validation loss as `retention`)."""
     keys = {task.name: (task.eval.primary or None) for task in tasks}
 
-    def hook(model: Any) -> dict[str, Any]:
+    def hook(model: torch.nn.Module) -> dict[str, dict[str, float]]:
         current = dataclasses.replace(lm, model=model)
         results = score_tasks(current, tasks, limit, System.tuned())
         return {"retention": {name: r.scores[keys[name] or next(iter(r.scores))]
@@ -162,7 +167,7 @@ def write_retention(rows: list[RetentionRow], path: Path, max_forgetting: float 
     return ok
 
 
-def retention_table(rows: Sequence[Any], markdown: bool = False) -> str:
+def retention_table(rows: Sequence[RetentionRow], markdown: bool = False) -> str:
     """Retention rows (before, after, change, CI, forgetting), lower-is-better scores to 3 places."""
     body = [[r.task, r.key + (" (lower is better)" if r.lower_is_better else ""),
              f"{r.before:.3f}" if r.lower_is_better else f"{r.before:.2f}",

@@ -19,7 +19,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -41,6 +41,7 @@ from tunelab.models import LoadedModel
 from tunelab.runs import RunDir, StudyFiles, System
 from tunelab.studies.baselines import each_system, system_groups
 from tunelab.studies.error_analysis import row_key
+from tunelab.studies.robustness_plots import plot_robustness, plot_severity, variant_label
 
 DEFAULT_SEVERITIES = (0.1,)
 
@@ -146,8 +147,27 @@ def changed_predictions(clean: EvalResult, noisy: EvalResult) -> list[bool]:
             for a, b in zip(clean.predictions, noisy.predictions, strict=True)]
 
 
-def _norm(prediction: Any) -> str:
+def _norm(prediction: object) -> str:
     return " ".join(str(prediction).split()).lower()
+
+
+class VariantInfo(TypedDict):
+    """One variant as robustness.json describes it."""
+
+    label: str
+    perturbation: str
+    description: str
+    severity: float | None
+    changed_inputs: int
+
+
+class ConsistencyRow(TypedDict):
+    """One item of a system's consistency.jsonl."""
+
+    key: str
+    index: int
+    changed: bool
+    """Its prediction changed under some perturbation."""
 
 
 @dataclass
@@ -156,19 +176,18 @@ class RobustnessReport:
     n: int
     key: str
     systems: list[str]
-    variants: list[dict[str, Any]]
-    """label, perturbation, description, severity, changed_inputs of every variant."""
+    variants: list[VariantInfo]
     rows: list[RobustnessRow]
     worst: list[WorstCase]
-    consistency: dict[str, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
-    """Per system, per item: {key, changed}: its prediction changed under some perturbation."""
+    consistency: dict[str, list[ConsistencyRow]] = field(default_factory=dict, repr=False)
+    """Per system, per item: whether its prediction changed under some perturbation."""
     brittleness: list[BrittlenessRow] = field(default_factory=list)
     """A training run's block: each perturbation's drop before vs after training."""
 
     def table(self, markdown: bool = False) -> str:
         headers = ["system", "perturbation", "n changed", f"{self.key} clean",
                    f"{self.key} perturbed", "change [95% CI]", "predictions changed"]
-        body = [[r.system, _label(r.perturbation, r.severity), f"{r.changed_inputs}/{r.n}",
+        body = [[r.system, variant_label(r.perturbation, r.severity), f"{r.changed_inputs}/{r.n}",
                  f"{r.clean:.2f}", f"{r.perturbed:.2f}",
                  f"{r.delta:+.2f} [{r.ci[0]:+.1f}, {r.ci[1]:+.1f}]" + (" *" if r.significant_drop
                                                                       else ""),
@@ -186,11 +205,11 @@ class RobustnessReport:
         """Per perturbation: the drop from clean before and after training and its change."""
         return format_table(
             ["perturbation", "drop before", "drop after", "change [95% CI]"],
-            [[_label(r.perturbation, r.severity), f"{r.before_drop:+.2f}", f"{r.after_drop:+.2f}",
+            [[variant_label(r.perturbation, r.severity), f"{r.before_drop:+.2f}", f"{r.after_drop:+.2f}",
               f"{r.change:+.2f} [{r.ci[0]:+.1f}, {r.ci[1]:+.1f}]"] for r in self.brittleness],
             markdown)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {"task": self.task, "n": self.n, "key": self.key, "systems": self.systems,
                 "variants": self.variants,
                 "rows": [dict(asdict(r), significant_drop=r.significant_drop) for r in self.rows],
@@ -198,15 +217,13 @@ class RobustnessReport:
                 "brittleness": [asdict(r) for r in self.brittleness]}
 
 
-def _label(perturbation: str, severity: float | None) -> str:
-    return perturbation if severity is None else f"{perturbation}@{severity:g}"
-
-
 def robustness_report(task: TaskConfig, runs: Sequence[SystemRun],
                       variants: Sequence[Variant]) -> RobustnessReport:
     """Rows, worst cases and per-item consistency from every system's results."""
     key = primary_key(task, runs[0].clean)
-    rows, worst, consistency = [], [], {}
+    rows: list[RobustnessRow] = []
+    worst: list[WorstCase] = []
+    consistency: dict[str, list[ConsistencyRow]] = {}
     for run in runs:
         changed_any = [False] * run.clean.n
         for variant in variants:
@@ -220,11 +237,11 @@ def robustness_report(task: TaskConfig, runs: Sequence[SystemRun],
                                       run.clean.n, change.lower_is_better))
         worst += worst_cases(task, run, variants)
         consistency[run.system.label] = [
-            {"key": row_key(row), "index": row["index"], "changed": flag}
+            ConsistencyRow(key=row_key(row), index=row["index"], changed=flag)
             for row, flag in zip(run.clean.predictions, changed_any, strict=True)]
-    described = [{"label": v.label, "perturbation": v.perturbation.name,
-                  "description": v.perturbation.description, "severity": v.severity,
-                  "changed_inputs": v.changed_inputs} for v in variants]
+    described = [VariantInfo(label=v.label, perturbation=v.perturbation.name,
+                             description=v.perturbation.description, severity=v.severity,
+                             changed_inputs=v.changed_inputs) for v in variants]
     return RobustnessReport(task.name, runs[0].clean.n, key, [r.system.label for r in runs], described,
                             rows, worst, consistency)
 
@@ -233,7 +250,8 @@ def worst_cases(task: TaskConfig, run: SystemRun, variants: Sequence[Variant]) -
     """HELM's worst case per severity: every item at its lowest over clean + perturbed."""
     clean = item_scores(task, run.clean)
     pick = np.max if clean.lower_is_better else np.min
-    levels = sorted({v.severity for v in variants if v.severity is not None}) or [None]
+    graded = sorted({v.severity for v in variants if v.severity is not None})
+    levels: list[float | None] = list(graded) if graded else [None]
     out = []
     for level in levels:
         chosen = [v for v in variants if v.severity in (level, None)]
@@ -288,64 +306,6 @@ def write_robustness(report: RobustnessReport, runs: Sequence[SystemRun],
     plot_robustness(report, files.plot("robustness"))
     if len({r.severity for r in report.rows if r.severity is not None}) > 1:
         plot_severity(report, files.plot("severity"))
-
-
-def plot_robustness(report: RobustnessReport, path: Path) -> None:
-    """Per perturbation, each system's change from its clean score with the paired 95% CI
-    (horizontal bars, so dozens of perturbations stay readable)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = list(dict.fromkeys(_label(r.perturbation, r.severity) for r in report.rows))
-    height = 0.8 / len(report.systems)
-    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.28 * len(labels) * len(report.systems) ** 0.5))
-    for i, system in enumerate(report.systems):
-        rows = [r for r in report.rows if r.system == system]
-        deltas = np.array([r.delta for r in rows])
-        errors = np.array([[r.delta - r.ci[0] for r in rows], [r.ci[1] - r.delta for r in rows]])
-        positions = np.arange(len(labels)) + (i - (len(report.systems) - 1) / 2) * height
-        ax.barh(positions, deltas, height, xerr=errors, capsize=2,
-                label=f"{system} (clean {rows[0].clean:.1f})", error_kw={"linewidth": 0.8})
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_yticks(np.arange(len(labels)), labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel(f"change in {report.key} from the clean items (95% CI)")
-    save_plot(fig, ax, f"{report.task}: perturbed vs clean (n={report.n})", path)
-
-
-def save_plot(fig: Any, ax: Any, title: str, path: Path, legend: int = 8) -> None:
-    """Title, legend, lay out, write (PNG, 120 dpi) and close a figure."""
-    import matplotlib.pyplot as plt
-
-    ax.set_title(title)
-    ax.legend(fontsize=legend)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_severity(report: RobustnessReport, path: Path) -> None:
-    """Score vs severity per system (mean over graded perturbations) and the worst case."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for system in report.systems:
-        rows = [r for r in report.rows if r.system == system and r.severity is not None]
-        levels = sorted({r.severity for r in rows})
-        means = [float(np.mean([r.perturbed for r in rows if r.severity == s])) for s in levels]
-        clean = rows[0].clean
-        line = ax.plot([0.0, *levels], [clean, *means], marker="o", label=f"{system}: mean")[0]
-        worst = [w for w in report.worst if w.system == system and w.severity is not None]
-        ax.plot([0.0, *[w.severity for w in worst]], [clean, *[w.worst for w in worst]],
-                linestyle="--", marker="x", color=line.get_color(), label=f"{system}: worst case")
-    ax.set_xlabel("severity (share of words / characters perturbed)")
-    ax.set_ylabel(report.key)
-    save_plot(fig, ax, f"{report.task}: severity sweep (n={report.n})", path, 7)
 
 
 @dataclass
@@ -410,7 +370,7 @@ class RunRobustness:
         return score_system(lm, self.task, self.records, self.variants, system)
 
     def finish(self, before: SystemRun, after: SystemRun, run: RunDir,
-               summary: dict[str, Any]) -> RobustnessReport:
+               summary: dict[str, Any]) -> RobustnessReport:  # Any: summary.json's JSON values
         """robustness/ (both systems, like `tunelab robustness --out`), the brittleness rows
         in robustness.json, and the summary's line."""
         report = robustness_report(self.task, [before, after], self.variants)

@@ -4,13 +4,13 @@ a mixture ordered easy to hard by loss scores its examples with the base model."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tunelab.config import RunConfig, TrainTaskConfig
 from tunelab.core.errors import TunelabError
 from tunelab.data import Record, Splits, Template, get_template, load_splits
-from tunelab.data.mixture import TaskExamples, TrainingData, length_difficulty
+from tunelab.data.mixture import TaskExamples, TrainingData, get_order, length_difficulty
 from tunelab.data.tokenize import TokenizedExample, collator, tokenize_record
 from tunelab.data.training_tasks import augmented
 from tunelab.eval.loglikelihood import completion_nll
@@ -64,7 +64,7 @@ def prepare_data(config: RunConfig, lm: LoadedModel, tasks: list[TrainTaskConfig
                                      held_out=task.held_out, collate=collator(task.data)))
         splits_by_task[task.name] = splits
     mixture = config.mixture if config.is_mixture else None
-    if mixture is not None and mixture.order == "easy_to_hard":
+    if mixture is not None and get_order(mixture.order).needs_difficulty:
         for task_examples in examples:
             task_examples.difficulty = difficulty(task_examples.train, mixture.measure, lm,
                                                   config.train.batch_size)
@@ -94,10 +94,23 @@ def _empty_train(task: TrainTaskConfig, mixture: bool) -> str:
             "and max_train_examples")
 
 
+def loss_difficulty(examples: Sequence[TokenizedExample], lm: LoadedModel,
+                    batch_size: int) -> list[float]:
+    """The base model's mean NLL per completion token."""
+    scored = completion_nll(lm.model, examples, lm.tokenizer.pad_token_id, batch_size)
+    return [nll / max(count, 1) for nll, count in scored]
+
+
+MEASURES: dict[str, Callable[[Sequence[TokenizedExample], LoadedModel, int], list[float]]] = {
+    "length": lambda examples, lm, batch_size: length_difficulty(examples),
+    "loss": loss_difficulty,
+}
+"""mixture.measure -> each training example's difficulty (the names are config.choices.Measure)."""
+
+
 def difficulty(examples: Sequence[TokenizedExample], measure: str, lm: LoadedModel,
                batch_size: int) -> list[float]:
     """length: tokens; loss: the base model's mean NLL per completion token."""
-    if measure == "length" or not examples:
-        return length_difficulty(examples)
-    scored = completion_nll(lm.model, examples, lm.tokenizer.pad_token_id, batch_size)
-    return [nll / max(count, 1) for nll, count in scored]
+    if not examples:
+        return []
+    return MEASURES[measure](examples, lm, batch_size)

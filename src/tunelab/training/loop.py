@@ -15,10 +15,10 @@ import math
 import random
 import resource
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 from tqdm.auto import tqdm
+from transformers import PreTrainedModel
 
 from tunelab.config import TrainConfig
 from tunelab.core.errors import DivergedError, TunelabError
@@ -54,7 +55,14 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def with_rng_preserved(run: Callable[[], Any]) -> Any:
+T = TypeVar("T")
+
+EvalHook = Callable[[torch.nn.Module], Mapping[str, object]]
+"""Called at every evaluation with the model a process runs; what it returns joins the log
+record (a mixture's metric per task; the retention suite's scores: a forgetting curve)."""
+
+
+def with_rng_preserved(run: Callable[[], T]) -> T:
     """Run `run` (e.g. generation, which reseeds torch) without disturbing the RNG streams that
     training draws from (dropout), so evaluating never changes what training does."""
     states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
@@ -87,8 +95,9 @@ def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
     """Non-reentrant checkpointing of the transformer blocks. The inputs' embeddings are made
     to require grad so that, when every base weight is frozen (LoRA, prompt tuning, ...), the
     recomputed blocks still have a graph to backpropagate through."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if not getattr(base, "supports_gradient_checkpointing", False):
+    get_base_model = getattr(model, "get_base_model", None)  # peft's wrapper has one
+    base = get_base_model() if callable(get_base_model) else model
+    if not (isinstance(base, PreTrainedModel) and base.supports_gradient_checkpointing):
         raise TunelabError(f"train.gradient_checkpointing: {type(base).__name__} does not support "
                            "it; turn it off")
     if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.24's name
@@ -139,7 +148,7 @@ class Trainer:
         sharded with FSDP (train.fsdp)."""
         model = self.layout.shard(model)
         self.placement = self.layout.placement(model, world)
-        self.eval_hooks: list[Callable[[torch.nn.Module], dict[str, Any]]] = []
+        self.eval_hooks: list[EvalHook] = []
         """Called at every evaluation with the model a process runs (the sharded one under
         FSDP, which every process runs in lockstep); their dicts join the log record
         (each task's metric in a mixture; the retention suite's scores: a forgetting curve)."""
@@ -237,10 +246,11 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
                     if state.step % config.log_every == 0 or state.step == self.total_steps:
                         elapsed = time.perf_counter() - window_start
-                        record = {"step": state.step, "epoch": state.epoch, "loss": loss,
-                                  "lr": self.scheduler.get_last_lr()[0],
-                                  "tokens_per_s": window_tokens / max(elapsed, 1e-9),
-                                  "peak_memory_mb": peak_memory_mb()}
+                        record: dict[str, Any] = {  # Any: a train_log.jsonl line (JSON values)
+                            "step": state.step, "epoch": state.epoch, "loss": loss,
+                            "lr": self.scheduler.get_last_lr()[0],
+                            "tokens_per_s": window_tokens / max(elapsed, 1e-9),
+                            "peak_memory_mb": peak_memory_mb()}
                         record.update(self.plan.log_fields(state.epoch))
                         if self.data.per_task:
                             record["examples_by_task"] = dict(state.task_examples)
@@ -311,7 +321,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return total_loss, total_tokens
 
-    def autocast(self) -> Any:
+    def autocast(self) -> torch.autocast:
         """The forward pass in train.precision (a no-op for fp32)."""
         return torch.autocast(self.accelerator.device.type, dtype=self.compute_dtype,
                               enabled=self.compute_dtype is not None)
@@ -452,8 +462,9 @@ class Trainer:
             patience = self.config.early_stopping_patience
             if patience and state.evals_without_improvement >= patience:
                 state.stopped_early = True
-        record: dict[str, Any] = {"step": state.step, "epoch": state.epoch, "val_loss": val_loss,
-                                  "best_val_loss": state.best_val_loss, "best_step": state.best_step}
+        record: dict[str, Any] = {  # Any: a train_log.jsonl line (JSON values)
+            "step": state.step, "epoch": state.epoch, "val_loss": val_loss,
+            "best_val_loss": state.best_val_loss, "best_step": state.best_step}
         if self.data.per_task:
             record["val_loss_by_task"] = {t.name: (nll / count if count else None)
                                           for t, (nll, count) in zip(self.tasks, sums, strict=True)}
@@ -476,14 +487,17 @@ class Trainer:
         parts = self.layout.checkpoint(self.local_model(), self.optimizer,
                                        self.accelerator.is_main_process)
         if parts is not None:  # rank 0 writes
-            save_checkpoint(self.run.last_checkpoint, *parts, self.scheduler, self.state)
+            weights, optimizer_state = parts
+            assert optimizer_state is not None  # the optimizer was passed
+            save_checkpoint(self.run.last_checkpoint, weights, optimizer_state, self.scheduler,
+                            self.state)
 
     def _restore_best(self) -> None:
         best = self.run.best_checkpoint / "trainable.safetensors"
         if best.is_file():
             self.layout.load_trainable_state(self.local_model(), load_file(str(best)))
 
-    def _log(self, record: dict[str, Any]) -> None:
+    def _log(self, record: dict[str, Any]) -> None:  # Any: JSON values, as LoopState.history
         self.state.history.append(record)
         if self.config.report_to:
             self.accelerator.log(scalars(record), step=int(record["step"]))

@@ -15,7 +15,6 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from accelerate.tracking import GeneralTracker, MLflowTracker, TensorBoardTracker
 
@@ -52,9 +51,9 @@ def build_trackers(names: Sequence[str], run: RunDir, run_name: str) -> list[Gen
     return [TRACKERS[name].build(run, run_name) for name in names]
 
 
-def flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(record: Mapping[str, object], prefix: str = "") -> dict[str, object]:
     """Leaves of a nested dict, their keys joined by "/"."""
-    out: dict[str, Any] = {}
+    out: dict[str, object] = {}
     for key, value in record.items():
         if isinstance(value, Mapping):
             out.update(flatten(value, f"{prefix}{key}/"))
@@ -63,14 +62,14 @@ def flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def scalars(record: Mapping[str, Any]) -> dict[str, float]:
+def scalars(record: Mapping[str, object]) -> dict[str, float]:
     """A log record's finite numbers (the step is the x axis, not a scalar)."""
     return {k: float(v) for k, v in flatten(record).items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
             and k != "step"}
 
 
-def hyperparameters(config: Mapping[str, Any]) -> dict[str, Any]:
+def hyperparameters(config: Mapping[str, object]) -> dict[str, int | float | str | bool]:
     """The train config as the scalar parameters trackers store (lists as text)."""
     return {k: v if isinstance(v, (int, float, str, bool)) else str(v)
             for k, v in flatten(config).items() if v is not None}

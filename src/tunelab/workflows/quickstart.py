@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from tunelab.config import RunConfig, from_dict, load_yaml, merge_overrides
 from tunelab.eval.compare import compare_to_best, primary_key
@@ -45,7 +45,7 @@ def quickstart_config(out_dir: Path, overrides: list[str] | None = None) -> RunC
 
 
 def run_quickstart(out_dir: Path, limit: int | None = None, overrides: list[str] | None = None,
-                   echo: Any = print) -> Path:
+                   echo: Callable[[str], object] = print) -> Path:
     start = time.perf_counter()
     config = quickstart_config(out_dir, overrides)
     if limit:
@@ -55,7 +55,8 @@ def run_quickstart(out_dir: Path, limit: int | None = None, overrides: list[str]
     task = run_task(config)
     shots = config.eval.shots
     echo(f"tunelab quickstart -> {run_dir}")
-    echo(f"1/3 baselines: {config.model.name} zero-shot and {shots}-shot on the test split")
+    echo(f"1/3 baselines: {config.model.name} zero-shot and with {shots} examples in the "
+         "prompt, on the test split")
     lm = load_model(config.model)
     baselines = [
         evaluate_loaded(lm, task, System.base(0), shots=0, limit=config.eval.limit),

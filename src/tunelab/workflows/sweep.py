@@ -14,14 +14,13 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from tunelab.config import RunConfig, load_run_config, to_dict
 from tunelab.core.errors import TunelabError
 from tunelab.methods import METHODS, get_method
-from tunelab.report.sweep_table import plot_score_vs_params, sweep_table
+from tunelab.report.sweep_table import SweepRow, plot_score_vs_params, sweep_table
 from tunelab.runs import RunDir, SweepDir, System
 
 
@@ -87,7 +86,7 @@ def run_sweep(config_path: str, overrides: list[str], options: SweepOptions) -> 
         raise TunelabError(f"{sweep_dir} exists; add --resume to finish it, or choose another "
                            "name (name=...)")
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
+    rows: list[SweepRow] = []
     for method in options.methods:
         config = method_config(base, method, options, sweep_dir)
         if RunDir(config.run_dir).finished() and options.resume:
@@ -111,16 +110,21 @@ def run_sweep(config_path: str, overrides: list[str], options: SweepOptions) -> 
     return sweep_dir
 
 
-def _row(method: str, config: RunConfig, ok: bool, sweep_dir: Path) -> dict[str, Any]:
-    row: dict[str, Any] = {"method": method, "lr": config.train.lr, "ok": ok}
+def _row(method: str, config: RunConfig, ok: bool, sweep_dir: Path) -> SweepRow:
+    row = SweepRow(method=method, lr=config.train.lr, ok=ok)
     if not ok:
         row["error"] = SweepDir(sweep_dir).method_log(method).read_text()[-500:]
         return row
     run = RunDir(config.run_dir)
     summary = json.loads(run.summary.read_text())
-    row.update({k: summary.get(k) for k in ("trainable_parameters", "trainable_percent",
-                                            "size_on_disk_bytes", "peak_memory_mb", "tokens_per_s",
-                                            "best_val_loss", "steps", "train_seconds")})
+    row["trainable_parameters"] = summary.get("trainable_parameters")
+    row["trainable_percent"] = summary.get("trainable_percent")
+    row["size_on_disk_bytes"] = summary.get("size_on_disk_bytes")
+    row["peak_memory_mb"] = summary.get("peak_memory_mb")
+    row["tokens_per_s"] = summary.get("tokens_per_s")
+    row["best_val_loss"] = summary.get("best_val_loss")
+    row["steps"] = summary.get("steps")
+    row["train_seconds"] = summary.get("train_seconds")
     metrics_file = run.eval_dir(System.tuned()).metrics
     if metrics_file.is_file():
         scores = json.loads(metrics_file.read_text())["scores"]

@@ -18,22 +18,25 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
+import torch
 import torch.distributed as dist
 import transformers
 
 from tunelab.config import RunConfig, TaskConfig, TrainTaskConfig, load_run_config
 from tunelab.core.errors import TunelabError
+from tunelab.data import Splits
 from tunelab.data.mixture import MixturePlan
 from tunelab.data.training_tasks import evaluation_task, run_task, training_tasks
 from tunelab.eval.runner import EvalResult, evaluate_loaded, evaluate_shared, write_result
 from tunelab.eval.shard import Shard
-from tunelab.eval.tasks import check_task, check_task_data
+from tunelab.eval.tasks import check_task, read_task
 from tunelab.methods import get_method, trainable_parameters
 from tunelab.methods.base import Method, ParameterCount, directory_size, parse_options
 from tunelab.models import LoadedModel, get_kind, load_model
@@ -43,22 +46,22 @@ from tunelab.report.run_page import write_html_report
 from tunelab.runs import RunDir, System
 from tunelab.studies import retention
 from tunelab.studies.bias import RunBias
-from tunelab.studies.retention import retention_table
+from tunelab.studies.retention import RetentionRow, retention_table
 from tunelab.studies.robustness import RunRobustness
 from tunelab.training.checkpoint import LoopState, write_atomically
 from tunelab.training.data import PreparedData, prepare_data, read_splits
-from tunelab.training.loop import Trainer, peak_memory_mb
+from tunelab.training.loop import EvalHook, Trainer, peak_memory_mb
 
 
 @dataclass
 class TrainResult:
     run_dir: Path
-    summary: dict[str, Any]
+    summary: dict[str, Any]  # Any: summary.json (JSON values)
     evaluation: EvalResult | None
     """The test-split evaluation of a single-task run."""
     task_evaluations: dict[str, EvalResult] = field(default_factory=dict)
     """A multi-task run's test-split evaluation per task (eval/fine-tuned/<task>/)."""
-    retention: list[Any] = field(default_factory=list)
+    retention: list[RetentionRow] = field(default_factory=list)
     """RetentionRow per retention task: score before and after training, change, 95% CI."""
     passed: bool = True
     """False when retention dropped by more than retention.max_forgetting."""
@@ -92,12 +95,13 @@ def train(config: RunConfig | str | Path, overrides: list[str] | None = None,
             dist.destroy_process_group()  # this process's part ends here, not at interpreter exit
 
 
-def _stop(signum: int, frame: Any) -> None:
+def _stop(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
 @contextmanager
-def on_sigterm(handler: Any) -> Iterator[None]:
+def on_sigterm(handler: Callable[[int, FrameType | None], object] | signal.Handlers
+               ) -> Iterator[None]:
     """Several processes: when one fails, torchrun stops the others with SIGTERM. While
     training, `_stop` ends the process as an exception does, so rank 0 still removes a failed
     start; while removing it, SIG_IGN lets the clean-up finish."""
@@ -121,14 +125,15 @@ class RunPlan:
     """The config resolved once, before anything loads: every step of the run receives it."""
 
     config: RunConfig
-    method: Method
-    options: Any
+    method: Method[Any]  # Any: each method has its own options type
+    options: object
+    """The method's options dataclass (`parse_options`)."""
     kind: ModelKind
     tasks: list[TrainTaskConfig]
     """The tasks trained on (a single-task run: one)."""
     evaluated: dict[str, TaskConfig]
     """Each task with metrics as the evaluation task of its test split, by name."""
-    splits: Any
+    splits: dict[str, Splits]
     """Every task's data, read and checked (`training/data.read_splits`)."""
     retained: list[TaskConfig]
     """The retention suite, scored before and after training."""
@@ -160,7 +165,7 @@ def plan_run(config: RunConfig) -> RunPlan:
     splits = read_splits(tasks)  # every data file read and checked before a model loads
     retained = retention.retention_tasks(config.retention, config.model.kind)
     for task in retained:  # the retention suite's data too
-        check_task_data(task, 0)
+        read_task(task, 0)
     single = None if config.is_mixture else evaluated.get(config.name) or run_task(config)
     return RunPlan(config, method, options, kind, tasks, evaluated, splits, retained, single)
 
@@ -220,7 +225,8 @@ def _train(plan: RunPlan, run: RunDir, resume: bool, evaluate_after: bool) -> Tr
     evaluation = None if config.is_mixture else evaluations.get(config.name)
     if config.is_mixture and evaluate_after:
         summary["test_scores"] = {name: r.scores for name, r in evaluations.items()}
-    rows, passed = [], True
+    rows: list[RetentionRow] = []
+    passed = True
     if kept:
         rows, passed = check_retention(lm, config, run, kept, before, summary)
     robust_report = robust.finish(robust_before, robust.score(lm, System.tuned()), run,
@@ -244,12 +250,12 @@ def _resolve_config(config: RunConfig | str | Path, overrides: list[str] | None)
 
 
 def task_metric_hook(lm: LoadedModel, tasks: list[TrainTaskConfig], prepared: PreparedData,
-                     limit: int) -> Any:
+                     limit: int) -> EvalHook:
     """An eval hook: every mixture task's metric on its validation split (`limit` items)."""
     scored = [t for t, ex in zip(tasks, prepared.data.tasks, strict=True)
               if ex.validation and t.eval.metrics]
 
-    def hook(model: Any) -> dict[str, Any]:
+    def hook(model: torch.nn.Module) -> dict[str, dict[str, dict[str, float]]]:
         view = replace(lm, model=model)
         return {"metrics_by_task": {
             task.name: evaluate_loaded(view, TaskConfig(name=task.name, data=task.data,
@@ -283,7 +289,9 @@ def evaluate_tasks(lm: LoadedModel, plan: RunPlan, run: RunDir, prepared: Prepar
 
 
 def check_retention(lm: LoadedModel, config: RunConfig, run: RunDir, kept: list[TaskConfig],
-                    before: dict[str, EvalResult], summary: dict[str, Any]) -> tuple[list[Any], bool]:
+                    before: dict[str, EvalResult],
+                    summary: dict[str, Any]  # Any: summary.json's JSON values
+                    ) -> tuple[list[RetentionRow], bool]:
     """Score the retention suite after training, write retention.json, print the table."""
     after = retention.score_tasks(lm, kept, config.retention.limit, System.tuned())
     for name, result in after.items():
@@ -302,7 +310,8 @@ def check_retention(lm: LoadedModel, config: RunConfig, run: RunDir, kept: list[
 
 
 def training_summary(config: RunConfig, counts: ParameterCount, size_on_disk: int,
-                     state: LoopState, seconds: float, prepared: PreparedData) -> dict[str, Any]:
+                     state: LoopState, seconds: float, prepared: PreparedData
+                     ) -> dict[str, Any]:  # Any: summary.json's JSON values
     """summary.json's training part: method, sizes, speed, memory, losses, data."""
     logged = [h for h in state.history if "tokens_per_s" in h]
     train_examples = prepared.train_examples
@@ -332,7 +341,7 @@ def training_summary(config: RunConfig, counts: ParameterCount, size_on_disk: in
 
 
 def mixture_summary(plan: MixturePlan, trainer: Trainer, config: RunConfig,
-                    state: LoopState) -> dict[str, Any]:
+                    state: LoopState) -> dict[str, object]:
     """Configured rates vs realised proportions, task epochs, and per-task losses at the best
     evaluation (where negative transfer shows)."""
     seen_by_task = state.task_examples

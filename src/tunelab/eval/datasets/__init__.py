@@ -12,59 +12,32 @@ Every reader fills the same columns: `prompt` (the question as the benchmark's u
 shows it), `output` (the gold answer text), `choices` and `gold` (choice indices) for
 multiple-choice data, `targets` (all acceptable answers) for generated answers. A task file
 whose data section names no template gets `template: format`, `prompt_format: '{prompt}'` and
-the reader's completion format. Anything else (JSONL, CSV, Parquet, `datasets` folders,
-builtin:NAME) is read by `tunelab.data`.
+the reader's completion format. Each layout is a `BenchmarkSource` registered here with
+`tunelab.data.sources`, the one registry of data.source schemes; anything else (JSONL, CSV,
+Parquet, `datasets` folders, builtin:NAME) is read by `tunelab.data`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
-from tunelab.config import DataConfig, TaskConfig
-from tunelab.data import load_splits
+from tunelab.config import TaskConfig
+from tunelab.data import TaskData, read_source
 from tunelab.data.records import choice_record
+from tunelab.data.sources import register_scheme
 from tunelab.eval.datasets import bigbench, glue, mmlu
-from tunelab.eval.datasets.common import TaskData
+from tunelab.eval.datasets.common import BenchmarkSource
 
-__all__ = ["SCHEMES", "TaskData", "choice_record", "default_completion", "load_task_data",
-           "source_scheme"]
-
-
-READERS: dict[str, Callable[[str, DataConfig], TaskData]] = {
-    "bigbench": bigbench.read_bigbench,
-    "bigbench-file": bigbench.read_bigbench_file,
-    "squad": bigbench.read_squad_file,
-    "mmlu": mmlu.read_mmlu,
-    "glue": glue.read_glue,
-    "superglue": glue.read_superglue,
-}
-"""The reader of each evaluation-data scheme (the part of data.source before the colon)."""
-SCHEMES = tuple(READERS)
+__all__ = ["BENCHMARKS", "BenchmarkSource", "TaskData", "choice_record", "load_task_data"]
 
 
-def source_scheme(source: str) -> str | None:
-    """The evaluation-data scheme of a data.source (None for files tunelab.data reads)."""
-    scheme, sep, _ = source.partition(":")
-    return scheme if sep and scheme in SCHEMES else None
-
-
-def default_completion(source: str) -> str:
-    """How a benchmark source appends an answer to its prompt: BIG-bench and SQuAD prompts end
-    in "A: " (the space is the prompt's), the others in "Answer:" (the answer brings a space)."""
-    scheme = source_scheme(source)
-    if scheme in ("bigbench", "bigbench-file", "squad"):
-        return "{output}"
-    if scheme == "superglue" and Path(source.split(":", 1)[1]).name.lower() == "copa":
-        return "{output}"  # COPA's choices carry their own leading space
-    return " {output}"
+BENCHMARKS = (bigbench.BigbenchSource(), bigbench.BigbenchFileSource(), bigbench.SquadSource(),
+              mmlu.MmluSource(), glue.GlueSource(), glue.SuperGlueSource())
+"""The benchmark schemes, registered with data.source's one registry (`tunelab.data.sources`)
+when this package is imported."""
+for _scheme in BENCHMARKS:
+    register_scheme(_scheme)
 
 
 def load_task_data(task: TaskConfig) -> TaskData:
-    """The task's splits (and the source's preamble), from whichever reader its source needs."""
-    scheme = source_scheme(task.data.source)
-    if scheme is None:
-        splits = load_splits(task.data)
-        return TaskData({"train": splits.train, "validation": splits.validation,
-                         "test": splits.test})
-    return READERS[scheme](task.data.source.split(":", 1)[1], task.data)
+    """The task's splits (and the source's preamble), from whichever reader its source needs
+    (`eval/tasks.py: read_task` reads and checks a task for scoring)."""
+    return read_source(task.data)

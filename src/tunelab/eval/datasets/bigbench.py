@@ -16,11 +16,11 @@ from pathlib import Path
 from tunelab.config import DataConfig
 from tunelab.core.errors import TunelabError
 from tunelab.core.paths import bigbench_dir
-from tunelab.data import Record
+from tunelab.data import Record, TaskData
 from tunelab.data.bigbench_format import BigbenchTask, Reading, read_json, read_task
 from tunelab.data.records import choice_record
 from tunelab.data.splits import seeded_split
-from tunelab.eval.datasets.common import TaskData
+from tunelab.eval.datasets.common import BenchmarkSource
 
 SPECIAL_FILES = {
     "truthful_qa": "truthful_qa/task_mc.json",
@@ -127,3 +127,40 @@ def read_squad_file(path_text: str, config: DataConfig) -> TaskData:
     if not records:
         raise TunelabError(f"{path}: no answered questions found")
     return TaskData(seeded_split(records, config, str(path), require_train=False).as_dict())
+
+
+class BigbenchSource(BenchmarkSource):
+    """bigbench:TASK[/SUBTASK]: a task of the fetched BIG-bench files."""
+
+    name = "bigbench"
+    completion = "{output}"
+
+    def read_argument(self, argument: str, config: DataConfig) -> TaskData:
+        return read_bigbench(argument, config)
+
+    def missing(self, source: str) -> str | None:
+        return None if (bigbench_dir() / task_file(self.argument(source))).is_file() \
+            else "tunelab data fetch bigbench"
+
+    def fetched_task(self, source: str) -> str | None:
+        return self.argument(source)
+
+
+class BigbenchFileSource(BenchmarkSource):
+    """bigbench-file:PATH: a task.json in BIG-bench's format anywhere."""
+
+    name = "bigbench-file"
+    completion = "{output}"
+
+    def read_argument(self, argument: str, config: DataConfig) -> TaskData:
+        return read_bigbench_file(argument, config)
+
+
+class SquadSource(BenchmarkSource):
+    """squad:PATH: a SQuAD v1.1 JSON file."""
+
+    name = "squad"
+    completion = "{output}"
+
+    def read_argument(self, argument: str, config: DataConfig) -> TaskData:
+        return read_squad_file(argument, config)

@@ -21,6 +21,7 @@ from pathlib import Path
 from tunelab.config import load_yaml
 from tunelab.core.errors import TunelabError
 from tunelab.core.paths import bigbench_dir
+from tunelab.data import source_scheme
 from tunelab.eval.datasets.bigbench import task_file
 from tunelab.eval.tasks import BUILTIN_TASK_DIR
 
@@ -45,8 +46,9 @@ def builtin_bigbench_tasks() -> list[str]:
     names = set()
     for path in BUILTIN_TASK_DIR.glob("*.yaml"):
         source = str((load_yaml(path).get("data") or {}).get("source", ""))
-        if source.startswith("bigbench:"):
-            names.add(source[len("bigbench:"):])
+        task = source_scheme(source).fetched_task(source)
+        if task:
+            names.add(task)
     return sorted(names)
 
 

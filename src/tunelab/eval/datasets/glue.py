@@ -23,9 +23,9 @@ from typing import Any
 
 from tunelab.config import DataConfig
 from tunelab.core.errors import TunelabError
-from tunelab.data import Record
+from tunelab.data import Record, TaskData
 from tunelab.data.records import choice_record
-from tunelab.eval.datasets.common import TaskData
+from tunelab.eval.datasets.common import BenchmarkSource
 
 Row = dict[str, Any]
 
@@ -201,3 +201,26 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, Row]]:
                 yield f"{path}:{lineno}", json.loads(line)
             except json.JSONDecodeError as err:
                 raise TunelabError(f"{path}:{lineno}: malformed JSON ({err.msg})") from None
+
+
+class GlueSource(BenchmarkSource):
+    """glue:DIR: a GLUE task folder."""
+
+    name = "glue"
+
+    def read_argument(self, argument: str, config: DataConfig) -> TaskData:
+        return read_glue(argument, config)
+
+
+class SuperGlueSource(BenchmarkSource):
+    """superglue:DIR: a SuperGLUE task folder."""
+
+    name = "superglue"
+
+    def read_argument(self, argument: str, config: DataConfig) -> TaskData:
+        return read_superglue(argument, config)
+
+    def completion_format(self, source: str) -> str:
+        if Path(self.argument(source)).name.lower() == "copa":
+            return "{output}"  # COPA's choices carry their own leading space
+        return self.completion

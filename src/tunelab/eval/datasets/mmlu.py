@@ -18,9 +18,9 @@ from pathlib import Path
 
 from tunelab.config import DataConfig
 from tunelab.core.errors import TunelabError
-from tunelab.data import Record
+from tunelab.data import Record, TaskData
 from tunelab.data.records import choice_record
-from tunelab.eval.datasets.common import TaskData
+from tunelab.eval.datasets.common import BenchmarkSource
 
 LETTERS = ["A", "B", "C", "D"]
 SPLIT_DIRS = {"train": "dev", "validation": "val", "test": "test"}
@@ -78,3 +78,12 @@ def _read_csv(path: Path, subject: str) -> list[Record]:
                 origin, f"{question}\n{shown}\nAnswer:", list(LETTERS), [LETTERS.index(answer)],
                 input=question, subject=subject, options=options))
     return records
+
+
+class MmluSource(BenchmarkSource):
+    """mmlu:DIR[:SUBJECT,...]: MMLU's CSV layout."""
+
+    name = "mmlu"
+
+    def read_argument(self, argument: str, config: DataConfig) -> TaskData:
+        return read_mmlu(argument, config)

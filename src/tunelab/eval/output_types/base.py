@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from tunelab.config import ModelConfig, TaskConfig
 from tunelab.core.errors import TunelabError
-from tunelab.data import Record, get_template
+from tunelab.data import Record, get_template, get_template_kind
 from tunelab.eval.datasets import TaskData
 from tunelab.eval.fewshot import PromptBuilder, choose_shots
 from tunelab.eval.metrics import MetricInput, metric_class
@@ -184,7 +184,7 @@ class OutputType:
                 tokenizer: Any = None) -> str | None:
         """The line `tunelab tasks validate` shows for the first record (None: needs a
         tokenizer to render, e.g. a chat template)."""
-        if task.data.template == "chat" and tokenizer is None:
+        if get_template_kind(task.data.template).needs_tokenizer and tokenizer is None:
             return None
         builder = PromptBuilder(get_template(task.data, tokenizer), tokenizer, framing.preamble,
                                 "\n\n")
