@@ -184,6 +184,6 @@ def test_eval_reads_and_checks_a_task_once(tiny_llama: Path, monkeypatch) -> Non
     count(tasks, "load_task_data")
     count(api, "check_task")
     count(runner, "check_task")
-    result = api.evaluate(mc_task(), model=str(tiny_llama), limit=3)
+    result = api.evaluate_task(mc_task(), model=str(tiny_llama), limit=3)
     assert result.n == 3
     assert calls == {"load_task_data": 1, "check_task": 1}

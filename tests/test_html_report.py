@@ -30,9 +30,9 @@ def run_dir(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = tunelab.train(config)
     assert (result.run_dir / "report.html").is_file()  # written by every run
     folder = result.run_dir
-    tunelab.evaluate(task_of(str(folder)), model=str(tiny_llama),
+    tunelab.evaluate_task(task_of(str(folder)), model=str(tiny_llama),
                      out_dir=folder / "eval" / "base-0-shot")
-    tunelab.check_robustness(str(folder), "typo,uppercase", adapters=[str(folder)],
+    tunelab.robustness(str(folder), "typo,uppercase", adapters=[str(folder)],
                              baselines=["zero"], severities=[0.2], out_dir=folder / "robustness")
     predictions = folder / "eval" / "fine-tuned" / "predictions.jsonl"
     rows = [json.loads(line) for line in predictions.read_text().splitlines()]

@@ -394,7 +394,7 @@ def test_train_learns_reloads_identically_and_evaluates(tiny_dirs: dict[str, Pat
     correct = sum(r["prediction"] == r["reference"] for r in rows)
     assert metrics["scores"]["accuracy"] == pytest.approx(100 * correct / 8)
     # `tunelab eval --adapter RUN` rebuilds the run's kind and predicts the same.
-    again = tunelab.evaluate(run_module.run_task(config), adapter=run_dir)
+    again = tunelab.evaluate_task(run_module.run_task(config), adapter=run_dir)
     assert [r["prediction"] for r in again.predictions] == [r["prediction"] for r in rows]
     if KIND[family] == "classifier":
         assert metrics["output_type"] == trained["task"].output_type == "classification"

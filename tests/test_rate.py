@@ -373,12 +373,12 @@ def test_port_in_use_missing_directory_and_bad_options(rated: Path, copy_of, tmp
 def test_page_checks_token_range_and_own_criteria(rated: Path, copy_of, tmp_path: Path) -> None:
     """The form without the server's token is refused; so are unknown items and raters;
     criteria of one's own come with their descriptions; headers forbid inline script."""
-    from tunelab.api import rating_server
+    from tunelab.api import rate
     folder = copy_of(rated)
     criteria = tmp_path / "criteria.yaml"
     criteria.write_text("faithful: Does it say only what the input supports?\n"
                         "brevity: Is it no longer than it needs to be?\n")
-    server, session = rating_server(folder, criteria_file=criteria, port=0, scale=3)
+    server, session = rate(folder, criteria_file=criteria, port=0, scale=3)
     try:
         client = server.app.test_client()
         page = client.get("/rate/ann/0")

@@ -93,7 +93,7 @@ def test_a_run_directory_from_before_opens_in_report_and_compare(
     assert "inconsistent" in out
     # the robustness run named the fine-tune after its run ("fine-tuned (old)"): its per-item
     # consistency is still found for the run's own fine-tune (side B)
-    report = tunelab.compare_runs(run / "eval" / "base-0-shot", run,
+    report = tunelab.compare(run / "eval" / "base-0-shot", run,
                                   robustness=run / "robustness")
     flagged = {i.key for i in report.items if "inconsistent" in i.b_errors}
     assert flagged == {f"{DATA / 'reviews.jsonl'}:16"}

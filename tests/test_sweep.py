@@ -129,10 +129,10 @@ def test_eval_several_adapters_on_one_base(tiny_llama: Path, tmp_path: Path, cap
     assert [r["system"] for r in results] == ["base 0-shot", "a 0-shot", "b 0-shot"]
     assert loads == [1]  # the base is loaded once for all three systems
     for run, result in zip(runs, results[1:], strict=True):
-        alone = tunelab.evaluate(str(task), adapter=run)
+        alone = tunelab.evaluate_task(str(task), adapter=run)
         assert result["scores"]["perplexity"] == pytest.approx(alone.scores["perplexity"], rel=1e-5)
         assert result["scores"]["accuracy"] == pytest.approx(alone.scores["accuracy"])
-    base = tunelab.evaluate(str(task), model=str(tiny_llama))
+    base = tunelab.evaluate_task(str(task), model=str(tiny_llama))
     assert results[0]["scores"]["perplexity"] == pytest.approx(base.scores["perplexity"], rel=1e-5)
     # Each adapter was applied: its perplexity is not the base model's.
     for result in results[1:]:

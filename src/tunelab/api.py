@@ -9,18 +9,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tunelab.config import ModelConfig, RunConfig, TaskConfig, load_run_config
+from tunelab.config import ModelConfig, TaskConfig, load_run_config
 from tunelab.config.choices import NONNEGATIVE, Range
 from tunelab.core.errors import TunelabError
 from tunelab.data.inspect import inspect_data as inspect_run_data
 from tunelab.data.transforms.counterfactual import parse_probes
 from tunelab.data.transforms.perturbations import parse_perturbations
-from tunelab.eval.datasets.fetch import fetch_bigbench
+from tunelab.eval.datasets.fetch import FetchResult, fetch_bigbench
 from tunelab.eval.output_types import get_output_type, load_for_task
-from tunelab.eval.runner import EvalResult, evaluate_loaded, read_result, write_result
+from tunelab.eval.runner import EvalResult, evaluate_loaded, write_result
 from tunelab.eval.scoring import format_scores, score
 from tunelab.eval.tables import format_table, results_table, shown_keys, suite_table
-from tunelab.eval.tasks import check_task, is_suite, load_suite, load_task, read_task
+from tunelab.eval.tasks import is_suite, load_suite, load_task, read_task, task_of
 from tunelab.eval.tasks import validate_task as validate_task_file
 from tunelab.human import RatingStore
 from tunelab.human.report import RatingsReport, ratings_report
@@ -31,12 +31,9 @@ from tunelab.report.run_page import comparison_page, write_html_report
 from tunelab.report.task_list import tasks_overview
 from tunelab.runs import (
     EvalDir,
-    RunDir,
-    StudyFiles,
     System,
     load_run_model,
     ratings_file,
-    read_config,
 )
 from tunelab.runs.adapter_set import AdapterSet
 from tunelab.runs.merge import merge_run
@@ -44,27 +41,24 @@ from tunelab.studies.baselines import BaselineReport, run_baselines
 from tunelab.studies.bias import BiasReport, run_bias
 from tunelab.studies.error_analysis import (
     ComparisonReport,
-    TaskPair,
     compare_tasks,
-    eval_dirs,
     export_errors,
-    read_consistency,
 )
+from tunelab.studies.pairing import compared_task, pair_evaluations
 from tunelab.studies.robustness import RobustnessReport, run_robustness
 from tunelab.workflows.quickstart import run_quickstart
 from tunelab.workflows.sweep import SweepOptions
 from tunelab.workflows.sweep import run_sweep as run_sweep_options
-from tunelab.workflows.train import TrainResult, evaluation_task, run_task, train
+from tunelab.workflows.train import TrainResult, run_task, train
 
 if TYPE_CHECKING:
     from werkzeug.serving import BaseWSGIServer
 
-__all__ = ["train", "run_task", "evaluate", "evaluate_adapters", "compare_baselines",
-           "evaluate_suite", "run_evaluation", "Printout", "score", "format_scores", "quickstart",
-           "inspect_data", "validate_task", "tasks_overview", "fetch_bigbench", "merge_run",
-           "run_sweep", "harness", "check_robustness", "check_bias", "task_of",
-           "perturbations_overview", "probes_overview", "compare_runs", "human_ratings", "rating_server", "build_report",
-           "TrainResult"]
+__all__ = ["train", "run_task", "evaluate", "evaluate_task", "evaluate_adapters",
+           "compare_baselines", "evaluate_suite", "Printout", "score", "format_scores",
+           "quickstart", "data_inspect", "tasks_validate", "tasks_list", "data_fetch", "merge",
+           "sweep", "harness", "robustness", "bias", "task_of", "perturbations_overview",
+           "probes_overview", "compare", "ratings", "rate", "build_report", "TrainResult"]
 
 
 def check_eval_args(shots: int | None, limit: int | None, out_dir: str | Path | None = None
@@ -84,7 +78,7 @@ def check_eval_args(shots: int | None, limit: int | None, out_dir: str | Path | 
         raise TunelabError(f"--out {out}: {parent} is not writable; choose another directory")
 
 
-def evaluate(
+def evaluate_task(
     task: str | TaskConfig,
     model: str | None = None,
     adapter: str | Path | None = None,
@@ -223,7 +217,7 @@ class Printout:
         return json.dumps(self.data, indent=1, default=str) if as_json else self.text
 
 
-def run_evaluation(
+def evaluate(
     task: str,
     model: str | None = None,
     adapters: Sequence[str | Path] = (),
@@ -256,23 +250,24 @@ def run_evaluation(
         results = evaluate_suite(task, model=model, adapter=adapter, shots=shots, limit=limit,
                                  out_dir=out_dir)
         return Printout(suite_table(results), [r.summary() for r in results])
-    result = evaluate(task, model=model, adapter=adapter, shots=shots, limit=limit, out_dir=out_dir)
+    result = evaluate_task(task, model=model, adapter=adapter, shots=shots, limit=limit,
+                           out_dir=out_dir)
     return Printout(results_table([result], shown_keys(result.scores)), result.summary())
 
 
-def inspect_data(config: str | Path, overrides: list[str] | None = None, count: int = 3,
+def data_inspect(config: str | Path, overrides: list[str] | None = None, count: int = 3,
                  split: str = "train") -> str:
     """`tunelab data inspect`: templated examples with the trained tokens marked, per task."""
     return inspect_run_data(load_run_config(config, overrides), count, split)
 
 
-def validate_task(task: str, model: str | None = None) -> str:
+def tasks_validate(task: str, model: str | None = None) -> str:
     """`tunelab tasks validate`: check a task file and its data (`model`: a tokenizer for chat
     templates)."""
     return validate_task_file(task, load_tokenizer(ModelConfig(name=model)) if model else None)
 
 
-def run_sweep(config: str | Path, overrides: list[str], methods: list[str], max_steps: int = 0,
+def sweep(config: str | Path, overrides: list[str], methods: list[str], max_steps: int = 0,
           max_seconds: float = 0, lr: dict[str, float] | None = None, resume: bool = False,
           retention: list[str] | None = None) -> Path:
     """`tunelab sweep`: every method on the same data and budget; returns the sweep directory."""
@@ -301,26 +296,7 @@ def harness(tasks: list[str], model: str | None = None, adapter: str | None = No
                        shots=shots, limit=limit, batch_size=batch_size)
 
 
-def task_of(task: str | TaskConfig | None, adapters: Sequence[str | Path] = ()) -> TaskConfig:
-    """A task by name, file or run directory (the task that run trained on: its data and eval
-    section, scored on its test split); without one, the first adapter run's task. Checked
-    once here (a task file as `load_task` reads it)."""
-    if task and not isinstance(task, TaskConfig) and not RunDir(Path(task)).is_run():
-        return load_task(task)
-    if isinstance(task, TaskConfig):
-        made = task
-    elif task:  # a run directory: the task it trained on
-        made = run_task(read_config(Path(task)))
-    elif adapters:
-        made = run_task(read_config(Path(adapters[0])))
-    else:
-        raise TunelabError("--task: name a task (tunelab tasks list) or give --adapter RUN to "
-                           "use the task the run trained on")
-    check_task(made)
-    return made
-
-
-def check_robustness(
+def robustness(
     task: str | TaskConfig | None = None,
     perturbations: str | Sequence[str] = "all",
     model: str | None = None,
@@ -342,7 +318,7 @@ def check_robustness(
                           seed=seed, instruction=instruction, out_dir=out_dir)
 
 
-def check_bias(
+def bias(
     task: str | TaskConfig | None = None,
     probes: str | Sequence[str] = "all",
     model: str | None = None,
@@ -376,7 +352,7 @@ def probes_overview() -> str:
                         [[p.name, ", ".join(p.groups), p.description] for p in parse_probes("all")])
 
 
-def compare_runs(
+def compare(
     a: str | Path,
     b: str | Path,
     task: str | TaskConfig | None = None,
@@ -399,39 +375,7 @@ def compare_runs(
     if html is not None and (Path(html).is_dir() or not Path(html).resolve().parent.is_dir()):
         raise TunelabError(f"--html {html}: give a file in an existing directory, e.g. "
                            "compare.html")
-    sides = [eval_dirs(a), eval_dirs(b)]
-    if set(sides[0]) != set(sides[1]) and single_run_tasks(sides):
-        # a single-task run names its task after the run: two runs of one config differ
-        sides[1] = {next(iter(sides[0])): next(iter(sides[1].values()))}
-    if set(sides[0]) != set(sides[1]):
-        raise TunelabError(f"A ({a}) scored {', '.join(sides[0])} but B ({b}) scored "
-                           f"{', '.join(sides[1])}; compare two evaluations of the same task")
-    if task is not None and len(sides[0]) > 1:
-        raise TunelabError(f"--task: {a} holds {len(sides[0])} tasks ({', '.join(sides[0])}); "
-                           "their own tasks score them, so leave --task out")
-    names = list(sides[0])
-    tasks = {name: compared_task(name, task, [sides[0][name], sides[1][name]]) for name in names}
-    pairs = []
-    for name in names:
-        results = [read_result(side[name]) for side in sides]
-        studies = [StudyFiles(Path(robustness), "robustness")] * 2 if robustness else [
-            robustness_of(side[name]) for side in sides]
-        consistency = [read_consistency(study, system_names(result, side[name]))
-                       if study else None
-                       for study, result, side in zip(studies, results, sides, strict=True)]
-        if robustness and not any(consistency):
-            raise TunelabError(f"--robustness {robustness}: no consistency.jsonl for "
-                               f"{results[0].system} or {results[1].system}; give the --out "
-                               "directory of a tunelab robustness run that scored them")
-        pairs.append(TaskPair(tasks[name], results[0], results[1],
-                              (consistency[0], consistency[1])))
-    systems = (pairs[0].a.system, pairs[0].b.system)
-    folders = (Path(a).resolve().name, Path(b).resolve().name)
-    labels = None
-    if systems[0] == systems[1] and folders[0] != folders[1]:  # two runs' fine-tuned models
-        labels = (systems[0].named(folders[0]).label, systems[1].named(folders[1]).label)
-        if labels[0] == labels[1]:  # not fine-tunes: the folders tell them apart
-            labels = (f"{labels[0]} ({folders[0]})", f"{labels[1]} ({folders[1]})")
+    pairs, tasks, labels = pair_evaluations(a, b, task, robustness)
     report = compare_tasks(pairs, labels, examples=examples)
     if export:
         export_errors(report, tasks, export)
@@ -440,61 +384,7 @@ def compare_runs(
     return report
 
 
-def system_names(result: EvalResult, folder: Path) -> list[System]:
-    """The systems a robustness run may have scored this evaluation's system as: itself, and
-    for a run's own fine-tune the same run named, as `tunelab robustness --adapter RUN` does."""
-    found = run_config_near(folder)
-    return [result.system] + ([result.system.named(found[0].name)] if found else [])
-
-
-def single_run_tasks(sides: list[dict[str, Path]]) -> bool:
-    """Whether both sides hold one evaluation and one of them is a single-task run's (whose
-    task is named after the run, so the names say nothing about the items)."""
-    if any(len(side) != 1 for side in sides):
-        return False
-    found = [run_config_near(next(iter(side.values()))) for side in sides]
-    return any(f is not None and not f[1].is_mixture for f in found)
-
-
-def run_config_near(folder: Path) -> tuple[Path, RunConfig] | None:
-    """The run directory (and its config) holding an evaluation directory, if any."""
-    for parent in [folder, *folder.parents][:4]:
-        if RunDir(parent).is_run():
-            return parent, read_config(parent)
-    return None
-
-
-def compared_task(name: str, task: str | TaskConfig | None, folders: list[Path]) -> TaskConfig:
-    """The task that scored evaluations `folders` of task `name`."""
-    if task is not None:
-        return task_of(task)
-    for folder in folders:
-        found = run_config_near(folder)
-        if found is None:
-            continue
-        config = found[1]
-        if not config.is_mixture:
-            return run_task(config)
-        for trained in config.tasks:
-            if trained.name == name:
-                return evaluation_task(trained, config, "test")
-    try:
-        return load_task(name)
-    except TunelabError:
-        raise TunelabError(f"{folders[0]}: cannot tell which task scored it ('{name}' is no "
-                           "built-in task and no run config is beside it); pass --task T (a "
-                           "task name or YAML file)") from None
-
-
-def robustness_of(folder: Path) -> StudyFiles | None:
-    """A run's robustness study (its `robustness:` block), beside an evaluation."""
-    found = run_config_near(folder)
-    if found is not None and RunDir(found[0]).robustness.folder.is_dir():
-        return RunDir(found[0]).robustness
-    return None
-
-
-def human_ratings(directory: str | Path, reference: str | None = None,
+def ratings(directory: str | Path, reference: str | None = None,
                   import_csv: str | Path | None = None,
                   export_csv: str | Path | None = None) -> RatingsReport:
     """`tunelab ratings DIR`: the ratings in DIR/ratings.sqlite (after merging `import_csv`)
@@ -524,7 +414,7 @@ def human_ratings(directory: str | Path, reference: str | None = None,
     return report
 
 
-def rating_server(directory: str | Path, systems: Sequence[str] | None = None,
+def rate(directory: str | Path, systems: Sequence[str] | None = None,
                   criteria: Sequence[str] | None = None, criteria_file: str | Path | None = None,
                   scale: int = 5, pairwise: bool = False, show_reference: bool = False,
                   limit: int | None = None, rater: str | None = None, host: str = "127.0.0.1",
@@ -544,3 +434,19 @@ def rating_server(directory: str | Path, systems: Sequence[str] | None = None,
                            f"would mix scales (pass --scale {rated}, or rate into a copy)")
     store.set_meta("scale", str(scale))
     return serve(session, store, host, port, rater), session
+
+
+def tasks_list() -> str:
+    """`tunelab tasks list`: the built-in tasks and suites as tables."""
+    return tasks_overview()
+
+
+def data_fetch(tasks: Sequence[str] | None = None, sdist: str | Path | None = None,
+               every_task: bool = False) -> FetchResult:
+    """`tunelab data fetch bigbench`: BIG-bench's task files into the cache, once."""
+    return fetch_bigbench(list(tasks) if tasks is not None else None, sdist, every_task)
+
+
+def merge(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """`tunelab merge RUN --out DIR`: the run's weights merged into a plain HF model directory."""
+    return merge_run(run_dir, out_dir)

@@ -297,7 +297,7 @@ def _sweep(args: argparse.Namespace) -> int:
             lrs[method.strip()] = float(value)
         except ValueError:
             raise TunelabError(f"--lr {item}: expected METHOD=NUMBER, e.g. --lr lora=3e-4") from None
-    tunelab.run_sweep(args.config, args.overrides,
+    tunelab.sweep(args.config, args.overrides,
                   methods=[m.strip() for m in args.methods.split(",") if m.strip()],
                   max_steps=args.steps, max_seconds=args.seconds, lr=lrs, resume=args.resume,
                   retention=args.retention.split(",") if args.retention else None)
@@ -305,12 +305,12 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    print(f"merged model: {tunelab.merge_run(args.run, args.out)}")
+    print(f"merged model: {tunelab.merge(args.run, args.out)}")
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
-    print(tunelab.run_evaluation(
+    print(tunelab.evaluate(
         args.task, model=args.model, adapters=args.adapter or [], shots=args.shots,
         baselines=args.baselines.split(",") if args.baselines else None, limit=args.limit,
         out_dir=args.out).render(args.json))
@@ -333,7 +333,7 @@ def _robustness(args: argparse.Namespace) -> int:
     if args.list:
         print(tunelab.perturbations_overview())
         return 0
-    report = tunelab.check_robustness(
+    report = tunelab.robustness(
         args.task, args.perturbations, model=args.model, adapters=args.adapter,
         baselines=_baselines(args.baselines), severities=_severities(args.severity),
         shots=args.shots, limit=args.limit, seed=args.seed, instruction=args.instruction,
@@ -346,7 +346,7 @@ def _bias(args: argparse.Namespace) -> int:
     if args.list:
         print(tunelab.probes_overview())
         return 0
-    report = tunelab.check_bias(
+    report = tunelab.bias(
         args.task, args.probes, model=args.model, adapters=args.adapter,
         baselines=_baselines(args.baselines), shots=args.shots, limit=args.limit, bbq=args.bbq,
         bbq_limit=args.bbq_limit, out_dir=args.out,
@@ -358,7 +358,7 @@ def _bias(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     if args.examples < 0:
         raise TunelabError(f"--examples {args.examples}: must be 0 or more")
-    report = tunelab.compare_runs(args.a, args.b, task=args.task, robustness=args.robustness,
+    report = tunelab.compare(args.a, args.b, task=args.task, robustness=args.robustness,
                                   export=args.export, examples=args.examples, html=args.html)
     print(json.dumps(report.to_json(), indent=1, default=str) if args.json else report.table())
     if args.export:
@@ -377,7 +377,7 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def _rate(args: argparse.Namespace) -> int:
-    server, session = tunelab.rating_server(
+    server, session = tunelab.rate(
         args.directory, systems=_names(args.systems), criteria=_names(args.criteria),
         criteria_file=args.criteria_file, scale=args.scale, pairwise=args.pairwise,
         show_reference=args.show_reference, limit=args.limit, rater=args.rater,
@@ -396,7 +396,7 @@ def _rate(args: argparse.Namespace) -> int:
 
 
 def _ratings(args: argparse.Namespace) -> int:
-    report = tunelab.human_ratings(args.directory, reference=args.reference,
+    report = tunelab.ratings(args.directory, reference=args.reference,
                                    import_csv=args.import_csv, export_csv=args.export_csv)
     print(json.dumps(report.to_json(), indent=1, default=str) if args.json else report.table())
     return 0
@@ -404,9 +404,9 @@ def _ratings(args: argparse.Namespace) -> int:
 
 def _tasks(args: argparse.Namespace) -> int:
     if args.tasks_command == "list":
-        print(tunelab.tasks_overview())
+        print(tunelab.tasks_list())
     else:
-        print(tunelab.validate_task(args.file, model=args.model))
+        print(tunelab.tasks_validate(args.file, model=args.model))
     return 0
 
 
@@ -419,10 +419,10 @@ def _harness(args: argparse.Namespace) -> int:
 
 def _data(args: argparse.Namespace) -> int:
     if args.data_command == "fetch":
-        result = tunelab.fetch_bigbench(args.task, sdist=args.sdist, every_task=args.all)
+        result = tunelab.data_fetch(args.task, sdist=args.sdist, every_task=args.all)
         print(f"extracted {len(result.extracted)} files into {result.target} (sdist: {result.sdist})")
     else:
-        print(tunelab.inspect_data(args.config, args.overrides, args.n, args.split))
+        print(tunelab.data_inspect(args.config, args.overrides, args.n, args.split))
     return 0
 
 

@@ -12,6 +12,7 @@ built-in tasks (`tunelab tasks list`) is report/task_list.py.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,14 @@ from tunelab.config import TaskConfig, from_dict, load_yaml, option_name, yaml_l
 from tunelab.core.errors import TunelabError
 from tunelab.data import Record, TaskData, source_scheme
 from tunelab.data.templates import FORMAT, get_template_kind
+from tunelab.data.training_tasks import run_task
 from tunelab.eval.datasets import load_task_data
 from tunelab.eval.metrics import metric_names
 from tunelab.eval.output_types import (
     Framing,
     get_output_type,
 )
+from tunelab.runs import RunDir, read_config
 
 BUILTIN_TASK_DIR = Path(__file__).resolve().parent.parent / "tasks"
 SUITE_DIR = BUILTIN_TASK_DIR / "suites"
@@ -198,3 +201,22 @@ def validate_task(name_or_path: str, tokenizer: Any = None) -> str:
     if preview is not None:
         lines.append(preview)
     return "\n".join(lines)
+
+
+def task_of(task: str | TaskConfig | None, adapters: Sequence[str | Path] = ()) -> TaskConfig:
+    """A task by name, file or run directory (the task that run trained on: its data and eval
+    section, scored on its test split); without one, the first adapter run's task. Checked
+    once here (a task file as `load_task` reads it)."""
+    if task and not isinstance(task, TaskConfig) and not RunDir(Path(task)).is_run():
+        return load_task(task)
+    if isinstance(task, TaskConfig):
+        made = task
+    elif task:  # a run directory: the task it trained on
+        made = run_task(read_config(Path(task)))
+    elif adapters:
+        made = run_task(read_config(Path(adapters[0])))
+    else:
+        raise TunelabError("--task: name a task (tunelab tasks list) or give --adapter RUN to "
+                           "use the task the run trained on")
+    check_task(made)
+    return made

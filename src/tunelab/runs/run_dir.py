@@ -247,6 +247,14 @@ class RunDir:
         return {p.name: EvalDir(p) for p in sorted(self.eval_root.iterdir())
                 if p.is_dir() and p.name != "retention" and EvalDir(p).evaluations()}
 
+    @classmethod
+    def holding(cls, folder: Path, depth: int = 4) -> RunDir | None:
+        """The run directory `folder` is (or lies in, at most `depth` levels up), if any."""
+        for parent in [Path(folder), *Path(folder).parents][:depth]:
+            if cls(parent).is_run():
+                return cls(parent)
+        return None
+
     # --- what a run is ---------------------------------------------------------------------
     def is_run(self) -> bool:
         return self.config_file.is_file()
