@@ -356,10 +356,12 @@ def test_port_in_use_missing_directory_and_bad_options(rated: Path, copy_of, tmp
         assert main(["rate", *args, "--port", "0"]) == 2, args
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, (args, err)
-    (folder / "third").mkdir()
-    for name in ("metrics.json", "predictions.jsonl"):
-        text = (folder / "base-0-shot" / name).read_text().replace("base 0-shot", "base 2-shot")
-        (folder / "third" / name).write_text(text)
+    shutil.copytree(folder / "base-0-shot", folder / "third")
+    assert main(["rate", str(folder), "--port", "0"]) == 2  # the same system twice
+    assert "scores the same system (base 0-shot) as" in capsys.readouterr().err
+    metrics = json.loads((folder / "third" / "metrics.json").read_text())
+    metrics["system_id"] = System.base(2).to_json()  # a third system: base 2-shot
+    (folder / "third" / "metrics.json").write_text(json.dumps(metrics))
     assert main(["rate", str(folder), "--pairwise", "--port", "0"]) == 2
     assert "--pairwise: compares exactly two systems" in capsys.readouterr().err
     assert main(["rate", str(folder), "--systems", "base", "--port", "0"]) == 2

@@ -8,7 +8,7 @@ import dataclasses
 import math
 import typing
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 import yaml
 
@@ -36,7 +36,7 @@ TRACKER_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
 """The module each tracker needs (mlflow-skinny provides `mlflow` too)."""
 
 
-def choices_of(hint: Any) -> tuple[str, ...] | None:
+def choices_of(hint: object) -> tuple[str, ...] | None:
     """The allowed strings of a ``Literal[...]`` hint (also inside ``X | None``), else None."""
     if typing.get_origin(hint) is Literal:
         return tuple(get_args(hint))
@@ -46,12 +46,12 @@ def choices_of(hint: Any) -> tuple[str, ...] | None:
     return None
 
 
-def optional(hint: Any) -> bool:
+def optional(hint: object) -> bool:
     """Whether a hint admits None (``X | None``)."""
     return type(None) in get_args(hint)
 
 
-def check_choice(option: str, value: Any, hint: Any) -> None:
+def check_choice(option: str, value: object, hint: object) -> None:
     """One-line error when `value` is not one of a Literal option's values (None only where
     the option is optional)."""
     allowed = choices_of(hint)
@@ -75,19 +75,23 @@ class Range:
     fix: str = ""
     """What a sensible value looks like, for the error (e.g. "e.g. 8")."""
 
-    def check(self, option: str, value: Any) -> None:
+    def check(self, option: str, value: object) -> None:
         if value is None:
             return
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        ok = number and math.isfinite(value) and (not self.whole or float(value).is_integer())
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and self.allows(value)):
+            shown = f"{value:g}" if isinstance(value, float) else repr(value)
+            raise TunelabError(f"{option} {shown}: must be {self.describe()}"
+                               f"{'; ' + self.fix if self.fix else ''}")
+
+    def allows(self, value: float) -> bool:
+        """Whether a number (not None, not a bool) is in the range."""
+        ok = math.isfinite(value) and (not self.whole or float(value).is_integer())
         if ok and self.low is not None:
             ok = value > self.low if self.low_open else value >= self.low
         if ok and self.high is not None:
             ok = value < self.high if self.high_open else value <= self.high
-        if not ok:
-            shown = f"{value:g}" if isinstance(value, float) else repr(value)
-            raise TunelabError(f"{option} {shown}: must be {self.describe()}"
-                               f"{'; ' + self.fix if self.fix else ''}")
+        return ok
 
     def describe(self) -> str:
         kind = "a whole number" if self.whole else "a number"
@@ -121,10 +125,10 @@ class Checked:
             limit.check(f"{self.section}.{name}".lstrip("."), getattr(self, name))
 
 
-_HINTS: dict[type, dict[str, Any]] = {}
+_HINTS: dict[type, dict[str, object]] = {}
 
 
-def _hints(cls: type) -> dict[str, Any]:
+def _hints(cls: type) -> dict[str, object]:
     """The fields of `cls` that have choices, with their type hints (once per class)."""
     if cls not in _HINTS:
         _HINTS[cls] = {name: hint for name, hint in typing.get_type_hints(cls).items()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
@@ -14,9 +14,14 @@ from tunelab.config.choices import check_choice, choices_of, yaml_line
 from tunelab.config.sections import RunConfig, check_format
 from tunelab.core.errors import TunelabError
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
-def from_dict(cls: type, raw: dict[str, Any], where: str, source: Path | None = None,
-              keys: tuple[str | int, ...] = ()) -> Any:
+T = TypeVar("T", bound="DataclassInstance")
+
+
+def from_dict(cls: type[T], raw: dict[str, Any], where: str,  # Any: YAML values from disk
+              source: Path | None = None, keys: tuple[str | int, ...] = ()) -> T:
     """Build dataclass ``cls`` from a dict, naming ``where`` (file/option path) on a bad key.
 
     With ``source`` (the YAML file ``raw`` came from; ``keys``: where ``raw`` sits in it), a
@@ -25,7 +30,7 @@ def from_dict(cls: type, raw: dict[str, Any], where: str, source: Path | None = 
         raise TunelabError(f"{where}: expected a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, object] = {}
     for key, value in raw.items():
         if key not in known:
             raise TunelabError(
@@ -48,11 +53,11 @@ def from_dict(cls: type, raw: dict[str, Any], where: str, source: Path | None = 
                                        or template):
                 line = yaml_line(source, [*keys, key])
                 named = f"{source}{f' line {line}' if line else ''}: {option_name([*keys, key])}"
-            kwargs[key] = _coerce(value, hint, named)
+            kwargs[key] = coerced = _coerce(value, hint, named)
             if limit is not None:  # here, so the error names the file and line
-                limit.check(named, kwargs[key])
+                limit.check(named, coerced)
             if template:
-                check_format(named, kwargs[key])
+                check_format(named, coerced)
     return cls(**kwargs)
 
 
@@ -61,15 +66,15 @@ def option_name(keys: list[str | int]) -> str:
     return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
 
 
-def _dataclass_item(hint: Any) -> type | None:
+def _dataclass_item(hint: object) -> type[DataclassInstance] | None:
     """The item type of a ``list[SomeDataclass]`` hint, else None."""
     args = typing.get_args(hint)
     if typing.get_origin(hint) is list and len(args) == 1 and dataclasses.is_dataclass(args[0]):
-        return typing.cast(type, args[0])
+        return typing.cast("type[DataclassInstance]", args[0])
     return None
 
 
-def _coerce(value: Any, hint: Any, where: str) -> Any:
+def _coerce(value: Any, hint: object, where: str) -> Any:  # Any: YAML in, its option's type out
     """Check (and gently convert) a scalar option against its type hint."""
     allowed = choices_of(hint)
     if allowed is not None:
@@ -108,7 +113,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
+def parse_override(text: str) -> tuple[list[str], object]:
     """Split ``a.b=value`` into (['a', 'b'], value parsed as YAML)."""
     if "=" not in text:
         raise TunelabError(f"override '{text}': expected KEY=VALUE, e.g. train.lr=1e-4")
@@ -120,7 +125,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def merge_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def merge_overrides(raw: dict[str, Any], overrides: list[str]  # Any: YAML values from disk
+                    ) -> dict[str, Any]:  # Any: YAML values from disk
     """Apply ``key=value`` overrides onto a nested dict (returns a new dict)."""
     merged = yaml.safe_load(yaml.safe_dump(raw)) or {}
     for text in overrides:
@@ -134,7 +140,7 @@ def merge_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return merged
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def load_yaml(path: str | Path) -> dict[str, Any]:  # Any: YAML values from disk
     """Read a YAML mapping, with a one-line error naming the file and line on bad syntax."""
     path = Path(path)
     if not path.is_file():
@@ -164,6 +170,6 @@ def load_run_config(path: str | Path | None, overrides: list[str] | None = None)
     return config
 
 
-def to_dict(config: Any) -> dict[str, Any]:
+def to_dict(config: DataclassInstance) -> dict[str, Any]:  # Any: dataclasses.asdict's values
     """Plain-dict form of a config dataclass (for run directories)."""
     return dataclasses.asdict(config)

@@ -242,7 +242,7 @@ class TaskConfig(Checked):
     target: str | None = None
     """Column holding the answer: text, a list of acceptable texts, or a choice index (default:
     the record's output). For loglikelihood_rolling: the column holding the text to score."""
-    choices: Any = None
+    choices: object = None
     """multiple_choice/classification: the column holding each item's list of choices, or a
     fixed list of choices (default: a `choices` column, else eval.labels)."""
     preamble: str | None = None
@@ -504,7 +504,8 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     """The training data; with `tasks` (or a built-in mixture) it is unused, except that a
     built-in mixture takes its template, sizes and max_length from it."""
-    method: dict[str, Any] = field(default_factory=lambda: {"name": "lora"})
+    method: dict[str, Any] = field(  # Any: YAML values, until parse_options types them
+        default_factory=lambda: {"name": "lora"})
     """`name` picks the method (full, lora, ...); other keys are that method's options."""
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -49,19 +49,19 @@ class Example:
     """One example of a task.json, as written (an object with an 'input')."""
 
     origin: str
-    fields: dict[str, Any]
+    fields: dict[str, Any]  # Any: a task.json example's JSON values
 
     @property
-    def input(self) -> Any:
+    def input(self) -> object:
         return self.fields["input"]
 
     @property
-    def target(self) -> Any:
+    def target(self) -> object:
         """'target' as written (None when absent)."""
         return self.fields.get("target")
 
     @property
-    def target_scores(self) -> dict[str, Any] | None:
+    def target_scores(self) -> dict[str, Any] | None:  # Any: JSON scores as written
         """'target_scores' ({choice: score}) when it is a non-empty object, else None."""
         scores = self.fields.get("target_scores")
         return scores if isinstance(scores, dict) and scores else None
@@ -110,7 +110,7 @@ class BigbenchTask:
     """A read task.json: its top-level fields (name, description, task_prefix, ...)."""
 
     path: Path
-    fields: dict[str, Any]
+    fields: dict[str, Any]  # Any: task.json's JSON values
     reading: Reading
 
     def examples(self) -> Iterator[Example]:
@@ -139,7 +139,7 @@ class BigbenchTask:
         )
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:  # Any: JSON from disk
     """A JSON file's value; a malformed file is an error naming the file and line."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))

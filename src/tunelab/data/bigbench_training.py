@@ -44,7 +44,8 @@ TRAINING = Reading(
 """Training data keeps every example (a repeat is trained again)."""
 
 
-def bigbench_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def bigbench_rows(path: Path
+                  ) -> Iterator[tuple[str, dict[str, Any]]]:  # Any: a row's values (JSON)
     """Rows of a BIG-bench JSON task: instruction (the definition), input, output (the first
     target, or the best-scored choice), and the task's other fields for format strings."""
     task = read_task(path, TRAINING)

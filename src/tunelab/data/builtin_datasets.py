@@ -9,7 +9,7 @@ from typing import Any
 
 from tunelab.core.errors import TunelabError
 
-Rows = Iterator[tuple[str, dict[str, Any]]]
+Rows = Iterator[tuple[str, dict[str, Any]]]  # Any: a source row's values (JSON, CSV, Parquet cells)
 
 SENTIMENT_INSTRUCTION = (
     "Classify the sentiment of this movie review. Answer with one word: positive or negative."

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tunelab.config import DataConfig, RunConfig
+from tunelab.data.records import Record
 from tunelab.data.sources import load_splits
 from tunelab.data.templates import get_template
 from tunelab.data.tokenize import TokenizedExample, tokenize_record
 from tunelab.data.training_tasks import augmented, training_tasks
 from tunelab.models.kinds import CAUSAL, ModelKind, get_kind
 from tunelab.models.loader import load_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 def inspect_data(config: RunConfig, count: int = 3, split: str = "train") -> str:
@@ -29,12 +33,12 @@ def inspect_data(config: RunConfig, count: int = 3, split: str = "train") -> str
     return "\n\n".join(sections)
 
 
-def _inspect_split(data: DataConfig, tokenizer: Any, count: int, split: str,
+def _inspect_split(data: DataConfig, tokenizer: PreTrainedTokenizerBase, count: int, split: str,
                    kind: ModelKind = CAUSAL, labels: list[str] | None = None) -> str:
     splits = load_splits(data)
     template = get_template(data, tokenizer)
 
-    def tokenize(record: Any) -> TokenizedExample:
+    def tokenize(record: Record) -> TokenizedExample:
         return tokenize_record(record, template, tokenizer, kind, data.max_length, labels)
 
     lines = [f"model kind: {kind.name}   template: {data.template}   max_length: {data.max_length}",

@@ -19,14 +19,14 @@ class Record:
     input: str = ""
     output: str = ""
     messages: list[dict[str, str]] | None = None
-    columns: dict[str, Any] = field(default_factory=dict)
+    columns: dict[str, Any] = field(default_factory=dict)  # Any: JSON, CSV or Parquet values
     """The original row, for custom format strings."""
     origin: str = ""
     """Where it came from, e.g. 'train.jsonl:12', for error messages."""
 
 
 def choice_record(origin: str, prompt: str, choices: list[str], gold: list[int],
-                  **columns: Any) -> Record:
+                  **columns: object) -> Record:
     """A multiple-choice record: output is the (first) gold choice."""
     row = dict(columns, prompt=prompt, choices=choices, gold=gold, output=choices[gold[0]])
     return Record(input=str(columns.get("input", prompt)), output=choices[gold[0]],

@@ -26,7 +26,7 @@ from tunelab.data.builtin_datasets import load_builtin
 from tunelab.data.records import Record
 from tunelab.data.splits import Splits, TaskData, seeded_split
 
-Rows = Iterator[tuple[str, dict[str, Any]]]
+Rows = Iterator[tuple[str, dict[str, Any]]]  # Any: a source row's values (JSON, CSV, Parquet cells)
 """(origin, row) of every example of a source: its columns by name."""
 
 ROLES = ("system", "user", "assistant")
@@ -185,7 +185,7 @@ def read_text(path: Path) -> str:
                            "(e.g. iconv -f latin1 -t utf-8)") from None
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def _jsonl_rows(path: Path) -> Rows:
     text = read_text(path)
     if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
         try:
@@ -208,13 +208,13 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         yield f"{path}:{lineno}", _expect_object(row, f"{path}:{lineno}")
 
 
-def _expect_object(row: Any, origin: str) -> dict[str, Any]:
+def _expect_object(row: object, origin: str) -> dict[str, Any]:  # Any: JSON values
     if not isinstance(row, dict):
         raise TunelabError(f"{origin}: expected a JSON object, got {type(row).__name__}")
     return row
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def _csv_rows(path: Path) -> Rows:
     with io.StringIO(read_text(path), newline="") as handle:
         reader = csv.DictReader(handle)
         for row in reader:
@@ -222,7 +222,7 @@ def _csv_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             yield f"{path}:{reader.line_num}", dict(row)
 
 
-def _parquet_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def _parquet_rows(path: Path) -> Rows:
     import pyarrow.parquet as pq
 
     try:
@@ -233,7 +233,7 @@ def _parquet_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         yield f"{path}[row {i}]", row
 
 
-def _hf_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def _hf_rows(path: Path) -> Rows:
     from datasets import Dataset, DatasetDict, load_from_disk
 
     try:
@@ -253,9 +253,10 @@ def _hf_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def _to_record(
-    row: dict[str, Any], origin: str, fields: dict[str, str], instruction: str | None
+    row: dict[str, Any], origin: str,  # Any: a source row's values (JSON, CSV, Parquet)
+    fields: dict[str, str], instruction: str | None
 ) -> Record:
-    def column(name: str) -> Any:
+    def column(name: str) -> object:
         return row.get(fields.get(name, name))
 
     messages = column("messages")
@@ -285,7 +286,7 @@ FILE_FORMATS: dict[str, Callable[[Path], Rows]] = {
 """data.format -> the reader of a file (or folder) in it; `auto` picks by the suffix."""
 
 
-def _check_messages(messages: Any, origin: str) -> list[dict[str, str]]:
+def _check_messages(messages: object, origin: str) -> list[dict[str, str]]:
     if not isinstance(messages, list) or not messages:
         raise TunelabError(f"{origin}: 'messages' must be a non-empty list of {{role, content}}")
     for message in messages:

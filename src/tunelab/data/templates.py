@@ -15,13 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol, cast
 
 from tunelab.config import DataConfig
 from tunelab.config.choices import TemplateName
 from tunelab.config.sections import check_format
 from tunelab.core.errors import TunelabError
 from tunelab.data.records import Record
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 ALPACA_WITH_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further "
@@ -61,7 +64,7 @@ class TemplateKind:
     """Whether a classification head reads the rendered prompt rather than the record's input
     (format: a prompt_format such as '{input}' is the text classified)."""
 
-    def build(self, config: DataConfig, tokenizer: Any) -> Template:
+    def build(self, config: DataConfig, tokenizer: PreTrainedTokenizerBase | None) -> Template:
         raise NotImplementedError
 
 
@@ -112,7 +115,7 @@ class FormatTemplate:
         check_format("data.completion_format", self.completion_format)
 
     def _fill(self, text: str, record: Record, option: str) -> str:
-        values: dict[str, Any] = dict(record.columns)
+        values: dict[str, object] = dict(record.columns)
         values.update(instruction=record.instruction, input=record.input, output=record.output)
         try:
             return text.format(**values)
@@ -144,7 +147,7 @@ class FormatTemplate:
 class ChatTemplate:
     """The tokenizer's own chat template; in-context shots become earlier turns."""
 
-    tokenizer: Any
+    tokenizer: PreTrainedTokenizerBase
     system: str | None = None
 
     @property
@@ -175,8 +178,9 @@ class ChatTemplate:
             own = own[1:]
         conversation += own
         apply = self.tokenizer.apply_chat_template
-        full = apply(conversation, tokenize=False)
-        prompt = apply(conversation[:-1], tokenize=False, add_generation_prompt=True)
+        # tokenize=False: text (transformers annotates the tokenized results in the same return)
+        full = cast(str, apply(conversation, tokenize=False))
+        prompt = cast(str, apply(conversation[:-1], tokenize=False, add_generation_prompt=True))
         if not full.startswith(prompt):
             raise TunelabError(
                 f"data.template=chat: the chat template renders the prompt differently inside "
@@ -205,7 +209,7 @@ def _require_plain(record: Record, kind: TemplateKind) -> None:
 class AlpacaKind(TemplateKind):
     name = "alpaca"
 
-    def build(self, config: DataConfig, tokenizer: Any) -> Template:
+    def build(self, config: DataConfig, tokenizer: PreTrainedTokenizerBase | None) -> Template:
         return AlpacaTemplate()
 
 
@@ -214,7 +218,7 @@ class FormatKind(TemplateKind):
     needs_prompt_format = True
     classifier_reads_prompt = True
 
-    def build(self, config: DataConfig, tokenizer: Any) -> Template:
+    def build(self, config: DataConfig, tokenizer: PreTrainedTokenizerBase | None) -> Template:
         if not config.prompt_format:
             raise TunelabError("data.template=format needs data.prompt_format, e.g. 'Q: {input}\\nA:'")
         return FormatTemplate(config.prompt_format, config.completion_format)
@@ -226,7 +230,7 @@ class ChatKind(TemplateKind):
     needs_tokenizer = True
     shots_as_turns = True
 
-    def build(self, config: DataConfig, tokenizer: Any) -> Template:
+    def build(self, config: DataConfig, tokenizer: PreTrainedTokenizerBase | None) -> Template:
         if tokenizer is None:
             raise TunelabError("data.template=chat needs a tokenizer")
         return ChatTemplate(tokenizer, config.system)
@@ -244,6 +248,6 @@ def get_template_kind(name: str) -> TemplateKind:
     return TEMPLATE_KINDS[name]
 
 
-def get_template(config: DataConfig, tokenizer: Any = None) -> Template:
+def get_template(config: DataConfig, tokenizer: PreTrainedTokenizerBase | None = None) -> Template:
     """The template named by ``data.template``."""
     return get_template_kind(config.template).build(config, tokenizer)

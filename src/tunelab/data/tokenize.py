@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -26,6 +26,9 @@ from tunelab.models.kinds import (
     tokenize_seq2seq,
 )
 from tunelab.models.tokens import IGNORE_INDEX, encode_completion, encode_prompt, label_index
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 __all__ = ["IGNORE_INDEX", "Collator", "Packed", "Padded", "RecordText", "TokenizedExample", "collate", "encode_completion",
            "encode_prompt", "label_index", "tokenize_classification", "tokenize_example",
@@ -70,8 +73,9 @@ class RecordText:
         return self.record.origin
 
 
-def tokenize_record(record: Record, template: Template, tokenizer: Any, kind: ModelKind,
-                    max_length: int, labels: Sequence[str] | None = None) -> TokenizedExample:
+def tokenize_record(record: Record, template: Template, tokenizer: PreTrainedTokenizerBase,
+                    kind: ModelKind, max_length: int, labels: Sequence[str] | None = None
+                    ) -> TokenizedExample:
     """A record as the model kind trains on it; a classifier's label is the index of the
     record's output in `labels` (eval.labels)."""
     return kind.tokenize(RecordText(record, template), tokenizer, max_length, labels)

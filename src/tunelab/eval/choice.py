@@ -24,15 +24,19 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from transformers import DynamicCache
+from transformers import Cache, DynamicCache
 
 from tunelab.models.cache import cache_argument, output_cache, transformers_model
 from tunelab.models.logits import token_scores
+from tunelab.models.pretrained import model_config
 from tunelab.models.tokens import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 MAX_LOGIT_ROWS = 1024
 """Continuation positions whose vocabulary logits are held at once (memory bound)."""
@@ -57,14 +61,15 @@ class ChoiceResult:
     """Whether greedy decoding from the context would produce exactly that choice's tokens."""
 
 
-def prefix_token_id(tokenizer: Any) -> int:
+def prefix_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
     """The token that stands in for an empty context: BOS, else EOS (lm-evaluation-harness)."""
     bos = tokenizer.bos_token_id
     return int(bos if bos is not None else tokenizer.eos_token_id)
 
 
 def encode_pair(
-    tokenizer: Any, context: str, continuation: str, add_special_tokens: bool = True
+    tokenizer: PreTrainedTokenizerBase, context: str, continuation: str,
+    add_special_tokens: bool = True,
 ) -> tuple[list[int], list[int]]:
     """(context ids, continuation ids) by lm-evaluation-harness's rules (see module doc)."""
     if not context:
@@ -79,19 +84,19 @@ def encode_pair(
     return context_ids, whole[len(context_ids):]
 
 
-def shares_context(model: Any) -> bool:
+def shares_context(model: torch.nn.Module) -> bool:
     """False for peft prompt-learning models (prompt/prefix tuning), which own the cache."""
     configs = getattr(model, "peft_config", None) or {}
     return not any(getattr(c, "is_prompt_learning", False) for c in configs.values())
 
 
-def _accepts_logits_to_keep(model: Any) -> bool:
+def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
     return "logits_to_keep" in inspect.signature(transformers_model(model).forward).parameters
 
 
 @torch.no_grad()
 def score_choices(
-    model: Any,
+    model: torch.nn.Module,
     requests: Sequence[ChoiceRequest],
     batch_size: int = 8,
     shared_context: bool | None = None,
@@ -119,7 +124,8 @@ def score_choices(
     return results
 
 
-def _right_pad(seqs: Sequence[Sequence[int]], device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def _right_pad(seqs: Sequence[Sequence[int]], device: torch.device
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, mask), both [len(seqs), longest]; padding (id 0, mask 0) on the right."""
     width = max(len(s) for s in seqs)
     ids = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -139,7 +145,7 @@ def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
     return shortest
 
 
-def _score_shared(model: Any, batch: list[ChoiceRequest]) -> list[ChoiceResult]:
+def _score_shared(model: torch.nn.Module, batch: list[ChoiceRequest]) -> list[ChoiceResult]:
     device = next(model.parameters()).device
     contexts = [r.context for r in batch]
     # A prefix shared by every context runs once; each context keeps at least one own token.
@@ -148,7 +154,7 @@ def _score_shared(model: Any, batch: list[ChoiceRequest]) -> list[ChoiceResult]:
         shared = 0
     ids, own_mask = _right_pad([c[shared:] for c in contexts], device)  # [B, S]
     own = own_mask.sum(dim=1)  # [B]: tokens after the shared prefix
-    extra: dict[str, Any] = {}
+    extra: dict[str, object] = {}
     if _accepts_logits_to_keep(model):
         extra["logits_to_keep"] = (own - 1)[:, None]  # only each context's last position
     # The cache is only needed when some choice has tokens after its first.
@@ -192,10 +198,11 @@ def _score_shared(model: Any, batch: list[ChoiceRequest]) -> list[ChoiceResult]:
     return results
 
 
-def _select_cache(model: Any, cache: Any, index: torch.Tensor) -> Any:
+def _select_cache(model: torch.nn.Module, cache: Any,  # Any: Cache types layer keys Optional
+                  index: torch.Tensor) -> DynamicCache:
     """A new cache holding rows `index` (repeats allowed) of every layer of `cache`."""
     try:
-        selected = DynamicCache(config=model.config)
+        selected = DynamicCache(config=model_config(model))
     except TypeError:  # older cache constructors take no config
         selected = DynamicCache()
     for layer_idx, layer in enumerate(cache.layers):
@@ -203,8 +210,9 @@ def _select_cache(model: Any, cache: Any, index: torch.Tensor) -> Any:
     return selected
 
 
-def _score_rest(model: Any, batch: list[ChoiceRequest], pairs: list[tuple[int, int]], cache: Any,
-                context_mask: torch.Tensor, results: list[ChoiceResult]) -> None:
+def _score_rest(model: torch.nn.Module, batch: list[ChoiceRequest], pairs: list[tuple[int, int]],
+                cache: Cache | None, context_mask: torch.Tensor, results: list[ChoiceResult]
+                ) -> None:
     """Add the log-probabilities of tokens 2.. of each (item, choice) in `pairs`."""
     device = context_mask.device
     items = torch.tensor([b for b, _ in pairs], device=device)
@@ -213,7 +221,7 @@ def _score_rest(model: Any, batch: list[ChoiceRequest], pairs: list[tuple[int, i
     lengths = context_mask.sum(dim=1)[items]  # [R]
     positions = lengths[:, None] + torch.arange(ids.shape[1], device=device)  # [R, C]
     full_mask = torch.cat([context_mask[items], mask], dim=1)  # [R, W + C]
-    extra: dict[str, Any] = {}
+    extra: dict[str, object] = {}
     if _accepts_logits_to_keep(model):
         extra["logits_to_keep"] = mask.bool()  # only real positions -> [n_real, V]
     extra[cache_argument(model)] = _select_cache(model, cache, items)
@@ -232,7 +240,7 @@ def _score_rest(model: Any, batch: list[ChoiceRequest], pairs: list[tuple[int, i
         offset += n
 
 
-def _score_whole(model: Any, batch: list[ChoiceRequest]) -> list[ChoiceResult]:
+def _score_whole(model: torch.nn.Module, batch: list[ChoiceRequest]) -> list[ChoiceResult]:
     """Each choice as its own sequence context + choice (no shared cache)."""
     device = next(model.parameters()).device
     pairs = [(b, i) for b, r in enumerate(batch) for i in range(len(r.continuations))]

@@ -11,10 +11,13 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tunelab.core.errors import TunelabError
 from tunelab.data import Record, Rendered, Template, encode_prompt
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 def choose_shots(pool: Sequence[Record], k: int, seed: int, index: int, sampler: str = "random",
@@ -59,7 +62,8 @@ class Prompt:
 @dataclass
 class PromptBuilder:
     template: Template
-    tokenizer: Any
+    tokenizer: PreTrainedTokenizerBase | None
+    """None: it renders (a preview without a model) but cannot `build`, which counts tokens."""
     preamble: str = ""
     separator: str = "\n\n"
 
@@ -77,14 +81,17 @@ class PromptBuilder:
 
     def build(self, record: Record, shots: Sequence[Record], budget: int) -> Prompt:
         """The prompt with as many of `shots` as fit in `budget` tokens (whole shots only)."""
+        tokenizer = self.tokenizer
+        if tokenizer is None:
+            raise TypeError("PromptBuilder.build counts tokens: give it the tokenizer")
         shots = list(shots)
         dropped = 0
         while True:
             rendered = self.render(record, shots)
-            ids = encode_prompt(rendered, self.tokenizer)
+            ids = encode_prompt(rendered, tokenizer)
             if len(ids) <= budget or not shots:
                 break
             shots.pop()
             dropped += 1
-        bare = len(encode_prompt(self.render(record), self.tokenizer)) if shots else len(ids)
+        bare = len(encode_prompt(self.render(record), tokenizer)) if shots else len(ids)
         return Prompt(ids, rendered, len(shots), dropped, max(0, len(ids) - bare))

@@ -4,12 +4,16 @@ models), length-sorted batches, greedy or sampling, stop at EOS or at stop strin
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
 
 from tunelab.config import GenerationConfig
+from tunelab.models.tokens import decode
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> str:
@@ -45,15 +49,15 @@ def right_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tens
     return ids, mask
 
 
-def is_encoder_decoder(model: Any) -> bool:
+def is_encoder_decoder(model: torch.nn.Module) -> bool:
     """Whether generate() returns decoder sequences (T5, BART) rather than prompt + continuation."""
     return bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
 
 
 @torch.no_grad()
 def generate(
-    model: Any,
-    tokenizer: Any,
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[Sequence[int]],
     config: GenerationConfig,
     desc: str = "generate",
@@ -78,7 +82,7 @@ def generate(
     limited = [False] * len(prompts)
     torch.manual_seed(config.seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    extra: dict[str, Any] = {}
+    extra: dict[str, object] = {}
     if config.do_sample:
         extra.update(do_sample=True, temperature=config.temperature, top_p=config.top_p)
     else:
@@ -89,7 +93,8 @@ def generate(
         for start in range(0, len(order), config.batch_size):
             rows = order[start:start + config.batch_size]
             ids, mask = pad([prompts[i] for i in rows], pad_id)
-            generated = model.generate(
+            run: Any = model.generate  # Any: transformers' generate; nn.Module lacks it
+            generated = run(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
                 max_new_tokens=config.max_new_tokens,
@@ -101,7 +106,7 @@ def generate(
             new_tokens = generated[:, 1:] if seq2seq else generated[:, ids.shape[1]:]
             ends = {t for t in (tokenizer.eos_token_id, pad_id) if t is not None}
             for row, tokens in zip(rows, new_tokens, strict=True):
-                decoded = tokenizer.decode(tokens, skip_special_tokens=True)
+                decoded = decode(tokenizer, tokens, skip_special_tokens=True)
                 text = cut_at_stop(decoded, config.stop)
                 outputs[row] = text.strip() if strip else text
                 limited[row] = (len(tokens) >= config.max_new_tokens and text == decoded

@@ -14,7 +14,7 @@ import torch
 
 from tunelab.core.errors import TunelabError
 from tunelab.models.kinds import LoadedModel
-from tunelab.models.pretrained import ensure_pad_token
+from tunelab.models.pretrained import ensure_pad_token, model_config
 
 
 def class_names(model: torch.nn.Module, labels: Sequence[str]) -> list[str]:
@@ -50,8 +50,9 @@ def classify(
     device = next(model.parameters()).device
     tokenizer = lm.tokenizer
     ensure_pad_token(tokenizer)
-    if getattr(model.config, "pad_token_id", None) is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
+    config = model_config(model)
+    if getattr(config, "pad_token_id", None) is None:
+        config.pad_token_id = tokenizer.pad_token_id
     predictions: list[str] = []
     probabilities: list[list[float]] = []
     for start in range(0, len(texts), batch_size):

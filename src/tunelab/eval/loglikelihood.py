@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +13,7 @@ from tunelab.models.logits import row_sums, shifted, token_scores
 
 @torch.no_grad()
 def completion_nll(
-    model: Any, examples: Sequence[TokenizedExample], pad_id: int, batch_size: int = 8
+    model: torch.nn.Module, examples: Sequence[TokenizedExample], pad_id: int, batch_size: int = 8
 ) -> list[tuple[float, int]]:
     """(summed NLL in nats, number of tokens) of each example's labelled tokens."""
     model.eval()

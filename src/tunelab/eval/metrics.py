@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, is_dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -43,6 +43,7 @@ from tunelab.eval.metrics_base import (
     MetricInput,
     Scores,
     SufficientStats,
+    Totals,
     aggregate_additive,
     check_not_empty,
 )
@@ -118,7 +119,7 @@ class Perplexity:
     def sufficient_stats(self, items: Sequence[tuple[float, float]]) -> SufficientStats:
         per_item = np.array(items, dtype=np.float64).reshape(len(items), 2)
 
-        def score_totals(totals: np.ndarray) -> dict[str, Any]:
+        def score_totals(totals: np.ndarray) -> Totals:
             totals = np.asarray(totals, dtype=np.float64)  # (2,) or (B, 2)
             nll, tokens = totals[..., 0], totals[..., 1]
             if totals.ndim == 1:
@@ -182,7 +183,7 @@ def task_metrics(task: TaskConfig) -> dict[str, Metric]:
     return {name: metric_class(name).from_task(task) for name in task.eval.metrics}
 
 
-def get_metric(name: str, **options: Any) -> Metric:
+def get_metric(name: str, **options: object) -> Metric:
     """Build the metric registered as `name` with `options` (its dataclass fields).
 
     Raises:
@@ -232,7 +233,7 @@ def _scores_from_stats(stats: SufficientStats, totals: np.ndarray) -> dict[str, 
 
 
 def _bootstrap_scores(
-    items: Sequence[Any], metric: Metric, chunks: list[np.ndarray]
+    items: Sequence[object], metric: Metric, chunks: list[np.ndarray]
 ) -> dict[str, np.ndarray]:
     """Scores of every resample, {key: (n,) array}.
 
@@ -253,7 +254,7 @@ def _bootstrap_scores(
 
 
 def bootstrap_ci(
-    items: Sequence[Any], metric: Metric, n: int = 1000, seed: int = 0, alpha: float = 0.05
+    items: Sequence[object], metric: Metric, n: int = 1000, seed: int = 0, alpha: float = 0.05
 ) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap confidence intervals for every score key.
 
@@ -275,7 +276,7 @@ def bootstrap_ci(
     }
 
 
-def paired_deltas(items_a: Sequence[Any], items_b: Sequence[Any], metric: Metric, key: str,
+def paired_deltas(items_a: Sequence[object], items_b: Sequence[object], metric: Metric, key: str,
                   n: int = 1000, seed: int = 0, alpha: float = 0.05,
                   caller: str = "paired_deltas") -> np.ndarray:
     """score(B) - score(A) of `key` on n shared resamples of the items, checked.
@@ -301,8 +302,8 @@ def paired_deltas(items_a: Sequence[Any], items_b: Sequence[Any], metric: Metric
 
 
 def paired_bootstrap(
-    items_a: Sequence[Any],
-    items_b: Sequence[Any],
+    items_a: Sequence[object],
+    items_b: Sequence[object],
     metric: Metric,
     key: str,
     n: int = 1000,
@@ -323,8 +324,8 @@ def paired_bootstrap(
 
 
 def paired_delta_ci(
-    items_a: Sequence[Any],
-    items_b: Sequence[Any],
+    items_a: Sequence[object],
+    items_b: Sequence[object],
     metric: Metric,
     key: str,
     n: int = 1000,

@@ -20,7 +20,7 @@ them). Per-item values stay in their natural unit (EM 0/1, F-measure 0..1, count
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -34,6 +34,8 @@ Reference = str | Sequence[str]
 """One item's reference: a string, or a list of acceptable references."""
 
 Scores = dict[str, float]
+Totals = Mapping[str, float | np.ndarray]
+"""Scores of column totals: a float each, or a (B,) array each for (B, D) totals (batched)."""
 
 
 class MetricInput(Enum):
@@ -65,7 +67,7 @@ class SufficientStats:
     """
 
     per_item: np.ndarray  # (N, D): one row of statistics per item
-    score_totals: Callable[[np.ndarray], dict[str, Any]]
+    score_totals: Callable[[np.ndarray], Totals]
     batched: bool = False
 
 
@@ -91,11 +93,11 @@ class Metric(Protocol):
         """The metric with the options a task implies (most metrics: their defaults)."""
         ...
 
-    def item(self, prediction: Any, reference: Any, /) -> Any:
+    def item(self, prediction: Any, reference: Any, /) -> Any:  # Any: each metric's own types
         """The per-item value for one prediction and its reference(s)."""
         ...
 
-    def aggregate(self, items: Sequence[Any]) -> Scores:
+    def aggregate(self, items: Sequence[Any]) -> Scores:  # Any: as item returns (per metric)
         """Corpus-level scores from all per-item values."""
         ...
 
@@ -108,7 +110,8 @@ class Metric(Protocol):
 class AdditiveMetric(Metric, Protocol):
     """A metric whose corpus score is a function of column sums of per-item statistics."""
 
-    def sufficient_stats(self, items: Sequence[Any]) -> SufficientStats:
+    def sufficient_stats(self, items: Sequence[Any]  # Any: as item returns (per metric)
+                         ) -> SufficientStats:
         """Per-item statistics for `items` and how to score their totals."""
         ...
 
@@ -134,7 +137,7 @@ def reference_list(reference: Reference, metric: str) -> list[str]:
     return refs
 
 
-def check_not_empty(items: Sequence[Any], metric: str) -> None:
+def check_not_empty(items: Sequence[object], metric: str) -> None:
     """Raise a TunelabError when there is nothing to aggregate."""
     if len(items) == 0:
         raise TunelabError(f"metric {metric!r} got no items; give at least one prediction")
@@ -147,7 +150,7 @@ def mean_stats(per_item: np.ndarray, keys: Sequence[str]) -> SufficientStats:
     """
     n_items = per_item.shape[0]
 
-    def score_totals(totals: np.ndarray) -> dict[str, Any]:
+    def score_totals(totals: np.ndarray) -> Totals:
         # totals: (D,) or (B, D) -> scores: floats or (B,) arrays
         scaled = 100.0 * np.asarray(totals, dtype=np.float64) / n_items
         return {
@@ -158,7 +161,7 @@ def mean_stats(per_item: np.ndarray, keys: Sequence[str]) -> SufficientStats:
     return SufficientStats(per_item=per_item, score_totals=score_totals, batched=True)
 
 
-def aggregate_additive(metric: AdditiveMetric, items: Sequence[Any]) -> Scores:
+def aggregate_additive(metric: AdditiveMetric, items: Sequence[object]) -> Scores:
     """Score a corpus by summing its sufficient statistics, as sacrebleu does."""
     check_not_empty(items, metric.name)
     stats = metric.sufficient_stats(items)

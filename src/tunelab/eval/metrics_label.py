@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from tunelab.eval.metrics_base import (
     Reference,
     Scores,
     SufficientStats,
+    Totals,
     aggregate_additive,
     check_not_empty,
     mean_stats,
@@ -123,7 +124,7 @@ class Classification:
             col = index.get(pred, n_labels)  # n_labels = the invalid column
             per_item[row, index[ref] * (n_labels + 1) + col] = 1.0
 
-        def score_totals(totals: np.ndarray) -> dict[str, Any]:
+        def score_totals(totals: np.ndarray) -> Totals:
             return confusion_scores(np.asarray(totals).reshape(n_labels, n_labels + 1), labels)
 
         return SufficientStats(per_item=per_item, score_totals=score_totals)

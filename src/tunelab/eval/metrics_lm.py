@@ -14,9 +14,9 @@ The registry (`tunelab.eval.metrics`) holds them next to the text metrics.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from tunelab.eval.metrics_base import (
     MetricInput,
     Scores,
     SufficientStats,
+    Totals,
     aggregate_additive,
     mean_stats,
 )
@@ -75,10 +76,11 @@ class MultipleChoice:
         return "multiple_choice|score:sum-logprob|norm:chars|ties:first|agg:mean"
 
 
-def _ratio_stats(items: Sequence[tuple[float, float]], score: Any) -> SufficientStats:
+def _ratio_stats(items: Sequence[tuple[float, float]],
+                 score: Callable[[np.ndarray], dict[str, np.ndarray]]) -> SufficientStats:
     per_item = np.array(items, dtype=np.float64).reshape(len(items), 2)
 
-    def score_totals(totals: np.ndarray) -> dict[str, Any]:
+    def score_totals(totals: np.ndarray) -> Totals:
         totals = np.asarray(totals, dtype=np.float64)  # (2,) or (B, 2)
         per_unit = totals[..., 0] / np.maximum(totals[..., 1], 1.0)
         scores = score(per_unit)

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
-from typing import Any, ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 import numpy as np
 from rouge_score import rouge_scorer
@@ -28,6 +28,7 @@ from tunelab.eval.metrics_base import (
     Reference,
     Scores,
     SufficientStats,
+    Totals,
     aggregate_additive,
     mean_stats,
     reference_list,
@@ -55,7 +56,7 @@ class Rouge:
     reads: ClassVar[MetricInput] = MetricInput.TEXT
     item_keys: ClassVar[tuple[str, ...]] = ROUGE_TYPES
     right_at: ClassVar[float | None] = 50.0
-    _scorer: Any = field(init=False, repr=False, compare=False)
+    _scorer: rouge_scorer.RougeScorer = field(init=False, repr=False, compare=False)
 
     @classmethod
     def from_task(cls, task: TaskConfig) -> Rouge:
@@ -93,7 +94,10 @@ class Rouge:
         )
 
 
-class _SacrebleuMetric:
+SacrebleuT = TypeVar("SacrebleuT", BLEU, CHRF)
+
+
+class _SacrebleuMetric(Generic[SacrebleuT]):
     """Shared plumbing for sacrebleu metrics: per-item statistics, summed, then scored.
 
     `_sb` is the sacrebleu metric object. Reference counts seen by `item()` are recorded so
@@ -105,11 +109,11 @@ class _SacrebleuMetric:
     reads: ClassVar[MetricInput] = MetricInput.TEXT
     item_keys: ClassVar[tuple[str, ...]] = ()
     right_at: ClassVar[float | None] = 50.0
-    _sb: Any
+    _sb: SacrebleuT
     _nrefs_seen: set[int]
 
     @classmethod
-    def from_task(cls, task: TaskConfig) -> _SacrebleuMetric:
+    def from_task(cls, task: TaskConfig) -> _SacrebleuMetric[SacrebleuT]:
         return cls()
 
     def item(self, prediction: str, reference: Reference, /) -> list[int]:
@@ -125,7 +129,7 @@ class _SacrebleuMetric:
     def sufficient_stats(self, items: Sequence[list[int]]) -> SufficientStats:
         per_item = np.array(items, dtype=np.float64).reshape(len(items), -1)
 
-        def score_totals(totals: np.ndarray) -> dict[str, Any]:
+        def score_totals(totals: np.ndarray) -> Totals:
             # Counts are integers; round-trip through int so scores are bit-identical
             # to sacrebleu's own integer sums.
             return self._scores([int(round(x)) for x in np.asarray(totals).tolist()])
@@ -142,7 +146,7 @@ class _SacrebleuMetric:
 
 
 @dataclass
-class Bleu(_SacrebleuMetric):
+class Bleu(_SacrebleuMetric[BLEU]):
     """Corpus BLEU, identical to `sacrebleu.corpus_bleu` with the same options.
 
     Keys: bleu and precision_1..N (0-100), bp (brevity penalty) and ratio (hyp/ref length)
@@ -194,7 +198,7 @@ class Bleu(_SacrebleuMetric):
 
 
 @dataclass
-class Chrf(_SacrebleuMetric):
+class Chrf(_SacrebleuMetric[CHRF]):
     """Corpus chrF (chrF++ with word_order=2), identical to `sacrebleu.corpus_chrf`. Key: chrf."""
 
     char_order: int = 6

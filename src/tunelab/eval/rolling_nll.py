@@ -19,12 +19,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from tunelab.eval.choice import prefix_token_id
 from tunelab.models.logits import row_sums, token_scores
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass
@@ -69,7 +72,7 @@ def count_words(text: str) -> int:
 @torch.no_grad()
 def rolling_loglikelihood(
     model: torch.nn.Module,
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
     max_length: int,
     stride: int | None = None,

@@ -12,7 +12,7 @@ list of `Path` objects.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -24,6 +24,7 @@ from tunelab.eval.metrics import (
     metric_class,
     metric_option_names,
 )
+from tunelab.eval.metrics_base import Scores
 
 PREDICTION_KEYS = ("prediction", "text")
 REFERENCE_KEYS = ("reference", "references", "answers")
@@ -37,6 +38,15 @@ class CISettings(TypedDict):
 
 CI_SETTINGS: CISettings = {"n": 1000, "seed": 0, "alpha": 0.05}
 
+
+class MetricScores(TypedDict, total=False):
+    """What `score` reports for one metric (`ci` and `ci_signature` only with ci=True)."""
+
+    scores: Scores
+    signature: str
+    ci: dict[str, list[float]]
+    ci_signature: str
+
 Source = str | Path | Sequence[str] | Sequence[Sequence[str]] | Sequence[Path]
 
 
@@ -47,8 +57,8 @@ def score(
     *,
     labels: Sequence[str] | None = None,
     ci: bool = False,
-    options: dict[str, dict[str, Any]] | None = None,
-) -> dict[str, dict[str, Any]]:
+    options: Mapping[str, Mapping[str, object]] | None = None,
+) -> dict[str, MetricScores]:
     """Score predictions with each named metric.
 
     Args:
@@ -79,7 +89,7 @@ def score(
             f"{pred_name} has {len(preds)} lines but {ref_name} has {len(refs)}; "
             "give one reference per prediction"
         )
-    result: dict[str, dict[str, Any]] = {}
+    result: dict[str, MetricScores] = {}
     for name in metrics:
         if metric_class(name).reads is not MetricInput.TEXT:
             raise TunelabError(
@@ -91,7 +101,7 @@ def score(
             metric_options.setdefault("labels", list(labels))
         metric = get_metric(name, **metric_options)
         items = [metric.item(p, r) for p, r in zip(preds, refs, strict=True)]
-        entry: dict[str, Any] = {
+        entry: MetricScores = {
             "scores": metric.aggregate(items),
             "signature": metric.signature(),
         }
@@ -105,7 +115,7 @@ def score(
     return result
 
 
-def format_scores(result: dict[str, dict[str, Any]]) -> str:
+def format_scores(result: Mapping[str, MetricScores]) -> str:
     """One human-readable line per metric: scores (with CIs if present) then the signature."""
     lines = []
     for name, entry in result.items():
@@ -207,7 +217,7 @@ def _read_lines(path: Path) -> list[str]:
     return [line.removesuffix("\r") for line in lines]
 
 
-def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:  # Any: JSON from disk
     """(1-based line number, object) for each non-blank line of a JSONL file."""
     records = []
     for number, line in enumerate(_read_lines(path), start=1):
@@ -228,7 +238,7 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
     return records
 
 
-def _field(record: dict[str, Any], keys: Sequence[str], path: Path, line: int) -> Any:
+def _field(record: Mapping[str, object], keys: Sequence[str], path: Path, line: int) -> object:
     for key in keys:
         if key in record:
             return record[key]
@@ -238,7 +248,7 @@ def _field(record: dict[str, Any], keys: Sequence[str], path: Path, line: int) -
     )
 
 
-def _text(value: Any, path: Path, line: int) -> str:
+def _text(value: object, path: Path, line: int) -> str:
     """A scalar JSON value as text (labels may be numbers or booleans)."""
     if isinstance(value, str):
         return value
@@ -251,7 +261,7 @@ def _text(value: Any, path: Path, line: int) -> str:
     )
 
 
-def _reference(value: Any, path: Path, line: int) -> str | list[str]:
+def _reference(value: object, path: Path, line: int) -> str | list[str]:
     """A JSONL reference: a string, a list (several references), or SQuAD {"text": [...]}."""
     if isinstance(value, dict) and "text" in value:
         value = value["text"]

@@ -9,11 +9,14 @@ same evaluations in the same order (the gather is a collective).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch.distributed as dist
 
 from tunelab.eval.output_types.base import Outputs
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 T = TypeVar("T")
 
@@ -24,7 +27,7 @@ class Shard:
     rank: int
 
     @classmethod
-    def of(cls, accelerator: Any) -> Shard | None:
+    def of(cls, accelerator: Accelerator) -> Shard | None:
         """This process's shard under accelerate, or None for a single process."""
         if accelerator.num_processes == 1:
             return None
@@ -47,7 +50,8 @@ class Shard:
 
     def gather(self, outputs: Outputs) -> Outputs | None:
         """Rank 0: every share's outputs in item order; the other ranks: None."""
-        shares: list[Any] | None = [None] * self.world if self.is_main else None
+        shares: list[Any] | None = (  # Any: None until gather_object puts each Outputs there
+            [None] * self.world if self.is_main else None)
         dist.gather_object(outputs, shares, dst=0)
         if shares is None:
             return None
@@ -57,7 +61,7 @@ class Shard:
 def merged(shares: list[Outputs]) -> Outputs:
     """Outputs of consecutive shares as one: lists concatenated, counts summed."""
     first = shares[0]
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {}  # Any: each field of Outputs, by name
     for f in fields(first):
         parts = [getattr(s, f.name) for s in shares]
         if isinstance(parts[0], list):

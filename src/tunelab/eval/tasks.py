@@ -12,10 +12,10 @@ built-in tasks (`tunelab tasks list`) is report/task_list.py.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tunelab.config import TaskConfig, from_dict, load_yaml, option_name, yaml_line
 from tunelab.core.errors import TunelabError
@@ -29,6 +29,9 @@ from tunelab.eval.output_types import (
     get_output_type,
 )
 from tunelab.runs import RunDir, read_config
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 BUILTIN_TASK_DIR = Path(__file__).resolve().parent.parent / "tasks"
 SUITE_DIR = BUILTIN_TASK_DIR / "suites"
@@ -90,7 +93,7 @@ def load_task(name_or_path: str) -> TaskConfig:
     return task
 
 
-def apply_source_defaults(task: TaskConfig, raw_data: dict[str, Any]) -> None:
+def apply_source_defaults(task: TaskConfig, raw_data: Mapping[str, object]) -> None:
     """Benchmark sources without a template in the file get `format` over the reader's prompt."""
     scheme = source_scheme(task.data.source)
     if scheme.reads_prompts and "template" not in raw_data:
@@ -189,7 +192,7 @@ def read_task(task: TaskConfig, shots: int | None = None) -> TaskItems:
     return TaskItems(task, data, records, few)
 
 
-def validate_task(name_or_path: str, tokenizer: Any = None) -> str:
+def validate_task(name_or_path: str, tokenizer: PreTrainedTokenizerBase | None = None) -> str:
     """Check a task file and its data; a short report of what it will evaluate."""
     task = load_task(name_or_path)
     output_type = get_output_type(task.output_type)

@@ -58,11 +58,16 @@ def system_results(folder: Path) -> tuple[Path, dict[str, EvalResult]]:
     """(the folder holding the systems' eval dirs, system name -> its evaluation)."""
     run = RunDir(folder)
     systems_dir = run.eval_root if run.eval_root.is_dir() else folder
-    results = {}
+    results: dict[str, EvalResult] = {}
+    folders: dict[str, Path] = {}
     for sub in sorted(systems_dir.iterdir()):
         if EvalDir(sub).exists():
             result = read_result(EvalDir(sub))
-            results[result.system.label] = result
+            label = result.system.label
+            if label in folders:
+                raise TunelabError(f"{sub}: scores the same system ({label}) as "
+                                   f"{folders[label]}; keep one of the two in {systems_dir}")
+            results[label], folders[label] = result, sub
     return systems_dir, results
 
 

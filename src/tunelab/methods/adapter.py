@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -131,7 +130,7 @@ class AdapterMethod:
     options_type: type[AdapterOptions] = AdapterOptions
     weights_dir: str = "adapter"
     sweep_lr: float = 1e-3
-    sweep_options: dict[str, Any] = field(default_factory=dict)
+    sweep_options: dict[str, object] = field(default_factory=dict)
     supports_packing: bool = True
     supports_checkpointing: bool = True
 

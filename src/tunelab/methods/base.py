@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
 
@@ -12,7 +13,10 @@ from tunelab.config import from_dict
 from tunelab.core.errors import TunelabError
 from tunelab.models.kinds import ModelKind
 
-OptionsT = TypeVar("OptionsT")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+OptionsT = TypeVar("OptionsT", bound="DataclassInstance")
 """A method's options dataclass."""
 
 
@@ -27,7 +31,7 @@ class Method(Protocol[OptionsT]):
     sweep_lr: float
     """A learning rate that suits the method on small models (`tunelab sweep`'s default;
     prompt/prefix tuning need far larger steps than weight updates, full fine-tuning smaller)."""
-    sweep_options: dict[str, Any]
+    sweep_options: dict[str, object]
     """Options a sweep gives the method when the config has none for it (those it needs to
     train anything, e.g. freeze's layers)."""
     supports_packing: bool = True
@@ -58,10 +62,10 @@ class Method(Protocol[OptionsT]):
         ...
 
 
-METHODS: dict[str, Method[Any]] = {}
+METHODS: dict[str, Method[Any]] = {}  # Any: each method has its own options type
 """Every method by name; each has its own options type."""
 
-MethodT = TypeVar("MethodT", bound="Method[Any]")
+MethodT = TypeVar("MethodT", bound="Method[Any]")  # Any: each method has its own options type
 
 
 def register(method: MethodT) -> MethodT:
@@ -69,13 +73,13 @@ def register(method: MethodT) -> MethodT:
     return method
 
 
-def get_method(name: str) -> Method[Any]:
+def get_method(name: str) -> Method[Any]:  # Any: each method has its own options type
     if name not in METHODS:
         raise TunelabError(f"method.name '{name}': unknown; choose one of {', '.join(sorted(METHODS))}")
     return METHODS[name]
 
 
-def parse_options(method: Method[OptionsT], raw: dict[str, Any]) -> OptionsT:
+def parse_options(method: Method[OptionsT], raw: Mapping[str, object]) -> OptionsT:
     """The method's options dataclass from the `method:` mapping (minus `name`)."""
     values = {k: v for k, v in raw.items() if k != "name"}
     options: OptionsT = from_dict(method.options_type, values, f"method ({method.name})")

@@ -18,7 +18,7 @@ import copy
 import itertools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import TypeGuard
 
 import torch
 from transformers.pytorch_utils import Conv1D
@@ -78,7 +78,7 @@ class BitFitMethod:
     options_type: type[BitFitOptions] = BitFitOptions
     weights_dir: str = "adapter"
     sweep_lr: float = 1e-3
-    sweep_options: dict[str, Any] = field(default_factory=dict)
+    sweep_options: dict[str, object] = field(default_factory=dict)
     supports_packing: bool = True
     supports_checkpointing: bool = True
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -83,7 +82,7 @@ class FreezeMethod:
     options_type: type[FreezeOptions] = FreezeOptions
     weights_dir: str = "weights"
     sweep_lr: float = 1e-4
-    sweep_options: dict[str, Any] = field(default_factory=lambda: {"layers": ["top:4"]})
+    sweep_options: dict[str, object] = field(default_factory=lambda: {"layers": ["top:4"]})
     supports_packing: bool = True
     supports_checkpointing: bool = True
 

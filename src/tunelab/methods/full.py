@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import load_file
@@ -26,7 +25,7 @@ class FullMethod:
     options_type: type[FullOptions] = FullOptions
     weights_dir: str = "model"
     sweep_lr: float = 5e-5
-    sweep_options: dict[str, Any] = field(default_factory=dict)
+    sweep_options: dict[str, object] = field(default_factory=dict)
     supports_packing: bool = True
     supports_checkpointing: bool = True
 

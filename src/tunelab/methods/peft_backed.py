@@ -6,7 +6,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic
+from typing import TYPE_CHECKING, Generic
 
 import torch
 
@@ -32,7 +32,7 @@ class PeftMethod(Generic[OptionsT]):
     """A learning rate that suits the method on small models (`tunelab sweep`'s default)."""
     can_merge: bool = False
     weights_dir: str = "adapter"
-    sweep_options: dict[str, Any] = field(default_factory=dict)
+    sweep_options: dict[str, object] = field(default_factory=dict)
     after_wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None
     """Applied to the PeftModel after apply and load (a method's fix of peft behaviour)."""
     supports_checkpointing: bool = True

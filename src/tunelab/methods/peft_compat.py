@@ -27,7 +27,6 @@ or the workaround must go); where it does not apply, plain peft works.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from packaging.version import Version
@@ -65,7 +64,7 @@ def patch(peft_model: torch.nn.Module) -> torch.nn.Module:
     return peft_model
 
 
-def _with_new_name(kwargs: dict[str, Any]) -> dict[str, Any]:
+def _with_new_name(kwargs: dict[str, object]) -> dict[str, object]:
     """`kwargs` with a cache given as `past_key_values` moved to `cache` (unless one is set)."""
     if OLD_NAME in kwargs:
         cache = kwargs.pop(OLD_NAME)
@@ -74,17 +73,18 @@ def _with_new_name(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _new_name_in_call(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
-                      ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def _new_name_in_call(module: torch.nn.Module, args: tuple[object, ...], kwargs: dict[str, object]
+                      ) -> tuple[tuple[object, ...], dict[str, object]]:
     """Forward pre-hook: a cache passed as `past_key_values` reaches the model as `cache`."""
     return args, _with_new_name(kwargs)
 
 
-def _old_name_for_peft(prepare: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+def _old_name_for_peft(prepare: Callable[..., dict[str, object]]
+                       ) -> Callable[..., dict[str, object]]:
     """The base model's `prepare_inputs_for_generation`, returning the cache under the name
     peft's own prepare step reads (`past_key_values`); the pre-hook renames it back."""
 
-    def prepare_inputs_for_generation(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    def prepare_inputs_for_generation(*args: object, **kwargs: object) -> dict[str, object]:
         inputs = prepare(*args, **kwargs)
         if NEW_NAME in inputs:
             inputs[OLD_NAME] = inputs.pop(NEW_NAME)
@@ -104,11 +104,11 @@ def _prefix_backbone(peft_model: torch.nn.Module) -> torch.nn.Module | None:
     return None if takes_cache(head_model) or not takes_cache(backbone) else backbone
 
 
-def _declaring_old_name(forward: Callable[..., Any]) -> Callable[..., Any]:
+def _declaring_old_name(forward: Callable[..., object]) -> Callable[..., object]:
     """`forward` with a `past_key_values` parameter in its signature, passed on as `cache`."""
 
-    def forward_taking_past_key_values(*args: Any, past_key_values: Any = None, **kwargs: Any
-                                       ) -> Any:
+    def forward_taking_past_key_values(*args: object, past_key_values: object = None,
+                                       **kwargs: object) -> object:
         return forward(*args, **_with_new_name({**kwargs, OLD_NAME: past_key_values}))
 
     return forward_taking_past_key_values

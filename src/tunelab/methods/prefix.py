@@ -16,7 +16,7 @@ also applies: see tunelab/methods/peft_compat.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -64,7 +64,7 @@ def fix_uncached_generation(model: torch.nn.Module) -> torch.nn.Module:
     if prepare is None:  # not a generative model (e.g. a classifier)
         return model
 
-    def prepare_inputs_for_generation(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    def prepare_inputs_for_generation(*args: object, **kwargs: object) -> dict[str, object]:
         if kwargs.get("use_cache") is False:
             for name in CACHE_NAMES:
                 kwargs.pop(name, None)
@@ -85,11 +85,11 @@ def recomputable_prefix(model: torch.nn.Module) -> torch.nn.Module:
     if get_prompt is None:
         return model
 
-    def prompt(*args: Any, **kwargs: Any) -> Any:
+    def prompt(*args: object, **kwargs: object) -> object:
         cache = get_prompt(*args, **kwargs)
         if model.training and torch.is_grad_enabled() and hasattr(cache, "layers"):
             def update(keys: torch.Tensor, values: torch.Tensor, layer_idx: int,
-                       *rest: Any, **options: Any) -> tuple[torch.Tensor, torch.Tensor]:
+                       *rest: object, **options: object) -> tuple[torch.Tensor, torch.Tensor]:
                 layer = cache.layers[layer_idx]
                 return (torch.cat([layer.keys, keys], dim=-2),
                         torch.cat([layer.values, values], dim=-2))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ RECORD_ATTRIBUTE = "_tunelab_method_record"
 class MethodRecord:
     """What a hand-written method remembers on the model it changed and saves as method.json."""
 
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # Any: method.json's JSON values
     """The method's options, as JSON."""
     modules: dict[str, list[str]] = field(default_factory=dict)
     """Module names the method changed the base at, under the method's own key (adapter:
@@ -138,14 +138,16 @@ def trainable_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
             for name, param in model.named_parameters() if param.requires_grad}
 
 
-def save_weights(out_dir: Path, tensors: dict[str, torch.Tensor], record: dict[str, Any]) -> None:
+def save_weights(out_dir: Path, tensors: dict[str, torch.Tensor], record: Mapping[str, object]
+                 ) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out_dir / WEIGHTS_FILE))
     (out_dir / RECORD_FILE).write_text(json.dumps(record, indent=1))
 
 
-def read_weights(weights_dir: Path, method: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def read_weights(weights_dir: Path, method: str
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:  # Any: method.json's JSON
     """(tensors, record) saved by `save_weights`; errors name the directory and the fix."""
     weights_dir = Path(weights_dir)
     record_path, weights_path = weights_dir / RECORD_FILE, weights_dir / WEIGHTS_FILE

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import Cache
+    from transformers.utils import ModelOutput
 
 CACHE_NAMES = ("cache", "past_key_values")
 """Newest first: the names a transformers forward has taken its key/value cache under."""
@@ -60,7 +64,7 @@ def takes_cache(module: torch.nn.Module) -> bool:
     return declared_cache_argument(module.forward) is not None
 
 
-def output_cache(output: Any) -> Any:
+def output_cache(output: ModelOutput) -> Cache | None:
     """The key/value cache a model output carries (None if it has none)."""
     for name in CACHE_NAMES:
         if name in output:  # ModelOutput is a mapping of the fields that are set

@@ -23,7 +23,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -46,20 +46,24 @@ from tunelab.models.tokens import (
     PromptText,
     TrainingText,
     boundary_table,
+    decode,
     encode_completion,
     encode_prompt,
     label_index,
     mark_trained,
 )
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 Batch = dict[str, torch.Tensor]
 
 
 @dataclass
 class LoadedModel:
-    model: Any
+    model: torch.nn.Module
     """A transformers PreTrainedModel of the kind's Auto class."""
-    tokenizer: Any
+    tokenizer: PreTrainedTokenizerBase
     path: str
     """Where the weights came from (a local directory or hub id)."""
     kind: ModelKind = field(default_factory=lambda: CAUSAL)
@@ -151,12 +155,12 @@ class ModelKind(ABC):
         """Model + tokenizer, ready to train and evaluate (`load_model` checked the config)."""
 
     @abstractmethod
-    def prepare(self, tokenizer: Any, model: Any) -> None:
+    def prepare(self, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
         """Finish a loaded tokenizer and model: pad token, padding side, pad ids."""
 
     # --- training data ---------------------------------------------------------------------
     @abstractmethod
-    def tokenize(self, text: TrainingText, tokenizer: Any, max_length: int,
+    def tokenize(self, text: TrainingText, tokenizer: PreTrainedTokenizerBase, max_length: int,
                  labels: Sequence[str] | None = None) -> TokenizedExample:
         """One training example as this kind trains on it (`labels`: eval.labels)."""
 
@@ -215,7 +219,7 @@ class ModelKind(ABC):
         """What a split trains, in a few words (e.g. "12.5% trained")."""
 
     @abstractmethod
-    def example_view(self, example: TokenizedExample, tokenizer: Any,
+    def example_view(self, example: TokenizedExample, tokenizer: PreTrainedTokenizerBase,
                      labels: Sequence[str] | None, first: bool) -> list[str]:
         """Lines showing what one example trains (`first`: the split's first example)."""
 
@@ -231,7 +235,7 @@ class LanguageModelKind(ModelKind):
         self.prepare(tokenizer, model)
         return LoadedModel(model=model, tokenizer=tokenizer, path=source, kind=self)
 
-    def prepare(self, tokenizer: Any, model: Any) -> None:
+    def prepare(self, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
         """A pad token, the kind's padding side, and the pad id generation needs."""
         ensure_pad_token(tokenizer)
         tokenizer.padding_side = self.padding_side
@@ -246,7 +250,7 @@ class CausalKind(LanguageModelKind):
     builtin_kinds = frozenset({"causal"})
     trained_view = "trained tokens are shown between ⟦ and ⟧"
 
-    def tokenize(self, text: TrainingText, tokenizer: Any, max_length: int,
+    def tokenize(self, text: TrainingText, tokenizer: PreTrainedTokenizerBase, max_length: int,
                  labels: Sequence[str] | None = None) -> TokenizedExample:
         return tokenize_example(text, tokenizer, max_length)
 
@@ -298,7 +302,7 @@ class CausalKind(LanguageModelKind):
         trained = sum(sum(label != IGNORE_INDEX for label in e.labels) for e in examples)
         return f"{100 * trained / tokens:.1f}% trained"
 
-    def example_view(self, example: TokenizedExample, tokenizer: Any,
+    def example_view(self, example: TokenizedExample, tokenizer: PreTrainedTokenizerBase,
                      labels: Sequence[str] | None, first: bool) -> list[str]:
         lines = [mark_trained(example, tokenizer)]
         if first:
@@ -314,7 +318,7 @@ class Seq2SeqKind(LanguageModelKind):
     peft_task_type = "SEQ_2_SEQ_LM"
     trained_view = "the encoder reads the input; the decoder is trained on ⟦ the target ⟧"
 
-    def tokenize(self, text: TrainingText, tokenizer: Any, max_length: int,
+    def tokenize(self, text: TrainingText, tokenizer: PreTrainedTokenizerBase, max_length: int,
                  labels: Sequence[str] | None = None) -> TokenizedExample:
         return tokenize_seq2seq(text, tokenizer, max_length)
 
@@ -324,10 +328,10 @@ class Seq2SeqKind(LanguageModelKind):
     def split_share(self, examples: Sequence[TokenizedExample], labels: Sequence[str] | None) -> str:
         return f"{sum(len(e.labels) for e in examples) / len(examples):.1f} target tokens each"
 
-    def example_view(self, example: TokenizedExample, tokenizer: Any,
+    def example_view(self, example: TokenizedExample, tokenizer: PreTrainedTokenizerBase,
                      labels: Sequence[str] | None, first: bool) -> list[str]:
-        return ["encoder: " + tokenizer.decode(example.input_ids, skip_special_tokens=False),
-                f"decoder: {OPEN}{tokenizer.decode(example.labels, skip_special_tokens=False)}"
+        return ["encoder: " + decode(tokenizer, example.input_ids),
+                f"decoder: {OPEN}{decode(tokenizer, example.labels)}"
                 f"{CLOSE}"]
 
 
@@ -356,13 +360,13 @@ class ClassifierKind(ModelKind):
             warnings.filterwarnings("ignore", message=".*newly initialised.*")
             return load_classifier(config, [str(label) for label in labels])
 
-    def prepare(self, tokenizer: Any, model: Any) -> None:
+    def prepare(self, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
         """A pad token, which decoder classifiers need to find the last non-pad token."""
         ensure_pad_token(tokenizer)
         model.config.pad_token_id = tokenizer.pad_token_id
         tokenizer.padding_side = self.padding_side
 
-    def tokenize(self, text: TrainingText, tokenizer: Any, max_length: int,
+    def tokenize(self, text: TrainingText, tokenizer: PreTrainedTokenizerBase, max_length: int,
                  labels: Sequence[str] | None = None) -> TokenizedExample:
         label = label_index(text.answer, labels or [], text.origin)
         return tokenize_classification(text.input_text, label, tokenizer, max_length)
@@ -387,9 +391,9 @@ class ClassifierKind(ModelKind):
         return "labels " + ", ".join(f"{n} {label}" for n, label in zip(counts, labels or [],
                                                                         strict=True))
 
-    def example_view(self, example: TokenizedExample, tokenizer: Any,
+    def example_view(self, example: TokenizedExample, tokenizer: PreTrainedTokenizerBase,
                      labels: Sequence[str] | None, first: bool) -> list[str]:
-        return ["encoder: " + tokenizer.decode(example.input_ids, skip_special_tokens=False),
+        return ["encoder: " + decode(tokenizer, example.input_ids),
                 f"label: {example.labels[0]} ({(labels or [])[example.labels[0]]})"]
 
 
@@ -428,7 +432,8 @@ def balanced_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
         count += 1
 
 
-def tokenize_example(rendered: PromptText, tokenizer: Any, max_length: int) -> TokenizedExample:
+def tokenize_example(rendered: PromptText, tokenizer: PreTrainedTokenizerBase, max_length: int
+                     ) -> TokenizedExample:
     """Causal: prompt + completion; cut the prompt from the left when too long."""
     prompt_ids = encode_prompt(rendered, tokenizer)
     completion_ids = encode_completion(rendered, tokenizer)
@@ -453,7 +458,8 @@ def tokenize_example(rendered: PromptText, tokenizer: Any, max_length: int) -> T
     )
 
 
-def tokenize_seq2seq(rendered: PromptText, tokenizer: Any, max_length: int) -> TokenizedExample:
+def tokenize_seq2seq(rendered: PromptText, tokenizer: PreTrainedTokenizerBase, max_length: int
+                     ) -> TokenizedExample:
     """Encoder input = the prompt ids, labels = completion + EOS; each cut to max_length (the
     prompt from the left, as for causal models)."""
     prompt_ids = encode_prompt(rendered, tokenizer)
@@ -467,8 +473,8 @@ def tokenize_seq2seq(rendered: PromptText, tokenizer: Any, max_length: int) -> T
                             kept_completion=len(kept))
 
 
-def tokenize_classification(text: str, label: int, tokenizer: Any, max_length: int
-                            ) -> TokenizedExample:
+def tokenize_classification(text: str, label: int, tokenizer: PreTrainedTokenizerBase,
+                            max_length: int) -> TokenizedExample:
     """The text's ids (special tokens added, cut from the right at max_length, as the
     classification output type reads it) and its class index."""
     ids = list(tokenizer(text).input_ids)

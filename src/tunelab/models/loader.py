@@ -4,9 +4,8 @@ model kind says (models/kinds.py)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from tunelab.config import ModelConfig
 from tunelab.models.kinds import MODEL_KINDS, LoadedModel, ModelKind, get_kind
@@ -37,7 +36,7 @@ def check_kind(config: ModelConfig, kind: str | None = None) -> ModelKind:
     return model_kind
 
 
-def load_tokenizer(config: ModelConfig) -> Any:
+def load_tokenizer(config: ModelConfig) -> PreTrainedTokenizerBase:
     """Only the tokenizer (data inspection needs no weights)."""
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(config.name), trust_remote_code=False)
     ensure_pad_token(tokenizer)

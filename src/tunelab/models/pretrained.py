@@ -14,7 +14,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 import torch
 import transformers
@@ -22,6 +22,9 @@ import transformers
 from tunelab.config import ModelConfig
 from tunelab.core.errors import TunelabError
 from tunelab.models.builtin import BUILTIN_MODELS, builtin_model_dir
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 
 def resolve_model_dir(name: str) -> str:
@@ -50,14 +53,20 @@ def resolve_model_dir(name: str) -> str:
     )
 
 
-def ensure_pad_token(tokenizer: Any) -> None:
+def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
     """Pad with EOS when the tokenizer has no pad token of its own."""
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
 
 
+def model_config(model: torch.nn.Module) -> PreTrainedConfig:
+    """A transformers model's config (a peft wrapper hands on its base model's); torch
+    annotates the attributes of a plain `nn.Module` as tensors or modules."""
+    return cast("PreTrainedConfig", model.config)
+
+
 def load_pretrained(config: ModelConfig, auto_class: str, kind: str, kinds: Sequence[str]
-                    ) -> tuple[Any, Any, str]:
+                    ) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, str]:
     """(tokenizer, model, source) of a checkpoint loaded with the transformers class
     `auto_class`; a hub miss, or a checkpoint that class cannot load (so it is not a `kind`
     model), is a one-line error naming the fix."""
@@ -91,7 +100,7 @@ def load_pretrained(config: ModelConfig, auto_class: str, kind: str, kinds: Sequ
 
 
 def load_with_head(config: ModelConfig, auto_class: str, labels: Sequence[str]
-                   ) -> tuple[Any, Any, str]:
+                   ) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, str]:
     """(tokenizer, model, source) of a checkpoint loaded with the head class `auto_class`
     (`AutoModelForSequenceClassification`) over `labels` (id2label names them); a head the
     checkpoint lacks is initialised fresh, and a warning says so."""
@@ -116,7 +125,7 @@ def load_with_head(config: ModelConfig, auto_class: str, labels: Sequence[str]
     return tokenizer, model, source
 
 
-def truncate_layers(model: Any, num_layers: int) -> None:
+def truncate_layers(model: PreTrainedModel, num_layers: int) -> None:
     """Keep the first ``num_layers`` blocks of every stack: the decoder of Llama/GPT-2/Gemma-style
     models, the encoder of BERT-style ones, both stacks of T5/BART."""
     stacks = _layer_lists(model)
@@ -136,7 +145,7 @@ def truncate_layers(model: Any, num_layers: int) -> None:
         model.config.layer_types = model.config.layer_types[:num_layers]
 
 
-def _layer_lists(model: Any) -> list[tuple[Any, str]]:
+def _layer_lists(model: torch.nn.Module) -> list[tuple[object, str]]:
     base = (getattr(model, "model", None) or getattr(model, "transformer", None)
             or getattr(model, "base_model", None) or model)
     found = []

@@ -10,10 +10,14 @@ layer may not import, so they are described here as protocols: `data.templates.R
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from tunelab.core.errors import TunelabError
 from tunelab.core.labels import normalize_label
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100
 """The label of a position that is not trained (the loss ignores it)."""
@@ -64,12 +68,12 @@ class TokenRows(Protocol):
     prompt_length: int
 
 
-def encode_prompt(rendered: PromptText, tokenizer: Any) -> list[int]:
+def encode_prompt(rendered: PromptText, tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """Token ids of the prompt exactly as training saw them."""
     return list(tokenizer(rendered.prompt, add_special_tokens=not rendered.special_in_text).input_ids)
 
 
-def encode_completion(rendered: PromptText, tokenizer: Any) -> list[int]:
+def encode_completion(rendered: PromptText, tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """Token ids of the completion, ending in EOS (added unless the text already ends with it)."""
     ids = list(tokenizer(rendered.completion, add_special_tokens=False).input_ids)
     eos = tokenizer.eos_token_id
@@ -89,7 +93,7 @@ def label_index(text: str, labels: Sequence[str], origin: str) -> int:
                        f"{list(labels)}; fix the record or add its label to eval.labels")
 
 
-def mark_trained(example: TokenRows, tokenizer: Any) -> str:
+def mark_trained(example: TokenRows, tokenizer: PreTrainedTokenizerBase) -> str:
     """The example's text with each run of trained (label != -100) tokens wrapped in ⟦ ⟧."""
     out, run, trained = [], [], None
     for token, label in zip(example.input_ids, example.labels, strict=True):
@@ -104,12 +108,19 @@ def mark_trained(example: TokenRows, tokenizer: Any) -> str:
     return "".join(out)
 
 
-def _span(tokens: list[int], trained: bool, tokenizer: Any) -> str:
-    text = tokenizer.decode(tokens, skip_special_tokens=False)
+def decode(tokenizer: PreTrainedTokenizerBase, ids: list[int] | torch.Tensor,
+           skip_special_tokens: bool = False) -> str:
+    """The text of one sequence of token ids (transformers annotates `decode` for a batch of
+    sequences too, which gives a list)."""
+    return cast(str, tokenizer.decode(ids, skip_special_tokens=skip_special_tokens))
+
+
+def _span(tokens: list[int], trained: bool, tokenizer: PreTrainedTokenizerBase) -> str:
+    text = decode(tokenizer, tokens)
     return f"{OPEN}{text}{CLOSE}" if trained else text
 
 
-def boundary_table(example: TokenRows, tokenizer: Any, before: int = 4) -> str:
+def boundary_table(example: TokenRows, tokenizer: PreTrainedTokenizerBase, before: int = 4) -> str:
     """Token-level view around the prompt/completion boundary: position, id, token, label."""
     start = max(0, example.prompt_length - before)
     lines = ["  pos     id  label  token"]

@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunelab.core.dependencies import check_dependencies
 from tunelab.core.errors import TunelabError
@@ -25,6 +25,9 @@ from tunelab.methods import get_method
 from tunelab.methods.peft_backed import PeftMethod
 from tunelab.models import LoadedModel, load_model
 from tunelab.runs.run_dir import RunDir, read_config
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _adapter_dir(run_dir: Path) -> tuple[Path, str, PeftMethod]:
@@ -45,7 +48,7 @@ class AdapterSet:
 
     def __init__(self, base: LoadedModel):
         self.base = base
-        self.model: Any = base.model
+        self.model: Any = base.model  # Any: then a PeftModel, though method.finish says nn.Module
         self.peft_type: str | None = None
         self._names: list[str] = []
         self._base_layers: int | None = None
@@ -93,7 +96,7 @@ class AdapterSet:
         self._names.append(name)
 
     @contextmanager
-    def use(self, name: str | None) -> Iterator[Any]:
+    def use(self, name: str | None) -> Iterator[torch.nn.Module]:
         """Within the block, `self.model` computes base + adapter `name` (None: the base)."""
         if name is None:
             if not self._names:

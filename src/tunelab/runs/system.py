@@ -11,7 +11,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
+
+
+class SystemJson(TypedDict):
+    """A system's identity as stored beside an evaluation (`system_id`)."""
+
+    shots: int
+    fine_tuned: bool
+    run: str | None
+    adapter: str | None
 
 
 @dataclass(frozen=True)
@@ -78,12 +87,13 @@ class System:
         return self.label
 
     # --- stored with every evaluation ----------------------------------------------------
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> SystemJson:
         return {"shots": self.shots, "fine_tuned": self.fine_tuned, "run": self.run,
                 "adapter": self.adapter}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any] | None, label: str = "") -> System:
+    def from_json(cls, data: dict[str, Any] | None,  # Any: JSON from disk
+                  label: str = "") -> System:
         """The identity stored beside an evaluation; an evaluation written before identities
         were stored has only its label, read here (the one place labels are read)."""
         if data:

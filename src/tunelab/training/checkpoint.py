@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import torch
@@ -32,6 +32,10 @@ from safetensors.torch import load_file, save_file
 
 from tunelab.core.errors import TunelabError
 from tunelab.training.parallel import Replicated
+
+if TYPE_CHECKING:
+    from torch.optim.lr_scheduler import LRScheduler
+    from torch.optim.optimizer import StateDict
 
 
 @dataclass
@@ -60,7 +64,7 @@ class LoopState:
     """Steps not applied for a non-finite loss or gradient (train.on_divergence: skip_step)."""
     task_examples: dict[str, int] = field(default_factory=dict)
     """Training examples drawn from each task so far (multi-task runs)."""
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)  # Any: train_log.jsonl records
 
 
 def recover(target: Path) -> None:
@@ -96,8 +100,8 @@ def write_atomically(target: Path, write: Callable[[Path], None]) -> None:
 def save_checkpoint(
     target: Path,
     weights: dict[str, torch.Tensor],
-    optimizer_state: dict[str, Any],
-    scheduler: Any,
+    optimizer_state: StateDict,
+    scheduler: LRScheduler,
     state: LoopState,
 ) -> None:
     """Write a checkpoint of the trainable weights and optimizer state (whole tensors: what
@@ -121,7 +125,18 @@ def save_weights_only(target: Path, weights: dict[str, torch.Tensor]) -> None:
     write_atomically(target, lambda tmp: save_file(weights, str(tmp / "trainable.safetensors")))
 
 
-def rng_state() -> dict[str, Any]:
+
+class RngState(TypedDict):
+    """Python's, NumPy's and torch's RNG states, as a checkpoint keeps them."""
+
+    python: list[object]
+    """[version, words, gauss] of `random.getstate()`."""
+    numpy: list[object]
+    """NumPy's MT19937 state, its key words as an int64 tensor."""
+    torch: torch.Tensor
+
+
+def rng_state() -> RngState:
     """Python's, NumPy's and torch's RNG states as tensors, numbers and lists (no pickled
     objects, so `weights_only=True` reads them back)."""
     version, words, gauss = random.getstate()
@@ -134,7 +149,7 @@ def rng_state() -> dict[str, Any]:
             "torch": torch.get_rng_state()}
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:  # Any: RngState as torch.load reads it
     version, words, gauss = state["python"]
     random.setstate((version, tuple(words), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
@@ -146,7 +161,7 @@ def load_checkpoint(
     source: Path,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    scheduler: Any,
+    scheduler: LRScheduler,
     layout: Replicated,
 ) -> LoopState:
     """Restore a checkpoint into the model as `layout` lays it out; a truncated, corrupt or

@@ -19,7 +19,7 @@ evaluation and saving use as they would one process's model.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 import torch
 from accelerate import Accelerator
@@ -27,6 +27,18 @@ from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 from tunelab.core.errors import TunelabError
+
+if TYPE_CHECKING:
+    from torch.distributed.fsdp._fully_shard._fsdp_state import FSDPState
+    from torch.optim.optimizer import StateDict
+
+
+class Placement(TypedDict):
+    """summary.json's record of how the model lies over the processes."""
+
+    layout: str
+    processes: int
+    parameters_per_process: int
 
 
 class Replicated:
@@ -36,7 +48,7 @@ class Replicated:
     lockstep = False
     """Whether every process must run the same forward passes (sharded weights)."""
 
-    def placement(self, model: torch.nn.Module, world: int) -> dict[str, Any]:
+    def placement(self, model: torch.nn.Module, world: int) -> Placement:
         """summary.json's record of it: the layout, the processes, the parameters each holds."""
         held = sum((p.to_local() if isinstance(p, DTensor) else p).numel()
                    for p in model.parameters())
@@ -55,7 +67,7 @@ class Replicated:
         return accelerator.unwrap_model(model)
 
     def checkpoint(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                   writer: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None] | None:
+                   writer: bool) -> tuple[dict[str, torch.Tensor], StateDict | None] | None:
         """(trainable weights, optimizer state) as whole tensors on the process that writes
         them, None on the others. Called by every process: sharded tensors are gathered, a
         collective every process takes part in."""
@@ -75,14 +87,14 @@ class Replicated:
             for name, tensor in state.items():
                 params[name].copy_(_like(tensor, params[name]))
 
-    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> StateDict:
         """The optimizer's state_dict with whole tensors: the same file whatever the layout and
         the number of processes, so a run can resume on another number of them."""
         full = optimizer.state_dict()
         full["state"] = {i: {k: _whole(v) for k, v in s.items()} for i, s in full["state"].items()}
         return full
 
-    def load_optimizer_state(self, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    def load_optimizer_state(self, optimizer: torch.optim.Optimizer, state: StateDict) -> None:
         params = [p for group in optimizer.param_groups for p in group["params"]]
         state = dict(state)
         state["state"] = {i: {k: _like(v, params[int(i)]) if v.ndim else v for k, v in s.items()}
@@ -160,7 +172,7 @@ def _restore_class(module: torch.nn.Module) -> None:
                             if issubclass(c, torch.nn.Module) and not issubclass(c, FSDPModule))
 
 
-def _remove_hooks(state: Any) -> None:
+def _remove_hooks(state: FSDPState) -> None:
     """Every hook FSDP put on the modules of one unit: forward (all-gather, reshard), state
     dict save and load (swap the sharded parameters back in), each parameter's load hook."""
     handles = [state._pre_forward_hook_handle, state._post_forward_hook_handle]

@@ -29,7 +29,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tunelab.core.errors import TunelabError
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # records are copied, never built: no need to load the data l
     from tunelab.data import Record
 
 Apply = Callable[[str, random.Random, float], str]
+T = TypeVar("T")
 LISTS = Path(__file__).parent / "lists"
 PROTECTED_COLUMNS = frozenset({
     "choices", "gold", "target", "targets", "target_scores", "label", "labels", "answer",
@@ -188,7 +189,7 @@ def ocr(text: str, rng: random.Random, severity: float) -> str:
 # ---- What the perturbations share --------------------------------------------------------
 
 @functools.cache
-def word_list(name: str) -> Any:
+def word_list(name: str) -> Any:  # Any: JSON from disk (lists/*.json)
     """A JSON file of `lists/`, read once."""
     return json.loads((LISTS / f"{name}.json").read_text(encoding="utf-8"))
 
@@ -208,7 +209,7 @@ def slang_table() -> dict[str, tuple[str, str]]:
     return {key.lower(): (key, informal) for key, informal in word_list("slang").items()}
 
 
-def pick(rng: random.Random, eligible: Sequence[Any], severity: float) -> list[Any]:
+def pick(rng: random.Random, eligible: Sequence[T], severity: float) -> list[T]:
     """A severity share of the eligible places, at least one, in their original order."""
     if not eligible:
         return []

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,7 +119,7 @@ def bbq_items(categories: Sequence[str] | None = None, limit: int | None = None,
     return items
 
 
-def resources(path: Path) -> dict[int, dict[str, Any]]:
+def resources(path: Path) -> dict[int, dict[str, Any]]:  # Any: JSON from disk
     """A category's metadata by example id."""
     if not path.is_file():
         raise TunelabError(f"BBQ-lite: {path} (which answer is the stereotyped group) is "
@@ -128,8 +128,9 @@ def resources(path: Path) -> dict[int, dict[str, Any]]:
     return {int(e["example_id"]): e for e in data["examples"]}
 
 
-def item_of(origin: str, fields: dict[str, Any], category: str,
-            meta: dict[int, dict[str, Any]], prompt: PromptFormat) -> BBQItem:
+def item_of(origin: str, fields: dict[str, Any], category: str,  # Any: task.json's JSON values
+            meta: dict[int, dict[str, Any]], prompt: PromptFormat  # Any: JSON from disk
+            ) -> BBQItem:
     """One item, prompted as BIG-bench prompts it (the answers listed after the question)."""
     comment = fields.get("comment") or {}
     scores = fields.get("target_scores") or {}
@@ -201,7 +202,8 @@ def ambiguous_bias(pairs: list[tuple[BBQItem, int]]) -> float:
     return 100.0 * (1 - accuracy(pairs) / 100.0) * stereotype_score(pairs)
 
 
-def bootstrap(pairs: list[tuple[BBQItem, int]], statistic: Any, resamples: int
+def bootstrap(pairs: list[tuple[BBQItem, int]],
+              statistic: Callable[[list[tuple[BBQItem, int]]], float], resamples: int
               ) -> tuple[float, float]:
     """Percentile 95% CI of `statistic` over item resamples (seeded: the same every run)."""
     if not pairs or not resamples:

@@ -27,7 +27,7 @@ from tunelab.data import Record, TaskData
 from tunelab.data.records import choice_record
 from tunelab.eval.datasets.common import BenchmarkSource
 
-Row = dict[str, Any]
+Row = dict[str, Any]  # Any: a JSONL row's JSON values
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,12 @@ a list of acceptable texts), else the record's output (the last turn of a chat r
 
 from __future__ import annotations
 
-from typing import Any
-
 from tunelab.config import TaskConfig
 from tunelab.core.errors import TunelabError
 from tunelab.data import Record
 
 
-def reference_of(task: TaskConfig, record: Record) -> Any:
+def reference_of(task: TaskConfig, record: Record) -> str | list[str]:
     """The gold answer: the `target` column (text or list of texts), else the record's output."""
     if task.target:
         if task.target not in record.columns:

@@ -12,9 +12,9 @@ here: `eval/runner.py` turns `Outputs` into metric items and aggregates.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tunelab.config import ModelConfig, TaskConfig
 from tunelab.core.errors import TunelabError
@@ -25,6 +25,9 @@ from tunelab.eval.metrics import MetricInput, metric_class
 from tunelab.eval.output_types.answers import reference_of
 from tunelab.models import LoadedModel, load_model
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 Fail = Callable[[list[str | int], str], None]
 """check_task's error reporter: (option keys, message) -> raises a one-line TunelabError."""
 TEXT_METRICS = ("accuracy", "classification", "exact_match", "f1", "rouge", "bleu", "chrf")
@@ -33,11 +36,11 @@ TEXT_METRICS = ("accuracy", "classification", "exact_match", "f1", "rouge", "ble
 
 @dataclass
 class Outputs:
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]]  # Any: predictions.jsonl rows (JSON values, per output type)
     """One JSON-able row per example (predictions.jsonl)."""
-    predictions: list[Any]
-    references: list[Any]
-    measured: dict[MetricInput, list[tuple[Any, ...]]] = field(default_factory=dict)
+    predictions: list[str]
+    references: list[str | list[str]]
+    measured: dict[MetricInput, Sequence[tuple[object, ...]]] = field(default_factory=dict)
     """Item arguments of metrics that don't read (prediction, reference) text pairs."""
     context_tokens: list[int] = field(default_factory=list)
     shot_tokens: list[int] = field(default_factory=list)
@@ -45,7 +48,7 @@ class Outputs:
     truncated: int = 0
     """Prompts cut from the left because even without shots they did not fit."""
 
-    def metric_inputs(self, reads: MetricInput) -> list[tuple[Any, ...]]:
+    def metric_inputs(self, reads: MetricInput) -> Sequence[tuple[object, ...]]:
         """The per-item arguments of a metric that reads `reads`."""
         if reads is MetricInput.TEXT:
             return list(zip(self.predictions, self.references, strict=True))
@@ -128,7 +131,8 @@ def input_text(record: Record) -> str:
     return record.input or record.instruction
 
 
-def row(index: int, record: Record, prompt: str, prediction: Any, reference: Any) -> dict[str, Any]:
+def row(index: int, record: Record, prompt: str, prediction: object, reference: object
+        ) -> dict[str, Any]:  # Any: a predictions.jsonl row (JSON values)
     """The predictions.jsonl row every output type starts from."""
     return {"index": index, "origin": record.origin, "input": input_text(record), "prompt": prompt,
             "prediction": prediction, "reference": reference}
@@ -181,7 +185,7 @@ class OutputType:
         reference_of(task, record)
 
     def preview(self, task: TaskConfig, record: Record, framing: Framing,
-                tokenizer: Any = None) -> str | None:
+                tokenizer: PreTrainedTokenizerBase | None = None) -> str | None:
         """The line `tunelab tasks validate` shows for the first record (None: needs a
         tokenizer to render, e.g. a chat template)."""
         if get_template_kind(task.data.template).needs_tokenizer and tokenizer is None:

@@ -7,7 +7,7 @@ list, else eval.labels, one per class in class order. A base model gets a fresh 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from tunelab.config import ModelConfig, TaskConfig
 from tunelab.core.errors import TunelabError
@@ -26,8 +26,11 @@ from tunelab.eval.output_types.base import (
 from tunelab.models import LoadedModel
 from tunelab.models.kinds import load_classifier
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
-def labels_of(task: TaskConfig) -> list[Any]:
+
+def labels_of(task: TaskConfig) -> list[str]:
     """The class labels, in class order: a choices list, else eval.labels (else none)."""
     if isinstance(task.choices, list):
         return [str(c) for c in task.choices]
@@ -52,7 +55,7 @@ class ClassificationOutput(OutputType):
         return load_classifier(model, [str(label) for label in labels_of(task)])
 
     def preview(self, task: TaskConfig, record: Record, framing: Framing,
-                tokenizer: Any = None) -> str | None:
+                tokenizer: PreTrainedTokenizerBase | None = None) -> str | None:
         return f"first text: {(record.input or record.instruction)[:300]!r}"
 
     def run(self, request: Request) -> Outputs:

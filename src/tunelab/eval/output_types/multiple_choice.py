@@ -5,13 +5,13 @@ column, or eval.labels; the gold answer is a choice's text or index (`resolve_ch
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from tunelab.config import TaskConfig
 from tunelab.core.errors import TunelabError
 from tunelab.data import Record
 from tunelab.eval.choice import ChoiceRequest, encode_pair, score_choices
-from tunelab.eval.fewshot import with_output
+from tunelab.eval.fewshot import Prompt, with_output
 from tunelab.eval.metrics import MetricInput
 from tunelab.eval.output_types.answers import reference_of
 from tunelab.eval.output_types.base import (
@@ -39,7 +39,7 @@ def resolve_choices(task: TaskConfig, record: Record) -> tuple[list[str], list[i
         raise TunelabError(f"{task.where('output_type')}: multiple_choice needs choices, and "
                            f"{record.origin or 'the data'} has no 'choices' column; add choices: "
                            "(a column name or a list) or eval.labels to the task file")
-    raw: Any = record.columns["gold"] if not task.target and "gold" in record.columns else (
+    raw: object = record.columns["gold"] if not task.target and "gold" in record.columns else (
         record.columns.get(task.target) if task.target else reference_of(task, record))
     values = raw if isinstance(raw, (list, tuple)) else [raw]
     gold = [_choice_index(v, choices, record) for v in values]
@@ -52,7 +52,7 @@ def gold_text(task: TaskConfig, record: Record) -> str:
     return choices[gold[0]]
 
 
-def _choice_index(value: Any, choices: list[str], record: Record) -> int:
+def _choice_index(value: object, choices: list[str], record: Record) -> int:
     text = str(value).strip()
     if text in choices:
         return choices.index(text)
@@ -71,8 +71,8 @@ class ChoiceItem:
     """One multiple-choice item as requests: the prompt text, each choice's continuation text
     (what lm-evaluation-harness would get) and their tokens."""
 
-    prompt: Any
-    """The fewshot.Prompt (text with shots, ids, shot counts)."""
+    prompt: Prompt
+    """The prompt text with its shots, ids and shot counts."""
     continuations: list[str]
     choices: list[str]
     gold: list[int]

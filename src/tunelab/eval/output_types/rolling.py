@@ -4,7 +4,8 @@ shots."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
 
 from tunelab.config import TaskConfig
 from tunelab.data import Record
@@ -18,6 +19,9 @@ from tunelab.eval.output_types.base import (
     row,
 )
 from tunelab.eval.rolling_nll import rolling_loglikelihood
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 def document_of(task: TaskConfig, record: Record) -> str:
@@ -34,7 +38,7 @@ class RollingOutput(OutputType):
     takes_shots: ClassVar[bool] = False
 
     def preview(self, task: TaskConfig, record: Record, framing: Framing,
-                tokenizer: Any = None) -> str | None:
+                tokenizer: PreTrainedTokenizerBase | None = None) -> str | None:
         return f"first text: {document_of(task, record)[:300]!r}"
 
     def run(self, request: Request) -> Outputs:
@@ -49,8 +53,9 @@ class RollingOutput(OutputType):
             out_row.update(input=text[:300], nll=s.nll, tokens=s.tokens, bytes=s.bytes,
                            words=s.words)
             rows.append(out_row)
-        measured = {MetricInput.NLL_TOKENS: [(s.nll, s.tokens) for s in scores],
-                    MetricInput.NLL_BYTES: [(s.nll, s.bytes) for s in scores],
-                    MetricInput.NLL_WORDS: [(s.nll, s.words) for s in scores]}
+        measured: dict[MetricInput, Sequence[tuple[object, ...]]] = {
+            MetricInput.NLL_TOKENS: [(s.nll, s.tokens) for s in scores],
+            MetricInput.NLL_BYTES: [(s.nll, s.bytes) for s in scores],
+            MetricInput.NLL_WORDS: [(s.nll, s.words) for s in scores]}
         return Outputs(rows, [""] * len(rows), [""] * len(rows), measured,
                        context_tokens=[s.tokens for s in scores], shot_tokens=[0] * len(scores))
