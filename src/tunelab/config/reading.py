@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 
 from tunelab.config.choices import check_choice, choices_of, yaml_line
-from tunelab.config.sections import RunConfig, check_format
+from tunelab.config.formats import check_format
+from tunelab.config.sections import RunConfig
 from tunelab.core.errors import TunelabError
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol, cast
 
 from tunelab.config import DataConfig
 from tunelab.config.choices import TemplateName
-from tunelab.config.sections import check_format
+from tunelab.config.formats import check_format
 from tunelab.core.errors import TunelabError
 from tunelab.data.records import Record
 
