@@ -182,7 +182,7 @@ def test_eval_reads_and_checks_a_task_once(tiny_llama: Path, monkeypatch) -> Non
         monkeypatch.setattr(module, name, counted)
 
     count(tasks, "load_task_data")
-    count(api, "check_task")
+    count(tasks, "check_task")
     count(runner, "check_task")
     result = api.evaluate_task(mc_task(), model=str(tiny_llama), limit=3)
     assert result.n == 3
