@@ -44,6 +44,7 @@ from tunelab.training.checkpoint import (
     save_weights_only,
 )
 from tunelab.training.parallel import Replicated, layout
+from tunelab.training.precision import COMPUTE_DTYPES, native_bf16
 from tunelab.training.schedule import make_scheduler
 from tunelab.training.trackers import build_trackers, hyperparameters, scalars
 
@@ -77,20 +78,6 @@ def with_rng_preserved(run: Callable[[], T]) -> T:
             torch.cuda.set_rng_state_all(states[3])
 
 
-COMPUTE_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-"""train.precision -> the autocast dtype of forward passes (None: float32). The weights, their
-gradients and the optimizer state stay float32. Autocast per step, not accelerate's global
-mixed-precision state, so runs of different precision can follow each other in one process."""
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 matrix products run natively: a GPU, or a CPU with avx512_bf16 / AMX
-    (oneDNN's check)."""
-    if device.type != "cpu":
-        return True
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
 def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
     """Non-reentrant checkpointing of the transformer blocks. The inputs' embeddings are made
     to require grad so that, when every base weight is frozen (LoRA, prompt tuning, ...), the
@@ -107,7 +94,6 @@ def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
     base.enable_input_require_grads()
     if hasattr(base, "config"):
         base.config.use_cache = False
-
 
 
 def fused_adamw_runs_on(params: Sequence[torch.nn.Parameter]) -> bool:
