@@ -41,11 +41,11 @@ def test_labels_written_before_identities_were_stored_read_back() -> None:
     assert System.from_json(None, "base 0-shot").is_base
 
 
-def test_a_run_s_own_fine_tune_matches_the_same_run_named() -> None:
+def test_a_run_s_own_fine_tune_is_the_same_run_named() -> None:
     own, named = System.tuned(), System.tuned("runA")
-    assert own != named and own.matches(named, run="runA") and not own.matches(named, run="runB")
+    assert own != named and own.named("runA") == named and own.named("runB") != named
     assert System.base().named("runA") == System.base()
-    assert not System.base().matches(System.tuned(), run="runA")
+    assert named.named("runB") == named  # already named: stays itself
 
 
 def test_run_dir_paths(tmp_path: Path) -> None:

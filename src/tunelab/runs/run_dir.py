@@ -240,13 +240,6 @@ class RunDir:
     def retention_eval(self, task: str) -> EvalDir:
         return EvalDir(self.eval_root / "retention" / task)
 
-    def evaluations(self) -> dict[str, EvalDir]:
-        """Every system's evaluation in eval/ (not the retention suite), by folder name."""
-        if not self.eval_root.is_dir():
-            return {}
-        return {p.name: EvalDir(p) for p in sorted(self.eval_root.iterdir())
-                if p.is_dir() and p.name != "retention" and EvalDir(p).evaluations()}
-
     @classmethod
     def holding(cls, folder: Path, depth: int = 4) -> RunDir | None:
         """The run directory `folder` is (or lies in, at most `depth` levels up), if any."""

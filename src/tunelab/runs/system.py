@@ -3,7 +3,7 @@ fine-tuned run's weights, or a named adapter on the base.
 
 A `System` is its identity (weights + shots); its label ("base 4-shot", "fine-tuned",
 "fine-tuned (RUN)") and its eval directory's name are derived from that identity here and
-nowhere else, and code asks the object (`is_base`, `is_fine_tuned`, `matches`) instead of
+nowhere else, and code asks the object (`is_base`, `fine_tuned`, `named`) instead of
 reading the label back.
 """
 
@@ -75,13 +75,6 @@ class System:
         if self.is_base or self.run or self.adapter is not None:
             return self
         return System(self.shots, True, run)
-
-    def matches(self, other: System, run: str | None = None) -> bool:
-        """The same weights and shots, counting this run's unnamed fine-tune (scored inside
-        run directory `run`) as that run's named one."""
-        if self == other:
-            return True
-        return run is not None and self.named(run) == other.named(run)
 
     def __str__(self) -> str:
         return self.label
