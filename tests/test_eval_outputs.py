@@ -187,3 +187,19 @@ def test_eval_reads_and_checks_a_task_once(tiny_llama: Path, monkeypatch) -> Non
     result = api.evaluate_task(mc_task(), model=str(tiny_llama), limit=3)
     assert result.n == 3
     assert calls == {"load_task_data": 1, "check_task": 1}
+
+
+def test_baselines_read_the_task_once(tiny_llama: Path, monkeypatch) -> None:
+    """`tunelab eval --baselines zero,few`: the task's data is read once for every system (and
+    its few-shot pool checked for the most shots asked), not once per system."""
+    import tunelab.api as api
+    import tunelab.eval.tasks as tasks
+
+    calls = []
+    real = tasks.load_task_data
+    monkeypatch.setattr(tasks, "load_task_data", lambda task: calls.append(task.name) or real(task))
+    report = api.compare_baselines(mc_task(), model=str(tiny_llama), baselines=["zero", "few"],
+                                   shots=2, limit=3)
+    assert [r.system for r in report.results] == [System.base(0), System.base(2)]
+    assert all(r.n == 3 for r in report.results)
+    assert calls == ["reviews_mc"]

@@ -21,6 +21,7 @@ from tunelab.eval.compare import Comparison, compare_to_best, primary_key
 from tunelab.eval.output_types import load_for_task
 from tunelab.eval.runner import EvalResult, evaluate_loaded, write_result
 from tunelab.eval.tables import results_table, shown_keys
+from tunelab.eval.tasks import read_task
 from tunelab.models import LoadedModel
 from tunelab.runs import StudyFiles, System, load_run_model, read_config
 
@@ -131,7 +132,9 @@ def run_baselines(
     if not baselines:
         raise TunelabError("--baselines: name at least one of zero, one, few")
     groups = system_groups(task, model, [adapter] if adapter else [], baselines, shots)
-    results = [evaluate_loaded(lm, task, system, shots=system.shots, limit=limit)
+    # the task's data read and checked once, before any model loads, for the most shots asked
+    items = read_task(task, max(s.shots for g in groups for s in g.systems))
+    results = [evaluate_loaded(lm, task, system, shots=system.shots, limit=limit, items=items)
                for lm, system in each_system(groups)]
     key = primary_key(task, results[0])
     comparison = None
