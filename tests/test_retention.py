@@ -44,7 +44,16 @@ def test_retention_table_before_and_after_equals_direct_evaluation(
     tasks = _task_files(tmp_path)
     config = tiny_run_config(tiny_llama, tmp_path / "runs", max_steps=4, eval_every=2)
     config.retention = RetentionConfig(tasks=tasks, limit=None, every_eval=True)
+    import tunelab.eval.tasks as task_module
+    reads: list[str] = []
+    real_read = task_module.load_task_data
+    monkeypatch.setattr(task_module, "load_task_data",
+                        lambda task: reads.append(task.name) or real_read(task))
     result = tunelab.train(config)
+    # each retention task's data is read once per run, though it is scored before training,
+    # at both evaluation steps (the curve) and after training
+    assert sorted(r for r in reads if r in ("mc_anatomy", "reviews_lm")) == [
+        "mc_anatomy", "reviews_lm"]
 
     saved = json.loads((result.run_dir / "retention.json").read_text())
     assert [r["task"] for r in saved["rows"]] == ["mc_anatomy", "reviews_lm"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +23,7 @@ from tunelab.eval.compare import paired_difference, primary_key
 from tunelab.eval.output_types import get_output_type
 from tunelab.eval.runner import EvalResult, evaluate_loaded
 from tunelab.eval.tables import format_table
-from tunelab.eval.tasks import is_suite, load_suite, load_task
+from tunelab.eval.tasks import TaskItems, is_suite, load_suite, load_task
 from tunelab.models import LoadedModel
 from tunelab.models.kinds import get_kind
 from tunelab.runs import System
@@ -79,9 +79,12 @@ def retention_tasks(config: RetentionConfig, kind: str = "causal") -> list[TaskC
     return tasks
 
 
-def score_tasks(lm: LoadedModel, tasks: list[TaskConfig], limit: int | None,
-                system: System) -> dict[str, EvalResult]:
-    return {task.name: evaluate_loaded(lm, task, system, shots=0, limit=limit) for task in tasks}
+def score_tasks(lm: LoadedModel, tasks: list[TaskConfig], limit: int | None, system: System,
+                items: Mapping[str, TaskItems] | None = None) -> dict[str, EvalResult]:
+    """Each task's score (`items`: its data as read once by `read_task`; else read here)."""
+    read = items or {}
+    return {task.name: evaluate_loaded(lm, task, system, shots=0, limit=limit,
+                                       items=read.get(task.name)) for task in tasks}
 
 
 def _cache_key(model: ModelConfig, task: TaskConfig, limit: int | None) -> str:
@@ -105,7 +108,8 @@ def _from_json(data: dict[str, Any]) -> EvalResult:  # Any: a cache file's JSON 
 
 
 def base_scores(lm: LoadedModel, model: ModelConfig, tasks: list[TaskConfig],
-                limit: int | None) -> dict[str, EvalResult]:
+                limit: int | None, items: Mapping[str, TaskItems] | None = None
+                ) -> dict[str, EvalResult]:
     """The base model's retention results, computed once per (model, task, limit) and cached."""
     folder = cache_root() / "retention"
     folder.mkdir(parents=True, exist_ok=True)
@@ -115,7 +119,8 @@ def base_scores(lm: LoadedModel, model: ModelConfig, tasks: list[TaskConfig],
         if path.is_file():
             results[task.name] = _from_json(json.loads(path.read_text()))
             continue
-        result = evaluate_loaded(lm, task, System.base(), shots=0, limit=limit)
+        result = evaluate_loaded(lm, task, System.base(), shots=0, limit=limit,
+                                 items=(items or {}).get(task.name))
         path.write_text(json.dumps(_to_json(result), default=list))
         results[task.name] = result
     return results
@@ -138,14 +143,15 @@ def significant_drops(rows: list[RetentionRow]) -> list[str]:
     return [r.task for r in rows if r.significant_drop]
 
 
-def curve_hook(lm: LoadedModel, tasks: list[TaskConfig], limit: int | None) -> EvalHook:
+def curve_hook(lm: LoadedModel, tasks: list[TaskConfig], limit: int | None,
+               items: Mapping[str, TaskItems] | None = None) -> EvalHook:
     """A Trainer eval hook: each task's primary score at every evaluation step (the forgetting
     curve, logged next to the validation loss as `retention`)."""
     keys = {task.name: (task.eval.primary or None) for task in tasks}
 
     def hook(model: torch.nn.Module) -> dict[str, dict[str, float]]:
         current = dataclasses.replace(lm, model=model)
-        results = score_tasks(current, tasks, limit, System.tuned())
+        results = score_tasks(current, tasks, limit, System.tuned(), items)
         return {"retention": {name: r.scores[keys[name] or next(iter(r.scores))]
                               for name, r in results.items()}}
 

@@ -36,7 +36,7 @@ from tunelab.data.mixture import MixturePlan
 from tunelab.data.training_tasks import evaluation_task, run_task, training_tasks
 from tunelab.eval.runner import EvalResult, evaluate_loaded, evaluate_shared, write_result
 from tunelab.eval.shard import Shard
-from tunelab.eval.tasks import check_task, read_task
+from tunelab.eval.tasks import TaskItems, check_task, read_task
 from tunelab.methods import get_method, trainable_parameters
 from tunelab.methods.base import Method, ParameterCount, directory_size, parse_options
 from tunelab.models import LoadedModel, get_kind, load_model
@@ -137,6 +137,8 @@ class RunPlan:
     """Every task's data, read and checked (`training/data.read_splits`)."""
     retained: list[TaskConfig]
     """The retention suite, scored before and after training."""
+    retained_items: dict[str, TaskItems]
+    """Each retention task's data, read and checked once (every scoring of it reuses it)."""
     single: TaskConfig | None
     """A single-task run's evaluation task (the robustness and bias blocks score it)."""
 
@@ -164,10 +166,10 @@ def plan_run(config: RunConfig) -> RunPlan:
         check_task(task)
     splits = read_splits(tasks)  # every data file read and checked before a model loads
     retained = retention.retention_tasks(config.retention, config.model.kind)
-    for task in retained:  # the retention suite's data too
-        read_task(task, 0)
+    retained_items = {task.name: read_task(task, 0) for task in retained}  # read once here
     single = None if config.is_mixture else evaluated.get(config.name) or run_task(config)
-    return RunPlan(config, method, options, kind, tasks, evaluated, splits, retained, single)
+    return RunPlan(config, method, options, kind, tasks, evaluated, splits, retained,
+                   retained_items, single)
 
 
 def _train(plan: RunPlan, run: RunDir, resume: bool, evaluate_after: bool) -> TrainResult:
@@ -181,7 +183,8 @@ def _train(plan: RunPlan, run: RunDir, resume: bool, evaluate_after: bool) -> Tr
     before = {}
     if kept:  # before the method touches the model; cached per base model
         print(f"tunelab: retention suite before training: {', '.join(t.name for t in kept)}")
-        before = retention.base_scores(lm, config.model, kept, config.retention.limit)
+        before = retention.base_scores(lm, config.model, kept, config.retention.limit,
+                                        plan.retained_items)
     robust_before = robust.score(lm, System.base()) if robust else None
     bias_before = bias.score(lm, System.base()) if bias else None
     prepared = prepare_data(config, lm, tasks, plan.splits)  # before the method changes lm
@@ -195,7 +198,8 @@ def _train(plan: RunPlan, run: RunDir, resume: bool, evaluate_after: bool) -> Tr
     if config.is_mixture and config.mixture.eval_limit > 0:
         trainer.eval_hooks.append(task_metric_hook(lm, tasks, prepared, config.mixture.eval_limit))
     if kept and config.retention.every_eval:
-        trainer.eval_hooks.append(retention.curve_hook(lm, kept, config.retention.limit))
+        trainer.eval_hooks.append(retention.curve_hook(lm, kept, config.retention.limit,
+                                                        plan.retained_items))
     if resume:
         trainer.resume()
     start = time.perf_counter()
@@ -228,7 +232,8 @@ def _train(plan: RunPlan, run: RunDir, resume: bool, evaluate_after: bool) -> Tr
     rows: list[RetentionRow] = []
     passed = True
     if kept:
-        rows, passed = check_retention(lm, config, run, kept, before, summary)
+        rows, passed = check_retention(lm, config, run, kept, before, summary,
+                                       plan.retained_items)
     robust_report = robust.finish(robust_before, robust.score(lm, System.tuned()), run,
                                   summary) if robust and robust_before else None
     bias_report = bias.finish(bias_before, bias.score(lm, System.tuned()), run,
@@ -290,10 +295,11 @@ def evaluate_tasks(lm: LoadedModel, plan: RunPlan, run: RunDir, prepared: Prepar
 
 def check_retention(lm: LoadedModel, config: RunConfig, run: RunDir, kept: list[TaskConfig],
                     before: dict[str, EvalResult],
-                    summary: dict[str, Any]  # Any: summary.json's JSON values
-                    ) -> tuple[list[RetentionRow], bool]:
+                    summary: dict[str, Any],  # Any: summary.json's JSON values
+                    items: dict[str, TaskItems]) -> tuple[list[RetentionRow], bool]:
     """Score the retention suite after training, write retention.json, print the table."""
-    after = retention.score_tasks(lm, kept, config.retention.limit, System.tuned())
+    after = retention.score_tasks(lm, kept, config.retention.limit, System.tuned(),
+                                  items)
     for name, result in after.items():
         write_result(result, run.retention_eval(name))
     rows = retention.compare(before, after, kept)
