@@ -45,7 +45,8 @@ def test_bad_inputs_are_one_line_errors(tiny_llama: Path, tmp_path: Path, capsys
     err = _one_line_error(capsys, ["train", str(config), "data.template=vicuna"])
     assert "data.template 'vicuna'" in err
     err = _one_line_error(capsys, ["train", str(config), "data.fields={output: sentiment}"])
-    assert "reviews.jsonl:1: missing field 'sentiment'" in err
+    assert "data.fields.output: column 'sentiment' is in no row of " in err
+    assert "reviews.jsonl (columns: text, label)" in err
     err = _one_line_error(capsys, ["train", str(config), "data.test_size=30", "data.validation_size=10"])
     assert "empty train split" in err
     err = _one_line_error(capsys, ["train", str(config), "method.name=magic"])

@@ -62,7 +62,7 @@ def test_benchmark_sources_default_to_their_own_prompt(tmp_path: Path) -> None:
       "eval": {"metrics": ["perplexity"]}}, "fewshot.k: loglikelihood_rolling takes no in-context"),
     ({"rolling": {"max_length": 8, "stride": 9}, "output_type": "loglikelihood_rolling",
       "eval": {"metrics": ["perplexity"]}}, "line 3: rolling.stride: must be between 1"),
-    ({"fewshot": {"shots": 3}}, "task.yaml.fewshot: unknown option 'shots'; valid options are: k, "),
+    ({"fewshot": {"shots": 3}}, "task.yaml line 2: fewshot.shots: unknown option 'shots'; valid options: k, "),
 ])
 def test_bad_task_files_are_one_line_errors(tmp_path: Path, capsys, body: dict, expected: str) -> None:
     path = write_task(tmp_path, body)

@@ -240,7 +240,8 @@ def test_mixture_config_reads_writes_and_names_bad_keys(tmp_path: Path) -> None:
     shipped = load_run_config(Path(tunelab.__file__).parent / "configs" / "flan_natural_instructions.yaml")
     assert shipped.mixture.builtin.name == "natural_instructions" and shipped.is_mixture
     path.write_text(MIXTURE_YAML.replace("loss_weight", "los_weight"))
-    with pytest.raises(TunelabError, match=r"tasks\[0\]: unknown option 'los_weight'"):
+    with pytest.raises(TunelabError, match=r"mix\.yaml line 6: tasks\[0\]\.los_weight: unknown option "
+                       r"'los_weight'; did you mean 'loss_weight'\?"):
         load_run_config(path)
 
 
@@ -291,7 +292,10 @@ def mixture_run(model_dir: Path, out: Path, name: str, mixture: MixtureConfig | 
         name="sentiment",
         data=DataConfig(source=str(DATA / "reviews.jsonl"), fields={"input": "text", "output": "label"},
                         instruction="Classify the sentiment.", template="chat", test_size=4,
-                        validation_size=4, max_length=96),
+                        validation_size=4, max_length=96,
+                        # the completion task's reviews are these sentences too: its test
+                        # items are in this task's training data (the check finds them)
+                        allow_leakage=True),
         eval=EvalConfig(metrics=["classification"], labels=["positive", "negative"],
                         generation=generation))
     completion = TrainTaskConfig(
@@ -333,6 +337,8 @@ def test_mixture_run_logs_per_task_loss_and_metric(tiny_llama: Path, tmp_path: P
     for name in ("sentiment", "completion"):
         assert (result.run_dir / "eval" / "fine-tuned" / name / "metrics.json").is_file()
     assert set(result.task_evaluations) == {"sentiment", "completion"}
+    leaked = result.summary["data_check"]["leaked"]  # across tasks: near duplicates
+    assert leaked["completion/test in sentiment/train"] == 2
     assert result.summary["test_scores"]["sentiment"]["accuracy"] >= 0
 
 

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 __all__ = ["train", "evaluate", "evaluate_task", "evaluate_adapters", "compare_baselines",
-           "evaluate_suite", "score", "format_scores", "quickstart", "sweep", "merge",
-           "data_inspect", "data_fetch", "tasks_validate", "tasks_list", "harness", "robustness",
+           "evaluate_suite", "score", "format_scores", "quickstart", "sweep", "tune", "merge",
+           "data_inspect", "data_check", "data_fetch", "tasks_validate", "tasks_list", "harness", "robustness",
            "bias", "perturbations_overview", "probes_overview", "compare", "ratings", "rate",
            "build_report", "TunelabError"]
 
@@ -15,8 +15,9 @@ from tunelab.core.errors import TunelabError
 
 # The API, loaded on first use: `import tunelab` (and `tunelab --help`) stays free of torch.
 _API = ("train", "evaluate", "evaluate_task", "evaluate_adapters", "compare_baselines",
-        "evaluate_suite", "score", "format_scores", "quickstart", "sweep", "merge", "data_inspect",
-        "data_fetch", "tasks_validate", "tasks_list", "harness", "robustness", "bias",
+        "evaluate_suite", "score", "format_scores", "quickstart", "sweep", "tune", "merge",
+        "data_inspect",
+        "data_check", "data_fetch", "tasks_validate", "tasks_list", "harness", "robustness", "bias",
         "perturbations_overview", "probes_overview", "compare", "ratings", "rate",
         "build_report")
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
         build_report,
         compare,
         compare_baselines,
+        data_check,
         data_fetch,
         data_inspect,
         evaluate,
@@ -46,6 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
         tasks_list,
         tasks_validate,
         train,
+        tune,
     )
 
 

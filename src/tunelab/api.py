@@ -27,6 +27,7 @@ from tunelab.human.report import RatingsReport, ratings_report
 from tunelab.human.server import serve
 from tunelab.human.session import RatingSession, open_session, system_results
 from tunelab.models.loader import load_tokenizer
+from tunelab.report.data_report import check_table
 from tunelab.report.run_page import comparison_page, write_html_report
 from tunelab.report.task_list import tasks_overview
 from tunelab.runs import (
@@ -46,18 +47,20 @@ from tunelab.studies.error_analysis import (
 )
 from tunelab.studies.pairing import compared_task, pair_evaluations
 from tunelab.studies.robustness import RobustnessReport, run_robustness
+from tunelab.workflows.data_check import data_check as run_data_check
 from tunelab.workflows.quickstart import run_quickstart
 from tunelab.workflows.sweep import SweepOptions
 from tunelab.workflows.sweep import run_sweep as run_sweep_options
 from tunelab.workflows.train import TrainResult, run_task, train
+from tunelab.workflows.tune import Objective, Pruner, Sampler, TuneOptions, run_tune
 
 if TYPE_CHECKING:
     from werkzeug.serving import BaseWSGIServer
 
 __all__ = ["train", "run_task", "evaluate", "evaluate_task", "evaluate_adapters",
            "compare_baselines", "evaluate_suite", "Printout", "score", "format_scores",
-           "quickstart", "data_inspect", "tasks_validate", "tasks_list", "data_fetch", "merge",
-           "sweep", "harness", "robustness", "bias", "task_of", "perturbations_overview",
+           "quickstart", "data_inspect", "data_check", "tasks_validate", "tasks_list", "data_fetch", "merge",
+           "sweep", "tune", "harness", "robustness", "bias", "task_of", "perturbations_overview",
            "probes_overview", "compare", "ratings", "rate", "build_report", "TrainResult"]
 
 
@@ -259,6 +262,20 @@ def data_inspect(config: str | Path, overrides: list[str] | None = None, count: 
     return inspect_run_data(load_run_config(config, overrides), count, split)
 
 
+def data_check(target: str | Path, overrides: Sequence[str] = (), against: Sequence[str] = (),
+               fix: str | Path | None = None, out: str | Path | None = "data_check.json",
+               threshold: float | None = None, label_errors: bool = True,
+               fields: dict[str, str] | None = None) -> Printout:
+    """`tunelab data check`: duplicates, near duplicates, 13-gram overlap and conflicting
+    labels within and across the splits and every scored benchmark (and each `against` task),
+    quality, likely label errors; `out`: data_check.json; `fix`: a copy without duplicates and
+    leaked items; `fields`: a data file's column mapping (as data.fields). The Printout's data
+    is data_check.json's content."""
+    check = run_data_check(target, overrides, against, fix, out, threshold, label_errors, fields)
+    figures = check.to_json()
+    return Printout(check_table(figures), figures)
+
+
 def tasks_validate(task: str, model: str | None = None) -> str:
     """`tunelab tasks validate`: check a task file and its data (`model`: a tokenizer for chat
     templates)."""
@@ -276,8 +293,32 @@ def sweep(config: str | Path, overrides: list[str], methods: list[str], max_step
     return sweep_dir
 
 
+def tune(config: str | Path, overrides: list[str] | None = None, *, space: str | Path,
+         trials: int, timeout: float = 0, workers: int = 1, storage: str | None = None,
+         sampler: Sampler = "tpe", pruner: Pruner = "median", objective: Objective = "loss",
+         baselines: Sequence[str] = ("zero", "few"), worker: int | None = None) -> Path:
+    """`tunelab tune`: a hyperparameter search over the config keys in `space` (Optuna),
+    every trial scored on the validation split only; then the best trial on test, once, next
+    to the base model's baselines. Returns the tune directory (tune.json, report.html).
+
+    Args:
+        space: a YAML file of config keys -> lists or {low, high[, log, step]} ranges.
+        trials: finished (complete or pruned) trials in total, over every process.
+        timeout: seconds after which no new trial starts (0: none).
+        workers: worker processes on the same study.
+        storage: the study's database URL (default: sqlite:///<tune dir>/study.sqlite).
+        objective: loss (best validation loss) or metric (the task's primary metric).
+        worker: set by the worker processes `workers` starts (trials only).
+    """
+    options = TuneOptions(space=str(space), trials=trials, timeout=timeout, workers=workers,
+                          storage=storage, sampler=sampler, pruner=pruner, objective=objective,
+                          baselines=list(baselines), worker=worker)
+    return run_tune(str(config), list(overrides or []), options)
+
+
 def build_report(directory: str | Path) -> Path:
-    """`tunelab report DIR`: rebuild DIR/report.html (a run, a sweep or an eval directory)."""
+    """`tunelab report DIR`: rebuild DIR/report.html (a run, a sweep, a tune or an eval
+    directory)."""
     return write_html_report(directory)
 
 

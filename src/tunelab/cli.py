@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Fine-tune language models and prove, with numbers, whether it worked.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (_quickstart_args, _train_args, _sweep_args, _merge_args, _eval_args,
+    for add in (_quickstart_args, _train_args, _sweep_args, _tune_args, _merge_args, _eval_args,
                 _robustness_args, _bias_args, _compare_args, _report_args, _rate_args, _ratings_args, _tasks_args, _harness_args, _data_args,
                 _score_args):
         add(commands)
@@ -51,6 +51,9 @@ def _train_args(commands: Commands) -> None:
                        help="train in N processes on this machine (torchrun; batch_size is per "
                             "process; one per GPU, or CPU processes with gloo)")
     train.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation")
+    train.add_argument("--allow-leakage", action="store_true",
+                       help="train even when test items are in the training data "
+                            "(data.allow_leakage; data.dedup: true drops them instead)")
     train.add_argument("--retention", metavar="TASKS",
                        help="retention tasks or suites, comma-separated (e.g. general): scored "
                             "before and after training (retention.tasks)")
@@ -76,6 +79,36 @@ def _sweep_args(commands: Commands) -> None:
     sweep.add_argument("--retention", metavar="TASKS",
                        help="untouched tasks or suites, comma-separated (default: the config's "
                             "retention.tasks): their score change is the forgetting column")
+
+
+def _tune_args(commands: Commands) -> None:
+    tune = commands.add_parser("tune", help="hyperparameter search (Optuna) on the validation "
+                                            "split; the best trial scored on test once")
+    tune.add_argument("config", help="a run config YAML file")
+    tune.add_argument("overrides", nargs="*", help="key=value overrides for every trial")
+    tune.add_argument("--space", required=True, metavar="SPACE.yaml",
+                      help="config keys to search: a list of values (method.r: [4, 8, 16]) or "
+                           "a range (train.lr: {low: 1.0e-4, high: 1.0e-3, log: true})")
+    tune.add_argument("--trials", type=int, required=True, metavar="N",
+                      help="finished trials (complete or pruned) in total; a killed tune resumes "
+                           "with the same command")
+    tune.add_argument("--timeout", type=float, default=0, metavar="S",
+                      help="start no new trial after S seconds (default: none)")
+    tune.add_argument("--workers", type=int, default=1, metavar="K",
+                      help="K worker processes on the same study (default 1)")
+    tune.add_argument("--storage", metavar="URL",
+                      help="the study's database (default sqlite:///<tune dir>/study.sqlite); "
+                           "several machines can share one")
+    tune.add_argument("--sampler", choices=["tpe", "random", "grid"], default="tpe")
+    tune.add_argument("--pruner", choices=["median", "hyperband", "none"], default="median",
+                      help="stops trials whose validation curve falls behind (default median)")
+    tune.add_argument("--objective", choices=["loss", "metric"], default="loss",
+                      help="loss: best validation loss; metric: the task's primary metric on "
+                           "the validation split")
+    tune.add_argument("--baselines", default="zero,few",
+                      help="base-model baselines scored on test next to the best trial "
+                           "(default zero,few)")
+    tune.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by --workers
 
 
 def _merge_args(commands: Commands) -> None:
@@ -246,6 +279,29 @@ def _data_args(commands: Commands) -> None:
     inspect.add_argument("overrides", nargs="*", help="key=value overrides")
     inspect.add_argument("-n", type=int, default=3, help="how many examples to show")
     inspect.add_argument("--split", default="train", help="train, validation or test")
+    check = data_commands.add_parser(
+        "check", help="duplicates, leakage into test and benchmarks, conflicting labels, quality "
+                      "and likely label errors, before training")
+    check.add_argument("target", help="a run config YAML file, a data file (JSONL, CSV, Parquet) "
+                                      "or a task name / task file")
+    check.add_argument("overrides", nargs="*", help="key=value overrides (a run config)")
+    check.add_argument("--fields", metavar="FIELD=COLUMN,...",
+                       help="a data file's column mapping, e.g. input=question,output=answer "
+                            "(as data.fields)")
+    check.add_argument("--against", action="append", default=[], metavar="TASK",
+                       help="also check overlap with this task or suite (repeatable)")
+    check.add_argument("--fix", metavar="OUT.jsonl",
+                       help="write the training data without duplicates and leaked items here "
+                            "(the input is never touched; a config's validation and test "
+                            "splits are written beside it)")
+    check.add_argument("--out", default="data_check.json",
+                       help="where the figures go (default: data_check.json)")
+    check.add_argument("--threshold", type=float,
+                       help="near duplicates from this MinHash Jaccard similarity (default: "
+                            "data.near_duplicates, 0.8; 0: off)")
+    check.add_argument("--no-label-errors", action="store_true",
+                       help="skip the cross-validated label-error ranking")
+    check.add_argument("--json", action="store_true", help="print the figures as JSON")
     fetch = data_commands.add_parser("fetch", help="download benchmark data (bigbench) once")
     fetch.add_argument("dataset", choices=["bigbench"], help="what to fetch")
     fetch.add_argument("--task", action="append", help="BIG-bench task (repeatable; default: the "
@@ -277,6 +333,8 @@ def _train(args: argparse.Namespace) -> int:
         overrides.append(f"retention.tasks=[{args.retention}]")
     if args.max_forgetting is not None:
         overrides.append(f"retention.max_forgetting={args.max_forgetting}")
+    if args.allow_leakage:
+        overrides.append("data.allow_leakage=true")
     if args.nproc is not None and "RANK" not in os.environ:
         load_run_config(args.config, overrides)  # a bad option: one line and exit 2, here
         return launch.nproc(args.argv, args.nproc)
@@ -301,6 +359,15 @@ def _sweep(args: argparse.Namespace) -> int:
                   methods=[m.strip() for m in args.methods.split(",") if m.strip()],
                   max_steps=args.steps, max_seconds=args.seconds, lr=lrs, resume=args.resume,
                   retention=args.retention.split(",") if args.retention else None)
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    tunelab.tune(args.config, args.overrides, space=args.space, trials=args.trials,
+                 timeout=args.timeout, workers=args.workers, storage=args.storage,
+                 sampler=args.sampler, pruner=args.pruner, objective=args.objective,
+                 baselines=[b.strip() for b in args.baselines.split(",") if b.strip()],
+                 worker=args.worker)
     return 0
 
 
@@ -418,12 +485,32 @@ def _harness(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
+    if args.data_command == "check":
+        check = tunelab.data_check(args.target, args.overrides, args.against, fix=args.fix,
+                                   out=args.out, threshold=args.threshold,
+                                   label_errors=not args.no_label_errors,
+                                   fields=_fields(args.fields))
+        print(check.render(args.json))
+        print(f"wrote {args.out}" + (f" and {args.fix}" if args.fix else ""), file=sys.stderr)
+        return 0
     if args.data_command == "fetch":
         result = tunelab.data_fetch(args.task, sdist=args.sdist, every_task=args.all)
         print(f"extracted {len(result.extracted)} files into {result.target} (sdist: {result.sdist})")
     else:
         print(tunelab.data_inspect(args.config, args.overrides, args.n, args.split))
     return 0
+
+
+def _fields(text: str | None) -> dict[str, str]:
+    fields = {}
+    for part in (text or "").split(","):
+        if part.strip():
+            name, sep, column = part.partition("=")
+            if not sep or not name.strip() or not column.strip():
+                raise TunelabError(f"--fields {text}: expected FIELD=COLUMN pairs, e.g. "
+                                   "input=question,output=answer")
+            fields[name.strip()] = column.strip()
+    return fields
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -438,7 +525,8 @@ def _score(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "quickstart": _quickstart, "train": _train, "sweep": _sweep, "merge": _merge, "eval": _eval,
+    "quickstart": _quickstart, "train": _train, "sweep": _sweep, "tune": _tune, "merge": _merge,
+    "eval": _eval,
     "robustness": _robustness, "bias": _bias, "compare": _compare, "report": _report, "rate": _rate, "ratings": _ratings,
     "tasks": _tasks, "harness": _harness,
     "data": _data, "score": _score,

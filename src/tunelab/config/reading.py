@@ -4,6 +4,7 @@ with one-line errors naming the file, line and option."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -34,9 +35,7 @@ def from_dict(cls: type[T], raw: dict[str, Any], where: str,  # Any: YAML values
     kwargs: dict[str, object] = {}
     for key, value in raw.items():
         if key not in known:
-            raise TunelabError(
-                f"{where}: unknown option '{key}'; valid options are: {', '.join(sorted(known))}"
-            )
+            raise TunelabError(_unknown_option(str(key), known, where, source, keys))
         hint = hints[key]
         item = _dataclass_item(hint)
         if isinstance(hint, type) and dataclasses.is_dataclass(hint):
@@ -60,6 +59,20 @@ def from_dict(cls: type[T], raw: dict[str, Any], where: str,  # Any: YAML values
             if template:
                 check_format(named, coerced)
     return cls(**kwargs)
+
+
+def _unknown_option(key: str, known: set[str], where: str, source: Path | None,
+                    keys: tuple[str | int, ...]) -> str:
+    """The one-line message for an option ``cls`` does not have: its file and line when the
+    source file is known, the nearest valid option, and all of them."""
+    valid = ", ".join(sorted(known))
+    if source is not None:
+        line = yaml_line(source, [*keys, key])
+        where = f"{source}{f' line {line}' if line else ''}: {option_name([*keys, key])}"
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    if close:
+        return f"{where}: unknown option '{key}'; did you mean '{close[0]}'? (valid options: {valid})"
+    return f"{where}: unknown option '{key}'; valid options: {valid}"
 
 
 def option_name(keys: list[str | int]) -> str:

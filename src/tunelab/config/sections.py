@@ -74,7 +74,7 @@ class DataConfig(Checked):
     section: typing.ClassVar[str] = "data"
     formats: typing.ClassVar[tuple[str, ...]] = ("prompt_format", "completion_format")
     """Options holding a format string (`check_format`)."""
-    limits: typing.ClassVar[dict[str, Range]] = {"validation_size": Range(0), "test_size": Range(0), "max_length": Range(8, whole=True, fix="e.g. 512")}
+    limits: typing.ClassVar[dict[str, Range]] = {"validation_size": Range(0), "test_size": Range(0), "max_length": Range(8, whole=True, fix="e.g. 512"), "near_duplicates": SHARE}
     source: str = "builtin:movie_sentiment"
     """builtin:NAME, a .jsonl/.json/.csv/.parquet file, or a `datasets` directory saved to disk."""
     format: DataFormat = "auto"
@@ -113,6 +113,16 @@ class DataConfig(Checked):
     tuning (their virtual tokens belong to one example)."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     """Training only: perturb a seeded share of the training inputs (see AugmentConfig)."""
+    dedup: bool = False
+    """Drop from the training split, before training, every example that repeats an earlier
+    one (exact or near duplicate) and every example also in the validation or test split or a
+    scored benchmark (exact, near duplicate or a shared 13-gram; `tunelab data check`)."""
+    allow_leakage: bool = False
+    """Train even when test items are also in the training data (`tunelab train` refuses by
+    default: a leaked item inflates the very gain the paired test calls significant)."""
+    near_duplicates: float = 0.8
+    """MinHash Jaccard similarity (character 5-grams) from which two inputs are near
+    duplicates; 0 turns near-duplicate detection off."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -13,6 +13,7 @@ how to fetch it (`missing`, `fetched_task`). No module outside the registry comp
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
 from collections.abc import Callable, Iterator
@@ -121,17 +122,24 @@ def read_source(config: DataConfig) -> TaskData:
     return source_scheme(config.source).read(config)
 
 
-def load_splits(config: DataConfig) -> Splits:
-    """Read the data and split it (seeded shuffle), or read the given split files."""
+def load_splits(config: DataConfig, with_test: bool = True) -> Splits:
+    """Read the data and split it (seeded shuffle), or read the given split files.
+    `with_test=False` (a hyperparameter search): the test split is sealed (`SealedSplit`) and
+    data.test_file is not even opened."""
     def read(source: str) -> list[Record]:
         return read_records(source, config.format, config.fields, config.instruction)
 
     if config.train_file:
         train = read(config.train_file)
         validation = read(config.validation_file) if config.validation_file else []
-        test = read(config.test_file) if config.test_file else []
-        return Splits(train, validation, test)
-    return seeded_split(read(config.source), config, config.source)
+        test = read(config.test_file) if config.test_file and with_test else []
+        splits = Splits(train, validation, test)
+    else:
+        splits = seeded_split(read(config.source), config, config.source)
+    return splits if with_test else splits.sealed(
+        f"{'data.test_file' if config.test_file else 'data.test_size'}: the test split is "
+        "sealed while hyperparameters are searched (trials are scored on the validation "
+        "split); it is scored once, after the search (tunelab tune)")
 
 
 def read_records(
@@ -147,11 +155,64 @@ def read_records(
         raise TunelabError(
             f"data.fields: unknown field {sorted(unknown)[0]!r}; map any of {', '.join(CANONICAL)}"
         )
-    rows = source_scheme(source).rows(source, fmt)
-    records = [_to_record(row, origin, fields, instruction) for origin, row in rows]
-    if not records:
+    rows = list(source_scheme(source).rows(source, fmt))
+    if not rows:
         raise TunelabError(f"{source}: no examples found; the file is empty")
-    return records
+    _check_mapped_columns(rows, source, fields)
+    _check_filled_columns(rows, source, fields)
+    return [_to_record(row, origin, fields, instruction) for origin, row in rows]
+
+
+PROMPT_FIELDS = ("instruction", "prompt", "input")
+"""The fields a record's prompt (user turn) is read from."""
+TARGET_FIELDS = ("output", "completion")
+"""The fields a record's answer is read from."""
+
+
+def _check_mapped_columns(rows: list[tuple[str, dict[str, Any]]],  # Any: source cells
+                          source: str,
+                          fields: dict[str, str]) -> None:
+    """Refuse a data.fields entry naming a column that no row has (a typo would otherwise
+    train on a blank prompt). A column in at least one row is enough: JSONL rows may differ."""
+    columns = list(dict.fromkeys(str(name) for _, row in rows for name in row if name is not None))
+    for field_name, column in fields.items():
+        if column in columns:
+            continue
+        close = difflib.get_close_matches(str(column), columns, n=1)
+        fix = f"did you mean '{close[0]}'?" if close else f"map data.fields.{field_name} to one of them"
+        raise TunelabError(f"data.fields.{field_name}: column '{column}' is in no row of {source} "
+                           f"(columns: {', '.join(columns)}); {fix}")
+
+
+def _check_filled_columns(rows: list[tuple[str, dict[str, Any]]],  # Any: source cells
+                          source: str,
+                          fields: dict[str, str]) -> None:
+    """Refuse a column the records read that is empty in every row: one mapped in data.fields,
+    or the prompt or answer columns when all of them are blank (every example would train on
+    an empty prompt or answer). Some empty cells are fine here (`data check` counts them)."""
+    plain = [row for _, row in rows if row.get(fields.get("messages", "messages")) is None]
+    if not plain:
+        return
+
+    def blank(column: str) -> bool:
+        return all(_is_blank(row.get(column)) for row in plain)
+
+    for group in (PROMPT_FIELDS, TARGET_FIELDS):
+        present = [(name, fields.get(name, name)) for name in group
+                   if any(fields.get(name, name) in row for row in plain)]
+        empty = [(name, column) for name, column in present if blank(column)]
+        mapped = [(name, column) for name, column in empty if name in fields]
+        if mapped or (present and len(empty) == len(present)):
+            name, column = (mapped or empty)[0]
+            option = f" (data.fields.{name})" if name in fields else ""
+            raise TunelabError(
+                f"{source}: column '{column}'{option} is empty in every row; fill it in, "
+                f"or map data.fields.{name} to the column that holds the {name}")
+
+
+def _is_blank(value: object) -> bool:
+    """An empty cell: missing, null, or only whitespace."""
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def _read_rows(path: Path, fmt: str) -> Rows:
@@ -217,9 +278,15 @@ def _expect_object(row: object, origin: str) -> dict[str, Any]:  # Any: JSON val
 def _csv_rows(path: Path) -> Rows:
     with io.StringIO(read_text(path), newline="") as handle:
         reader = csv.DictReader(handle)
+        any_row = False
         for row in reader:
+            any_row = True
             # line_num is the physical line where this row ended (header is line 1).
             yield f"{path}:{reader.line_num}", dict(row)
+        header = [name for name in reader.fieldnames or [] if name.strip()]
+        if not any_row and header:
+            raise TunelabError(f"{path}: no rows (only a header: {', '.join(header)}); "
+                               "add examples below the header")
 
 
 def _parquet_rows(path: Path) -> Rows:

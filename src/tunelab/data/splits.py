@@ -8,27 +8,70 @@ same items everywhere.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import NoReturn, overload
 
 from tunelab.config import DataConfig
 from tunelab.core.errors import TunelabError
 from tunelab.data.records import Record
 
 
+class SealedSplit(Sequence[Record]):
+    """A split that must not be read (the test split while hyperparameters are searched):
+    any access (len, iteration, an index, truth) raises a TunelabError saying why."""
+
+    def __init__(self, why: str):
+        self.why = why
+
+    def _refuse(self) -> NoReturn:
+        raise TunelabError(self.why)
+
+    def __len__(self) -> int:
+        self._refuse()
+
+    def __iter__(self) -> Iterator[Record]:
+        self._refuse()
+
+    @overload
+    def __getitem__(self, index: int) -> Record: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Record]: ...
+
+    def __getitem__(self, index: int | slice) -> Record | Sequence[Record]:
+        self._refuse()
+
+    def __repr__(self) -> str:
+        return "SealedSplit()"
+
+
 @dataclass
 class Splits:
     train: list[Record]
     validation: list[Record]
-    test: list[Record]
+    test: list[Record] | SealedSplit
+    """A `SealedSplit` when the run reads train and validation only (`load_splits`)."""
 
     def get(self, name: str) -> list[Record]:
         if name not in ("train", "validation", "test"):
             raise TunelabError(f"split '{name}': use train, validation or test")
-        return getattr(self, name)
+        split: list[Record] | SealedSplit = getattr(self, name)
+        if isinstance(split, SealedSplit):
+            split._refuse()
+        return split
 
     def as_dict(self) -> dict[str, list[Record]]:
-        """{"train": ..., "validation": ..., "test": ...} (the same lists, not copies)."""
-        return {"train": self.train, "validation": self.validation, "test": self.test}
+        """{"train": ..., "validation": ..., "test": ...} (the same lists, not copies); a
+        sealed test split is left out."""
+        splits = {"train": self.train, "validation": self.validation}
+        if not isinstance(self.test, SealedSplit):
+            splits["test"] = self.test
+        return splits
+
+    def sealed(self, why: str) -> Splits:
+        """The same train and validation splits, the test split sealed (`SealedSplit`)."""
+        return replace(self, test=SealedSplit(why))
 
 
 @dataclass

@@ -6,8 +6,9 @@
 
 A section decides for itself whether it applies (a confusion matrix needs a label set, the
 forgetting curve needs `every_eval`, ratings need ratings.sqlite), so the page code never asks
-what kind of run it is. A comparison page (`tunelab compare --html`) and a sweep page
-(`tunelab sweep`, `tunelab report SWEEP_DIR`) are built from their own results.
+what kind of run it is. A comparison page (`tunelab compare --html`), a sweep page
+(`tunelab sweep`, `tunelab report SWEEP_DIR`) and a tune page (report/tune_page.py) are built
+from their own results.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tunelab.eval.runner import EvalResult
 from tunelab.human import RatingStore
 from tunelab.human.report import ratings_report
 from tunelab.human.session import system_results
+from tunelab.report.data_report import data_check_section
 from tunelab.report.html import (
     Block,
     ExampleRow,
@@ -43,7 +45,8 @@ from tunelab.report.html import (
     scatter,
 )
 from tunelab.report.sweep_table import sweep_columns
-from tunelab.runs import EvalDir, RunDir, SweepDir, ratings_file, report_html
+from tunelab.report.tune_page import tune_page
+from tunelab.runs import EvalDir, RunDir, SweepDir, TuneDir, ratings_file, report_html
 from tunelab.studies.error_analysis import (
     ComparisonReport,
     compare_results,
@@ -65,6 +68,7 @@ class RunView:
     log: list[dict[str, Any]] = field(default_factory=list)  # Any: train_log.jsonl's JSON values
     summary: dict[str, Any] = field(default_factory=dict)  # Any: summary.json's JSON values
     comparison: ComparisonReport | None = None
+    data_check: dict[str, Any] = field(default_factory=dict)  # Any: data_check.json's values
 
     @property
     def fine_tuned(self) -> EvalResult | None:
@@ -92,6 +96,8 @@ def read_view(folder: Path) -> RunView:
            if line.strip()] if log_file.is_file() else []
     summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.is_file() else {}
     view = RunView(folder, config, task, results, log, summary)
+    if run.data_check.is_file():
+        view.data_check = json.loads(run.data_check.read_text(encoding="utf-8"))
     base = next(iter(view.baselines), None)
     if task is not None and base is not None and view.fine_tuned is not None:
         try:
@@ -127,6 +133,11 @@ class Overview:
         if not rows:
             return None
         return Section("Setup", [Table(["", "value"], rows)], "setup")
+
+
+class DataCheckSection:
+    def build(self, view: RunView) -> Section | None:
+        return data_check_section(view.data_check) if view.data_check else None
 
 
 class Training:
@@ -379,7 +390,7 @@ class ExampleTable:
         return Section("Examples", blocks, "examples")
 
 
-SECTIONS = (Overview(), Training(), Forgetting(), Baselines(), Confusion(), Robustness(),
+SECTIONS = (Overview(), DataCheckSection(), Training(), Forgetting(), Baselines(), Confusion(), Robustness(),
             ErrorAnalysis(), Ratings(), ExampleTable())
 
 
@@ -429,9 +440,11 @@ def comparison_page(report: ComparisonReport, a: Sequence[EvalResult],
 
 
 def write_html_report(directory: str | Path, out: str | Path | None = None) -> Path:
-    """`tunelab report DIR`: DIR/report.html for a run, an eval directory or a sweep."""
+    """`tunelab report DIR`: DIR/report.html for a run, an eval directory, a sweep or a tune."""
     folder = Path(directory)
     if not folder.is_dir():
-        raise TunelabError(f"{folder}: no such directory; give a run, sweep or eval directory")
-    page = sweep_page(folder) if SweepDir(folder).is_sweep() else run_page(folder)
+        raise TunelabError(f"{folder}: no such directory; give a run, sweep, tune or eval "
+                           "directory")
+    page = sweep_page(folder) if SweepDir(folder).is_sweep() else \
+        tune_page(folder) if TuneDir(folder).is_tune() else run_page(folder)
     return page.render(Path(out) if out else report_html(folder))

@@ -13,6 +13,7 @@ from tunelab.runs.run_dir import (
     write_config,
 )
 from tunelab.runs.system import System
+from tunelab.runs.tune_dir import TuneDir
 
-__all__ = ["EvalDir", "RunDir", "StudyFiles", "SweepDir", "System", "load_run_model",
+__all__ = ["EvalDir", "RunDir", "StudyFiles", "SweepDir", "System", "TuneDir", "load_run_model",
            "ratings_file", "read_config", "report_html", "write_config"]

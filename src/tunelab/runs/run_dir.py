@@ -7,6 +7,7 @@ trained model back.
     RUN/adapter | RUN/model  the trained weights (PEFT format, or a full HF model directory)
     RUN/tokenizer/           the tokenizer the run trained with
     RUN/summary.json         trainable parameters, size on disk, time, best validation loss
+    RUN/data_check.json      duplicates and leakage found before training (tunelab data check)
     RUN/eval/<system>/       metrics.json + predictions.jsonl per evaluated system
     RUN/eval/retention/<task>/, RUN/retention.json   the forgetting check after training
     RUN/robustness/          robustness.json + .md + plots; RUN/bias.json + bias.md
@@ -193,6 +194,11 @@ class RunDir:
     def comparison(self) -> Path:
         """The quickstart's base vs fine-tuned comparison (key, systems, gain, p-value)."""
         return self.root / "comparison.json"
+
+    @property
+    def data_check(self) -> Path:
+        """Duplicates and leakage found before training (`tunelab data check`'s figures)."""
+        return self.root / "data_check.json"
 
     @property
     def report_md(self) -> Path:

@@ -28,12 +28,13 @@ class PreparedData:
         return [ex for task in self.data.tasks for ex in task.train]
 
 
-def read_splits(tasks: list[TrainTaskConfig]) -> dict[str, Splits]:
+def read_splits(tasks: list[TrainTaskConfig], with_test: bool = True) -> dict[str, Splits]:
     """Every task's data read and split (no model needed): a bad file fails here, before a
-    model loads; an empty train split too."""
+    model loads; an empty train split too. `with_test=False`: each test split is sealed
+    (`data.splits.SealedSplit`; a search reads train and validation only)."""
     splits = {}
     for task in tasks:
-        splits[task.name] = load_splits(task.data)
+        splits[task.name] = load_splits(task.data, with_test)
         if not task.held_out and not splits[task.name].train[:task.max_train_examples]:
             raise TunelabError(_empty_train(task, len(tasks) > 1))
     return splits

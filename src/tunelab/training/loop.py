@@ -62,6 +62,10 @@ EvalHook = Callable[[torch.nn.Module], Mapping[str, object]]
 """Called at every evaluation with the model a process runs; what it returns joins the log
 record (a mixture's metric per task; the retention suite's scores: a forgetting curve)."""
 
+EvalListener = Callable[[Mapping[str, Any]], bool]  # Any: a train_log.jsonl line (JSON values)
+"""Called with each validation record once it is logged; True ends training as early stopping
+does (`tunelab tune` reports the curve to its trial and stops a pruned one)."""
+
 
 def with_rng_preserved(run: Callable[[], T]) -> T:
     """Run `run` (e.g. generation, which reseeds torch) without disturbing the RNG streams that
@@ -138,6 +142,9 @@ class Trainer:
         """Called at every evaluation with the model a process runs (the sharded one under
         FSDP, which every process runs in lockstep); their dicts join the log record
         (each task's metric in a mixture; the retention suite's scores: a forgetting curve)."""
+        self.eval_listeners: list[EvalListener] = []
+        """Each hears every validation record after it is logged; one returning True ends
+        training like early stopping (the run still saves and finishes)."""
         self.tasks = list(data.tasks)
         self.plan: BatchPlan = data.plan(config.batch_size, config.seed, config.grad_accum,
                                          world, rank, config.group_by_length)
@@ -459,6 +466,8 @@ class Trainer:
             record.update(with_rng_preserved(lambda: hook(model)))  # noqa: B023 (called at once)
             self.model.train()
         self._log(record)
+        if any([listener(record) for listener in self.eval_listeners]):  # every one hears it
+            state.stopped_early = True
         self._save_last()
 
     def local_model(self) -> torch.nn.Module:

@@ -58,7 +58,7 @@ def method_config(base: RunConfig, method: str, options: SweepOptions, sweep_dir
     return config
 
 
-def _set_aside(run_dir: Path) -> None:
+def set_aside(run_dir: Path) -> None:
     """An unfinished run directory (and its log) is renamed, never deleted."""
     for path in (run_dir, run_dir.with_suffix(".log")):
         if path.exists():
@@ -93,7 +93,7 @@ def run_sweep(config_path: str, overrides: list[str], options: SweepOptions) -> 
             print(f"sweep: {method} finished before, kept ({config.run_dir})")
             rows.append(_row(method, config, True, sweep_dir))
             continue
-        _set_aside(config.run_dir)
+        set_aside(config.run_dir)
         config_file = SweepDir(sweep_dir).method_config(method)
         config_file.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
         print(f"sweep: training {method} (lr {config.train.lr:g}) -> {config.run_dir}")

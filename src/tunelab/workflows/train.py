@@ -32,6 +32,7 @@ import transformers
 from tunelab.config import RunConfig, TaskConfig, TrainTaskConfig, load_run_config
 from tunelab.core.errors import TunelabError
 from tunelab.data import Splits
+from tunelab.data.checks import DataCheck
 from tunelab.data.mixture import MixturePlan
 from tunelab.data.training_tasks import evaluation_task, run_task, training_tasks
 from tunelab.eval.runner import EvalResult, evaluate_loaded, evaluate_shared, write_result
@@ -51,6 +52,8 @@ from tunelab.studies.robustness import RunRobustness
 from tunelab.training.checkpoint import LoopState, write_atomically
 from tunelab.training.data import PreparedData, prepare_data, read_splits
 from tunelab.training.loop import EvalHook, Trainer, peak_memory_mb
+from tunelab.training.watch import ValidationWatch, check_watched
+from tunelab.workflows.data_check import data_check_summary, guard_run_data
 
 
 @dataclass
@@ -68,7 +71,8 @@ class TrainResult:
 
 
 def train(config: RunConfig | str | Path, overrides: list[str] | None = None,
-          resume: bool = False, evaluate_after: bool = True) -> TrainResult:
+          resume: bool = False, evaluate_after: bool = True,
+          on_eval: ValidationWatch | None = None) -> TrainResult:
     """Fine-tune as the config says and write a run directory.
 
     Args:
@@ -76,15 +80,20 @@ def train(config: RunConfig | str | Path, overrides: list[str] | None = None,
         overrides: ``key=value`` strings applied on top (``train.lr=1e-4``).
         resume: continue an interrupted run from its last checkpoint.
         evaluate_after: score the fine-tuned model on every task's test split.
+        on_eval: a search's trial (`training/watch.py`): hears every validation record and
+            may end training; the run reads train and validation only (test sealed).
     """
     config = _resolve_config(config, overrides)
+    if on_eval is not None:
+        check_watched(config, evaluate_after)
     run = RunDir(config.run_dir)
     if first_process():  # several processes: rank 0 checks, writes and cleans up
         run.check_start(config, resume)
     existed = run.root.exists()
     try:
         with on_sigterm(_stop):
-            return _train(plan_run(config), run, resume, evaluate_after)
+            plan = plan_run(config, with_test=on_eval is None)
+            return _train(plan, run, resume, evaluate_after, on_eval)
     except BaseException:
         if not resume and first_process():
             with on_sigterm(signal.SIG_IGN):  # the clean-up finishes
@@ -141,11 +150,15 @@ class RunPlan:
     """Each retention task's data, read and checked once (every scoring of it reuses it)."""
     single: TaskConfig | None
     """A single-task run's evaluation task (the robustness and bias blocks score it)."""
+    data_check: DataCheck | None = None
+    """Duplicates and leakage found before training (`guard_run_data`)."""
 
 
-def plan_run(config: RunConfig) -> RunPlan:
+def plan_run(config: RunConfig, with_test: bool = True) -> RunPlan:
     """Resolve and check everything the run will use, before any model loads: the method and
-    its options, the model kind, the tasks (with their data read) and the retention suite."""
+    its options, the model kind, the tasks (with their data read) and the retention suite.
+    `with_test=False` (a search's trial): every test split is sealed and `evaluated` scores
+    the validation split."""
     method = get_method(config.method["name"])
     options = parse_options(method, config.method)
     kind = get_kind(config.model.kind)
@@ -161,18 +174,23 @@ def plan_run(config: RunConfig) -> RunPlan:
     if config.train.gradient_checkpointing and not method.supports_checkpointing:
         raise TunelabError(f"train.gradient_checkpointing: not with method {method.name}; "
                            "turn it off for this method")
-    evaluated = {t.name: evaluation_task(t, config, "test") for t in tasks if t.eval.metrics}
+    split = "test" if with_test else "validation"
+    evaluated = {t.name: evaluation_task(t, config, split) for t in tasks if t.eval.metrics}
     for task in evaluated.values():  # every metric name, before any loading
         check_task(task)
-    splits = read_splits(tasks)  # every data file read and checked before a model loads
+    splits = read_splits(tasks, with_test)  # every data file read and checked before loading
     retained = retention.retention_tasks(config.retention, config.model.kind)
     retained_items = {task.name: read_task(task, 0) for task in retained}  # read once here
+    checked = None
+    if with_test:  # leakage into test stops the run here (a search's trial: tune checked it)
+        checked, splits = guard_run_data(config, tasks, splits, retained_items)
     single = None if config.is_mixture else evaluated.get(config.name) or run_task(config)
     return RunPlan(config, method, options, kind, tasks, evaluated, splits, retained,
-                   retained_items, single)
+                   retained_items, single, checked)
 
 
-def _train(plan: RunPlan, run: RunDir, resume: bool, evaluate_after: bool) -> TrainResult:
+def _train(plan: RunPlan, run: RunDir, resume: bool, evaluate_after: bool,
+           on_eval: ValidationWatch | None = None) -> TrainResult:
     config, method, tasks, kept = plan.config, plan.method, plan.tasks, plan.retained
     if first_process():  # rank 0 alone makes the run directory (and removes a failed start)
         run.check_writable()
@@ -194,12 +212,17 @@ def _train(plan: RunPlan, run: RunDir, resume: bool, evaluate_after: bool) -> Tr
     print(f"tunelab: {config.method['name']} on {config.model.name}: {counts}")
     if first_process():
         run.write_config(config)
+        if plan.data_check is not None:
+            run.data_check.write_text(json.dumps(plan.data_check.to_json(), indent=1,
+                                                 default=str))
     trainer = Trainer(model, config.train, prepared.data, run)
     if config.is_mixture and config.mixture.eval_limit > 0:
         trainer.eval_hooks.append(task_metric_hook(lm, tasks, prepared, config.mixture.eval_limit))
     if kept and config.retention.every_eval:
         trainer.eval_hooks.append(retention.curve_hook(lm, kept, config.retention.limit,
                                                         plan.retained_items))
+    if on_eval is not None:  # a search's trial: its validation curve, and pruning
+        on_eval.attach(trainer, lm, plan.evaluated, plan.splits, config.eval.limit)
     if resume:
         trainer.resume()
     start = time.perf_counter()
@@ -221,6 +244,8 @@ def _train(plan: RunPlan, run: RunDir, resume: bool, evaluate_after: bool) -> Tr
         lm.tokenizer.save_pretrained(str(weights_dir))
     summary = training_summary(config, counts, size_on_disk, state, seconds, prepared)
     summary["placement"] = trainer.placement
+    if plan.data_check is not None:
+        summary["data_check"] = data_check_summary(plan.data_check)
     if isinstance(trainer.plan, MixturePlan):
         summary["mixture"] = mixture_summary(trainer.plan, trainer, config, state)
 

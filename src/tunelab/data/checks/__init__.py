@@ -1,0 +1,18 @@
+"""`tunelab data check`: duplicates, near duplicates, 13-gram overlap and conflicting labels
+within and across the splits and every scored benchmark; quality; likely label errors."""
+
+from tunelab.data.checks.check import CheckOptions, Crossing, DataCheck, check_sets
+from tunelab.data.checks.items import (
+    DATA,
+    EVALUATED,
+    SPLIT_ROLES,
+    TEST,
+    TRAIN,
+    VALIDATION,
+    CheckItem,
+    CheckSet,
+    Role,
+)
+
+__all__ = ["DATA", "EVALUATED", "SPLIT_ROLES", "TEST", "TRAIN", "VALIDATION", "CheckItem",
+           "CheckOptions", "CheckSet", "Crossing", "DataCheck", "Role", "check_sets"]
