@@ -222,6 +222,9 @@ def test_dedup_drops_them_or_allow_leakage_trains_and_reports(how: str, tiny_lla
     assert summary["train_examples"] == (40 if how == "dedup" else 42)
     page = (run / "report.html").read_text()
     assert "Data check" in page and "test in train" in page
+    said = ("data.dedup dropped 2 of 42 training examples" if how == "dedup"
+            else "data.allow_leakage: trained with 2 items of test in train")
+    assert said in page and said in (run / "data_check.json").read_text()
 
 
 def test_bad_threshold_is_one_line(tmp_path: Path, capsys) -> None:
@@ -230,3 +233,58 @@ def test_bad_threshold_is_one_line(tmp_path: Path, capsys) -> None:
                  "--threshold", "2", "--out", str(tmp_path / "c.json")]) == 2
     assert "--threshold 2" in capsys.readouterr().err
     assert not (tmp_path / "c.json").exists()
+
+
+def _task(name: str, held_out: bool = False):  # noqa: ANN202
+    from tunelab.config import DataConfig, TrainTaskConfig
+
+    return TrainTaskConfig(name=name, data=DataConfig(), held_out=held_out)
+
+
+def test_a_leak_into_another_tasks_test_split_stops_a_multi_task_run() -> None:
+    """Task a's test item in task b's training data: the set order puts a/test before b/train,
+    and the guard still finds it; a held-out task's train split is never trained on."""
+    from tunelab.config import RunConfig
+    from tunelab.core.errors import TunelabError
+    from tunelab.data import Splits
+    from tunelab.workflows.data_check import guard_run_data
+
+    a = Splits(REVIEWS[:40], REVIEWS[40:50], REVIEWS[50:60])
+    b = Splits([*REVIEWS[100:140], REVIEWS[55]], REVIEWS[140:150], REVIEWS[150:160])
+    with pytest.raises(TunelabError, match=r"1 of the 10 a/test items .* task b: data.dedup"):
+        guard_run_data(RunConfig(), [_task("a"), _task("b")], {"a": a, "b": b}, {})
+    held = Splits([*REVIEWS[100:140], REVIEWS[55]], REVIEWS[140:150], REVIEWS[150:160])
+    check, kept = guard_run_data(RunConfig(), [_task("a"), _task("b", held_out=True)],
+                                 {"a": a, "b": held}, {})
+    assert check.guarded_leaks == [] and kept["b"] is held
+    shared = next(c for c in check.crossings if c.total)
+    assert not shared.leak and {shared.earlier.name, shared.later.name} == {"a/test", "b/train"}
+
+
+def test_large_groups_and_template_phrases() -> None:
+    """60 copies of one sentence across train and test count each copy once; a 13-word phrase
+    that most inputs of a set repeat is the template, not a leak."""
+    copies = [_copy(REVIEWS[70], origin=f"copy{i}") for i in range(60)]
+    check = _check([*REVIEWS[:20], *copies[:40]], [*REVIEWS[150:170], *copies[40:]])
+    assert check.within["train"]["exact"] == 39 and check.within["test"]["exact"] == 19
+    leak = check.crossings[0]
+    assert leak.total == leak.found["exact"] == 20 and len(check.drop["train"]) == 40
+    phrase = "please read the following movie review very carefully and then tell me what"
+    assert len(phrase.split()) == 13
+    train = [_copy(r, input=f"{phrase} {r.input}") for r in REVIEWS[:40]]
+    test = [_copy(r, input=f"{phrase} {r.input}") for r in REVIEWS[150:180]]
+    assert _check(train, test).crossings == []
+
+
+def test_fix_never_writes_over_an_input(tmp_path: Path, capsys) -> None:
+    data = _write_jsonl(tmp_path / "d.jsonl", [*REVIEWS[:10], REVIEWS[3]])
+    before = data.read_bytes()
+    assert main(["data", "check", str(data), "--fields", "input=text,output=label", "--fix",
+                 str(data), "--out", str(tmp_path / "c.json")]) == 2
+    assert "would overwrite the input" in capsys.readouterr().err and data.read_bytes() == before
+    assert main(["data", "check", str(data), "--fields", "input=text,output=label", "--fix",
+                 str(tmp_path / "fixed.csv"), "--out", str(tmp_path / "c.json")]) == 2
+    assert ".jsonl" in capsys.readouterr().err
+    assert main(["data", "check", str(data), "--fields", "input=text,output=label", "--fix",
+                 str(tmp_path / "fixed.jsonl"), "--out", str(tmp_path / "c.json")]) == 0
+    assert len((tmp_path / "fixed.jsonl").read_text().splitlines()) == 10

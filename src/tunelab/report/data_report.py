@@ -22,8 +22,8 @@ def overlap_rows(check: Check) -> tuple[list[str], list[list[object]]]:
     rows: list[list[object]] = []
     sizes = {s["name"]: s["size"] for s in check["sets"]}
     for name, found in check["within"].items():
-        rows.append([name, f"duplicates within ({sizes[name]} items)",
-                     *[found.get(d, 0) for d in detectors], sum(found.values())])
+        rows.append([name, f"repeats within ({sizes[name]} items)",
+                     *[found.get(d, 0) for d in detectors], check["within_items"][name]])
     for crossing in check["across"]:
         earlier, later = crossing["sets"]
         what = ("LEAK: stops train" if crossing["guarded"] else "leak") if crossing["leak"] \
@@ -111,12 +111,7 @@ def data_check_section(check: Check) -> Section:
     """report.html's section: the overlap table, quality, conflicts and label-error suspects."""
     blocks: list[Block] = [Table(*overlap_rows(check), caption=(
         f"exact: same input after whitespace/case normalisation; near: MinHash Jaccard >= "
-        f"{check['threshold']:g}; ngram13: a shared word 13-gram"))]
-    leaks = [c for c in check["across"] if c["guarded"]]
-    for crossing in leaks:
-        blocks.append(Text(f"{crossing['total']} items of {crossing['sets'][1]} are also in "
-                           f"{crossing['sets'][0]}: the run was allowed to train on them "
-                           "(data.allow_leakage)", "p"))
+        f"{check['threshold']:g}; ngram13: a shared word 13-gram; items: each item once"))]
     if check["quality"]:
         blocks.append(Table(*quality_rows(check), caption="quality per set"))
     conflicts = check["conflicts"]
@@ -127,5 +122,5 @@ def data_check_section(check: Check) -> Section:
     if any(check["drop"].values()):
         blocks.append(Text("Dropped by data.dedup (or --fix): " + ", ".join(
             f"{n} of {name}" for name, n in check["drop"].items() if n), "note"))
-    blocks += [Text(note, "note") for note in check["notes"]]
+    blocks += [Text(note, "p") for note in check["notes"]]  # what the run decided
     return Section("Data check", blocks, "data-check")

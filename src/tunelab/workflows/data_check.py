@@ -11,17 +11,19 @@ the training data stop the run unless data.dedup drops them or data.allow_leakag
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tunelab.config import RunConfig, TrainTaskConfig, load_run_config
+from tunelab.config import RunConfig, TrainTaskConfig, load_run_config, load_yaml
 from tunelab.core.errors import TunelabError
 from tunelab.data import Splits, get_template, load_splits
 from tunelab.data.checks import (
     DATA,
     EVALUATED,
+    HELD_OUT,
     SPLIT_ROLES,
     CheckItem,
     CheckOptions,
@@ -54,6 +56,16 @@ class CheckTarget:
     source: Path | None = None
     """A lone data file (`--fix` writes it without its duplicates)."""
 
+    def inputs(self) -> list[Path]:
+        """The files the checked data was read from (`--fix` never writes over them)."""
+        files = [self.source] if self.source is not None else []
+        if self.config is not None:
+            for task in training_tasks(self.config):
+                data = task.data
+                files += [Path(f) for f in (data.source, data.train_file, data.validation_file,
+                                            data.test_file) if f and Path(f).suffix]
+        return files
+
 
 def data_check(target: str | Path, overrides: Sequence[str] = (), against: Sequence[str] = (),
                fix: str | Path | None = None, out: str | Path | None = "data_check.json",
@@ -63,13 +75,16 @@ def data_check(target: str | Path, overrides: Sequence[str] = (), against: Seque
     with `fix`, a copy without duplicates and leaked items (the input is never touched)."""
     found = check_target(target, list(overrides), fields or {})
     for name in against:
-        found.sets += against_sets(name, found.notes)
+        found.sets += against_sets(name)
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise TunelabError(f"--threshold {threshold:g}: give a Jaccard similarity from 0 to 1 "
+                           "(e.g. 0.8; 0 turns near duplicates off)")
+    if fix:
+        fixed_paths(found, Path(fix))  # a path that would overwrite an input: before any work
     options = CheckOptions(
         threshold=threshold if threshold is not None else (
             found.config.data.near_duplicates if found.config else 0.8),
         labels=found.labels, label_errors=label_errors, tokenize=_tokenizer(found.config))
-    if not 0 <= options.threshold <= 1:
-        raise TunelabError(f"--threshold {options.threshold}: a Jaccard similarity in [0, 1]")
     check = check_sets(found.sets, options, found.notes)
     if out:
         Path(out).write_text(json.dumps(check.to_json(), indent=1, default=str))
@@ -83,8 +98,8 @@ def check_target(target: str | Path, overrides: list[str], fields: dict[str, str
     """A run config (YAML with a model/data/method), a data file, or a task name/file."""
     path = Path(target)
     if path.suffix.lower() in (".yaml", ".yml"):
-        raw_is_task = path.is_file() and "output_type" in path.read_text(encoding="utf-8")
-        if not raw_is_task:
+        run_keys = {f.name for f in dataclasses.fields(RunConfig)}
+        if set(load_yaml(path)) <= run_keys:  # a task file has keys a run config has not
             if fields:
                 raise TunelabError("--fields: a run config maps columns in data.fields")
             return config_target(load_run_config(path, overrides))
@@ -107,16 +122,18 @@ def config_target(config: RunConfig) -> CheckTarget:
         sets.append(_items_set(f"retention:{kept.name}", read_task(kept, 0)))
     if config.bias.bbq:
         sets += bbq_sets(config.bias.bbq_categories, notes)
-    labels = label_set(sets, config.eval.labels if not config.is_mixture else None) \
-        if not config.is_mixture else None
+    own = [s for s in sets if s.role.own]  # not a benchmark's or retention task's outputs
+    labels = None if config.is_mixture else label_set(own, config.eval.labels)
     return CheckTarget(sets, labels, notes, config)
 
 
 def split_sets(task: TrainTaskConfig, splits: Splits, named: bool) -> list[CheckSet]:
-    """A task's splits as sets; a multi-task run names each `task/split`."""
+    """A task's splits as sets; a multi-task run names each `task/split`; a held-out task's
+    train split is never trained on."""
     records = [r for part in splits.as_dict().values() for r in part]
     shared = instruction_is_shared(records)
-    return [CheckSet.of(f"{task.name}/{name}" if named else name, SPLIT_ROLES[name], part, shared)
+    roles = dict(SPLIT_ROLES, train=HELD_OUT) if task.held_out else SPLIT_ROLES
+    return [CheckSet.of(f"{task.name}/{name}" if named else name, roles[name], part, shared)
             for name, part in splits.as_dict().items() if part]
 
 
@@ -129,7 +146,7 @@ def task_target(name: str) -> CheckTarget:
     return CheckTarget(sets, label_set(sets, task.eval.labels))
 
 
-def against_sets(name: str, notes: list[str]) -> list[CheckSet]:
+def against_sets(name: str) -> list[CheckSet]:
     """An --against task (or every task of a suite): the split it scores."""
     names = load_suite(name).tasks if is_suite(name) else [name]
     return [_items_set(f"task:{task.name}", read_task(task, 0))
@@ -150,7 +167,8 @@ def bbq_sets(categories: Sequence[str], notes: list[str]) -> list[CheckSet]:
     return [CheckSet.of("bbq", EVALUATED, [item.record for item in found])]
 
 
-def _tokenizer(config: RunConfig | None):  # noqa: ANN202
+def _tokenizer(config: RunConfig | None) -> Callable[[CheckItem], TokenizedExample] | None:
+    """The run's template and tokenizer over one item (a single-task config), else None."""
     if config is None or config.is_mixture:
         return None
     tokenizer = load_tokenizer(config.model)
@@ -165,33 +183,51 @@ def _tokenizer(config: RunConfig | None):  # noqa: ANN202
     return tokenize
 
 
+def fixed_paths(found: CheckTarget, out: Path) -> dict[str, Path]:
+    """Where `--fix OUT` writes each of the checked data's own sets: the trained set at OUT,
+    a config's validation and test splits beside it. Refused in one line, before anything is
+    written: OUT not .jsonl, several trained sets, or a path that is one of the inputs."""
+    if out.suffix.lower() != ".jsonl":
+        raise TunelabError(f"--fix {out}: the copy is written as JSON lines; name it .jsonl")
+    own = [s for s in found.sets if s.role.own]
+    if sum(s.role.trained for s in own) > 1:
+        raise TunelabError(f"--fix {out}: a multi-task run has several training splits; fix "
+                           "one task's data file at a time (tunelab data check FILE --fix)")
+    paths = {s.name: out if s.role.trained else out.with_name(
+        f"{out.stem}.{s.name.replace('/', '.')}{out.suffix}") for s in own}
+    inputs = {p.resolve() for p in found.inputs()}
+    for path in paths.values():
+        if path.resolve() in inputs:
+            raise TunelabError(f"--fix {out}: would overwrite the input {path}; write the copy "
+                               "to a new file (the input is never changed)")
+    return paths
+
+
 def write_fixed(check: DataCheck, found: CheckTarget, out: Path) -> list[Path]:
-    """The trained set(s) without the dropped items at `out`; a config's validation and test
-    splits beside it unchanged (train with data.train_file/validation_file/test_file)."""
-    written: list[Path] = []
+    """The trained set without the dropped items at `out`; a config's validation and test
+    splits beside it unchanged (train with data.train_file/validation_file/test_file). Each
+    row is the source's own row, so the same data.fields read it."""
+    paths = fixed_paths(found, out)
     for checked in found.sets:
-        if not checked.role.own:
+        if checked.name not in paths:
             continue
-        dropped = check.drop.get(checked.name, set()) if checked.role.trained else set()
-        path = out if checked.role.trained else out.with_name(
-            f"{out.stem}.{checked.name.replace('/', '.')}{out.suffix}")
-        if path in written:
-            raise TunelabError(f"--fix {out}: a multi-task run has several training splits; "
-                               "fix one task's data file at a time")
+        dropped = check.drop.get(checked.name, set())
         rows = [item.record.columns if item.record is not None else {} for item in checked.items
                 if item.index not in dropped]
-        path.write_text("".join(json.dumps(row, default=str) + "\n" for row in rows))
-        written.append(path)
-    return written
+        paths[checked.name].write_text("".join(json.dumps(row, default=str) + "\n"
+                                               for row in rows))
+    return list(paths.values())
 
 
 def guard_run_data(config: RunConfig, tasks: Sequence[TrainTaskConfig],
-                   splits: dict[str, Splits], scored: dict[str, TaskItems]
-                   ) -> tuple[DataCheck, dict[str, Splits]]:
+                   splits: dict[str, Splits], scored: dict[str, TaskItems],
+                   apply_dedup: bool = True) -> tuple[DataCheck, dict[str, Splits]]:
     """`tunelab train`'s check before a model loads: duplicates and leakage of every task's
     splits and the retention tasks (`scored`). A task with data.dedup loses the dropped
     training examples; test items in the training data stop the run unless
-    data.allow_leakage. Returns the check and the splits to train on."""
+    data.allow_leakage (a leak into another task's test split counts too). What was decided
+    is noted in the check (report.html shows it). Returns the check and the splits to train
+    on (`apply_dedup=False`: the splits as read, for a caller that refuses dedup)."""
     sets: list[CheckSet] = []
     for task in tasks:
         sets += split_sets(task, splits[task.name], len(tasks) > 1)
@@ -203,26 +239,32 @@ def guard_run_data(config: RunConfig, tasks: Sequence[TrainTaskConfig],
         prefix = f"{task.name}/" if len(tasks) > 1 else ""
         dropped = check.drop.get(f"{prefix}train", set())
         if task.data.dedup and dropped:
-            train = [r for i, r in enumerate(splits[task.name].train) if i not in dropped]
-            kept[task.name] = replace(splits[task.name], train=train)
-            print(f"tunelab: data.dedup: dropped {len(dropped)} of "
-                  f"{len(splits[task.name].train)} training examples of {task.name} "
-                  "(duplicates and items also in a scored set)")
+            if apply_dedup:
+                train = [r for i, r in enumerate(splits[task.name].train) if i not in dropped]
+                kept[task.name] = replace(splits[task.name], train=train)
+            note = (f"data.dedup dropped {len(dropped)} of {len(splits[task.name].train)} "
+                    f"training examples of {task.name} (duplicates and items also in a scored "
+                    "set): they were not trained on")
+            check.notes.append(note)
+            print(f"tunelab: {note}")
             continue
         leaks = [c for c in check.guarded_leaks if c.earlier.name == f"{prefix}train"]
         if leaks and not task.data.allow_leakage:
             raise TunelabError(leak_message(leaks[0], prefix))
+        for leak in leaks:
+            check.notes.append(f"data.allow_leakage: trained with {leak.total} items of "
+                               f"{leak.later.name} in {leak.earlier.name}")
     for leak in check.leaks:
         if not leak.guarded:
-            print(f"tunelab: warning: {leak.scored_items()} items of {leak.later.name} are "
-                  f"also in {leak.earlier.name} ({_counts(leak.found)}); `tunelab data check` "
-                  "shows them")
+            print(f"tunelab: warning: {leak.total} items of {leak.later.name} are also in "
+                  f"{leak.earlier.name} ({_counts(leak.found)}); `tunelab data check` shows "
+                  "them")
     return check, kept
 
 
 def leak_message(leak: Crossing, prefix: str) -> str:
     option = "data" if not prefix else f"task {prefix.rstrip('/')}: data"
-    return (f"{leak.scored_items()} of the {len(leak.later.items)} {leak.later.name} items are "
+    return (f"{leak.total} of the {len(leak.later.items)} {leak.later.name} items are "
             f"also in the training data ({_counts(leak.found)}); they would inflate the "
             f"measured gain: set {option}.dedup: true to drop them from training, or pass "
             "--allow-leakage (data.allow_leakage: true) to train anyway; `tunelab data check` "
@@ -236,9 +278,8 @@ def _counts(found: dict[str, int]) -> str:
 def data_check_summary(check: DataCheck) -> dict[str, object]:
     """summary.json's data-check figures: what leaked where, what repeats, and what data.dedup
     drops (or would drop, when it is off)."""
-    return {"leaked": {f"{c.later.name} in {c.earlier.name}": c.scored_items()
-                       for c in check.leaks},
-            "duplicates": {name: sum(found.values()) for name, found in check.within.items()},
+    return {"leaked": {f"{c.later.name} in {c.earlier.name}": c.total for c in check.leaks},
+            "duplicates": dict(check.duplicates),
             "conflicting_inputs": len(check.conflicts),
             "dedup_drops": {name: len(positions) for name, positions in check.drop.items()}}
 
@@ -249,8 +290,10 @@ def check_before_search(config: RunConfig) -> DataCheck:
     data.dedup is refused, since trials never see the test split to drop its copies."""
     tasks = training_tasks(config)
     splits = read_splits(tasks)
-    check, kept = guard_run_data(config, tasks, splits, {})
-    changed = [t.name for t in tasks if kept[t.name] is not splits[t.name]]
+    check, _ = guard_run_data(config, tasks, splits, {}, apply_dedup=False)
+    prefix = len(tasks) > 1
+    changed = [t.name for t in tasks if t.data.dedup
+               and check.drop.get(f"{t.name}/train" if prefix else "train")]
     if changed:
         raise TunelabError(
             f"data.dedup ({', '.join(changed)}): a tune's trials never read the test split, so "

@@ -121,8 +121,8 @@ def run_tune(config_path: str, overrides: list[str], options: TuneOptions) -> Pa
     settle_dead_trials(study, search.tune)  # a killed tune's last trial: failed, set aside
     if options.workers > 1:
         run_workers(_worker_argv(search), search.tune, options.workers)
-    else:
-        run_trials(study, search, 0)
+        settle_dead_trials(study, search.tune)  # a worker that died mid-trial:
+    run_trials(study, search, 0)  # its trial is run here (with one worker: all of them)
     settle_dead_trials(study, search.tune)
     finish(study, search.tune, search.base, options.baselines, _describe(search))
     return search.tune.root
@@ -151,7 +151,10 @@ def plan_search(config_path: str, overrides: list[str], options: TuneOptions) ->
         if trials < options.trials:
             print(f"tune: --sampler grid: {trials} grid points, so {trials} trials")
     direction = _direction(base, options.objective)
-    checked = check_before_search(base)  # leakage: the test texts compared once, never scored
+    tune = TuneDir(base.run_dir.with_name(base.run_dir.name + "-tune"))
+    checked = None  # leakage: the test texts compared once before any trial, never scored
+    if options.worker is None and not tune.data_check.is_file():  # not again on resume
+        checked = check_before_search(base)
     plan = plan_run(trial_run_config(copy.deepcopy(base), base.run_dir),
                     with_test=False)  # the data read and checked here
     if not any(splits.validation for splits in plan.splits.values()):
@@ -159,13 +162,13 @@ def plan_search(config_path: str, overrides: list[str], options: TuneOptions) ->
                            "scored on it; set data.validation_size (or data.validation_file)")
     for name in options.baselines:
         baseline_shots(name, run_task(base), None)
-    tune = TuneDir(base.run_dir.with_name(base.run_dir.name + "-tune"))
     url = options.storage or f"sqlite:///{tune.study.resolve()}"
     if options.storage:
         open_storage(url)  # a URL that cannot be opened fails before the tune dir exists
     tune.root.mkdir(parents=True, exist_ok=True)
     tune.space.write_text(Path(options.space).read_text(encoding="utf-8"))
-    tune.data_check.write_text(json.dumps(checked.to_json(), indent=1, default=str))
+    if checked is not None:
+        tune.data_check.write_text(json.dumps(checked.to_json(), indent=1, default=str))
     return Search(config_path, list(overrides), options, space, base, tune, url, direction,
                   trials)
 

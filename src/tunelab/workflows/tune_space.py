@@ -32,8 +32,11 @@ Value = str | int | float | bool | None
 
 METHOD = "method."
 NOT_SEARCHED = ("name", "output_dir", "data.source", "data.train_file", "data.validation_file",
-                "data.test_file", "data.test_size", "data.validation_size", "data.split_seed")
-"""Keys that decide where runs go or which items are validation and test: never searched."""
+                "data.test_file", "data.test_size", "data.validation_size", "data.split_seed",
+                "data.fields", "data.format", "data.instruction", "data.dedup",
+                "data.allow_leakage", "data.near_duplicates")
+"""Keys that decide where runs go, which items exist and which are validation and test, or
+what the leakage check (run once, before the search) allows: never searched."""
 STUDIES = ("retention.", "robustness.", "bias.")
 """Sections that score test data: off in every trial."""
 

@@ -12,6 +12,8 @@ import fcntl
 import os
 import socket
 import subprocess
+import time
+import warnings
 from pathlib import Path
 from typing import IO
 
@@ -27,6 +29,9 @@ def settle_dead_trials(study: optuna.Study, tune: TuneDir) -> None:
     directory of every failed trial still here is set aside (renamed, never deleted: a trial
     that failed on its own has none left)."""
     host = socket.gethostname()
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # no heartbeat for GRACE_S: any machine
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = int(trial.user_attrs.get("pid", 0))
         if trial.user_attrs.get("hostname") == host and pid and not _alive(pid):
@@ -85,8 +90,8 @@ def run_workers(argv: list[str], tune: TuneDir, count: int) -> None:
                 processes.append(subprocess.Popen([*argv, "--worker", str(index)], stdout=log,
                                                   stderr=subprocess.STDOUT, env=env))
         print(f"tune: {count} worker processes (their output: {tune.worker_log(0)}, ...)")
-        for process in processes:
-            process.wait()
+        while any(process.poll() is None for process in processes):  # reaps each as it ends,
+            time.sleep(1)  # so a killed worker's pid is gone for the others at once
     finally:
         for process in processes:
             if process.poll() is None:

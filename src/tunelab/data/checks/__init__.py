@@ -5,6 +5,7 @@ from tunelab.data.checks.check import CheckOptions, Crossing, DataCheck, check_s
 from tunelab.data.checks.items import (
     DATA,
     EVALUATED,
+    HELD_OUT,
     SPLIT_ROLES,
     TEST,
     TRAIN,
@@ -14,5 +15,5 @@ from tunelab.data.checks.items import (
     Role,
 )
 
-__all__ = ["DATA", "EVALUATED", "SPLIT_ROLES", "TEST", "TRAIN", "VALIDATION", "CheckItem",
+__all__ = ["DATA", "EVALUATED", "HELD_OUT", "SPLIT_ROLES", "TEST", "TRAIN", "VALIDATION", "CheckItem",
            "CheckOptions", "CheckSet", "Crossing", "DataCheck", "Role", "check_sets"]

@@ -18,40 +18,34 @@ SHOWN = 5
 
 @dataclass
 class Crossing:
-    """Two sets that share items: `later`'s items found in `earlier`."""
+    """Two sets that share items: `later`'s items found in `earlier`. When one of the two is
+    trained on it is `earlier` (so `later` is the side a leak inflates)."""
 
     earlier: CheckSet
     later: CheckSet
     found: dict[str, int]
-    """Per detector: items of `later` that match an item of `earlier`."""
+    """Per detector: items of `later` that match an item of `earlier` (an item matched by two
+    detectors, through different partners, counts under both)."""
     earlier_items: set[int]
     """Positions in `earlier` of the items that match."""
     later_items: set[int]
+    """Positions in `later` of the items that match (each once)."""
     examples: list[dict[str, str]]
 
     @property
     def leak(self) -> bool:
-        """Trained items that a score is computed on (either order)."""
-        return (self.earlier.role.trained and self.later.role.scored) or (
-            self.later.role.trained and self.earlier.role.scored)
+        """Trained items that a score is computed on."""
+        return self.earlier.role.trained and self.later.role.scored
 
     @property
     def guarded(self) -> bool:
         """A leak into a set `tunelab train` refuses to start with."""
-        return self.leak and (self.earlier.role.guarded or self.later.role.guarded)
+        return self.leak and self.later.role.guarded
 
     @property
     def total(self) -> int:
-        return sum(self.found.values())
-
-    def scored_items(self) -> int:
-        """Items of the scored side (test, validation, a benchmark) that are also trained."""
-        return len(self.later_items) if self.later.role.scored else len(self.earlier_items)
-
-    def trained_positions(self) -> tuple[CheckSet, set[int]]:
-        """The trained set and its items that leak (what deduplication drops)."""
-        return (self.earlier, self.earlier_items) if self.earlier.role.trained else (
-            self.later, self.later_items)
+        """Items of `later` found in `earlier`, each counted once."""
+        return len(self.later_items)
 
     def to_json(self) -> dict[str, object]:
         return {"sets": [self.earlier.name, self.later.name], "leak": self.leak,
@@ -75,6 +69,10 @@ class DataCheck:
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds per part: overlap, quality, label_errors."""
+    within_items: dict[str, int] = field(default_factory=dict)
+    """Per set: items that repeat an earlier item of it by any detector, each counted once."""
+    duplicates: dict[str, int] = field(default_factory=dict)
+    """Per set: duplicate examples (exact or near duplicates of an earlier item of it)."""
     drop: dict[str, set[int]] = field(default_factory=dict)
     """Per trained set: positions `--fix` and data.dedup drop (duplicates and leaked items)."""
 
@@ -92,7 +90,8 @@ class DataCheck:
             "timings": {part: round(seconds, 3) for part, seconds in self.timings.items()},
             "sets": [{"name": s.name, "role": s.role.name, "size": len(s.items)}
                      for s in self.sets],
-            "within": self.within,
+            "within": self.within, "within_items": self.within_items,
+            "duplicates": self.duplicates,
             "across": [c.to_json() for c in self.crossings],
             "conflicts": {"groups": len(self.conflicts),
                           "items": sum(len(c.items) for c in self.conflicts),
@@ -124,6 +123,8 @@ def check_sets(sets: Sequence[CheckSet], options: CheckOptions,
     start = time.perf_counter()
     overlap = find_overlap(sets, options.threshold)
     within = {s.name: overlap.within(n) for n, s in enumerate(sets)}
+    within_items = {s.name: len(overlap.within_items(n)) for n, s in enumerate(sets)}
+    repeats = {s.name: overlap.within_items(n, duplicates_only=True) for n, s in enumerate(sets)}
     crossings = [crossing(overlap, a, b) for a in range(len(sets)) for b in range(a + 1, len(sets))
                  if sets[a].role.own or sets[b].role.own]  # two benchmarks: not our business
     crossings = [c for c in crossings if c.total]
@@ -140,18 +141,21 @@ def check_sets(sets: Sequence[CheckSet], options: CheckOptions,
             began = time.perf_counter()
             label_errors = rank_label_errors(trained, options.labels)
             timings["label_errors"] = time.perf_counter() - began
-    drop = {s.name: overlap.duplicates_to_drop(n) for n, s in enumerate(sets) if s.role.trained}
+    drop = {s.name: set(repeats[s.name]) for s in sets if s.role.trained}
     for c in crossings:
         if c.leak:
-            owner, positions = c.trained_positions()
-            drop.setdefault(owner.name, set()).update(positions)
+            drop[c.earlier.name].update(c.earlier_items)
     return DataCheck(list(sets), options.threshold, within, crossings, found, quality,
-                     label_errors, options.labels, list(notes), drop=drop,
-                     seconds=time.perf_counter() - start, timings=timings)
+                     label_errors, options.labels, list(notes),
+                     within_items=within_items,
+                     duplicates={name: len(items) for name, items in repeats.items()},
+                     seconds=time.perf_counter() - start, timings=timings, drop=drop)
 
 
 def crossing(overlap: Overlap, earlier: int, later: int) -> Crossing:
-    """What two sets share, counted per detector on the later set's side."""
+    """What two sets share, counted on the later set's side; a trained set goes first."""
+    if overlap.sets[later].role.trained and not overlap.sets[earlier].role.trained:
+        earlier, later = later, earlier
     pairs = overlap.across(earlier, later)
     items = overlap.items
     found = {name: len({j for _, j in found}) for name, found in pairs.items()}

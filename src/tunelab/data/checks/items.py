@@ -8,12 +8,15 @@ stops `tunelab train` when its items are in the training data.
 
 from __future__ import annotations
 
+import os
+import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tunelab.data.records import Record
 
+SPACE = re.compile(r"\s+")
 NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
@@ -38,6 +41,9 @@ EVALUATED = Role("evaluated", trained=False, scored=True, own=False)
 """An evaluation task, benchmark, retention task or BBQ set the run scores (or --against)."""
 DATA = Role("data", trained=True, scored=False)
 """A lone data file: checked for duplicates and against --against tasks."""
+
+HELD_OUT = Role("held-out train", trained=False, scored=False)
+"""A held-out task's train split: evaluated tasks only, never trained on."""
 
 SPLIT_ROLES = {"train": TRAIN, "validation": VALIDATION, "test": TEST}
 
@@ -76,8 +82,9 @@ class CheckSet:
         whether the instruction is left out of the compared input."""
         if shared_instruction is None:
             shared_instruction = instruction_is_shared(records)
-        items = [CheckItem(name, i, r.origin, input_text(r, shared_instruction), output_text(r), r)
-                 for i, r in enumerate(records)]
+        inputs = without_template([input_text(r, shared_instruction) for r in records])
+        items = [CheckItem(name, i, r.origin, text, output_text(r), r)
+                 for i, (r, text) in enumerate(zip(records, inputs, strict=True))]
         return cls(name, role, items)
 
 
@@ -99,14 +106,39 @@ def instruction_is_shared(records: Sequence[Record]) -> bool:
 
 
 def input_text(record: Record, shared_instruction: bool) -> str:
-    """What the model reads of a record, without the template around it."""
+    """What the model reads of a record, without the template around it; for a record with
+    nothing of its own to read (raw text, a language-modelling task) its output: the text."""
     if record.messages is not None:
-        return "\n".join(m["content"] for m in record.messages[:-1] if m["role"] != "system")
-    if record.input.strip() and (shared_instruction or not record.instruction.strip()):
-        return record.input
-    return "\n".join(part for part in (record.instruction, record.input) if part.strip())
+        text = "\n".join(m["content"] for m in record.messages[:-1] if m["role"] != "system")
+    elif shared_instruction:
+        text = record.input
+    else:
+        text = "\n".join(part for part in (record.instruction, record.input) if part.strip())
+    return text if text.strip() else output_text(record)
 
 
 def output_text(record: Record) -> str:
     """The completion: the output, or a conversation's last (assistant) turn."""
     return record.messages[-1]["content"] if record.messages is not None else record.output
+
+
+TEMPLATED = 20
+"""From this many items on, text that begins or ends every input of a set is its template."""
+
+
+def without_template(texts: list[str]) -> list[str]:
+    """The inputs without the words every one of them begins or ends with ("Review: ...
+    Sentiment:"): a shared frame would make short inputs look alike to near-duplicate and
+    13-gram detection. Sets smaller than TEMPLATED are left as they are."""
+    if len(texts) < TEMPLATED:
+        return texts
+    prefix = os.path.commonprefix(texts)  # cut back to whole words: at whitespace
+    cut = max((m.end() for m in SPACE.finditer(prefix)), default=0)
+    prefix = prefix[:cut]
+    suffix = os.path.commonprefix([t[::-1] for t in texts])[::-1]
+    first = SPACE.search(suffix)
+    suffix = suffix[first.start():] if first else ""
+    if not prefix and not suffix:
+        return texts
+    return [t[len(prefix):len(t) - len(suffix)] if len(t) > len(prefix) + len(suffix) else t
+            for t in texts]

@@ -17,9 +17,9 @@ one. Conflicting labels: the same normalised input with different normalised out
 from __future__ import annotations
 
 import zlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from datasketch import MinHash, MinHashLSH
 
@@ -39,8 +39,10 @@ class Detector:
     same_example: bool = True
     """A match is the same example twice (a duplicate to drop), not just shared text."""
 
-    def pairs(self, items: Sequence[CheckItem], keys: Sequence[str]) -> set[Pair]:
-        """Pairs (i < j) of matching items; `keys`: each item's normalised input."""
+    def pairs(self, items: Sequence[CheckItem], keys: Sequence[str],
+              set_index: Sequence[int]) -> set[Pair]:
+        """Pairs (i < j) of matching items; `keys`: each item's normalised input;
+        `set_index`: each item's set."""
         raise NotImplementedError
 
 
@@ -48,24 +50,33 @@ class Exact(Detector):
     name = "exact"
     description = "the same input after whitespace and case normalisation"
 
-    def pairs(self, items: Sequence[CheckItem], keys: Sequence[str]) -> set[Pair]:
+    def pairs(self, items: Sequence[CheckItem], keys: Sequence[str],
+              set_index: Sequence[int]) -> set[Pair]:
         groups: dict[str, list[int]] = defaultdict(list)
         for i, key in enumerate(keys):
             groups[key].append(i)
-        return _chain_pairs(groups.values())
+        return _chain_pairs(groups.values(), set_index)
 
 
-def _chain_pairs(groups: Iterable[list[int]]) -> set[Pair]:
-    """Every pair within each group (groups are small; a large one is linked to its first)."""
+LARGE = 50
+"""A group of matching items larger than this is linked through its first members only."""
+
+
+def _chain_pairs(groups: Iterable[list[int]], set_index: Sequence[int]) -> set[Pair]:
+    """Every pair within each group. A large group links each member to the first member of
+    its own set and of every other set instead: the same items count as duplicates and as
+    found across sets, and the pairs stay linear in the group's size."""
     out: set[Pair] = set()
     for group in groups:
         if len(group) < 2:
             continue
-        if len(group) > 50:  # a huge group: each member linked to the first and to the
-            # first of every other set is enough to count and to drop (and stays linear)
-            out.update((group[0], j) for j in group[1:])
+        if len(group) <= LARGE:
+            out.update((a, b) for n, a in enumerate(group) for b in group[n + 1:])
             continue
-        out.update((a, b) for n, a in enumerate(group) for b in group[n + 1:])
+        firsts: dict[int, int] = {}
+        for i in group:  # groups list items in order, so the first seen is the first
+            firsts.setdefault(set_index[i], i)
+        out.update((min(i, f), max(i, f)) for i in group for f in firsts.values() if i != f)
     return out
 
 
@@ -75,7 +86,8 @@ class Near(Detector):
     name = "near"
     description = "MinHash-LSH estimated Jaccard similarity of character 5-grams >= threshold"
 
-    def pairs(self, items: Sequence[CheckItem], keys: Sequence[str]) -> set[Pair]:
+    def pairs(self, items: Sequence[CheckItem], keys: Sequence[str],
+              set_index: Sequence[int]) -> set[Pair]:
         unique: dict[str, list[int]] = defaultdict(list)
         for i, key in enumerate(keys):
             unique[key].append(i)
@@ -92,7 +104,7 @@ class Near(Detector):
                 if m <= n or minhash.jaccard(hashes[m]) < self.threshold:
                     continue
                 first, second = unique[texts[n]], unique[texts[m]]
-                out.update((min(a, b), max(a, b)) for a in first[:50] for b in second[:50])
+                out.update((min(a, b), max(a, b)) for a in first[:LARGE] for b in second[:LARGE])
         return out
 
 
@@ -113,14 +125,25 @@ class NGram(Detector):
     description = "a shared word 13-gram (lm-evaluation-harness's decontamination)"
     same_example = False  # a shared phrase is contamination evidence, not a duplicate
 
-    def pairs(self, items: Sequence[CheckItem], keys: Sequence[str]) -> set[Pair]:
+    def pairs(self, items: Sequence[CheckItem], keys: Sequence[str],
+              set_index: Sequence[int]) -> set[Pair]:
         owners: dict[int, list[int]] = defaultdict(list)
         for i, item in enumerate(items):
             tokens = words(item.input)
             grams = {hash(tuple(tokens[k:k + NGRAM])) for k in range(len(tokens) - NGRAM + 1)}
             for gram in grams:
                 owners[gram].append(i)
-        return _chain_pairs(group for group in owners.values() if len(group) > 1)
+        sizes = Counter(set_index)
+        return _chain_pairs((group for group in owners.values()
+                             if len(group) > 1 and not _template(group, set_index, sizes)),
+                            set_index)
+
+
+def _template(group: list[int], set_index: Sequence[int], sizes: Counter[int]) -> bool:
+    """A 13-gram in most items of a set of 20 or more is the set's template, not its data
+    (an instruction every input repeats): it links nothing."""
+    counts = Counter(set_index[i] for i in group)
+    return any(sizes[s] >= 20 and n > sizes[s] / 2 for s, n in counts.items())
 
 
 def detectors(threshold: float) -> list[Detector]:
@@ -134,37 +157,35 @@ def detectors(threshold: float) -> list[Detector]:
 
 @dataclass
 class Overlap:
-    """Every matching pair of items, by the detector that found it."""
+    """Every matching pair of items, by the detector that found it, bucketed by the pair of
+    sets the two items belong to."""
 
     items: list[CheckItem]
     sets: list[CheckSet]
-    pairs: dict[str, set[Pair]]
-    """Detector name -> the pairs it found first."""
-    set_index: list[int] = field(default_factory=list)
-    """Per item: the position of its set in `sets`."""
-    found_by: list[Detector] = field(default_factory=list)
+    found_by: list[Detector]
+    """The detectors in precedence order."""
+    buckets: dict[tuple[int, int], dict[str, list[Pair]]]
+    """(set a, set b), a <= b -> detector name -> (item of a, item of b) pairs."""
 
     def within(self, set_position: int) -> dict[str, int]:
         """Per detector: items of the set that repeat an earlier item of the same set."""
-        return {name: len({j for i, j in found if self.set_index[i] == self.set_index[j]
-                           == set_position})
-                for name, found in self.pairs.items()}
+        found = self.buckets.get((set_position, set_position), {})
+        return {d.name: len({j for _, j in found.get(d.name, [])}) for d in self.found_by}
+
+    def within_items(self, set_position: int, duplicates_only: bool = False) -> set[int]:
+        """Items (positions in the set) that repeat an earlier item of the same set, by any
+        detector or (`duplicates_only`) by a detector of the same example."""
+        found = self.buckets.get((set_position, set_position), {})
+        return {self.items[j].index for d in self.found_by
+                if d.same_example or not duplicates_only for _, j in found.get(d.name, [])}
 
     def across(self, earlier: int, later: int) -> dict[str, list[Pair]]:
         """Per detector: (item of `earlier`, item of `later`) pairs that match."""
-        out: dict[str, list[Pair]] = {}
-        for name, found in self.pairs.items():
-            out[name] = sorted((i, j) if self.set_index[i] == earlier else (j, i)
-                               for i, j in found
-                               if {self.set_index[i], self.set_index[j]} == {earlier, later}
-                               and earlier != later)
-        return out
-
-    def duplicates_to_drop(self, set_position: int) -> set[int]:
-        """Items of a set that repeat an earlier item of it (detectors of the same example)."""
-        return {j for detector in self.found_by if detector.same_example
-                for i, j in self.pairs[detector.name]
-                if self.set_index[i] == self.set_index[j] == set_position}
+        low, high = min(earlier, later), max(earlier, later)
+        found = self.buckets.get((low, high), {})
+        flip = earlier > later
+        return {d.name: [(j, i) if flip else (i, j) for i, j in found.get(d.name, [])]
+                for d in self.found_by}
 
 
 def find_overlap(sets: Sequence[CheckSet], threshold: float) -> Overlap:
@@ -173,13 +194,15 @@ def find_overlap(sets: Sequence[CheckSet], threshold: float) -> Overlap:
     set_index = [n for n, s in enumerate(sets) for _ in s.items]
     keys = [item.input_key for item in items]
     seen: set[Pair] = set()
-    pairs: dict[str, set[Pair]] = {}
     used = detectors(threshold)
+    buckets: dict[tuple[int, int], dict[str, list[Pair]]] = defaultdict(dict)
     for detector in used:
-        found = detector.pairs(items, keys) - seen
-        pairs[detector.name] = found
+        found = detector.pairs(items, keys, set_index) - seen
         seen |= found
-    return Overlap(items, list(sets), pairs, set_index, used)
+        for i, j in sorted(found):
+            a, b = (i, j) if set_index[i] <= set_index[j] else (j, i)
+            buckets[(set_index[a], set_index[b])].setdefault(detector.name, []).append((a, b))
+    return Overlap(items, list(sets), used, dict(buckets))
 
 
 @dataclass
