@@ -77,6 +77,7 @@ def test_13_gram_overlap_inside_a_longer_text() -> None:
     assert check.crossings == []  # the long sentence is not in train: nothing shared
     check = _check([long, *REVIEWS[:50]], [quoted])
     assert check.crossings[0].found == {"exact": 0, "near": 0, "ngram13": 1}
+    assert check.crossings[0].leak and not check.crossings[0].guarded  # reported, not refused
 
 
 def test_conflicting_labels_same_input_different_outputs() -> None:
@@ -207,6 +208,9 @@ def test_train_refuses_leaked_test_items_before_a_model_loads(tiny_llama: Path, 
     assert err.count("\n") == 0 and "2 of the 30 test items are also in the training data" in err
     assert "data.dedup: true" in err and "--allow-leakage" in err
     assert not (tmp_path / "runs" / "leaky").exists()
+    monkeypatch.undo()
+    assert main(["data", "inspect", str(config), "-n", "0"]) == 0  # says so in one line too
+    assert "data check: 0 duplicate examples, 2 test items in train" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("how", ["dedup", "allow"])

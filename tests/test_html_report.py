@@ -68,7 +68,8 @@ def test_run_report_opens_offline_with_every_plot_and_the_runs_numbers(run_dir: 
     driver = open_page(run_dir / "report.html")
     try:
         titles = [h.text for h in driver.find_elements(By.TAG_NAME, "h2")]
-        assert titles == ["Setup", "Training", "Baselines vs fine-tuned", "Confusion matrix",
+        assert titles == ["Setup", "Data check", "Training", "Baselines vs fine-tuned",
+                          "Confusion matrix",
                           "Robustness", "Error analysis: base 0-shot vs fine-tuned",
                           "Human ratings", "Examples"]
         robust = json.loads((run_dir / "robustness" / "robustness.json").read_text())

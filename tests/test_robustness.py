@@ -187,8 +187,8 @@ def test_cli_and_one_line_errors(tiny_llama: Path, tmp_path: Path, capsys) -> No
     assert "--severity" in error([*base, "--severity", "0"])
     assert "--severity" in error([*base, "--severity", "lots"])
     empty = tmp_path / "empty.jsonl"
-    empty.write_text("".join(json.dumps({"text": "", "label": "positive"}) + "\n"
-                             for _ in range(10)))
+    empty.write_text("".join(json.dumps({"text": "" if i else "fine .", "label": "positive"})
+                             + "\n" for i in range(10)))  # one input: the reader takes it
     no_input = tmp_path / "no_input.yaml"
     no_input.write_text(task_file.read_text().replace(str(DATA / "reviews.jsonl"), str(empty)))
     assert "no input text" in error(["robustness", "--task", str(no_input), "--model",

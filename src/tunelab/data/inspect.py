@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tunelab.config import DataConfig, RunConfig
+from tunelab.data.checks import SPLIT_ROLES, CheckOptions, CheckSet, check_sets
 from tunelab.data.records import Record
 from tunelab.data.sources import load_splits
+from tunelab.data.splits import Splits
 from tunelab.data.templates import get_template
 from tunelab.data.tokenize import TokenizedExample, tokenize_record
 from tunelab.data.training_tasks import augmented, training_tasks
@@ -42,7 +44,7 @@ def _inspect_split(data: DataConfig, tokenizer: PreTrainedTokenizerBase, count: 
         return tokenize_record(record, template, tokenizer, kind, data.max_length, labels)
 
     lines = [f"model kind: {kind.name}   template: {data.template}   max_length: {data.max_length}",
-             kind.trained_view, ""]
+             kind.trained_view, overlap_line(splits, data.near_duplicates), ""]
     shown = {name: splits.get(name) for name in ("train", "validation", "test")}
     shown["train"] = augmented(shown["train"], data.augment)  # as training will see them
     for name, records in shown.items():
@@ -61,3 +63,16 @@ def _inspect_split(data: DataConfig, tokenizer: PreTrainedTokenizerBase, count: 
         lines += ["", f"--- {split} example {i} ({record.origin}) ---"]
         lines += kind.example_view(example, tokenizer, labels, first=i == 0)
     return "\n".join(lines)
+
+
+def overlap_line(splits: Splits, threshold: float) -> str:
+    """One line of what `tunelab data check` would find: repeats, and items of the validation
+    and test splits that are also in train (exact, near duplicate or a shared 13-gram)."""
+    sets = [CheckSet.of(name, SPLIT_ROLES[name], part) for name, part in splits.as_dict().items()
+            if part]
+    check = check_sets(sets, CheckOptions(threshold=threshold, overlap_only=True))
+    leaks = ", ".join(f"{c.total} {c.later.name} items in {c.earlier.name}" for c in check.leaks)
+    leaks = leaks or "no test or validation item in train"
+    repeats = sum(check.duplicates.values())
+    return (f"data check: {repeats} duplicate examples, {leaks}, {len(check.conflicts)} inputs "
+            "with conflicting outputs (tunelab data check: the details)")

@@ -33,6 +33,7 @@ from tunelab.data.checks import (
     check_sets,
 )
 from tunelab.data.checks.items import instruction_is_shared
+from tunelab.data.checks.overlap import detectors
 from tunelab.data.checks.quality import label_set
 from tunelab.data.sources import read_records
 from tunelab.data.tokenize import TokenizedExample, tokenize_record
@@ -252,8 +253,8 @@ def guard_run_data(config: RunConfig, tasks: Sequence[TrainTaskConfig],
         if leaks and not task.data.allow_leakage:
             raise TunelabError(leak_message(leaks[0], prefix))
         for leak in leaks:
-            check.notes.append(f"data.allow_leakage: trained with {leak.total} items of "
-                               f"{leak.later.name} in {leak.earlier.name}")
+            check.notes.append(f"data.allow_leakage: trained with {len(leak.same_items)} "
+                               f"items of {leak.later.name} in {leak.earlier.name}")
     for leak in check.leaks:
         if not leak.guarded:
             print(f"tunelab: warning: {leak.total} items of {leak.later.name} are also in "
@@ -264,15 +265,20 @@ def guard_run_data(config: RunConfig, tasks: Sequence[TrainTaskConfig],
 
 def leak_message(leak: Crossing, prefix: str) -> str:
     option = "data" if not prefix else f"task {prefix.rstrip('/')}: data"
-    return (f"{leak.total} of the {len(leak.later.items)} {leak.later.name} items are "
-            f"also in the training data ({_counts(leak.found)}); they would inflate the "
+    shared = leak.total - len(leak.same_items)
+    more = f"; {shared} more share a 13-gram with it" if shared else ""
+    return (f"{len(leak.same_items)} of the {len(leak.later.items)} {leak.later.name} items are "
+            f"also in the training data ({_counts(leak.found, same_only=True)}{more}); they "
+            "would inflate the "
             f"measured gain: set {option}.dedup: true to drop them from training, or pass "
             "--allow-leakage (data.allow_leakage: true) to train anyway; `tunelab data check` "
             "lists them")
 
 
-def _counts(found: dict[str, int]) -> str:
-    return ", ".join(f"{name} {count}" for name, count in found.items())
+def _counts(found: dict[str, int], same_only: bool = False) -> str:
+    """'exact 2, near 0[, ngram13 1]': a crossing's counts (`same_only`: the copies)."""
+    shown = [d.name for d in detectors(1.0) if d.same_example or not same_only]
+    return ", ".join(f"{name} {found.get(name, 0)}" for name in shown)
 
 
 def data_check_summary(check: DataCheck) -> dict[str, object]:

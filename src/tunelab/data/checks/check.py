@@ -31,6 +31,9 @@ class Crossing:
     later_items: set[int]
     """Positions in `later` of the items that match (each once)."""
     examples: list[dict[str, str]]
+    same_items: set[int] = field(default_factory=set)
+    """Positions in `later` of the items that are the same example as one in `earlier`
+    (exact or near duplicates; a shared 13-gram alone is contamination evidence, not a copy)."""
 
     @property
     def leak(self) -> bool:
@@ -39,8 +42,9 @@ class Crossing:
 
     @property
     def guarded(self) -> bool:
-        """A leak into a set `tunelab train` refuses to start with."""
-        return self.leak and self.later.role.guarded
+        """Copies of a guarded set's items in the training data: `tunelab train` refuses to
+        start (a shared 13-gram alone is reported, not refused)."""
+        return self.leak and self.later.role.guarded and bool(self.same_items)
 
     @property
     def total(self) -> int:
@@ -50,7 +54,7 @@ class Crossing:
     def to_json(self) -> dict[str, object]:
         return {"sets": [self.earlier.name, self.later.name], "leak": self.leak,
                 "guarded": self.guarded, "found": self.found, "total": self.total,
-                "examples": self.examples}
+                "copies": len(self.same_items), "examples": self.examples}
 
 
 @dataclass
@@ -162,6 +166,8 @@ def crossing(overlap: Overlap, earlier: int, later: int) -> Crossing:
     examples = [{"detector": name, "item": items[j].origin, "matches": items[i].origin,
                  "input": items[j].input[:200]}
                 for name, found in pairs.items() for i, j in found[:SHOWN]][:SHOWN]
+    same = {items[j].index for d in overlap.found_by if d.same_example for _, j in pairs[d.name]}
     return Crossing(overlap.sets[earlier], overlap.sets[later], found,
                     {items[i].index for found in pairs.values() for i, _ in found},
-                    {items[j].index for found in pairs.values() for _, j in found}, examples)
+                    {items[j].index for found in pairs.values() for _, j in found}, examples,
+                    same)

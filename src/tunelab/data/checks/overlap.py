@@ -3,11 +3,16 @@
 Every detector finds pairs of items (i < j, positions in one list of all items); a pair is
 counted once, under the first detector that finds it (exact before near before 13-gram):
 
-    exact     the same input after whitespace and case normalisation
-    near      MinHash (datasketch) over character 5-grams of the normalised input, candidate
+    exact     the same example (input and output) after whitespace and case normalisation
+    near      MinHash (datasketch) over character 5-grams of the normalised example, candidate
               pairs from LSH, kept when the estimated Jaccard similarity >= the threshold
-    ngram     a shared word 13-gram (lower case, punctuation dropped), as lm-evaluation-
-              harness's decontamination counts overlap; inputs of fewer than 13 words have none
+    ngram     a shared word 13-gram of the inputs (lower case, punctuation dropped), as
+              lm-evaluation-harness's decontamination counts overlap; inputs of fewer than 13
+              words have none
+
+An example, not an input alone: the same input with another output is a conflicting label
+(below), and when the inputs are short and shared (a label in, a review out) only the output
+tells two examples apart.
 
 Within a set, the duplicates of an item are the later members of its group (the first is
 kept); across sets, an item of the later set is leaked when it matches an item of the earlier
@@ -41,14 +46,15 @@ class Detector:
 
     def pairs(self, items: Sequence[CheckItem], keys: Sequence[str],
               set_index: Sequence[int]) -> set[Pair]:
-        """Pairs (i < j) of matching items; `keys`: each item's normalised input;
+        """Pairs (i < j) of matching items; `keys`: each item's normalised example (input
+        and output);
         `set_index`: each item's set."""
         raise NotImplementedError
 
 
 class Exact(Detector):
     name = "exact"
-    description = "the same input after whitespace and case normalisation"
+    description = "the same example (input and output) after whitespace and case normalisation"
 
     def pairs(self, items: Sequence[CheckItem], keys: Sequence[str],
               set_index: Sequence[int]) -> set[Pair]:
@@ -84,7 +90,8 @@ def _chain_pairs(groups: Iterable[list[int]], set_index: Sequence[int]) -> set[P
 class Near(Detector):
     threshold: float = 0.8
     name = "near"
-    description = "MinHash-LSH estimated Jaccard similarity of character 5-grams >= threshold"
+    description = ("MinHash-LSH estimated Jaccard similarity of the examples' character 5-grams "
+                   ">= threshold")
 
     def pairs(self, items: Sequence[CheckItem], keys: Sequence[str],
               set_index: Sequence[int]) -> set[Pair]:
@@ -192,7 +199,7 @@ def find_overlap(sets: Sequence[CheckSet], threshold: float) -> Overlap:
     """Run every detector over the items of all sets; a pair goes to the first detector."""
     items = [item for s in sets for item in s.items]
     set_index = [n for n, s in enumerate(sets) for _ in s.items]
-    keys = [item.input_key for item in items]
+    keys = [item.example_key for item in items]
     seen: set[Pair] = set()
     used = detectors(threshold)
     buckets: dict[tuple[int, int], dict[str, list[Pair]]] = defaultdict(dict)
