@@ -113,8 +113,9 @@ def ngram_seconds(train: list[tuple[str, str]], test: list[tuple[str, str]]) -> 
     sets = [CheckSet.of("train", TRAIN, [Record(input=t, output=lab) for t, lab in train]),
             CheckSet.of("test", TEST, [Record(input=t, output=lab) for t, lab in test])]
     items = [i for s in sets for i in s.items]
+    set_index = [n for n, s in enumerate(sets) for _ in s.items]
     start = time.perf_counter()
-    pairs = NGram().pairs(items, [i.input_key for i in items])
+    pairs = NGram().pairs(items, [i.example_key for i in items], set_index)
     seconds = time.perf_counter() - start
     n_train = len(train)
     dirty = {min(i, j) for i, j in pairs if (i < n_train) != (j < n_train)}

@@ -52,7 +52,7 @@ from tunelab.workflows.quickstart import run_quickstart
 from tunelab.workflows.sweep import SweepOptions
 from tunelab.workflows.sweep import run_sweep as run_sweep_options
 from tunelab.workflows.train import TrainResult, run_task, train
-from tunelab.workflows.tune import Objective, Pruner, Sampler, TuneOptions, run_tune
+from tunelab.workflows.tune import ObjectiveName, Pruner, Sampler, TuneOptions, run_tune
 
 if TYPE_CHECKING:
     from werkzeug.serving import BaseWSGIServer
@@ -295,7 +295,7 @@ def sweep(config: str | Path, overrides: list[str], methods: list[str], max_step
 
 def tune(config: str | Path, overrides: list[str] | None = None, *, space: str | Path,
          trials: int, timeout: float = 0, workers: int = 1, storage: str | None = None,
-         sampler: Sampler = "tpe", pruner: Pruner = "median", objective: Objective = "loss",
+         sampler: Sampler = "tpe", pruner: Pruner = "median", objective: ObjectiveName = "loss",
          baselines: Sequence[str] = ("zero", "few"), worker: int | None = None) -> Path:
     """`tunelab tune`: a hyperparameter search over the config keys in `space` (Optuna),
     every trial scored on the validation split only; then the best trial on test, once, next

@@ -37,12 +37,12 @@ from optuna.trial import FrozenTrial, TrialState
 from tunelab.config import RunConfig, load_run_config
 from tunelab.core.errors import TunelabError
 from tunelab.data.training_tasks import run_task
-from tunelab.eval.metrics import metric_class
 from tunelab.runs import TuneDir
 from tunelab.studies.baselines import baseline_shots
 from tunelab.training.watch import VALIDATION_SCORES, ValidationWatch
 from tunelab.workflows.data_check import check_before_search
 from tunelab.workflows.train import plan_run, train
+from tunelab.workflows.tune_objective import OBJECTIVES, get_objective
 from tunelab.workflows.tune_results import finish
 from tunelab.workflows.tune_space import (
     Param,
@@ -57,7 +57,8 @@ from tunelab.workflows.tune_workers import AskGate, run_workers, settle_dead_tri
 
 Sampler = Literal["tpe", "random", "grid"]
 Pruner = Literal["median", "hyperband", "none"]
-Objective = Literal["loss", "metric"]
+ObjectiveName = Literal["loss", "metric"]
+"""--objective (workflows/tune_objective.py: each is an object)."""
 
 PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
     "median": optuna.pruners.MedianPruner,
@@ -85,7 +86,7 @@ class TuneOptions:
     """The study's database URL (default sqlite:///TUNE/study.sqlite)."""
     sampler: Sampler = "tpe"
     pruner: Pruner = "median"
-    objective: Objective = "loss"
+    objective: ObjectiveName = "loss"
     """loss: the best validation loss (minimised); metric: the task's primary metric on the
     validation split."""
     baselines: list[str] = field(default_factory=lambda: ["zero", "few"])
@@ -139,7 +140,7 @@ def plan_search(config_path: str, overrides: list[str], options: TuneOptions) ->
         raise TunelabError(f"--timeout {options.timeout:g}: give seconds >= 0 (0: none)")
     for option, value, allowed in (("--sampler", options.sampler, typing.get_args(Sampler)),
                                    ("--pruner", options.pruner, tuple(PRUNERS)),
-                                   ("--objective", options.objective, typing.get_args(Objective))):
+                                   ("--objective", options.objective, tuple(OBJECTIVES))):
         if value not in allowed:
             raise TunelabError(f"{option} {value}: use {', '.join(allowed)}")
     base = load_run_config(config_path, overrides)
@@ -150,7 +151,7 @@ def plan_search(config_path: str, overrides: list[str], options: TuneOptions) ->
         trials = min(trials, math.prod(len(v) for v in grid_of(space, options.space).values()))
         if trials < options.trials:
             print(f"tune: --sampler grid: {trials} grid points, so {trials} trials")
-    direction = _direction(base, options.objective)
+    direction = get_objective(options.objective).direction(base)
     tune = TuneDir(base.run_dir.with_name(base.run_dir.name + "-tune"))
     checked = None  # leakage: the test texts compared once before any trial, never scored
     if options.worker is None and not tune.data_check.is_file():  # not again on resume
@@ -171,20 +172,6 @@ def plan_search(config_path: str, overrides: list[str], options: TuneOptions) ->
         tune.data_check.write_text(json.dumps(checked.to_json(), indent=1, default=str))
     return Search(config_path, list(overrides), options, space, base, tune, url, direction,
                   trials)
-
-
-def _direction(base: RunConfig, objective: Objective) -> Literal["minimize", "maximize"]:
-    if objective == "loss":
-        return "minimize"
-    if base.is_mixture:
-        raise TunelabError("--objective metric: a multi-task run has no single metric; use "
-                           "--objective loss (the weighted validation loss of its tasks)")
-    if not base.eval.metrics:
-        raise TunelabError("--objective metric: eval.metrics is empty; name the task's metrics "
-                           "or use --objective loss")
-    key = base.eval.primary or base.eval.metrics[0]
-    lower = any(key in metric_class(name).lower_is_better for name in base.eval.metrics)
-    return "minimize" if lower else "maximize"
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
@@ -285,8 +272,8 @@ class TrialObjective:
         if inactive:
             trial.set_user_attr("inactive", inactive)
         config = trial_run_config(config, search.tune.trial(trial.number))
-        curve = Curve(trial, None if search.options.objective == "loss" else
-                      (config.eval.primary or ""), config.name)
+        curve = Curve(trial, get_objective(search.options.objective).curve_metric(config),
+                      config.name)
         print(f"tune: trial {trial.number}: {_shown(params)} -> {config.run_dir}")
         start = time.perf_counter()
         try:
@@ -364,6 +351,6 @@ def _describe(search: Search) -> dict[str, object]:
     return {"config": search.config_path, "overrides": search.overrides,
             "study": search.base.name, "storage": search.storage_url,
             "objective": options.objective, "direction": search.direction,
-            "metric": search.base.eval.primary if options.objective == "metric" else None,
+            "metric": get_objective(options.objective).curve_metric(search.base) or None,
             "sampler": options.sampler, "pruner": options.pruner, "trials_asked": options.trials,
             "workers": options.workers, "space": describe(search.space)}

@@ -20,9 +20,7 @@ from tunelab.report.tune_page import tune_table
 from tunelab.runs import TuneDir
 from tunelab.studies.baselines import run_baselines
 from tunelab.workflows.sweep import set_aside
-
-TEST_LOSS = "nll_per_token"
-"""The test score comparable with the validation loss (the perplexity metric's)."""
+from tunelab.workflows.tune_objective import get_objective
 
 
 def finish(study: optuna.Study, tune: TuneDir, base: RunConfig, baselines: Sequence[str],
@@ -94,11 +92,12 @@ def score_on_test(best: FrozenTrial, tune: TuneDir, base: RunConfig, baselines: 
                            base.eval.limit, tune.final)
     tuned = report.results[-1].scores
     assert best.value is not None
-    test = tuned.get(TEST_LOSS) if objective == "loss" else tuned[report.key]
+    chosen = get_objective(objective)
+    test = chosen.test_value(tuned, report.key)
     return {"trial": best.number, "run_dir": str(run_dir), "key": report.key,
             "test_score": tuned[report.key],
-            "validation": best.value, "validation_of": "loss" if objective == "loss" else
-            report.key, "test": test, "gap": None if test is None else test - best.value,
+            "validation": best.value, "validation_of": chosen.validation_of(report.key),
+            "test": test, "gap": None if test is None else test - best.value,
             "comparison": report.to_json(), "table": report.table(), "out_dir": str(tune.final)}
 
 
