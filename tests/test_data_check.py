@@ -292,3 +292,21 @@ def test_fix_never_writes_over_an_input(tmp_path: Path, capsys) -> None:
     assert main(["data", "check", str(data), "--fields", "input=text,output=label", "--fix",
                  str(tmp_path / "fixed.jsonl"), "--out", str(tmp_path / "c.json")]) == 0
     assert len((tmp_path / "fixed.jsonl").read_text().splitlines()) == 10
+
+
+def test_a_task_file_is_checked_split_by_split(tmp_path: Path, capsys) -> None:
+    """A task YAML (no method or model section) is a task, checked as its splits."""
+    data = _write_jsonl(tmp_path / "d.jsonl", [*REVIEWS[:40], REVIEWS[3], REVIEWS[4]])
+    task = tmp_path / "mine.yaml"
+    task.write_text(yaml.safe_dump({
+        "name": "mine", "data": {"source": str(data), "fields": {"input": "text",
+                                                                "output": "label"},
+                                 "test_size": 10, "validation_size": 0, "split_seed": 0},
+        "eval": {"metrics": ["classification"], "labels": ["positive", "negative"]}}))
+    assert main(["data", "check", str(task), "--json", "--no-label-errors", "--out",
+                 str(tmp_path / "c.json")]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert [s["name"] for s in figures["sets"]] == ["mine/train", "mine/test"]
+    repeats = sum(f["exact"] for f in figures["within"].values())
+    crossed = sum(c["found"]["exact"] for c in figures["across"])
+    assert repeats + crossed == 2  # the two copies, wherever the seeded split put them

@@ -11,7 +11,6 @@ the training data stop the run unless data.dedup drops them or data.allow_leakag
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -44,6 +43,9 @@ from tunelab.models import get_kind
 from tunelab.models.loader import load_tokenizer
 from tunelab.studies import retention
 from tunelab.training.data import read_splits
+
+RUN_ONLY = {"method", "model", "train", "tasks", "mixture", "retention"}
+"""Sections of a run config that a task file never has."""
 
 
 @dataclass
@@ -99,11 +101,12 @@ def check_target(target: str | Path, overrides: list[str], fields: dict[str, str
     """A run config (YAML with a model/data/method), a data file, or a task name/file."""
     path = Path(target)
     if path.suffix.lower() in (".yaml", ".yml"):
-        run_keys = {f.name for f in dataclasses.fields(RunConfig)}
-        if set(load_yaml(path)) <= run_keys:  # a task file has keys a run config has not
-            if fields:
-                raise TunelabError("--fields: a run config maps columns in data.fields")
+        if fields:
+            raise TunelabError("--fields: a run config or task file maps columns in "
+                               "data.fields")
+        if RUN_ONLY & set(load_yaml(path)):  # a task file has none of these sections
             return config_target(load_run_config(path, overrides))
+        return task_target(str(path))
     if path.exists() or ":" in str(target):
         if overrides:
             raise TunelabError(f"{target}: key=value overrides apply to a run config")
