@@ -23,7 +23,8 @@ def overlap_rows(check: Check) -> tuple[list[str], list[list[object]]]:
     sizes = {s["name"]: s["size"] for s in check["sets"]}
     for name, found in check["within"].items():
         rows.append([name, f"repeats within ({sizes[name]} items)",
-                     *[found.get(d, 0) for d in detectors], check["within_items"][name]])
+                     *[found.get(d, 0) for d in detectors],
+                     check.get("within_items", {}).get(name, max(found.values(), default=0))])
     for crossing in check["across"]:
         earlier, later = crossing["sets"]
         what = ("LEAK: stops train" if crossing["guarded"] else "leak") if crossing["leak"] \
@@ -110,7 +111,8 @@ def check_table(check: Check) -> str:
 def data_check_section(check: Check) -> Section:
     """report.html's section: the overlap table, quality, conflicts and label-error suspects."""
     blocks: list[Block] = [Table(*overlap_rows(check), caption=(
-        f"exact: same input after whitespace/case normalisation; near: MinHash Jaccard >= "
+        f"exact: the same example (input and output) after whitespace/case normalisation; "
+        f"near: MinHash Jaccard >= "
         f"{check['threshold']:g}; ngram13: a shared word 13-gram; items: each item once"))]
     if check["quality"]:
         blocks.append(Table(*quality_rows(check), caption="quality per set"))
