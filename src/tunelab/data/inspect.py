@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tunelab.config import DataConfig, RunConfig
-from tunelab.data.checks import SPLIT_ROLES, CheckOptions, CheckSet, check_sets
+from tunelab.data.checks import CheckOptions, check_sets, split_sets
 from tunelab.data.records import Record
 from tunelab.data.sources import load_splits
 from tunelab.data.splits import Splits
@@ -68,9 +68,7 @@ def _inspect_split(data: DataConfig, tokenizer: PreTrainedTokenizerBase, count: 
 def overlap_line(splits: Splits, threshold: float) -> str:
     """One line of what `tunelab data check` would find: repeats, and items of the validation
     and test splits that are also in train (exact, near duplicate or a shared 13-gram)."""
-    sets = [CheckSet.of(name, SPLIT_ROLES[name], part) for name, part in splits.as_dict().items()
-            if part]
-    check = check_sets(sets, CheckOptions(threshold=threshold, overlap_only=True))
+    check = check_sets(split_sets(splits), CheckOptions(threshold=threshold, overlap_only=True))
     leaks = ", ".join(f"{c.total} {c.later.name} items in {c.earlier.name}" for c in check.leaks)
     leaks = leaks or "no test or validation item in train"
     repeats = sum(check.duplicates.values())

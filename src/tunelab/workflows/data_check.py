@@ -22,7 +22,6 @@ from tunelab.data import Splits, get_template, load_splits
 from tunelab.data.checks import (
     DATA,
     EVALUATED,
-    HELD_OUT,
     SPLIT_ROLES,
     CheckItem,
     CheckOptions,
@@ -30,8 +29,8 @@ from tunelab.data.checks import (
     Crossing,
     DataCheck,
     check_sets,
+    split_sets,
 )
-from tunelab.data.checks.items import instruction_is_shared
 from tunelab.data.checks.overlap import detectors
 from tunelab.data.checks.quality import label_set
 from tunelab.data.sources import read_records
@@ -120,7 +119,7 @@ def config_target(config: RunConfig) -> CheckTarget:
     tasks = training_tasks(config)
     sets: list[CheckSet] = []
     for task in tasks:
-        sets += split_sets(task, load_splits(task.data), len(tasks) > 1)
+        sets += task_sets(task, load_splits(task.data), len(tasks) > 1)
     notes: list[str] = []
     for kept in retention.retention_tasks(config.retention, config.model.kind):
         sets.append(_items_set(f"retention:{kept.name}", read_task(kept, 0)))
@@ -131,14 +130,10 @@ def config_target(config: RunConfig) -> CheckTarget:
     return CheckTarget(sets, labels, notes, config)
 
 
-def split_sets(task: TrainTaskConfig, splits: Splits, named: bool) -> list[CheckSet]:
-    """A task's splits as sets; a multi-task run names each `task/split`; a held-out task's
-    train split is never trained on."""
-    records = [r for part in splits.as_dict().values() for r in part]
-    shared = instruction_is_shared(records)
-    roles = dict(SPLIT_ROLES, train=HELD_OUT) if task.held_out else SPLIT_ROLES
-    return [CheckSet.of(f"{task.name}/{name}" if named else name, roles[name], part, shared)
-            for name, part in splits.as_dict().items() if part]
+def task_sets(task: TrainTaskConfig, splits: Splits, named: bool) -> list[CheckSet]:
+    """A training task's splits as sets (`split_sets`); a multi-task run names each
+    `task/split`."""
+    return split_sets(splits, f"{task.name}/" if named else "", task.held_out)
 
 
 def task_target(name: str) -> CheckTarget:
@@ -234,7 +229,7 @@ def guard_run_data(config: RunConfig, tasks: Sequence[TrainTaskConfig],
     on (`apply_dedup=False`: the splits as read, for a caller that refuses dedup)."""
     sets: list[CheckSet] = []
     for task in tasks:
-        sets += split_sets(task, splits[task.name], len(tasks) > 1)
+        sets += task_sets(task, splits[task.name], len(tasks) > 1)
     sets += [_items_set(f"retention:{name}", items) for name, items in scored.items()]
     threshold = min(task.data.near_duplicates for task in tasks)
     check = check_sets(sets, CheckOptions(threshold=threshold, overlap_only=True))

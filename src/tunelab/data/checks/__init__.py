@@ -13,7 +13,8 @@ from tunelab.data.checks.items import (
     CheckItem,
     CheckSet,
     Role,
+    split_sets,
 )
 
 __all__ = ["DATA", "EVALUATED", "HELD_OUT", "SPLIT_ROLES", "TEST", "TRAIN", "VALIDATION", "CheckItem",
-           "CheckOptions", "CheckSet", "Crossing", "DataCheck", "Role", "check_sets"]
+           "CheckOptions", "CheckSet", "Crossing", "DataCheck", "Role", "check_sets", "split_sets"]

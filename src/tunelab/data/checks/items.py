@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tunelab.data.records import Record
+from tunelab.data.splits import Splits
 
 SPACE = re.compile(r"\s+")
 NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -142,3 +143,14 @@ def without_template(texts: list[str]) -> list[str]:
         return texts
     return [t[len(prefix):len(t) - len(suffix)] if len(t) > len(prefix) + len(suffix) else t
             for t in texts]
+
+
+def split_sets(splits: Splits, prefix: str = "", held_out: bool = False) -> list[CheckSet]:
+    """A task's non-empty splits as sets, named `prefix + split`; whether the instruction is
+    template is decided over all splits at once; a held-out task's train split is never
+    trained on."""
+    records = [r for part in splits.as_dict().values() for r in part]
+    shared = instruction_is_shared(records)
+    roles = dict(SPLIT_ROLES, train=HELD_OUT) if held_out else SPLIT_ROLES
+    return [CheckSet.of(prefix + name, roles[name], part, shared)
+            for name, part in splits.as_dict().items() if part]
