@@ -23,6 +23,9 @@ OPTIONAL = {
     "datasets": "only `datasets` directories need it",
     "matplotlib": "only the sweep plot needs it",
     "mlflow": "train.report_to: mlflow, an optional extra (tunelab[trackers])",
+    "llama_cpp": "llama-cpp-python (GGUF quantisation, the llama.cpp engine): tunelab[serve]",
+    "uvicorn": "only `tunelab serve` starts a server (tunelab[serve])",
+    "transformers.cli": "transformers' server: only `tunelab serve --engine transformers`",
 }
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 __all__ = ["train", "evaluate", "evaluate_task", "evaluate_adapters", "compare_baselines",
            "evaluate_suite", "score", "format_scores", "quickstart", "sweep", "tune", "merge",
-           "data_inspect", "data_check", "data_fetch", "tasks_validate", "tasks_list", "harness", "robustness",
+           "predict", "export", "serve", "data_inspect", "data_check", "data_fetch", "tasks_validate", "tasks_list", "harness", "robustness",
            "bias", "perturbations_overview", "probes_overview", "compare", "ratings", "rate",
            "build_report", "TunelabError"]
 
@@ -16,7 +16,7 @@ from tunelab.core.errors import TunelabError
 # The API, loaded on first use: `import tunelab` (and `tunelab --help`) stays free of torch.
 _API = ("train", "evaluate", "evaluate_task", "evaluate_adapters", "compare_baselines",
         "evaluate_suite", "score", "format_scores", "quickstart", "sweep", "tune", "merge",
-        "data_inspect",
+        "predict", "export", "serve", "data_inspect",
         "data_check", "data_fetch", "tasks_validate", "tasks_list", "harness", "robustness", "bias",
         "perturbations_overview", "probes_overview", "compare", "ratings", "rate",
         "build_report")
@@ -34,16 +34,19 @@ if TYPE_CHECKING:  # pragma: no cover
         evaluate_adapters,
         evaluate_suite,
         evaluate_task,
+        export,
         format_scores,
         harness,
         merge,
         perturbations_overview,
+        predict,
         probes_overview,
         quickstart,
         rate,
         ratings,
         robustness,
         score,
+        serve,
         sweep,
         tasks_list,
         tasks_validate,

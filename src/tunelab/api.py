@@ -15,6 +15,9 @@ from tunelab.core.errors import TunelabError
 from tunelab.data.inspect import inspect_data as inspect_run_data
 from tunelab.data.transforms.counterfactual import parse_probes
 from tunelab.data.transforms.perturbations import parse_perturbations
+from tunelab.deploy.predict import predict_file
+from tunelab.deploy.serve import serve as serve_on_engine
+from tunelab.deploy.verify import ExportCheck
 from tunelab.eval.datasets.fetch import FetchResult, fetch_bigbench
 from tunelab.eval.output_types import get_output_type, load_for_task
 from tunelab.eval.runner import EvalResult, evaluate_loaded, write_result
@@ -24,7 +27,7 @@ from tunelab.eval.tasks import is_suite, load_suite, load_task, read_task, task_
 from tunelab.eval.tasks import validate_task as validate_task_file
 from tunelab.human import RatingStore
 from tunelab.human.report import RatingsReport, ratings_report
-from tunelab.human.server import serve
+from tunelab.human.server import serve as serve_ratings
 from tunelab.human.session import RatingSession, open_session, system_results
 from tunelab.models.loader import load_tokenizer
 from tunelab.report.data_report import check_table
@@ -48,6 +51,7 @@ from tunelab.studies.error_analysis import (
 from tunelab.studies.pairing import compared_task, pair_evaluations
 from tunelab.studies.robustness import RobustnessReport, run_robustness
 from tunelab.workflows.data_check import data_check as run_data_check
+from tunelab.workflows.export import export_run
 from tunelab.workflows.quickstart import run_quickstart
 from tunelab.workflows.sweep import SweepOptions
 from tunelab.workflows.sweep import run_sweep as run_sweep_options
@@ -60,6 +64,7 @@ if TYPE_CHECKING:
 __all__ = ["train", "run_task", "evaluate", "evaluate_task", "evaluate_adapters",
            "compare_baselines", "evaluate_suite", "Printout", "score", "format_scores",
            "quickstart", "data_inspect", "data_check", "tasks_validate", "tasks_list", "data_fetch", "merge",
+           "predict",
            "sweep", "tune", "harness", "robustness", "bias", "task_of", "perturbations_overview",
            "probes_overview", "compare", "ratings", "rate", "build_report", "TrainResult"]
 
@@ -472,7 +477,7 @@ def rate(directory: str | Path, systems: Sequence[str] | None = None,
         raise TunelabError(f"{store.path}: rated on a {rated}-point scale; --scale {scale} "
                            f"would mix scales (pass --scale {rated}, or rate into a copy)")
     store.set_meta("scale", str(scale))
-    return serve(session, store, host, port, rater), session
+    return serve_ratings(session, store, host, port, rater), session
 
 
 def tasks_list() -> str:
@@ -489,3 +494,27 @@ def data_fetch(tasks: Sequence[str] | None = None, sdist: str | Path | None = No
 def merge(run_dir: str | Path, out_dir: str | Path) -> Path:
     """`tunelab merge RUN --out DIR`: the run's weights merged into a plain HF model directory."""
     return merge_run(run_dir, out_dir)
+
+
+def predict(run_dir: str | Path, input_file: str | Path, out_file: str | Path | None = None,
+            limit: int | None = None) -> Path:
+    """`tunelab predict RUN --input FILE [--out FILE] [--limit N]`: the run's predictions on
+    new inputs (JSONL, CSV, Parquet; no answers needed), every row kept with `prediction` (and
+    a classifier's `probabilities`) added; returns the written file (default
+    `<input stem>.predictions<suffix>` beside the input)."""
+    return predict_file(run_dir, input_file, out_file, limit)
+
+
+def export(run_dir: str | Path, format: str, out_dir: str | Path, quant: str | None = None,
+           max_drop: float | None = None, limit: int | None = None) -> ExportCheck:
+    """`tunelab export RUN --format hf|gguf [--quant f16,q8_0] --out DIR [--max-drop P]`: the
+    merged fine-tune written for an engine and scored by it against the fine-tune (paired);
+    raises ExportDropError (exit 1) when an artefact lost more than max_drop points."""
+    return export_run(run_dir, format, out_dir, quant, max_drop, limit)
+
+
+def serve(path: str | Path, engine: str | None = None, host: str = "127.0.0.1",
+          port: int = 8000) -> None:
+    """`tunelab serve RUN|EXPORT [--engine llamacpp|transformers|vllm]`: an OpenAI-compatible
+    endpoint on an existing engine, with the run's chat template and generation defaults."""
+    serve_on_engine(path, engine, host, port)

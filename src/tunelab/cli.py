@@ -28,7 +28,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Fine-tune language models and prove, with numbers, whether it worked.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (_quickstart_args, _train_args, _sweep_args, _tune_args, _merge_args, _eval_args,
+    for add in (_quickstart_args, _train_args, _sweep_args, _tune_args, _merge_args, _predict_args, _export_args, _serve_args,
+                _eval_args,
                 _robustness_args, _bias_args, _compare_args, _report_args, _rate_args, _ratings_args, _tasks_args, _harness_args, _data_args,
                 _score_args):
         add(commands)
@@ -115,6 +116,41 @@ def _merge_args(commands: Commands) -> None:
     merge = commands.add_parser("merge", help="merge a run's weights into a plain HF model")
     merge.add_argument("run", help="a run directory from `tunelab train` (lora, ia3, full, ...)")
     merge.add_argument("--out", required=True, help="an empty or new directory for the model")
+
+
+def _predict_args(commands: Commands) -> None:
+    predict = commands.add_parser("predict", help="a run's predictions on new inputs (a file)")
+    predict.add_argument("run", help="a run directory from `tunelab train`")
+    predict.add_argument("--input", required=True,
+                         help="a .jsonl, .csv or .parquet file with the run's input columns "
+                              "(no answers needed)")
+    predict.add_argument("--out", help="a new .jsonl, .csv or .parquet file (default: "
+                                       "<input stem>.predictions<suffix> beside the input)")
+    predict.add_argument("--limit", type=int, help="predict the first N rows only")
+
+
+def _export_args(commands: Commands) -> None:
+    export = commands.add_parser("export", help="write a run for an engine (HF, GGUF) and check "
+                                 "that it scores as the fine-tune did")
+    export.add_argument("run", help="a run directory from `tunelab train`")
+    export.add_argument("--format", required=True, help="hf (a merged transformers folder) or "
+                        "gguf (llama.cpp / Ollama)")
+    export.add_argument("--quant", help="GGUF weight types, comma-separated: f32, f16, bf16, q8_0, "
+                        "q6_k, q5_k_m, q5_0, q4_k_m, q4_0 (default f16)")
+    export.add_argument("--out", required=True, help="a new or empty directory")
+    export.add_argument("--max-drop", type=float, help="exit 1 when an artefact scores more than "
+                        "this many points below the fine-tune (paired, on the test items)")
+    export.add_argument("--limit", type=int, help="check on the first N test items only")
+
+
+def _serve_args(commands: Commands) -> None:
+    srv = commands.add_parser("serve", help="an OpenAI-compatible endpoint for a run or an export "
+                              "on llama.cpp, transformers or vLLM")
+    srv.add_argument("target", help="an export folder (tunelab export) or a run directory")
+    srv.add_argument("--engine", help="llamacpp (a GGUF export; the default for one), "
+                     "transformers (the default otherwise) or vllm (GPU; a LoRA run's adapter)")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
 
 
 def _eval_args(commands: Commands) -> None:
@@ -376,6 +412,31 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    print(f"predictions: {tunelab.predict(args.run, args.input, args.out, args.limit)}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    try:
+        check = tunelab.export(args.run, args.format, args.out, quant=args.quant,
+                               max_drop=args.max_drop, limit=args.limit)
+    except tunelab.TunelabError as err:
+        if failed := getattr(err, "check", None):  # the export check failed: show its table
+            print(failed.table())
+        raise
+    print(check.table())
+    print(f"\nexport: {args.out}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    print(f"tunelab serve: {args.target} on http://{args.host}:{args.port}/v1 (Ctrl-C stops)",
+          flush=True)
+    tunelab.serve(args.target, engine=args.engine, host=args.host, port=args.port)
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     print(tunelab.evaluate(
         args.task, model=args.model, adapters=args.adapter or [], shots=args.shots,
@@ -526,6 +587,8 @@ def _score(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "quickstart": _quickstart, "train": _train, "sweep": _sweep, "tune": _tune, "merge": _merge,
+    "predict": _predict,
+    "export": _export, "serve": _serve,
     "eval": _eval,
     "robustness": _robustness, "bias": _bias, "compare": _compare, "report": _report, "rate": _rate, "ratings": _ratings,
     "tasks": _tasks, "harness": _harness,

@@ -56,6 +56,10 @@ BUILTIN_DATASETS: dict[str, Callable[[], Rows]] = {"movie_sentiment": movie_sent
                                                    "news": news}
 
 
+BUILTIN_INSTRUCTIONS: dict[str, str] = {"movie_sentiment": SENTIMENT_INSTRUCTION}
+"""The instruction every row of a built-in dataset carries (new inputs get it too)."""
+
+
 def load_builtin(name: str) -> Rows:
     if name not in BUILTIN_DATASETS:
         raise TunelabError(

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 from tunelab.config import DataConfig
 from tunelab.core.errors import TunelabError
 from tunelab.data.bigbench_training import bigbench_rows
-from tunelab.data.builtin_datasets import load_builtin
+from tunelab.data.builtin_datasets import BUILTIN_INSTRUCTIONS, load_builtin
 from tunelab.data.records import Record
 from tunelab.data.splits import Splits, TaskData, seeded_split
 
@@ -75,6 +75,11 @@ class SourceScheme:
         """The BIG-bench task `tunelab data fetch bigbench` downloads for this source, if any."""
         return None
 
+    def instruction(self, source: str) -> str | None:
+        """The instruction the source's own rows carry, for new inputs that have none
+        (`tunelab predict` on a run trained on it); None: rows carry their own."""
+        return None
+
 
 class FileSource(SourceScheme):
     """A file or folder path; data.format (or its suffix) picks the reader."""
@@ -95,6 +100,9 @@ class BuiltinSource(SourceScheme):
 
     def rows(self, source: str, fmt: str) -> Rows:
         return iter(load_builtin(self.argument(source)))
+
+    def instruction(self, source: str) -> str | None:
+        return BUILTIN_INSTRUCTIONS.get(self.argument(source))
 
 
 FILE = FileSource()
@@ -155,12 +163,37 @@ def read_records(
         raise TunelabError(
             f"data.fields: unknown field {sorted(unknown)[0]!r}; map any of {', '.join(CANONICAL)}"
         )
-    rows = list(source_scheme(source).rows(source, fmt))
-    if not rows:
-        raise TunelabError(f"{source}: no examples found; the file is empty")
+    rows = read_rows(source, fmt)
     _check_mapped_columns(rows, source, fields)
     _check_filled_columns(rows, source, fields)
     return [_to_record(row, origin, fields, instruction) for origin, row in rows]
+
+
+def read_rows(source: str, fmt: str = "auto") -> list[tuple[str, dict[str, Any]]]:  # Any: cells
+    """(origin, row) of every example of a source, as its reader reads it: no columns mapped
+    yet (`read_records` maps them; `tunelab predict` keeps the rows as they are)."""
+    rows = list(source_scheme(source).rows(source, fmt))
+    if not rows:
+        raise TunelabError(f"{source}: no examples found; the file is empty")
+    return rows
+
+
+def input_record(row: dict[str, Any], origin: str,  # Any: a source row's values
+                 fields: dict[str, str], instruction: str | None) -> Record:
+    """A new input as `read_records` maps a row, with no answer needed: output '' without an
+    output column; a conversation that ends with the user's turn gets an empty answer turn."""
+    return _to_record(row, origin, fields, instruction, answered=False)
+
+
+def column_names(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:  # Any: source cells
+    """Every column of the rows, in order of appearance (JSONL rows may differ)."""
+    return list(dict.fromkeys(str(name) for _, row in rows for name in row if name is not None))
+
+
+def close_column(column: str, columns: list[str]) -> str | None:
+    """The column name most like `column` (a typo's fix), if any is close."""
+    close = difflib.get_close_matches(str(column), columns, n=1)
+    return close[0] if close else None
 
 
 PROMPT_FIELDS = ("instruction", "prompt", "input")
@@ -174,12 +207,12 @@ def _check_mapped_columns(rows: list[tuple[str, dict[str, Any]]],  # Any: source
                           fields: dict[str, str]) -> None:
     """Refuse a data.fields entry naming a column that no row has (a typo would otherwise
     train on a blank prompt). A column in at least one row is enough: JSONL rows may differ."""
-    columns = list(dict.fromkeys(str(name) for _, row in rows for name in row if name is not None))
+    columns = column_names(rows)
     for field_name, column in fields.items():
         if column in columns:
             continue
-        close = difflib.get_close_matches(str(column), columns, n=1)
-        fix = f"did you mean '{close[0]}'?" if close else f"map data.fields.{field_name} to one of them"
+        close = close_column(column, columns)
+        fix = f"did you mean '{close}'?" if close else f"map data.fields.{field_name} to one of them"
         raise TunelabError(f"data.fields.{field_name}: column '{column}' is in no row of {source} "
                            f"(columns: {', '.join(columns)}); {fix}")
 
@@ -321,16 +354,22 @@ def _hf_rows(path: Path) -> Rows:
 
 def _to_record(
     row: dict[str, Any], origin: str,  # Any: a source row's values (JSON, CSV, Parquet)
-    fields: dict[str, str], instruction: str | None
+    fields: dict[str, str], instruction: str | None, answered: bool = True
 ) -> Record:
+    """A row as a record; `answered=False` (a new input): no answer needed."""
     def column(name: str) -> object:
         return row.get(fields.get(name, name))
 
     messages = column("messages")
     if messages is not None:
+        if not answered and isinstance(messages, list) and messages and (
+                not isinstance(messages[-1], dict) or messages[-1].get("role") != "assistant"):
+            messages = [*messages, {"role": "assistant", "content": ""}]
         return Record(messages=_check_messages(messages, origin), columns=row, origin=origin)
     prompt = column("instruction") if column("instruction") is not None else column("prompt")
     output = column("output") if column("output") is not None else column("completion")
+    if output is None and not answered:
+        output = ""
     if output is None:
         wanted = fields.get("output", "output")
         raise TunelabError(

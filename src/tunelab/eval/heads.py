@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from tunelab.core.errors import TunelabError
 from tunelab.models.kinds import LoadedModel
@@ -55,11 +56,13 @@ def classify(
         config.pad_token_id = tokenizer.pad_token_id
     predictions: list[str] = []
     probabilities: list[list[float]] = []
-    for start in range(0, len(texts), batch_size):
-        enc = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
-                        max_length=max_length, return_tensors="pt")
-        logits = model(**{k: v.to(device) for k, v in enc.items()}).logits.float()  # [B, classes]
-        probs = logits.softmax(dim=-1)
-        predictions += [names[i] for i in probs.argmax(dim=-1).tolist()]
-        probabilities += probs.tolist()
+    with tqdm(total=len(texts), desc="classify", unit="ex", leave=False) as bar:
+        for start in range(0, len(texts), batch_size):
+            enc = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
+                            max_length=max_length, return_tensors="pt")
+            logits = model(**{k: v.to(device) for k, v in enc.items()}).logits.float()  # [B, classes]
+            probs = logits.softmax(dim=-1)
+            predictions += [names[i] for i in probs.argmax(dim=-1).tolist()]
+            probabilities += probs.tolist()
+            bar.update(len(enc["input_ids"]))
     return predictions, probabilities

@@ -21,6 +21,7 @@ class SystemJson(TypedDict):
     fine_tuned: bool
     run: str | None
     adapter: str | None
+    export: str | None
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class System:
     (None: the run scored in its own directory)."""
     adapter: str | None = None
     """A named adapter of an AdapterSet (`tunelab eval` with several adapters)."""
+    export: str | None = None
+    """An exported artefact of the fine-tune, named by its format ('hf', 'gguf q8_0'):
+    `tunelab export` scores it against the fine-tune it came from."""
 
     # --- the ways to make one ------------------------------------------------------------
     @classmethod
@@ -44,6 +48,10 @@ class System:
         """A fine-tuned run's weights: unnamed inside the run's own directory, named (the run
         directory's name) where several runs are scored side by side."""
         return cls(shots=shots, fine_tuned=True, run=run)
+
+    @classmethod
+    def exported(cls, format_label: str) -> System:
+        return cls(fine_tuned=True, export=format_label)
 
     @classmethod
     def named_adapter(cls, name: str, shots: int = 0) -> System:
@@ -59,6 +67,8 @@ class System:
         """How tables, reports and the rating page name it."""
         if self.adapter is not None:
             return f"{self.adapter} {self.shots}-shot"
+        if self.export is not None:
+            return f"export {self.export}"
         if self.is_base:
             return f"base {self.shots}-shot"
         name = f"fine-tuned ({self.run})" if self.run else "fine-tuned"
@@ -72,7 +82,7 @@ class System:
     def named(self, run: str) -> System:
         """The same system as seen from outside its run directory (fine-tunes get the run's
         name; the base stays the base)."""
-        if self.is_base or self.run or self.adapter is not None:
+        if self.is_base or self.run or self.adapter is not None or self.export is not None:
             return self
         return System(self.shots, True, run)
 
@@ -82,7 +92,7 @@ class System:
     # --- stored with every evaluation ----------------------------------------------------
     def to_json(self) -> SystemJson:
         return {"shots": self.shots, "fine_tuned": self.fine_tuned, "run": self.run,
-                "adapter": self.adapter}
+                "adapter": self.adapter, "export": self.export}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None,  # Any: JSON from disk
@@ -91,7 +101,7 @@ class System:
         were stored has only its label, read here (the one place labels are read)."""
         if data:
             return cls(int(data.get("shots", 0)), bool(data.get("fine_tuned")), data.get("run"),
-                       data.get("adapter"))
+                       data.get("adapter"), data.get("export"))
         return from_label(label)
 
 

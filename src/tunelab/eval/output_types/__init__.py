@@ -19,6 +19,7 @@ from tunelab.eval.output_types.base import (
     Framing,
     Outputs,
     OutputType,
+    Prediction,
     Request,
     context_limit,
     input_text,
@@ -30,7 +31,7 @@ from tunelab.eval.output_types.multiple_choice import MultipleChoiceOutput
 from tunelab.eval.output_types.rolling import RollingOutput
 from tunelab.models import LoadedModel
 
-__all__ = ["Fail", "Framing", "OutputType", "Outputs", "Request", "context_limit",
+__all__ = ["Fail", "Framing", "OutputType", "Outputs", "Prediction", "Request", "context_limit",
            "get_output_type", "input_text", "load_for_task", "output_type_names",
            "warn_dropped"]
 

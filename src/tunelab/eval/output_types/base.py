@@ -28,6 +28,9 @@ from tunelab.models import LoadedModel, load_model
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+Prediction = dict[str, Any]  # Any: JSON values ("prediction", "probabilities")
+"""One record's prediction (`OutputType.predict`): "prediction" and, for a classifier,
+"probabilities" ({label: p}, in label order)."""
 Fail = Callable[[list[str | int], str], None]
 """check_task's error reporter: (option keys, message) -> raises a one-line TunelabError."""
 TEXT_METRICS = ("accuracy", "classification", "exact_match", "f1", "rouge", "bleu", "chrf")
@@ -197,4 +200,22 @@ class OutputType:
 
     def run(self, request: Request) -> Outputs:
         """Predictions and metric inputs for every record of the request."""
+        raise NotImplementedError
+
+    def check_predict(self, task: TaskConfig) -> None:
+        """Raise a one-line error when this type has nothing to predict for `task` (it only
+        scores given answers); asked before any model loads."""
+        raise TunelabError(f"task {task.name}: output_type {self.name} only scores given "
+                           "answers, so predict has nothing to predict; predict with a run "
+                           "whose task generates, classifies or picks a choice")
+
+    def predict(self, request: Request) -> list[Prediction]:
+        """The prediction for each record of new inputs, which need no answer (`tunelab
+        predict`): a row with "prediction" and, where the type has them, "probabilities"
+        ({label: p}). `run` predicts the same for the same records.
+
+        Raises:
+            TunelabError: the type has nothing to predict (`check_predict`).
+        """
+        self.check_predict(request.task)
         raise NotImplementedError

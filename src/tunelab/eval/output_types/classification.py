@@ -13,13 +13,14 @@ from tunelab.config import ModelConfig, TaskConfig
 from tunelab.core.errors import TunelabError
 from tunelab.data import Record, get_template
 from tunelab.data.templates import classifier_text
-from tunelab.eval.heads import classify
+from tunelab.eval.heads import class_names, classify
 from tunelab.eval.output_types.answers import reference_of
 from tunelab.eval.output_types.base import (
     Fail,
     Framing,
     Outputs,
     OutputType,
+    Prediction,
     Request,
     row,
 )
@@ -60,14 +61,8 @@ class ClassificationOutput(OutputType):
 
     def run(self, request: Request) -> Outputs:
         lm, task = request.lm, request.task
-        labels = labels_of(task)
-        if not labels:
-            raise TunelabError(f"task {task.name}: classification needs eval.labels (or a "
-                               "choices list), one per class in class order")
-        template = get_template(task.data, lm.tokenizer)
-        texts = [classifier_text(r, template) for r in request.records]  # what training fed the head
-        predictions, probabilities = classify(lm, texts, labels, task.eval.batch_size,
-                                              request.context_limit)
+        texts = _texts(request)
+        predictions, probabilities = _classified(request, texts)
         references = [reference_of(task, r) for r in request.records]
         rows = []
         for i, record in enumerate(request.records):
@@ -77,3 +72,34 @@ class ClassificationOutput(OutputType):
         lengths = [len(lm.tokenizer(t).input_ids) for t in texts]
         return Outputs(rows, predictions, references, context_tokens=lengths,
                        shot_tokens=[0] * len(rows))
+
+    def check_predict(self, task: TaskConfig) -> None:
+        """A head's label is a prediction."""
+
+    def predict(self, request: Request) -> list[Prediction]:
+        predictions, probabilities = _classified(request, _texts(request))
+        names = class_names(request.lm.model, _labels(request.task))  # each class's label
+        return [{"prediction": label,
+                 "probabilities": {n: round(p, 6) for n, p in zip(names, probs, strict=True)}}
+                for label, probs in zip(predictions, probabilities, strict=True)]
+
+
+def _labels(task: TaskConfig) -> list[str]:
+    """The task's labels, or a one-line error when it names none."""
+    labels = labels_of(task)
+    if not labels:
+        raise TunelabError(f"task {task.name}: classification needs eval.labels (or a "
+                           "choices list), one per class in class order")
+    return labels
+
+
+def _texts(request: Request) -> list[str]:
+    """What the head reads of each record: what training fed it."""
+    template = get_template(request.task.data, request.lm.tokenizer)
+    return [classifier_text(r, template) for r in request.records]
+
+
+def _classified(request: Request, texts: list[str]) -> tuple[list[str], list[list[float]]]:
+    """(label, class probabilities) of each text."""
+    task = request.task
+    return classify(request.lm, texts, _labels(task), task.eval.batch_size, request.context_limit)

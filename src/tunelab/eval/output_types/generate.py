@@ -5,16 +5,20 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from tunelab.config import TaskConfig
+from tunelab.core.errors import TunelabError
 from tunelab.data import tokenize_example
 from tunelab.data.tokenize import tokenize_seq2seq
+from tunelab.eval.fewshot import Prompt
 from tunelab.eval.generation import generate, is_encoder_decoder
 from tunelab.eval.loglikelihood import completion_nll
-from tunelab.eval.metrics import MetricInput
+from tunelab.eval.metrics import MetricInput, metric_class
 from tunelab.eval.output_types.answers import reference_of
 from tunelab.eval.output_types.base import (
     TEXT_METRICS,
     Outputs,
     OutputType,
+    Prediction,
     Request,
     row,
 )
@@ -29,15 +33,11 @@ class GenerateOutput(OutputType):
 
     def run(self, request: Request) -> Outputs:
         lm, task = request.lm, request.task
-        builder = request.prompt_builder()
         gen = task.eval.generation
-        budget = request.context_limit - gen.max_new_tokens
-        prompts = [builder.build(r, request.shots_for(i, r), budget)
-                   for i, r in enumerate(request.records)]
+        prompts = _prompts(request)
         references = [reference_of(task, r) for r in request.records]
         hit_limit: list[bool] = [False] * len(prompts)
-        predictions = (generate(lm.model, lm.tokenizer, [p.ids for p in prompts], gen,
-                                desc=request.system, hit_limit=hit_limit)
+        predictions = (_generated(request, prompts, hit_limit)
                        if request.wants(MetricInput.TEXT) else [""] * len(prompts))
         rows = [row(i, r, p.rendered.prompt, predictions[i], references[i])
                 for i, (r, p) in enumerate(zip(request.records, prompts, strict=True))]
@@ -54,3 +54,32 @@ class GenerateOutput(OutputType):
             out.measured[MetricInput.NLL_TOKENS] = completion_nll(
                 lm.model, tokenized, lm.tokenizer.pad_token_id, gen.batch_size)
         return out
+
+    def check_predict(self, task: TaskConfig) -> None:
+        if not any(metric_class(name).reads is MetricInput.TEXT for name in task.eval.metrics):
+            # e.g. perplexity alone: the evaluation generates nothing
+            raise TunelabError(
+                f"task {task.name}: eval.metrics {', '.join(task.eval.metrics)} only score the "
+                "likelihood of given answers, so predict has nothing to predict; predict with "
+                "a run whose evaluation scores generated text (e.g. exact_match)")
+
+    def predict(self, request: Request) -> list[Prediction]:
+        self.check_predict(request.task)
+        return [{"prediction": text} for text in _generated(request, _prompts(request))]
+
+
+def _prompts(request: Request) -> list[Prompt]:
+    """Each record's prompt (with its shots), leaving room for max_new_tokens."""
+    builder = request.prompt_builder()
+    budget = request.context_limit - request.task.eval.generation.max_new_tokens
+    return [builder.build(r, request.shots_for(i, r), budget)
+            for i, r in enumerate(request.records)]
+
+
+def _generated(request: Request, prompts: list[Prompt], hit_limit: list[bool] | None = None
+               ) -> list[str]:
+    """The model's text after each prompt, as eval.generation says (batched, greedy or
+    sampled, cut at the stop strings)."""
+    lm = request.lm
+    return generate(lm.model, lm.tokenizer, [p.ids for p in prompts],
+                    request.task.eval.generation, desc=request.system, hit_limit=hit_limit)

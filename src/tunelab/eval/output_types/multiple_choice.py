@@ -10,7 +10,7 @@ from typing import ClassVar
 from tunelab.config import TaskConfig
 from tunelab.core.errors import TunelabError
 from tunelab.data import Record
-from tunelab.eval.choice import ChoiceRequest, encode_pair, score_choices
+from tunelab.eval.choice import ChoiceRequest, ChoiceResult, encode_pair, score_choices
 from tunelab.eval.fewshot import Prompt, with_output
 from tunelab.eval.metrics import MetricInput
 from tunelab.eval.output_types.answers import reference_of
@@ -18,27 +18,32 @@ from tunelab.eval.output_types.base import (
     TEXT_METRICS,
     Outputs,
     OutputType,
+    Prediction,
     Request,
     row,
 )
 
 
-def resolve_choices(task: TaskConfig, record: Record) -> tuple[list[str], list[int]]:
-    """(choices, gold choice indices) of a multiple-choice record."""
+def choices_of(task: TaskConfig, record: Record) -> list[str]:
+    """The choices of a multiple-choice record (no answer needed)."""
     if isinstance(task.choices, list):
-        choices = [str(c) for c in task.choices]
-    elif isinstance(task.choices, str):
+        return [str(c) for c in task.choices]
+    if isinstance(task.choices, str):
         if task.choices not in record.columns:
             raise TunelabError(f"{record.origin}: no column '{task.choices}' for choices:")
-        choices = [str(c) for c in record.columns[task.choices]]
-    elif "choices" in record.columns:
-        choices = [str(c) for c in record.columns["choices"]]
-    elif task.eval.labels:
-        choices = list(task.eval.labels)
-    else:
-        raise TunelabError(f"{task.where('output_type')}: multiple_choice needs choices, and "
-                           f"{record.origin or 'the data'} has no 'choices' column; add choices: "
-                           "(a column name or a list) or eval.labels to the task file")
+        return [str(c) for c in record.columns[task.choices]]
+    if "choices" in record.columns:
+        return [str(c) for c in record.columns["choices"]]
+    if task.eval.labels:
+        return list(task.eval.labels)
+    raise TunelabError(f"{task.where('output_type')}: multiple_choice needs choices, and "
+                       f"{record.origin or 'the data'} has no 'choices' column; add choices: "
+                       "(a column name or a list) or eval.labels to the task file")
+
+
+def resolve_choices(task: TaskConfig, record: Record) -> tuple[list[str], list[int]]:
+    """(choices, gold choice indices) of a multiple-choice record."""
+    choices = choices_of(task, record)
     raw: object = record.columns["gold"] if not task.target and "gold" in record.columns else (
         record.columns.get(task.target) if task.target else reference_of(task, record))
     values = raw if isinstance(raw, (list, tuple)) else [raw]
@@ -80,18 +85,22 @@ class ChoiceItem:
     truncated: bool = False
 
 
-def build_choice_items(req: Request) -> list[ChoiceItem]:
-    """Prompts (with shots, fitted to the context) and tokenised choices of every record."""
+def build_choice_items(req: Request, answered: bool = True) -> list[ChoiceItem]:
+    """Prompts (with shots, fitted to the context) and tokenised choices of every record;
+    `answered=False`: new inputs, whose gold is not resolved (`gold` stays empty)."""
     builder = req.prompt_builder()
     tokenizer = req.lm.tokenizer
     limit = req.context_limit
     items = []
     for i, record in enumerate(req.records):
-        choices, gold = resolve_choices(req.task, record)
+        choices, gold = resolve_choices(req.task, record) if answered else (
+            choices_of(req.task, record), [])
         shots = [with_output(s, gold_text(req.task, s)) for s in req.shots_for(i, record)]
         continuations = [builder.completion(with_output(record, c)) for c in choices]
         reserve = max(len(tokenizer(c, add_special_tokens=False).input_ids) for c in continuations) + 1
-        prompt = builder.build(with_output(record, choices[gold[0]]), shots, limit - reserve)
+        # The prompt is the same whichever choice follows it.
+        prompt = builder.build(with_output(record, choices[gold[0] if gold else 0]), shots,
+                               limit - reserve)
         special = not prompt.rendered.special_in_text
         pairs = [encode_pair(tokenizer, prompt.rendered.prompt, c, special) for c in continuations]
         context, conts = pairs[0][0], [c for _, c in pairs]
@@ -115,12 +124,11 @@ class MultipleChoiceOutput(OutputType):
 
     def run(self, request: Request) -> Outputs:
         items = build_choice_items(request)
-        results = score_choices(request.lm.model, [it.request for it in items],
-                                request.task.eval.batch_size)
+        results = _scored(request, items)
         rows, predictions, args = [], [], []
         for i, (record, item, result) in enumerate(
                 zip(request.records, items, results, strict=True)):
-            best = max(range(len(item.choices)), key=lambda j: (result.logprobs[j], -j))
+            best = _best(result)
             predictions.append(item.choices[best])
             out_row = row(i, record, item.prompt.rendered.prompt, item.choices[best],
                           item.choices[item.gold[0]])
@@ -133,3 +141,22 @@ class MultipleChoiceOutput(OutputType):
                        [len(it.request.context) for it in items],
                        [it.prompt.shot_tokens for it in items],
                        sum(it.prompt.dropped for it in items), sum(it.truncated for it in items))
+
+    def check_predict(self, task: TaskConfig) -> None:
+        """The likeliest choice is a prediction."""
+
+    def predict(self, request: Request) -> list[Prediction]:
+        items = build_choice_items(request, answered=False)
+        return [{"prediction": item.choices[_best(result)]}
+                for item, result in zip(items, _scored(request, items), strict=True)]
+
+
+def _scored(request: Request, items: list[ChoiceItem]) -> list[ChoiceResult]:
+    """Each item's choice log-likelihoods."""
+    return score_choices(request.lm.model, [it.request for it in items],
+                         request.task.eval.batch_size)
+
+
+def _best(result: ChoiceResult) -> int:
+    """The likeliest choice (the first of equally likely ones)."""
+    return max(range(len(result.logprobs)), key=lambda j: (result.logprobs[j], -j))

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 from tunelab.config import TaskConfig
+from tunelab.core.errors import TunelabError
 from tunelab.data import Record
 from tunelab.eval.metrics import MetricInput
 from tunelab.eval.output_types.answers import reference_of
@@ -59,3 +60,9 @@ class RollingOutput(OutputType):
             MetricInput.NLL_WORDS: [(s.nll, s.words) for s in scores]}
         return Outputs(rows, [""] * len(rows), [""] * len(rows), measured,
                        context_tokens=[s.tokens for s in scores], shot_tokens=[0] * len(scores))
+
+    def check_predict(self, task: TaskConfig) -> None:
+        raise TunelabError(f"task {task.name}: output_type {self.name} only scores the "
+                           "perplexity of given texts, so predict has nothing to predict; "
+                           "predict with a run whose task generates, classifies or picks a "
+                           "choice")
