@@ -29,7 +29,7 @@ from tunelab.deploy.gguf_file import Quant, get_quant, write_gguf
 from tunelab.eval.metrics import MetricInput, metric_class
 from tunelab.eval.output_types import Outputs, get_output_type
 from tunelab.eval.runner import EvalResult, evaluate_loaded, score_outputs
-from tunelab.models import LoadedModel, load_model
+from tunelab.models import load_model
 from tunelab.models.kinds import CAUSAL, get_kind
 from tunelab.runs import System
 
@@ -132,12 +132,8 @@ class GgufFormat(ExportFormat):
         return write_gguf(model, tokenizer, self.file(out_dir, config), self.quant, config.name,
                           prompts)
 
-    def context(self, config: RunConfig) -> int:
-        """llama.cpp's context: 0, the model's own (the length it was trained to)."""
-        return 0
-
     def engine(self, artefact: Path, config: RunConfig) -> Engine:
-        return LlamaCppEngine(artefact, context=self.context(config))
+        return LlamaCppEngine(artefact)  # the model's own context length
 
     def scored_task(self, task: TaskConfig) -> TaskConfig:
         """Only the metrics over generated text: llama.cpp is asked for text, not for the
@@ -189,7 +185,3 @@ def read_manifest(folder: Path) -> dict[str, object]:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise TunelabError(f"{path}: unreadable ({err}); export the run again") from None
 
-
-def loaded_for(lm: LoadedModel) -> TransformersEngine:
-    """The fine-tune itself (tunelab's own generation) as an engine."""
-    return TransformersEngine(lm)

@@ -30,7 +30,7 @@ def default_system(tokenizer: PreTrainedTokenizerBase) -> str | None:
 
 
 def write_modelfile(gguf_file: Path, tokenizer: PreTrainedTokenizerBase, gen: GenerationConfig,
-                    context: int, note: str) -> Path:
+                    note: str) -> Path:
     """`<gguf stem>.Modelfile` beside the GGUF file (`ollama create NAME -f` it)."""
     lines = [f"# {note}", f"FROM ./{gguf_file.name}"]
     template = getattr(tokenizer, "chat_template", None) or ""
@@ -42,8 +42,6 @@ def write_modelfile(gguf_file: Path, tokenizer: PreTrainedTokenizerBase, gen: Ge
         lines.append("# TEMPLATE: Ollama reads the chat template stored in the GGUF file")
     lines += [f"PARAMETER temperature {gen.temperature if gen.do_sample else 0}",
               f"PARAMETER num_predict {gen.max_new_tokens}"]
-    if context:
-        lines.append(f"PARAMETER num_ctx {context}")
     if gen.do_sample:
         lines.append(f"PARAMETER top_p {gen.top_p}")
     stops = [*gen.stop, *([tokenizer.eos_token] if tokenizer.eos_token else [])]

@@ -144,7 +144,6 @@ def _export_one(export_format: ExportFormat, lm: LoadedModel, config: RunConfig,
                            changed_predictions(tuned, result), result.n, speed.tokens_per_s)
     if isinstance(export_format, GgufFormat):
         write_modelfile(artefact, lm.tokenizer, config.eval.generation,
-                        export_format.context(config),
                         f"tunelab export of run {config.name} ({export_format.label}): {key} "
                         f"{check.score:.2f} vs the fine-tune's {tuned.scores[key]:.2f} on "
                         f"{tuned.n} test items")
