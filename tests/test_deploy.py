@@ -1,9 +1,9 @@
 """`tunelab export` and `tunelab serve` on tiny models: the exported artefact, reloaded by the
 engine that serves it, gives the fine-tune's greedy outputs (HF and GGUF f16 identical, q8_0
 within a stated tolerance); the check fails an export whose weights were damaged; the
-llama.cpp server answers as `tunelab predict` does, through the official openai client and
-plain HTTP, 8 requests at once, and 400 for a malformed body; bad input is one line, exit 2,
-nothing overwritten."""
+llama.cpp and transformers servers answer as `tunelab predict` does, through the official
+openai client and plain HTTP, 8 requests at once, and 4xx for a malformed body; bad input is
+one line, exit 2, nothing overwritten."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def _predictions(folder: Path) -> list[str]:
 def exported(learned: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("exports")
     hf = tunelab.export(learned, "hf", out / "hf")
-    gguf = tunelab.export(learned, "gguf", out / "gguf", quant="f16,q8_0")
+    gguf = tunelab.export(learned, "gguf", out / "gguf", quant="f16,q8_0,q4_k_m")
     return {"hf": hf, "gguf": gguf, "out": out}
 
 
@@ -82,7 +82,7 @@ def test_hf_and_gguf_f16_reload_with_the_fine_tunes_greedy_outputs(learned: Path
     # Training moved the weights: the random base writes no label, the fine-tune only labels.
     assert set(tuned) <= {"positive", "negative"} and exported["hf"].tuned_score > 0
     hf_check, gguf_check = exported["hf"], exported["gguf"]
-    (hf,), (f16, q8) = hf_check.formats, gguf_check.formats
+    (hf,), (f16, q8, q4) = hf_check.formats, gguf_check.formats
     assert (hf.label, hf.engine, hf.changed, hf.delta) == ("hf", "transformers", 0, 0.0)
     assert (f16.label, f16.engine, f16.changed) == ("gguf f16", "llama.cpp", 0)
     assert q8.changed <= Q8_TOLERANCE
@@ -104,7 +104,16 @@ def test_hf_and_gguf_f16_reload_with_the_fine_tunes_greedy_outputs(learned: Path
     assert llm.metadata["tokenizer.chat_template"] == tokenizer.chat_template
     llm.close()
     manifest = json.loads((out / "gguf" / "export.json").read_text())
-    assert manifest["artefacts"] == {"gguf f16": "learned-f16.gguf", "gguf q8_0": "learned-q8_0.gguf"}
+    assert manifest["artefacts"] == {"gguf f16": "learned-f16.gguf", "gguf q8_0": "learned-q8_0.gguf",
+                                     "gguf q4_k_m": "learned-q4_k_m.gguf"}
+    # 64 columns do not fill a 256-wide q4_K block: llama.cpp's fallback is reported, not printed.
+    assert (f16.note, q8.note) == ("", "") and "fell back to" in q4.note
+    assert f"- gguf q4_k_m: {q4.note}" in (out / "gguf" / "export.md").read_text()
+    from tunelab.deploy.serve import Target
+
+    served = Target.of(out / "gguf")
+    assert (served.gguf(None), served.gguf("q8_0")) == (out / "gguf" / "learned-f16.gguf",
+                                                        out / "gguf" / "learned-q8_0.gguf")
     assert (out / "gguf" / "learned-f16.Modelfile").read_text().count("FROM ./learned-f16.gguf") == 1
     assert f16.size_bytes > q8.size_bytes > 0 and f16.tokens_per_s > 0
 
@@ -137,8 +146,33 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _tuned_rows(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in
+            RunDir(run).eval_dir(System.tuned()).predictions.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def predict_answers(learned: Path, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """`tunelab predict` on the test items' inputs (no answers given)."""
+    inputs = tmp_path_factory.mktemp("predict") / "inputs.jsonl"
+    inputs.write_text("".join(json.dumps({"text": r["input"]}) + "\n" for r in _tuned_rows(learned)))
+    return [json.loads(line)["prediction"] for line in
+            tunelab.predict(learned, inputs).read_text().splitlines()]
+
+
+def _post(port: int, body: bytes) -> tuple[int, dict[str, Any]]:
+    """Plain HTTP: (status, JSON body) of POST /v1/completions."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
 def test_serve_on_llama_cpp_answers_as_predict_does(learned: Path, exported: dict[str, Any],
-                                                    tmp_path: Path) -> None:
+                                                    predict_answers: list[str]) -> None:
     import openai
     import uvicorn
 
@@ -154,12 +188,7 @@ def test_serve_on_llama_cpp_answers_as_predict_does(learned: Path, exported: dic
             if server.started:
                 break
             time.sleep(0.1)
-        rows = [json.loads(line) for line in
-                RunDir(learned).eval_dir(System.tuned()).predictions.read_text().splitlines()]
-        inputs = tmp_path / "inputs.jsonl"
-        inputs.write_text("".join(json.dumps({"text": r["input"]}) + "\n" for r in rows))
-        predicted = [json.loads(line)["prediction"] for line in
-                     tunelab.predict(learned, inputs).read_text().splitlines()]
+        rows, predicted = _tuned_rows(learned), predict_answers
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
 
         def complete(prompt: str) -> str:
@@ -172,21 +201,55 @@ def test_serve_on_llama_cpp_answers_as_predict_does(learned: Path, exported: dic
         user = rows[0]["prompt"].split("<|im_start|>user\n")[1].split("<|im_end|>")[0]
         chat = client.chat.completions.create(model="learned", messages=[{"role": "user", "content": user}])
         assert (chat.choices[0].message.content or "").strip() == predicted[0]
-        body = json.dumps({"prompt": rows[1]["prompt"]}).encode()
-        plain = json.loads(urllib.request.urlopen(urllib.request.Request(
-            f"http://127.0.0.1:{port}/v1/completions", data=body,
-            headers={"Content-Type": "application/json"})).read())
-        assert plain["choices"][0]["text"].strip() == predicted[1]
+        status, plain = _post(port, json.dumps({"prompt": rows[1]["prompt"]}).encode())
+        assert status == 200 and plain["choices"][0]["text"].strip() == predicted[1]
         for bad in (b"{not json", b"[1, 2]", json.dumps({"prompt": 5}).encode(),
                     json.dumps({"prompt": "word " * 3000}).encode()):
-            with pytest.raises(urllib.error.HTTPError) as caught:
-                urllib.request.urlopen(urllib.request.Request(
-                    f"http://127.0.0.1:{port}/v1/completions", data=bad,
-                    headers={"Content-Type": "application/json"}))
-            assert caught.value.code == 400 and "message" in json.loads(caught.value.read())["error"]
+            status, error = _post(port, bad)
+            assert status == 400 and "message" in error["error"]
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_serve_on_transformers_answers_as_predict_does(learned: Path, exported: dict[str, Any],
+                                                       predict_answers: list[str],
+                                                       tmp_path: Path) -> None:
+    import openai
+
+    from tunelab.deploy.serve import Target, TransformersServer
+
+    engine = TransformersServer()
+    # A run served directly is merged into a folder carrying the run's generation settings.
+    merged = engine.folder(Target.of(learned), tmp_path / "merged")
+    written = json.loads((merged / "generation_config.json").read_text())
+    assert written["max_new_tokens"] == 4 and written["do_sample"] is False
+    port = _free_port()
+    server = engine.server(engine.folder(Target.of(exported["out"] / "hf"), tmp_path), "127.0.0.1",
+                           port, background=True)
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
+        for _ in range(100):
+            try:
+                client.models.list()
+                break
+            except openai.APIConnectionError:
+                time.sleep(0.1)
+        rows = _tuned_rows(learned)
+        model = str((exported["out"] / "hf").resolve())
+
+        def complete(prompt: str) -> str:
+            done = client.completions.create(model=model, prompt=prompt)
+            return done.choices[0].text.strip()
+
+        with ThreadPoolExecutor(8) as pool:
+            served = list(pool.map(complete, [r["prompt"] for r in rows]))
+        assert served == predict_answers == _tuned_predictions(learned)
+        for bad in (b"{not json", b"[1, 2]", json.dumps({"model": model, "prompt": 5}).encode()):
+            status, _ = _post(port, bad)
+            assert 400 <= status < 500
+    finally:
+        server.kill_server()
 
 
 def _one_line_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str], words: str) -> None:
@@ -196,7 +259,8 @@ def _one_line_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str], words:
     assert err.count("\n") == 1 and words in err, err
 
 
-def test_bad_input_is_one_line_and_overwrites_nothing(learned: Path, tmp_path: Path,
+def test_bad_input_is_one_line_and_overwrites_nothing(learned: Path, exported: dict[str, Any],
+                                                      tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     run = str(learned)
     _one_line_exit_2(["export", str(tmp_path / "nope"), "--format", "hf", "--out", str(tmp_path / "o")],
@@ -215,6 +279,10 @@ def test_bad_input_is_one_line_and_overwrites_nothing(learned: Path, tmp_path: P
     _one_line_exit_2(["serve", run, "--engine", "tgi"], capsys, "--engine tgi")
     _one_line_exit_2(["serve", run, "--engine", "llamacpp"], capsys, "serves a GGUF export")
     _one_line_exit_2(["serve", run, "--engine", "vllm"], capsys, "serves a LoRA run")
+    _one_line_exit_2(["serve", run, "--quant", "q8_0"], capsys, "serves unquantised weights")
+    export = str(exported["out"] / "gguf")
+    _one_line_exit_2(["serve", export, "--quant", "q4_0"], capsys, "holds f16, q8_0, q4_k_m")
+    _one_line_exit_2(["serve", export, "--engine", "transformers"], capsys, "--engine llamacpp")
     classifier = tmp_path / "classifier-run"
     classifier.mkdir()
     (classifier / "config.yaml").write_text((learned / "config.yaml").read_text().replace(

@@ -514,7 +514,8 @@ def export(run_dir: str | Path, format: str, out_dir: str | Path, quant: str | N
 
 
 def serve(path: str | Path, engine: str | None = None, host: str = "127.0.0.1",
-          port: int = 8000) -> None:
-    """`tunelab serve RUN|EXPORT [--engine llamacpp|transformers|vllm]`: an OpenAI-compatible
-    endpoint on an existing engine, with the run's chat template and generation defaults."""
-    serve_on_engine(path, engine, host, port)
+          port: int = 8000, quant: str | None = None) -> None:
+    """`tunelab serve RUN|EXPORT [--engine llamacpp|transformers|vllm] [--quant q8_0]`: an
+    OpenAI-compatible endpoint on an existing engine, with the run's chat template and
+    generation defaults (`quant`: which GGUF file of the export)."""
+    serve_on_engine(path, engine, host, port, quant)

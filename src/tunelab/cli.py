@@ -149,6 +149,8 @@ def _serve_args(commands: Commands) -> None:
     srv.add_argument("target", help="an export folder (tunelab export) or a run directory")
     srv.add_argument("--engine", help="llamacpp (a GGUF export; the default for one), "
                      "transformers (the default otherwise) or vllm (GPU; a LoRA run's adapter)")
+    srv.add_argument("--quant", help="which GGUF of the export to serve (e.g. q8_0; default: "
+                     "the first the export wrote)")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     srv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
 
@@ -433,7 +435,8 @@ def _export(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     print(f"tunelab serve: {args.target} on http://{args.host}:{args.port}/v1 (Ctrl-C stops)",
           flush=True)
-    tunelab.serve(args.target, engine=args.engine, host=args.host, port=args.port)
+    tunelab.serve(args.target, engine=args.engine, host=args.host, port=args.port,
+                  quant=args.quant)
     return 0
 
 

@@ -26,6 +26,7 @@ from tunelab.config import RunConfig, TaskConfig
 from tunelab.core.errors import TunelabError
 from tunelab.deploy.engines import Engine, LlamaCppEngine, TransformersEngine
 from tunelab.deploy.gguf_file import Quant, get_quant, write_gguf
+from tunelab.deploy.modelfile import write_modelfile
 from tunelab.eval.metrics import MetricInput, metric_class
 from tunelab.eval.output_types import Outputs, get_output_type
 from tunelab.eval.runner import EvalResult, evaluate_loaded, score_outputs
@@ -40,6 +41,15 @@ def folder_size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+@dataclass(frozen=True)
+class Artefact:
+    """What a format wrote: a folder or a file, and what the writer could not do as asked."""
+
+    path: Path
+    note: str = ""
+    """e.g. llama.cpp's quantiser kept some tensors in a fallback type ("" when none)."""
 
 
 class ExportFormat(ABC):
@@ -62,8 +72,13 @@ class ExportFormat(ABC):
 
     @abstractmethod
     def write(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path,
-              config: RunConfig, prompts: Sequence[str]) -> Path:
-        """Write the artefact under out_dir; its path (a folder or a file)."""
+              config: RunConfig, prompts: Sequence[str]) -> Artefact:
+        """Write the artefact under out_dir."""
+
+    def write_companions(self, artefact: Path, tokenizer: PreTrainedTokenizerBase,  # noqa: B027
+                         config: RunConfig, summary: str) -> None:
+        """Files written beside a checked artefact for the engines that load it (`summary`:
+        its check in one line); most formats have none."""
 
     @abstractmethod
     def engine(self, artefact: Path, config: RunConfig) -> Engine:
@@ -87,7 +102,7 @@ class HfFormat(ExportFormat):
         return "hf"
 
     def write(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path,
-              config: RunConfig, prompts: Sequence[str]) -> Path:
+              config: RunConfig, prompts: Sequence[str]) -> Artefact:
         gen = config.eval.generation
         model.generation_config = HfGenerationConfig.from_dict({
             **model.generation_config.to_dict(), "max_new_tokens": gen.max_new_tokens,
@@ -96,7 +111,7 @@ class HfFormat(ExportFormat):
             "stop_strings": list(gen.stop) or None, "pad_token_id": tokenizer.pad_token_id})
         model.save_pretrained(str(out_dir))
         tokenizer.save_pretrained(str(out_dir))
-        return out_dir
+        return Artefact(out_dir)
 
     def engine(self, artefact: Path, config: RunConfig) -> Engine:
         model = replace(config.model, name=str(artefact), num_layers=None)
@@ -127,10 +142,16 @@ class GgufFormat(ExportFormat):
         return out_dir / f"{config.name}-{self.quant.name}.gguf"
 
     def write(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path,
-              config: RunConfig, prompts: Sequence[str]) -> Path:
+              config: RunConfig, prompts: Sequence[str]) -> Artefact:
         out_dir.mkdir(parents=True, exist_ok=True)
-        return write_gguf(model, tokenizer, self.file(out_dir, config), self.quant, config.name,
-                          prompts)
+        path, note = write_gguf(model, tokenizer, self.file(out_dir, config), self.quant,
+                                config.name, prompts)
+        return Artefact(path, note)
+
+    def write_companions(self, artefact: Path, tokenizer: PreTrainedTokenizerBase,
+                         config: RunConfig, summary: str) -> None:
+        """The Ollama Modelfile beside the GGUF file."""
+        write_modelfile(artefact, tokenizer, config.eval.generation, summary)
 
     def engine(self, artefact: Path, config: RunConfig) -> Engine:
         return LlamaCppEngine(artefact)  # the model's own context length

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -142,9 +143,10 @@ def architecture_of(model: torch.nn.Module) -> GgufArchitecture:
 
 
 def write_gguf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path,
-               quant: Quant, name: str, probes: Sequence[str] = ()) -> Path:
+               quant: Quant, name: str, probes: Sequence[str] = ()) -> tuple[Path, str]:
     """Write `model` (plain transformers weights: a merged fine-tune) + `tokenizer` as a GGUF
-    file of type `quant` at `path` (atomically: a temporary file, then a rename).
+    file of type `quant` at `path` (atomically: a temporary file, then a rename). Returns the
+    path and llama.cpp's quantiser's note on tensors it could not give that type ("" if none).
 
     Args:
         probes: texts whose tokenisation llama.cpp must reproduce (the run's prompts); the
@@ -158,12 +160,12 @@ def write_gguf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path:
         first = Path(scratch) / "model.gguf"
         written = quant if quant.written else QUANTS["f32"]
         _write(model, vocab, architecture, first, written, name)
-        final = first
+        final, note = first, ""
         if not quant.written:
             final = Path(scratch) / f"model-{quant.name}.gguf"
-            quantize(first, final, quant)
+            note = quantize(first, final, quant)
         os.replace(final, path)
-    return path
+    return path, note
 
 
 def _write(model: PreTrainedModel, vocab: GgufVocab, architecture: GgufArchitecture,
@@ -202,17 +204,45 @@ def _add_tensor(writer: gguf.GGUFWriter, name: str, data: np.ndarray, quant: Qua
                           raw_dtype=gguf.GGMLQuantizationType.BF16)
 
 
-def quantize(source: Path, target: Path, quant: Quant) -> None:
-    """llama.cpp's quantiser (`llama-quantize`) from `source` into `target`."""
+def quantize(source: Path, target: Path, quant: Quant) -> str:
+    """llama.cpp's quantiser (`llama-quantize`) from `source` into `target`. Its log is kept
+    rather than printed: returns its note on the tensors it gave a fallback type (a row length
+    not divisible by the type's block, e.g. 576 columns for q4_K), "" when there were none."""
     llama_cpp = import_llama_cpp("--quant " + quant.name)
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = int(quant.file_type)
     params.nthread = max(1, torch.get_num_threads())
-    status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(),
-                                            ctypes.byref(params))
+    log: list[str] = []
+
+    @llama_cpp.llama_log_callback
+    def keep(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        log.append(text.decode("utf-8", errors="replace"))
+
+    llama_cpp.llama_log_set(keep, ctypes.c_void_p(0))
+    try:
+        status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(),
+                                                ctypes.byref(params))
+    finally:
+        from llama_cpp import _logger  # llama-cpp-python's own log callback, put back
+
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
     if status != 0:
-        raise TunelabError(f"--quant {quant.name}: llama.cpp's quantiser failed (status "
-                           f"{status}); try --quant q8_0 or f16")
+        last = next((line.strip() for line in reversed(log) if line.strip()), "no message")
+        raise TunelabError(f"--quant {quant.name}: llama.cpp's quantiser failed ({last[:200]}); "
+                           "try --quant q8_0 or f16")
+    return fallback_note("".join(log))
+
+
+def fallback_note(log: str) -> str:
+    """'180 of 272 tensors in q5_0, q8_0 (row length not a multiple of the q4_K block)' from
+    llama.cpp's quantiser log; "" when no tensor fell back."""
+    counted = re.search(r"(\d+) of (\d+) tensor\(s\) required fallback quantization", log)
+    if counted is None:
+        return ""
+    wanted = sorted(set(re.findall(r"required for type\s+(\w+)\)", log)))
+    used = sorted(set(re.findall(r"falling back to\s+(\w+)", log)))
+    return (f"{counted[1]} of {counted[2]} tensors fell back to {', '.join(used) or 'another type'} "
+            f"(their rows do not divide into {', '.join(wanted) or 'the type'}'s blocks)")
 
 
 def import_llama_cpp(why: str) -> ModuleType:
@@ -308,7 +338,7 @@ def find_pre_tokenizer(vocab: GgufVocab, architecture: GgufArchitecture, config:
             writer.write_kv_data_to_file()
             writer.write_tensors_to_file()
             writer.close()
-            with llama_cpp._utils.suppress_stdout_stderr():  # its context note on a vocab file
+            with llama_cpp._utils.suppress_stdout_stderr(disable=False):  # its note on a vocab file
                 llm = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
             try:
                 got = [llm.tokenize(t.encode("utf-8"), add_bos=False, special=True) for t in texts]

@@ -50,13 +50,15 @@ class FormatCheck:
     n: int
     tokens_per_s: float
     lower_is_better: bool = False
+    note: str = ""
+    """What the writer could not do as asked (llama.cpp's quantiser fallbacks)."""
 
     @classmethod
     def of(cls, label: str, engine: str, artefact: str, size: int, difference: PairedDifference,
-           changed: int, n: int, tokens_per_s: float) -> FormatCheck:
+           changed: int, n: int, tokens_per_s: float, note: str = "") -> FormatCheck:
         return cls(label, engine, artefact, size, difference.after, difference.delta,
                    (float(difference.ci[0]), float(difference.ci[1])), difference.p_value,
-                   changed, n, tokens_per_s, difference.lower_is_better)
+                   changed, n, tokens_per_s, difference.lower_is_better, note)
 
     @property
     def drop(self) -> float:
@@ -104,6 +106,9 @@ class ExportCheck:
                 f"{f.ci[1]:+.2f}] | {f.changed}/{f.n} | {f.size_bytes / 2**20:.1f} MiB | "
                 f"{f.tokens_per_s:.1f} | {self.verdict(f)} |")
         lines = [head, "", *rows]
+        notes = [f"- {f.label}: {f.note}" for f in self.formats if f.note]
+        if notes:
+            lines += ["", *notes]
         if self.max_drop is not None:
             failed = self.failed()
             lines += ["", (f"FAILED: {', '.join(f.label for f in failed)} dropped more than "

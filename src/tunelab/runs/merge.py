@@ -31,9 +31,9 @@ def merged_model(method_name: str, model: torch.nn.Module) -> torch.nn.Module:
     """
     merged = get_method(method_name).merge(model)
     if merged is None:
-        raise TunelabError(f"method '{method_name}' cannot be merged into the base weights; "
-                           "use the run directory with its base model instead "
-                           "(tunelab.runs.run_dir.load_run_model)")
+        raise TunelabError(f"method '{method_name}' cannot be merged into the base weights (its "
+                           "trained part is not a weight of the base model); run it from the "
+                           "run directory instead: tunelab predict RUN --input FILE")
     extra, missing = state_dict_difference(merged)
     if extra or missing:
         raise TunelabError(f"method '{method_name}': the merged weights do not fit a plain "
@@ -53,18 +53,21 @@ def state_dict_difference(model: torch.nn.Module) -> tuple[list[str], list[str]]
     return sorted(ours - theirs), sorted(theirs - ours)
 
 
-def merge_run(run_dir: str | Path, out_dir: str | Path) -> Path:
-    """Load a run's model, merge its method into the base weights and save a plain model
-    directory (+ the run's tokenizer) to out_dir.
+def check_out_dir(out_dir: Path) -> None:
+    """--out must be new or empty: merge and export never overwrite."""
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise TunelabError(f"--out {out_dir}: exists and is not empty; choose a new directory "
+                           "(nothing is overwritten)")
+
+
+def merged_run_model(run_dir: str | Path) -> LoadedModel:
+    """A run's model with its method merged into plain transformers weights, frozen, in eval
+    mode, with the run's tokenizer: what `merge`, `export` and `serve` write or load.
 
     Raises:
         TunelabError: the run's method cannot merge (adapter, prompt, prefix).
     """
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise TunelabError(f"--out {out_dir}: exists and is not empty; choose a new directory "
-                           "(nothing is overwritten)")
-    method_name = read_config(run_dir).method["name"]
+    method_name = read_config(Path(run_dir)).method["name"]
     lm = load_run_model(run_dir)
     model = merged_model(method_name, lm.model)
     if not isinstance(model, PreTrainedModel):
@@ -73,11 +76,27 @@ def merge_run(run_dir: str | Path, out_dir: str | Path) -> Path:
                            "directory")
     for param in model.parameters():
         param.requires_grad_(False)
+    lm.model = model.eval()
+    tokenizer_dir = RunDir(Path(run_dir)).tokenizer
+    if tokenizer_dir.is_dir():
+        lm.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    return lm
+
+
+def merge_run(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """Save a run's merged model (`merged_run_model`) as a plain model directory (+ the run's
+    tokenizer) in out_dir.
+
+    Raises:
+        TunelabError: the run's method cannot merge (adapter, prompt, prefix).
+    """
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir)
+    lm = merged_run_model(run_dir)
+    assert isinstance(lm.model, PreTrainedModel)  # merged_run_model checked it
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out_dir))
-    tokenizer_dir = RunDir(run_dir).tokenizer
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir)) if tokenizer_dir.is_dir() else lm.tokenizer
-    tokenizer.save_pretrained(str(out_dir))
+    lm.model.save_pretrained(str(out_dir))
+    lm.tokenizer.save_pretrained(str(out_dir))
     return out_dir
 
 

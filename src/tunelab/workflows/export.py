@@ -25,23 +25,16 @@ from tunelab.config import RunConfig, TaskConfig
 from tunelab.core.errors import TunelabError
 from tunelab.data.training_tasks import run_task
 from tunelab.deploy.engines import TransformersEngine
-from tunelab.deploy.export_formats import ExportFormat, GgufFormat, folder_size, get_formats
-from tunelab.deploy.modelfile import write_modelfile
+from tunelab.deploy.export_formats import ExportFormat, folder_size, get_formats
 from tunelab.deploy.verify import ExportCheck, ExportDropError, FormatCheck, changed_predictions
 from tunelab.eval.compare import paired_difference
 from tunelab.eval.metrics import task_metrics
 from tunelab.eval.runner import EvalResult, evaluate_loaded, read_result, write_result
 from tunelab.models import LoadedModel
 from tunelab.runs import RunDir, System
-from tunelab.runs.merge import merged_model
+from tunelab.runs.merge import check_out_dir, merged_run_model
 
 EXPORT_JSON, EXPORT_MD, VERIFY = "export.json", "export.md", "verify"
-
-
-def check_out_dir(out_dir: Path) -> None:
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise TunelabError(f"--out {out_dir}: exists and is not empty; choose a new directory "
-                           "(nothing is overwritten)")
 
 
 def open_run(run_dir: str | Path) -> RunDir:
@@ -67,12 +60,7 @@ def export_run(run_dir: str | Path, format_name: str, out_dir: str | Path,
     check_out_dir(out)
     if max_drop is not None and max_drop < 0:
         raise TunelabError(f"--max-drop {max_drop}: give the points an artefact may lose (>= 0)")
-    lm = run.load_model()
-    model = merged_model(config.method["name"], lm.model)
-    if not isinstance(model, PreTrainedModel):
-        raise TunelabError(f"method '{config.method['name']}': the merged model is not a "
-                           "transformers model; it cannot be exported")
-    lm.model = model.eval()
+    lm = merged_run_model(run.root)
     tuned = _tuned_result(run, lm, task, limit)
     key = compared_key(formats[0].scored_task(task), tuned)
     prompts = [str(row.get("prompt", "")) for row in tuned.predictions]
@@ -130,8 +118,8 @@ def _export_one(export_format: ExportFormat, lm: LoadedModel, config: RunConfig,
                 prompts: list[str]) -> FormatCheck:
     """Write one artefact, score it with its engine, pair it with the fine-tune."""
     assert isinstance(lm.model, PreTrainedModel)
-    artefact = export_format.write(lm.model, lm.tokenizer, staging, config, prompts)
-    engine = export_format.engine(artefact, config)
+    written = export_format.write(lm.model, lm.tokenizer, staging, config, prompts)
+    engine = export_format.engine(written.path, config)
     try:
         result = export_format.score(engine, task, tuned)
         speed = engine.speed(prompts)
@@ -139,12 +127,12 @@ def _export_one(export_format: ExportFormat, lm: LoadedModel, config: RunConfig,
         engine.close()
     write_result(result, staging / VERIFY / export_format.system.slug)
     difference = paired_difference(export_format.scored_task(task), tuned, result, key)
-    check = FormatCheck.of(export_format.label, engine.name, str(artefact),
-                           folder_size(artefact), difference,
-                           changed_predictions(tuned, result), result.n, speed.tokens_per_s)
-    if isinstance(export_format, GgufFormat):
-        write_modelfile(artefact, lm.tokenizer, config.eval.generation,
-                        f"tunelab export of run {config.name} ({export_format.label}): {key} "
-                        f"{check.score:.2f} vs the fine-tune's {tuned.scores[key]:.2f} on "
-                        f"{tuned.n} test items")
+    check = FormatCheck.of(export_format.label, engine.name, str(written.path),
+                           folder_size(written.path), difference,
+                           changed_predictions(tuned, result), result.n, speed.tokens_per_s,
+                           written.note)
+    export_format.write_companions(
+        written.path, lm.tokenizer, config,
+        f"tunelab export of run {config.name} ({export_format.label}): {key} {check.score:.2f} "
+        f"vs the fine-tune's {tuned.scores[key]:.2f} on {tuned.n} test items")
     return check
