@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 __all__ = ["train", "evaluate", "evaluate_task", "evaluate_adapters", "compare_baselines",
            "evaluate_suite", "score", "format_scores", "quickstart", "sweep", "tune", "merge",
            "predict", "export", "serve", "data_inspect", "data_check", "data_fetch", "tasks_validate", "tasks_list", "harness", "robustness",
-           "bias", "perturbations_overview", "probes_overview", "compare", "ratings", "rate",
+           "bias", "generation_bias", "perturbations_overview", "probes_overview", "compare", "ratings", "rate",
            "build_report", "TunelabError"]
 
 from tunelab.core.errors import TunelabError
@@ -18,7 +18,7 @@ _API = ("train", "evaluate", "evaluate_task", "evaluate_adapters", "compare_base
         "evaluate_suite", "score", "format_scores", "quickstart", "sweep", "tune", "merge",
         "predict", "export", "serve", "data_inspect",
         "data_check", "data_fetch", "tasks_validate", "tasks_list", "harness", "robustness", "bias",
-        "perturbations_overview", "probes_overview", "compare", "ratings", "rate",
+        "generation_bias", "perturbations_overview", "probes_overview", "compare", "ratings", "rate",
         "build_report")
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
         evaluate_task,
         export,
         format_scores,
+        generation_bias,
         harness,
         merge,
         perturbations_overview,

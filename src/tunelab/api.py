@@ -19,6 +19,7 @@ from tunelab.deploy.predict import predict_file
 from tunelab.deploy.serve import serve as serve_on_engine
 from tunelab.deploy.verify import ExportCheck
 from tunelab.eval.datasets.fetch import FetchResult, fetch_bigbench
+from tunelab.eval.datasets.group_prompts import read_axes
 from tunelab.eval.output_types import get_output_type, load_for_task
 from tunelab.eval.runner import EvalResult, evaluate_loaded, write_result
 from tunelab.eval.scoring import format_scores, score
@@ -47,6 +48,12 @@ from tunelab.studies.error_analysis import (
     ComparisonReport,
     compare_tasks,
     export_errors,
+)
+from tunelab.studies.generation_bias import (
+    GenerationBiasReport,
+    GenerationProbe,
+    generation_systems,
+    run_generation_bias,
 )
 from tunelab.studies.pairing import compared_task, pair_evaluations
 from tunelab.studies.robustness import RobustnessReport, run_robustness
@@ -116,7 +123,7 @@ def evaluate_task(
         system = System.base(shots)
     result = evaluate_loaded(lm, task_config, system, shots=shots, limit=limit, items=items)
     if out_dir:
-        write_result(result, Path(out_dir))
+        write_result(result, Path(out_dir), task_config)  # remembers the task (compare)
     return result
 
 
@@ -148,7 +155,7 @@ def evaluate_adapters(
                                      items=items)
         results.append(result)
         if out_dir:
-            write_result(result, EvalDir(Path(out_dir) / (name or "base")))
+            write_result(result, EvalDir(Path(out_dir) / (name or "base")), task_config)
     return results
 
 
@@ -198,7 +205,7 @@ def evaluate_suite(
         result = evaluate_loaded(lm_task, task, system, shots=shots, limit=limit, items=items)
         results.append(result)
         if out_dir:
-            write_result(result, EvalDir(Path(out_dir) / task.name))
+            write_result(result, EvalDir(Path(out_dir) / task.name), task)
     return results
 
 
@@ -384,6 +391,35 @@ def bias(
                     out_dir=out_dir, bbq_categories=bbq_categories)
 
 
+def generation_bias(
+    task: str | TaskConfig | None = None,
+    groups: Sequence[str] | None = ("gender", "race", "religion"),
+    model: str | None = None,
+    adapters: Sequence[str | Path] = (),
+    base: bool = True,
+    samples: int = 3,
+    max_new_tokens: int = 24,
+    seed: int = 0,
+    group_prompts: str | Path | None = None,
+    out_dir: str | Path | None = None,
+) -> GenerationBiasReport:
+    """`tunelab bias --generation`: what the base model (raw, and in the task's template when a
+    task is known) and each adapter run write after prompts that name a group, scored for
+    sentiment, offensive language and hurtful words, per group with CIs, the gaps between
+    groups and each fine-tune against the base (see tunelab.studies.generation_bias).
+
+    Args:
+        groups: axes of the prompt file (None: all).
+        base: also the base model (False: the adapters only).
+        group_prompts: a prompt file of your own (default: tunelab's).
+    """
+    probe = GenerationProbe(tuple(read_axes(groups, group_prompts)), samples, max_new_tokens,
+                            seed)
+    check_eval_args(None, None, out_dir)
+    chosen = task_of(task, adapters) if task or adapters else None
+    return run_generation_bias(probe, chosen, generation_systems(model, adapters, base), out_dir)
+
+
 def perturbations_overview() -> str:
     """`tunelab robustness --list`: every perturbation and what it does."""
     return format_table(["perturbation", "what it does"],
@@ -404,23 +440,34 @@ def compare(
     export: str | Path | None = None,
     examples: int = 5,
     html: str | Path | None = None,
+    pass_at: float | None = None,
+    export_top: int | None = None,
 ) -> ComparisonReport:
     """`tunelab compare A B`: two evaluations of the same items (eval dirs, or runs: their
     fine-tuned evaluation, every task of a mixture), item by item (see tunelab.studies.error_analysis).
 
     Args:
-        task: the task that scored them (default: the run's own task, found from a
-            config.yaml beside the evaluation, else the built-in task of that name).
+        task: the task that scored them (default: the task the evaluation's metrics.json
+            records, as `tunelab eval --out` writes it; else the run's own task, found from a
+            config.yaml beside the evaluation; else the built-in task of that name).
         robustness: a `tunelab robustness --out` directory whose consistency.jsonl marks the
             items whose prediction changes under noise (default: a run's robustness/).
-        export: write the still-wrong and broken items here as training data (JSONL).
+        export: write B's errors here as training data (JSONL): the still-wrong and broken
+            items; for a graded score (ROUGE, BLEU, chrF, F1) with no `pass_at`, B's
+            `export_top` worst items (default: the worst quarter), worst first.
         html: write the comparison as a self-contained HTML page here.
+        pass_at: the line of right for a graded score, on its own scale (ROUGE-L 30); without
+            it graded items are ranked by their paired difference, not called right or wrong.
     """
     if html is not None and (Path(html).is_dir() or not Path(html).resolve().parent.is_dir()):
         raise TunelabError(f"--html {html}: give a file in an existing directory, e.g. "
                            "compare.html")
+    if export_top is not None and not export:
+        raise TunelabError(f"--export-top {export_top}: says how many items --export writes; "
+                           "add --export FILE or leave it out")
     pairs, tasks, labels = pair_evaluations(a, b, task, robustness)
-    report = compare_tasks(pairs, labels, examples=examples)
+    report = compare_tasks(pairs, labels, examples=examples, pass_at=pass_at,
+                           export_top=export_top)
     if export:
         export_errors(report, tasks, export)
     if html:

@@ -222,6 +222,23 @@ def _bias_args(commands: Commands) -> None:
                            "disability_status, gender_identity, nationality, "
                            "physical_appearance, race_ethnicity, religion, ses, "
                            "sexual_orientation)")
+    bias.add_argument("--generation", action="store_true",
+                      help="what each system writes about each group: open-ended prompts that "
+                           "name a group, scored for sentiment, offensive and hurtful words "
+                           "(instead of the counterfactual probes)")
+    bias.add_argument("--groups", default="gender,race,religion",
+                      help="--generation axes, comma-separated: gender, race, religion, "
+                           "profession, age, sexual_orientation or 'all' (default: "
+                           "gender,race,religion)")
+    bias.add_argument("--group-prompts", metavar="FILE",
+                      help="--generation prompts of your own (YAML shaped like tunelab's "
+                           "eval/datasets/group_prompts.yaml)")
+    bias.add_argument("--samples", type=int, default=3,
+                      help="--generation completions per prompt: 1 greedy + K-1 sampled "
+                           "(seeded; default 3)")
+    bias.add_argument("--max-new-tokens", type=int, default=24,
+                      help="--generation tokens per completion (default 24)")
+    bias.add_argument("--seed", type=int, default=0, help="--generation sampling seed")
 
 
 def _compare_args(commands: Commands) -> None:
@@ -231,15 +248,27 @@ def _compare_args(commands: Commands) -> None:
     compare.add_argument("a", help="the earlier evaluation: an eval dir or a run directory")
     compare.add_argument("b", help="the later evaluation: an eval dir or a run directory")
     compare.add_argument("--task", help="the task that scored them: a task name, YAML file or "
-                                        "run directory (default: the run's own, else the "
-                                        "built-in task of that name)")
+                                        "run directory (default: the one tunelab eval --out "
+                                        "recorded, else the run's own, else the built-in "
+                                        "task of that name)")
     compare.add_argument("--robustness", metavar="DIR",
                          help="a tunelab robustness --out directory: marks items whose "
                               "prediction changes under noise (default: a run's robustness/)")
+    compare.add_argument("--pass", dest="pass_at", type=float, metavar="X",
+                         help="graded scores (ROUGE, BLEU, chrF, F1): an item is right from "
+                              "score X on the scale scores print (ROUGE-L 30, not 0.3); then "
+                              "fixed/broken and McNemar. Without it such items are ranked by "
+                              "their score difference B - A (Wilcoxon, bootstrap CI)")
     compare.add_argument("--export", metavar="FILE",
-                         help="write the still-wrong and broken items as training data (JSONL)")
+                         help="write B's errors as training data (JSONL): the still-wrong and "
+                              "broken items; for a graded score without --pass, B's worst "
+                              "items (--export-top)")
+    compare.add_argument("--export-top", type=int, metavar="N",
+                         help="with --export on a graded score without --pass: B's N "
+                              "lowest-scoring items, worst first (default: the worst quarter)")
     compare.add_argument("--examples", type=int, default=5,
-                         help="examples shown per group (default 5)")
+                         help="examples shown per group, and the most improved / most "
+                              "worsened items shown (default 5)")
     compare.add_argument("--html", metavar="FILE",
                          help="also write the comparison as a self-contained HTML page")
     compare.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -477,6 +506,14 @@ def _bias(args: argparse.Namespace) -> int:
     if args.list:
         print(tunelab.probes_overview())
         return 0
+    if args.generation:
+        generated = tunelab.generation_bias(
+            args.task, _axes(args.groups), model=args.model, adapters=args.adapter,
+            base=bool(_baselines(args.baselines)), samples=args.samples,
+            max_new_tokens=args.max_new_tokens, seed=args.seed, group_prompts=args.group_prompts,
+            out_dir=args.out)
+        print(json.dumps(generated.to_json(), indent=1) if args.json else generated.table())
+        return 0
     report = tunelab.bias(
         args.task, args.probes, model=args.model, adapters=args.adapter,
         baselines=_baselines(args.baselines), shots=args.shots, limit=args.limit, bbq=args.bbq,
@@ -486,15 +523,22 @@ def _bias(args: argparse.Namespace) -> int:
     return 0
 
 
+def _axes(groups: str) -> list[str] | None:
+    """--groups: axis names, None for all."""
+    names = [g.strip() for g in groups.split(",") if g.strip()]
+    return None if names == ["all"] else names
+
+
 def _compare(args: argparse.Namespace) -> int:
     if args.examples < 0:
         raise TunelabError(f"--examples {args.examples}: must be 0 or more")
     report = tunelab.compare(args.a, args.b, task=args.task, robustness=args.robustness,
-                                  export=args.export, examples=args.examples, html=args.html)
+                             export=args.export, examples=args.examples, html=args.html,
+                             pass_at=args.pass_at, export_top=args.export_top)
     print(json.dumps(report.to_json(), indent=1, default=str) if args.json else report.table())
     if args.export:
-        written = sum(not i.b_right for i in report.items)
-        print(f"wrote {written} still-wrong and broken items to {args.export}", file=sys.stderr)
+        print(f"wrote {len(report.to_export())} of B's errors (still wrong, broken, or its "
+              f"worst-scored items) to {args.export}", file=sys.stderr)
     return 0
 
 

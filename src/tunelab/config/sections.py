@@ -461,7 +461,9 @@ class BiasConfig(Checked):
     """Counterfactual bias: the run's test items rewritten per demographic group (the probes),
     and optionally the BBQ-lite suite, scored before training and after."""
     section: typing.ClassVar[str] = "bias"
-    limits: typing.ClassVar[dict[str, Range]] = {"limit": COUNT, "bbq_limit": COUNT}
+    limits: typing.ClassVar[dict[str, Range]] = {"limit": COUNT, "bbq_limit": COUNT,
+                                                 "generation_samples": COUNT,
+                                                 "generation_max_new_tokens": COUNT}
 
     probes: list[str] = field(default_factory=list)
     """Counterfactual probe names (gender, names_gender, ...), or [all]. Empty: none."""
@@ -473,6 +475,14 @@ class BiasConfig(Checked):
     """BBQ items per category and context condition."""
     bbq_categories: list[str] = field(default_factory=list)
     """BBQ categories (age, disability_status, gender_identity, nationality, ...); empty: all 9."""
+    generation: list[str] = field(default_factory=list)
+    """What the model writes about each group (tunelab bias --generation): prompt axes
+    (gender, race, religion, profession, age, sexual_orientation) or [all]. Empty: none."""
+    generation_samples: int = 3
+    """Completions per prompt: 1 greedy + the rest sampled (seeded)."""
+    generation_max_new_tokens: int = 24
+    generation_prompts: str | None = None
+    """A prompt file of your own (YAML shaped like tunelab's group_prompts.yaml)."""
 
 
 @dataclass

@@ -29,7 +29,7 @@ from tunelab.deploy.gguf_file import Quant, get_quant, write_gguf
 from tunelab.deploy.modelfile import write_modelfile
 from tunelab.eval.metrics import MetricInput, metric_class
 from tunelab.eval.output_types import Outputs, get_output_type
-from tunelab.eval.runner import EvalResult, evaluate_loaded, score_outputs
+from tunelab.eval.runner import EvalResult, evaluate_loaded, score_harm, score_outputs
 from tunelab.models import load_model
 from tunelab.models.kinds import CAUSAL, get_kind
 from tunelab.runs import System
@@ -171,7 +171,8 @@ class GgufFormat(ExportFormat):
         gen = task.eval.generation
         prompts = [str(row["prompt"]) for row in tuned.predictions]
         predictions = engine.generate(prompts, gen, desc=self.label)
-        rows = [{**{k: v for k, v in row.items() if k not in ("items", "hit_max_new_tokens")},
+        stale = ("items", "hit_max_new_tokens", "harm")  # the transformers model's
+        rows = [{**{k: v for k, v in row.items() if k not in stale},
                  "prediction": prediction} for row, prediction in zip(
                      tuned.predictions, predictions, strict=True)]
         references = [row["reference"] for row in tuned.predictions]
@@ -180,7 +181,8 @@ class GgufFormat(ExportFormat):
         return EvalResult(task=task.name, system=self.system, shots=tuned.shots, n=len(rows),
                           scores=scores, ci=cis, signatures=signatures,
                           mean_context_tokens=tuned.mean_context_tokens, predictions=rows,
-                          items=items, output_type=task.output_type)
+                          items=items, output_type=task.output_type,
+                          harm=score_harm(task, outputs))
 
 
 def get_formats(name: str, quants: str | None) -> list[ExportFormat]:

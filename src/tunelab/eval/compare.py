@@ -7,13 +7,18 @@ to the first task metric that produces it (`scored_by`); the difference gets a p
 bootstrap over the items both results scored (1000 resamples, seed 0), giving its confidence
 interval and the p-value that the second result is not better. Item by item (`item_scores`),
 each item has its own score under the metric (0-100) and counts as right from the metric's
-`right_at`; robustness's worst case and the error analysis between iterations read those.
+`right_at`; robustness's worst case and the error analysis between iterations read those. A
+graded score (`Metric.continuous_items`: ROUGE, BLEU, ...) is right only from a line the user
+sets (`ItemScores.judged`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
 
 from tunelab.config import TaskConfig
 from tunelab.core.errors import TunelabError
@@ -113,6 +118,20 @@ class ItemScores:
     right_at: float | None
     """Threshold of a right item (None: the metric has no notion of right, e.g. perplexity)."""
     lower_is_better: bool
+    continuous: bool = False
+    """Whether an item's score is graded (ROUGE, BLEU, ...: `Metric.continuous_items`), so
+    `right_at` is a default line rather than the metric's own notion of right."""
+
+    def judged(self, pass_at: float | None) -> list[bool] | None:
+        """Right or wrong per item as the user would call it: a graded score from the line the
+        user set (`pass_at`; None when none was set: no line anyone chose), any other score
+        from the metric's own notion of right (`pass_at` must then be None)."""
+        if not self.continuous:
+            return self.right()
+        if pass_at is None:
+            return None
+        return ItemScores(self.key, self.metric, self.values, pass_at, self.lower_is_better,
+                          True).right()
 
     def right(self) -> list[bool]:
         """Which items are right (score >= right_at, or <= for a lower-is-better score)."""
@@ -137,4 +156,31 @@ def item_scores(task: TaskConfig, result: EvalResult, key: str | None = None,
     item_key = key if key in metric.item_keys or not metric.item_keys else metric.item_keys[0]
     values = [float(metric.aggregate([item])[item_key]) for item in result.items[name]]
     return ItemScores(item_key, name, values, metric.right_at if right_at is None else right_at,
-                      item_key in metric.lower_is_better)
+                      item_key in metric.lower_is_better, metric.continuous_items)
+
+
+@dataclass(frozen=True)
+class PairedValues:
+    """Two systems' values on the same items (ratings, per-item scores): the mean change
+    b - a with a seeded percentile bootstrap CI and the Wilcoxon signed-rank test."""
+
+    n: int
+    delta: float
+    """mean(b - a) over the items both were rated on."""
+    ci: tuple[float, float]
+    bootstrap_p: float
+    """One-sided: the share of resamples where b is not better."""
+    wilcoxon_p: float
+    """Two-sided Wilcoxon signed-rank (zero differences dropped); 1.0 when all are zero."""
+
+
+def paired_values(a: Sequence[float], b: Sequence[float], resamples: int = 1000,
+                   seed: int = 0) -> PairedValues:
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    d = y - x
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), (resamples, len(d)))].mean(axis=1)
+    wilcoxon = 1.0 if not np.any(d) else float(stats.wilcoxon(x, y).pvalue)
+    return PairedValues(len(d), float(d.mean()),
+                         (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))),
+                         float(np.mean(means <= 0)), wilcoxon)

@@ -108,6 +108,7 @@ class Perplexity:
     reads: ClassVar[MetricInput] = MetricInput.NLL_TOKENS
     item_keys: ClassVar[tuple[str, ...]] = ()
     right_at: ClassVar[float | None] = None
+    continuous_items: ClassVar[bool] = True
 
     @classmethod
     def from_task(cls, task: TaskConfig) -> Perplexity:

@@ -87,6 +87,12 @@ class Metric(Protocol):
     right_at: ClassVar[float | None]
     """The one-item score (0-100) from which an item counts as right (100: exactly right;
     50 for overlap scores such as ROUGE or token F1); None: no notion of right (perplexity)."""
+    continuous_items: ClassVar[bool]
+    """Whether one item's score is graded on a scale (ROUGE, BLEU, chrF, token F1, perplexity)
+    rather than right or wrong (accuracy, exact match: 0 or 100). A graded score has no line
+    of right that everyone would choose (`right_at` is a default, not a fact), so
+    `tunelab compare` ranks its items by the paired score difference unless the user sets
+    one (`--pass`)."""
 
     @classmethod
     def from_task(cls, task: TaskConfig) -> Metric:

@@ -40,6 +40,7 @@ class Accuracy:
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
     reads: ClassVar[MetricInput] = MetricInput.TEXT
     right_at: ClassVar[float | None] = 100.0
+    continuous_items: ClassVar[bool] = False
     item_keys: ClassVar[tuple[str, ...]] = ("accuracy",)
 
     @classmethod
@@ -75,6 +76,7 @@ class Classification:
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
     reads: ClassVar[MetricInput] = MetricInput.TEXT
     right_at: ClassVar[float | None] = 100.0
+    continuous_items: ClassVar[bool] = False
     item_keys: ClassVar[tuple[str, ...]] = ("accuracy",)
 
     @classmethod

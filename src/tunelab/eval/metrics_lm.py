@@ -50,6 +50,7 @@ class MultipleChoice:
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
     reads: ClassVar[MetricInput] = MetricInput.CHOICE_LOGPROBS
     right_at: ClassVar[float | None] = 100.0
+    continuous_items: ClassVar[bool] = False
     item_keys: ClassVar[tuple[str, ...]] = ("acc", "acc_norm")
 
     @classmethod
@@ -105,6 +106,7 @@ class BitsPerByte:
     reads: ClassVar[MetricInput] = MetricInput.NLL_BYTES
     item_keys: ClassVar[tuple[str, ...]] = ()
     right_at: ClassVar[float | None] = None
+    continuous_items: ClassVar[bool] = True
 
     @classmethod
     def from_task(cls, task: TaskConfig) -> BitsPerByte:
@@ -134,6 +136,7 @@ class WordPerplexity:
     reads: ClassVar[MetricInput] = MetricInput.NLL_WORDS
     item_keys: ClassVar[tuple[str, ...]] = ()
     right_at: ClassVar[float | None] = None
+    continuous_items: ClassVar[bool] = True
 
     @classmethod
     def from_task(cls, task: TaskConfig) -> WordPerplexity:

@@ -56,6 +56,7 @@ class Rouge:
     reads: ClassVar[MetricInput] = MetricInput.TEXT
     item_keys: ClassVar[tuple[str, ...]] = ROUGE_TYPES
     right_at: ClassVar[float | None] = 50.0
+    continuous_items: ClassVar[bool] = True
     _scorer: rouge_scorer.RougeScorer = field(init=False, repr=False, compare=False)
 
     @classmethod
@@ -109,6 +110,7 @@ class _SacrebleuMetric(Generic[SacrebleuT]):
     reads: ClassVar[MetricInput] = MetricInput.TEXT
     item_keys: ClassVar[tuple[str, ...]] = ()
     right_at: ClassVar[float | None] = 50.0
+    continuous_items: ClassVar[bool] = True
     _sb: SacrebleuT
     _nrefs_seen: set[int]
 
@@ -260,6 +262,7 @@ class ExactMatch:
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
     reads: ClassVar[MetricInput] = MetricInput.TEXT
     right_at: ClassVar[float | None] = 100.0
+    continuous_items: ClassVar[bool] = False
     item_keys: ClassVar[tuple[str, ...]] = ("exact_match",)
 
     @classmethod
@@ -290,6 +293,7 @@ class TokenF1:
     reads: ClassVar[MetricInput] = MetricInput.TEXT
     item_keys: ClassVar[tuple[str, ...]] = ("f1",)
     right_at: ClassVar[float | None] = 50.0
+    continuous_items: ClassVar[bool] = True
 
     @classmethod
     def from_task(cls, task: TaskConfig) -> TokenF1:

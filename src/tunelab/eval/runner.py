@@ -19,6 +19,7 @@ from typing import Any
 from tunelab.config import TaskConfig
 from tunelab.core.errors import TunelabError
 from tunelab.data import Record
+from tunelab.eval.harm import HarmRates, harm_flags
 from tunelab.eval.metrics import bootstrap_ci, task_metrics
 from tunelab.eval.output_types import (
     Framing,
@@ -39,8 +40,8 @@ PredictionRow = dict[str, Any]  # Any: JSON values whose fields vary by output t
 """One item of predictions.jsonl: index, input, reference, prediction, items (per-metric
 values) and what the output type adds (choices, hit_max_new_tokens, ...)."""
 
-__all__ = ["EvalResult", "context_limit", "evaluate_loaded", "evaluate_records", "evaluate_shared", "score_outputs",
-           "write_result"]
+__all__ = ["EvalResult", "context_limit", "evaluate_loaded", "evaluate_records", "evaluate_shared",
+           "score_harm", "score_outputs", "write_result"]
 
 
 @dataclass
@@ -66,6 +67,8 @@ class EvalResult:
     """Mean tokens the in-context examples take per prompt."""
     truncated: int = 0
     """Prompts cut from the left because even without shots they overflowed the context."""
+    harm: HarmRates | None = None
+    """The share of predictions flagged offensive / hurtful (eval/harm.py): free text only."""
 
     def summary(self) -> dict[str, object]:
         data = asdict(self)
@@ -73,6 +76,7 @@ class EvalResult:
         data.pop("items")
         data["system"] = self.system.label
         data["system_id"] = self.system.to_json()
+        data["harm"] = self.harm.to_json() if self.harm else None
         return data
 
 
@@ -125,8 +129,20 @@ def _result(lm: LoadedModel, task: TaskConfig, n: int, outputs: Outputs, shots: 
         dropped_shots=outputs.dropped_shots, seconds=time.perf_counter() - start,
         predictions=outputs.rows, items=items, output_type=task.output_type,
         mean_shot_tokens=sum(outputs.shot_tokens) / max(len(outputs.shot_tokens), 1),
-        truncated=outputs.truncated,
+        truncated=outputs.truncated, harm=score_harm(task, outputs),
     )
+
+
+def score_harm(task: TaskConfig, outputs: Outputs) -> HarmRates | None:
+    """The harm rates of the text the model wrote, each row marked with its flags ("harm":
+    ["offensive"]); None when the output type gives a choice or a label, or nothing was
+    generated."""
+    if not outputs.rows or not get_output_type(task.output_type).writes_text(task):
+        return None
+    flagged = harm_flags([str(p) for p in outputs.predictions])
+    for row, flags in zip(outputs.rows, flagged, strict=True):
+        row["harm"] = flags
+    return HarmRates.of(flagged)
 
 
 def evaluate_loaded(
@@ -227,8 +243,9 @@ def read_result(out_dir: str | Path | EvalDir) -> EvalResult:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise TunelabError(f"{folder}: unreadable metrics.json or predictions.jsonl ({err}); "
                            "evaluate again") from None
-    known = {f.name for f in fields(EvalResult)} - {"predictions", "items", "system"}
+    known = {f.name for f in fields(EvalResult)} - {"predictions", "items", "system", "harm"}
     result = EvalResult(system=System.from_json(summary.get("system_id"), summary["system"]),
+                        harm=HarmRates.from_json(summary.get("harm")),
                         **{k: v for k, v in summary.items() if k in known})
     result.predictions = rows
     names = list(rows[0].get("items", {})) if rows else []
@@ -239,11 +256,21 @@ def read_result(out_dir: str | Path | EvalDir) -> EvalResult:
     return result
 
 
-def write_result(result: EvalResult, out_dir: Path | EvalDir) -> None:
-    """metrics.json (aggregates, CIs, signatures) + predictions.jsonl (per example)."""
+TASK_CONFIG = "task_config"
+"""metrics.json's record of the task that scored it (`write_result(..., task)`)."""
+
+
+def write_result(result: EvalResult, out_dir: Path | EvalDir, task: TaskConfig | None = None
+                 ) -> None:
+    """metrics.json (aggregates, CIs, signatures) + predictions.jsonl (per example). With
+    `task`, metrics.json also records the task that scored it (under TASK_CONFIG), so a later
+    `tunelab compare` needs no --task (a task from a run is named after the run)."""
     where = out_dir if isinstance(out_dir, EvalDir) else EvalDir(Path(out_dir))
     where.root.mkdir(parents=True, exist_ok=True)
-    where.metrics.write_text(json.dumps(result.summary(), indent=1, default=str))
+    summary = result.summary()
+    if task is not None:
+        summary[TASK_CONFIG] = asdict(task)
+    where.metrics.write_text(json.dumps(summary, indent=1, default=str))
     with where.predictions.open("w") as handle:
         for row in result.predictions:
             handle.write(json.dumps(row, default=str) + "\n")

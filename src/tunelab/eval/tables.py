@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tunelab.eval.harm import HarmRates
 from tunelab.eval.runner import EvalResult
 
 
@@ -49,22 +50,30 @@ def shown_keys(scores: dict[str, float], limit: int = 8) -> list[str]:
 
 def results_table(results: Sequence[EvalResult], keys: Sequence[str], markdown: bool = False,
                   task_column: bool = False) -> str:
-    """One row per system: scores with 95% CIs, mean prompt tokens and the tokens shots use."""
+    """One row per system: scores with 95% CIs, mean prompt tokens and the tokens shots use;
+    the share of harmful outputs when some system wrote free text (eval/harm.py)."""
+    harm = any(r.harm for r in results)
     headers = [*(["task"] if task_column else []), "system", "shots", "n",
-               *[f"{k} [95% CI]" for k in keys], "context tokens", "shot tokens"]
+               *[f"{k} [95% CI]" for k in keys], "context tokens", "shot tokens",
+               *([HarmRates.header()] if harm else [])]
     rows = [[*([r.task] if task_column else []), r.system.label, r.shots, r.n,
              *[with_ci(r, k) for k in keys], f"{r.mean_context_tokens:.0f}",
-             f"{r.mean_shot_tokens:.0f}" + (f" ({r.dropped_shots} dropped)" if r.dropped_shots else "")]
+             f"{r.mean_shot_tokens:.0f}" + (f" ({r.dropped_shots} dropped)" if r.dropped_shots else ""),
+             *([r.harm.cell() if r.harm else "-"] if harm else [])]
             for r in results]
     return format_table(headers, rows, markdown)
 
 
 def suite_table(results: Sequence[EvalResult], markdown: bool = False) -> str:
-    """One row per task of a suite: its headline score with a 95% CI."""
+    """One row per task of a suite: its headline score with a 95% CI (and the share of
+    harmful outputs when some task wrote free text)."""
+    harm = any(r.harm for r in results)
     rows = []
     for r in results:
         key = shown_keys(r.scores, 1)[0]
         rows.append([r.task, r.output_type, r.system.label, r.n, key, with_ci(r, key),
-                     f"{r.mean_context_tokens:.0f}", f"{r.mean_shot_tokens:.0f}"])
+                     f"{r.mean_context_tokens:.0f}", f"{r.mean_shot_tokens:.0f}",
+                     *([r.harm.cell() if r.harm else "-"] if harm else [])])
     return format_table(["task", "output type", "system", "n", "score", "value [95% CI]",
-                         "context tokens", "shot tokens"], rows, markdown)
+                         "context tokens", "shot tokens", *([HarmRates.header()] if harm else [])],
+                        rows, markdown)

@@ -14,7 +14,6 @@ systems, pairwise strengths, and whether an automatic metric ranks items as rate
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 import krippendorff
@@ -68,30 +67,6 @@ def mean_ci(values: Sequence[float], resamples: int = 1000, seed: int = 0
     rng = np.random.default_rng(seed)
     means = x[rng.integers(0, len(x), (resamples, len(x)))].mean(axis=1)
     return float(x.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
-
-
-@dataclass(frozen=True)
-class PairedRatings:
-    n: int
-    delta: float
-    """mean(b - a) over the items both were rated on."""
-    ci: tuple[float, float]
-    bootstrap_p: float
-    """One-sided: the share of resamples where b is not better."""
-    wilcoxon_p: float
-    """Two-sided Wilcoxon signed-rank (zero differences dropped); 1.0 when all are zero."""
-
-
-def paired_ratings(a: Sequence[float], b: Sequence[float], resamples: int = 1000,
-                   seed: int = 0) -> PairedRatings:
-    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    d = y - x
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, len(d), (resamples, len(d)))].mean(axis=1)
-    wilcoxon = 1.0 if not np.any(d) else float(stats.wilcoxon(x, y).pvalue)
-    return PairedRatings(len(d), float(d.mean()),
-                         (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))),
-                         float(np.mean(means <= 0)), wilcoxon)
 
 
 def bradley_terry(judgements: Sequence[tuple[str, str, int]], iterations: int = 500,

@@ -21,6 +21,7 @@ import numpy as np
 from tunelab.config import TaskConfig
 from tunelab.core.errors import TunelabError
 from tunelab.eval.compare import item_scores
+from tunelab.eval.compare import paired_values as paired_ratings
 from tunelab.eval.metrics import task_metrics
 from tunelab.eval.runner import EvalResult
 from tunelab.eval.tables import format_table
@@ -28,7 +29,6 @@ from tunelab.human.agreement import (
     bradley_terry,
     krippendorff_alpha,
     mean_ci,
-    paired_ratings,
     rank_correlations,
     weighted_kappa,
 )

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunelab.eval.compare import Comparison
+from tunelab.eval.harm import HARM_SCORERS, HarmRates
 from tunelab.eval.runner import EvalResult
 from tunelab.eval.tables import format_table, results_table, shown_keys
 from tunelab.runs import RunDir
@@ -31,6 +32,15 @@ def examples_table(results: Sequence[EvalResult], count: int, markdown: bool = T
     return format_table(headers, rows, markdown)
 
 
+def harm_note(results: Sequence[EvalResult]) -> list[str]:
+    """What the harm column of a results table counts (no lines when it has none)."""
+    if not any(r.harm for r in results):
+        return []
+    scorers = ", ".join(f"{s.flag_name} ({s.description})" for s in HARM_SCORERS)
+    return [f"{HarmRates.header()}: percent of the outputs each scorer flags: {scorers}; "
+            "see eval/harm.py.", ""]
+
+
 def _short(text: str, width: int) -> str:
     flat = " ".join(str(text).split()).replace("|", "\\|")
     return flat if len(flat) <= width else flat[: width - 1] + "…"
@@ -51,7 +61,8 @@ def write_report(
     lines = [f"# {title}", ""]
     lines += ["## Setup", ""]
     lines += [f"- {k}: {v}" for k, v in summary.items()]
-    lines += ["", "## Results on the held-out test split", "", results_table(results, keys, True), ""]
+    lines += ["", "## Results on the held-out test split", "", results_table(results, keys, True), "",
+              *harm_note(results)]
     if comparison:
         lines += [comparison.sentence(), ""]
     lines += ["Metric signatures:", ""]
@@ -82,10 +93,11 @@ def write_run_report(run: RunDir, config: RunConfig,
     lines += ["", "## Evaluations during training", "", _curve_table(run), ""]
     if evaluation is not None:
         lines += ["## Test split", "", results_table([evaluation], shown_keys(evaluation.scores),
-                                                     True), ""]
+                                                     True), "", *harm_note([evaluation])]
     for name, result in task_evaluations.items():
         lines += [f"## Test split: {name}", "",
-                  results_table([result], shown_keys(result.scores), True), ""]
+                  results_table([result], shown_keys(result.scores), True), "",
+                  *harm_note([result])]
     if retention_rows:
         retention = summary.get("retention", {})
         limit = retention.get("max_forgetting")

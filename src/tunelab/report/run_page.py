@@ -28,6 +28,7 @@ from tunelab.eval.runner import EvalResult
 from tunelab.human import RatingStore
 from tunelab.human.report import ratings_report
 from tunelab.human.session import system_results
+from tunelab.report.bias_section import BiasSection
 from tunelab.report.data_report import data_check_section
 from tunelab.report.html import (
     Block,
@@ -47,6 +48,7 @@ from tunelab.report.html import (
 from tunelab.report.sweep_table import sweep_columns
 from tunelab.report.tune_page import tune_page
 from tunelab.runs import EvalDir, RunDir, SweepDir, TuneDir, ratings_file, report_html
+from tunelab.studies.comparison_report import clip, shift_cells
 from tunelab.studies.error_analysis import (
     ComparisonReport,
     compare_results,
@@ -277,26 +279,58 @@ class Robustness:
 
 
 def comparison_blocks(report: ComparisonReport) -> list[Block]:
-    counts = report.counts()
-    blocks: list[Block] = [Text(report.headline()),
-                         Table(["fixed", "broken", "still wrong", "still right", "exact McNemar p"],
-                               [[counts["fixed"], counts["broken"], counts["still wrong"],
-                                 counts["still right"], f"{report.p_value:.4f}"]])]
-    shown = [c for c in report.categories if c.a_errors or c.b_errors]
+    """Transitions (judged items), the graded scores' shift and their most improved and most
+    worsened items, error categories and slices."""
+    blocks: list[Block] = [Text(line) for line in report.headlines()]
+    if report.judged:
+        counts = report.counts()
+        blocks.append(Table(["fixed", "broken", "still wrong", "still right", "exact McNemar p"],
+                            [[counts["fixed"], counts["broken"], counts["still wrong"],
+                              counts["still right"], f"{report.p_value:.4f}"]],
+                            f"right by {report.line()}"))
+    if report.shift is not None:
+        s = report.shift
+        blocks.append(Table(["items", f"{report.a_name} mean", f"{report.b_name} mean",
+                             "difference B - A [95% CI]", "improved", "worsened", "unchanged",
+                             "Wilcoxon p"],
+                            [[s.n, f"{s.a_mean:.1f}", f"{s.b_mean:.1f}",
+                              f"{s.mean_difference:+.2f} [{s.ci[0]:+.2f}, {s.ci[1]:+.2f}]",
+                              s.improved, s.worsened, s.unchanged, f"{s.wilcoxon_p:.4f}"]],
+                            f"{report.key} per item"))
+        for title, chosen in (("most improved", report.most_improved()),
+                              ("most worsened", report.most_worsened())):
+            if chosen:
+                blocks.append(Table(["#", "input", report.a_name, report.b_name, "A", "B",
+                                     "B - A"],
+                                    [[i.index, clip(i.input), clip(i.a), clip(i.b),
+                                      f"{i.a_score:.1f}", f"{i.b_score:.1f}",
+                                      f"{i.difference:+.1f}"] for i in chosen], title))
+    among_wrong = bool(report.judged)
+    shown = [c for c in report.categories
+             if (c.a_errors or c.b_errors if among_wrong else c.a_all or c.b_all)]
     if shown:
+        what = "wrong predictions" if among_wrong else "predictions"
         blocks.append(grouped_bars([c.category for c in shown],
-                                   [(report.a_name, [c.a_errors for c in shown]),
-                                    (report.b_name, [c.b_errors for c in shown])],
-                                   "wrong predictions", "error categories"))
+                                   [(report.a_name, [c.a_errors if among_wrong else c.a_all
+                                                     for c in shown]),
+                                    (report.b_name, [c.b_errors if among_wrong else c.b_all
+                                                     for c in shown])],
+                                   what, "error categories"))
         blocks.append(Table(["category", "what it counts", report.a_name, report.b_name],
-                            [[c.category, c.description, c.a_errors, c.b_errors]
-                             for c in report.categories]))
+                            [[c.category, c.description,
+                              c.a_errors if among_wrong else c.a_all,
+                              c.b_errors if among_wrong else c.b_all]
+                             for c in report.categories], f"among {what}"))
     if report.slices:
         blocks.append(Table(["slice", "value", "n", f"{report.a_name} right %",
                              f"{report.b_name} right %", "fixed", "broken", "p"],
                             [[s.slice, s.value, s.n, f"{s.a_right:.1f}", f"{s.b_right:.1f}",
                               s.fixed, s.broken, f"{s.p_value:.3f}"] for s in report.slices],
                             "slices"))
+    if report.shift_slices:
+        blocks.append(Table(["slice", "value", "n", report.a_name, report.b_name,
+                             "difference [95% CI]", "improved", "worsened", "Wilcoxon p"],
+                            shift_cells(report.shift_slices), f"slices (mean {report.key})"))
     return blocks
 
 
@@ -368,7 +402,7 @@ def example_block(results: Sequence[EvalResult], report: ComparisonReport | None
     for row in first.predictions[:MAX_EXAMPLES]:
         key = row_key(row)
         item = paired.get(key)
-        item_tags = [item.transition, *item.b_errors] if item is not None else []
+        item_tags = [item.outcome, *item.b_errors] if item is not None else []
         tags.update(item_tags)
         rows.append({"key": key, "input": str(row.get("input", "")),
                      "reference": reference_text(row.get("reference", "")),
@@ -391,7 +425,7 @@ class ExampleTable:
 
 
 SECTIONS = (Overview(), DataCheckSection(), Training(), Forgetting(), Baselines(), Confusion(), Robustness(),
-            ErrorAnalysis(), Ratings(), ExampleTable())
+            BiasSection(), ErrorAnalysis(), Ratings(), ExampleTable())
 
 
 # ---- pages -------------------------------------------------------------------------------

@@ -144,6 +144,6 @@ def run_baselines(
     if out_dir:
         files = StudyFiles(Path(out_dir), "comparison")
         for result in results:
-            write_result(result, files.system_eval(result.system))
+            write_result(result, files.system_eval(result.system), task)
         files.json.write_text(json.dumps(report.to_json(), indent=1, default=str))
     return report

@@ -31,6 +31,7 @@ from tunelab.data.transforms.counterfactual import (
 )
 from tunelab.eval.compare import paired_difference, primary_key
 from tunelab.eval.datasets.bbq import BBQItem, BBQScore, bbq_items, bbq_scores, bbq_task
+from tunelab.eval.datasets.group_prompts import read_axes
 from tunelab.eval.output_types import Framing, input_text
 from tunelab.eval.runner import (
     EvalResult,
@@ -43,6 +44,15 @@ from tunelab.eval.tables import format_table
 from tunelab.models import LoadedModel
 from tunelab.runs import RunDir, StudyFiles, System
 from tunelab.studies.baselines import each_system, system_groups
+from tunelab.studies.generation_bias import (
+    Completion,
+    GenerationBiasReport,
+    GenerationProbe,
+    complete,
+    framings,
+    summarise,
+    write_completions,
+)
 from tunelab.studies.robustness import changed_predictions
 
 
@@ -169,6 +179,10 @@ class BiasReport:
     bbq: list[BBQRow] = field(default_factory=list)
     skipped_bbq: list[str] = field(default_factory=list)
     """Systems BBQ could not score (a classifier head has no language model to choose)."""
+    generation: GenerationBiasReport | None = None
+    """What each system writes about each group (the `bias.generation` axes)."""
+    completions: list[Completion] = field(default_factory=list, repr=False)
+    """The generation probe's completions, until `RunBias.finish` summarises both systems."""
 
     def table(self, markdown: bool = False) -> str:
         lines = [f"{self.task}: counterfactual probes (same items, only the demographic terms "
@@ -201,12 +215,15 @@ class BiasReport:
         if self.skipped_bbq:
             lines.append(f"BBQ-lite not scored for {', '.join(self.skipped_bbq)}: a "
                          "classification head cannot choose between free-text answers")
+        if self.generation is not None:
+            lines += ["", self.generation.table(markdown)]
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, object]:
         return {"task": self.task,
                 "probes": [dict(asdict(r), largest_gap=r.largest_gap) for r in self.rows],
-                "bbq": [asdict(b) for b in self.bbq], "skipped_bbq": self.skipped_bbq}
+                "bbq": [asdict(b) for b in self.bbq], "skipped_bbq": self.skipped_bbq,
+                "generation": self.generation.to_json() if self.generation else None}
 
 
 def run_bias(
@@ -264,12 +281,18 @@ class RunBias:
     """None: a multi-task run (no single test split; BBQ-lite only, no probes)."""
     items: list[ProbeItems]
     bbq: list[BBQItem]
+    generation: GenerationProbe | None = None
 
     @classmethod
     def of(cls, config: BiasConfig, task: TaskConfig | None) -> RunBias | None:
         """The block's plan, read and checked before any model loads (None: no block)."""
-        if not config.probes and not config.bbq:
+        if not config.probes and not config.bbq and not config.generation:
             return None
+        axes = [] if config.generation == ["all"] else config.generation
+        generation = GenerationProbe(
+            tuple(read_axes(axes or None, config.generation_prompts, "bias.generation")),
+            config.generation_samples, config.generation_max_new_tokens,
+        ) if config.generation else None
         probes = parse_probes(config.probes, "bias.probes") if config.probes else []
         if probes and task is None:
             raise TunelabError("bias.probes: a multi-task run has no single test split; run "
@@ -277,7 +300,7 @@ class RunBias:
         records = task_items(task, config.limit)[0] if probes and task is not None else []
         return cls(task, probe_items(records, probes),
                    bbq_items(config.bbq_categories or None, limit=config.bbq_limit)
-                   if config.bbq else [])
+                   if config.bbq else [], generation)
 
     def score(self, lm: LoadedModel, system: System) -> BiasReport:
         rows = score_probes(lm, self.task, self.items, system)[0] if self.task is not None else []
@@ -287,6 +310,10 @@ class RunBias:
                 report.bbq = score_bbq(lm, self.bbq, system)
             else:
                 report.skipped_bbq.append(system.label)
+        if self.generation is not None and lm.kind.has_lm_head:
+            name = "base" if system.is_base else system.label
+            for framing in framings(self.task):
+                report.completions += complete(lm, self.generation, framing, name)
         return report
 
     def finish(self, before: BiasReport, after: BiasReport, run: RunDir,
@@ -294,11 +321,21 @@ class RunBias:
         """bias.json / bias.md with both systems, and the summary's line."""
         both = BiasReport(after.task, before.rows + after.rows, before.bbq + after.bbq,
                           before.skipped_bbq + after.skipped_bbq)
+        if self.generation is not None and after.completions:
+            tuned = [c.system for c in after.completions[:1]]
+            both.generation = summarise(before.completions + after.completions,
+                                        self.generation.axes, self.generation.samples, tuned)
+            write_completions(before.completions + after.completions,
+                              run.root / "bias_completions.jsonl")
         run.bias.write(both.to_json(), f"# Bias: {both.task}\n\n{both.table(markdown=True)}\n")
         summary["bias"] = {
             "flip_rate": {f"{r.system} / {r.probe}": r.flip_rate for r in both.rows if r.n},
             "bbq_bias_ambig": {f"{b.system} / {b.category}": b.score.bias_ambig
                                for b in both.bbq if b.category == "all"}}
+        if both.generation is not None:
+            summary["bias"]["generation_largest_gap"] = {
+                f"{g.system} ({g.framing}) / {g.axis} / {g.measure}": g.largest
+                for g in both.generation.gaps}
         print("bias (before -> after training):")
         print(both.table())
         return both

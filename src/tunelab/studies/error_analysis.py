@@ -7,8 +7,13 @@
     examples per group -> `--export`: the still-wrong and broken items in the training data's
     own columns, for the next iteration's data.
 
-"Right" is the task metric's own per-item notion (`item_scores(...).right()`: a label's exact
-match, ROUGE-L >= 50, ...), so a comparison means what the task's score means.
+"Right" is the task metric's own per-item notion (`item_scores(...).judged()`: a label's exact
+match), so a comparison means what the task's score means. A graded score (ROUGE, BLEU, chrF,
+token F1: `Metric.continuous_items`) has no line of right anyone chose: its items are ranked
+by the paired difference B - A instead (score_shift.py: most improved, most worsened, the
+mean difference with a bootstrap CI, the Wilcoxon signed-rank test) and `--export` writes B's
+worst items; a line the user sets (`--pass X`, on the score's own scale) brings back the
+transitions above.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tunelab.config import TaskConfig
@@ -26,8 +31,19 @@ from tunelab.core.labels import normalize_label
 from tunelab.eval.compare import item_scores
 from tunelab.eval.output_types import get_output_type
 from tunelab.eval.runner import EvalResult, PredictionRow, read_result
-from tunelab.eval.tables import format_table
 from tunelab.runs import EvalDir, RunDir, StudyFiles, System
+from tunelab.studies.comparison_report import (
+    TRANSITIONS,
+    CategoryRow,
+    ComparisonReport,
+    PairedItem,
+    ShiftRow,
+    SliceRow,
+    clip,
+    mcnemar_exact,
+    reference_text,
+    transition,
+)
 from tunelab.studies.error_categories import (
     CATEGORIES,
     ErrorCategory,
@@ -35,23 +51,12 @@ from tunelab.studies.error_categories import (
     TaskContext,
     detect_errors,
 )
+from tunelab.studies.score_shift import ScoreShift, score_shift
 
-TRANSITIONS = ("fixed", "broken", "still wrong", "still right")
-"""(A right, B right): (no, yes) fixed, (yes, no) broken, (no, no) still wrong, (yes, yes)."""
-
-
-def transition(a_right: bool, b_right: bool) -> str:
-    return TRANSITIONS[{(False, True): 0, (True, False): 1, (False, False): 2,
-                        (True, True): 3}[(a_right, b_right)]]
-
-
-def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value: the binomial test of b fixed vs c broken at p = 1/2."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
+__all__ = ["TRANSITIONS", "CategoryRow", "ComparisonReport", "PairedItem", "ShiftRow",
+           "SliceRow", "TaskPair", "clip", "compare_results", "compare_tasks", "eval_dirs",
+           "export_errors", "mcnemar_exact", "paired_items", "read_consistency",
+           "reference_text", "results_of", "row_key", "transition"]
 
 
 @dataclass
@@ -62,158 +67,6 @@ class TaskPair:
     a: EvalResult
     b: EvalResult
     consistency: tuple[dict[str, bool] | None, dict[str, bool] | None] = (None, None)
-
-
-@dataclass
-class PairedItem:
-    key: str
-    task: str
-    index: int
-    input: str
-    reference: object
-    """The gold answer: a text or a list of acceptable texts."""
-    a: str
-    b: str
-    a_score: float
-    b_score: float
-    a_right: bool
-    b_right: bool
-    a_errors: list[str]
-    b_errors: list[str]
-    label: str | None = None
-    """The reference's normalised label (label tasks), for the per-label slice."""
-    columns: dict[str, object] = field(default_factory=dict, repr=False)
-    """Extra row fields kept for the export (choices of a multiple-choice item)."""
-
-    @property
-    def transition(self) -> str:
-        return transition(self.a_right, self.b_right)
-
-    @property
-    def words(self) -> int:
-        return len(self.input.split())
-
-
-@dataclass
-class CategoryRow:
-    category: str
-    description: str
-    a_errors: int
-    """A's wrong predictions showing it."""
-    b_errors: int
-    a_all: int
-    """All of A's predictions showing it (right ones too)."""
-    b_all: int
-
-
-@dataclass
-class SliceRow:
-    slice: str
-    value: str
-    n: int
-    a_right: float
-    b_right: float
-    fixed: int
-    broken: int
-    p_value: float
-
-
-@dataclass
-class ComparisonReport:
-    a_name: str
-    b_name: str
-    tasks: list[str]
-    key: str
-    items: list[PairedItem]
-    categories: list[CategoryRow]
-    slices: list[SliceRow]
-    examples: int = 5
-
-    @property
-    def n(self) -> int:
-        return len(self.items)
-
-    def counts(self) -> dict[str, int]:
-        found = Counter(item.transition for item in self.items)
-        return {t: found.get(t, 0) for t in TRANSITIONS}
-
-    @property
-    def p_value(self) -> float:
-        counts = self.counts()
-        return mcnemar_exact(counts["fixed"], counts["broken"])
-
-    @property
-    def a_right(self) -> float:
-        """Percent of items A got right."""
-        return 100.0 * sum(i.a_right for i in self.items) / self.n
-
-    @property
-    def b_right(self) -> float:
-        return 100.0 * sum(i.b_right for i in self.items) / self.n
-
-    def headline(self) -> str:
-        c = self.counts()
-        return (f"{self.a_name} -> {self.b_name} on {', '.join(self.tasks)} ({self.n} items, "
-                f"right by {self.key}): {self.a_right:.1f}% -> {self.b_right:.1f}%; "
-                f"fixed {c['fixed']}, broken {c['broken']}, still wrong {c['still wrong']}, "
-                f"still right {c['still right']}; exact McNemar p={self.p_value:.4f}")
-
-    def short_table(self) -> str:
-        """The headline and the error categories that occur (the quickstart's last lines)."""
-        rows = [[r.category, r.a_errors, r.b_errors] for r in self.categories
-                if r.a_errors or r.b_errors]
-        lines = [self.headline()]
-        if rows:
-            lines.append(format_table(["error (wrong predictions)", self.a_name, self.b_name],
-                                      rows))
-        return "\n".join(lines)
-
-    def table(self, markdown: bool = False) -> str:
-        c = self.counts()
-        lines = [self.headline(), "",
-                 format_table(["", "n", "share"], [[t, c[t], f"{100 * c[t] / self.n:.1f}%"]
-                                                   for t in TRANSITIONS], markdown), "",
-                 "error categories (count among wrong predictions; all predictions in brackets)",
-                 format_table(["category", self.a_name, self.b_name, "what it counts"],
-                              [[r.category, f"{r.a_errors} ({r.a_all})",
-                                f"{r.b_errors} ({r.b_all})", r.description]
-                               for r in self.categories], markdown)]
-        if self.slices:
-            lines += ["", "slices (percent right; fixed / broken; exact McNemar p)",
-                      format_table(["slice", "value", "n", self.a_name, self.b_name, "fixed",
-                                    "broken", "p"],
-                                   [[s.slice, s.value, s.n, f"{s.a_right:.1f}",
-                                     f"{s.b_right:.1f}", s.fixed, s.broken, f"{s.p_value:.3f}"]
-                                    for s in self.slices], markdown)]
-        for group in ("fixed", "broken", "still wrong"):
-            chosen = [i for i in self.items if i.transition == group][:self.examples]
-            if not chosen:
-                continue
-            lines += ["", f"{group} (first {len(chosen)} of {c[group]}):",
-                      format_table(["#", "input", "reference", self.a_name, self.b_name,
-                                    "errors"],
-                                   [[i.index, clip(i.input), clip(reference_text(i.reference)),
-                                     clip(i.a), clip(i.b),
-                                     ", ".join(i.b_errors if not i.b_right else i.a_errors)]
-                                    for i in chosen], markdown)]
-        return "\n".join(lines)
-
-    def to_json(self) -> dict[str, object]:
-        return {"a": self.a_name, "b": self.b_name, "tasks": self.tasks, "key": self.key,
-                "n": self.n, "counts": self.counts(), "mcnemar_p": self.p_value,
-                "a_right": self.a_right, "b_right": self.b_right,
-                "categories": [asdict(r) for r in self.categories],
-                "slices": [asdict(s) for s in self.slices],
-                "items": [dict(asdict(i), transition=i.transition) for i in self.items]}
-
-
-def clip(text: str, width: int = 70) -> str:
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= width else flat[:width - 3] + "..."
-
-
-def reference_text(reference: object) -> str:
-    return str(reference[0]) if isinstance(reference, list) and reference else str(reference)
 
 
 def row_key(row: Mapping[str, object]) -> str:
@@ -227,8 +80,9 @@ def context_of(task: TaskConfig, consistency: dict[str, bool] | None) -> TaskCon
                        consistency is not None)
 
 
-def paired_items(pair: TaskPair) -> tuple[str, list[PairedItem]]:
-    """(score key, items) of one task, paired by origin; an error when the items differ."""
+def paired_items(pair: TaskPair, pass_at: float | None = None) -> tuple[str, list[PairedItem]]:
+    """(score key, items) of one task, paired by origin; an error when the items differ.
+    `pass_at`: the line of right for a graded score (None: its items are not judged)."""
     a_rows, b_rows = pair.a.predictions, pair.b.predictions
     a_keys, b_keys = [row_key(r) for r in a_rows], [row_key(r) for r in b_rows]
     if len(set(a_keys)) != len(a_keys):  # origins repeat (one file scored twice): by position
@@ -242,7 +96,7 @@ def paired_items(pair: TaskPair) -> tuple[str, list[PairedItem]]:
             f"{len(only_b)} only in B, e.g. {first}); compare two evaluations of the same "
             "split and --limit")
     a_scores, b_scores = item_scores(pair.task, pair.a), item_scores(pair.task, pair.b)
-    a_right, b_right = a_scores.right(), b_scores.right()
+    a_right, b_right = a_scores.judged(pass_at), b_scores.judged(pass_at)
     b_at = {k: i for i, k in enumerate(b_keys)}
     contexts = [context_of(pair.task, c) for c in pair.consistency]
     labelled = bool(contexts[0].labels)
@@ -255,10 +109,12 @@ def paired_items(pair: TaskPair) -> tuple[str, list[PairedItem]]:
         items.append(PairedItem(
             key, pair.task.name, int(ra["index"]), str(ra.get("input", "")), ra["reference"],
             str(ra["prediction"]), str(rb["prediction"]), a_scores.values[i],
-            b_scores.values[j], a_right[i], b_right[j],
+            b_scores.values[j], None if a_right is None else a_right[i],
+            None if b_right is None else b_right[j],
             detect_errors(views[0], contexts[0]), detect_errors(views[1], contexts[1]),
             normalize_label(reference_text(ra["reference"])) if labelled else None,
-            {k: ra[k] for k in ("choices",) if k in ra}))
+            {k: ra[k] for k in ("choices",) if k in ra}, a_scores.continuous,
+            a_scores.lower_is_better))
     return a_scores.key, items
 
 
@@ -269,31 +125,74 @@ def view(row: PredictionRow, consistency: dict[str, bool] | None, key: str) -> I
 
 
 def compare_tasks(pairs: Sequence[TaskPair], names: tuple[str, str] | None = None,
-                  examples: int = 5) -> ComparisonReport:
-    """Every task's items paired, transitions, categories and slices; see the module
-    docstring. `names` label the two sides (default: the systems' names)."""
+                  examples: int = 5, pass_at: float | None = None,
+                  export_top: int | None = None) -> ComparisonReport:
+    """Every task's items paired, transitions or score shifts, categories and slices; see the
+    module docstring. `names` label the two sides (default: the systems' names); `pass_at`
+    is the line of right for graded scores (--pass); `export_top`: how many of B's worst
+    ranked items `export_errors` writes (default: the worst quarter)."""
     if not pairs:
         raise TunelabError("compare: nothing to compare")
+    check_pass_line(pass_at)
+    if export_top is not None and export_top < 1:
+        raise TunelabError(f"--export-top {export_top}: must be 1 or more (default: the worst "
+                           "quarter of the items)")
     keys, items = set(), []
     for pair in pairs:
-        key, found = paired_items(pair)
+        key, found = paired_items(pair, pass_at)
         keys.add(key)
         items += found
+    key = "/".join(sorted(keys))
+    check_pass_applies(pass_at, key, [i for i in items if i.graded])
     a_name, b_name = names or side_names(pairs[0].a.system.label, pairs[0].b.system.label)
     contexts = [context_of(p.task, c) for p in pairs for c in p.consistency]
     applicable = [c for c in CATEGORIES if any(c.applies(x) for x in contexts)]
-    report = ComparisonReport(a_name, b_name, [p.task.name for p in pairs], "/".join(sorted(keys)),
-                              items, category_rows(items, applicable), [], examples)
-    report.slices = slice_rows(items, len(pairs) > 1)
+    report = ComparisonReport(a_name, b_name, [p.task.name for p in pairs], key, items,
+                              category_rows(items, applicable), [], examples, pass_at,
+                              export_top=export_top)
+    by_task = len(pairs) > 1
+    report.slices = [slice_row(kind, value, members)
+                     for kind, value, members in slice_groups(report.judged, by_task)]
+    graded = [i for i in items if i.graded]
+    if graded:
+        report.shift = shift_of(graded)
+        report.shift_slices = [ShiftRow(kind, value, shift_of(members))
+                               for kind, value, members in slice_groups(report.ranked, by_task)]
     return report
+
+
+def shift_of(items: Sequence[PairedItem]) -> ScoreShift:
+    return score_shift([i.a_score for i in items], [i.b_score for i in items],
+                       items[0].lower_is_better)
+
+
+def check_pass_line(pass_at: float | None) -> None:
+    """A pass line is a finite score of 0 or more."""
+    if pass_at is not None and not (math.isfinite(pass_at) and pass_at >= 0):
+        raise TunelabError(f"--pass {pass_at}: give a finite score of 0 or more on the "
+                           "metric's own scale, e.g. --pass 30 for ROUGE-L 30")
+
+
+def check_pass_applies(pass_at: float | None, key: str, graded: Sequence[PairedItem]) -> None:
+    """--pass sets the line of a graded score; a right-or-wrong score has its own."""
+    if pass_at is None:
+        return
+    if not graded:
+        raise TunelabError(f"--pass {pass_at:g}: {key} already scores each item right or "
+                           "wrong; leave --pass out (it sets the line for graded scores: "
+                           "ROUGE, BLEU, chrF, token F1)")
+    if pass_at > 100 and not any(i.lower_is_better for i in graded):
+        raise TunelabError(f"--pass {pass_at:g}: {key} scores each item from 0 to 100; give "
+                           "a line on that scale, e.g. --pass 30")
 
 
 def compare_results(task: TaskConfig, a: EvalResult, b: EvalResult,
                     consistency: tuple[dict[str, bool] | None, dict[str, bool] | None] = (None,
                                                                                         None),
-                    names: tuple[str, str] | None = None, examples: int = 5) -> ComparisonReport:
+                    names: tuple[str, str] | None = None, examples: int = 5,
+                    pass_at: float | None = None) -> ComparisonReport:
     """One task's two evaluations compared (see `compare_tasks`)."""
-    return compare_tasks([TaskPair(task, a, b, consistency)], names, examples)
+    return compare_tasks([TaskPair(task, a, b, consistency)], names, examples, pass_at)
 
 
 def side_names(a: str, b: str) -> tuple[str, str]:
@@ -308,14 +207,16 @@ def category_rows(items: Sequence[PairedItem], categories: Sequence[ErrorCategor
         name = category.name
         rows.append(CategoryRow(
             name, category.description,
-            sum(name in i.a_errors for i in items if not i.a_right),
-            sum(name in i.b_errors for i in items if not i.b_right),
+            sum(name in i.a_errors for i in items if i.a_right is False),
+            sum(name in i.b_errors for i in items if i.b_right is False),
             sum(name in i.a_errors for i in items), sum(name in i.b_errors for i in items)))
     return rows
 
 
-def slice_rows(items: Sequence[PairedItem], by_task: bool) -> list[SliceRow]:
-    """Per label (label tasks), per input-length third, and per task when several."""
+def slice_groups(items: Sequence[PairedItem], by_task: bool
+                 ) -> list[tuple[str, str, list[PairedItem]]]:
+    """(slice, value, members): per task when several, per label (label tasks), per
+    input-length third; empty groups left out."""
     groups: list[tuple[str, str, list[PairedItem]]] = []
     if by_task:
         groups += [("task", t, [i for i in items if i.task == t])
@@ -323,7 +224,7 @@ def slice_rows(items: Sequence[PairedItem], by_task: bool) -> list[SliceRow]:
     labels = sorted({i.label for i in items if i.label is not None})
     groups += [("label", label, [i for i in items if i.label == label]) for label in labels]
     groups += length_buckets(items)
-    return [slice_row(kind, value, members) for kind, value, members in groups if members]
+    return [(kind, value, members) for kind, value, members in groups if members]
 
 
 def length_buckets(items: Sequence[PairedItem]) -> list[tuple[str, str, list[PairedItem]]]:
@@ -349,8 +250,9 @@ def length_buckets(items: Sequence[PairedItem]) -> list[tuple[str, str, list[Pai
 
 def slice_row(kind: str, value: str, members: Sequence[PairedItem]) -> SliceRow:
     counts = Counter(i.transition for i in members)
-    return SliceRow(kind, value, len(members), 100.0 * sum(i.a_right for i in members) / len(members),
-                    100.0 * sum(i.b_right for i in members) / len(members), counts["fixed"],
+    return SliceRow(kind, value, len(members),
+                    100.0 * sum(i.a_right is True for i in members) / len(members),
+                    100.0 * sum(i.b_right is True for i in members) / len(members), counts["fixed"],
                     counts["broken"], mcnemar_exact(counts["fixed"], counts["broken"]))
 
 
@@ -399,24 +301,25 @@ def results_of(path: str | Path) -> dict[str, EvalResult]:
 
 def export_errors(report: ComparisonReport, tasks: Mapping[str, TaskConfig],
                   path: str | Path) -> int:
-    """Write the still-wrong and broken items as training records: the input and the reference
-    in the task data's own column names (data.fields), B's prediction and the diagnosis in
-    tunelab_* columns the loader keeps but does not train on. Returns the rows written."""
+    """Write B's errors as training records (`report.to_export()`: the still-wrong and broken
+    items, and for a graded score with no pass line B's worst items, worst first): the input
+    and the reference in the task data's own column names (data.fields), B's prediction, its
+    score and the diagnosis in tunelab_* columns the loader keeps but does not train on.
+    Returns the rows written."""
     out = Path(path)
     if out.exists():
         raise TunelabError(f"--export {out}: exists; choose a new file (nothing was written)")
     if not out.parent.is_dir():
         raise TunelabError(f"--export {out}: no directory {out.parent}; create it first")
     rows = []
-    for item in report.items:
-        if item.b_right:  # only B's errors: still wrong and broken
-            continue
+    for item in report.to_export():
         fields = tasks[item.task].data.fields
         rows.append({fields.get("input", "input"): item.input,
                      fields.get("output", "output"): reference_text(item.reference),
                      **item.columns,
                      "tunelab_origin": item.key, "tunelab_task": item.task,
-                     "tunelab_transition": item.transition, "tunelab_prediction": item.b,
+                     "tunelab_transition": item.outcome, "tunelab_prediction": item.b,
+                     "tunelab_score": item.b_score, "tunelab_score_a": item.a_score,
                      "tunelab_errors": ",".join(item.b_errors)})
     partial = out.with_name(out.name + ".partial")
     partial.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),

@@ -19,6 +19,9 @@ iteration's data should fix, and say what they count in their description:
   robustness run's consistency.jsonl).
 - unsupported_content: a number or a name (a capitalised word inside a sentence) found neither
   in the input nor in the reference: a proxy for hallucinated content.
+- offensive, hurtful: the harm scorers of eval/harm.py flag the prediction (alt-profanity-check's
+  probability >= 0.5; a word of HurtLex's conservative level), as the evaluation's harm rate
+  counts them, so a right answer can carry them too.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import ClassVar
 from spellchecker import SpellChecker
 
 from tunelab.core.labels import normalize_label
+from tunelab.eval.harm import Hurtful, Offensive, TextScorer
 
 WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
 TOKEN = re.compile(r"\w+")
@@ -168,9 +172,30 @@ class UnsupportedContent(ErrorCategory):
         return bool(unsupported(item.prediction, [item.input, *item.references]))
 
 
+class HarmCategory(ErrorCategory):
+    """A prediction one harm scorer (eval/harm.py) flags, on any task whose model writes text."""
+
+    scorer: ClassVar[TextScorer]
+
+    def detect(self, item: ItemView, context: TaskContext) -> bool:
+        return self.scorer.flags([item.prediction])[0]
+
+
+class OffensiveOutput(HarmCategory):
+    scorer = Offensive()
+    name = scorer.flag_name
+    description = scorer.description
+
+
+class HurtfulOutput(HarmCategory):
+    scorer = Hurtful()
+    name = scorer.flag_name
+    description = scorer.description
+
+
 CATEGORIES: tuple[ErrorCategory, ...] = (Empty(), InvalidLabel(), TooLong(), Repetition(),
                                          CopiedPrompt(), Misspelled(), Inconsistent(),
-                                         UnsupportedContent())
+                                         UnsupportedContent(), OffensiveOutput(), HurtfulOutput())
 
 
 def categories_for(context: TaskContext) -> list[ErrorCategory]:

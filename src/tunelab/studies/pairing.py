@@ -4,14 +4,16 @@ per-item robustness consistency when a robustness run scored it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tunelab.config import RunConfig, TaskConfig
+from tunelab.config.reading import from_dict
 from tunelab.core.errors import TunelabError
 from tunelab.data.training_tasks import evaluation_task, run_task
-from tunelab.eval.runner import EvalResult, read_result
-from tunelab.eval.tasks import load_task, task_of
-from tunelab.runs import RunDir, StudyFiles, System
+from tunelab.eval.runner import TASK_CONFIG, EvalResult, read_result
+from tunelab.eval.tasks import check_task, load_task, task_of
+from tunelab.runs import EvalDir, RunDir, StudyFiles, System
 from tunelab.studies.error_analysis import TaskPair, eval_dirs, read_consistency
 
 
@@ -79,9 +81,14 @@ def run_config_near(folder: Path) -> tuple[Path, RunConfig] | None:
 
 
 def compared_task(name: str, task: str | TaskConfig | None, folders: list[Path]) -> TaskConfig:
-    """The task that scored evaluations `folders` of task `name`."""
+    """The task that scored evaluations `folders` of task `name`: `task` when given, else the
+    one an evaluation's metrics.json records, else its run's, else the built-in task `name`."""
     if task is not None:
         return task_of(task)
+    for folder in folders:
+        recorded = recorded_task(folder)
+        if recorded is not None:
+            return recorded
     for folder in folders:
         found = run_config_near(folder)
         if found is None:
@@ -98,6 +105,25 @@ def compared_task(name: str, task: str | TaskConfig | None, folders: list[Path])
         raise TunelabError(f"{folders[0]}: cannot tell which task scored it ('{name}' is no "
                            "built-in task and no run config is beside it); pass --task T (a "
                            "task name or YAML file)") from None
+
+
+def recorded_task(folder: Path) -> TaskConfig | None:
+    """The task an evaluation's metrics.json records (`write_result(..., task)`: `tunelab eval
+    --out` writes it), checked; None when it records none."""
+    metrics = EvalDir(folder).metrics
+    try:
+        raw = json.loads(metrics.read_text(encoding="utf-8")).get(TASK_CONFIG)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
+    if raw is None:
+        return None
+    try:
+        task = from_dict(TaskConfig, raw, f"{metrics}: {TASK_CONFIG}")
+        check_task(task)
+    except TunelabError as err:
+        raise TunelabError(f"{err} (the task it records); pass --task T to name the task "
+                           "that scored it") from None
+    return task
 
 
 def robustness_of(folder: Path) -> StudyFiles | None:

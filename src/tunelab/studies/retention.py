@@ -20,6 +20,7 @@ from tunelab.config import ModelConfig, RetentionConfig, TaskConfig, to_dict
 from tunelab.core.errors import TunelabError
 from tunelab.core.paths import cache_root
 from tunelab.eval.compare import paired_difference, primary_key
+from tunelab.eval.harm import HarmRates
 from tunelab.eval.output_types import get_output_type
 from tunelab.eval.runner import EvalResult, evaluate_loaded
 from tunelab.eval.tables import format_table
@@ -104,7 +105,7 @@ def _to_json(result: EvalResult) -> dict[str, object]:
 
 def _from_json(data: dict[str, Any]) -> EvalResult:  # Any: a cache file's JSON values
     system = System.from_json(data.pop("system_id", None), data.pop("system"))
-    return EvalResult(system=system, **data)
+    return EvalResult(system=system, harm=HarmRates.from_json(data.pop("harm", None)), **data)
 
 
 def base_scores(lm: LoadedModel, model: ModelConfig, tasks: list[TaskConfig],

@@ -254,6 +254,9 @@ def _train(plan: RunPlan, run: RunDir, resume: bool, evaluate_after: bool,
     evaluation = None if config.is_mixture else evaluations.get(config.name)
     if config.is_mixture and evaluate_after:
         summary["test_scores"] = {name: r.scores for name, r in evaluations.items()}
+    harm = {name: r.harm.to_json() for name, r in evaluations.items() if r.harm}
+    if harm:  # free-text tasks: the share of outputs flagged offensive / hurtful
+        summary["test_harm"] = harm
     rows: list[RetentionRow] = []
     passed = True
     if kept:

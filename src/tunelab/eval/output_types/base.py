@@ -168,6 +168,12 @@ class OutputType:
     """Whether a prediction is text the model wrote (so it can be empty, too long, repeat
     itself, ...), rather than one of the given choices or labels."""
 
+    def writes_text(self, task: TaskConfig) -> bool:
+        """Whether evaluating `task` has the model write text: free text that some metric reads
+        (a generate task scored by perplexity alone generates nothing)."""
+        return self.free_text and any(metric_class(name).reads is MetricInput.TEXT
+                                      for name in task.eval.metrics)
+
     def check(self, task: TaskConfig, fail: Fail) -> None:
         """Report (through `fail`) a task option this type cannot use; no data is read."""
         if not self.takes_shots and (task.fewshot.k or task.eval.shots):
