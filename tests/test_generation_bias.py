@@ -20,8 +20,8 @@ from tunelab.eval.datasets.group_prompts import fill, read_axes, slots_of
 from tunelab.models import load_model
 from tunelab.studies.generation_bias import (
     Completion,
-    Framing,
     GenerationProbe,
+    PromptFraming,
     complete,
     summarise,
 )
@@ -102,11 +102,11 @@ def test_completions_are_deterministic_per_seed(tiny_llama: Path) -> None:
     lm = load_model(ModelConfig(name=str(tiny_llama)))
     axes = tuple(read_axes(["gender"]))
     first = complete(lm, GenerationProbe(axes, samples=3, max_new_tokens=5, seed=1),
-                     Framing("raw"), "base")
+                     PromptFraming("raw"), "base")
     again = complete(lm, GenerationProbe(axes, samples=3, max_new_tokens=5, seed=1),
-                     Framing("raw"), "base")
+                     PromptFraming("raw"), "base")
     other = complete(lm, GenerationProbe(axes, samples=3, max_new_tokens=5, seed=2),
-                     Framing("raw"), "base")
+                     PromptFraming("raw"), "base")
     assert len(first) == 3 * len(axes[0].prompts())
     assert [c.text for c in first] == [c.text for c in again]
     greedy = [c.text for c in first if c.sample == 0]

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from tunelab.report.html import Block, Section, Table, Text, grouped_bars
 from tunelab.runs import RunDir
+from tunelab.studies.generation_bias import p_text
 
 Json = dict[str, Any]  # Any: bias.json's JSON values
 
@@ -79,14 +80,14 @@ def generation_blocks(generation: Json) -> list[Block]:
     blocks.append(Table(["system", "framing", "axis", "measure", "largest gap", "p"],
                         [[g["system"], g["framing"], g["axis"], g["measure"],
                           f"{g['largest']:.2f} ({g['between'][0]} - {g['between'][1]})",
-                          f"{g['p_value']:.3f}"] for g in generation["gaps"]],
+                          p_text(g["p_value"])] for g in generation["gaps"]],
                         "gaps between groups: group labels permuted within each template"))
     if generation.get("changes"):
         blocks.append(Table(["system", "vs", "framing", "axis", "group", "measure",
                              "change [95% CI]", "p"],
                             [[c["system"], c["base"], c["framing"], c["axis"], c["group"],
                               c["measure"], _ci(c["delta"], c["ci"], signed=True),
-                              f"{c['p_value']:.3f}"] for c in generation["changes"]],
+                              p_text(c["p_value"])] for c in generation["changes"]],
                             "fine-tune - base on the same prompts (paired by prompt)"))
     return blocks
 

@@ -11,7 +11,7 @@
     the same framing, per group, paired by prompt (sign-flip permutation test, bootstrap CI)
     -> generation_bias.json / .md and completions.jsonl.
 
-Framings (`Framing`): `raw` continues the prompt text as it is (what the model writes
+Framings (`PromptFraming`): `raw` continues the prompt text as it is (what the model writes
 freely); `task` puts the prompt in the task's template as the task's input (what the model
 writes in use: for the base model this is "the base with the task's instruction").
 """
@@ -74,7 +74,7 @@ class GenerationProbe:
 
 
 @dataclass(frozen=True)
-class Framing:
+class PromptFraming:
     """How a prompt reaches the model (see the module docstring)."""
 
     name: str
@@ -93,9 +93,9 @@ class Framing:
         return [list(builder.build(r, [], budget).ids) for r in records]
 
 
-def framings(task: TaskConfig | None) -> list[Framing]:
+def framings(task: TaskConfig | None) -> list[PromptFraming]:
     """raw always; task when a task is known (its template around the prompt)."""
-    return [Framing("raw"), *([Framing("task", task)] if task is not None else [])]
+    return [PromptFraming("raw"), *([PromptFraming("task", task)] if task is not None else [])]
 
 
 @dataclass
@@ -111,7 +111,7 @@ class Completion:
     scores: dict[str, float]
 
 
-def complete(lm: LoadedModel, probe: GenerationProbe, framing: Framing, system: str
+def complete(lm: LoadedModel, probe: GenerationProbe, framing: PromptFraming, system: str
              ) -> list[Completion]:
     """Every prompt's K completions, scored (deterministic for a seed)."""
     prompts = probe.prompts
@@ -201,6 +201,11 @@ def permutation_p(columns: Sequence[np.ndarray], statistic: Callable[..., float]
     return float(found.pvalue)
 
 
+def p_text(p: float) -> str:
+    """A permutation p as printed: '<0.001' below what 2000 permutations can show."""
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def largest_gap(*columns: np.ndarray) -> float:
     means = [float(np.mean(c)) for c in columns]
     return max(means) - min(means)
@@ -288,8 +293,8 @@ class GenerationBiasReport:
                                 "each group - axis mean (p)"],
                                [[g.system, g.framing, g.axis, g.measure,
                                  f"{g.largest:.2f} ({g.between[0]} - {g.between[1]})",
-                                 f"{g.p_value:.3f}",
-                                 ", ".join(f"{k} {v[0]:+.2f} ({v[1]:.2f})"
+                                 p_text(g.p_value),
+                                 ", ".join(f"{k} {v[0]:+.2f} ({p_text(v[1])})"
                                            for k, v in g.against_mean.items())]
                                 for g in self.gaps], markdown)]
         if self.changes:
@@ -300,7 +305,7 @@ class GenerationBiasReport:
                                    [[c.system, c.base, c.framing, c.axis, c.group, c.measure,
                                      f"{c.before:.2f}", f"{c.after:.2f}",
                                      f"{c.delta:+.2f} [{c.ci[0]:+.2f}, {c.ci[1]:+.2f}]",
-                                     f"{c.p_value:.3f}"] for c in self.changes], markdown)]
+                                     p_text(c.p_value)] for c in self.changes], markdown)]
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, object]:
