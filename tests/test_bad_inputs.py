@@ -175,6 +175,15 @@ CASES = [
           "run.yaml": ("config", {"data__source": "{tmp}/chat.jsonl", "data__fields": {}})}),
     Case("parquet not parquet", ["train", "{tmp}/run.yaml"], "not a readable Parquet file",
          {"fake.parquet": b"this is text", "run.yaml": ("config", {"data__source": "{tmp}/fake.parquet"})}),
+    Case("text file empty", ["train", "{tmp}/run.yaml"],
+         "{tmp}/empty.txt: an empty text file; fill it in or remove it",
+         {"empty.txt": "\n  \n", "run.yaml": ("config", {"data__source": "{tmp}/empty.txt",
+                                                          "data__template": "text",
+                                                          "data__fields": {}})}),
+    train_case("text column missing", "data.fields.text: column 'text' is in no row",
+               data__source=str(DATA / "alpaca.jsonl"), data__template="text", data__fields={}),
+    train_case("text on a seq2seq model", "model.kind seq2seq does not train on raw documents",
+               data__template="text", data__fields={}, model__kind="seq2seq"),
     train_case("train split empty", "leave an empty train split with test_size=0.5",
                data__validation_size=0.5, data__test_size=0.5),
     Case("output dir under a file", ["train", "{tmp}/run.yaml"], "cannot write the run directory",
@@ -243,7 +252,7 @@ def fill(value: Any, tmp: Path) -> Any:
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input_is_one_clean_line(case: Case, tiny_llama: Path, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    import tunelab.workflows.train as run_module
+    import tunelab.runs.start as run_module  # where a run loads its starting model
 
     if not case.loads_model:
         def no_model(*args: Any, **kwargs: Any) -> Any:

@@ -202,7 +202,7 @@ def test_train_refuses_leaked_test_items_before_a_model_loads(tiny_llama: Path, 
     def no_model(*args: object, **kwargs: object) -> None:
         raise AssertionError("a model loaded before the leakage check")
 
-    monkeypatch.setattr("tunelab.workflows.train.load_model", no_model)
+    monkeypatch.setattr("tunelab.runs.start.load_model", no_model)  # a run loads here
     assert main(["train", str(config)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "2 of the 30 test items are also in the training data" in err

@@ -48,7 +48,7 @@ def run_config(path: Path, model: Path, source: Path, fields: dict[str, str],
 @pytest.fixture
 def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test if training gets as far as loading the model."""
-    import tunelab.workflows.train as train_module
+    import tunelab.runs.start as train_module  # where a run loads its starting model
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a model was loaded before the bad data was found")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 __all__ = ["train", "evaluate", "evaluate_task", "evaluate_adapters", "compare_baselines",
            "evaluate_suite", "score", "format_scores", "quickstart", "sweep", "tune", "merge",
-           "predict", "export", "serve", "data_inspect", "data_check", "data_fetch", "tasks_validate", "tasks_list", "harness", "robustness",
+           "combine", "predict", "export", "serve", "data_inspect", "data_check", "data_fetch", "tasks_validate", "tasks_list", "harness", "robustness",
            "bias", "generation_bias", "perturbations_overview", "probes_overview", "compare", "ratings", "rate",
            "build_report", "TunelabError"]
 
@@ -16,7 +16,7 @@ from tunelab.core.errors import TunelabError
 # The API, loaded on first use: `import tunelab` (and `tunelab --help`) stays free of torch.
 _API = ("train", "evaluate", "evaluate_task", "evaluate_adapters", "compare_baselines",
         "evaluate_suite", "score", "format_scores", "quickstart", "sweep", "tune", "merge",
-        "predict", "export", "serve", "data_inspect",
+        "combine", "predict", "export", "serve", "data_inspect",
         "data_check", "data_fetch", "tasks_validate", "tasks_list", "harness", "robustness", "bias",
         "generation_bias", "perturbations_overview", "probes_overview", "compare", "ratings", "rate",
         "build_report")
@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from tunelab.api import (
         bias,
         build_report,
+        combine,
         compare,
         compare_baselines,
         data_check,

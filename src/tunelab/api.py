@@ -57,6 +57,7 @@ from tunelab.studies.generation_bias import (
 )
 from tunelab.studies.pairing import compared_task, pair_evaluations
 from tunelab.studies.robustness import RobustnessReport, run_robustness
+from tunelab.workflows.combine import CombineOptions, CombineResult, combine_runs
 from tunelab.workflows.data_check import data_check as run_data_check
 from tunelab.workflows.export import export_run
 from tunelab.workflows.quickstart import run_quickstart
@@ -71,6 +72,7 @@ if TYPE_CHECKING:
 __all__ = ["train", "run_task", "evaluate", "evaluate_task", "evaluate_adapters",
            "compare_baselines", "evaluate_suite", "Printout", "score", "format_scores",
            "quickstart", "data_inspect", "data_check", "tasks_validate", "tasks_list", "data_fetch", "merge",
+           "combine",
            "predict",
            "sweep", "tune", "harness", "robustness", "bias", "task_of", "perturbations_overview",
            "probes_overview", "compare", "ratings", "rate", "build_report", "TrainResult"]
@@ -543,13 +545,33 @@ def merge(run_dir: str | Path, out_dir: str | Path) -> Path:
     return merge_run(run_dir, out_dir)
 
 
+def combine(runs: Sequence[str | Path], how: str, out: str | Path,
+            weights: Sequence[float] | None = None, density: float | None = None, seed: int = 0,
+            limit: int | None = None) -> CombineResult:
+    """`tunelab combine RUN_A RUN_B ... --how linear|ties|dare_ties|cat --out RUN`: per-task
+    LoRA runs of one base combined into one adapter by peft's `add_weighted_adapter`, written
+    as a run directory (its tasks: the runs' tasks) and scored on every task's test split
+    against the run that trained on it, paired (see tunelab.workflows.combine).
+
+    Args:
+        weights: one per run (default 1.0 each).
+        density: ties, dare_ties: the share of entries kept (default 0.2).
+        seed: seeds DARE's random drops.
+        limit: score at most this many test items per task (default: each run's eval.limit).
+    """
+    return combine_runs(CombineOptions([Path(r) for r in runs], how, Path(out),
+                                       list(weights) if weights is not None else None, density,
+                                       seed, limit))
+
+
 def predict(run_dir: str | Path, input_file: str | Path, out_file: str | Path | None = None,
-            limit: int | None = None) -> Path:
+            limit: int | None = None, task: str | None = None) -> Path:
     """`tunelab predict RUN --input FILE [--out FILE] [--limit N]`: the run's predictions on
     new inputs (JSONL, CSV, Parquet; no answers needed), every row kept with `prediction` (and
     a classifier's `probabilities`) added; returns the written file (default
-    `<input stem>.predictions<suffix>` beside the input)."""
-    return predict_file(run_dir, input_file, out_file, limit)
+    `<input stem>.predictions<suffix>` beside the input). `task`: which task of a multi-task
+    run (a mixture, a `tunelab combine` run) predicts."""
+    return predict_file(run_dir, input_file, out_file, limit, task)
 
 
 def export(run_dir: str | Path, format: str, out_dir: str | Path, quant: str | None = None,

@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Fine-tune language models and prove, with numbers, whether it worked.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (_quickstart_args, _train_args, _sweep_args, _tune_args, _merge_args, _predict_args, _export_args, _serve_args,
+    for add in (_quickstart_args, _train_args, _sweep_args, _tune_args, _merge_args, _combine_args, _predict_args, _export_args, _serve_args,
                 _eval_args,
                 _robustness_args, _bias_args, _compare_args, _report_args, _rate_args, _ratings_args, _tasks_args, _harness_args, _data_args,
                 _score_args):
@@ -118,6 +118,28 @@ def _merge_args(commands: Commands) -> None:
     merge.add_argument("--out", required=True, help="an empty or new directory for the model")
 
 
+def _combine_args(commands: Commands) -> None:
+    combine = commands.add_parser(
+        "combine", help="combine per-task LoRA runs of one base into one adapter (peft) and "
+                        "score it against each run on its own task")
+    combine.add_argument("runs", nargs="+", metavar="RUN",
+                         help="two or more LoRA run directories of one base model")
+    combine.add_argument("--how", required=True,
+                         help="linear (weighted sum of A's and B's; equal ranks), ties or "
+                              "dare_ties (trim to --density, elect signs; equal ranks) or cat "
+                              "(the adapters side by side: the exact sum; any ranks)")
+    combine.add_argument("--weights", metavar="W,...",
+                         help="one weight per run, comma-separated (default 1 each)")
+    combine.add_argument("--density", type=float,
+                         help="ties, dare_ties: share of entries kept, in (0, 1] (default 0.2)")
+    combine.add_argument("--seed", type=int, default=0, help="seeds DARE's random drops")
+    combine.add_argument("--limit", type=int,
+                         help="score at most N test items per task (default: each run's own)")
+    combine.add_argument("--out", required=True,
+                         help="a new or empty directory: the combined run")
+    combine.add_argument("--json", action="store_true", help="print summary.json")
+
+
 def _predict_args(commands: Commands) -> None:
     predict = commands.add_parser("predict", help="a run's predictions on new inputs (a file)")
     predict.add_argument("run", help="a run directory from `tunelab train`")
@@ -127,6 +149,8 @@ def _predict_args(commands: Commands) -> None:
     predict.add_argument("--out", help="a new .jsonl, .csv or .parquet file (default: "
                                        "<input stem>.predictions<suffix> beside the input)")
     predict.add_argument("--limit", type=int, help="predict the first N rows only")
+    predict.add_argument("--task", help="a multi-task run's task to predict as (a mixture, a "
+                         "tunelab combine run)")
 
 
 def _export_args(commands: Commands) -> None:
@@ -443,8 +467,27 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _combine(args: argparse.Namespace) -> int:
+    result = tunelab.combine(args.runs, args.how, args.out, weights=_weights(args.weights),
+                             density=args.density, seed=args.seed, limit=args.limit)
+    print(json.dumps(result.summary, indent=1, default=str) if args.json else
+          f"{result.report.table()}\n\n{result.report.size_table()}")
+    print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def _weights(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        raise TunelabError(f"--weights {text}: expected numbers, one per run, e.g. "
+                           "--weights 0.6,0.4") from None
+
+
 def _predict(args: argparse.Namespace) -> int:
-    print(f"predictions: {tunelab.predict(args.run, args.input, args.out, args.limit)}")
+    print(f"predictions: {tunelab.predict(args.run, args.input, args.out, args.limit, args.task)}")
     return 0
 
 
@@ -634,6 +677,7 @@ def _score(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "quickstart": _quickstart, "train": _train, "sweep": _sweep, "tune": _tune, "merge": _merge,
+    "combine": _combine,
     "predict": _predict,
     "export": _export, "serve": _serve,
     "eval": _eval,

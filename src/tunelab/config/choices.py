@@ -5,6 +5,7 @@ when one is made in code), so no module re-checks a choice."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
 from pathlib import Path
@@ -16,8 +17,8 @@ from tunelab.core.errors import TunelabError
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 ModelKind = Literal["causal", "seq2seq", "classifier"]
-DataFormat = Literal["auto", "jsonl", "csv", "parquet", "hf_disk", "bigbench"]
-TemplateName = Literal["alpaca", "chat", "format"]
+DataFormat = Literal["auto", "jsonl", "csv", "parquet", "hf_disk", "bigbench", "text"]
+TemplateName = Literal["alpaca", "chat", "format", "text"]
 ShotSampler = Literal["random", "first"]
 OutputTypeName = Literal["generate", "multiple_choice", "loglikelihood_rolling", "classification"]
 Schedule = Literal["cosine", "linear", "constant"]
@@ -136,10 +137,17 @@ def _hints(cls: type) -> dict[str, object]:
     return _HINTS[cls]
 
 
+@functools.lru_cache(maxsize=16)
+def _composed(text: str) -> yaml.Node | None:
+    """A YAML text's node tree, composed once per text (`from_dict` asks a line for every
+    checked option of a file; nodes are only read)."""
+    return yaml.compose(text)
+
+
 def yaml_line(path: Path, keys: list[str | int]) -> int | None:
     """1-based line of the deepest of `keys` (mapping keys, list indices) found in the file."""
     try:
-        node = yaml.compose(path.read_text(encoding="utf-8"))
+        node = _composed(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return None
     line = None

@@ -50,6 +50,12 @@ class ModelConfig(Checked):
     encoder-decoder such as T5/BART: the prompt is the encoder input, the completion the
     decoder target) or classifier (an encoder with a sequence-classification head over
     eval.labels, e.g. minilm-l6: the prompt text in, the record's output is the class)."""
+    init_from: str | None = None
+    """A finished run directory to start from instead of the base weights (intermediate
+    fine-tuning, a new task on top of an earlier fine-tune); the rest of `model` must be that
+    run's. The same peft method (lora, ia3, prompt, prefix) with the same options continues
+    its adapter; any other method starts from that run merged into the base (lora, ia3, full,
+    freeze, bitfit runs merge). Every earlier stage's task is scored again after training."""
 
 
 @dataclass
@@ -76,15 +82,20 @@ class DataConfig(Checked):
     """Options holding a format string (`check_format`)."""
     limits: typing.ClassVar[dict[str, Range]] = {"validation_size": Range(0), "test_size": Range(0), "max_length": Range(8, whole=True, fix="e.g. 512"), "near_duplicates": SHARE}
     source: str = "builtin:movie_sentiment"
-    """builtin:NAME, a .jsonl/.json/.csv/.parquet file, or a `datasets` directory saved to disk."""
+    """builtin:NAME, a .jsonl/.json/.csv/.parquet file, a `datasets` directory saved to disk,
+    a .txt file or a folder of .txt files (raw text, for template text)."""
     format: DataFormat = "auto"
-    """auto (from the file), jsonl, csv, parquet, hf_disk, or bigbench (a BIG-bench task.json:
-    the task definition becomes the instruction, each example's first target the output)."""
+    """auto (from the file), jsonl, csv, parquet, hf_disk, bigbench (a BIG-bench task.json:
+    the task definition becomes the instruction, each example's first target the output), or
+    text (a .txt file: one document per blank-line-separated block; a folder: one document
+    per .txt file)."""
     fields: dict[str, str] = field(default_factory=dict)
-    """Map tunelab's field names (instruction, input, output, prompt, completion, messages)
-    to the column names in the data, e.g. {output: label}."""
+    """Map tunelab's field names (instruction, input, output, prompt, completion, messages;
+    text for template text) to the column names in the data, e.g. {output: label}."""
     template: TemplateName = "alpaca"
-    """alpaca, chat (the tokenizer's chat template) or format (prompt_format below)."""
+    """alpaca, chat (the tokenizer's chat template), format (prompt_format below), or text
+    (raw documents from a `text` column or .txt files: no prompt, the loss on every token,
+    packed by default, scored by perplexity: domain adaptation)."""
     prompt_format: str | None = None
     """For template=format: a Python format string over the record's columns."""
     completion_format: str = "{output}"
@@ -104,13 +115,15 @@ class DataConfig(Checked):
     validation_file: str | None = None
     test_file: str | None = None
     max_length: int = 512
-    """Longest tokenised example; longer prompts are cut from the left."""
-    packing: bool = False
+    """Longest tokenised example; longer prompts are cut from the left (template text: a
+    longer document is cut into windows of max_length tokens, none lost)."""
+    packing: bool | None = None
     """Training and validation batches without padding: a micro-batch's examples are laid end
     to end in rows of up to max_length tokens, position ids restart at each example and the
     attention is block-diagonal, so no example sees another. The same examples and losses as
     padded batches, with fewer positions computed. Causal models; not with prompt or prefix
-    tuning (their virtual tokens belong to one example)."""
+    tuning (their virtual tokens belong to one example). Unset: the template kind's default
+    (on for text, off for the others), off where the model kind or method cannot pack."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     """Training only: perturb a seeded share of the training inputs (see AugmentConfig)."""
     dedup: bool = False

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import pickletools
+import re
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -52,8 +55,36 @@ def news() -> Rows:
                                        "output": line.strip()}
 
 
+def newsgroup_posts(group: str) -> list[str]:
+    """The posts of one newsgroup in gensim's `mini_newsgroup` (200 posts of the 20 Newsgroups
+    corpus, 1993: alt.atheism and sci.space): each its Subject line, a blank line and its body
+    (the other headers, with paths, addresses and ids, dropped). The file is a zlib-compressed
+    pickle of a scikit-learn Bunch; its texts are read from the pickle's string opcodes
+    (pickletools), never unpickled."""
+    path = _gensim_file("mini_newsgroup")
+    posts = []
+    for _, arg, _ in pickletools.genops(zlib.decompress(path.read_bytes())):
+        if not isinstance(arg, str):
+            continue
+        header, _, body = arg.partition("\n\n")
+        groups = re.search(r"^Newsgroups: *(.*)$", header, re.M)
+        if groups and group in [g.strip() for g in groups.group(1).split(",")] and body.strip():
+            subject = re.search(r"^Subject: *(.*)$", header, re.M)
+            posts.append((f"Subject: {subject.group(1).strip()}\n\n" if subject else "")
+                         + body.strip())
+    return posts
+
+
+def sci_space() -> Rows:
+    """100 posts of the sci.space newsgroup (`newsgroup_posts`): raw domain text (a `text`
+    column) for domain adaptation with data.template text."""
+    path = _gensim_file("mini_newsgroup")
+    for i, post in enumerate(newsgroup_posts("sci.space")):
+        yield f"{path}[sci.space post {i}]", {"text": post}
+
+
 BUILTIN_DATASETS: dict[str, Callable[[], Rows]] = {"movie_sentiment": movie_sentiment,
-                                                   "news": news}
+                                                   "news": news, "sci_space": sci_space}
 
 
 BUILTIN_INSTRUCTIONS: dict[str, str] = {"movie_sentiment": SENTIMENT_INSTRUCTION}

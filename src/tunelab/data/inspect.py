@@ -10,7 +10,7 @@ from tunelab.data.records import Record
 from tunelab.data.sources import load_splits
 from tunelab.data.splits import Splits
 from tunelab.data.templates import get_template
-from tunelab.data.tokenize import TokenizedExample, tokenize_record
+from tunelab.data.tokenize import TokenizedExample, tokenize_record, tokenize_records
 from tunelab.data.training_tasks import augmented, training_tasks
 from tunelab.models.kinds import CAUSAL, ModelKind, get_kind
 from tunelab.models.loader import load_tokenizer
@@ -48,7 +48,7 @@ def _inspect_split(data: DataConfig, tokenizer: PreTrainedTokenizerBase, count: 
     shown = {name: splits.get(name) for name in ("train", "validation", "test")}
     shown["train"] = augmented(shown["train"], data.augment)  # as training will see them
     for name, records in shown.items():
-        examples = [tokenize(r) for r in records]
+        examples = tokenize_records(records, template, tokenizer, kind, data.max_length, labels)
         if not examples:
             lines.append(f"{name:>10}: 0 examples")
             continue

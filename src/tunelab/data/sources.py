@@ -1,7 +1,8 @@
 """Data sources: what a `data.source` names and how it is read.
 
 A source is a file (JSONL, CSV, Parquet, a `datasets` folder saved to disk, a BIG-bench
-task.json as training rows; `data.format`) or `SCHEME:ARGUMENT`. Each scheme is a
+task.json as training rows, raw text: a .txt file or a folder of them; `data.format`) or
+`SCHEME:ARGUMENT`. Each scheme is a
 `SourceScheme` in one registry (`source_scheme(source)`): `builtin:NAME` here, and the
 benchmark layouts (bigbench:, bigbench-file:, squad:, mmlu:, glue:, superglue:) that
 `tunelab.eval.datasets` registers when it is imported. A scheme reads training rows (`rows`),
@@ -16,6 +17,7 @@ import csv
 import difflib
 import io
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,6 +28,7 @@ from tunelab.data.bigbench_training import bigbench_rows
 from tunelab.data.builtin_datasets import BUILTIN_INSTRUCTIONS, load_builtin
 from tunelab.data.records import Record
 from tunelab.data.splits import Splits, TaskData, seeded_split
+from tunelab.data.templates import get_template_kind
 
 Rows = Iterator[tuple[str, dict[str, Any]]]  # Any: a source row's values (JSON, CSV, Parquet cells)
 """(origin, row) of every example of a source: its columns by name."""
@@ -33,8 +36,9 @@ Rows = Iterator[tuple[str, dict[str, Any]]]  # Any: a source row's values (JSON,
 ROLES = ("system", "user", "assistant")
 """The chat roles a conversation's messages may have."""
 
-CANONICAL = ("instruction", "input", "output", "prompt", "completion", "messages")
-_SUFFIX_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+CANONICAL = ("instruction", "input", "output", "prompt", "completion", "messages", "text")
+_SUFFIX_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet",
+                   ".txt": "text"}
 
 
 class SourceScheme:
@@ -134,8 +138,10 @@ def load_splits(config: DataConfig, with_test: bool = True) -> Splits:
     """Read the data and split it (seeded shuffle), or read the given split files.
     `with_test=False` (a hyperparameter search): the test split is sealed (`SealedSplit`) and
     data.test_file is not even opened."""
+    fields = get_template_kind(config.template).record_fields(config.fields)
+
     def read(source: str) -> list[Record]:
-        return read_records(source, config.format, config.fields, config.instruction)
+        return read_records(source, config.format, fields, config.instruction)
 
     if config.train_file:
         train = read(config.train_file)
@@ -230,7 +236,9 @@ def _check_filled_columns(rows: list[tuple[str, dict[str, Any]]],  # Any: source
     def blank(column: str) -> bool:
         return all(_is_blank(row.get(column)) for row in plain)
 
-    for group in (PROMPT_FIELDS, TARGET_FIELDS):
+    # data.template text reads only its document column
+    groups = [("text",)] if "text" in fields else [PROMPT_FIELDS, TARGET_FIELDS]
+    for group in groups:
         present = [(name, fields.get(name, name)) for name in group
                    if any(fields.get(name, name) in row for row in plain)]
         empty = [(name, column) for name, column in present if blank(column)]
@@ -253,13 +261,13 @@ def _read_rows(path: Path, fmt: str) -> Rows:
         raise TunelabError(f"{path}: no such file or directory; check data.source")
     if fmt == "auto":
         if path.is_dir():
-            fmt = "hf_disk"
+            fmt = "text" if _is_text_folder(path) else "hf_disk"
         else:
             fmt = _SUFFIX_FORMATS.get(path.suffix.lower(), "")
             if not fmt:
                 raise TunelabError(
                     f"{path}: cannot tell the format from '{path.suffix}'; "
-                    "set data.format to jsonl, csv, parquet or hf_disk"
+                    "set data.format to jsonl, csv, parquet, hf_disk or text"
                 )
     if fmt not in FILE_FORMATS:
         raise TunelabError(f"data.format '{fmt}': use auto, {', '.join(FILE_FORMATS)}")
@@ -277,6 +285,51 @@ def read_text(path: Path) -> str:
         what = "binary data" if b"\x00" in data[:4096] else f"byte 0x{data[err.start]:02x}"
         raise TunelabError(f"{path}:{line}: {what} is not UTF-8 text; save the file as UTF-8 "
                            "(e.g. iconv -f latin1 -t utf-8)") from None
+
+
+def _is_text_folder(path: Path) -> bool:
+    """A folder of .txt files (raw text), not a `datasets` directory saved to disk."""
+    saved = (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file()
+    return not saved and any(p.is_file() for p in path.rglob("*.txt"))
+
+
+def _text_rows(path: Path) -> Rows:
+    """Raw text as `text` rows. A folder: one document per .txt file in it (subfolders
+    included, in path order), the whole file. A file: one document per block of lines
+    between blank lines (a file without blank lines is one document). An empty file is an
+    error naming it: a corpus with a missing file is better stopped than trained."""
+    if not path.is_dir():
+        yield from _text_blocks(path)
+        return
+    files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+    if not files:
+        raise TunelabError(f"{path}: no .txt files in this folder; data.format text reads a "
+                           ".txt file or a folder of them")
+    for file in files:
+        text = read_text(file).strip()
+        if not text:
+            raise TunelabError(f"{file}: an empty text file; fill it in or remove it")
+        yield str(file), {"text": text}
+
+
+_BLANK_LINES = re.compile(r"(?:\r?\n[ \t]*){2,}")
+
+
+def _text_blocks(path: Path) -> Rows:
+    """A .txt file's documents: blocks between blank lines, each named by its first line."""
+    text = read_text(path)
+    if not text.strip():
+        raise TunelabError(f"{path}: an empty text file; fill it in or remove it")
+    start = 0
+    for blank in [*_BLANK_LINES.finditer(text), None]:
+        end = blank.start() if blank else len(text)
+        block = text[start:end]
+        if block.strip():
+            lead = len(block) - len(block.lstrip())
+            line = text.count("\n", 0, start + lead) + 1
+            yield f"{path}:{line}", {"text": block.strip()}
+        if blank:
+            start = blank.end()
 
 
 def _jsonl_rows(path: Path) -> Rows:
@@ -360,6 +413,14 @@ def _to_record(
     def column(name: str) -> object:
         return row.get(fields.get(name, name))
 
+    if "text" in fields:  # data.template text: the document is the column mapped to text
+        document = column("text")
+        if document is None:
+            raise TunelabError(f"{origin}: missing field '{fields['text']}' (columns: "
+                               f"{', '.join(map(str, row))}); data.template text reads each "
+                               "document from it: map another with data.fields, e.g. "
+                               "fields: {text: body}")
+        return Record(output=str(document), columns=row, origin=origin)
     messages = column("messages")
     if messages is not None:
         if not answered and isinstance(messages, list) and messages and (
@@ -372,9 +433,10 @@ def _to_record(
         output = ""
     if output is None:
         wanted = fields.get("output", "output")
+        raw = "; raw text: data.template text" if "text" in row else ""
         raise TunelabError(
             f"{origin}: missing field '{wanted}' (columns: {', '.join(map(str, row))}); "
-            "map the target column with data.fields, e.g. fields: {output: label}"
+            f"map the target column with data.fields, e.g. fields: {{output: label}}{raw}"
         )
     inp = column("input")
     return Record(
@@ -388,7 +450,7 @@ def _to_record(
 
 FILE_FORMATS: dict[str, Callable[[Path], Rows]] = {
     "jsonl": _jsonl_rows, "csv": _csv_rows, "parquet": _parquet_rows, "hf_disk": _hf_rows,
-    "bigbench": bigbench_rows}
+    "bigbench": bigbench_rows, "text": _text_rows}
 """data.format -> the reader of a file (or folder) in it; `auto` picks by the suffix."""
 
 

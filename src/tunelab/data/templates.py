@@ -1,10 +1,11 @@
 """Prompt templates: turn a record (plus optional in-context shots) into prompt + completion.
 
-Each choice of `data.template` is a `TemplateKind` (`ALPACA`, `FORMAT`, `CHAT`, one instance
-each, `get_template_kind(name)`): it builds the `Template` for a config and a tokenizer and
-answers what callers need to know of it (does it take a preamble, need data.prompt_format, need
-the tokenizer, render shots as earlier turns, what a classification head reads). No module
-outside this one compares a template name.
+Each choice of `data.template` is a `TemplateKind` (`ALPACA`, `FORMAT`, `CHAT`, `TEXT`, one
+instance each, `get_template_kind(name)`): it builds the `Template` for a config and a tokenizer
+and answers what callers need to know of it (does it take a preamble, need data.prompt_format,
+need the tokenizer, render shots as earlier turns, what a classification head reads; whether a
+record is a raw document trained on every token, packed by default, read from which column and
+scored by which evaluation). No module outside this one compares a template name.
 
 Templates return text; tokenisation happens separately (tokenize.py) and always tokenises the
 prompt and the completion apart, so the label boundary never depends on how a response marker
@@ -14,10 +15,10 @@ tokenises inside a longer string.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar, Protocol, cast
 
-from tunelab.config import DataConfig
+from tunelab.config import DataConfig, EvalConfig, TaskConfig
 from tunelab.config.choices import TemplateName
 from tunelab.config.formats import check_format
 from tunelab.core.errors import TunelabError
@@ -63,9 +64,27 @@ class TemplateKind:
     classifier_reads_prompt: ClassVar[bool] = False
     """Whether a classification head reads the rendered prompt rather than the record's input
     (format: a prompt_format such as '{input}' is the text classified)."""
+    trains_documents: ClassVar[bool] = False
+    """Whether a record is a raw document: no prompt, the loss on every token, a long one cut
+    into windows (the model kind's `tokenize_document`) rather than truncated."""
+    packs_by_default: ClassVar[bool] = False
+    """data.packing when the config leaves it unset (where the model kind and method pack)."""
 
     def build(self, config: DataConfig, tokenizer: PreTrainedTokenizerBase | None) -> Template:
         raise NotImplementedError
+
+    def record_fields(self, fields: dict[str, str]) -> dict[str, str]:
+        """data.fields as the source reader maps columns for this template (`load_splits`)."""
+        if "text" in fields:
+            raise TunelabError(f"data.fields.text: only data.template text reads a document "
+                               f"column; with template {self.name} map the column to "
+                               "instruction, input or output")
+        return fields
+
+    def evaluation(self, task: TaskConfig) -> TaskConfig:
+        """A training task's evaluation task as this template scores it (`evaluation_task`:
+        the model kind's output type, the eval section's metrics)."""
+        return task
 
 
 class Template(Protocol):
@@ -190,6 +209,25 @@ class ChatTemplate:
         return Rendered(prompt, full[len(prompt):].rstrip(), special_in_text=True)
 
 
+@dataclass
+class TextTemplate:
+    """A raw document: no prompt, no instruction, the whole text is the completion."""
+
+    @property
+    def kind(self) -> TemplateKind:
+        return TEXT
+
+    def render(self, record: Record, shots: Sequence[Record] = ()) -> Rendered:
+        _require_plain(record, self.kind)
+        if shots:
+            raise TunelabError("data.template text: raw documents take no in-context examples; "
+                               "score them with --shots 0")
+        if not record.output.strip():
+            raise TunelabError(f"{record.origin or 'a record'}: an empty document; remove it or "
+                               "fill it in (data.template text trains on every token)")
+        return Rendered("", record.output)
+
+
 def classifier_text(record: Record, template: Template) -> str:
     """What a classification head reads: the rendered prompt of a template whose kind says so
     (format: e.g. prompt_format '{input}': the review alone), else the record's input (or its
@@ -236,8 +274,42 @@ class ChatKind(TemplateKind):
         return ChatTemplate(tokenizer, config.system)
 
 
-ALPACA, FORMAT, CHAT = AlpacaKind(), FormatKind(), ChatKind()
-TEMPLATE_KINDS: dict[str, TemplateKind] = {kind.name: kind for kind in (ALPACA, FORMAT, CHAT)}
+DOCUMENT_METRICS = ("perplexity", "bits_per_byte", "word_perplexity")
+"""What a text run's held-out documents are scored by (loglikelihood_rolling's metrics)."""
+
+
+class TextKind(TemplateKind):
+    """Raw documents (domain adaptation): a `text` column (data.fields.text names another) or
+    .txt files; the loss on every token, packed by default, the held-out documents scored by
+    perplexity (loglikelihood_rolling, in windows of data.max_length as training saw them)."""
+
+    name = "text"
+    takes_preamble = False
+    trains_documents = True
+    packs_by_default = True
+
+    def build(self, config: DataConfig, tokenizer: PreTrainedTokenizerBase | None) -> Template:
+        return TextTemplate()
+
+    def record_fields(self, fields: dict[str, str]) -> dict[str, str]:
+        return {"text": "text", **fields}
+
+    def evaluation(self, task: TaskConfig) -> TaskConfig:
+        """loglikelihood_rolling over the documents (in windows of data.max_length unless the
+        task sets rolling.max_length); the eval section's metrics, unless they are its default
+        ([accuracy], which raw text has nothing to score with): then perplexity, bits per byte
+        and word perplexity. Metrics another output type scores are refused by `check_task`."""
+        named = task.eval.metrics != EvalConfig().metrics
+        metrics = task.eval.metrics if named else list(DOCUMENT_METRICS)
+        rolling = task.rolling if task.rolling.max_length else replace(
+            task.rolling, max_length=task.data.max_length)
+        return replace(task, output_type="loglikelihood_rolling", rolling=rolling,
+                       eval=replace(task.eval, metrics=metrics))
+
+
+ALPACA, FORMAT, CHAT, TEXT = AlpacaKind(), FormatKind(), ChatKind(), TextKind()
+TEMPLATE_KINDS: dict[str, TemplateKind] = {kind.name: kind
+                                           for kind in (ALPACA, FORMAT, CHAT, TEXT)}
 """data.template -> its kind (the names are config.choices.TemplateName)."""
 
 

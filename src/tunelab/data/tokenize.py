@@ -2,7 +2,9 @@
 
 A record and its template become a `RecordText`, which the kind reads: causal models and
 seq2seq models the rendered prompt and completion (completion-only labels), a classifier the
-text a classification head reads and the record's output as its label. The token-level
+text a classification head reads and the record's output as its label. A raw document (a
+template whose kind `trains_documents`: text) becomes the kind's document windows instead,
+labels on every token (`record_examples`). The token-level
 helpers live below the data layer (models/kinds.py, models/tokens.py) and are re-exported here.
 """
 
@@ -17,7 +19,7 @@ import torch
 
 from tunelab.config import DataConfig
 from tunelab.data.records import Record
-from tunelab.data.templates import Rendered, Template, classifier_text
+from tunelab.data.templates import Rendered, Template, classifier_text, get_template_kind
 from tunelab.models.kinds import (
     ModelKind,
     TokenizedExample,
@@ -31,8 +33,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 __all__ = ["IGNORE_INDEX", "Collator", "Packed", "Padded", "RecordText", "TokenizedExample", "collate", "encode_completion",
-           "encode_prompt", "label_index", "tokenize_classification", "tokenize_example",
-           "tokenize_record", "tokenize_seq2seq"]
+           "encode_prompt", "label_index", "record_examples", "tokenize_classification",
+           "tokenize_example", "tokenize_record", "tokenize_records", "tokenize_seq2seq"]
 
 
 @dataclass
@@ -73,12 +75,31 @@ class RecordText:
         return self.record.origin
 
 
+def record_examples(record: Record, template: Template, tokenizer: PreTrainedTokenizerBase,
+                    kind: ModelKind, max_length: int, labels: Sequence[str] | None = None
+                    ) -> list[TokenizedExample]:
+    """A record as the model kind trains on it: one example (a classifier's label is the index
+    of the record's output in `labels`, eval.labels), or a raw document's windows of at most
+    max_length tokens when the template's kind says its records are documents."""
+    text = RecordText(record, template)
+    if template.kind.trains_documents:
+        return kind.tokenize_document(text.completion, tokenizer, max_length)
+    return [kind.tokenize(text, tokenizer, max_length, labels)]
+
+
+def tokenize_records(records: Sequence[Record], template: Template,
+                     tokenizer: PreTrainedTokenizerBase, kind: ModelKind, max_length: int,
+                     labels: Sequence[str] | None = None) -> list[TokenizedExample]:
+    """Every record's training examples, in order (`record_examples`)."""
+    return [example for record in records
+            for example in record_examples(record, template, tokenizer, kind, max_length, labels)]
+
+
 def tokenize_record(record: Record, template: Template, tokenizer: PreTrainedTokenizerBase,
                     kind: ModelKind, max_length: int, labels: Sequence[str] | None = None
                     ) -> TokenizedExample:
-    """A record as the model kind trains on it; a classifier's label is the index of the
-    record's output in `labels` (eval.labels)."""
-    return kind.tokenize(RecordText(record, template), tokenizer, max_length, labels)
+    """A record's (first) training example, as `tunelab data inspect` shows one."""
+    return record_examples(record, template, tokenizer, kind, max_length, labels)[0]
 
 
 def collate(batch: Sequence[TokenizedExample], pad_id: int) -> dict[str, torch.Tensor]:
@@ -116,5 +137,9 @@ Collator = Padded | Packed
 
 
 def collator(data: DataConfig) -> Collator:
-    """How a task's micro-batches are collated, as its data section says."""
-    return Packed(data.max_length) if data.packing else Padded()
+    """How a task's micro-batches are collated, as its data section says (data.packing unset:
+    the template kind's default; `plan_run` settles it first where the method cannot pack)."""
+    packing = data.packing
+    if packing is None:
+        packing = get_template_kind(data.template).packs_by_default
+    return Packed(data.max_length) if packing else Padded()

@@ -18,11 +18,11 @@ import json
 import os
 import string
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tunelab.config import DataConfig, RunConfig
+from tunelab.config import DataConfig, MixtureConfig, RunConfig
 from tunelab.core.errors import TunelabError
 from tunelab.data import get_template_kind
 from tunelab.data.sources import (
@@ -34,7 +34,7 @@ from tunelab.data.sources import (
     read_rows,
     source_scheme,
 )
-from tunelab.data.training_tasks import run_task
+from tunelab.data.training_tasks import run_task, training_tasks
 from tunelab.eval.output_types import Framing, Request, get_output_type
 from tunelab.methods import get_method
 from tunelab.runs import RunDir
@@ -58,10 +58,12 @@ class Needed:
 
 
 def predict_file(run_dir: str | Path, input_file: str | Path, out_file: str | Path | None = None,
-                 limit: int | None = None) -> Path:
+                 limit: int | None = None, task: str | None = None) -> Path:
     """Predict every row (the first `limit`) of `input_file` with the run's model; write the
     rows with `prediction` (and a classifier's `probabilities`) to `out_file` (default:
-    `<input stem>.predictions<suffix>` beside the input) and return its path.
+    `<input stem>.predictions<suffix>` beside the input) and return its path. A multi-task
+    run (a mixture, a `tunelab combine` run) predicts as its task `task` (its template,
+    fields and eval section).
 
     Raises:
         TunelabError: a missing or unfinished run, an unreadable input or a missing column,
@@ -71,23 +73,24 @@ def predict_file(run_dir: str | Path, input_file: str | Path, out_file: str | Pa
     if limit is not None and limit < 1:
         raise TunelabError(f"--limit {limit}: predict at least 1 row, or leave --limit out")
     run = RunDir(Path(run_dir))
-    config = _run_config(run)
+    config = _run_config(run, task)
     source = Path(input_file)
     out = Path(out_file) if out_file is not None else default_out(source)
     writer = _writer(out)
     if out.exists():
         raise TunelabError(f"--out {out}: exists; choose another file (nothing is overwritten)")
     rows = _read_inputs(source, config.data, limit)
-    task = run_task(config)
-    output_type = get_output_type(task.output_type)
-    output_type.check_predict(task)
+    predicted = run_task(config)
+    output_type = get_output_type(predicted.output_type)
+    output_type.check_predict(predicted)
     instruction = (config.data.instruction
                    or source_scheme(config.data.source).instruction(config.data.source))
     records = [input_record(row, origin, config.data.fields, instruction) for origin, row in rows]
     print(f"tunelab: predict: {len(records)} rows of {source} with {run.root} "
-          f"({task.output_type})")
+          f"({predicted.output_type})")
     lm = inference_model(run.root)
-    request = Request(lm, task, records, system="predict", framing=Framing.of(task))
+    request = Request(lm, predicted, records, system="predict",
+                      framing=Framing.of(predicted))
     predictions = output_type.predict(request)
     written = [{**row, **prediction} for (_, row), prediction in zip(rows, predictions, strict=True)]
     _write_atomically(out, written, writer)
@@ -100,8 +103,9 @@ def default_out(source: Path) -> Path:
     return source.with_name(f"{source.stem}.predictions{suffix}")
 
 
-def _run_config(run: RunDir) -> RunConfig:
-    """The run's config, once the run is known to be a finished single-task run."""
+def _run_config(run: RunDir, task: str | None) -> RunConfig:
+    """The run's config, once the run is known to be finished: a multi-task run's as if it
+    were a single-task run of its task `task`."""
     if not run.root.is_dir():
         raise TunelabError(f"{run.root}: no such run directory; pass a run directory that "
                            "tunelab train wrote")
@@ -109,10 +113,19 @@ def _run_config(run: RunDir) -> RunConfig:
     weights = run.weights(get_method(config.method["name"]))
     if not weights.exists():
         raise TunelabError(f"{run.root}: no trained weights in {weights}; did training finish?")
-    if config.is_mixture:
-        raise TunelabError(f"{run.root}: a multi-task run has one template per task; predict "
-                           "with a single-task run (one data section)")
-    return config
+    if not config.is_mixture:
+        if task is not None and task != config.name:
+            raise TunelabError(f"--task {task}: {run.root} is a single-task run (task "
+                               f"{config.name}); leave --task out")
+        return config
+    tasks = {t.name: t for t in training_tasks(config)}
+    if task not in tasks:
+        given = f"--task {task}: not a task of {run.root}" if task else \
+            f"{run.root}: a multi-task run has one template per task"
+        raise TunelabError(f"{given}; pass --task with one of {', '.join(tasks)}")
+    chosen = tasks[task]
+    return replace(config, name=chosen.name, data=chosen.data, eval=chosen.eval, tasks=[],
+                   mixture=MixtureConfig())
 
 
 def _read_inputs(source: Path, data: DataConfig, limit: int | None) -> list[tuple[str, Row]]:

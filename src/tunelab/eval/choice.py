@@ -33,7 +33,7 @@ from transformers import Cache, DynamicCache
 from tunelab.models.cache import cache_argument, output_cache, transformers_model
 from tunelab.models.logits import token_scores
 from tunelab.models.pretrained import model_config
-from tunelab.models.tokens import IGNORE_INDEX
+from tunelab.models.tokens import IGNORE_INDEX, prefix_token_id
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -59,12 +59,6 @@ class ChoiceResult:
     """Summed log-probability (nats) of each choice's tokens."""
     greedy: list[bool] = field(default_factory=list)
     """Whether greedy decoding from the context would produce exactly that choice's tokens."""
-
-
-def prefix_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
-    """The token that stands in for an empty context: BOS, else EOS (lm-evaluation-harness)."""
-    bos = tokenizer.bos_token_id
-    return int(bos if bos is not None else tokenizer.eos_token_id)
 
 
 def encode_pair(

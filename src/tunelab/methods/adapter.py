@@ -133,6 +133,7 @@ class AdapterMethod:
     sweep_options: dict[str, object] = field(default_factory=dict)
     supports_packing: bool = True
     supports_checkpointing: bool = True
+    can_merge: bool = False  # a nonlinear bottleneck does not fold into weights
 
     def apply(self, model: torch.nn.Module, options: AdapterOptions, kind: ModelKind
               ) -> torch.nn.Module:

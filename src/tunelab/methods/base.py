@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import torch
 
@@ -39,6 +39,9 @@ class Method(Protocol[OptionsT]):
     every example of a packed row: prompt, prefix)."""
     supports_checkpointing: bool = True
     """Whether train.gradient_checkpointing works with it."""
+    can_merge: bool
+    """Whether `merge` folds a trained model into plain weights of the base architecture
+    (known before any model loads: `model.init_from` checks it)."""
 
     def apply(self, model: torch.nn.Module, options: OptionsT, kind: ModelKind) -> torch.nn.Module:
         """Return the model with the method injected and only its parameters trainable.
@@ -59,6 +62,25 @@ class Method(Protocol[OptionsT]):
         """A plain model of the base architecture computing the same function: the method
         folded into the base weights (lora, ia3), or the model itself where the trained weights
         are the base's own (full, freeze); None where the method cannot merge."""
+        ...
+
+
+@runtime_checkable
+class Continuable(Protocol):
+    """A method whose saved weights a later run of the same method trains on as they are
+    (`model.init_from`: a peft adapter loaded as the trainable adapter), instead of starting
+    a fresh one on the earlier run merged into the base."""
+
+    def changed_options(self, earlier: object, options: object) -> list[tuple[str, object, object]]:
+        """(option, earlier value, new value) for each option that differs and shapes the saved
+        weights or what they compute (a LoRA rank or alpha; not a dropout): the earlier run's
+        weights cannot continue under those."""
+        ...
+
+    def load_trainable(self, base: torch.nn.Module, weights_dir: Path, options: object,
+                       kind: ModelKind) -> torch.nn.Module:
+        """`base` as `apply(base, options, kind)` makes it, with the saved weights in place of
+        the fresh ones: the function `load` gives, the trainable parameters `apply` gives."""
         ...
 
 

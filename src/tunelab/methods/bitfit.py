@@ -81,6 +81,7 @@ class BitFitMethod:
     sweep_options: dict[str, object] = field(default_factory=dict)
     supports_packing: bool = True
     supports_checkpointing: bool = True
+    can_merge: bool = True  # the biases are the base's own (added ones grow the config)
 
     def apply(self, model: torch.nn.Module, options: BitFitOptions, kind: ModelKind
               ) -> torch.nn.Module:

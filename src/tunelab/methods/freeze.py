@@ -85,6 +85,7 @@ class FreezeMethod:
     sweep_options: dict[str, object] = field(default_factory=lambda: {"layers": ["top:4"]})
     supports_packing: bool = True
     supports_checkpointing: bool = True
+    can_merge: bool = True  # the model itself: the trained tensors are the base's own
 
     def apply(self, model: torch.nn.Module, options: FreezeOptions, kind: ModelKind
               ) -> torch.nn.Module:

@@ -28,6 +28,7 @@ class FullMethod:
     sweep_options: dict[str, object] = field(default_factory=dict)
     supports_packing: bool = True
     supports_checkpointing: bool = True
+    can_merge: bool = True  # the model itself: every weight is a plain model's weight
 
     def apply(self, model: torch.nn.Module, options: FullOptions, kind: ModelKind
               ) -> torch.nn.Module:

@@ -46,4 +46,19 @@ def build_config(options: LoraOptions, model: torch.nn.Module, kind: ModelKind
     )
 
 
-METHOD = register(PeftMethod("lora", LoraOptions, build_config, sweep_lr=4e-4, can_merge=True))
+def combine_refusal(options: LoraOptions) -> str | None:
+    """Why peft's `add_weighted_adapter` (peft <= 0.21.2) would not combine this adapter
+    faithfully, or None. It combines the A and B matrices only: a DoRA adapter's magnitude
+    vector is not combined, and the combined adapter keeps use_rslora with lora_alpha = r, so
+    it is scaled by sqrt(r) instead of 1 (tests/test_combine.py checks both are still so)."""
+    if options.dora:
+        return ("method.dora: peft's add_weighted_adapter combines A and B only, not DoRA's "
+                "magnitude vectors; combine plain LoRA runs (dora: false)")
+    if options.rslora:
+        return ("method.rslora: peft's add_weighted_adapter scales the combined adapter by "
+                "sqrt(r) instead of 1 under rsLoRA; combine runs trained with rslora: false")
+    return None
+
+
+METHOD = register(PeftMethod("lora", LoraOptions, build_config, sweep_lr=4e-4, can_merge=True,
+                             combine_refusal=combine_refusal, training_only=("dropout",)))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic
+from typing import TYPE_CHECKING, Generic, cast
 
 import torch
 
@@ -39,6 +39,13 @@ class PeftMethod(Generic[OptionsT]):
     """Whether train.gradient_checkpointing works with it."""
     supports_packing: bool = True
     """Whether data.packing keeps its examples apart (not when virtual tokens are shared)."""
+    combine_refusal: Callable[[OptionsT], str | None] | None = None
+    """Whether peft's `add_weighted_adapter` can combine this method's adapters with others of
+    one base (`tunelab combine`): None: never (it combines LoRA adapters only); else, given a
+    run's options, why that run's adapter cannot be combined (None: it can)."""
+    training_only: tuple[str, ...] = ()
+    """Options that shape training alone, not the saved weights or what they compute (LoRA's
+    dropout): a run continuing this method's adapter (`model.init_from`) may change them."""
 
     def apply(self, model: torch.nn.Module, options: OptionsT, kind: ModelKind) -> torch.nn.Module:
         check_dependencies()  # before peft is imported: an old peft fails at import
@@ -62,6 +69,28 @@ class PeftMethod(Generic[OptionsT]):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
             loaded = PeftModel.from_pretrained(base, str(weights_dir))
+        return self.finish(loaded)
+
+    def changed_options(self, earlier: object, options: object
+                        ) -> list[tuple[str, object, object]]:
+        """(option, earlier value, new value) of every option but `training_only` that differs:
+        the earlier adapter's shape or function would change under it (`Continuable`)."""
+        return [(f.name, getattr(earlier, f.name), getattr(options, f.name))
+                for f in fields(self.options_type) if f.name not in self.training_only
+                and getattr(earlier, f.name) != getattr(options, f.name)]
+
+    def load_trainable(self, base: torch.nn.Module, weights_dir: Path, options: object,
+                       kind: ModelKind) -> torch.nn.Module:
+        """The adapter saved in weights_dir, trainable, under the peft config `apply` builds
+        from `options` (so a changed dropout holds): a run continues it (`Continuable`)."""
+        check_dependencies()
+        from peft import PeftModel
+
+        config = self.build_config(cast(OptionsT, options), base, kind)  # its own options
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+            loaded = PeftModel.from_pretrained(base, str(weights_dir), config=config,
+                                               is_trainable=True)
         return self.finish(loaded)
 
     def finish(self, peft_model: torch.nn.Module) -> torch.nn.Module:

@@ -47,6 +47,7 @@ from tunelab.models.tokens import (
     TrainingText,
     boundary_table,
     decode,
+    document_windows,
     encode_completion,
     encode_prompt,
     label_index,
@@ -113,6 +114,8 @@ class ModelKind(ABC):
     """It scores text (what retention tasks need)."""
     trains_mixtures: bool = False
     """Multi-task mixtures (`tasks:`) can train it."""
+    trains_documents: bool = False
+    """Raw documents (data.template text: the loss on every token) can train it."""
     builtin_kinds: frozenset[str] = frozenset()
     """Which built-in models (by their `BuiltinModel.kind`) can be loaded as this kind."""
     trained_view: str = ""
@@ -163,6 +166,12 @@ class ModelKind(ABC):
     def tokenize(self, text: TrainingText, tokenizer: PreTrainedTokenizerBase, max_length: int,
                  labels: Sequence[str] | None = None) -> TokenizedExample:
         """One training example as this kind trains on it (`labels`: eval.labels)."""
+
+    def tokenize_document(self, text: str, tokenizer: PreTrainedTokenizerBase, max_length: int
+                          ) -> list[TokenizedExample]:
+        """A raw document (data.template text) as training examples, the loss on every token."""
+        raise TunelabError(f"data.template text: model.kind {self.name} does not train on raw "
+                           "documents; use model.kind causal (a decoder LM)")
 
     def collate(self, examples: Sequence[TokenizedExample], pad_id: int) -> Batch:
         """Right-pad a batch for training: ids with pad_id, labels with -100, mask with 0."""
@@ -256,6 +265,17 @@ class CausalKind(LanguageModelKind):
 
     def label_width(self, examples: Sequence[TokenizedExample], width: int) -> int:
         return width  # labels align with input_ids
+
+    trains_documents = True
+
+    def tokenize_document(self, text: str, tokenizer: PreTrainedTokenizerBase, max_length: int
+                          ) -> list[TokenizedExample]:
+        """The document's windows (`document_windows`: [prefix] + tokens + EOS, none lost),
+        labels equal to the ids at every position: each window's first id is context only
+        (the shift drops its label), every later id is trained."""
+        return [TokenizedExample(input_ids=ids, labels=list(ids), prompt_length=0, kind=CAUSAL,
+                                 kept_completion=len(ids) - 1)
+                for ids in document_windows(text, tokenizer, max_length)]
 
     packs = True
 

@@ -82,6 +82,29 @@ def encode_completion(rendered: PromptText, tokenizer: PreTrainedTokenizerBase) 
     return ids
 
 
+def prefix_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The token that stands in for an empty context: BOS, else EOS (lm-evaluation-harness).
+    A rolling evaluation and a raw-text document both start with it, so their first token is
+    predicted too."""
+    bos = tokenizer.bos_token_id
+    return int(bos if bos is not None else tokenizer.eos_token_id)
+
+
+def document_windows(text: str, tokenizer: PreTrainedTokenizerBase, max_length: int
+                     ) -> list[list[int]]:
+    """A raw document as training windows: [prefix] + its tokens + EOS, cut into windows of
+    at most max_length ids, each starting at the last id of the one before, so every token
+    after the prefix is predicted exactly once (a window's first id is its context only):
+
+        max_length 4:  [P a b c d e EOS] -> [P a b c] [c d e EOS]
+    """
+    ids = [prefix_token_id(tokenizer), *tokenizer(text, add_special_tokens=False).input_ids]
+    if tokenizer.eos_token_id is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    step = max(max_length - 1, 1)
+    return [ids[start:start + max_length] for start in range(0, max(len(ids) - 1, 1), step)]
+
+
 def label_index(text: str, labels: Sequence[str], origin: str) -> int:
     """The class of a label text (compared as the label metrics compare: stripped, lowercased,
     trailing punctuation dropped); a text that is no label is an error naming the record."""

@@ -12,7 +12,9 @@ from tunelab.eval.harm import HARM_SCORERS, HarmRates
 from tunelab.eval.runner import EvalResult
 from tunelab.eval.tables import format_table, results_table, shown_keys
 from tunelab.runs import RunDir
+from tunelab.studies import domain
 from tunelab.studies.retention import RetentionRow, retention_table
+from tunelab.studies.stage_matrix import STAGE_NOTE, stage_table
 
 if TYPE_CHECKING:
     from tunelab.config import RunConfig
@@ -82,8 +84,9 @@ def write_run_report(run: RunDir, config: RunConfig,
                      retention_rows: Sequence[RetentionRow],
                      robustness: RobustnessReport | None = None,
                      bias: BiasReport | None = None) -> None:
-    """report.md of a `tunelab train` run: setup, the evaluation curve, test scores, forgetting,
-    robustness to noisy input and counterfactual bias (before vs after training)."""
+    """report.md of a `tunelab train` run: setup, the evaluation curve, test scores, the domain
+    text before -> after (raw-text runs), forgetting, robustness to noisy input and
+    counterfactual bias (before vs after training)."""
     lines = [f"# {config.name}", "", "## Setup", ""]
     for key in ("method", "model", "trainable_parameters", "trainable_percent",
                 "size_on_disk_bytes", "steps", "train_seconds", "tokens_per_s", "tokens_seen",
@@ -98,6 +101,8 @@ def write_run_report(run: RunDir, config: RunConfig,
         lines += [f"## Test split: {name}", "",
                   results_table([result], shown_keys(result.scores), True), "",
                   *harm_note([result])]
+    lines += domain_lines(summary)
+    lines += stage_lines(summary)
     if retention_rows:
         retention = summary.get("retention", {})
         limit = retention.get("max_forgetting")
@@ -125,6 +130,21 @@ def write_run_report(run: RunDir, config: RunConfig,
     run.report_md.write_text("\n".join(lines))
 
 
+def domain_lines(summary: dict[str, Any]) -> list[str]:  # Any: summary.json's JSON values
+    """The held-out domain documents before -> after training (a raw-text run; else none)."""
+    rows = domain.rows_of(summary)
+    if not rows:
+        return []
+    better = summary["domain"].get("significantly_better") or []
+    return ["## Domain text (held-out documents, before -> after)", "",
+            "The run's held-out documents scored by the base model before training and by the "
+            "trained model after (rolling windows of data.max_length tokens); change with a "
+            "paired bootstrap over documents, 95% CI. What the same run cost elsewhere is the "
+            "forgetting table below (retention).", "",
+            domain.domain_table(rows, markdown=True), "",
+            f"Significantly better: {', '.join(better) if better else 'none'}.", ""]
+
+
 def _curve_table(run: RunDir) -> str:
     log = run.train_log
     records = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
@@ -136,3 +156,15 @@ def _curve_table(run: RunDir) -> str:
              *[f"{r['retention'][t]:.3f}" if t in r.get("retention", {}) else "-" for t in tasks]]
             for r in evals]
     return format_table(["step", "val loss", *[f"retention: {t}" for t in tasks]], rows, True)
+
+
+def stage_lines(summary: dict[str, Any]) -> list[str]:  # Any: summary.json's JSON values
+    """Where a model.init_from run started and its stage x task matrix (else no lines)."""
+    start = summary.get("init_from")
+    if not start:
+        return []
+    lines = ["## Stages (model.init_from)", "", f"This run: {start['how']}.", ""]
+    if summary.get("stages"):
+        lines += [format_table(*stage_table(summary["stages"]), markdown=True), "", STAGE_NOTE,
+                  ""]
+    return lines

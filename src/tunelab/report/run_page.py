@@ -48,6 +48,7 @@ from tunelab.report.html import (
 from tunelab.report.sweep_table import sweep_columns
 from tunelab.report.tune_page import tune_page
 from tunelab.runs import EvalDir, RunDir, SweepDir, TuneDir, ratings_file, report_html
+from tunelab.studies import domain
 from tunelab.studies.comparison_report import clip, shift_cells
 from tunelab.studies.error_analysis import (
     ComparisonReport,
@@ -55,6 +56,7 @@ from tunelab.studies.error_analysis import (
     reference_text,
     row_key,
 )
+from tunelab.studies.stage_matrix import STAGE_NOTE, stage_table
 
 MAX_EXAMPLES = 500
 
@@ -165,6 +167,41 @@ class Training:
             blocks.append(Text(f"The weights kept are those of step {best} (best validation "
                                "loss).", "note"))
         return Section("Training", blocks, "training")
+
+
+class DomainText:
+    """A raw-text run's held-out documents before -> after training (summary.json `domain`)."""
+
+    def build(self, view: RunView) -> Section | None:
+        rows = domain.rows_of(view.summary)
+        if not rows:
+            return None
+        table = Table(["task", "score", "documents", "before", "after", "change [95% CI]",
+                       "relative", "significantly better"],
+                      [[r.task, r.key, r.n, domain.shown(r.before), domain.shown(r.after),
+                        domain.change_cell(r), f"{r.relative_change:+.1f}%",
+                        "yes" if r.significantly_better else "no"]
+                       for r in rows],
+                      "held-out documents: base model before, trained model after (paired "
+                      "bootstrap over documents)")
+        return Section("Domain text", [table, Text(
+            "What the same run cost on general text and tasks is the forgetting section.",
+            "note")], "domain")
+
+
+class Stages:
+    """A model.init_from run: where it started, and the stage x task matrix (summary.json)."""
+
+    def build(self, view: RunView) -> Section | None:
+        start = view.summary.get("init_from")
+        if not start:
+            return None
+        blocks: list[Block] = [Text(f"This run: {start['how']}.")]
+        if view.summary.get("stages"):
+            headers, rows = stage_table(view.summary["stages"])
+            blocks += [Table(headers, rows, "stage x task: each stage's model on every stage's "
+                             "test items"), Text(STAGE_NOTE, "note")]
+        return Section("Stages", blocks, "stages")
 
 
 class Forgetting:
@@ -424,7 +461,7 @@ class ExampleTable:
         return Section("Examples", blocks, "examples")
 
 
-SECTIONS = (Overview(), DataCheckSection(), Training(), Forgetting(), Baselines(), Confusion(), Robustness(),
+SECTIONS = (Overview(), DataCheckSection(), Training(), DomainText(), Stages(), Forgetting(), Baselines(), Confusion(), Robustness(),
             BiasSection(), ErrorAnalysis(), Ratings(), ExampleTable())
 
 

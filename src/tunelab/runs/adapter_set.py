@@ -6,6 +6,9 @@
     with bank.use(None):
         ...  # the base alone
 
+`add_combined` adds one more: loaded adapters combined by peft's `add_weighted_adapter`
+(`tunelab combine`), and `save` writes one adapter alone in peft's format.
+
 Adapters must be in peft's format and of one peft type (all LoRA, all IA3, ...): peft keeps
 them side by side in one wrapped model and switches between them. Methods that edit the base
 module itself (bitfit, bottleneck adapters, freeze, full) cannot share a base this way.
@@ -14,6 +17,8 @@ module itself (bitfit, bottleneck adapters, freeze, full) cannot share a base th
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +29,7 @@ from tunelab.core.errors import TunelabError
 from tunelab.methods import get_method
 from tunelab.methods.peft_backed import PeftMethod
 from tunelab.models import LoadedModel, load_model
+from tunelab.runs.adapter_combination import Combination
 from tunelab.runs.run_dir import RunDir, read_config
 
 if TYPE_CHECKING:
@@ -40,6 +46,11 @@ def _adapter_dir(run_dir: Path) -> tuple[Path, str, PeftMethod]:
         raise TunelabError(
             f"{run_dir}: method '{config.method['name']}' does not save a peft adapter, so it "
             "cannot share a base with others; load it alone (tunelab.runs.run_dir.load_run_model)")
+    if not RunDir(run_dir).start(config).on_base:  # model.init_from a run it merged
+        raise TunelabError(
+            f"{run_dir}: started from {config.model.init_from} merged into the base "
+            "(model.init_from), so its adapter needs that merge under it and cannot share the "
+            "plain base with others; load it alone (tunelab.runs.run_dir.load_run_model)")
     return weights, json.loads(peft_config.read_text())["peft_type"], method
 
 
@@ -94,6 +105,30 @@ class AdapterSet:
         self.model.eval()
         self.peft_type = peft_type
         self._names.append(name)
+
+    def add_combined(self, name: str, sources: list[str], weights: list[float],
+                     combination: Combination, density: float | None, seed: int) -> None:
+        """Add adapter `name`: the loaded adapters `sources` combined by peft's
+        `add_weighted_adapter` (`runs/adapter_combination.py`)."""
+        if name in self._names:
+            raise TunelabError(f"adapter name '{name}' is already loaded; pick another name")
+        missing = [source for source in sources if source not in self._names]
+        if missing:
+            raise TunelabError(f"adapters {', '.join(missing)} are not loaded; loaded: "
+                               f"{', '.join(self._names)}")
+        combination.apply(self.model, sources, weights, name, density, seed)
+        self.model.eval()
+        self._names.append(name)
+
+    def save(self, name: str, out_dir: Path) -> None:
+        """Adapter `name` alone, in peft's format, as the folder out_dir (new, or empty):
+        `PeftModel.from_pretrained(base, out_dir)` loads it."""
+        if name not in self._names:
+            raise TunelabError(f"adapter '{name}' is not loaded; loaded: {', '.join(self._names)}")
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}-", dir=out_dir.parent) as tmp:
+            self.model.save_pretrained(tmp, selected_adapters=[name])
+            os.replace(Path(tmp) / name, out_dir)  # peft saves a named adapter in a subfolder
 
     @contextmanager
     def use(self, name: str | None) -> Iterator[torch.nn.Module]:

@@ -11,6 +11,8 @@ trained model back.
     RUN/eval/<system>/       metrics.json + predictions.jsonl per evaluated system
     RUN/eval/retention/<task>/, RUN/retention.json   the forgetting check after training
     RUN/robustness/          robustness.json + .md + plots; RUN/bias.json + bias.md
+    RUN/stages/              a model.init_from run: stages.json + .md (the stage x task matrix)
+                             and the evaluations behind it, per system and task
     RUN/report.md, RUN/report.html, RUN/ratings.sqlite, RUN/tensorboard/, RUN/mlruns/
 
 No other module joins these names: it asks a `RunDir` (or the `EvalDir`, `StudyFiles` and
@@ -31,7 +33,8 @@ from tunelab.config import RunConfig, from_dict, load_yaml, to_dict
 from tunelab.core.errors import TunelabError
 from tunelab.methods import get_method
 from tunelab.methods.base import Method
-from tunelab.models import LoadedModel, load_model
+from tunelab.models import LoadedModel
+from tunelab.runs.start import Start, start_for
 from tunelab.runs.system import System, slug
 
 
@@ -232,6 +235,11 @@ class RunDir:
     def bias(self) -> StudyFiles:
         return StudyFiles(self.root, "bias")
 
+    @property
+    def stages(self) -> StudyFiles:
+        """A model.init_from run's stage x task matrix and the evaluations behind it."""
+        return StudyFiles(self.root / "stages", "stages")
+
     def weights(self, method: Method) -> Path:
         """The trained weights: adapter/ (PEFT format) or model/ (a full HF model)."""
         return self.root / method.weights_dir
@@ -335,6 +343,13 @@ class RunDir:
                 path.unlink()
 
     # --- the trained model -----------------------------------------------------------------
+    def start(self, config: RunConfig | None = None) -> Start:
+        """Where this run's training starts (`runs/start.py`): the base model, or the run its
+        model.init_from names, continued or merged; checked before any model loads."""
+        config = config or self.read_config()
+        earlier = config.model.init_from
+        return start_for(config, RunDir(Path(earlier)) if earlier else None, self.root)
+
     def load_model(self, base: str | None = None) -> LoadedModel:
         """The base model with this run's trained weights applied, rebuilt as the run's
         model.kind (a classifier gets its head over the run's eval.labels back).
@@ -350,7 +365,7 @@ class RunDir:
         if not weights.exists():
             raise TunelabError(f"{self.root}: no trained weights in {weights}; did training "
                                "finish?")
-        lm = load_model(config.model, labels=config.eval.labels)
+        lm = self.start(config).base(config)  # the base, or the run model.init_from names
         try:
             lm.model = method.load(lm.model, weights)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:

@@ -11,7 +11,7 @@ from tunelab.config import RunConfig, TrainTaskConfig
 from tunelab.core.errors import TunelabError
 from tunelab.data import Record, Splits, Template, get_template, load_splits
 from tunelab.data.mixture import TaskExamples, TrainingData, get_order, length_difficulty
-from tunelab.data.tokenize import TokenizedExample, collator, tokenize_record
+from tunelab.data.tokenize import TokenizedExample, collator, tokenize_records
 from tunelab.data.training_tasks import augmented
 from tunelab.eval.loglikelihood import completion_nll
 from tunelab.models import LoadedModel
@@ -53,8 +53,8 @@ def prepare_data(config: RunConfig, lm: LoadedModel, tasks: list[TrainTaskConfig
 
         def tokenize(records: Sequence[Record], task: TrainTaskConfig = task,
                      template: Template = template) -> list[TokenizedExample]:
-            return [tokenize_record(r, template, lm.tokenizer, lm.kind, task.data.max_length,
-                                    task.eval.labels) for r in records]
+            return tokenize_records(records, template, lm.tokenizer, lm.kind,
+                                    task.data.max_length, task.eval.labels)
 
         train = [] if task.held_out else splits.train[:task.max_train_examples]
         train = augmented(train, task.data.augment)

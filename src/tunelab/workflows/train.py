@@ -34,21 +34,23 @@ from tunelab.core.errors import TunelabError
 from tunelab.data import Splits
 from tunelab.data.checks import DataCheck
 from tunelab.data.mixture import MixturePlan
-from tunelab.data.training_tasks import evaluation_task, run_task, training_tasks
+from tunelab.data.training_tasks import evaluation_task, run_task, training_tasks, with_packing
 from tunelab.eval.runner import EvalResult, evaluate_loaded, evaluate_shared, write_result
 from tunelab.eval.shard import Shard
 from tunelab.eval.tasks import TaskItems, check_task, read_task
 from tunelab.methods import get_method, trainable_parameters
 from tunelab.methods.base import Method, ParameterCount, directory_size, parse_options
-from tunelab.models import LoadedModel, get_kind, load_model
+from tunelab.models import LoadedModel, get_kind
 from tunelab.models.kinds import ModelKind
 from tunelab.report.markdown import write_run_report
 from tunelab.report.run_page import write_html_report
 from tunelab.runs import RunDir, System
-from tunelab.studies import retention
+from tunelab.runs.start import FromBase, Start, start_record
+from tunelab.studies import domain, retention
 from tunelab.studies.bias import RunBias
 from tunelab.studies.retention import RetentionRow, retention_table
 from tunelab.studies.robustness import RunRobustness
+from tunelab.studies.stage_matrix import RunStages
 from tunelab.training.checkpoint import LoopState, write_atomically
 from tunelab.training.data import PreparedData, prepare_data, read_splits
 from tunelab.training.loop import EvalHook, Trainer, peak_memory_mb
@@ -152,6 +154,10 @@ class RunPlan:
     """A single-task run's evaluation task (the robustness and bias blocks score it)."""
     data_check: DataCheck | None = None
     """Duplicates and leakage found before training (`guard_run_data`)."""
+    start: Start = field(default_factory=FromBase)
+    """Where training starts: the base, or model.init_from's run continued or merged."""
+    stages: RunStages | None = None
+    """A model.init_from run's lineage and every stage's task (the stage x task matrix)."""
 
 
 def plan_run(config: RunConfig, with_test: bool = True) -> RunPlan:
@@ -162,7 +168,10 @@ def plan_run(config: RunConfig, with_test: bool = True) -> RunPlan:
     method = get_method(config.method["name"])
     options = parse_options(method, config.method)
     kind = get_kind(config.model.kind)
-    tasks = training_tasks(config)  # checked before any loading
+    start = RunDir(config.run_dir).start(config)  # model.init_from, checked before any loading
+    # checked before any loading; data.packing unset: the template kind's default where it packs
+    can_pack = kind.packs and method.supports_packing
+    tasks = [with_packing(t, can_pack) for t in training_tasks(config)]
     if any(t.data.packing for t in tasks):
         if not kind.packs:
             raise TunelabError(f"data.packing: model.kind {config.model.kind} trains on padded "
@@ -185,8 +194,9 @@ def plan_run(config: RunConfig, with_test: bool = True) -> RunPlan:
     if with_test:  # leakage into test stops the run here (a search's trial: tune checked it)
         checked, splits = guard_run_data(config, tasks, splits, retained_items)
     single = None if config.is_mixture else evaluated.get(config.name) or run_task(config)
+    stages = RunStages.of(config, start, RunDir(config.run_dir), evaluated) if with_test else None
     return RunPlan(config, method, options, kind, tasks, evaluated, splits, retained,
-                   retained_items, single, checked)
+                   retained_items, single, checked, start, stages)
 
 
 def _train(plan: RunPlan, run: RunDir, resume: bool, evaluate_after: bool,
@@ -197,17 +207,23 @@ def _train(plan: RunPlan, run: RunDir, resume: bool, evaluate_after: bool,
     robust = RunRobustness.of(config.robustness, plan.single)  # items perturbed before loading
     bias = RunBias.of(config.bias, plan.single)
     transformers.set_seed(config.train.seed)
-    lm = load_model(config.model, labels=config.eval.labels)  # model.kind picks the class
+    lm = plan.start.load(config)  # the base (model.kind picks the class) or model.init_from
+    if plan.start.earlier is not None:
+        print(f"tunelab: {plan.start.describe()}")
     before = {}
     if kept:  # before the method touches the model; cached per base model
         print(f"tunelab: retention suite before training: {', '.join(t.name for t in kept)}")
         before = retention.base_scores(lm, config.model, kept, config.retention.limit,
                                         plan.retained_items)
+    documents = domain.document_tasks(plan.evaluated) if evaluate_after else {}
+    domain_before = domain.score(lm, documents, config.eval.limit, System.base())  # raw text
     robust_before = robust.score(lm, System.base()) if robust else None
     bias_before = bias.score(lm, System.base()) if bias else None
+    stages_before = plan.stages.before(lm) if plan.stages and evaluate_after and \
+        first_process() else {}  # the previous stage's model on this run's tasks
     prepared = prepare_data(config, lm, tasks, plan.splits)  # before the method changes lm
 
-    model = method.apply(lm.model, plan.options, plan.kind)
+    model = plan.start.apply(lm, method, plan.options, plan.kind)  # or init_from's adapter
     counts = trainable_parameters(model)
     print(f"tunelab: {config.method['name']} on {config.model.name}: {counts}")
     if first_process():
@@ -217,7 +233,7 @@ def _train(plan: RunPlan, run: RunDir, resume: bool, evaluate_after: bool,
                                                  default=str))
     trainer = Trainer(model, config.train, prepared.data, run)
     if config.is_mixture and config.mixture.eval_limit > 0:
-        trainer.eval_hooks.append(task_metric_hook(lm, tasks, prepared, config.mixture.eval_limit))
+        trainer.eval_hooks.append(task_metric_hook(lm, tasks, prepared, config))
     if kept and config.retention.every_eval:
         trainer.eval_hooks.append(retention.curve_hook(lm, kept, config.retention.limit,
                                                         plan.retained_items))
@@ -244,6 +260,7 @@ def _train(plan: RunPlan, run: RunDir, resume: bool, evaluate_after: bool,
         lm.tokenizer.save_pretrained(str(weights_dir))
     summary = training_summary(config, counts, size_on_disk, state, seconds, prepared)
     summary["placement"] = trainer.placement
+    summary.update(start_record(plan.start))  # init_from and the lineage of earlier runs
     if plan.data_check is not None:
         summary["data_check"] = data_check_summary(plan.data_check)
     if isinstance(trainer.plan, MixturePlan):
@@ -257,6 +274,17 @@ def _train(plan: RunPlan, run: RunDir, resume: bool, evaluate_after: bool,
     harm = {name: r.harm.to_json() for name, r in evaluations.items() if r.harm}
     if harm:  # free-text tasks: the share of outputs flagged offensive / hurtful
         summary["test_harm"] = harm
+    if plan.stages is not None and evaluate_after:  # every earlier stage's task, scored again
+        matrix = plan.stages.finish(lm, stages_before, evaluations)
+        summary["stages"] = matrix.data
+        print("stage x task (each stage paired against the stage before it):")
+        print(matrix.table())
+    if domain_before:  # the held-out documents before -> after, paired per document
+        domain.write_before(run, domain_before, config.is_mixture)
+        domain_rows = domain.compare(domain_before, evaluations, documents)
+        summary["domain"] = domain.summary_entry(domain_rows)
+        print("domain text (held-out documents, before -> after training):")
+        print(domain.domain_table(domain_rows))
     rows: list[RetentionRow] = []
     passed = True
     if kept:
@@ -283,17 +311,18 @@ def _resolve_config(config: RunConfig | str | Path, overrides: list[str] | None)
 
 
 def task_metric_hook(lm: LoadedModel, tasks: list[TrainTaskConfig], prepared: PreparedData,
-                     limit: int) -> EvalHook:
-    """An eval hook: every mixture task's metric on its validation split (`limit` items)."""
-    scored = [t for t, ex in zip(tasks, prepared.data.tasks, strict=True)
+                     config: RunConfig) -> EvalHook:
+    """An eval hook: every mixture task's metric on its validation split
+    (mixture.eval_limit items), each scored as its evaluation task scores it."""
+    limit = config.mixture.eval_limit
+    scored = [evaluation_task(t, config, "validation")
+              for t, ex in zip(tasks, prepared.data.tasks, strict=True)
               if ex.validation and t.eval.metrics]
 
     def hook(model: torch.nn.Module) -> dict[str, dict[str, dict[str, float]]]:
         view = replace(lm, model=model)
         return {"metrics_by_task": {
-            task.name: evaluate_loaded(view, TaskConfig(name=task.name, data=task.data,
-                                                        split="validation", eval=task.eval),
-                                       System.tuned(), shots=0, limit=limit,
+            task.name: evaluate_loaded(view, task, System.tuned(), shots=0, limit=limit,
                                        bootstrap=0).scores
             for task in scored}}
 
