@@ -259,6 +259,8 @@ def test_a_text_run_reports_domain_perplexity_before_and_after(text_run, lm) -> 
     run = RunDir(result.run_dir)
     rows = result.summary["domain"]["rows"]
     assert [r["key"] for r in rows] == ["perplexity", "bits_per_byte", "word_perplexity"]
+    assert result.summary["domain"]["before"] == "the base model"  # no model.init_from
+    assert "scored by the base model before training" in (result.run_dir / "report.md").read_text()
     before = read_result(run.eval_dir(System.base()))
     after = read_result(run.eval_dir(System.tuned()))
     assert before.n == after.n == rows[0]["n"] == 8

@@ -137,7 +137,8 @@ def domain_lines(summary: dict[str, Any]) -> list[str]:  # Any: summary.json's J
         return []
     better = summary["domain"].get("significantly_better") or []
     return ["## Domain text (held-out documents, before -> after)", "",
-            "The run's held-out documents scored by the base model before training and by the "
+            f"The run's held-out documents scored by "
+            f"{summary['domain'].get('before', 'the base model')} before training and by the "
             "trained model after (rolling windows of data.max_length tokens); change with a "
             "paired bootstrap over documents, 95% CI. What the same run cost elsewhere is the "
             "forgetting table below (retention).", "",

@@ -182,8 +182,8 @@ class DomainText:
                         domain.change_cell(r), f"{r.relative_change:+.1f}%",
                         "yes" if r.significantly_better else "no"]
                        for r in rows],
-                      "held-out documents: base model before, trained model after (paired "
-                      "bootstrap over documents)")
+                      f"held-out documents: {view.summary['domain'].get('before', 'the base model')}"
+                      " before, trained model after (paired bootstrap over documents)")
         return Section("Domain text", [table, Text(
             "What the same run cost on general text and tasks is the forgetting section.",
             "note")], "domain")

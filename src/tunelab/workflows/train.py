@@ -283,6 +283,9 @@ def _train(plan: RunPlan, run: RunDir, resume: bool, evaluate_after: bool,
         domain.write_before(run, domain_before, config.is_mixture)
         domain_rows = domain.compare(domain_before, evaluations, documents)
         summary["domain"] = domain.summary_entry(domain_rows)
+        # what scored "before": the base, or model.init_from's run merged in (its start)
+        summary["domain"]["before"] = ("the base model" if plan.start.on_base else
+                                       f"the starting model ({plan.start.describe()})")
         print("domain text (held-out documents, before -> after training):")
         print(domain.domain_table(domain_rows))
     rows: list[RetentionRow] = []
