@@ -10,6 +10,7 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TUNELAB_EVAL_NPROC", "1")  # one process unless a test asks for more
 
 DATA = Path(__file__).parent / "data"
 

@@ -57,7 +57,8 @@ def test_bad_inputs_are_one_line_errors(tiny_llama: Path, tmp_path: Path, capsys
     assert "task 'nope'" in err and "movie_sentiment" in err
 
 
-def test_train_then_eval_with_adapter(tiny_llama: Path, tmp_path: Path, capsys) -> None:
+def test_train_then_eval_with_adapter(tiny_llama: Path, tmp_path: Path, capsys,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
     config = _write_config(tiny_llama, tmp_path)
     assert main(["train", str(config), "name=cli"]) == 0
     run_dir = tmp_path / "runs" / "cli"
@@ -73,6 +74,14 @@ def test_train_then_eval_with_adapter(tiny_llama: Path, tmp_path: Path, capsys) 
     assert result["n"] == 4 and result["shots"] == 1 and "accuracy" in result["scores"]
     rows = (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()
     assert len(rows) == 4 and "prediction" in json.loads(rows[0])
+    # --nproc 2: a worker process loads the run's weights and scores half the items; the
+    # results equal one process's (the result cache is off, so every item really runs).
+    monkeypatch.setenv("TUNELAB_EVAL_CACHE", "off")
+    assert main(["eval", "--adapter", str(run_dir), "--task", str(task), "--shots", "1",
+                 "--limit", "4", "--json", "--nproc", "2", "--out", str(tmp_path / "ev2")]) == 0
+    two = json.loads(capsys.readouterr().out)
+    assert two["scores"] == result["scores"] and two["n"] == 4
+    assert (tmp_path / "ev2" / "predictions.jsonl").read_text().splitlines() == rows
 
 
 def test_data_inspect_marks_trained_tokens(tiny_llama: Path, tmp_path: Path, capsys) -> None:

@@ -73,7 +73,7 @@ def write_lm_eval_task(tmp_path: Path) -> Path:
 
 def test_local_lm_eval_task_runs_through_the_bridge(lm, hf, tmp_path: Path) -> None:
     data = write_lm_eval_task(tmp_path)
-    manager = TaskManager(include_path=str(tmp_path / "tasks"))
+    manager = TaskManager(include_path=str(tmp_path / "tasks"), include_defaults=False)
     results = {}
     for name, model in (("tunelab", TunelabLM(lm=lm, batch_size=4)), ("hf", hf)):
         out = simple_evaluate(model=model, tasks=["tiny_reviews"], task_manager=manager, limit=12,

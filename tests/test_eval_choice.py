@@ -18,6 +18,7 @@ from tunelab.eval.metrics_lm import choice_predictions
 from tunelab.methods import get_method
 from tunelab.methods.base import parse_options
 from tunelab.models import load_model
+from tunelab.models.cache import MIN_SHARED_PREFIX, shares_cache
 
 WORDS = "the movie was good bad great awful positive negative story plot actor .".split()
 
@@ -107,7 +108,7 @@ def test_a_shared_prefix_runs_once_and_scores_equal_naive(lm, batch_size: int) -
     """Fixed few-shot examples: every context starts with the same tokens (>= 16), which run
     once per batch; the scores equal naive per-choice scoring."""
     shots = lm.tokenizer(" ".join(WORDS * 3)).input_ids
-    assert len(shots) >= choice_module.MIN_SHARED_PREFIX
+    assert len(shots) >= MIN_SHARED_PREFIX
     requests = [ChoiceRequest(shots + r.context, r.continuations)
                 for r in random_requests(lm.tokenizer, 6, seed=3)]
     shapes = []
@@ -155,7 +156,7 @@ def test_prompt_tuning_scores_whole_sequences(tiny_llama: Path) -> None:
     method = get_method("prompt")
     model = method.apply(base.model, parse_options(method, {"name": "prompt", "num_virtual_tokens": 4}),
                          base.kind)
-    assert not choice_module.shares_context(model)  # peft's virtual tokens own the cache
+    assert not shares_cache(model)  # peft's virtual tokens own the cache
     request = random_requests(base.tokenizer, 1, seed=3)[0]
     result = score_choices(model, [request])[0]
     for cont, logprob in zip(request.continuations, result.logprobs, strict=True):

@@ -104,11 +104,11 @@ def _generate_task(metrics: tuple[str, ...] = ("classification",)) -> TaskConfig
 @pytest.fixture()
 def written_text(monkeypatch: pytest.MonkeyPatch) -> None:
     """The model 'writes' GENERATED, in item order, so the rates can be counted by hand."""
-    def fake(model, tokenizer, prompts, gen, desc="", hit_limit=None):  # noqa: ANN001, ANN202
+    def fake(model, tokenizer, prompts, gen, desc="", hit_limit=None, results=None):  # noqa: ANN001, ANN202
         assert len(prompts) == len(GENERATED)
         return list(GENERATED)
 
-    monkeypatch.setattr("tunelab.eval.output_types.generate.generate", fake)
+    monkeypatch.setattr("tunelab.eval.generation.generate", fake)  # what the output type calls
 
 
 def test_an_evaluation_of_a_generate_task_records_its_harm_rates(

@@ -64,7 +64,7 @@ class Spy:
                 spy.last = logits(self.trained_model(), tokenizer)
                 return state
 
-        monkeypatch.setattr("tunelab.workflows.train.Trainer", Watched)
+        monkeypatch.setattr("tunelab.training.loop.Trainer", Watched)  # what train() builds
 
 
 @pytest.fixture(scope="module")

@@ -338,15 +338,24 @@ def build_report(directory: str | Path) -> Path:
 
 def harness(tasks: list[str], model: str | None = None, adapter: str | None = None,
             include_path: str | None = None, shots: int | None = None, limit: int | None = None,
-            batch_size: int = 8) -> str:
-    """`tunelab harness`: lm-evaluation-harness tasks on a tunelab model (the `harness` extra)."""
+            batch_size: int = 8, apply_chat_template: bool | str = False,
+            output: str | Path | None = None, log_samples: bool = False) -> str:
+    """`tunelab harness`: lm-evaluation-harness tasks on a tunelab model (the `harness` extra);
+    `output` gets lm-eval's results JSON and, with `log_samples`, each task's samples JSONL."""
+    if log_samples and output is None:
+        raise TunelabError("--log-samples: the samples are written beside the results; "
+                           "add --output DIR")
+    if output is not None and Path(output).is_file() and Path(output).suffix != ".json":
+        raise TunelabError(f"--output {output}: is a file; give a directory (or a .json path)")
     try:  # lm-evaluation-harness is an optional extra
         from tunelab.eval.harness import run_harness
     except ImportError as err:
         raise TunelabError(f"tunelab harness needs lm-evaluation-harness ({err}); run: "
                            "pip install -c constraints.txt 'tunelab[harness]'") from None
     return run_harness(tasks, model=model, adapter=adapter, include_path=include_path,
-                       shots=shots, limit=limit, batch_size=batch_size)
+                       shots=shots, limit=limit, batch_size=batch_size,
+                       apply_chat_template=apply_chat_template,
+                       output=str(output) if output is not None else None, log_samples=log_samples)
 
 
 def robustness(

@@ -28,7 +28,7 @@ Order = Literal["random", "easy_to_hard"]
 Measure = Literal["length", "loss"]
 Tracker = Literal["tensorboard", "mlflow"]
 OnDivergence = Literal["stop", "skip_step"]
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["fp32", "bf16", "fp16", "auto"]
 
 OUTPUT_TYPES: tuple[str, ...] = get_args(OutputTypeName)
 MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)

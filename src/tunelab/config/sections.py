@@ -278,7 +278,8 @@ class TrainConfig(Checked):
         "weight_decay": Range(0), "warmup_ratio": Range(0, 1, high_open=True),
         "max_grad_norm": Range(0, fix="0 turns clipping off"), "eval_every": NONNEGATIVE,
         "early_stopping_patience": NONNEGATIVE, "save_every": NONNEGATIVE, "log_every": COUNT,
-        "divergence_factor": Range(0, fix="0 turns the check off; e.g. 4")}
+        "divergence_factor": Range(0, fix="0 turns the check off; e.g. 4"),
+        "threads": Range(0, whole=True, fix="0 follows the free cores; e.g. 2")}
     epochs: float = 1.0
     max_steps: int = 0
     """Optimizer steps; 0 means run `epochs` epochs."""
@@ -311,8 +312,13 @@ class TrainConfig(Checked):
     stop the run); a loss past divergence_factor still stops."""
     precision: Precision = "fp32"
     """Compute precision: bf16 or fp16 run the forward and backward passes under autocast
-    (accelerate's mixed precision; bf16 on CPUs with bf16 support and on GPUs, fp16 on GPUs);
-    trainable weights and the optimizer state stay float32."""
+    (bf16 on CPUs with bf16 instructions and on GPUs, fp16 on GPUs); trainable weights and the
+    optimizer state stay float32. auto: bf16 where the device runs it natively (a GPU with
+    bf16, a CPU with avx512_bf16 or AMX), else fp32 (training/precision.py)."""
+    threads: int = 0
+    """Threads of a training step on a CPU. 0: torch's threads while the cores are free, one
+    fewer for each core other processes keep busy (measured every step: a step at 2 threads
+    beside another busy process ran 5-9x slower than at 1; training/threads.py); N: always N."""
     fsdp: bool = False
     """With several processes, shard the weights, gradients and optimizer state over them
     (torch FSDP2, one unit per transformer block) instead of a whole copy in each (DDP). The

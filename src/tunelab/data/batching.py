@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import torch
+from tunelab.core.deferred import torch
 
 
 @dataclass

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-import torch
-
 from tunelab.config import DataConfig
 from tunelab.data.records import Record
 from tunelab.data.templates import Rendered, Template, classifier_text, get_template_kind
@@ -30,6 +28,7 @@ from tunelab.models.kinds import (
 from tunelab.models.tokens import IGNORE_INDEX, encode_completion, encode_prompt, label_index
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PreTrainedTokenizerBase
 
 __all__ = ["IGNORE_INDEX", "Collator", "Packed", "Padded", "RecordText", "TokenizedExample", "collate", "encode_completion",

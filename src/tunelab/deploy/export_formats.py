@@ -17,14 +17,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import ClassVar
-
-from transformers import GenerationConfig as HfGenerationConfig
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, ClassVar
 
 from tunelab.config import RunConfig, TaskConfig
+from tunelab.core.deferred import deferred, transformers
 from tunelab.core.errors import TunelabError
-from tunelab.deploy.engines import Engine, LlamaCppEngine, TransformersEngine
 from tunelab.deploy.gguf_file import Quant, get_quant, write_gguf
 from tunelab.deploy.modelfile import write_modelfile
 from tunelab.eval.metrics import MetricInput, metric_class
@@ -33,6 +30,14 @@ from tunelab.eval.runner import EvalResult, evaluate_loaded, score_harm, score_o
 from tunelab.models import load_model
 from tunelab.models.kinds import CAUSAL, get_kind
 from tunelab.runs import System
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from tunelab.deploy import engines
+    from tunelab.deploy.engines import Engine
+else:  # it uses torch as it is imported
+    engines = deferred("tunelab.deploy.engines")
 
 FORMAT_NAMES = ("hf", "gguf")
 
@@ -104,7 +109,7 @@ class HfFormat(ExportFormat):
     def write(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path,
               config: RunConfig, prompts: Sequence[str]) -> Artefact:
         gen = config.eval.generation
-        model.generation_config = HfGenerationConfig.from_dict({
+        model.generation_config = transformers.GenerationConfig.from_dict({
             **model.generation_config.to_dict(), "max_new_tokens": gen.max_new_tokens,
             "do_sample": gen.do_sample, "temperature": gen.temperature if gen.do_sample else None,
             "top_p": gen.top_p if gen.do_sample else None, "top_k": None,
@@ -115,10 +120,10 @@ class HfFormat(ExportFormat):
 
     def engine(self, artefact: Path, config: RunConfig) -> Engine:
         model = replace(config.model, name=str(artefact), num_layers=None)
-        return TransformersEngine(load_model(model, labels=config.eval.labels))
+        return engines.TransformersEngine(load_model(model, labels=config.eval.labels))
 
     def score(self, engine: Engine, task: TaskConfig, tuned: EvalResult) -> EvalResult:
-        assert isinstance(engine, TransformersEngine)
+        assert isinstance(engine, engines.TransformersEngine)
         return evaluate_loaded(engine.lm, task, self.system, shots=tuned.shots,
                                limit=tuned.n)
 
@@ -154,7 +159,7 @@ class GgufFormat(ExportFormat):
         write_modelfile(artefact, tokenizer, config.eval.generation, summary)
 
     def engine(self, artefact: Path, config: RunConfig) -> Engine:
-        return LlamaCppEngine(artefact)  # the model's own context length
+        return engines.LlamaCppEngine(artefact)  # the model's own context length
 
     def scored_task(self, task: TaskConfig) -> TaskConfig:
         """Only the metrics over generated text: llama.cpp is asked for text, not for the

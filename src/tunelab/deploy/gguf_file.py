@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 
 import gguf
 import numpy as np
-import torch
 
+from tunelab.core.deferred import torch
 from tunelab.core.errors import TunelabError
 
 if TYPE_CHECKING:

@@ -27,10 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-from transformers import PreTrainedModel
-
 from tunelab.config import GenerationConfig, RunConfig
+from tunelab.core.deferred import torch, transformers
 from tunelab.core.errors import TunelabError
 from tunelab.deploy.export_formats import HfFormat, read_manifest
 from tunelab.deploy.gguf_file import import_llama_cpp
@@ -215,7 +213,7 @@ class TransformersServer(ServeEngine):
                                f"run; serve {target.run.root} or this folder with --engine "
                                "llamacpp")
         lm = merged_run_model(target.run.root)
-        assert isinstance(lm.model, PreTrainedModel)  # merged_run_model checked it
+        assert isinstance(lm.model, transformers.PreTrainedModel)  # merged_run_model checked it
         return HfFormat().write(lm.model, lm.tokenizer, scratch, target.config, []).path
 
     def server(self, folder: Path, host: str, port: int, background: bool = False) -> Serve:

@@ -24,15 +24,22 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from transformers import Cache, DynamicCache
+from transformers import Cache
 
-from tunelab.models.cache import cache_argument, output_cache, transformers_model
+from tunelab.eval.result_cache import ResultCache, token_bytes
+from tunelab.models.cache import (
+    cache_argument,
+    output_cache,
+    select_cache,
+    shared_prefix,
+    shares_cache,
+    transformers_model,
+)
 from tunelab.models.logits import token_scores
-from tunelab.models.pretrained import model_config
 from tunelab.models.tokens import IGNORE_INDEX, prefix_token_id
 
 if TYPE_CHECKING:
@@ -40,9 +47,6 @@ if TYPE_CHECKING:
 
 MAX_LOGIT_ROWS = 1024
 """Continuation positions whose vocabulary logits are held at once (memory bound)."""
-MIN_SHARED_PREFIX = 16
-"""Contexts of a batch that start with at least this many identical tokens (fixed few-shot
-examples, a long preamble) run that prefix once and only their own suffixes after it."""
 
 
 @dataclass
@@ -78,35 +82,46 @@ def encode_pair(
     return context_ids, whole[len(context_ids):]
 
 
-def shares_context(model: torch.nn.Module) -> bool:
-    """False for peft prompt-learning models (prompt/prefix tuning), which own the cache."""
-    configs = getattr(model, "peft_config", None) or {}
-    return not any(getattr(c, "is_prompt_learning", False) for c in configs.values())
-
-
 def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
     return "logits_to_keep" in inspect.signature(transformers_model(model).forward).parameters
 
 
-@torch.no_grad()
 def score_choices(
     model: torch.nn.Module,
     requests: Sequence[ChoiceRequest],
     batch_size: int = 8,
     shared_context: bool | None = None,
+    results: ResultCache | None = None,
 ) -> list[ChoiceResult]:
     """Score every choice of every request; results come back in request order.
 
     Args:
         batch_size: items (contexts) per forward pass.
         shared_context: encode each context once (default: unless the model can't share it).
+        results: look up requests this model already scored (eval/result_cache.py).
     """
+    if results is None:
+        return _score_choices(model, requests, batch_size, shared_context)
+
+    def run(indices: list[int]) -> list[tuple[list[float], list[bool]]]:
+        scored = _score_choices(model, [requests[i] for i in indices], batch_size, shared_context)
+        return [(r.logprobs, r.greedy) for r in scored]
+    items = [token_bytes([len(r.context), *r.context, *(t for c in r.continuations
+                                                       for t in (-len(c), *c))])
+             for r in requests]
+    done = results.through(model, "choices", {}, items, run)
+    return [ChoiceResult(list(logprobs), list(greedy)) for logprobs, greedy in done]
+
+
+@torch.no_grad()
+def _score_choices(model: torch.nn.Module, requests: Sequence[ChoiceRequest], batch_size: int,
+                   shared_context: bool | None) -> list[ChoiceResult]:
     model.eval()
     for request in requests:
         if not request.context or any(not c for c in request.continuations):
             raise ValueError("a choice request needs a non-empty context and non-empty choices")
     if shared_context is None:
-        shared_context = shares_context(model)
+        shared_context = shares_cache(model)
     # Longest first: little padding per batch, and memory peaks at the start.
     order = sorted(range(len(requests)), key=lambda i: -len(requests[i].context))
     results: list[ChoiceResult] = [ChoiceResult() for _ in requests]
@@ -130,22 +145,11 @@ def _right_pad(seqs: Sequence[Sequence[int]], device: torch.device
     return ids.to(device), mask.to(device)
 
 
-def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
-    """Length of the longest token prefix every sequence starts with."""
-    shortest = min(len(s) for s in seqs)
-    for i in range(shortest):
-        if any(s[i] != seqs[0][i] for s in seqs[1:]):
-            return i
-    return shortest
-
-
 def _score_shared(model: torch.nn.Module, batch: list[ChoiceRequest]) -> list[ChoiceResult]:
     device = next(model.parameters()).device
     contexts = [r.context for r in batch]
     # A prefix shared by every context runs once; each context keeps at least one own token.
-    shared = min(common_prefix(contexts), min(len(c) for c in contexts) - 1) if len(batch) > 1 else 0
-    if shared < MIN_SHARED_PREFIX:
-        shared = 0
+    shared = shared_prefix(contexts)
     ids, own_mask = _right_pad([c[shared:] for c in contexts], device)  # [B, S]
     own = own_mask.sum(dim=1)  # [B]: tokens after the shared prefix
     extra: dict[str, object] = {}
@@ -159,7 +163,7 @@ def _score_shared(model: torch.nn.Module, batch: list[ChoiceRequest]) -> list[Ch
         mask = torch.cat([torch.ones((len(batch), shared), dtype=torch.long, device=device),
                           own_mask], dim=1)
         positions = shared + torch.arange(ids.shape[1], device=device).expand(len(batch), -1)
-        extra[cache_argument(model)] = _select_cache(model, output_cache(head), rows)
+        extra[cache_argument(model)] = select_cache(model, output_cache(head), rows)
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                     **extra)
     else:
@@ -192,18 +196,6 @@ def _score_shared(model: torch.nn.Module, batch: list[ChoiceRequest]) -> list[Ch
     return results
 
 
-def _select_cache(model: torch.nn.Module, cache: Any,  # Any: Cache types layer keys Optional
-                  index: torch.Tensor) -> DynamicCache:
-    """A new cache holding rows `index` (repeats allowed) of every layer of `cache`."""
-    try:
-        selected = DynamicCache(config=model_config(model))
-    except TypeError:  # older cache constructors take no config
-        selected = DynamicCache()
-    for layer_idx, layer in enumerate(cache.layers):
-        selected.update(layer.keys[index], layer.values[index], layer_idx)
-    return selected
-
-
 def _score_rest(model: torch.nn.Module, batch: list[ChoiceRequest], pairs: list[tuple[int, int]],
                 cache: Cache | None, context_mask: torch.Tensor, results: list[ChoiceResult]
                 ) -> None:
@@ -218,7 +210,7 @@ def _score_rest(model: torch.nn.Module, batch: list[ChoiceRequest], pairs: list[
     extra: dict[str, object] = {}
     if _accepts_logits_to_keep(model):
         extra["logits_to_keep"] = mask.bool()  # only real positions -> [n_real, V]
-    extra[cache_argument(model)] = _select_cache(model, cache, items)
+    extra[cache_argument(model)] = select_cache(model, cache, items)
     out = model(input_ids=ids, attention_mask=full_mask, position_ids=positions, use_cache=True,
                 **extra)
     logits = out.logits if "logits_to_keep" in extra else out.logits[mask.bool()]

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from tunelab.config import TaskConfig
+from tunelab.core.deferred import stats
 from tunelab.core.errors import TunelabError
 from tunelab.eval.metrics import Metric, delta_ci, delta_p_value, paired_deltas, task_metrics
 from tunelab.eval.runner import EvalResult

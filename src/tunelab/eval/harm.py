@@ -28,9 +28,9 @@ from functools import cache
 from pathlib import Path
 from typing import ClassVar
 
-import profanity_check
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
+from tunelab.core.deferred import profanity_check
 from tunelab.core.errors import TunelabError
 
 LEXICA = Path(__file__).parent / "lexica"

@@ -3,35 +3,71 @@
     from tunelab.eval.harness import TunelabLM
     lm_eval.simple_evaluate(model=TunelabLM(model="smollm2-135m", adapter="runs/x"), tasks=[...])
 
-or `tunelab harness --tasks T --adapter runs/x`. Importing this module also registers the
-model as "tunelab" for `lm_eval.simple_evaluate(model="tunelab", model_args="adapter=...")`.
-The three request types map onto tunelab's own requests: `loglikelihood` groups requests that
-share a context and scores them with one context pass (eval/choice.py), `loglikelihood_rolling`
-uses disjoint windows of the model's context (eval/rolling.py; lm-eval's own windows), and
-`generate_until` is tunelab's length-batched generation with the request's stop strings.
+or `tunelab harness --tasks T --adapter runs/x [--apply_chat_template] [--output DIR
+--log-samples]`. Importing this module also registers the model as "tunelab" for
+`lm_eval.simple_evaluate(model="tunelab", model_args="adapter=...")`.
+
+It answers as lm-eval's own `hf` model (`HFLM`, lm-eval 0.4.13) does; tests/test_harness_*.py
+compare the two on tiny models:
+
+- the context window is HFLM's `max_length` (lm-eval's `resolve_max_length`: the config's
+  n_positions / max_position_embeddings / n_ctx, else the tokenizer's model_max_length, else
+  2048), not capped at 2048;
+- tokenisation is HFLM's `tok_encode`: lm-eval's `TemplateLM` splits context and continuation
+  (trailing whitespace moves to the continuation, an empty context is the BOS, else EOS,
+  token), and a text that already begins with the BOS text (a chat template that writes it,
+  Llama-3, Gemma) is encoded without the tokenizer's own BOS; `add_bos_token` forces or stops
+  the tokenizer's special tokens as in HFLM;
+- `loglikelihood` keeps the last max_length + 1 tokens of context + continuation, groups the
+  requests that share a context and scores them with one context pass (eval/choice.py);
+  `loglikelihood_rolling` scores [prefix] + HFLM's encoding of the text in disjoint windows of
+  max_length (eval/rolling_nll.py; lm-eval's own windows). HFLM encodes that text with the
+  tokenizer's special tokens, so a tokenizer that adds BOS scores [BOS, BOS, ...] there, and so
+  does this bridge (the numbers are lm-eval's; tunelab's own rolling tasks score one BOS);
+- `generate_until` is tunelab's length-batched greedy (or sampled) generation of the prompt's
+  last max_length - max_gen_toks tokens, cut at the request's stop strings and EOS. HFLM decides
+  whether to add BOS once per batch, from the batch's first prompt; this bridge decides per
+  prompt (the same whenever a batch's prompts all start with the BOS text or none does);
+- chat templates: `apply_chat_template`, `chat_template` and `tokenizer_name` are HFLM's, so
+  `apply_chat_template=True` renders the same prompts.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
+import jinja2
+from lm_eval import simple_evaluate
 from lm_eval.api.instance import Instance
-from lm_eval.api.model import LM
+from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
-from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
+from lm_eval.loggers import EvaluationTracker
+from lm_eval.models.utils import (
+    handle_stop_sequences,
+    has_bos_prefix,
+    normalize_gen_kwargs,
+    resolve_max_length,
+)
+from lm_eval.tasks import TaskManager
+from lm_eval.utils import make_table
 
 from tunelab.config import GenerationConfig, ModelConfig
-from tunelab.eval.choice import ChoiceRequest, encode_pair, score_choices
+from tunelab.core.errors import TunelabError
+from tunelab.eval.choice import ChoiceRequest, score_choices
 from tunelab.eval.generation import generate
-from tunelab.eval.output_types import context_limit
-from tunelab.eval.rolling_nll import rolling_loglikelihood
+from tunelab.eval.rolling_nll import rolling_nll_of_ids
 from tunelab.models import LoadedModel, load_model
+from tunelab.models.tokens import prefix_token_id
 from tunelab.runs.run_dir import load_run_model
+
+MAX_GEN_TOKS = 256
+"""lm-eval's default `max_gen_toks` (HFLM.max_gen_toks)."""
 
 
 @register_model("tunelab")
-class TunelabLM(LM):
+class TunelabLM(TemplateLM):
     """An lm-eval `LM` backed by a tunelab-loaded model.
 
     Args:
@@ -39,68 +75,107 @@ class TunelabLM(LM):
         adapter: a tunelab run directory whose trained weights go on the base.
         lm: an already loaded model (then model/adapter are ignored).
         batch_size: contexts (log-likelihood) or prompts (generation) per forward pass.
-        max_length: context window in tokens (default: the model's, at most 2048).
+        max_length: context window in tokens (default: the model's, as HFLM finds it).
         num_layers: keep only the first N blocks of the base model (quick checks).
+        add_bos_token: HFLM's: True or False goes to the tokenizer as add_special_tokens
+            (None: the tokenizer's default); a text that already begins with the BOS text
+            never gets another.
     """
 
     def __init__(self, model: str | None = None, adapter: str | None = None,
                  lm: LoadedModel | None = None, batch_size: int | str = 8,
-                 max_length: int | None = None, num_layers: int | None = None) -> None:
+                 max_length: int | None = None, num_layers: int | None = None,
+                 add_bos_token: bool | None = None) -> None:
         super().__init__()
         if lm is None:
             lm = (load_run_model(adapter, base=model) if adapter else
                   load_model(ModelConfig(name=model or ModelConfig().name,
                                          num_layers=int(num_layers) if num_layers else None)))
         self.lm = lm
+        self.tokenizer = lm.tokenizer
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 8
-        self.max_length = int(max_length or min(context_limit(lm), 2048))
+        self.max_length = int(max_length or resolve_max_length(lm.model.config, lm.tokenizer))
+        self.add_bos_token = add_bos_token
+
+    @property
+    def eot_token_id(self) -> int:
+        return int(self.tokenizer.eos_token_id)
+
+    @property
+    def prefix_token_id(self) -> int:
+        """The token an empty context and a rolling text start from: BOS, else EOS."""
+        return prefix_token_id(self.tokenizer)
 
     @property
     def tokenizer_name(self) -> str:
-        return str(getattr(self.lm.tokenizer, "name_or_path", "tunelab")).replace("/", "__")
+        return str(self.tokenizer.name_or_path).replace("/", "__")
 
-    def loglikelihood(self, requests: Sequence[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        """(log-probability, greedy?) of each (context, continuation) request."""
-        pairs = [tuple(req.args) for req in requests]
-        tokenizer = self.lm.tokenizer
+    def _special_tokens(self, text: str, bos_text: str | None) -> bool:
+        """add_special_tokens for `text`: never for a text that begins with the BOS text, else
+        add_bos_token when set, else the tokenizer's default (HFLM)."""
+        if has_bos_prefix(text, bos_text):
+            return False
+        return self.add_bos_token if self.add_bos_token is not None else True
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None,
+                   left_truncate_len: int | None = None, **kwargs: object) -> list[int]:
+        """HFLM.tok_encode: the text's token ids (a text already starting with the prefix
+        token's text gets no special tokens), the last `left_truncate_len` of them if set."""
+        if add_special_tokens is None:
+            add_special_tokens = self._special_tokens(
+                string, str(self.tokenizer.decode(self.prefix_token_id)))
+        ids = list(self.tokenizer.encode(string, add_special_tokens=add_special_tokens))
+        return ids[-left_truncate_len:] if left_truncate_len else ids
+
+    def _loglikelihood_tokens(
+        self, requests: Sequence[tuple[tuple[str, str] | None, list[int], list[int]]],
+        disable_tqdm: bool = False, override_bs: int | None = None,
+    ) -> list[tuple[float, bool]]:
+        """(log-probability, greedy?) of each (strings, context ids, continuation ids)."""
         groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
-        for index, (context, continuation) in enumerate(pairs):
-            context_ids, cont_ids = encode_pair(tokenizer, context, continuation)
-            # As lm-eval: keep the last max_length + 1 tokens of context + continuation.
+        for index, (_, context_ids, cont_ids) in enumerate(requests):
+            # As HFLM: keep the last max_length + 1 tokens of context + continuation.
             overflow = len(context_ids) + len(cont_ids) - (self.max_length + 1)
-            if overflow > 0:
-                context_ids = context_ids[overflow:]
-            groups.setdefault(tuple(context_ids), []).append((index, cont_ids))
+            groups.setdefault(tuple(context_ids[max(overflow, 0):]), []).append(
+                (index, list(cont_ids)))
         choice_requests = [ChoiceRequest(list(ctx), [c for _, c in members])
                            for ctx, members in groups.items()]
-        results = score_choices(self.lm.model, choice_requests, self.batch_size)
-        out: list[tuple[float, bool]] = [(0.0, False)] * len(pairs)
+        results = score_choices(self.lm.model, choice_requests, override_bs or self.batch_size)
+        out: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
         for members, result in zip(groups.values(), results, strict=True):
             for (index, _), logprob, greedy in zip(members, result.logprobs, result.greedy, strict=True):
                 out[index] = (logprob, greedy)
-                self.cache_hook.add_partial("loglikelihood", pairs[index], out[index])
+                strings = requests[index][0]
+                if strings is not None:
+                    self.cache_hook.add_partial("loglikelihood", strings, out[index])
         return out
 
     def loglikelihood_rolling(self, requests: Sequence[Instance], disable_tqdm: bool = False) -> list[float]:
         """Log-probability of each whole text (disjoint windows, full context in the last)."""
         texts = [req.args[0] for req in requests]
-        scores = rolling_loglikelihood(self.lm.model, self.lm.tokenizer, texts, self.max_length,
-                                       self.max_length, self.batch_size)
-        out = [-s.nll for s in scores]
+        sequences = [[self.prefix_token_id, *self.tok_encode(text)] for text in texts]
+        nlls = rolling_nll_of_ids(self.lm.model, sequences, self.max_length, self.max_length,
+                                  self.batch_size)
+        out = [-nll for nll in nlls]
         for text, value in zip(texts, out, strict=True):
             self.cache_hook.add_partial("loglikelihood_rolling", (text,), value)
         return out
 
+    def _prompt_ids(self, text: str, budget: int) -> list[int]:
+        """A generation prompt as HFLM.tok_batch_encode encodes it, its last `budget` ids."""
+        special = self._special_tokens(text, self.tokenizer.bos_token)
+        return list(self.tokenizer(text, add_special_tokens=special).input_ids)[-budget:]
+
     def generate_until(self, requests: Sequence[Instance], disable_tqdm: bool = False) -> list[str]:
         """Greedy (or sampled) continuations, cut at the request's stop strings."""
-        tokenizer = self.lm.tokenizer
-        eos = tokenizer.decode([tokenizer.eos_token_id]) if tokenizer.eos_token_id is not None else None
+        tokenizer = self.tokenizer
+        eos = str(tokenizer.decode([self.eot_token_id])) if tokenizer.eos_token_id is not None else None
         by_kwargs: dict[str, list[int]] = {}
         for index, req in enumerate(requests):
             by_kwargs.setdefault(json.dumps(req.args[1], sort_keys=True, default=str), []).append(index)
         out = [""] * len(requests)
         for key, indices in by_kwargs.items():
-            kwargs = normalize_gen_kwargs(dict(json.loads(key)), 256)
+            kwargs = normalize_gen_kwargs(dict(json.loads(key)), MAX_GEN_TOKS)
             stop = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
             max_new = int(kwargs.pop("max_gen_toks"))
             config = GenerationConfig(
@@ -108,25 +183,88 @@ class TunelabLM(LM):
                 temperature=float(kwargs.get("temperature") or 1.0),
                 top_p=float(kwargs.get("top_p") or 1.0), stop=stop, batch_size=self.batch_size)
             budget = max(1, self.max_length - max_new)
-            prompts = [list(tokenizer(requests[i].args[0]).input_ids)[-budget:] for i in indices]
+            prompts = [self._prompt_ids(requests[i].args[0], budget) for i in indices]
             for i, text in zip(indices, generate(self.lm.model, tokenizer, prompts, config,
                                                  desc="lm-eval generate", strip=False), strict=True):
                 out[i] = text
                 self.cache_hook.add_partial("generate_until", tuple(requests[i].args), text)
         return out
 
+    def apply_chat_template(self, chat_history: list[dict[str, str]],
+                            add_generation_prompt: bool = True) -> str:
+        """The chat as the tokenizer's template writes it (HFLM.apply_chat_template): a
+        generation prompt after it, else its last message left open to continue; a template
+        that rejects a system turn gets the chat without it."""
+        try:
+            return str(self.tokenizer.apply_chat_template(
+                chat_history, tokenize=False, add_generation_prompt=add_generation_prompt,
+                continue_final_message=not add_generation_prompt))
+        except jinja2.exceptions.TemplateError:
+            chat_history = [msg for msg in chat_history if msg["role"] != "system"]
+            return str(self.tokenizer.apply_chat_template(
+                chat_history, tokenize=False, add_generation_prompt=add_generation_prompt,
+                continue_final_message=not add_generation_prompt))
+
 
 def run_harness(tasks: Sequence[str], model: str | None = None, adapter: str | None = None,
                 include_path: str | None = None, shots: int | None = None,
-                limit: int | None = None, batch_size: int = 8) -> str:
-    """Run lm-eval tasks on a tunelab model; lm-eval's results table."""
-    from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
-    from lm_eval.utils import make_table
-
+                limit: int | None = None, batch_size: int = 8,
+                apply_chat_template: bool | str = False, output: str | None = None,
+                log_samples: bool = False) -> str:
+    """Run lm-eval tasks on a tunelab model; lm-eval's results table, then a line per file
+    written. With `output`, the results JSON goes where lm-eval's CLI puts it
+    (OUTPUT/<model>/results_<time>.json, or OUTPUT_<time>.json for a .json path) and, with
+    `log_samples`, one samples_<task>_<time>.jsonl per task beside it (one line per item)."""
+    harness_lm = TunelabLM(model=model, adapter=adapter, batch_size=batch_size)
+    if apply_chat_template and harness_lm.tokenizer.chat_template is None:
+        raise TunelabError(f"--apply_chat_template: {model or harness_lm.lm.path}'s tokenizer "
+                           "has no chat template; leave the flag out or use a chat model")
+    tracker = EvaluationTracker(output_path=output) if output else None
+    model_args = {"model": str(model or harness_lm.lm.path)} | ({"adapter": adapter} if adapter else {})
     results = simple_evaluate(
-        model=TunelabLM(model=model, adapter=adapter, batch_size=batch_size),
-        tasks=list(tasks), num_fewshot=shots, limit=limit,
-        task_manager=TaskManager(include_path=include_path) if include_path else None,
-        bootstrap_iters=1000)
-    return make_table(results) if results else ""
+        model=harness_lm, model_args=model_args, tasks=list(tasks), num_fewshot=shots,
+        limit=limit, task_manager=task_manager(tasks, include_path), bootstrap_iters=1000,
+        log_samples=log_samples, evaluation_tracker=tracker,
+        apply_chat_template=apply_chat_template)
+    if not results:
+        return ""
+    samples = results.pop("samples", None) if log_samples else None
+    table = make_table(results)
+    if tracker is None:
+        return table
+    tracker.save_results_aggregated(results=results, samples=samples)
+    if samples is not None:
+        for task_name in results["configs"]:
+            tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
+    return "\n".join([table, *(f"wrote {path}" for path in written(tracker, str(output), samples))])
+
+
+def task_manager(tasks: Sequence[str], include_path: str | None) -> TaskManager | None:
+    """The tasks of `include_path` alone when they hold every task asked for (indexing lm-eval's
+    own thousands of tasks takes seconds), else those and lm-eval's; None: lm-eval's own."""
+    if not include_path:
+        return None
+    local = TaskManager(include_path=include_path, include_defaults=False)
+    if all(task in local.all_tasks for task in tasks):
+        return local
+    return TaskManager(include_path=include_path)
+
+
+def written(tracker: EvaluationTracker, output: str,
+            samples: dict[str, list[dict[str, object]]] | None) -> list[Path]:
+    """The files lm-eval's tracker wrote, where its CLI writes them (the tracker logs a failure
+    to write rather than raising one)."""
+    date_id = getattr(tracker, "date_id", None)  # set once the results are written
+    folder = Path(output)
+    if folder.suffix == ".json":
+        results = [folder.with_name(f"{folder.stem}_{date_id}.json")]
+        folder = folder.parent
+    else:
+        folder = folder / str(tracker.general_config_tracker.model_name_sanitized)
+        results = [folder / f"results_{date_id}.json"]
+    files = results + [folder / f"samples_{task}_{date_id}.jsonl" for task in samples or {}]
+    missing = [path for path in files if date_id is None or not path.is_file()]
+    if missing:
+        raise TunelabError(f"--output {output}: lm-eval could not write {missing[0]}; "
+                           "give a writable directory")
+    return files

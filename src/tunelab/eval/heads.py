@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tunelab.core.errors import TunelabError
+from tunelab.eval.result_cache import ResultCache, tokenizer_fingerprint
 from tunelab.models.kinds import LoadedModel
 from tunelab.models.pretrained import ensure_pad_token, model_config
 
@@ -33,12 +34,29 @@ def class_names(model: torch.nn.Module, labels: Sequence[str]) -> list[str]:
     return list(labels)
 
 
-@torch.no_grad()
 def classify(
     lm: LoadedModel, texts: Sequence[str], labels: Sequence[str], batch_size: int = 8,
-    max_length: int = 512,
+    max_length: int = 512, results: ResultCache | None = None,
 ) -> tuple[list[str], list[list[float]]]:
-    """(predicted label, class probabilities) of each text."""
+    """(predicted label, class probabilities) of each text; with `results`, texts this model
+    already classified are looked up (eval/result_cache.py)."""
+    if results is None:
+        return _classify(lm, texts, labels, batch_size, max_length)
+
+    def run(indices: list[int]) -> list[tuple[str, list[float]]]:
+        found = _classify(lm, [texts[i] for i in indices], labels, batch_size, max_length)
+        return list(zip(*found, strict=True))
+    settings = {"labels": list(labels), "max_length": max_length,
+                "classes": class_names(lm.model, labels),
+                "tokenizer": tokenizer_fingerprint(lm.tokenizer)}
+    done = results.through(lm.model, "classify", settings, [t.encode("utf-8") for t in texts],
+                           run)
+    return [str(label) for label, _ in done], [list(probs) for _, probs in done]
+
+
+@torch.no_grad()
+def _classify(lm: LoadedModel, texts: Sequence[str], labels: Sequence[str], batch_size: int,
+              max_length: int) -> tuple[list[str], list[list[float]]]:
     if not lm.kind.has_classification_head:
         raise TunelabError(
             "output_type classification needs a model with a classification head (a run "

@@ -8,14 +8,29 @@ import torch
 import torch.nn.functional as F
 
 from tunelab.data.tokenize import IGNORE_INDEX, TokenizedExample, collate
+from tunelab.eval.result_cache import ResultCache, token_bytes
 from tunelab.models.logits import row_sums, shifted, token_scores
 
 
-@torch.no_grad()
 def completion_nll(
-    model: torch.nn.Module, examples: Sequence[TokenizedExample], pad_id: int, batch_size: int = 8
+    model: torch.nn.Module, examples: Sequence[TokenizedExample], pad_id: int, batch_size: int = 8,
+    results: ResultCache | None = None,
 ) -> list[tuple[float, int]]:
-    """(summed NLL in nats, number of tokens) of each example's labelled tokens."""
+    """(summed NLL in nats, number of tokens) of each example's labelled tokens; with
+    `results`, those this model already scored are looked up (eval/result_cache.py)."""
+    if results is None:
+        return _completion_nll(model, examples, pad_id, batch_size)
+
+    def run(indices: list[int]) -> list[tuple[float, int]]:
+        return _completion_nll(model, [examples[i] for i in indices], pad_id, batch_size)
+    items = [token_bytes([len(e.input_ids), *e.input_ids, *e.labels]) for e in examples]
+    return [(float(nll), int(n)) for nll, n in results.through(model, "completion_nll", {},
+                                                                items, run)]
+
+
+@torch.no_grad()
+def _completion_nll(model: torch.nn.Module, examples: Sequence[TokenizedExample], pad_id: int,
+                    batch_size: int) -> list[tuple[float, int]]:
     model.eval()
     device = next(model.parameters()).device
     results: list[tuple[float, int]] = []

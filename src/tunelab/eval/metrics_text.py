@@ -18,10 +18,10 @@ from importlib.metadata import version
 from typing import ClassVar, Generic, TypeVar
 
 import numpy as np
-from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 
 from tunelab.config import TaskConfig
+from tunelab.core.deferred import rouge_scorer
 from tunelab.core.errors import TunelabError
 from tunelab.eval.metrics_base import (
     MetricInput,

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from tunelab.eval.choice import prefix_token_id
+from tunelab.eval.result_cache import ResultCache, token_bytes
 from tunelab.models.logits import row_sums, token_scores
 
 if TYPE_CHECKING:
@@ -69,7 +70,6 @@ def count_words(text: str) -> int:
     return len(re.split(r"\s+", text))
 
 
-@torch.no_grad()
 def rolling_loglikelihood(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -77,16 +77,41 @@ def rolling_loglikelihood(
     max_length: int,
     stride: int | None = None,
     batch_size: int = 8,
+    results: ResultCache | None = None,
 ) -> list[RollingScore]:
-    """Summed NLL of every token of every text, plus the counts metrics normalise by."""
+    """Summed NLL of every token of every text, plus the counts metrics normalise by; with
+    `results`, documents this model already scored in these windows are looked up."""
+    prefix = prefix_token_id(tokenizer)
+    sequences = [[prefix] + list(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
+    if results is None:
+        nll = rolling_nll_of_ids(model, sequences, max_length, stride, batch_size)
+    else:
+        def run(indices: list[int]) -> list[float]:
+            return rolling_nll_of_ids(model, [sequences[i] for i in indices], max_length, stride,
+                                      batch_size)
+        nll = [float(x) for x in results.through(
+            model, "rolling_nll", {"max_length": max_length, "stride": stride or max_length},
+            [token_bytes(seq) for seq in sequences], run)]
+    return [RollingScore(nll[d], len(seq) - 1, len(texts[d].encode("utf-8")), count_words(texts[d]))
+            for d, seq in enumerate(sequences)]
+
+
+@torch.no_grad()
+def rolling_nll_of_ids(
+    model: torch.nn.Module,
+    sequences: Sequence[Sequence[int]],
+    max_length: int,
+    stride: int | None = None,
+    batch_size: int = 8,
+) -> list[float]:
+    """Summed NLL of every id after the first of each sequence ([prefix] + a text's token ids,
+    however they were encoded), in the windows of the module docstring."""
     model.eval()
     device = next(model.parameters()).device
     stride = stride or max_length
-    prefix = prefix_token_id(tokenizer)
-    sequences = [[prefix] + list(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
     windows = [w for d, seq in enumerate(sequences)
                for w in windows_for(d, len(seq) - 1, max_length, stride)]
-    nll = [0.0] * len(texts)
+    nll = [0.0] * len(sequences)
     windows.sort(key=lambda w: -(w.end - w.begin))  # similar lengths share a batch
     for start in range(0, len(windows), batch_size):
         batch = windows[start:start + batch_size]
@@ -97,16 +122,15 @@ def rolling_loglikelihood(
         for row, w in enumerate(batch):
             seq = sequences[w.doc]
             n = w.end - w.begin
-            ids[row, :n] = torch.tensor(seq[w.begin:w.end])
+            ids[row, :n] = torch.tensor(list(seq[w.begin:w.end]))
             mask[row, :n] = 1
             # Input position p predicts seq[p + 1]; score p in [first_scored, end).
             positions = slice(w.first_scored - w.begin, n)
-            targets[row, positions] = torch.tensor(seq[w.first_scored + 1:w.end + 1])
+            targets[row, positions] = torch.tensor(list(seq[w.first_scored + 1:w.end + 1]))
         # only the scored positions are projected onto the vocabulary (models/logits.py)
         scored = token_scores(model, {"input_ids": ids.to(device),
                                       "attention_mask": mask.to(device)}, targets.to(device))
         sums, _ = row_sums(scored, len(batch))
         for row, w in enumerate(batch):
             nll[w.doc] += sums[row]
-    return [RollingScore(nll[d], len(seq) - 1, len(texts[d].encode("utf-8")), count_words(texts[d]))
-            for d, seq in enumerate(sequences)]
+    return nll

@@ -29,6 +29,7 @@ from tunelab.eval.output_types import (
     get_output_type,
     warn_dropped,
 )
+from tunelab.eval.processes import run_request
 from tunelab.eval.shard import Shard
 from tunelab.eval.tasks import TaskItems, check_task, read_task
 from tunelab.models import LoadedModel
@@ -111,7 +112,7 @@ def _outputs(lm: LoadedModel, task: TaskConfig, records: list[Record], shots: in
     output_type.check_shots(shots)
     request = Request(lm, task, records, list(pool), shots, system.label,
                       framing or Framing.of(task), first_index=first)
-    outputs = output_type.run(request)
+    outputs = run_request(output_type, request)  # shared by --nproc's processes, if any
     for row in outputs.rows:
         row["index"] += first
     return outputs

@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import torch.distributed as dist
-
+from tunelab.core.deferred import dist
 from tunelab.eval.output_types.base import Outputs
 
 if TYPE_CHECKING:

@@ -18,8 +18,8 @@ from typing import Literal
 
 import krippendorff
 import numpy as np
-from scipy import stats
 
+from tunelab.core.deferred import stats
 from tunelab.core.errors import TunelabError
 
 Level = Literal["nominal", "ordinal", "interval", "ratio"]

@@ -20,13 +20,18 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
+from tunelab.core.deferred import deferred, torch
 from tunelab.core.errors import TunelabError
 from tunelab.methods import targets
 from tunelab.methods.base import freeze_all, register
 from tunelab.models.kinds import ModelKind
+
+if TYPE_CHECKING:
+    from tunelab.methods import bottleneck
+else:
+    bottleneck = deferred("tunelab.methods.bottleneck")  # an nn.Module subclass: torch at import
 
 OPTION = "method (adapter)"
 CHILD = "bottleneck_adapter"
@@ -44,7 +49,8 @@ SUBLAYERS: dict[str, tuple[list[str], list[str]]] = {
     # BERT's `attention.output` and `output` add the residual inside; adapt their dense layer.
     **dict.fromkeys(("bert", "roberta"), (["attention.output.dense"], [r".*layer\.\d+\.output\.dense"])),
 }
-NONLINEARITIES = {"relu": torch.nn.ReLU, "gelu": torch.nn.GELU, "silu": torch.nn.SiLU}
+NONLINEARITIES = {"relu": "ReLU", "gelu": "GELU", "silu": "SiLU"}
+"""An adapter's nonlinearity option -> its torch.nn class."""
 
 
 @dataclass
@@ -59,19 +65,6 @@ class AdapterOptions:
     """Attention sublayers to adapt (houlsby), by name pattern; default per architecture."""
     feedforward_modules: list[str] | None = None
     """Feed-forward sublayers to adapt, by name pattern; default per architecture."""
-
-
-class BottleneckAdapter(torch.nn.Module):
-    def __init__(self, hidden: int, bottleneck: int, nonlinearity: str):
-        super().__init__()
-        self.down = torch.nn.Linear(hidden, bottleneck)
-        self.act = NONLINEARITIES[nonlinearity]()
-        self.up = torch.nn.Linear(bottleneck, hidden)
-        torch.nn.init.zeros_(self.up.weight)
-        torch.nn.init.zeros_(self.up.bias)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # [..., hidden] -> [..., hidden]
-        return hidden + self.up(self.act(self.down(hidden)))
 
 
 def run_adapter(module: torch.nn.Module, args: tuple[object, ...], output: object
@@ -118,8 +111,9 @@ def insert_adapters(model: torch.nn.Module, names: list[str], options: AdapterOp
     for name in names:
         sublayer = model.get_submodule(name)
         like = targets.parameter_like(sublayer)
-        adapter = BottleneckAdapter(hidden_size(model, sublayer), options.bottleneck,
-                                    options.nonlinearity)
+        activation = getattr(torch.nn, NONLINEARITIES[options.nonlinearity])()
+        adapter = bottleneck.BottleneckAdapter(hidden_size(model, sublayer), options.bottleneck,
+                                               activation)
         sublayer.add_module(CHILD, adapter.to(dtype=like.dtype, device=like.device))
         sublayer.register_forward_hook(run_adapter)
 

@@ -7,13 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
-import torch
-
 from tunelab.config import from_dict
 from tunelab.core.errors import TunelabError
 from tunelab.models.kinds import ModelKind
 
 if TYPE_CHECKING:
+    import torch
     from _typeshed import DataclassInstance
 
 OptionsT = TypeVar("OptionsT", bound="DataclassInstance")

@@ -18,15 +18,16 @@ import copy
 import itertools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TypeGuard
+from typing import TYPE_CHECKING, TypeGuard
 
-import torch
-from transformers.pytorch_utils import Conv1D
-
+from tunelab.core.deferred import pytorch_utils, torch
 from tunelab.core.errors import TunelabError
 from tunelab.methods import targets
 from tunelab.methods.base import freeze_all, register
 from tunelab.models.kinds import ModelKind
+
+if TYPE_CHECKING:
+    from transformers.pytorch_utils import Conv1D
 
 OPTION = "method (bitfit)"
 ADDED = "added_biases"
@@ -44,7 +45,7 @@ class BitFitOptions:
 
 def is_linear(module: torch.nn.Module) -> TypeGuard[torch.nn.Linear | Conv1D]:
     """nn.Linear, or transformers' Conv1D (GPT-2's transposed linear)."""
-    return isinstance(module, torch.nn.Linear | Conv1D)
+    return isinstance(module, torch.nn.Linear | pytorch_utils.Conv1D)
 
 
 def out_features(module: torch.nn.Linear | Conv1D) -> int:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from tunelab.core.errors import TunelabError
 from tunelab.methods import targets
 from tunelab.methods.base import freeze_all, register
 from tunelab.models.kinds import ModelKind
+
+if TYPE_CHECKING:
+    import torch
 
 OPTION = "method (freeze)"
 

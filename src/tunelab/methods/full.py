@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from safetensors.torch import load_file
-from transformers import PreTrainedModel
-
+from tunelab.core.deferred import safetensors_torch, transformers
 from tunelab.core.errors import TunelabError
 from tunelab.methods.base import register
 from tunelab.models.kinds import ModelKind
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -38,7 +39,7 @@ class FullMethod:
 
     def save(self, model: torch.nn.Module, out_dir: Path) -> None:
         """A complete transformers model directory."""
-        if not isinstance(model, PreTrainedModel):
+        if not isinstance(model, transformers.PreTrainedModel):
             raise TunelabError(f"method (full): saves transformers models only, not "
                                f"{type(model).__name__}")
         model.save_pretrained(str(out_dir))
@@ -46,7 +47,7 @@ class FullMethod:
     def load(self, base: torch.nn.Module, weights_dir: Path) -> torch.nn.Module:
         state = {}
         for shard in sorted(Path(weights_dir).glob("*.safetensors")):
-            state.update(load_file(str(shard)))
+            state.update(safetensors_torch.load_file(str(shard)))
         missing, unexpected = base.load_state_dict(state, strict=False)
         if set(missing) - tied_to(base, set(state)) or unexpected:
             raise RuntimeError(f"{weights_dir}: checkpoint does not fit the base model "

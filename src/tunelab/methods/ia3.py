@@ -12,14 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import torch
-
 from tunelab.core.errors import TunelabError
 from tunelab.methods.base import register
 from tunelab.methods.peft_backed import PeftMethod
 from tunelab.models.kinds import ModelKind
 
 if TYPE_CHECKING:
+    import torch
     from peft import PeftConfig
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import torch
-
 from tunelab.methods.base import register
 from tunelab.methods.peft_backed import PeftMethod
 from tunelab.models.kinds import ModelKind
 
 if TYPE_CHECKING:
+    import torch
     from peft import PeftConfig
 
 

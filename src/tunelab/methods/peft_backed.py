@@ -8,14 +8,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, cast
 
-import torch
-
 from tunelab.core.dependencies import check_dependencies
 from tunelab.core.errors import TunelabError
 from tunelab.methods.base import OptionsT
 from tunelab.models.kinds import ModelKind
 
 if TYPE_CHECKING:  # peft is imported only after check_dependencies (an old peft fails at import)
+    import torch
     from peft import PeftConfig, PeftModel
 
 

@@ -27,13 +27,20 @@ or the workaround must go); where it does not apply, plain peft works.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import torch
 from packaging.version import Version
 
+from tunelab.core.deferred import deferred
 from tunelab.core.dependencies import installed_version
 from tunelab.methods.base import set_plain_attribute
-from tunelab.models.cache import cache_argument, takes_cache, transformers_model
+
+if TYPE_CHECKING:
+    import torch
+
+    from tunelab.models import cache as model_cache
+else:
+    model_cache = deferred("tunelab.models.cache")  # torch and transformers at import
 
 OLD_NAME, NEW_NAME = "past_key_values", "cache"
 LAST_PEFT_WITHOUT_CACHE_NAME = Version("0.21.2")
@@ -44,7 +51,7 @@ def needs_patch(model: torch.nn.Module, peft_version: str | None = None) -> bool
     """Whether `model` (a transformers model, or peft's wrapper of one) takes its cache as
     `cache` while the installed peft (or `peft_version`) speaks only of `past_key_values`."""
     installed = Version(peft_version or installed_version("peft") or "0")
-    return installed <= LAST_PEFT_WITHOUT_CACHE_NAME and cache_argument(model) == NEW_NAME
+    return installed <= LAST_PEFT_WITHOUT_CACHE_NAME and model_cache.cache_argument(model) == NEW_NAME
 
 
 def patch(peft_model: torch.nn.Module) -> torch.nn.Module:
@@ -53,7 +60,7 @@ def patch(peft_model: torch.nn.Module) -> torch.nn.Module:
     if not needs_patch(peft_model):
         return peft_model
     # seam 3 (and seam 1's model call): whatever peft passes as past_key_values arrives as cache
-    transformers_model(peft_model).register_forward_pre_hook(_new_name_in_call, with_kwargs=True)
+    model_cache.transformers_model(peft_model).register_forward_pre_hook(_new_name_in_call, with_kwargs=True)
     backbone = _prefix_backbone(peft_model)
     if backbone is not None:  # seam 2
         backbone.forward = _declaring_old_name(backbone.forward)
@@ -99,9 +106,10 @@ def _prefix_backbone(peft_model: torch.nn.Module) -> torch.nn.Module | None:
     name = getattr(peft_model, "transformer_backbone_name", None)
     if name is None or not getattr(peft_model, "cls_layer_name", None):
         return None  # not a classification wrapper
-    head_model = transformers_model(peft_model)
+    head_model = model_cache.transformers_model(peft_model)
     backbone = head_model.get_submodule(name)
-    return None if takes_cache(head_model) or not takes_cache(backbone) else backbone
+    return None if model_cache.takes_cache(head_model) or not model_cache.takes_cache(backbone) \
+        else backbone
 
 
 def _declaring_old_name(forward: Callable[..., object]) -> Callable[..., object]:

@@ -18,17 +18,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import torch
-
+from tunelab.core.deferred import deferred, torch
 from tunelab.core.errors import TunelabError
 from tunelab.methods import peft_compat
 from tunelab.methods.base import register, set_plain_attribute
 from tunelab.methods.peft_backed import PeftMethod
-from tunelab.models.cache import CACHE_NAMES, model_cache_argument
 from tunelab.models.kinds import ModelKind
 
 if TYPE_CHECKING:
     from peft import PeftConfig
+
+    from tunelab.models import cache as model_cache
+else:
+    model_cache = deferred("tunelab.models.cache")  # torch and transformers at import
 
 
 @dataclass
@@ -47,7 +49,7 @@ def build_config(options: PrefixOptions, model: torch.nn.Module, kind: ModelKind
 
     if options.num_virtual_tokens < 1:
         raise TunelabError("method (prefix).num_virtual_tokens: must be at least 1")
-    if model_cache_argument(model) is None:
+    if model_cache.model_cache_argument(model) is None:
         raise TunelabError(f"method (prefix): {type(model).__name__} takes no key/value cache, "
                            "which prefix tuning feeds its prefixes through; use prompt, lora or ia3")
     config = PrefixTuningConfig(task_type=kind.peft_task_type,
@@ -66,7 +68,7 @@ def fix_uncached_generation(model: torch.nn.Module) -> torch.nn.Module:
 
     def prepare_inputs_for_generation(*args: object, **kwargs: object) -> dict[str, object]:
         if kwargs.get("use_cache") is False:
-            for name in CACHE_NAMES:
+            for name in model_cache.CACHE_NAMES:
                 kwargs.pop(name, None)
         return prepare(*args, **kwargs)
 

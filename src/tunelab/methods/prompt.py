@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 from tunelab.core.errors import TunelabError
 from tunelab.methods import peft_compat
 from tunelab.methods.base import register
@@ -21,6 +19,7 @@ from tunelab.methods.peft_backed import PeftMethod
 from tunelab.models.kinds import ModelKind
 
 if TYPE_CHECKING:
+    import torch
     from peft import PeftConfig
 
 

@@ -22,9 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import load_file, save_file
-
+from tunelab.core.deferred import safetensors_torch, torch
 from tunelab.core.errors import TunelabError
 from tunelab.methods.base import set_plain_attribute
 from tunelab.models.kinds import ModelKind
@@ -142,7 +140,7 @@ def save_weights(out_dir: Path, tensors: dict[str, torch.Tensor], record: Mappin
                  ) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out_dir / WEIGHTS_FILE))
+    safetensors_torch.save_file(tensors, str(out_dir / WEIGHTS_FILE))
     (out_dir / RECORD_FILE).write_text(json.dumps(record, indent=1))
 
 
@@ -158,7 +156,7 @@ def read_weights(weights_dir: Path, method: str
     if record.get("method") != method:
         raise TunelabError(f"{record_path}: saved by method '{record.get('method')}', "
                            f"not '{method}'; load it with that method")
-    return load_file(str(weights_path)), record
+    return safetensors_torch.load_file(str(weights_path)), record
 
 
 def load_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: Path) -> None:

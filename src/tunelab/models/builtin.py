@@ -15,9 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
+from tunelab.core.deferred import torch, transformers
 from tunelab.core.errors import TunelabError
 from tunelab.core.paths import cache_root
 
@@ -86,14 +84,15 @@ def builtin_model_dir(alias: str) -> Path:
 def convert_gguf(folder: Path, gguf_file: str, target: Path) -> None:
     """De-quantise a GGUF checkpoint into a plain fp32 safetensors folder, atomically."""
     print(f"tunelab: converting {gguf_file} to a plain checkpoint in {target} (once)")
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
-    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    quantized = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file,
+                                                               dtype=torch.float32)
     config_dict = quantized.config.to_dict()
     config_dict.pop("quantization_config", None)
     config_dict.pop("_name_or_path", None)
     model_type = config_dict.pop("model_type")
-    config = AutoConfig.for_model(model_type, **config_dict)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    config = transformers.AutoConfig.for_model(model_type, **config_dict)
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = model.load_state_dict(quantized.state_dict(), strict=False)
     # Tied output embeddings may be absent from the state dict; anything else is a bug.
     missing = [k for k in missing if k != "lm_head.weight"]

@@ -11,14 +11,22 @@ working once the old name is gone.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
+from transformers import DynamicCache
+
+from tunelab.models.pretrained import model_config
 
 if TYPE_CHECKING:
     from transformers import Cache
     from transformers.utils import ModelOutput
+
+MIN_SHARED_PREFIX = 16
+"""Sequences of a batch that start with at least this many identical tokens (fixed few-shot
+examples, a long preamble, a chat template's system turn) run that prefix once and only their
+own suffixes after it (multiple choice and generation)."""
 
 CACHE_NAMES = ("cache", "past_key_values")
 """Newest first: the names a transformers forward has taken its key/value cache under."""
@@ -70,3 +78,42 @@ def output_cache(output: ModelOutput) -> Cache | None:
         if name in output:  # ModelOutput is a mapping of the fields that are set
             return output[name]
     return None
+
+
+def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix every sequence starts with."""
+    shortest = min(len(s) for s in seqs)
+    for i in range(shortest):
+        if any(s[i] != seqs[0][i] for s in seqs[1:]):
+            return i
+    return shortest
+
+
+def shared_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    """The prefix worth running once for `seqs`: their common prefix, leaving each sequence at
+    least one own token, or 0 when it is shorter than MIN_SHARED_PREFIX (or there is one)."""
+    if len(seqs) < 2:
+        return 0
+    shared = min(common_prefix(seqs), min(len(s) for s in seqs) - 1)
+    return shared if shared >= MIN_SHARED_PREFIX else 0
+
+
+def shares_cache(model: torch.nn.Module) -> bool:
+    """Whether a cached prefix can be handed to `model`: it takes a cache, and it is no peft
+    prompt-learning model (prompt/prefix tuning put their own virtual tokens in the cache)."""
+    configs = getattr(model, "peft_config", None) or {}
+    if any(getattr(c, "is_prompt_learning", False) for c in configs.values()):
+        return False
+    return model_cache_argument(model) is not None
+
+
+def select_cache(model: torch.nn.Module, cache: Any,  # Any: Cache types layer keys Optional
+                 index: torch.Tensor) -> DynamicCache:
+    """A new cache holding rows `index` (repeats allowed) of every layer of `cache`."""
+    try:
+        selected = DynamicCache(config=model_config(model))
+    except TypeError:  # older cache constructors take no config
+        selected = DynamicCache()
+    for layer_idx, layer in enumerate(cache.layers):
+        selected.update(layer.keys[index], layer.values[index], layer_idx)
+    return selected

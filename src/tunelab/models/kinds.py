@@ -23,16 +23,13 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Protocol
 
 from tunelab.config import ModelConfig
 from tunelab.config.choices import OutputTypeName
+from tunelab.core.deferred import F, deferred, torch
 from tunelab.core.errors import TunelabError
 from tunelab.models.builtin import BUILTIN_MODELS
-from tunelab.models.logits import ModelInputs, shifted, summed_nll
 from tunelab.models.pretrained import (
     ensure_pad_token,
     load_pretrained,
@@ -57,7 +54,12 @@ from tunelab.models.tokens import (
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-Batch = dict[str, torch.Tensor]
+    from tunelab.models import logits as model_logits
+    from tunelab.models.logits import ModelInputs
+
+    Batch = dict[str, torch.Tensor]
+else:
+    model_logits = deferred("tunelab.models.logits")  # a @torch.no_grad() function: torch at import
 
 
 @dataclass
@@ -69,6 +71,16 @@ class LoadedModel:
     """Where the weights came from (a local directory or hub id)."""
     kind: ModelKind = field(default_factory=lambda: CAUSAL)
     """What the model is; `kind.name` is what a config holds (MODEL_KINDS)."""
+    recipe: Recipe | None = None
+    """How to load this model again in another process (eval/processes.py), or None where it
+    exists only here (weights trained or combined in this process)."""
+
+
+class Recipe(Protocol):
+    """A picklable description of a model that loads it again (`models/loader.py:
+    BaseRecipe`, `runs/run_dir.py: RunRecipe`)."""
+
+    def load(self) -> LoadedModel: ...
 
 
 @dataclass
@@ -310,7 +322,8 @@ class CausalKind(LanguageModelKind):
     def loss(self, model: torch.nn.Module, batch: Batch, count: torch.Tensor) -> torch.Tensor:
         """The completion tokens' summed NLL over `count`, projected onto the vocabulary only
         at the positions that predict a completion token (models/logits.py)."""
-        return summed_nll(model, self.model_inputs(batch), shifted(batch["labels"])) / count
+        return model_logits.summed_nll(model, self.model_inputs(batch),
+                                       model_logits.shifted(batch["labels"])) / count
 
     def model_inputs(self, batch: Batch) -> ModelInputs:
         """Without the labels, and without a cache: a packed batch's block-diagonal mask comes

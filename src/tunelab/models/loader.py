@@ -3,13 +3,18 @@ model kind says (models/kinds.py)."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
-
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tunelab.config import ModelConfig
+from tunelab.core.deferred import transformers
 from tunelab.models.kinds import MODEL_KINDS, LoadedModel, ModelKind, get_kind
 from tunelab.models.pretrained import ensure_pad_token, resolve_model_dir, truncate_layers
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 __all__ = ["MODEL_KINDS", "LoadedModel", "check_kind", "load_model", "load_tokenizer",
            "resolve_model_dir", "truncate_layers"]
@@ -25,7 +30,22 @@ def load_model(config: ModelConfig, labels: Sequence[str] | None = None,
     (the run's eval.labels; required), right padding (see models/kinds.py `load_classifier`).
     """
     model_kind = check_kind(config, kind)
-    return model_kind.load(config, labels)
+    lm = model_kind.load(config, labels)
+    lm.recipe = BaseRecipe(copy.deepcopy(config), tuple(labels) if labels is not None else None,
+                           kind)
+    return lm
+
+
+@dataclass(frozen=True)
+class BaseRecipe:
+    """`load_model(config, labels, kind)` again, in another process."""
+
+    config: ModelConfig
+    labels: tuple[str, ...] | None
+    kind: str | None
+
+    def load(self) -> LoadedModel:
+        return load_model(self.config, self.labels, self.kind)
 
 
 def check_kind(config: ModelConfig, kind: str | None = None) -> ModelKind:
@@ -38,6 +58,6 @@ def check_kind(config: ModelConfig, kind: str | None = None) -> ModelKind:
 
 def load_tokenizer(config: ModelConfig) -> PreTrainedTokenizerBase:
     """Only the tokenizer (data inspection needs no weights)."""
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(config.name), trust_remote_code=False)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_model_dir(config.name), trust_remote_code=False)
     ensure_pad_token(tokenizer)
     return tokenizer

@@ -16,10 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-import torch
-import transformers
-
 from tunelab.config import ModelConfig
+from tunelab.core.deferred import torch, transformers
 from tunelab.core.errors import TunelabError
 from tunelab.models.builtin import BUILTIN_MODELS, builtin_model_dir
 

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import safe_open
 
 from tunelab.config import ModelConfig, RunConfig, TrainTaskConfig
+from tunelab.core.deferred import torch
 from tunelab.core.errors import TunelabError
 from tunelab.data.training_tasks import training_tasks
 from tunelab.methods import get_method

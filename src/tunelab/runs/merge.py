@@ -13,9 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-from transformers import AutoTokenizer, PreTrainedModel
-
+from tunelab.core.deferred import torch, transformers
 from tunelab.core.errors import TunelabError
 from tunelab.methods import get_method
 from tunelab.models import LoadedModel
@@ -70,7 +68,7 @@ def merged_run_model(run_dir: str | Path) -> LoadedModel:
     method_name = read_config(Path(run_dir)).method["name"]
     lm = load_run_model(run_dir)
     model = merged_model(method_name, lm.model)
-    if not isinstance(model, PreTrainedModel):
+    if not isinstance(model, transformers.PreTrainedModel):
         raise TunelabError(f"method '{method_name}': the merged model is a {type(model).__name__}, "
                            "not a transformers model; it cannot be saved as a plain model "
                            "directory")
@@ -79,7 +77,7 @@ def merged_run_model(run_dir: str | Path) -> LoadedModel:
     lm.model = model.eval()
     tokenizer_dir = RunDir(Path(run_dir)).tokenizer
     if tokenizer_dir.is_dir():
-        lm.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        lm.tokenizer = transformers.AutoTokenizer.from_pretrained(str(tokenizer_dir))
     return lm
 
 
@@ -93,7 +91,7 @@ def merge_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
     lm = merged_run_model(run_dir)
-    assert isinstance(lm.model, PreTrainedModel)  # merged_run_model checked it
+    assert isinstance(lm.model, transformers.PreTrainedModel)  # merged_run_model checked it
     out_dir.mkdir(parents=True, exist_ok=True)
     lm.model.save_pretrained(str(out_dir))
     lm.tokenizer.save_pretrained(str(out_dir))

@@ -377,7 +377,19 @@ class RunDir:
                                "the run was trained on another base model (pass that one with "
                                "--model) or its files are damaged") from None
         lm.model.eval()
+        lm.recipe = RunRecipe(str(self.root), base)
         return lm
+
+
+@dataclass(frozen=True)
+class RunRecipe:
+    """A run's trained model (`RunDir(root).load_model(base)`) again, in another process."""
+
+    root: str
+    base: str | None
+
+    def load(self) -> LoadedModel:
+        return RunDir(Path(self.root)).load_model(self.base)
 
 
 def damaged_file(weights: Path) -> Path:

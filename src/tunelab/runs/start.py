@@ -28,9 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Protocol
-
-import torch
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tunelab.config import ModelConfig, RunConfig
 from tunelab.core.errors import TunelabError
@@ -39,6 +37,9 @@ from tunelab.methods import get_method
 from tunelab.methods.base import Continuable, Method, parse_options
 from tunelab.models import LoadedModel, load_model
 from tunelab.models.kinds import ModelKind, get_kind
+
+if TYPE_CHECKING:
+    import torch
 
 
 class EarlierRun(Protocol):

@@ -24,20 +24,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import stats
 
 from tunelab.config import GenerationConfig, ModelConfig, TaskConfig
+from tunelab.core.deferred import deferred, stats
 from tunelab.core.errors import TunelabError
 from tunelab.data.sources import input_record, source_scheme
 from tunelab.eval.datasets.group_prompts import Axis, GroupPrompt
-from tunelab.eval.generation import generate
 from tunelab.eval.harm import SCORERS, TextScorer
 from tunelab.eval.output_types import Request
 from tunelab.eval.tables import format_table
 from tunelab.models import LoadedModel, load_model
 from tunelab.runs import load_run_model, read_config
+
+if TYPE_CHECKING:
+    from tunelab.eval import generation as eval_generation
+else:  # it uses torch as it is imported
+    eval_generation = deferred("tunelab.eval.generation")
 
 RESAMPLES = 2000
 """Bootstrap resamples and permutations (seeded)."""
@@ -118,7 +123,7 @@ def complete(lm: LoadedModel, probe: GenerationProbe, framing: PromptFraming, sy
     ids = framing.token_ids(lm, [p.text for p in prompts])
     out = []
     for sample in range(probe.samples):
-        texts = generate(lm.model, lm.tokenizer, ids, probe.generation(sample),
+        texts = eval_generation.generate(lm.model, lm.tokenizer, ids, probe.generation(sample),
                          desc=f"{system} ({framing.name}) sample {sample}")
         values = {s.name: _values(s, texts, prompts) for s in SCORERS}
         out += [Completion(system, framing.name, p.axis, p.group, p.template, sample, p.text,

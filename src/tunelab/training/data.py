@@ -6,15 +6,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tunelab.config import RunConfig, TrainTaskConfig
+from tunelab.core.deferred import deferred
 from tunelab.core.errors import TunelabError
 from tunelab.data import Record, Splits, Template, get_template, load_splits
 from tunelab.data.mixture import TaskExamples, TrainingData, get_order, length_difficulty
 from tunelab.data.tokenize import TokenizedExample, collator, tokenize_records
 from tunelab.data.training_tasks import augmented
-from tunelab.eval.loglikelihood import completion_nll
 from tunelab.models import LoadedModel
+
+if TYPE_CHECKING:
+    from tunelab.eval import loglikelihood
+else:  # it uses torch as it is imported; reading and checking a run's data does not
+    loglikelihood = deferred("tunelab.eval.loglikelihood")
 
 
 @dataclass
@@ -98,7 +104,7 @@ def _empty_train(task: TrainTaskConfig, mixture: bool) -> str:
 def loss_difficulty(examples: Sequence[TokenizedExample], lm: LoadedModel,
                     batch_size: int) -> list[float]:
     """The base model's mean NLL per completion token."""
-    scored = completion_nll(lm.model, examples, lm.tokenizer.pad_token_id, batch_size)
+    scored = loglikelihood.completion_nll(lm.model, examples, lm.tokenizer.pad_token_id, batch_size)
     return [nll / max(count, 1) for nll, count in scored]
 
 

@@ -44,8 +44,9 @@ from tunelab.training.checkpoint import (
     save_weights_only,
 )
 from tunelab.training.parallel import Replicated, layout
-from tunelab.training.precision import COMPUTE_DTYPES, native_bf16
+from tunelab.training.precision import resolve_precision
 from tunelab.training.schedule import make_scheduler
+from tunelab.training.threads import thread_policy
 from tunelab.training.trackers import build_trackers, hyperparameters, scalars
 
 
@@ -116,18 +117,16 @@ class Trainer:
         run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
         self.config, self.data, self.run, self.run_dir = config, data, run, run.root
         keep_mmap_threshold()  # freed activations go back to the system (tunelab/memory.py)
-        if config.precision == "fp16" and not torch.cuda.is_available():
-            raise TunelabError("train.precision fp16: needs a GPU; use bf16 on a CPU (or fp32)")
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.precision = resolve_precision(config.precision, device)
+        """train.precision for this device (`auto`: bf16 where it is native, else fp32)."""
+        self.precision.check(device)  # before accelerate starts
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(),
             log_with=build_trackers(config.report_to, run, run.root.name) or None)
-        self.compute_dtype = COMPUTE_DTYPES[config.precision]
-        if self.compute_dtype is torch.bfloat16 and not native_bf16(self.accelerator.device):
-            print("tunelab: train.precision bf16: this CPU has no bf16 matrix instructions "
-                  "(avx512_bf16 / AMX), so bf16 matrix products are emulated and run several "
-                  "times slower than fp32 (benchmarks/precision_speed.py); fp32 is faster here")
-        # fp16's small range needs loss scaling (GPU only); bf16 has float32's range
-        self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision.scales_loss else None
+        self.threads = thread_policy(config.threads, device)
+        """train.threads: a CPU step's threads, chosen before every step (training/threads.py)."""
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(model)
         if config.report_to:
@@ -215,14 +214,17 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=state.step, desc="train", unit="step",
                    disable=not self.accelerator.is_main_process)
         self.model.train()
+        self.threads.start()
         try:
             window_tokens, window_start = 0, time.perf_counter()
             while state.step < self.total_steps and not (state.stopped_early or state.out_of_time):
                 batches = self.epoch_batches(state.epoch)
                 while state.batch_in_epoch < len(batches) and state.step < self.total_steps:
                     group = batches[state.batch_in_epoch:state.batch_in_epoch + config.grad_accum]
+                    self.threads.before_step()
                     step_start = time.perf_counter()
                     loss, tokens = self._optimizer_step(group)
+                    self.threads.after_step()
                     self._check_divergence(loss)
                     state.train_seconds += time.perf_counter() - step_start
                     if config.max_seconds and state.train_seconds >= config.max_seconds:
@@ -243,7 +245,8 @@ class Trainer:
                             "step": state.step, "epoch": state.epoch, "loss": loss,
                             "lr": self.scheduler.get_last_lr()[0],
                             "tokens_per_s": window_tokens / max(elapsed, 1e-9),
-                            "peak_memory_mb": peak_memory_mb()}
+                            "peak_memory_mb": peak_memory_mb(),
+                            **self.threads.log_fields()}
                         record.update(self.plan.log_fields(state.epoch))
                         if self.data.per_task:
                             record["examples_by_task"] = dict(state.task_examples)
@@ -261,6 +264,7 @@ class Trainer:
                     state.batch_in_epoch = 0
         finally:
             bar.close()  # the bar's line ends before any error is printed
+            self.threads.end()  # evaluation after training: torch's own count again
         evaluated_now = any(h.get("step") == state.step and "val_loss" in h for h in state.history)
         if self.has_validation and not state.stopped_early and not evaluated_now:
             self._evaluate_and_checkpoint()
@@ -316,8 +320,7 @@ class Trainer:
 
     def autocast(self) -> torch.autocast:
         """The forward pass in train.precision (a no-op for fp32)."""
-        return torch.autocast(self.accelerator.device.type, dtype=self.compute_dtype,
-                              enabled=self.compute_dtype is not None)
+        return self.precision.autocast(self.accelerator.device)
 
     # --- several processes ------------------------------------------------------------------
     def step_targets(self, local: int) -> torch.Tensor:

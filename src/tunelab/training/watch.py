@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-
-import torch
+from typing import TYPE_CHECKING
 
 from tunelab.config import RunConfig, TaskConfig
 from tunelab.core.errors import TunelabError
@@ -20,7 +19,11 @@ from tunelab.eval.runner import evaluate_loaded
 from tunelab.eval.tasks import TaskItems
 from tunelab.models import LoadedModel
 from tunelab.runs import System
-from tunelab.training.loop import EvalHook, EvalListener, Trainer
+
+if TYPE_CHECKING:
+    import torch
+
+    from tunelab.training.loop import EvalHook, EvalListener, Trainer
 
 VALIDATION_SCORES = "val_scores"
 """The log record's key of each task's validation scores ({task: {score: value}})."""

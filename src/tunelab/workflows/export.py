@@ -17,14 +17,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-
-import torch
-from transformers import PreTrainedModel
+from typing import TYPE_CHECKING
 
 from tunelab.config import RunConfig, TaskConfig
+from tunelab.core.deferred import deferred, torch, transformers
 from tunelab.core.errors import TunelabError
 from tunelab.data.training_tasks import run_task
-from tunelab.deploy.engines import TransformersEngine
 from tunelab.deploy.export_formats import ExportFormat, folder_size, get_formats
 from tunelab.deploy.verify import ExportCheck, ExportDropError, FormatCheck, changed_predictions
 from tunelab.eval.compare import paired_difference
@@ -33,6 +31,11 @@ from tunelab.eval.runner import EvalResult, evaluate_loaded, read_result, write_
 from tunelab.models import LoadedModel
 from tunelab.runs import RunDir, System
 from tunelab.runs.merge import check_out_dir, merged_run_model
+
+if TYPE_CHECKING:
+    from tunelab.deploy import engines
+else:  # it uses torch as it is imported
+    engines = deferred("tunelab.deploy.engines")
 
 EXPORT_JSON, EXPORT_MD, VERIFY = "export.json", "export.md", "verify"
 
@@ -65,7 +68,7 @@ def export_run(run_dir: str | Path, format_name: str, out_dir: str | Path,
     key = compared_key(formats[0].scored_task(task), tuned)
     prompts = [str(row.get("prompt", "")) for row in tuned.predictions]
     check = ExportCheck(run.root.name, task.name, key, tuned.n, tuned.scores[key],
-                        TransformersEngine(lm).speed(prompts).tokens_per_s,
+                        engines.TransformersEngine(lm).speed(prompts).tokens_per_s,
                         torch.get_num_threads(), max_drop=max_drop)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
@@ -117,7 +120,7 @@ def _export_one(export_format: ExportFormat, lm: LoadedModel, config: RunConfig,
                 task: TaskConfig, tuned: EvalResult, staging: Path, key: str,
                 prompts: list[str]) -> FormatCheck:
     """Write one artefact, score it with its engine, pair it with the fine-tune."""
-    assert isinstance(lm.model, PreTrainedModel)
+    assert isinstance(lm.model, transformers.PreTrainedModel)
     written = export_format.write(lm.model, lm.tokenizer, staging, config, prompts)
     engine = export_format.engine(written.path, config)
     try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,13 +24,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
-
-import torch
-import torch.distributed as dist
-import transformers
+from typing import TYPE_CHECKING, Any
 
 from tunelab.config import RunConfig, TaskConfig, TrainTaskConfig, load_run_config
+from tunelab.core.deferred import deferred, dist, transformers
 from tunelab.core.errors import TunelabError
 from tunelab.data import Splits
 from tunelab.data.checks import DataCheck
@@ -45,17 +43,26 @@ from tunelab.models.kinds import ModelKind
 from tunelab.report.markdown import write_run_report
 from tunelab.report.run_page import write_html_report
 from tunelab.runs import RunDir, System
+from tunelab.runs.run_dir import RunRecipe
 from tunelab.runs.start import FromBase, Start, start_record
 from tunelab.studies import domain, retention
 from tunelab.studies.bias import RunBias
 from tunelab.studies.retention import RetentionRow, retention_table
 from tunelab.studies.robustness import RunRobustness
 from tunelab.studies.stage_matrix import RunStages
-from tunelab.training.checkpoint import LoopState, write_atomically
 from tunelab.training.data import PreparedData, prepare_data, read_splits
-from tunelab.training.loop import EvalHook, Trainer, peak_memory_mb
 from tunelab.training.watch import ValidationWatch, check_watched
 from tunelab.workflows.data_check import data_check_summary, guard_run_data
+
+if TYPE_CHECKING:
+    import torch
+
+    from tunelab.training import checkpoint, loop
+    from tunelab.training.checkpoint import LoopState
+    from tunelab.training.loop import EvalHook, Trainer
+else:  # they use torch as they are imported; a run's plan is checked before it loads
+    checkpoint = deferred("tunelab.training.checkpoint")
+    loop = deferred("tunelab.training.loop")
 
 
 @dataclass
@@ -102,8 +109,7 @@ def train(config: RunConfig | str | Path, overrides: list[str] | None = None,
                 run.undo_failed_start(existed)
         raise
     finally:
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()  # this process's part ends here, not at interpreter exit
+        end_process_group()  # this process's part ends here, not at interpreter exit
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
@@ -124,6 +130,13 @@ def on_sigterm(handler: Callable[[int, FrameType | None], object] | signal.Handl
         yield
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def end_process_group() -> None:
+    """Destroy the process group training made; none where torch never loaded (a run that
+    failed its checks), and reading `dist` would import it."""
+    if "torch.distributed" in sys.modules and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def first_process() -> bool:
@@ -231,7 +244,7 @@ def _train(plan: RunPlan, run: RunDir, resume: bool, evaluate_after: bool,
         if plan.data_check is not None:
             run.data_check.write_text(json.dumps(plan.data_check.to_json(), indent=1,
                                                  default=str))
-    trainer = Trainer(model, config.train, prepared.data, run)
+    trainer = loop.Trainer(model, config.train, prepared.data, run)
     if config.is_mixture and config.mixture.eval_limit > 0:
         trainer.eval_hooks.append(task_metric_hook(lm, tasks, prepared, config))
     if kept and config.retention.every_eval:
@@ -253,13 +266,14 @@ def _train(plan: RunPlan, run: RunDir, resume: bool, evaluate_after: bool,
 
     model = trainer.trained_model()
     weights_dir = run.weights(method)
-    write_atomically(weights_dir, lambda tmp: method.save(model, tmp))
+    checkpoint.write_atomically(weights_dir, lambda tmp: method.save(model, tmp))
     size_on_disk = directory_size(weights_dir)  # the trained weights alone
     lm.tokenizer.save_pretrained(str(run.tokenizer))
     if (weights_dir / "config.json").is_file():  # a complete model: make it loadable alone
         lm.tokenizer.save_pretrained(str(weights_dir))
     summary = training_summary(config, counts, size_on_disk, state, seconds, prepared)
     summary["placement"] = trainer.placement
+    summary["precision"] = trainer.precision.name  # train.precision auto: what it chose here
     summary.update(start_record(plan.start))  # init_from and the lineage of earlier runs
     if plan.data_check is not None:
         summary["data_check"] = data_check_summary(plan.data_check)
@@ -267,6 +281,7 @@ def _train(plan: RunPlan, run: RunDir, resume: bool, evaluate_after: bool,
         summary["mixture"] = mixture_summary(trainer.plan, trainer, config, state)
 
     lm.model = model
+    lm.recipe = RunRecipe(str(run.root), None)  # what --nproc's workers load (runs/run_dir.py)
     evaluations = evaluate_tasks(lm, plan, run, prepared, shard) if evaluate_after else {}
     evaluation = None if config.is_mixture else evaluations.get(config.name)
     if config.is_mixture and evaluate_after:
@@ -395,7 +410,7 @@ def training_summary(config: RunConfig, counts: ParameterCount, size_on_disk: in
         "padding_share": (1 - state.tokens_seen / state.computed_tokens
                           if state.computed_tokens else None),
         "tokens_per_s": (sum(h["tokens_per_s"] for h in logged) / len(logged)) if logged else None,
-        "peak_memory_mb": peak_memory_mb(),
+        "peak_memory_mb": loop.peak_memory_mb(),
         "best_val_loss": state.best_val_loss,
         "best_step": state.best_step,
         "stopped_early": state.stopped_early,

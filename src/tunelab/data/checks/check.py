@@ -6,12 +6,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from tunelab.core.deferred import deferred
 from tunelab.data.checks.items import CheckItem, CheckSet
-from tunelab.data.checks.label_errors import LabelErrors, rank_label_errors
 from tunelab.data.checks.overlap import Conflict, Overlap, conflicts, find_overlap
 from tunelab.data.checks.quality import SetQuality, set_quality
 from tunelab.data.tokenize import TokenizedExample
+
+if TYPE_CHECKING:
+    from tunelab.data.checks import label_errors as label_check
+    from tunelab.data.checks.label_errors import LabelErrors
+else:  # cleanlab and scikit-learn: 3 s to import, for a check of labelled data only
+    label_check = deferred("tunelab.data.checks.label_errors")
 
 SHOWN = 5
 
@@ -143,7 +150,7 @@ def check_sets(sets: Sequence[CheckSet], options: CheckOptions,
         trained = [item for s in sets if s.role.trained for item in s.items]
         if options.labels and options.label_errors and trained:
             began = time.perf_counter()
-            label_errors = rank_label_errors(trained, options.labels)
+            label_errors = label_check.rank_label_errors(trained, options.labels)
             timings["label_errors"] = time.perf_counter() - began
     drop = {s.name: set(repeats[s.name]) for s in sets if s.role.trained}
     for c in crossings:

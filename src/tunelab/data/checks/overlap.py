@@ -26,8 +26,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from datasketch import MinHash, MinHashLSH
-
+from tunelab.core.deferred import datasketch
 from tunelab.data.checks.items import CheckItem, CheckSet, normalize, words
 
 NGRAM = 13
@@ -101,7 +100,7 @@ class Near(Detector):
         texts = list(unique)
         hashes = minhashes(texts)
         # LSH gives candidates (its bands need a threshold below ~0.95); each is verified
-        lsh = MinHashLSH(threshold=min(self.threshold, 0.9), num_perm=NUM_PERM)
+        lsh = datasketch.MinHashLSH(threshold=min(self.threshold, 0.9), num_perm=NUM_PERM)
         with lsh.insertion_session() as session:
             for n, minhash in enumerate(hashes):
                 session.insert(n, minhash, check_duplication=False)
@@ -122,9 +121,10 @@ def shingles(text: str) -> list[bytes]:
     return [encoded[k:k + SHINGLE] for k in range(len(encoded) - SHINGLE + 1)]
 
 
-def minhashes(texts: Sequence[str]) -> list[MinHash]:
+def minhashes(texts: Sequence[str]) -> list[datasketch.MinHash]:
     """One MinHash per text, sharing one set of permutations (datasketch's bulk path)."""
-    return MinHash.bulk((shingles(t) for t in texts), num_perm=NUM_PERM, hashfunc=zlib.crc32)
+    return datasketch.MinHash.bulk((shingles(t) for t in texts), num_perm=NUM_PERM,
+                                   hashfunc=zlib.crc32)
 
 
 class NGram(Detector):

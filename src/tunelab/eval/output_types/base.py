@@ -23,6 +23,7 @@ from tunelab.eval.datasets import TaskData
 from tunelab.eval.fewshot import PromptBuilder, choose_shots
 from tunelab.eval.metrics import MetricInput, metric_class
 from tunelab.eval.output_types.answers import reference_of
+from tunelab.eval.result_cache import ResultCache
 from tunelab.models import LoadedModel, load_model
 
 if TYPE_CHECKING:
@@ -97,6 +98,8 @@ class Request:
     """Preamble and separator (default: `Framing.of(task)`)."""
     first_index: int = 0
     """The split index of records[0] (a process's share of a split: eval/shard.py)."""
+    results: ResultCache | None = field(default_factory=ResultCache.default)
+    """Where results this model already produced are looked up (None: everything runs)."""
 
     @property
     def context_limit(self) -> int:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from tunelab.config import ModelConfig, TaskConfig
+from tunelab.core.deferred import deferred
 from tunelab.core.errors import TunelabError
 from tunelab.data import Record, get_template
 from tunelab.data.templates import classifier_text
-from tunelab.eval.heads import class_names, classify
 from tunelab.eval.output_types.answers import reference_of
 from tunelab.eval.output_types.base import (
     Fail,
@@ -29,6 +29,10 @@ from tunelab.models.kinds import load_classifier
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
+
+    from tunelab.eval import heads
+else:  # it uses torch as it is imported; an output type's checks do not
+    heads = deferred("tunelab.eval.heads")
 
 
 def labels_of(task: TaskConfig) -> list[str]:
@@ -78,7 +82,7 @@ class ClassificationOutput(OutputType):
 
     def predict(self, request: Request) -> list[Prediction]:
         predictions, probabilities = _classified(request, _texts(request))
-        names = class_names(request.lm.model, _labels(request.task))  # each class's label
+        names = heads.class_names(request.lm.model, _labels(request.task))  # each class's label
         return [{"prediction": label,
                  "probabilities": {n: round(p, 6) for n, p in zip(names, probs, strict=True)}}
                 for label, probs in zip(predictions, probabilities, strict=True)]
@@ -102,4 +106,5 @@ def _texts(request: Request) -> list[str]:
 def _classified(request: Request, texts: list[str]) -> tuple[list[str], list[list[float]]]:
     """(label, class probabilities) of each text."""
     task = request.task
-    return classify(request.lm, texts, _labels(task), task.eval.batch_size, request.context_limit)
+    return heads.classify(request.lm, texts, _labels(task), task.eval.batch_size,
+                          request.context_limit, results=request.results)

@@ -3,15 +3,14 @@ completion's NLL -> perplexity. Each request runs only when some task metric rea
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from tunelab.config import TaskConfig
+from tunelab.core.deferred import deferred
 from tunelab.core.errors import TunelabError
 from tunelab.data import tokenize_example
 from tunelab.data.tokenize import tokenize_seq2seq
 from tunelab.eval.fewshot import Prompt
-from tunelab.eval.generation import generate, is_encoder_decoder
-from tunelab.eval.loglikelihood import completion_nll
 from tunelab.eval.metrics import MetricInput, metric_class
 from tunelab.eval.output_types.answers import reference_of
 from tunelab.eval.output_types.base import (
@@ -22,6 +21,12 @@ from tunelab.eval.output_types.base import (
     Request,
     row,
 )
+
+if TYPE_CHECKING:
+    from tunelab.eval import generation, loglikelihood
+else:  # they use torch as they are imported; an output type's checks do not
+    generation = deferred("tunelab.eval.generation")
+    loglikelihood = deferred("tunelab.eval.loglikelihood")
 
 
 class GenerateOutput(OutputType):
@@ -49,10 +54,12 @@ class GenerateOutput(OutputType):
                       dropped_shots=sum(p.dropped for p in prompts))
         if request.wants(MetricInput.NLL_TOKENS):
             limit = request.context_limit
-            tokenize = tokenize_seq2seq if is_encoder_decoder(lm.model) else tokenize_example
+            tokenize = (tokenize_seq2seq if generation.is_encoder_decoder(lm.model)
+                        else tokenize_example)
             tokenized = [tokenize(p.rendered, lm.tokenizer, max_length=limit) for p in prompts]
-            out.measured[MetricInput.NLL_TOKENS] = completion_nll(
-                lm.model, tokenized, lm.tokenizer.pad_token_id, gen.batch_size)
+            out.measured[MetricInput.NLL_TOKENS] = loglikelihood.completion_nll(
+                lm.model, tokenized, lm.tokenizer.pad_token_id, gen.batch_size,
+                results=request.results)
         return out
 
     def check_predict(self, task: TaskConfig) -> None:
@@ -81,5 +88,6 @@ def _generated(request: Request, prompts: list[Prompt], hit_limit: list[bool] | 
     """The model's text after each prompt, as eval.generation says (batched, greedy or
     sampled, cut at the stop strings)."""
     lm = request.lm
-    return generate(lm.model, lm.tokenizer, [p.ids for p in prompts],
-                    request.task.eval.generation, desc=request.system, hit_limit=hit_limit)
+    return generation.generate(lm.model, lm.tokenizer, [p.ids for p in prompts],
+                               request.task.eval.generation, desc=request.system,
+                               hit_limit=hit_limit, results=request.results)

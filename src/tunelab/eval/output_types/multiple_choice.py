@@ -5,12 +5,12 @@ column, or eval.labels; the gold answer is a choice's text or index (`resolve_ch
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from tunelab.config import TaskConfig
+from tunelab.core.deferred import deferred
 from tunelab.core.errors import TunelabError
 from tunelab.data import Record
-from tunelab.eval.choice import ChoiceRequest, ChoiceResult, encode_pair, score_choices
 from tunelab.eval.fewshot import Prompt, with_output
 from tunelab.eval.metrics import MetricInput
 from tunelab.eval.output_types.answers import reference_of
@@ -22,6 +22,12 @@ from tunelab.eval.output_types.base import (
     Request,
     row,
 )
+
+if TYPE_CHECKING:
+    from tunelab.eval import choice
+    from tunelab.eval.choice import ChoiceRequest, ChoiceResult
+else:  # they use torch as they are imported; an output type's checks do not
+    choice = deferred("tunelab.eval.choice")
 
 
 def choices_of(task: TaskConfig, record: Record) -> list[str]:
@@ -102,14 +108,14 @@ def build_choice_items(req: Request, answered: bool = True) -> list[ChoiceItem]:
         prompt = builder.build(with_output(record, choices[gold[0] if gold else 0]), shots,
                                limit - reserve)
         special = not prompt.rendered.special_in_text
-        pairs = [encode_pair(tokenizer, prompt.rendered.prompt, c, special) for c in continuations]
+        pairs = [choice.encode_pair(tokenizer, prompt.rendered.prompt, c, special) for c in continuations]
         context, conts = pairs[0][0], [c for _, c in pairs]
         longest = max(len(c) for c in conts)
         truncated = len(context) + longest > limit
         if truncated:  # even without shots: cut from the left, as lm-evaluation-harness does
             context = context[len(context) + longest - limit:]
         items.append(ChoiceItem(prompt, continuations, choices, gold,
-                                ChoiceRequest(context, conts), truncated))
+                                choice.ChoiceRequest(context, conts), truncated))
     return items
 
 
@@ -153,8 +159,8 @@ class MultipleChoiceOutput(OutputType):
 
 def _scored(request: Request, items: list[ChoiceItem]) -> list[ChoiceResult]:
     """Each item's choice log-likelihoods."""
-    return score_choices(request.lm.model, [it.request for it in items],
-                         request.task.eval.batch_size)
+    return choice.score_choices(request.lm.model, [it.request for it in items],
+                                request.task.eval.batch_size, results=request.results)
 
 
 def _best(result: ChoiceResult) -> int:

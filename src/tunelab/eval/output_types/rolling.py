@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 from tunelab.config import TaskConfig
+from tunelab.core.deferred import deferred
 from tunelab.core.errors import TunelabError
 from tunelab.data import Record
 from tunelab.eval.metrics import MetricInput
@@ -19,10 +20,13 @@ from tunelab.eval.output_types.base import (
     Request,
     row,
 )
-from tunelab.eval.rolling_nll import rolling_loglikelihood
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
+
+    from tunelab.eval import rolling_nll
+else:  # they use torch as they are imported; an output type's checks do not
+    rolling_nll = deferred("tunelab.eval.rolling_nll")
 
 
 def document_of(task: TaskConfig, record: Record) -> str:
@@ -46,8 +50,9 @@ class RollingOutput(OutputType):
         lm, task = request.lm, request.task
         texts = [document_of(task, r) for r in request.records]
         max_length = task.rolling.max_length or min(request.context_limit, 2048)
-        scores = rolling_loglikelihood(lm.model, lm.tokenizer, texts, max_length,
-                                       task.rolling.stride, task.eval.batch_size)
+        scores = rolling_nll.rolling_loglikelihood(lm.model, lm.tokenizer, texts, max_length,
+                                                   task.rolling.stride, task.eval.batch_size,
+                                                   results=request.results)
         rows = []
         for i, (record, text, s) in enumerate(zip(request.records, texts, scores, strict=True)):
             out_row = row(i, record, "", f"{s.nll / max(s.tokens, 1):.4f} nats/token", "")

@@ -1,0 +1,74 @@
+"""What the proof costs against the fine-tune: the quickstart, then its robustness sweep.
+
+Runs, each as a new user would type it, in subprocesses on this machine, one after another:
+
+  1. `tunelab quickstart --out DIR`: wall time, and the training time it reports
+     (summary.json's train_seconds)
+  2. `tunelab robustness --adapter DIR/quickstart --baselines zero --severity 0.05,0.1,0.2`
+     (11 perturbations x 3 severities, base 0-shot and fine-tuned), with the result cache
+     the quickstart filled (the clean items it scored are looked up)
+  3. the same sweep with the result cache off (`TUNELAB_EVAL_CACHE=off`)
+  4. with --sweep-nproc N: the sweep again, cache off, in N processes (`--nproc N`)
+
+and prints each time and its ratio to the training time. The goal: quickstart <= 5 minutes,
+the sweep <= 1.5x the training time.
+
+    python benchmarks/proof_cost.py --sweep-nproc 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tunelab.core.machine import cpu_summary
+
+SWEEP = ["--baselines", "zero", "--severity", "0.05,0.1,0.2"]
+
+
+def timed(argv: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "tunelab.cli", *argv], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", help="where the quickstart run goes (default: a new temp dir)")
+    parser.add_argument("--sweep-nproc", type=int, help="also time the sweep in N processes")
+    parser.add_argument("--skip-uncached", action="store_true", help="skip step 3")
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args()
+    out = Path(args.out or tempfile.mkdtemp())
+    env = dict(os.environ, TQDM_DISABLE="1")
+    print(f"CPU: {cpu_summary()}", flush=True)
+    figures: dict[str, float] = {"quickstart_s": timed(["quickstart", "--out", str(out)], env)}
+    run = out / "quickstart"
+    figures["train_s"] = json.loads((run / "summary.json").read_text())["train_seconds"]
+    print(f"quickstart {figures['quickstart_s']:.0f} s, of which training "
+          f"{figures['train_s']:.0f} s", flush=True)
+    sweeps = [("sweep_cached_s", "cache filled by the quickstart", env, [])]
+    if not args.skip_uncached:
+        sweeps.append(("sweep_uncached_s", "cache off", {**env, "TUNELAB_EVAL_CACHE": "off"}, []))
+    if args.sweep_nproc:
+        sweeps.append((f"sweep_nproc{args.sweep_nproc}_s", f"cache off, --nproc {args.sweep_nproc}",
+                       {**env, "TUNELAB_EVAL_CACHE": "off"}, ["--nproc", str(args.sweep_nproc)]))
+    for key, what, sweep_env, extra in sweeps:
+        figures[key] = timed(["robustness", "--adapter", str(run), *SWEEP, *extra,
+                              "--out", str(out / key)], sweep_env)
+        print(f"robustness sweep ({what}): {figures[key]:.0f} s = "
+              f"{figures[key] / figures['train_s']:.2f}x the training time", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"cpu": cpu_summary(), **figures}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

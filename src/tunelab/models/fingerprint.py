@@ -1,0 +1,74 @@
+"""What a model computes, as a short digest: the key under which its evaluation results are
+kept (eval/result_cache.py), so a cached answer can only come from the same function.
+
+The digest covers every parameter and buffer (names, dtypes, shapes, devices and bytes) and the
+state a peft wrapper keeps outside its tensors: which adapters are active, whether adapters are
+disabled or merged, and each LoRA layer's scaling. Two adapters on one base, the same adapter
+with its layers disabled, or a run's weights after one more optimizer step all give different
+digests.
+
+Hashing 135M float32 parameters takes about half a second, so each tensor's digest is kept with
+the tensor's version counter and storage address: an in-place update (an optimizer step,
+`load_state_dict`, merging an adapter) bumps the version, a replaced `.data` moves the storage,
+and either recomputes that tensor's digest. After training a LoRA run only the adapter's
+tensors are hashed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from itertools import chain
+
+from tunelab.core.deferred import torch  # imported when a model is fingerprinted
+
+DIGEST_ATTRIBUTE = "_tunelab_digest"
+"""Where a tensor keeps its last digest and the state it was taken in (it lives and dies with
+the tensor; tensors compare element-wise, so they cannot key a dictionary)."""
+
+
+def _state(tensor: torch.Tensor) -> tuple[object, ...]:
+    """What must be unchanged for a tensor's remembered digest to hold."""
+    return (tensor._version, tensor.data_ptr(), tuple(tensor.shape), tensor.dtype,
+            str(tensor.device))
+
+
+def tensor_digest(tensor: torch.Tensor) -> bytes:
+    """The digest of a tensor's dtype, shape and bytes (remembered until it changes)."""
+    state = _state(tensor)
+    known = getattr(tensor, DIGEST_ATTRIBUTE, None)
+    if known is not None and known[0] == state:
+        return known[1]
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    digest = hashlib.blake2b(flat.view(torch.uint8).numpy().data if flat.numel() else b"",
+                             digest_size=16)
+    digest.update(repr(state[2:4]).encode())
+    setattr(tensor, DIGEST_ATTRIBUTE, (state, digest.digest()))
+    return digest.digest()
+
+
+def _adapter_state(model: torch.nn.Module) -> list[tuple[object, ...]]:
+    """The peft state outside the tensors: for each tuner layer, its active adapters, whether
+    adapters are disabled or merged, and its scaling (LoRA's alpha / r)."""
+    state: list[tuple[object, ...]] = []
+    for name, module in model.named_modules():
+        active = getattr(module, "active_adapters", None)
+        if active is None:  # not a peft model or tuner layer
+            continue
+        scaling = getattr(module, "scaling", None)
+        state.append((name, repr(active), repr(getattr(module, "disable_adapters", None)),
+                      repr(getattr(module, "merged_adapters", None)),
+                      repr(sorted(scaling.items())) if isinstance(scaling, dict) else ""))
+    return state
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A hex digest of everything that decides what `model` computes (see module doc)."""
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(type(model).__name__.encode())
+    config = getattr(model, "config", None)
+    digest.update(repr(getattr(config, "_attn_implementation", None)).encode())
+    for name, tensor in chain(model.named_parameters(), model.named_buffers()):
+        digest.update(name.encode())
+        digest.update(tensor_digest(tensor))
+    digest.update(repr(_adapter_state(model)).encode())
+    return digest.hexdigest()

@@ -1,0 +1,80 @@
+"""`tunelab harness` as lm-eval's CLI runs: --apply_chat_template renders every prompt with the
+tokenizer's chat template, --output DIR gets lm-eval's results JSON and --log-samples one
+samples JSONL per task beside it, one line per item holding the model's own responses; bad
+flags end in one line, exit 2, before any model loads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_harness_parity import requests, write_tasks
+
+from tunelab.cli import main
+from tunelab.config import ModelConfig
+from tunelab.eval.harness import TunelabLM
+from tunelab.models import load_model
+
+
+def test_chat_template_output_and_samples(tiny_llama: Path, tmp_path: Path, capsys) -> None:
+    tasks = write_tasks(tmp_path, until=(".",))  # the tiny model writes newlines: keep them
+    out = tmp_path / "out"
+    assert main(["harness", "--tasks", "tiny_mc,tiny_gen", "--model", str(tiny_llama),
+                 "--include-path", str(tasks), "--limit", "3", "--apply_chat_template",
+                 "--log-samples", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "tiny_mc" in printed and "tiny_gen" in printed and "acc" in printed
+    files = [Path(line.removeprefix("wrote ")) for line in printed.splitlines()
+             if line.startswith("wrote ")]
+    assert len(files) == 3 and all(f.is_file() and out in f.parents for f in files)
+    lm = load_model(ModelConfig(name=str(tiny_llama)))
+    results = json.loads(next(f for f in files if f.name.startswith("results_")).read_text())
+    assert set(results["results"]) == {"tiny_mc", "tiny_gen"}
+    assert results["chat_template"] == lm.tokenizer.chat_template
+
+    ours = TunelabLM(lm=lm)
+    for task, kind in (("tiny_mc", "loglikelihood"), ("tiny_gen", "generate_until")):
+        path = next(f for f in files if f.name.startswith(f"samples_{task}_"))
+        samples = [json.loads(line) for line in path.read_text().splitlines()]
+        assert [s["doc_id"] for s in samples] == [0, 1, 2]  # one line per item
+        for sample in samples:
+            args = [tuple(a.values()) for a in sample["arguments"].values()]
+            assert all(a[0].startswith("<|im_start|>user\nReview: ") for a in args)
+            answers = getattr(ours, kind)(requests(kind, args))  # the model, asked again
+            if kind == "loglikelihood":
+                logged = [float(r[0][0]) for r in sample["resps"]]
+                assert logged == pytest.approx([lp for lp, _ in answers], abs=1e-5)
+                assert len(logged) == 2 and sample["acc"] in (0.0, 1.0)
+            else:
+                assert sample["resps"] == [[text] for text in answers]
+                assert answers[0]  # text was written (newlines) and logged
+                assert sample["filtered_resps"] == answers
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--log-samples"], "--log-samples: the samples are written beside the results; add --output DIR"),
+    (["--output", "FILE"], "is a file; give a directory (or a .json path)"),
+], ids=["log-samples-alone", "output-is-a-file"])
+def test_bad_output_flags_are_one_line(tmp_path: Path, capsys, flags, message) -> None:
+    (tmp_path / "FILE").write_text("taken")
+    flags = [str(tmp_path / f) if f == "FILE" else f for f in flags]
+    assert main(["harness", "--tasks", "tiny_mc", "--model", str(tmp_path / "no-model"),
+                 *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_chat_template_without_one_is_one_line(tiny_llama: Path, tmp_path: Path, capsys) -> None:
+    model = tmp_path / "no-template"
+    model.mkdir()
+    for file in tiny_llama.iterdir():
+        if file.name != "chat_template.jinja":
+            (model / file.name).write_bytes(file.read_bytes())
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+    assert main(["harness", "--tasks", "tiny_mc", "--model", str(model),
+                 "--apply_chat_template"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no chat template" in err and len(err.splitlines()) == 1
