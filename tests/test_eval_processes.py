@@ -3,16 +3,19 @@ output type that reads prompts, with shots; a model that exists only here is sco
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from eval_helpers import REVIEWS
 from helpers import tiny_run_config
 
 import tunelab
-from tunelab.config import EvalConfig, GenerationConfig, ModelConfig, TaskConfig
+from tunelab.cli import main
+from tunelab.config import EvalConfig, GenerationConfig, ModelConfig, TaskConfig, to_dict
 from tunelab.eval import processes as processes_module
 from tunelab.eval.processes import EvalProcesses
 from tunelab.eval.runner import evaluate_loaded
@@ -91,3 +94,23 @@ def test_a_run_just_trained_is_scored_by_the_workers_with_the_weights_it_saved(
             result = tunelab.train(config)
     assert sent == [4] and result.evaluation is not None and result.evaluation.n == 8
     assert [r["index"] for r in result.evaluation.predictions] == list(range(8))
+
+
+def test_the_environment_sets_the_default_processes(
+        tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sent: list[int],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --nproc, $TUNELAB_EVAL_NPROC decides (the suite sets 1: no worker starts)."""
+    task = tmp_path / "reviews.yaml"
+    generated = tasks()[0][0]
+    task.write_text(yaml.safe_dump({"name": "reviews", "data": to_dict(generated.data),
+                                    "eval": to_dict(generated.eval)}))
+    args = ["eval", "--task", str(task), "--model", str(tiny_llama), "--limit", "4",
+            "--json"]
+    assert main(args) == 0 and sent == []
+    one = json.loads(capsys.readouterr().out)
+    monkeypatch.setenv("TUNELAB_EVAL_NPROC", "2")
+    assert main(args) == 0 and sent == [2]
+    assert json.loads(capsys.readouterr().out)["scores"] == one["scores"]
+    monkeypatch.setenv("TUNELAB_EVAL_NPROC", "two")
+    assert main(args) == 2
+    assert "TUNELAB_EVAL_NPROC='two'" in capsys.readouterr().err

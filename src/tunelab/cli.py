@@ -737,9 +737,10 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         check_dependencies()
         keep_mmap_threshold()  # freed memory goes back to the system (tunelab/memory.py)
-        nproc = getattr(args, "eval_nproc", None)  # a command that scores models (--nproc)
-        with (processes.EvalProcesses(nproc) if nproc is not None and nproc != 1
-              else contextlib.nullcontext()):  # without it: $TUNELAB_EVAL_NPROC, else one
+        # A command that scores models (it has --nproc): its evaluations over N processes
+        # (without --nproc: $TUNELAB_EVAL_NPROC, else one, which starts no worker).
+        with (processes.EvalProcesses(args.eval_nproc) if hasattr(args, "eval_nproc")
+              else contextlib.nullcontext()):
             code = COMMANDS[args.command](args)
     except TunelabError as err:
         if args.debug:

@@ -63,6 +63,16 @@ class PairedDifference:
     def delta(self) -> float:
         return self.after - self.before
 
+    @property
+    def significantly_better(self) -> bool:
+        """Better after, with the 95% CI of the change excluding zero."""
+        return self.ci[1] < 0 if self.lower_is_better else self.ci[0] > 0
+
+    @property
+    def relative_change(self) -> float:
+        """The change in percent of the score before (negative: lower after)."""
+        return 100.0 * self.delta / self.before if self.before else 0.0
+
 
 def paired_difference(task: TaskConfig, before: EvalResult, after: EvalResult,
                       key: str) -> PairedDifference:

@@ -84,8 +84,6 @@ class SharedPrefix:
         self.device = next(model.parameters()).device
         self.whole = shared_prefix(prompts)
         self._last: tuple[tuple[int, ...], object] | None = None  # (prefix, its cache)
-        self.tokens_saved = 0
-        """Prompt tokens not run because a prefix cache held them."""
 
     def inputs(self, prompts: Sequence[Sequence[int]], pad_id: int
                ) -> tuple[torch.Tensor, torch.Tensor, dict[str, object]]:
@@ -102,7 +100,6 @@ class SharedPrefix:
         mask = torch.cat([torch.ones((rows, length), dtype=torch.long), own_mask], dim=1)
         cache = select_cache(self.model, self._cache_of(prefix),
                              torch.zeros(rows, dtype=torch.long, device=self.device))
-        self.tokens_saved += (rows - 1) * length
         return ids.to(self.device), mask.to(self.device), {cache_argument(self.model): cache}
 
     def _cache_of(self, prefix: tuple[int, ...]) -> object:

@@ -178,9 +178,10 @@ class DomainText:
             return None
         table = Table(["task", "score", "documents", "before", "after", "change [95% CI]",
                        "relative", "significantly better"],
-                      [[r.task, r.key, r.n, domain.shown(r.before), domain.shown(r.after),
-                        domain.change_cell(r), f"{r.relative_change:+.1f}%",
-                        "yes" if r.significantly_better else "no"]
+                      [[r.task, r.change.key, r.n, domain.shown(r.change.before),
+                        domain.shown(r.change.after), domain.change_cell(r.change),
+                        f"{r.change.relative_change:+.1f}%",
+                        "yes" if r.change.significantly_better else "no"]
                        for r in rows],
                       f"held-out documents: {view.summary['domain'].get('before', 'the base model')}"
                       " before, trained model after (paired bootstrap over documents)")

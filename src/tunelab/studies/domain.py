@@ -18,7 +18,7 @@ from typing import Any
 
 from tunelab.config import TaskConfig
 from tunelab.data.templates import get_template_kind
-from tunelab.eval.compare import paired_difference, primary_key
+from tunelab.eval.compare import PairedDifference, paired_difference, primary_key
 from tunelab.eval.runner import EvalResult, evaluate_loaded, write_result
 from tunelab.eval.tables import format_table
 from tunelab.models import LoadedModel
@@ -30,39 +30,22 @@ class DomainRow:
     """One score of one task's held-out documents, before and after training."""
 
     task: str
-    key: str
     n: int
     """Documents scored (the same ones before and after)."""
-    before: float
-    after: float
-    ci: tuple[float, float]
-    """95% paired-bootstrap interval of after - before."""
-    p_value: float
-    """p that the fine-tune is not better (small: significantly better)."""
-    lower_is_better: bool
-
-    @property
-    def delta(self) -> float:
-        return self.after - self.before
-
-    @property
-    def significantly_better(self) -> bool:
-        """Better after training, with the 95% CI of the change excluding zero."""
-        return self.ci[1] < 0 if self.lower_is_better else self.ci[0] > 0
-
-    @property
-    def relative_change(self) -> float:
-        """The change in percent of the score before (negative: lower after)."""
-        return 100.0 * self.delta / self.before if self.before else 0.0
+    change: PairedDifference
+    """The score before and after, its paired 95% CI and p (small: significantly better)."""
 
     def to_json(self) -> dict[str, object]:
-        return dict(asdict(self), delta=self.delta, relative_change=self.relative_change)
+        return {"task": self.task, "n": self.n, **asdict(self.change),
+                "delta": self.change.delta, "relative_change": self.change.relative_change}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DomainRow:  # Any: summary.json's values
-        return cls(data["task"], data["key"], int(data["n"]), float(data["before"]),
-                   float(data["after"]), (float(data["ci"][0]), float(data["ci"][1])),
-                   float(data["p_value"]), bool(data["lower_is_better"]))
+        change = PairedDifference(
+            data["key"], data.get("metric", data["key"]), float(data["before"]),
+            float(data["after"]), (float(data["ci"][0]), float(data["ci"][1])),
+            float(data["p_value"]), bool(data["lower_is_better"]))
+        return cls(data["task"], int(data["n"]), change)
 
 
 def document_tasks(evaluated: Mapping[str, TaskConfig]) -> dict[str, TaskConfig]:
@@ -91,9 +74,7 @@ def compare(before: Mapping[str, EvalResult], after: Mapping[str, EvalResult],
         b, a = before[name], after[name]
         keys = [k for k in task.eval.metrics if k in a.scores] or [primary_key(task, a)]
         for key in keys:
-            change = paired_difference(task, b, a, key)
-            rows.append(DomainRow(name, key, a.n, change.before, change.after, change.ci,
-                                  change.p_value, change.lower_is_better))
+            rows.append(DomainRow(name, a.n, paired_difference(task, b, a, key)))
     return rows
 
 
@@ -111,16 +92,17 @@ def shown(value: float, sign: str = "") -> str:
     return f"{value:{sign},.0f}" if abs(value) >= 1e4 else f"{value:{sign}.3f}"
 
 
-def change_cell(row: DomainRow) -> str:
-    """'change [low, high]' of a row."""
-    return f"{shown(row.delta, '+')} [{shown(row.ci[0], '+')}, {shown(row.ci[1], '+')}]"
+def change_cell(change: PairedDifference) -> str:
+    """'change [low, high]' of a paired difference."""
+    low, high = change.ci
+    return f"{shown(change.delta, '+')} [{shown(low, '+')}, {shown(high, '+')}]"
 
 
 def domain_table(rows: Sequence[DomainRow], markdown: bool = False) -> str:
     """Before, after, change [95% CI], relative change and p of every row."""
-    body = [[r.task, r.key + (" (lower is better)" if r.lower_is_better else ""), r.n,
-             shown(r.before), shown(r.after), change_cell(r), f"{r.relative_change:+.1f}%",
-             f"{r.p_value:.4f}"] for r in rows]
+    body = [[r.task, r.change.key + (" (lower is better)" if r.change.lower_is_better else ""),
+             r.n, shown(r.change.before), shown(r.change.after), change_cell(r.change),
+             f"{r.change.relative_change:+.1f}%", f"{r.change.p_value:.4f}"] for r in rows]
     return format_table(["task", "score", "documents", "before", "after", "change [95% CI]",
                          "relative", "p (not better)"], body, markdown)
 
@@ -132,5 +114,5 @@ def rows_of(summary: Mapping[str, Any]) -> list[DomainRow]:  # Any: summary.json
 
 def summary_entry(rows: Sequence[DomainRow]) -> dict[str, object]:
     """summary.json's `domain`: the rows, and which tasks got significantly better."""
-    better = sorted({r.task for r in rows if r.significantly_better})
+    better = sorted({r.task for r in rows if r.change.significantly_better})
     return {"rows": [r.to_json() for r in rows], "significantly_better": better}
