@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from printed import add_out_option, tee_stdout
 
 
 def parse_args() -> argparse.Namespace:
@@ -41,11 +42,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--shapes", default="0,random,first",
                         help="comma-separated: 0 (no shots), random, first")
     parser.add_argument("--json", help="write the figures to this file")
+    add_out_option(parser)
     return parser.parse_args()
 
 
 def main() -> int:
     args = parse_args()
+    tee_stdout(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
     from tunelab.config import GenerationConfig

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from printed import add_out_option, tee_stdout
 
 
 def parse_args() -> argparse.Namespace:
@@ -46,6 +47,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch intra-op threads")
     parser.add_argument("--end-to-end", action="store_true", help="also run lm_eval.simple_evaluate")
     parser.add_argument("--json", help="write the figures to this file")
+    add_out_option(parser)
     return parser.parse_args()
 
 
@@ -60,6 +62,7 @@ def accuracies(lls: list[list[float]], choices: list[list[str]], golds: list[lis
 
 def main() -> int:
     args = parse_args()
+    tee_stdout(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
     from lm_eval.api.instance import Instance

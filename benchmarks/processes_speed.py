@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from printed import add_out_option, tee_stdout
 
 from tunelab.core.machine import cpu_summary
 
@@ -35,7 +36,10 @@ def main() -> int:
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--cases", default="0,4,mc",
                         help="comma-separated: 0 (generate, 0 shots), 4 (generate, 4 shots), mc")
+    parser.add_argument("--json", help="write the figures to this file")
+    add_out_option(parser)
     args = parser.parse_args()
+    tee_stdout(args.out)
     os.environ["TUNELAB_EVAL_CACHE"] = "off"
     from tunelab.data.training_tasks import run_task
     from tunelab.eval.processes import EvalProcesses

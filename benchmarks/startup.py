@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import yaml
+from printed import add_out_option, tee_stdout
 
 from tunelab.core.machine import cpu_summary
 
@@ -69,7 +70,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--src", help="time this source tree instead of the installed tunelab")
+    add_out_option(parser)
     args = parser.parse_args()
+    tee_stdout(args.out)
     env = dict(os.environ, TUNELAB_CACHE=os.environ.get("TUNELAB_CACHE", tempfile.mkdtemp()))
     if args.src:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.src, env.get("PYTHONPATH")]))

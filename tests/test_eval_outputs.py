@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from eval_helpers import EVAL_DATA, REVIEWS
 from helpers import tiny_run_config
@@ -19,6 +20,7 @@ import tunelab.eval.output_types.base as output_types_base
 from tunelab.cli import main
 from tunelab.config import DataConfig, EvalConfig, GenerationConfig, ModelConfig, TaskConfig
 from tunelab.core.errors import TunelabError
+from tunelab.eval.output_types import get_output_type
 from tunelab.eval.runner import evaluate_loaded
 from tunelab.models import load_model
 from tunelab.models.kinds import load_classifier
@@ -106,6 +108,33 @@ def test_classification_head(tiny_llama: Path, lm) -> None:
     assert all(abs(sum(r["probabilities"]) - 1) < 1e-4 for r in result.predictions)
     with pytest.raises(TunelabError, match="needs a model with a classification head"):
         evaluate_loaded(lm, task, System.base())
+
+
+def test_an_untrained_head_baseline_is_the_same_on_every_load(tiny_llama: Path) -> None:
+    """The classification output type draws a fresh head from a fixed seed (so the base
+    model's score is reproducible) without moving torch's own random state; training draws
+    it from that state, which the run's seed sets."""
+    task = TaskConfig(name="reviews_head", output_type="classification", data=REVIEWS,
+                      eval=EvalConfig(metrics=["classification"], labels=["positive", "negative"]))
+    output_type = get_output_type(task.output_type)
+
+    def head(loaded) -> torch.Tensor:
+        return next(p for n, p in loaded.model.named_parameters() if "score" in n).detach().clone()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(1)
+        before = torch.get_rng_state()
+        first = head(output_type.load_model(task, ModelConfig(name=str(tiny_llama))))
+        assert torch.equal(torch.get_rng_state(), before)
+        torch.manual_seed(2)
+        second = head(output_type.load_model(task, ModelConfig(name=str(tiny_llama))))
+        torch.manual_seed(1)
+        unseeded = head(load_classifier(ModelConfig(name=str(tiny_llama)), ["positive", "negative"]))
+        torch.manual_seed(2)
+        other = head(load_classifier(ModelConfig(name=str(tiny_llama)), ["positive", "negative"]))
+    assert torch.equal(first, second) and first.abs().sum() > 0
+    assert not torch.equal(unseeded, other)
 
 
 def test_builtin_task_files_on_fixture_data(lm, tmp_path: Path) -> None:

@@ -518,7 +518,7 @@ def test_minilm_classifier_trains_and_its_head_evaluates(tmp_path: Path) -> None
     std 0.001 after 2), so a cut model cannot learn in a few steps."""
     import transformers
 
-    config = load_run_config(ROOT / "examples" / "minilm_sentiment.yaml", [
+    config = load_run_config(ROOT / "examples" / "classify-encoder" / "minilm_sentiment.yaml", [
         f"output_dir={tmp_path}", "method.dropout=0.0", "train.lr=3e-3", "train.max_steps=30",
         "train.eval_every=15"])
     transformers.set_seed(config.train.seed)  # the head the run starts from

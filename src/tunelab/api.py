@@ -11,14 +11,11 @@ from typing import TYPE_CHECKING
 
 from tunelab.config import ModelConfig, TaskConfig, load_run_config
 from tunelab.config.choices import NONNEGATIVE, Range
+from tunelab.core.deferred import deferred
 from tunelab.core.errors import TunelabError
-from tunelab.data.inspect import inspect_data as inspect_run_data
 from tunelab.data.transforms.counterfactual import parse_probes
 from tunelab.data.transforms.perturbations import parse_perturbations
-from tunelab.deploy.predict import predict_file
-from tunelab.deploy.serve import serve as serve_on_engine
 from tunelab.deploy.verify import ExportCheck
-from tunelab.eval.datasets.fetch import FetchResult, fetch_bigbench
 from tunelab.eval.datasets.group_prompts import read_axes
 from tunelab.eval.output_types import get_output_type, load_for_task
 from tunelab.eval.runner import EvalResult, evaluate_loaded, write_result
@@ -26,13 +23,7 @@ from tunelab.eval.scoring import format_scores, score
 from tunelab.eval.tables import format_table, results_table, shown_keys, suite_table
 from tunelab.eval.tasks import is_suite, load_suite, load_task, read_task, task_of
 from tunelab.eval.tasks import validate_task as validate_task_file
-from tunelab.human import RatingStore
-from tunelab.human.report import RatingsReport, ratings_report
-from tunelab.human.server import serve as serve_ratings
-from tunelab.human.session import RatingSession, open_session, system_results
 from tunelab.models.loader import load_tokenizer
-from tunelab.report.data_report import check_table
-from tunelab.report.run_page import comparison_page, write_html_report
 from tunelab.report.task_list import tasks_overview
 from tunelab.runs import (
     EvalDir,
@@ -57,17 +48,49 @@ from tunelab.studies.generation_bias import (
 )
 from tunelab.studies.pairing import compared_task, pair_evaluations
 from tunelab.studies.robustness import RobustnessReport, run_robustness
-from tunelab.workflows.combine import CombineOptions, CombineResult, combine_runs
-from tunelab.workflows.data_check import data_check as run_data_check
-from tunelab.workflows.export import export_run
-from tunelab.workflows.quickstart import run_quickstart
 from tunelab.workflows.sweep import SweepOptions
 from tunelab.workflows.sweep import run_sweep as run_sweep_options
 from tunelab.workflows.train import TrainResult, run_task, train
-from tunelab.workflows.tune import ObjectiveName, Pruner, Sampler, TuneOptions, run_tune
 
 if TYPE_CHECKING:
     from werkzeug.serving import BaseWSGIServer
+
+    from tunelab.data import inspect as inspecting
+    from tunelab.deploy import predict as predicting
+    from tunelab.deploy import serve as serving
+    from tunelab.deploy.verify import ExportCheck
+    from tunelab.eval.datasets import fetch as fetching
+    from tunelab.eval.datasets.fetch import FetchResult
+    from tunelab.human import report as rating_report
+    from tunelab.human import server as rating_server
+    from tunelab.human import session as rating_session
+    from tunelab.human import store as rating_store
+    from tunelab.human.report import RatingsReport
+    from tunelab.human.session import RatingSession
+    from tunelab.report import data_report, run_page
+    from tunelab.workflows import combine as combining
+    from tunelab.workflows import data_check as checking
+    from tunelab.workflows import export as exporting
+    from tunelab.workflows import quickstart as quickstarting
+    from tunelab.workflows import tune as tuning
+    from tunelab.workflows.combine import CombineResult
+    from tunelab.workflows.tune import ObjectiveName, Pruner, Sampler
+else:  # loaded by the command that uses them: `tunelab tasks list` needs none
+    inspecting = deferred("tunelab.data.inspect")
+    predicting = deferred("tunelab.deploy.predict")
+    serving = deferred("tunelab.deploy.serve")
+    fetching = deferred("tunelab.eval.datasets.fetch")
+    rating_store = deferred("tunelab.human.store")
+    rating_report = deferred("tunelab.human.report")
+    rating_server = deferred("tunelab.human.server")
+    rating_session = deferred("tunelab.human.session")
+    data_report = deferred("tunelab.report.data_report")
+    run_page = deferred("tunelab.report.run_page")
+    combining = deferred("tunelab.workflows.combine")
+    checking = deferred("tunelab.workflows.data_check")
+    exporting = deferred("tunelab.workflows.export")
+    quickstarting = deferred("tunelab.workflows.quickstart")
+    tuning = deferred("tunelab.workflows.tune")
 
 __all__ = ["train", "run_task", "evaluate", "evaluate_task", "evaluate_adapters",
            "compare_baselines", "evaluate_suite", "Printout", "score", "format_scores",
@@ -217,7 +240,7 @@ def quickstart(out_dir: str | Path = "runs", limit: int | None = None,
     with its own zero- and few-shot baselines. Returns the run directory."""
     check_eval_args(0, limit)
 
-    return run_quickstart(Path(out_dir), limit=limit, overrides=overrides, echo=echo)
+    return quickstarting.run_quickstart(Path(out_dir), limit=limit, overrides=overrides, echo=echo)
 
 
 @dataclass
@@ -273,7 +296,7 @@ def evaluate(
 def data_inspect(config: str | Path, overrides: list[str] | None = None, count: int = 3,
                  split: str = "train") -> str:
     """`tunelab data inspect`: templated examples with the trained tokens marked, per task."""
-    return inspect_run_data(load_run_config(config, overrides), count, split)
+    return inspecting.inspect_data(load_run_config(config, overrides), count, split)
 
 
 def data_check(target: str | Path, overrides: Sequence[str] = (), against: Sequence[str] = (),
@@ -285,9 +308,9 @@ def data_check(target: str | Path, overrides: Sequence[str] = (), against: Seque
     quality, likely label errors; `out`: data_check.json; `fix`: a copy without duplicates and
     leaked items; `fields`: a data file's column mapping (as data.fields). The Printout's data
     is data_check.json's content."""
-    check = run_data_check(target, overrides, against, fix, out, threshold, label_errors, fields)
+    check = checking.data_check(target, overrides, against, fix, out, threshold, label_errors, fields)
     figures = check.to_json()
-    return Printout(check_table(figures), figures)
+    return Printout(data_report.check_table(figures), figures)
 
 
 def tasks_validate(task: str, model: str | None = None) -> str:
@@ -303,7 +326,7 @@ def sweep(config: str | Path, overrides: list[str], methods: list[str], max_step
     options = SweepOptions(methods=methods, max_steps=max_steps, max_seconds=max_seconds,
                            lr=lr or {}, resume=resume, retention=retention)
     sweep_dir = run_sweep_options(str(config), overrides, options)
-    write_html_report(sweep_dir)
+    run_page.write_html_report(sweep_dir)
     return sweep_dir
 
 
@@ -324,16 +347,16 @@ def tune(config: str | Path, overrides: list[str] | None = None, *, space: str |
         objective: loss (best validation loss) or metric (the task's primary metric).
         worker: set by the worker processes `workers` starts (trials only).
     """
-    options = TuneOptions(space=str(space), trials=trials, timeout=timeout, workers=workers,
+    options = tuning.TuneOptions(space=str(space), trials=trials, timeout=timeout, workers=workers,
                           storage=storage, sampler=sampler, pruner=pruner, objective=objective,
                           baselines=list(baselines), worker=worker)
-    return run_tune(str(config), list(overrides or []), options)
+    return tuning.run_tune(str(config), list(overrides or []), options)
 
 
 def build_report(directory: str | Path) -> Path:
     """`tunelab report DIR`: rebuild DIR/report.html (a run, a sweep, a tune or an eval
     directory)."""
-    return write_html_report(directory)
+    return run_page.write_html_report(directory)
 
 
 def harness(tasks: list[str], model: str | None = None, adapter: str | None = None,
@@ -482,7 +505,7 @@ def compare(
     if export:
         export_errors(report, tasks, export)
     if html:
-        comparison_page(report, [p.a for p in pairs], [p.b for p in pairs]).render(html)
+        run_page.comparison_page(report, [p.a for p in pairs], [p.b for p in pairs]).render(html)
     return report
 
 
@@ -495,12 +518,12 @@ def ratings(directory: str | Path, reference: str | None = None,
     if not folder.is_dir():
         raise TunelabError(f"{folder}: no such directory; give the run or eval directory that "
                            "was rated")
-    store = RatingStore(ratings_file(folder))
+    store = rating_store.RatingStore(ratings_file(folder))
     if import_csv:
         store.import_csv(import_csv)
     if export_csv:
         store.export_csv(export_csv)
-    systems_dir, results = system_results(folder)
+    systems_dir, results = rating_session.system_results(folder)
     task = None
     if results:
         first = next(iter(results.values()))
@@ -508,7 +531,7 @@ def ratings(directory: str | Path, reference: str | None = None,
             task = compared_task(first.task, None, [systems_dir / first.system.slug])
         except TunelabError:
             task = None  # no run config and no built-in task: no metric correlations
-    report = ratings_report(store, task, results, reference)
+    report = rating_report.ratings_report(store, task, results, reference)
     if task is None:
         report.note = (f"no metric correlations: {folder} holds no evaluation with a run config "
                        "or a built-in task to score it" if results else
@@ -524,18 +547,18 @@ def rate(directory: str | Path, systems: Sequence[str] | None = None,
     """`tunelab rate DIR`: the bound (not yet serving) rating server and its session; ratings
     go to DIR/ratings.sqlite. A store already rated on another scale or other systems is
     refused, so one file never mixes two sessions' scales."""
-    session = open_session(directory, systems, criteria, criteria_file, scale, pairwise,
+    session = rating_session.open_session(directory, systems, criteria, criteria_file, scale, pairwise,
                            show_reference, limit, seed)
     if pairwise and len(session.systems) != 2:
         raise TunelabError(f"--pairwise: compares exactly two systems, not "
                            f"{len(session.systems)}; pass --systems A,B")
-    store = RatingStore(session.ratings)
+    store = rating_store.RatingStore(session.ratings)
     rated = store.meta("scale")
     if rated is not None and int(rated) != scale:
         raise TunelabError(f"{store.path}: rated on a {rated}-point scale; --scale {scale} "
                            f"would mix scales (pass --scale {rated}, or rate into a copy)")
     store.set_meta("scale", str(scale))
-    return serve_ratings(session, store, host, port, rater), session
+    return rating_server.serve(session, store, host, port, rater), session
 
 
 def tasks_list() -> str:
@@ -546,7 +569,7 @@ def tasks_list() -> str:
 def data_fetch(tasks: Sequence[str] | None = None, sdist: str | Path | None = None,
                every_task: bool = False) -> FetchResult:
     """`tunelab data fetch bigbench`: BIG-bench's task files into the cache, once."""
-    return fetch_bigbench(list(tasks) if tasks is not None else None, sdist, every_task)
+    return fetching.fetch_bigbench(list(tasks) if tasks is not None else None, sdist, every_task)
 
 
 def merge(run_dir: str | Path, out_dir: str | Path) -> Path:
@@ -568,7 +591,7 @@ def combine(runs: Sequence[str | Path], how: str, out: str | Path,
         seed: seeds DARE's random drops.
         limit: score at most this many test items per task (default: each run's eval.limit).
     """
-    return combine_runs(CombineOptions([Path(r) for r in runs], how, Path(out),
+    return combining.combine_runs(combining.CombineOptions([Path(r) for r in runs], how, Path(out),
                                        list(weights) if weights is not None else None, density,
                                        seed, limit))
 
@@ -580,7 +603,7 @@ def predict(run_dir: str | Path, input_file: str | Path, out_file: str | Path | 
     a classifier's `probabilities`) added; returns the written file (default
     `<input stem>.predictions<suffix>` beside the input). `task`: which task of a multi-task
     run (a mixture, a `tunelab combine` run) predicts."""
-    return predict_file(run_dir, input_file, out_file, limit, task)
+    return predicting.predict_file(run_dir, input_file, out_file, limit, task)
 
 
 def export(run_dir: str | Path, format: str, out_dir: str | Path, quant: str | None = None,
@@ -588,7 +611,7 @@ def export(run_dir: str | Path, format: str, out_dir: str | Path, quant: str | N
     """`tunelab export RUN --format hf|gguf [--quant f16,q8_0] --out DIR [--max-drop P]`: the
     merged fine-tune written for an engine and scored by it against the fine-tune (paired);
     raises ExportDropError (exit 1) when an artefact lost more than max_drop points."""
-    return export_run(run_dir, format, out_dir, quant, max_drop, limit)
+    return exporting.export_run(run_dir, format, out_dir, quant, max_drop, limit)
 
 
 def serve(path: str | Path, engine: str | None = None, host: str = "127.0.0.1",
@@ -596,4 +619,4 @@ def serve(path: str | Path, engine: str | None = None, host: str = "127.0.0.1",
     """`tunelab serve RUN|EXPORT [--engine llamacpp|transformers|vllm] [--quant q8_0]`: an
     OpenAI-compatible endpoint on an existing engine, with the run's chat template and
     generation defaults (`quant`: which GGUF file of the export)."""
-    serve_on_engine(path, engine, host, port, quant)
+    serving.serve(path, engine, host, port, quant)

@@ -3,6 +3,7 @@ with one-line errors naming the file, line and option."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import typing
@@ -31,13 +32,13 @@ def from_dict(cls: type[T], raw: dict[str, Any], where: str,  # Any: YAML values
     if not isinstance(raw, dict):
         raise TunelabError(f"{where}: expected a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = {f.name for f in option_fields(cls)}
     kwargs: dict[str, object] = {}
     for key, value in raw.items():
         if key not in known:
             raise TunelabError(_unknown_option(str(key), known, where, source, keys))
         hint = hints[key]
-        item = _dataclass_item(hint)
+        item = dataclass_item(hint)
         if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             kwargs[key] = from_dict(hint, value or {}, f"{where}.{key}", source, (*keys, key))
         elif item is not None:
@@ -80,7 +81,13 @@ def option_name(keys: list[str | int]) -> str:
     return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
 
 
-def _dataclass_item(hint: object) -> type[DataclassInstance] | None:
+def option_fields(cls: type) -> list[dataclasses.Field[Any]]:  # Any: every option's type
+    """The fields a config file may set: all but those marked ``internal`` (set by tunelab
+    itself, such as a task's `origin`)."""
+    return [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
+
+
+def dataclass_item(hint: object) -> type[DataclassInstance] | None:
     """The item type of a ``list[SomeDataclass]`` hint, else None."""
     args = typing.get_args(hint)
     if typing.get_origin(hint) is list and len(args) == 1 and dataclasses.is_dataclass(args[0]):
@@ -185,5 +192,16 @@ def load_run_config(path: str | Path | None, overrides: list[str] | None = None)
 
 
 def to_dict(config: DataclassInstance) -> dict[str, Any]:  # Any: dataclasses.asdict's values
-    """Plain-dict form of a config dataclass (for run directories)."""
-    return dataclasses.asdict(config)
+    """Plain-dict form of a config dataclass (for run directories): its options, as a config
+    file sets them (no ``internal`` field)."""
+    return {f.name: _plain(getattr(config, f.name)) for f in option_fields(type(config))}
+
+
+def _plain(value: Any) -> Any:  # Any: an option's value, any nesting
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_dict(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return copy.deepcopy(value)

@@ -73,6 +73,7 @@ class AugmentConfig(Checked):
     severity: float = 0.1
     """Share of the eligible words or characters a perturbation touches, in (0, 1]."""
     seed: int = 0
+    """Seed of which examples are perturbed and how."""
 
 
 @dataclass
@@ -113,7 +114,9 @@ class DataConfig(Checked):
     train_file: str | None = None
     """Use given split files instead of a seeded split (source is then ignored)."""
     validation_file: str | None = None
+    """With train_file: the validation split's file (the same format)."""
     test_file: str | None = None
+    """With train_file: the test split's file (the same format)."""
     max_length: int = 512
     """Longest tokenised example; longer prompts are cut from the left (template text: a
     longer document is cut into windows of max_length tokens, none lost)."""
@@ -148,15 +151,19 @@ class GenerationConfig(Checked):
     section: typing.ClassVar[str] = "eval.generation"
     limits: typing.ClassVar[dict[str, Range]] = {"max_new_tokens": COUNT, "temperature": Range(0, low_open=True), "top_p": Range(0, 1, low_open=True), "batch_size": COUNT}
     max_new_tokens: int = 32
+    """Longest generated answer, in tokens (a stop string or the end token ends it sooner)."""
     do_sample: bool = False
     """Greedy decoding unless true."""
     temperature: float = 1.0
+    """With do_sample: the sampling temperature (above 0)."""
     top_p: float = 1.0
+    """With do_sample: nucleus sampling's probability mass, in (0, 1]."""
     stop: list[str] = field(default_factory=list)
     """Stop strings: the prediction is cut at the first one."""
     batch_size: int = 16
     """Prompts per generation batch (batches are formed from prompts of similar length)."""
     seed: int = 0
+    """With do_sample: the sampling seed."""
 
 
 @dataclass
@@ -176,11 +183,13 @@ class EvalConfig(Checked):
     limit: int | None = None
     """Evaluate at most this many test examples."""
     fewshot_seed: int = 1234
+    """Seed of the per-item in-context examples (the same shots for every system scored)."""
     batch_size: int = 8
     """Items per forward pass for log-likelihood requests (multiple choice, rolling, heads)."""
     bootstrap: int = 1000
     """Bootstrap resamples for confidence intervals and paired tests (0: none)."""
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    """How answers are generated for generate tasks."""
 
 
 @dataclass
@@ -223,15 +232,21 @@ class TaskConfig(Checked):
     """An evaluation task: data, template, split, answers, metrics and shots (one YAML file)."""
 
     name: str = "task"
+    """The task's name (`tunelab eval --task NAME` for a built-in task; reports and run
+    directories name it)."""
     description: str = ""
+    """One line shown by `tunelab tasks list`."""
     output_type: OutputTypeName = "generate"
     """generate (free text), multiple_choice (log-likelihood of each choice),
     loglikelihood_rolling (perplexity / bits per byte of whole texts), classification (a task
     head's label)."""
     data: DataConfig = field(default_factory=DataConfig)
+    """Where the task's items come from and how they are split and templated (the options of
+    a run's `data` section)."""
     split: str = "test"
     """The split that is scored; few-shot examples come from `fewshot.split`."""
     fewshot_split: str = "train"
+    """The split in-context examples come from (`fewshot.split` takes precedence)."""
     target: str | None = None
     """Column holding the answer: text, a list of acceptable texts, or a choice index (default:
     the record's output). For loglikelihood_rolling: the column holding the text to score."""
@@ -242,9 +257,13 @@ class TaskConfig(Checked):
     """Text placed once before the in-context examples (default: the data source's own, e.g.
     BIG-bench's task_prefix; '' for none)."""
     fewshot: FewShotConfig = field(default_factory=FewShotConfig)
+    """In-context examples: how many, from which split, sampled how."""
     rolling: RollingConfig = field(default_factory=RollingConfig)
+    """Windows of loglikelihood_rolling tasks."""
     eval: EvalConfig = field(default_factory=EvalConfig)
-    origin: str = field(default="", repr=False, compare=False)
+    """Metrics, labels, shots and generation settings of the task (the options of a run's
+    `eval` section)."""
+    origin: str = field(default="", repr=False, compare=False, metadata={"internal": True})
     """The task file it was read from (set by load_task; errors about the task name it)."""
 
     def where(self, *keys: str | int) -> str:
@@ -281,20 +300,27 @@ class TrainConfig(Checked):
         "divergence_factor": Range(0, fix="0 turns the check off; e.g. 4"),
         "threads": Range(0, whole=True, fix="0 follows the free cores; e.g. 2")}
     epochs: float = 1.0
+    """Passes over the training split (a fraction runs part of one); ignored when max_steps
+    is set."""
     max_steps: int = 0
     """Optimizer steps; 0 means run `epochs` epochs."""
     max_seconds: float = 0
     """Wall-clock budget for training (0: none). The schedule still spans max_steps/epochs;
     training stops at the first step that ends past the budget."""
     batch_size: int = 8
+    """Examples per micro-batch (per process, with several processes)."""
     grad_accum: int = 1
     """Micro-batches accumulated per optimizer step."""
     lr: float = 2e-4
+    """Peak learning rate of AdamW (e.g. 2e-4 for LoRA, 2e-5 for full fine-tuning)."""
     weight_decay: float = 0.0
+    """AdamW's decoupled weight decay."""
     warmup_ratio: float = 0.1
+    """Share of the steps spent warming the learning rate up linearly from 0, in [0, 1)."""
     schedule: Schedule = "cosine"
     """cosine, linear or constant (all after linear warmup)."""
     max_grad_norm: float = 1.0
+    """Clip the gradients' global norm to this (0: no clipping)."""
     eval_every: int = 0
     """Validation loss every N optimizer steps (0: at the end of each epoch only)."""
     early_stopping_patience: int = 0
@@ -302,7 +328,9 @@ class TrainConfig(Checked):
     save_every: int = 0
     """Write a resumable checkpoint every N steps (0: only at evaluations)."""
     log_every: int = 5
+    """Write the training loss and throughput to train_log.jsonl every N steps."""
     seed: int = 0
+    """Seed of the initialisation of new weights, the batch order and dropout."""
     divergence_factor: float = 4.0
     """The run has diverged when a step's loss exceeds this many times its first step's loss
     (0: no such check). A non-finite loss or gradient always counts."""
@@ -357,6 +385,7 @@ class TrainTaskConfig(Checked):
     name: str = ""
     """Unique name; curriculum stages and the logs refer to it."""
     data: DataConfig = field(default_factory=DataConfig)
+    """The task's training data (the options of a run's `data` section)."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """The task metric, scored on the test split after training (and, in a mixture, on the
     validation split at every evaluation: mixture.eval_limit examples)."""
@@ -434,6 +463,7 @@ class MixtureConfig(Checked):
     eval_limit: int = 16
     """Validation examples per task scored with its metric at every evaluation (0: none)."""
     builtin: BuiltinMixtureConfig = field(default_factory=BuiltinMixtureConfig)
+    """A built-in instruction-tuning mixture whose tasks are added to `tasks`."""
 
 
 
@@ -500,6 +530,7 @@ class BiasConfig(Checked):
     generation_samples: int = 3
     """Completions per prompt: 1 greedy + the rest sampled (seeded)."""
     generation_max_new_tokens: int = 24
+    """Longest completion per prompt, in tokens."""
     generation_prompts: str | None = None
     """A prompt file of your own (YAML shaped like tunelab's group_prompts.yaml)."""
 
@@ -507,9 +538,11 @@ class BiasConfig(Checked):
 @dataclass
 class RunConfig:
     name: str = "run"
+    """The run's name: its directory under output_dir."""
     output_dir: str = "runs"
     """The run directory is OUTPUT_DIR/NAME."""
     model: ModelConfig = field(default_factory=ModelConfig)
+    """The base model."""
     data: DataConfig = field(default_factory=DataConfig)
     """The training data; with `tasks` (or a built-in mixture) it is unused, except that a
     built-in mixture takes its template, sizes and max_length from it."""
@@ -517,13 +550,19 @@ class RunConfig:
         default_factory=lambda: {"name": "lora"})
     """`name` picks the method (full, lora, ...); other keys are that method's options."""
     train: TrainConfig = field(default_factory=TrainConfig)
+    """The optimisation."""
     eval: EvalConfig = field(default_factory=EvalConfig)
+    """The evaluation on the test split after training."""
     tasks: list[TrainTaskConfig] = field(default_factory=list)
     """Multi-task training: several tasks, each with its own data, template and options."""
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
+    """How the tasks of a multi-task run are sampled and ordered."""
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    """Forgetting: tasks never trained on, scored before and after training."""
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
+    """Noisy input: the test items perturbed, scored before and after training."""
     bias: BiasConfig = field(default_factory=BiasConfig)
+    """Counterfactual bias, BBQ-lite and what the model writes about each group."""
 
     @property
     def is_mixture(self) -> bool:

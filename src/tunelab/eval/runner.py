@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from tunelab.config import TaskConfig
+from tunelab.config import TaskConfig, to_dict
 from tunelab.core.errors import TunelabError
 from tunelab.data import Record
 from tunelab.eval.harm import HarmRates, harm_flags
@@ -270,7 +270,7 @@ def write_result(result: EvalResult, out_dir: Path | EvalDir, task: TaskConfig |
     where.root.mkdir(parents=True, exist_ok=True)
     summary = result.summary()
     if task is not None:
-        summary[TASK_CONFIG] = asdict(task)
+        summary[TASK_CONFIG] = to_dict(task)
     where.metrics.write_text(json.dumps(summary, indent=1, default=str))
     with where.predictions.open("w") as handle:
         for row in result.predictions:

@@ -21,10 +21,13 @@ class LoraOptions:
     alpha: float = 16
     """Scale: the update is multiplied by alpha / r (alpha / sqrt(r) with rslora)."""
     dropout: float = 0.05
+    """Dropout on the adapted layers' input, before the low-rank update."""
     target_modules: list[str] | str = field(default_factory=lambda: "all-linear")
     """Module-name suffixes to adapt, or 'all-linear'."""
     rslora: bool = False
+    """Rank-stabilised scaling: alpha / sqrt(r) instead of alpha / r."""
     dora: bool = False
+    """DoRA: the update split into a learned magnitude and a low-rank direction."""
 
 
 def build_config(options: LoraOptions, model: torch.nn.Module, kind: ModelKind

@@ -518,10 +518,11 @@ def tokenize_classification(text: str, label: int, tokenizer: PreTrainedTokenize
                             truncated=truncated, kind=CLASSIFIER)
 
 
-def load_classifier(config: ModelConfig, labels: Sequence[str]) -> LoadedModel:
+def load_classifier(config: ModelConfig, labels: Sequence[str],
+                    head_seed: int | None = None) -> LoadedModel:
     """A base model with a sequence-classification head for `labels` (fresh if it has none,
-    with a warning), class i named labels[i]."""
-    tokenizer, model, source = load_with_head(config, CLASSIFIER.auto_class, labels)
+    with a warning; drawn from `head_seed` when given), class i named labels[i]."""
+    tokenizer, model, source = load_with_head(config, CLASSIFIER.auto_class, labels, head_seed)
     if config.num_layers is not None:
         truncate_layers(model, config.num_layers)
     CLASSIFIER.prepare(tokenizer, model)

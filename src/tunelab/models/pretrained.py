@@ -97,11 +97,14 @@ def load_pretrained(config: ModelConfig, auto_class: str, kind: str, kinds: Sequ
     return tokenizer, model, source
 
 
-def load_with_head(config: ModelConfig, auto_class: str, labels: Sequence[str]
+def load_with_head(config: ModelConfig, auto_class: str, labels: Sequence[str],
+                   head_seed: int | None = None
                    ) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, str]:
     """(tokenizer, model, source) of a checkpoint loaded with the head class `auto_class`
     (`AutoModelForSequenceClassification`) over `labels` (id2label names them); a head the
-    checkpoint lacks is initialised fresh, and a warning says so."""
+    checkpoint lacks is initialised fresh, and a warning says so. With `head_seed` the fresh
+    head is drawn from that seed (the same head on every load; torch's own random state is
+    left as it was), else from torch's current random state (training seeds it)."""
     logging = transformers.logging
     source = resolve_model_dir(config.name)
     logging.disable_progress_bar()
@@ -109,8 +112,11 @@ def load_with_head(config: ModelConfig, auto_class: str, labels: Sequence[str]
     verbosity = logging.get_verbosity()
     logging.set_verbosity_error()  # the load report lists the fresh head's weights
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), torch.random.fork_rng(devices=[],
+                                                              enabled=head_seed is not None):
             warnings.simplefilter("ignore")
+            if head_seed is not None:
+                torch.manual_seed(head_seed)
             model, info = getattr(transformers, auto_class).from_pretrained(
                 source, num_labels=len(labels), dtype=getattr(torch, config.dtype),
                 id2label=dict(enumerate(labels)), output_loading_info=True,

@@ -108,7 +108,20 @@ class StudyFiles:
     def write(self, data: object, markdown: str) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.json.write_text(json.dumps(data, indent=1, default=str))
-        self.markdown.write_text(markdown)
+        self.markdown.write_text(separate_tables(markdown))
+
+
+def separate_tables(markdown: str) -> str:
+    """A blank line between each pipe table and a text line right above or below it: Markdown
+    renders a table only as a block of its own (a table's caption line would else swallow it)."""
+    lines = markdown.split("\n")
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        in_table = line.startswith("|")
+        if i and line.strip() and out[-1].strip() and in_table != lines[i - 1].startswith("|"):
+            out.append("")
+        out.append(line)
+    return "\n".join(out)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from tunelab.eval.output_types import Request
 from tunelab.eval.tables import format_table
 from tunelab.models import LoadedModel, load_model
 from tunelab.runs import load_run_model, read_config
+from tunelab.runs.run_dir import separate_tables
 
 if TYPE_CHECKING:
     from tunelab.eval import generation as eval_generation
@@ -395,7 +396,7 @@ def write_generation_bias(report: GenerationBiasReport, completions: Sequence[Co
     (out_dir / "generation_bias.json").write_text(json.dumps(report.to_json(), indent=1),
                                                   encoding="utf-8")
     (out_dir / "generation_bias.md").write_text(
-        f"# Generation bias\n\n{report.table(markdown=True)}\n", encoding="utf-8")
+        separate_tables(f"# Generation bias\n\n{report.table(markdown=True)}\n"), encoding="utf-8")
     write_completions(completions, out_dir / "completions.jsonl")
 
 

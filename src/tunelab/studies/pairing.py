@@ -117,6 +117,8 @@ def recorded_task(folder: Path) -> TaskConfig | None:
         return None
     if raw is None:
         return None
+    if isinstance(raw, dict):
+        raw.pop("origin", None)  # written by tunelab before 2026-12-07; not an option
     try:
         task = from_dict(TaskConfig, raw, f"{metrics}: {TASK_CONFIG}")
         check_task(task)

@@ -211,8 +211,9 @@ class Trainer:
 
     def fit(self) -> LoopState:
         config, state = self.config, self.state
-        bar = tqdm(total=self.total_steps, initial=state.step, desc="train", unit="step",
-                   disable=not self.accelerator.is_main_process)
+        # Only rank 0 shows a bar; its own is left to tqdm's defaults (TQDM_DISABLE=1 hides it).
+        quiet = {} if self.accelerator.is_main_process else {"disable": True}
+        bar = tqdm(total=self.total_steps, initial=state.step, desc="train", unit="step", **quiet)
         self.model.train()
         self.threads.start()
         try:

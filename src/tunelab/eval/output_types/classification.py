@@ -35,6 +35,10 @@ else:  # it uses torch as it is imported; an output type's checks do not
     heads = deferred("tunelab.eval.heads")
 
 
+HEAD_SEED = 0
+"""The seed of a fresh (untrained) classification head scored as a baseline."""
+
+
 def labels_of(task: TaskConfig) -> list[str]:
     """The class labels, in class order: a choices list, else eval.labels (else none)."""
     if isinstance(task.choices, list):
@@ -56,8 +60,9 @@ class ClassificationOutput(OutputType):
         super().check(task, fail)
 
     def load_model(self, task: TaskConfig, model: ModelConfig) -> LoadedModel:
-        """The base model with a sequence-classification head over the task's labels."""
-        return load_classifier(model, [str(label) for label in labels_of(task)])
+        """The base model with a sequence-classification head over the task's labels; a fresh
+        head is drawn from HEAD_SEED, so the untrained baseline is the same on every run."""
+        return load_classifier(model, [str(label) for label in labels_of(task)], HEAD_SEED)
 
     def preview(self, task: TaskConfig, record: Record, framing: Framing,
                 tokenizer: PreTrainedTokenizerBase | None = None) -> str | None:
