@@ -211,7 +211,7 @@ def _nproc_arg(command: argparse.ArgumentParser) -> None:
     command.add_argument("--nproc", type=int, metavar="N", dest="eval_nproc",
                          help="score each evaluation in N processes on this machine, the cores "
                               "divided among them (default: $TUNELAB_EVAL_NPROC, else 1, the "
-                              "faster on 2 cores; README: Evaluation speed)")
+                              "faster on 2 cores; docs/design/evaluation-speed.md)")
 
 
 def _systems_args(command: argparse.ArgumentParser, baselines: str) -> None:

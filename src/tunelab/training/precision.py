@@ -4,7 +4,7 @@ A `Precision` is one of FP32, BF16, FP16; `resolve_precision` turns the config's
 for the device a run trains on, `auto` included: bf16 where this device multiplies bf16
 natively (a GPU that torch says has bf16 without emulation; a CPU with avx512_bf16 or AMX),
 float32 everywhere else. On a CPU without those instructions bf16 products are emulated and
-run several times slower than float32 (benchmarks/precision_speed.py, README)."""
+run several times slower than float32 (benchmarks/precision_speed.py, docs/design/processes-memory.md)."""
 
 from __future__ import annotations
 
