@@ -7,7 +7,6 @@
 # The full measurements in docs/results/bias.md and generation_bias.md: examples/bias/results.sh
 # and examples/bias/generation_bias_demo.
 source "$(dirname "$0")/../lib.sh"
-export TQDM_DISABLE=1  # no progress bars in the recorded output
 [[ -d runs/quickstart/adapter ]] || record quickstart tunelab quickstart
 record list tunelab bias --list
 record probes tunelab bias --adapter runs/quickstart --baselines zero --out "$RUNS/probes"

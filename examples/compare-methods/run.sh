@@ -3,7 +3,6 @@
 # task) and a paired comparison of the two methods on the same test items:
 # docs/guides/compare-methods.md. About 3 min on 2 AVX2 cores. The full eight-method sweep
 # behind docs/results/sweep.md is examples/compare-methods/sweep.sh (about an hour).
-export TQDM_DISABLE=1  # no progress bars in the recorded output
 source "$(dirname "$0")/../lib.sh"
 rm -rf "$RUNS/movie-sentiment-sweep"
 

@@ -4,7 +4,6 @@
 # with the base model (`tunelab compare`, errors exported for the next iteration), and a graded
 # comparison (ROUGE) of two prompts on a news task. About 4 minutes on 2 AVX2 cores.
 source "$(dirname "$0")/../lib.sh"
-export TQDM_DISABLE=1  # no progress bars in the recorded output
 rm -rf "$RUNS/sentiment" "$RUNS/base-0-shot" "$RUNS/news-0-shot" "$RUNS/news-1-shot" "$RUNS/errors.jsonl"
 
 # Right or wrong (labels): the base model against a short fine-tune, on the 60 test items.

@@ -4,7 +4,6 @@
 # exports checked on 30 test items, and `tunelab serve` (llama.cpp) answering requests. About
 # 5 minutes on 2 AVX2 cores. The full-size figures: examples/export-serve/deploy_demo.
 source "$(dirname "$0")/../lib.sh"
-export TQDM_DISABLE=1  # no progress bars in the recorded output
 rm -rf "$RUNS/sentiment" "$RUNS/hf" "$RUNS/gguf" "$RUNS"/new*.csv
 
 record train tunelab train examples/export-serve/sentiment.yaml output_dir=$RUNS

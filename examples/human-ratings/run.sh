@@ -5,7 +5,6 @@
 # SIMULATED raters (simulate_raters.py: rules with seeded noise, not human judgements) and
 # prints `tunelab ratings`. Under a minute on 2 AVX2 cores; no model is loaded.
 source "$(dirname "$0")/../lib.sh"
-export TQDM_DISABLE=1  # no progress bars in the recorded output
 rm -rf "$RUNS/squad" && cp -r tests/data/rated_squad "$RUNS/squad"
 record_exit 124 session timeout -s INT 10 tunelab rate "$RUNS/squad" --systems base,fine-tuned \
   --criteria correctness,relevance --pairwise --show-reference --port 0

@@ -4,7 +4,6 @@
 # in two FSDP processes, then their weights, losses and times compared. About 3 minutes on 2
 # AVX2 cores (no GPU).
 source "$(dirname "$0")/../lib.sh"
-export TQDM_DISABLE=1  # no progress bars in the recorded output
 rm -rf "$RUNS/one" "$RUNS/two" "$RUNS/two-fsdp"
 
 record one tunelab train examples/processes-gpus/tiny.yaml output_dir=$RUNS name=one --nproc 1 --no-eval

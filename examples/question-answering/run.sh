@@ -12,6 +12,4 @@ record eval tunelab eval --adapter "$RUNS/world-facts" --task world_facts --base
 tuned=$(ls -d "$RUNS"/eval/fine-tuned*)
 record score tunelab score -m exact_match,f1 -p "$tuned/predictions.jsonl" --ci
 record compare tunelab compare "$RUNS/eval/base-0-shot" "$tuned" --examples 4
-# keep what a terminal shows of progress bars: the text after a line's last carriage return
-sed -i 's/.*\r//' "$OUTPUT"/*.txt
 finish

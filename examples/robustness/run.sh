@@ -6,7 +6,6 @@
 # `tunelab quickstart` first adds about 7 minutes. The full measurement in
 # docs/results/robustness*.md: examples/robustness/results.sh.
 source "$(dirname "$0")/../lib.sh"
-export TQDM_DISABLE=1  # no progress bars in the recorded output
 [[ -d runs/quickstart/adapter ]] || record quickstart tunelab quickstart
 record list tunelab robustness --list
 record small tunelab robustness --adapter runs/quickstart --baselines zero \

@@ -13,6 +13,4 @@ record eval tunelab eval --adapter "$RUNS/newsgroup-subjects" --task newsgroup_s
 tuned=$(ls -d "$RUNS"/eval/fine-tuned*)
 record score tunelab score -m rouge,bleu,chrf -p "$tuned/predictions.jsonl" --ci
 record compare tunelab compare "$RUNS/eval/base-0-shot" "$tuned" --examples 3
-# keep what a terminal shows of progress bars: the text after a line's last carriage return
-sed -i 's/.*\r//' "$OUTPUT"/*.txt
 finish

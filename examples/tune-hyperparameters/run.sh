@@ -2,7 +2,6 @@
 # A tiny `tunelab tune` on the quickstart config (2 trials of 6 steps, scored on validation;
 # the best scored on test once) and a refused search space: docs/guides/tune-hyperparameters.md.
 # About 3 min on 2 AVX2 cores.
-export TQDM_DISABLE=1  # no progress bars in the recorded output
 source "$(dirname "$0")/../lib.sh"
 rm -rf "$RUNS/quickstart-tune"
 

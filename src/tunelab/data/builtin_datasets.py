@@ -113,20 +113,20 @@ def newsgroup_subjects() -> Rows:
     digits), the thread's first post when it is among them, else its first reply in file order,
     so that no subject is both trained on and tested. The input is the body's first 300 words
     (" ..." marks a cut). Rows in file order."""
-    messages = _newsgroup_messages()
+    posts = [(subject, _SIGNATURE.split(body, maxsplit=1)[0].strip())
+             for _, subject, body in _newsgroup_messages()]
     chosen: dict[str, tuple[bool, int]] = {}  # subject key -> (is a reply, message index)
-    for index, (_, subject, body) in enumerate(messages):
+    for index, (subject, text) in enumerate(posts):
         topic = _topic(subject)
-        words = len(_SIGNATURE.split(body, maxsplit=1)[0].split())
-        if len(topic.split()) >= 2 and _POST_WORDS[0] <= words <= _POST_WORDS[1]:
+        if len(topic.split()) >= 2 and _POST_WORDS[0] <= len(text.split()) <= _POST_WORDS[1]:
             key = " ".join(re.findall(r"\w+", topic.lower()))
             rank = (_REPLY_PREFIX.match(subject) is not None, index)
             chosen[key] = min(chosen.get(key, rank), rank)
     for index in sorted(i for _, i in chosen.values()):
-        subject, body = messages[index][1:]
+        subject, text = posts[index]
         yield f"gensim:mini_newsgroup[post {index}]", {
             "instruction": SUBJECT_INSTRUCTION,
-            "input": _first_words(_SIGNATURE.split(body, maxsplit=1)[0].strip(), _INPUT_WORDS),
+            "input": _first_words(text, _INPUT_WORDS),
             "output": _topic(subject),
         }
 
