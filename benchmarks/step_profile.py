@@ -2,7 +2,7 @@
 limit: the step's matmul FLOPs at the throughput the same CPU reaches in a bare product.
 
     python benchmarks/step_profile.py [--methods lora,full] [--steps 4] [--threads N]
-        [--packing on|off] [--optimizer fused|foreach|forloop] [--compile] [--no-profile]
+        [--packing on|rows|off] [--optimizer fused|foreach|forloop] [--compile] [--no-profile]
         [--json OUT] [key=value ...]
 
 The quickstart's run (src/tunelab/configs/quickstart.yaml: the built-in SmolLM2-135M, LoRA
@@ -52,8 +52,12 @@ METHODS = {"lora": [], "full": ["method={name: full}", "train.lr=5e-5"]}
 COMMON = ["train.precision=fp32"]
 
 
-def build(method: str, packing: bool, extra: list[str], out: Path) -> Trainer:
-    """tunelab's Trainer for the quickstart's run with `method`, as `tunelab train` makes it."""
+def build(method: str, packing: str, extra: list[str], out: Path) -> Trainer:
+    """tunelab's Trainer for the quickstart's run with `method`, as `tunelab train` makes it.
+    packing rows: packed rows of data.max_length through sdpa's block-diagonal mask, not one
+    row attended per example (models/attention.py)."""
+    import dataclasses
+
     import transformers
 
     from tunelab.config import load_run_config
@@ -63,7 +67,7 @@ def build(method: str, packing: bool, extra: list[str], out: Path) -> Trainer:
     from tunelab.workflows.train import plan_run
 
     config = load_run_config(QUICKSTART, [*COMMON, *METHODS[method],
-                                          f"data.packing={str(packing).lower()}",
+                                          f"data.packing={str(packing != 'off').lower()}",
                                           f"output_dir={out}", f"name={method}", *extra])
     with contextlib.redirect_stdout(io.StringIO()):
         plan = plan_run(config, with_test=False)
@@ -71,6 +75,9 @@ def build(method: str, packing: bool, extra: list[str], out: Path) -> Trainer:
         lm = plan.start.load(config)
         prepared = prepare_data(config, lm, plan.tasks, plan.splits)
         model = plan.start.apply(lm, plan.method, plan.options, plan.kind)
+    if packing == "rows":
+        for task in prepared.data.tasks:
+            task.collate = dataclasses.replace(task.collate, per_example=False)
     run = RunDir(config.run_dir)
     run.root.mkdir(parents=True, exist_ok=True)
     return Trainer(model, config.train, prepared.data, run)
@@ -232,7 +239,13 @@ def profile_step(trainer: Trainer, micro: MicroBatch, rows: int) -> dict[str, An
 
 def measure(method: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:  # Any: JSON
     start = time.perf_counter()
-    trainer = build(method, args.packing == "on", args.overrides, out)
+    trainer = build(method, args.packing, args.overrides, out)
+    with trainer.attention():  # as in `Trainer.fit`
+        return _measure(trainer, method, args, start)
+
+
+def _measure(trainer: Trainer, method: str, args: argparse.Namespace, start: float
+             ) -> dict[str, Any]:  # Any: JSON
     load_s = time.perf_counter() - start
     if args.optimizer:
         swap_optimizer(trainer, args.optimizer)
@@ -313,7 +326,9 @@ def main() -> None:
     parser.add_argument("--methods", default="lora,full")
     parser.add_argument("--steps", type=int, default=4, help="timed steps after the warm-up")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--packing", choices=["on", "off"], default="on")
+    parser.add_argument("--packing", choices=["on", "rows", "off"], default="on",
+                        help="on: the config's packing (one row attended per example where the "
+                        "model can); rows: rows of data.max_length, sdpa's mask; off: padded")
     parser.add_argument("--optimizer", choices=["fused", "foreach", "forloop"],
                         help="replace the Trainer's AdamW (default: the Trainer's own)")
     parser.add_argument("--compile", choices=["model", "blocks"],

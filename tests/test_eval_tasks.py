@@ -3,6 +3,7 @@ in-context examples (seeded sampler, separator, preamble, dropped whole when the
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,7 @@ def test_benchmark_sources_default_to_their_own_prompt(tmp_path: Path) -> None:
     ({"output_type": "multiple_choice", "eval": {"metrics": ["rouge", "bits_per_byte"]}},
      "line 5: eval.metrics[1]: 'bits_per_byte' does not apply to output_type multiple_choice"),
     ({"eval": {"metrics": ["bleurt"]}}, "line 3: eval.metrics[0]: unknown metric 'bleurt'"),
-    ({"fewshot": {"k": 2, "sampler": "greedy"}}, "line 3: fewshot.sampler 'greedy': use one of random, first"),
+    ({"fewshot": {"k": 2, "sampler": "greedy"}}, "line 3: fewshot.sampler 'greedy': use one of random, fixed, first"),
     ({"output_type": "classification", "eval": {"metrics": ["classification"]}},
      "eval.labels: classification needs the labels"),
     ({"output_type": "loglikelihood_rolling", "fewshot": {"k": 2},
@@ -105,6 +106,25 @@ def test_shots_are_seeded_per_item_and_never_the_item_itself() -> None:
     assert choose_shots(pool, 2, 0, 5, sampler="first") == pool[:2]
     with pytest.raises(TunelabError, match="has only 9 examples"):
         choose_shots(pool, 10, 0, 0, exclude=pool[0])
+
+
+def test_fixed_shots_are_one_seeded_draw_balanced_over_the_labels() -> None:
+    pool = [Record(input=f"x{i}", output="neg" if i % 5 == 0 else "pos") for i in range(40)]
+    shots = [choose_shots(pool, 4, 3, i, "fixed", labels=["pos", "neg"]) for i in range(6)]
+    assert all(s == shots[0] for s in shots)  # the same for every item: a shared prefix
+    assert sorted(r.output for r in shots[0]) == ["neg", "neg", "pos", "pos"]  # 1 in 5 is neg
+    outputs = [r.output for r in shots[0]]
+    assert all(a != b for a, b in itertools.pairwise(outputs))  # labels alternate
+    assert shots[0] != choose_shots(pool, 4, 4, 0, "fixed", labels=["pos", "neg"])  # seeded
+    unlabeled = choose_shots(pool, 4, 3, 0, "fixed")
+    assert unlabeled == choose_shots(pool, 4, 3, 9, "fixed") and len(set(map(id, unlabeled))) == 4
+    own = shots[0][1]  # an item among the shared shots gets a replacement of its label
+    mine = choose_shots(pool, 4, 3, 0, "fixed", exclude=own, labels=["pos", "neg"])
+    assert own not in mine and sorted(r.output for r in mine) == ["neg", "neg", "pos", "pos"]
+    assert len({id(r) for r in mine} & {id(r) for r in shots[0]}) == 3
+    rare = [Record(input=f"y{i}", output="pos") for i in range(9)] + [pool[0]]
+    few = choose_shots(rare, 4, 3, 0, "fixed", labels=["pos", "neg"])
+    assert sorted(r.output for r in few) == ["neg", "pos", "pos", "pos"]  # one neg is all
 
 
 def test_prompt_builder_separator_preamble_and_shot_tokens(tiny_tokenizer) -> None:

@@ -17,6 +17,7 @@ from transformers import AutoModelForCausalLM
 
 import tunelab
 from tunelab.data.batching import ShuffledPlan
+from tunelab.models import attention
 from tunelab.models import logits as logits_module
 from tunelab.models.kinds import CAUSAL, TokenizedExample, balanced_rows
 from tunelab.models.logits import defers_projection, shifted, summed_nll, token_scores
@@ -136,7 +137,7 @@ def test_balanced_rows_place_every_example_once_within_the_row_length() -> None:
 
 
 def _per_example(model: torch.nn.Module, examples: list[TokenizedExample], packed: bool,
-                 row: int) -> list[float]:
+                 row: int | None) -> list[float]:
     """Each example's summed NLL, from a padded or a packed batch of all of them."""
     if not packed:
         batch = CAUSAL.collate(examples, pad_id=0)
@@ -149,7 +150,8 @@ def _per_example(model: torch.nn.Module, examples: list[TokenizedExample], packe
     keep = targets != -100
     nll = token_scores(model, CAUSAL.model_inputs(batch), targets).nll.double()
     owner = torch.full(targets.shape, -1)  # which example each position belongs to
-    rows = balanced_rows([len(e.input_ids) for e in examples], row)
+    lengths = [len(e.input_ids) for e in examples]
+    rows = [list(range(len(examples)))] if row is None else balanced_rows(lengths, row)
     for r, row in enumerate(rows):
         start = 0
         for i in row:
@@ -175,6 +177,9 @@ def _check_packed_equals_padded(model: torch.nn.Module, examples: list[Tokenized
     packed = _per_example(model, examples, True, row)
     assert all(x > 0 for x in padded)
     assert packed == pytest.approx(padded, rel=1e-5)
+    with attention.attends_per_example(model, attention.takes_per_example(model)):
+        one_row = _per_example(model, examples, True, None)  # each example attended alone
+    assert one_row == pytest.approx(padded, rel=1e-5)
     if leak:  # examples that could see each other would not match
         crossed = {"input_ids": batch["input_ids"], "use_cache": False}
         leaked = token_scores(model, crossed, shifted(batch["labels"])).nll.sum()
@@ -183,6 +188,55 @@ def _check_packed_equals_padded(model: torch.nn.Module, examples: list[Tokenized
 
 def test_a_packed_batch_gives_each_example_its_unpacked_loss(tiny: torch.nn.Module) -> None:
     _check_packed_equals_padded(tiny, _examples(4, tiny.config.vocab_size, SHAPES))
+
+
+def test_one_row_attended_per_example_gives_the_padded_losses_and_gradients(
+        tiny: torch.nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers.integrations import sdpa_attention
+
+    examples = _examples(5, tiny.config.vocab_size, SHAPES)
+    row = CAUSAL.pack(examples, pad_id=0, row_length=None)
+    assert row["input_ids"].shape == (1, sum(len(e.input_ids) for e in examples))  # no padding
+    assert row[attention.BOUNDS].tolist() == [0, 20, 55, 64, 114, 128, 155]
+    padded = CAUSAL.collate(examples, pad_id=0)
+    count = torch.tensor(CAUSAL.loss_targets(padded))
+    assert CAUSAL.loss_targets(row) == int(count)
+    tiny.train()
+    reference = CAUSAL.loss(tiny, padded, count)
+    g_reference = _grads(tiny, reference)
+    queries = []
+    plain = sdpa_attention.sdpa_attention_forward
+    monkeypatch.setattr(sdpa_attention, "sdpa_attention_forward",
+                        lambda module, q, *a, **k: queries.append(q.shape[2]) or plain(module, q, *a, **k))
+    assert attention.takes_per_example(tiny)
+    with attention.attends_per_example(tiny, True):
+        ours = CAUSAL.loss(tiny, row, count)
+        g_ours = _grads(tiny, ours)
+    assert tiny.config._attn_implementation == "sdpa"  # as it was
+    layers = tiny.config.num_hidden_layers
+    assert sorted(queries) == sorted([len(e.input_ids) for e in examples] * layers)  # alone
+    assert float(ours) == pytest.approx(float(reference), rel=1e-5)
+    for name, grad in g_reference.items():
+        assert grad.abs().max() > 0
+        assert torch.allclose(g_ours[name], grad, rtol=1e-4, atol=1e-6), name
+    unaware = CAUSAL.loss(tiny, row, count)  # plain sdpa: the same row through its mask
+    assert float(unaware) == pytest.approx(float(reference), rel=1e-5)
+
+
+def test_per_example_attention_is_for_sdpa_models_and_never_saved(tiny_llama: Path,
+                                                                    tmp_path: Path) -> None:
+    eager = AutoModelForCausalLM.from_pretrained(tiny_llama, attn_implementation="eager")
+    assert not attention.takes_per_example(eager)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
+    assert attention.takes_per_example(model)
+    model.config.sliding_window = 16  # a window the per-example causal kernel would not keep
+    assert not attention.takes_per_example(model)
+    model.config.sliding_window = None
+    with attention.attends_per_example(model, True):
+        assert model.config._attn_implementation == attention.NAME
+        model.save_pretrained(tmp_path / "saved")
+    assert attention.NAME not in (tmp_path / "saved" / "config.json").read_text()
+    assert model.config._attn_implementation == "sdpa"
 
 
 @needs_builtin_model
@@ -217,6 +271,7 @@ def test_packing_trains_like_padded_batches_on_fewer_positions(tiny_llama: Path,
     padded, packed = (runs[p].summary for p in (False, True))
     assert packed["tokens_seen"] == padded["tokens_seen"]
     assert packed["computed_tokens"] < padded["computed_tokens"]
+    assert packed["computed_tokens"] == packed["tokens_seen"]  # one row per micro-batch, no padding
     assert packed["padding_share"] < padded["padding_share"]
     losses = {p: [r["loss"] for r in _log(runs[p].run_dir) if "loss" in r] for p in runs}
     assert losses[True] == pytest.approx(losses[False], rel=1e-5)

@@ -3,7 +3,7 @@
 # offline: the counterfactual probes on the quickstart's test split (base 0-shot vs its LoRA),
 # then what both write about four racial groups (52 prompts, greedy only, 24 new tokens).
 # About 3 minutes on 2 AVX2 cores when runs/quickstart exists; `tunelab quickstart` first adds
-# about 7 minutes. BBQ-lite needs BIG-bench data (tunelab data fetch bigbench --task bbq_lite_json).
+# about 4 minutes. BBQ-lite needs BIG-bench data (tunelab data fetch bigbench --task bbq_lite_json).
 # The full measurements in docs/results/bias.md and generation_bias.md: examples/bias/results.sh
 # and examples/bias/generation_bias_demo.
 source "$(dirname "$0")/../lib.sh"

@@ -184,6 +184,10 @@ class EvalConfig(Checked):
     """Evaluate at most this many test examples."""
     fewshot_seed: int = 1234
     """Seed of the per-item in-context examples (the same shots for every system scored)."""
+    fewshot_sampler: ShotSampler = "random"
+    """Which shots each item gets: random (seeded per item), fixed (one seeded draw shared by
+    every item, as HELM and MMLU's dev-set shots: the shared prefix runs once per batch) or first
+    (the split's first k). A task file's `fewshot.sampler` takes precedence."""
     batch_size: int = 8
     """Items per forward pass for log-likelihood requests (multiple choice, rolling, heads)."""
     bootstrap: int = 1000
@@ -206,8 +210,9 @@ class FewShotConfig(Checked):
     split, an item is never its own shot."""
     seed: int | None = None
     """Seed of the per-item shot sampler (default: eval.fewshot_seed)."""
-    sampler: ShotSampler = "random"
-    """random (seeded per item) or first (the first k examples of the split, for every item)."""
+    sampler: ShotSampler | None = None
+    """random (seeded per item), fixed (one seeded draw, the same for every item) or first (the
+    split's first k, for every item); default eval.fewshot_sampler (random)."""
     separator: str | None = None
     """Text between consecutive examples (default: the data source's own, else a blank line;
     non-chat templates only: chat shots are earlier turns)."""
@@ -284,6 +289,9 @@ class TaskConfig(Checked):
 
     def shot_seed(self) -> int:
         return self.fewshot.seed if self.fewshot.seed is not None else self.eval.fewshot_seed
+
+    def shot_sampler(self) -> ShotSampler:
+        return self.fewshot.sampler or self.eval.fewshot_sampler
 
 
 @dataclass

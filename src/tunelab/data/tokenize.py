@@ -114,6 +114,9 @@ def collate(batch: Sequence[TokenizedExample], pad_id: int) -> dict[str, torch.T
 class Padded:
     """Micro-batches as right-padded rows, one example each (every model kind)."""
 
+    per_example = False
+    """Its rows hold one example each: the model's attention as loaded does."""
+
     def __call__(self, examples: Sequence[TokenizedExample], pad_id: int) -> dict[str, torch.Tensor]:
         return collate(examples, pad_id)
 
@@ -121,24 +124,29 @@ class Padded:
 @dataclass(frozen=True)
 class Packed:
     """Micro-batches packed: examples end to end in rows of up to `row_length` tokens, the
-    attention block-diagonal (data.packing; the kind packs, models/kinds.py `pack`)."""
+    attention block-diagonal (data.packing; the kind packs, models/kinds.py `pack`); for a
+    model that attends per example, the whole micro-batch in one row, no padding at all."""
 
     row_length: int
+    per_example: bool = False
+    """The model runs each example's attention alone (models/attention.py): one row."""
 
     def __call__(self, examples: Sequence[TokenizedExample], pad_id: int) -> dict[str, torch.Tensor]:
         kinds = {ex.kind.name for ex in examples}
         if len(kinds) != 1:
             raise ValueError(f"a batch mixes example kinds {sorted(kinds)}")
-        return examples[0].kind.pack(examples, pad_id, self.row_length)
+        return examples[0].kind.pack(examples, pad_id,
+                                     None if self.per_example else self.row_length)
 
 
 Collator = Padded | Packed
 
 
-def collator(data: DataConfig) -> Collator:
+def collator(data: DataConfig, per_example: bool = False) -> Collator:
     """How a task's micro-batches are collated, as its data section says (data.packing unset:
-    the template kind's default; `plan_run` settles it first where the method cannot pack)."""
+    the template kind's default; `plan_run` settles it first where the method cannot pack);
+    `per_example`: the model can attend per example (a packed micro-batch is one row)."""
     packing = data.packing
     if packing is None:
         packing = get_template_kind(data.template).packs_by_default
-    return Packed(data.max_length) if packing else Padded()
+    return Packed(data.max_length, per_example) if packing else Padded()

@@ -8,11 +8,14 @@ the context window loses whole shots from the end until it fits; a shot is never
 
 from __future__ import annotations
 
+import functools
+import itertools
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from tunelab.config.choices import ShotSampler
 from tunelab.core.errors import TunelabError
 from tunelab.data import Record, Rendered, Template, encode_prompt
 
@@ -20,21 +23,82 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 
-def choose_shots(pool: Sequence[Record], k: int, seed: int, index: int, sampler: str = "random",
-                 exclude: Record | None = None) -> list[Record]:
-    """k shots for item `index`: seeded per item (random) or the pool's first k (first).
+def choose_shots(pool: Sequence[Record], k: int, seed: int, index: int,
+                 sampler: ShotSampler = "random", exclude: Record | None = None,
+                 labels: Sequence[str] | None = None) -> list[Record]:
+    """k shots for item `index`, drawn by `sampler` (see SHOT_SAMPLERS).
 
-    `exclude` (the item itself, when shots come from the scored split) is never its own shot.
+    `exclude` (the item itself, when shots come from the scored split) is never its own shot;
+    `labels` (a label task's eval.labels) balance the fixed draw over the labels.
     """
     if k <= 0:
         return []
-    candidates = [r for r in pool if r is not exclude]
-    if k > len(candidates):
-        raise TunelabError(f"--shots {k}: the few-shot split has only {len(candidates)} examples "
+    available = len(pool) - (exclude is not None and any(r is exclude for r in pool))
+    if k > available:
+        raise TunelabError(f"--shots {k}: the few-shot split has only {available} examples "
                            "to draw from; lower the shots or pick a bigger fewshot.split")
-    if sampler == "first":
-        return list(candidates[:k])
-    return random.Random(f"{seed}-{index}").sample(candidates, k)
+    return SHOT_SAMPLERS[sampler](ShotDraw(pool, k, seed, exclude, labels), index)
+
+
+@dataclass(frozen=True)
+class ShotDraw:
+    """What a sampler draws from: the pool, how many, its seed, the item left out, the labels."""
+
+    pool: Sequence[Record]
+    k: int
+    seed: int
+    exclude: Record | None
+    labels: Sequence[str] | None
+
+
+def _random_shots(draw: ShotDraw, index: int) -> list[Record]:
+    """Seeded per item: every item its own k."""
+    return random.Random(f"{draw.seed}-{index}").sample(
+        [r for r in draw.pool if r is not draw.exclude], draw.k)
+
+
+def _fixed_shots(draw: ShotDraw, index: int) -> list[Record]:
+    """One seeded draw shared by every item (HELM's in-context examples, MMLU's dev shots): the
+    pool visited in one seeded order, the item itself skipped (the next in that order takes
+    its place). With labels, the k shots cover them evenly (k // labels each, the remainder to
+    labels in a seeded order) and alternate label by label, so no label's run ends the
+    prompt; a label without enough examples leaves its place to the others."""
+    order = (i for i in _visit_order(len(draw.pool), draw.seed) if draw.pool[i] is not draw.exclude)
+    if not draw.labels:
+        return [draw.pool[i] for i in itertools.islice(order, draw.k)]
+    labels = random.Random(f"{draw.seed}-labels").sample(list(draw.labels), len(draw.labels))
+    quota = {label: draw.k // len(labels) + (n < draw.k % len(labels))
+             for n, label in enumerate(labels)}
+    by_label: dict[str, list[Record]] = {label: [] for label in labels}
+    rest: list[Record] = []
+    for i in order:
+        record = draw.pool[i]
+        wanted = by_label.get(record.output.strip())
+        if wanted is not None and len(wanted) < quota[record.output.strip()]:
+            wanted.append(record)
+        elif len(rest) < draw.k:
+            rest.append(record)
+        if sum(map(len, by_label.values())) == draw.k:
+            break
+    rounds = itertools.zip_longest(*by_label.values())
+    shots = [r for turn in rounds for r in turn if r is not None]
+    return shots + rest[:draw.k - len(shots)]
+
+
+@functools.lru_cache(maxsize=8)
+def _visit_order(size: int, seed: int) -> tuple[int, ...]:
+    """The fixed draw's seeded order of a pool of `size` (computed once, not per item)."""
+    return tuple(random.Random(f"{seed}-fixed").sample(range(size), size))
+
+
+def _first_shots(draw: ShotDraw, index: int) -> list[Record]:
+    """The split's first k, for every item."""
+    return [r for r in draw.pool[:draw.k + 1] if r is not draw.exclude][:draw.k]
+
+
+SHOT_SAMPLERS: dict[str, Callable[[ShotDraw, int], list[Record]]] = {
+    "random": _random_shots, "fixed": _fixed_shots, "first": _first_shots}
+"""Each `fewshot.sampler` value's draw for item `index`."""
 
 
 def with_output(record: Record, output: str) -> Record:

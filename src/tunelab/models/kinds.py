@@ -18,6 +18,7 @@ string `kind.name`.
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from abc import ABC, abstractmethod
@@ -29,6 +30,7 @@ from tunelab.config import ModelConfig
 from tunelab.config.choices import OutputTypeName
 from tunelab.core.deferred import F, deferred, torch
 from tunelab.core.errors import TunelabError
+from tunelab.models import attention
 from tunelab.models.builtin import BUILTIN_MODELS
 from tunelab.models.pretrained import (
     ensure_pad_token,
@@ -206,8 +208,10 @@ class ModelKind(ABC):
     packs: bool = False
     """data.packing can lay its examples end to end in a row (`pack`)."""
 
-    def pack(self, examples: Sequence[TokenizedExample], pad_id: int, row_length: int) -> Batch:
-        """The examples end to end in rows of at most `row_length` tokens (kinds that pack)."""
+    def pack(self, examples: Sequence[TokenizedExample], pad_id: int, row_length: int | None
+             ) -> Batch:
+        """The examples end to end in rows of at most `row_length` tokens (kinds that pack;
+        None: one row)."""
         raise TunelabError(f"data.packing: model.kind {self.name} is not packed; turn it off")
 
     # --- the loss --------------------------------------------------------------------------
@@ -291,15 +295,19 @@ class CausalKind(LanguageModelKind):
 
     packs = True
 
-    def pack(self, examples: Sequence[TokenizedExample], pad_id: int, row_length: int) -> Batch:
+    def pack(self, examples: Sequence[TokenizedExample], pad_id: int, row_length: int | None
+             ) -> Batch:
         """Rows of examples laid end to end (as few rows of at most max(row_length, the
         longest example) tokens as fit, evened out: `balanced_rows`), right-padded to the
-        longest row. Position
-        ids restart at every example (and at the padding), which is how the model builds a
-        block-diagonal causal mask when no attention mask is given; each example's first
-        label is dropped, as the shift drops it in a row of its own."""
-        rows = balanced_rows([len(ex.input_ids) for ex in examples], row_length)
-        width = max(sum(len(examples[i].input_ids) for i in row) for row in rows)
+        longest row. Position ids restart at every example (and at the padding), which is how
+        the model builds a block-diagonal causal mask when no attention mask is given; each
+        example's first label is dropped, as the shift drops it in a row of its own.
+        row_length None: every example in one row, no padding, and the examples' boundaries
+        in the batch for a model that attends per example (models/attention.py)."""
+        lengths = [len(ex.input_ids) for ex in examples]
+        rows = [list(range(len(examples)))] if row_length is None else balanced_rows(
+            lengths, row_length)
+        width = max(sum(lengths[i] for i in row) for row in rows)
         input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
         labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
         positions = torch.zeros((len(rows), width), dtype=torch.long)
@@ -313,7 +321,11 @@ class CausalKind(LanguageModelKind):
                 positions[r, start:start + n] = torch.arange(n)
                 start += n
             positions[r, start:] = torch.arange(width - start)
-        return {"input_ids": input_ids, "labels": labels, "position_ids": positions}
+        batch = {"input_ids": input_ids, "labels": labels, "position_ids": positions}
+        if row_length is None:
+            batch[attention.BOUNDS] = torch.tensor([0, *itertools.accumulate(lengths)],
+                                                   dtype=torch.int32)
+        return batch
 
     def loss_targets(self, batch: Batch) -> int:
         """Completion tokens after the shift (position t predicts token t+1)."""

@@ -15,7 +15,7 @@ from tunelab.data import Record, Splits, Template, get_template, load_splits
 from tunelab.data.mixture import TaskExamples, TrainingData, get_order, length_difficulty
 from tunelab.data.tokenize import TokenizedExample, collator, tokenize_records
 from tunelab.data.training_tasks import augmented
-from tunelab.models import LoadedModel
+from tunelab.models import LoadedModel, attention
 
 if TYPE_CHECKING:
     from tunelab.eval import loglikelihood
@@ -53,6 +53,7 @@ def prepare_data(config: RunConfig, lm: LoadedModel, tasks: list[TrainTaskConfig
     completion tokens are counted."""
     read = read or read_splits(tasks)
     examples, splits_by_task = [], {}
+    per_example = attention.takes_per_example(lm.model)
     for task in tasks:
         splits = read[task.name]
         template = get_template(task.data, lm.tokenizer)
@@ -68,7 +69,8 @@ def prepare_data(config: RunConfig, lm: LoadedModel, tasks: list[TrainTaskConfig
         check_truncation(task, tokenized)
         examples.append(TaskExamples(task.name, tokenized, tokenize(splits.validation),
                                      loss_weight=task.loss_weight, weight=task.weight,
-                                     held_out=task.held_out, collate=collator(task.data)))
+                                     held_out=task.held_out,
+                                     collate=collator(task.data, per_example)))
         splits_by_task[task.name] = splits
     mixture = config.mixture if config.is_mixture else None
     if mixture is not None and get_order(mixture.order).needs_difficulty:

@@ -10,6 +10,7 @@ the task metric per task at every evaluation.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -34,6 +35,7 @@ from tunelab.core.memory import keep_mmap_threshold
 from tunelab.data.batching import BatchPlan, MicroBatch
 from tunelab.data.mixture import TaskExamples, TrainingData
 from tunelab.data.tokenize import TokenizedExample
+from tunelab.models import attention
 from tunelab.models.kinds import ModelKind
 from tunelab.runs import RunDir
 from tunelab.training.checkpoint import (
@@ -210,10 +212,33 @@ class Trainer:
         self.log_path.write_text("".join(line + "\n" for line in lines))
 
     def fit(self) -> LoopState:
-        config, state = self.config, self.state
+        state = self.state
         # Only rank 0 shows a bar; its own is left to tqdm's defaults (TQDM_DISABLE=1 hides it).
         quiet = {} if self.accelerator.is_main_process else {"disable": True}
         bar = tqdm(total=self.total_steps, initial=state.step, desc="train", unit="step", **quiet)
+        with self.attention():
+            self._loop(bar)
+            evaluated_now = any(h.get("step") == state.step and "val_loss" in h
+                                for h in state.history)
+            if self.has_validation and not state.stopped_early and not evaluated_now:
+                self._evaluate_and_checkpoint()
+        self._save_last()
+        self.model = self.layout.plain(self.accelerator, self.model)
+        self.layout = Replicated()  # the plain model: every process holds all of it
+        self._restore_best()
+        if self.config.report_to:
+            self.accelerator.end_training()
+        return state
+
+    def attention(self) -> contextlib.AbstractContextManager[None]:
+        """The model's attention while it trains: each example of a packed row alone where the
+        tasks' collators pack per example (models/attention.py), else as loaded."""
+        per_example = any(t.collate.per_example for t in self.tasks)
+        return attention.attends_per_example(self.model, per_example)
+
+    def _loop(self, bar: tqdm) -> None:
+        """The optimizer steps, with their logging and evaluations, until the run ends."""
+        config, state = self.config, self.state
         self.model.train()
         self.threads.start()
         try:
@@ -266,16 +291,6 @@ class Trainer:
         finally:
             bar.close()  # the bar's line ends before any error is printed
             self.threads.end()  # evaluation after training: torch's own count again
-        evaluated_now = any(h.get("step") == state.step and "val_loss" in h for h in state.history)
-        if self.has_validation and not state.stopped_early and not evaluated_now:
-            self._evaluate_and_checkpoint()
-        self._save_last()
-        self.model = self.layout.plain(self.accelerator, self.model)
-        self.layout = Replicated()  # the plain model: every process holds all of it
-        self._restore_best()
-        if self.config.report_to:
-            self.accelerator.end_training()
-        return state
 
     def _optimizer_step(self, group: list[MicroBatch]) -> tuple[float, int]:
         batches = []

@@ -119,7 +119,8 @@ class Request:
         """The in-context examples of item `index` (never the item itself)."""
         same_split = self.task.shot_split() == self.task.split
         return choose_shots(self.pool, self.shots, self.task.shot_seed(), self.first_index + index,
-                            self.task.fewshot.sampler, exclude=record if same_split else None)
+                            self.task.shot_sampler(), exclude=record if same_split else None,
+                            labels=self.task.eval.labels)
 
 
 def context_limit(lm: LoadedModel) -> int:

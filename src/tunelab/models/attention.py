@@ -1,0 +1,106 @@
+"""Attention per packed example: a packed micro-batch is one row with no padding at all.
+
+A packed row (data.packing) lays examples end to end; their position ids restart at each one.
+Through plain sdpa, transformers turns those positions into a block-diagonal mask and the kernel
+computes every (query, key) pair of the row, masked ones included, so rows are kept short
+(data.max_length) and padded to the longest. Where a model takes its attention function from
+transformers' registry (`_supports_attention_backend`) and runs sdpa, tunelab registers
+`sdpa_documents` in its place for training: given the examples' boundaries in the row
+(`cu_seq_lens_q`, the keyword transformers' own flash-attention kernels read for packed
+batches) it runs sdpa's causal kernel on each example alone (the same numbers, only the pairs
+the mask would keep), and is plain sdpa without them (generation, padded batches, scoring).
+The model's own kind then packs a whole micro-batch into one row (`PerExample`).
+
+The implementation is switched on for a training run's loop only (`attends_per_example`), and
+transformers never writes it into a saved config. Without it, a one-row packed batch is
+still scored right, by sdpa's block-diagonal mask.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from tunelab.core.deferred import deferred, torch, transformers
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, masking_utils
+    from transformers.integrations import sdpa_attention
+else:
+    masking_utils = deferred("transformers.masking_utils")
+    sdpa_attention = deferred("transformers.integrations.sdpa_attention")
+
+NAME = "sdpa_documents"
+"""The attention implementation's name in transformers' registries."""
+
+BOUNDS = "cu_seq_lens_q"
+"""The batch key holding each example's start in the row (and the row's end), int32."""
+_PACKED_KEYS = (BOUNDS, "cu_seq_lens_k", "max_length_q", "max_length_k")
+
+
+def documents_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
+                        value: torch.Tensor, attention_mask: torch.Tensor | None,
+                        **kwargs: Any) -> tuple[torch.Tensor, None]:  # Any: transformers' attention keywords
+    """sdpa on each example of the row alone (causal within it), or plain sdpa."""
+    sdpa_attention_forward = sdpa_attention.sdpa_attention_forward
+    bounds = kwargs.get(BOUNDS)
+    rest = {k: v for k, v in kwargs.items() if k not in _PACKED_KEYS}
+    if bounds is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **rest)
+    if query.shape[0] != 1 or query.shape[2] != key.shape[2]:
+        raise ValueError(f"{NAME}: one packed row without a cache expected, got queries "
+                         f"{tuple(query.shape)} and keys {tuple(key.shape)}")
+    edges = bounds.tolist()
+    parts = [sdpa_attention_forward(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b],
+                                    None, **rest)[0] for a, b in itertools.pairwise(edges) if b > a]
+    return torch.cat(parts, dim=1), None
+
+
+def _register() -> None:
+    if NAME not in transformers.AttentionInterface._global_mapping:
+        transformers.AttentionInterface.register(NAME, documents_attention)
+        # padded batches and generation: sdpa's own masks
+        masking_utils.AttentionMaskInterface.register(NAME, masking_utils.sdpa_mask)
+
+
+def _config(model: torch.nn.Module) -> PretrainedConfig | None:
+    """The transformers config of the model, through DDP's and peft's wrappers (one object
+    that every layer reads its attention implementation from)."""
+    inner = getattr(model, "module", model)
+    return getattr(inner, "config", None)
+
+
+def takes_per_example(model: torch.nn.Module) -> bool:
+    """Whether the model's attention can run per example: it reads its attention function
+    from transformers' registry, that function is sdpa (or already this one), and every layer
+    attends causally to the whole example (no sliding window, no soft-capping)."""
+    inner = getattr(model, "module", model)
+    get_base = getattr(inner, "get_base_model", None)
+    base = get_base() if callable(get_base) else inner
+    config = _config(base)
+    if config is None or not getattr(base, "_supports_attention_backend", False):
+        return False
+    plain = (getattr(config, "sliding_window", None) is None  # a window the causal kernel lacks
+             and not getattr(config, "attn_logit_softcapping", None)
+             and set(getattr(config, "layer_types", None) or ["full_attention"]) == {"full_attention"})
+    return plain and getattr(config, "_attn_implementation", None) in ("sdpa", NAME)
+
+
+@contextmanager
+def attends_per_example(model: torch.nn.Module, wanted: bool) -> Iterator[None]:
+    """The model's attention as `documents_attention` while the block runs (when `wanted`),
+    then as it was. Without it a one-row packed batch is still right (sdpa's block-diagonal
+    mask from the restarted position ids), only slower."""
+    config = _config(model)
+    if not wanted or config is None:
+        yield
+        return
+    _register()
+    before = config._attn_implementation
+    config._attn_implementation = NAME
+    try:
+        yield
+    finally:
+        config._attn_implementation = before
