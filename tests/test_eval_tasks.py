@@ -127,6 +127,24 @@ def test_fixed_shots_are_one_seeded_draw_balanced_over_the_labels() -> None:
     assert sorted(r.output for r in few) == ["neg", "pos", "pos", "pos"]  # one neg is all
 
 
+def test_fixed_shots_balance_the_gold_labels_and_a_task_file_overrides_the_run() -> None:
+    from tunelab.config import EvalConfig, TaskConfig
+    from tunelab.config.sections import FewShotConfig
+
+    chat = [Record(input=f"x{i}", output="", messages=[
+        {"role": "user", "content": f"x{i}"},
+        {"role": "assistant", "content": "Neg" if i % 5 == 0 else "pos"}]) for i in range(40)]
+    shots = choose_shots(chat, 4, 3, 0, "fixed", labels=["pos", "neg"],
+                         label_of=lambda r: r.messages[-1]["content"])
+    assert sorted(r.messages[-1]["content"].lower() for r in shots) == ["neg", "neg", "pos", "pos"]
+    task = TaskConfig(name="t", data=DataConfig(source="x.jsonl"), eval=EvalConfig())
+    assert task.shot_sampler() == "random"
+    task.eval.fewshot_sampler = "fixed"
+    assert task.shot_sampler() == "fixed"
+    task.fewshot = FewShotConfig(sampler="first")
+    assert task.shot_sampler() == "first"
+
+
 def test_prompt_builder_separator_preamble_and_shot_tokens(tiny_tokenizer) -> None:
     config = DataConfig(template="format", prompt_format="Review: {input}\nSentiment:",
                         completion_format=" {output}")

@@ -3,6 +3,7 @@ packed batches (data.packing) and length-grouped batches (train.group_by_length)
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from pathlib import Path
@@ -137,7 +138,7 @@ def test_balanced_rows_place_every_example_once_within_the_row_length() -> None:
 
 
 def _per_example(model: torch.nn.Module, examples: list[TokenizedExample], packed: bool,
-                 row: int | None) -> list[float]:
+                 row: int, per_example: bool = False) -> list[float]:
     """Each example's summed NLL, from a padded or a packed batch of all of them."""
     if not packed:
         batch = CAUSAL.collate(examples, pad_id=0)
@@ -145,13 +146,12 @@ def _per_example(model: torch.nn.Module, examples: list[TokenizedExample], packe
         out = torch.zeros(len(examples), dtype=torch.float64)
         out.index_add_(0, scored.rows, scored.nll.double())
         return out.tolist()
-    batch = CAUSAL.pack(examples, pad_id=0, row_length=row)
+    batch = CAUSAL.pack(examples, pad_id=0, row_length=row, per_example=per_example)
     targets = shifted(batch["labels"])
     keep = targets != -100
     nll = token_scores(model, CAUSAL.model_inputs(batch), targets).nll.double()
     owner = torch.full(targets.shape, -1)  # which example each position belongs to
-    lengths = [len(e.input_ids) for e in examples]
-    rows = [list(range(len(examples)))] if row is None else balanced_rows(lengths, row)
+    rows = balanced_rows([len(e.input_ids) for e in examples], row)
     for r, row in enumerate(rows):
         start = 0
         for i in row:
@@ -177,9 +177,11 @@ def _check_packed_equals_padded(model: torch.nn.Module, examples: list[Tokenized
     packed = _per_example(model, examples, True, row)
     assert all(x > 0 for x in padded)
     assert packed == pytest.approx(padded, rel=1e-5)
-    with attention.attends_per_example(model, attention.takes_per_example(model)):
-        one_row = _per_example(model, examples, True, None)  # each example attended alone
-    assert one_row == pytest.approx(padded, rel=1e-5)
+    assert attention.takes_per_example(model)
+    with attention.attends_per_example(model, True):  # each example attended alone
+        for width in (row, attention.ROW_TOKENS):  # several rows with padding; one row
+            alone = _per_example(model, examples, True, width, per_example=True)
+            assert alone == pytest.approx(padded, rel=1e-5)
     if leak:  # examples that could see each other would not match
         crossed = {"input_ids": batch["input_ids"], "use_cache": False}
         leaked = token_scores(model, crossed, shifted(batch["labels"])).nll.sum()
@@ -195,9 +197,11 @@ def test_one_row_attended_per_example_gives_the_padded_losses_and_gradients(
     from transformers.integrations import sdpa_attention
 
     examples = _examples(5, tiny.config.vocab_size, SHAPES)
-    row = CAUSAL.pack(examples, pad_id=0, row_length=None)
+    row = CAUSAL.pack(examples, pad_id=0, row_length=attention.ROW_TOKENS, per_example=True)
     assert row["input_ids"].shape == (1, sum(len(e.input_ids) for e in examples))  # no padding
-    assert row[attention.BOUNDS].tolist() == [0, 20, 55, 64, 114, 128, 155]
+    edges = row[attention.BOUNDS].tolist()  # every example's start and the row's end
+    assert edges[0] == 0 and sorted(b - a for a, b in itertools.pairwise(edges)) == sorted(
+        len(e.input_ids) for e in examples)
     padded = CAUSAL.collate(examples, pad_id=0)
     count = torch.tensor(CAUSAL.loss_targets(padded))
     assert CAUSAL.loss_targets(row) == int(count)
@@ -221,6 +225,16 @@ def test_one_row_attended_per_example_gives_the_padded_losses_and_gradients(
         assert torch.allclose(g_ours[name], grad, rtol=1e-4, atol=1e-6), name
     unaware = CAUSAL.loss(tiny, row, count)  # plain sdpa: the same row through its mask
     assert float(unaware) == pytest.approx(float(reference), rel=1e-5)
+    rows = CAUSAL.pack(examples, pad_id=0, row_length=60, per_example=True)  # padded rows
+    width = rows["input_ids"].shape[1]
+    assert rows["input_ids"].shape[0] > 1 and rows[attention.BOUNDS][-1] == rows["input_ids"].numel()
+    queries.clear()
+    with attention.attends_per_example(tiny, True):
+        several = CAUSAL.loss(tiny, rows, count)
+        g_several = _grads(tiny, several)
+    assert float(several) == pytest.approx(float(reference), rel=1e-5)
+    assert all(torch.allclose(g_several[n], g, rtol=1e-4, atol=1e-6) for n, g in g_reference.items())
+    assert max(queries) <= max(len(e.input_ids) for e in examples) < width  # never a whole row
 
 
 def test_per_example_attention_is_for_sdpa_models_and_never_saved(tiny_llama: Path,
@@ -259,8 +273,14 @@ def _log(run_dir: Path) -> list[dict]:
     return [json.loads(x) for x in (run_dir / "train_log.jsonl").read_text().splitlines()]
 
 
-def test_packing_trains_like_padded_batches_on_fewer_positions(tiny_llama: Path,
-                                                               tmp_path: Path) -> None:
+def test_packing_trains_like_padded_batches_on_fewer_positions(
+        tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers.integrations import sdpa_attention
+
+    queries: list[int] = []  # the per-example path's sdpa calls (plain sdpa is bound apart)
+    plain = sdpa_attention.sdpa_attention_forward
+    monkeypatch.setattr(sdpa_attention, "sdpa_attention_forward",
+                        lambda module, q, *a, **k: queries.append(q.shape[2]) or plain(module, q, *a, **k))
     runs = {}
     for packing in (False, True):
         config = tiny_run_config(tiny_llama, tmp_path, f"packed-{packing}", max_steps=4,
@@ -272,6 +292,7 @@ def test_packing_trains_like_padded_batches_on_fewer_positions(tiny_llama: Path,
     assert packed["tokens_seen"] == padded["tokens_seen"]
     assert packed["computed_tokens"] < padded["computed_tokens"]
     assert packed["computed_tokens"] == packed["tokens_seen"]  # one row per micro-batch, no padding
+    assert queries and max(queries) < packed["computed_tokens"] / 4  # attended per example
     assert packed["padding_share"] < padded["padding_share"]
     losses = {p: [r["loss"] for r in _log(runs[p].run_dir) if "loss" in r] for p in runs}
     assert losses[True] == pytest.approx(losses[False], rel=1e-5)

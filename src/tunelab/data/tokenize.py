@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from tunelab.config import DataConfig
 from tunelab.data.records import Record
 from tunelab.data.templates import Rendered, Template, classifier_text, get_template_kind
+from tunelab.models import attention
 from tunelab.models.kinds import (
     ModelKind,
     TokenizedExample,
@@ -125,18 +126,21 @@ class Padded:
 class Packed:
     """Micro-batches packed: examples end to end in rows of up to `row_length` tokens, the
     attention block-diagonal (data.packing; the kind packs, models/kinds.py `pack`); for a
-    model that attends per example, the whole micro-batch in one row, no padding at all."""
+    model that attends per example, rows of up to `attention.ROW_TOKENS` (the quickstart's
+    whole micro-batch in one row)."""
 
     row_length: int
     per_example: bool = False
-    """The model runs each example's attention alone (models/attention.py): one row."""
+    """The model runs each example's attention alone (models/attention.py): longer rows."""
 
     def __call__(self, examples: Sequence[TokenizedExample], pad_id: int) -> dict[str, torch.Tensor]:
         kinds = {ex.kind.name for ex in examples}
         if len(kinds) != 1:
             raise ValueError(f"a batch mixes example kinds {sorted(kinds)}")
-        return examples[0].kind.pack(examples, pad_id,
-                                     None if self.per_example else self.row_length)
+        if self.per_example:  # longer rows: fewer, less padded, no masked pairs computed
+            return examples[0].kind.pack(examples, pad_id,
+                                         max(self.row_length, attention.ROW_TOKENS), True)
+        return examples[0].kind.pack(examples, pad_id, self.row_length)
 
 
 Collator = Padded | Packed

@@ -25,11 +25,13 @@ if TYPE_CHECKING:
 
 def choose_shots(pool: Sequence[Record], k: int, seed: int, index: int,
                  sampler: ShotSampler = "random", exclude: Record | None = None,
-                 labels: Sequence[str] | None = None) -> list[Record]:
+                 labels: Sequence[str] | None = None,
+                 label_of: Callable[[Record], str] = lambda record: record.output) -> list[Record]:
     """k shots for item `index`, drawn by `sampler` (see SHOT_SAMPLERS).
 
     `exclude` (the item itself, when shots come from the scored split) is never its own shot;
-    `labels` (a label task's eval.labels) balance the fixed draw over the labels.
+    `labels` (a label task's eval.labels) balance the fixed draw over the labels, each
+    record's label read by `label_of` (the task's gold answer; default its output).
     """
     if k <= 0:
         return []
@@ -37,7 +39,7 @@ def choose_shots(pool: Sequence[Record], k: int, seed: int, index: int,
     if k > available:
         raise TunelabError(f"--shots {k}: the few-shot split has only {available} examples "
                            "to draw from; lower the shots or pick a bigger fewshot.split")
-    return SHOT_SAMPLERS[sampler](ShotDraw(pool, k, seed, exclude, labels), index)
+    return SHOT_SAMPLERS[sampler](ShotDraw(pool, k, seed, exclude, labels, label_of), index)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class ShotDraw:
     seed: int
     exclude: Record | None
     labels: Sequence[str] | None
+    label_of: Callable[[Record], str]
 
 
 def _random_shots(draw: ShotDraw, index: int) -> list[Record]:
@@ -66,15 +69,17 @@ def _fixed_shots(draw: ShotDraw, index: int) -> list[Record]:
     order = (i for i in _visit_order(len(draw.pool), draw.seed) if draw.pool[i] is not draw.exclude)
     if not draw.labels:
         return [draw.pool[i] for i in itertools.islice(order, draw.k)]
-    labels = random.Random(f"{draw.seed}-labels").sample(list(draw.labels), len(draw.labels))
+    labels = random.Random(f"{draw.seed}-labels").sample(
+        [label.strip().casefold() for label in draw.labels], len(draw.labels))
     quota = {label: draw.k // len(labels) + (n < draw.k % len(labels))
              for n, label in enumerate(labels)}
     by_label: dict[str, list[Record]] = {label: [] for label in labels}
     rest: list[Record] = []
     for i in order:
         record = draw.pool[i]
-        wanted = by_label.get(record.output.strip())
-        if wanted is not None and len(wanted) < quota[record.output.strip()]:
+        label = draw.label_of(record).strip().casefold()
+        wanted = by_label.get(label)
+        if wanted is not None and len(wanted) < quota[label]:
             wanted.append(record)
         elif len(rest) < draw.k:
             rest.append(record)

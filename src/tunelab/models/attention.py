@@ -1,15 +1,17 @@
-"""Attention per packed example: a packed micro-batch is one row with no padding at all.
+"""Attention per packed example: a packed micro-batch in as few rows as fit, almost no padding.
 
 A packed row (data.packing) lays examples end to end; their position ids restart at each one.
 Through plain sdpa, transformers turns those positions into a block-diagonal mask and the kernel
 computes every (query, key) pair of the row, masked ones included, so rows are kept short
-(data.max_length) and padded to the longest. Where a model takes its attention function from
+(data.max_length) and padded to the longest; attended per example, rows can be longer
+(`ROW_TOKENS`) and so fewer and less padded. Where a model takes its attention function from
 transformers' registry (`_supports_attention_backend`) and runs sdpa, tunelab registers
 `sdpa_documents` in its place for training: given the examples' boundaries in the row
 (`cu_seq_lens_q`, the keyword transformers' own flash-attention kernels read for packed
 batches) it runs sdpa's causal kernel on each example alone (the same numbers, only the pairs
 the mask would keep), and is plain sdpa without them (generation, padded batches, scoring).
-The model's own kind then packs a whole micro-batch into one row (`PerExample`).
+The collator then packs a micro-batch into rows of up to `ROW_TOKENS` (`data.tokenize.Packed`
+with `per_example`, `CausalKind.pack`): the quickstart's whole micro-batch is one row.
 
 The implementation is switched on for a training run's loop only (`attends_per_example`), and
 transformers never writes it into a saved config. Without it, a one-row packed batch is
@@ -36,7 +38,13 @@ NAME = "sdpa_documents"
 """The attention implementation's name in transformers' registries."""
 
 BOUNDS = "cu_seq_lens_q"
-"""The batch key holding each example's start in the row (and the row's end), int32."""
+"""The batch key holding where each example (and each row's padding) starts in the batch's
+rows laid end to end, and where the last ends, int32 (flash-attention's varlen layout)."""
+
+ROW_TOKENS = 2048
+"""Rows attended per example hold up to this many tokens (or data.max_length, if longer):
+transformers still builds sdpa's (row x row) mask from the position ids for every forward, so
+rows are not unbounded."""
 _PACKED_KEYS = (BOUNDS, "cu_seq_lens_k", "max_length_q", "max_length_k")
 
 
@@ -49,13 +57,19 @@ def documents_attention(module: torch.nn.Module, query: torch.Tensor, key: torch
     rest = {k: v for k, v in kwargs.items() if k not in _PACKED_KEYS}
     if bounds is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **rest)
-    if query.shape[0] != 1 or query.shape[2] != key.shape[2]:
-        raise ValueError(f"{NAME}: one packed row without a cache expected, got queries "
+    if query.shape[2] != key.shape[2]:
+        raise ValueError(f"{NAME}: packed rows without a cache expected, got queries "
                          f"{tuple(query.shape)} and keys {tuple(key.shape)}")
-    edges = bounds.tolist()
-    parts = [sdpa_attention_forward(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b],
-                                    None, **rest)[0] for a, b in itertools.pairwise(edges) if b > a]
-    return torch.cat(parts, dim=1), None
+    width = query.shape[2]
+    rows: list[list[torch.Tensor]] = [[] for _ in range(query.shape[0])]
+    for a, b in itertools.pairwise(bounds.tolist()):
+        if b > a:  # a segment never crosses a row
+            r, start = divmod(a, width)
+            end = b - r * width
+            rows[r].append(sdpa_attention_forward(
+                module, query[r:r + 1, :, start:end], key[r:r + 1, :, start:end],
+                value[r:r + 1, :, start:end], None, **rest)[0])
+    return torch.cat([torch.cat(parts, dim=1) for parts in rows], dim=0), None
 
 
 def _register() -> None:
@@ -75,12 +89,14 @@ def _config(model: torch.nn.Module) -> PretrainedConfig | None:
 def takes_per_example(model: torch.nn.Module) -> bool:
     """Whether the model's attention can run per example: it reads its attention function
     from transformers' registry, that function is sdpa (or already this one), and every layer
-    attends causally to the whole example (no sliding window, no soft-capping)."""
+    attends causally to the whole example (no sliding window, no soft-capping) in a model of
+    one config (a composite model's text layers keep theirs in a sub-config)."""
     inner = getattr(model, "module", model)
     get_base = getattr(inner, "get_base_model", None)
     base = get_base() if callable(get_base) else inner
     config = _config(base)
-    if config is None or not getattr(base, "_supports_attention_backend", False):
+    if (config is None or not getattr(base, "_supports_attention_backend", False)
+            or getattr(config, "sub_configs", None)):  # composite (vision + text): as loaded
         return False
     plain = (getattr(config, "sliding_window", None) is None  # a window the causal kernel lacks
              and not getattr(config, "attn_logit_softcapping", None)
@@ -90,8 +106,8 @@ def takes_per_example(model: torch.nn.Module) -> bool:
 
 @contextmanager
 def attends_per_example(model: torch.nn.Module, wanted: bool) -> Iterator[None]:
-    """The model's attention as `documents_attention` while the block runs (when `wanted`),
-    then as it was. Without it a one-row packed batch is still right (sdpa's block-diagonal
+    """The model's attention as `documents_attention` while the block runs (when `wanted`;
+    `takes_per_example` said it can), then as it was. Without it a one-row packed batch is still right (sdpa's block-diagonal
     mask from the restarted position ids), only slower."""
     config = _config(model)
     if not wanted or config is None:

@@ -18,7 +18,6 @@ string `kind.name`.
 
 from __future__ import annotations
 
-import itertools
 import math
 import warnings
 from abc import ABC, abstractmethod
@@ -208,10 +207,10 @@ class ModelKind(ABC):
     packs: bool = False
     """data.packing can lay its examples end to end in a row (`pack`)."""
 
-    def pack(self, examples: Sequence[TokenizedExample], pad_id: int, row_length: int | None
-             ) -> Batch:
+    def pack(self, examples: Sequence[TokenizedExample], pad_id: int, row_length: int,
+             per_example: bool = False) -> Batch:
         """The examples end to end in rows of at most `row_length` tokens (kinds that pack;
-        None: one row)."""
+        `per_example`: with the examples' boundaries for attention per example)."""
         raise TunelabError(f"data.packing: model.kind {self.name} is not packed; turn it off")
 
     # --- the loss --------------------------------------------------------------------------
@@ -295,22 +294,22 @@ class CausalKind(LanguageModelKind):
 
     packs = True
 
-    def pack(self, examples: Sequence[TokenizedExample], pad_id: int, row_length: int | None
-             ) -> Batch:
+    def pack(self, examples: Sequence[TokenizedExample], pad_id: int, row_length: int,
+             per_example: bool = False) -> Batch:
         """Rows of examples laid end to end (as few rows of at most max(row_length, the
         longest example) tokens as fit, evened out: `balanced_rows`), right-padded to the
         longest row. Position ids restart at every example (and at the padding), which is how
         the model builds a block-diagonal causal mask when no attention mask is given; each
         example's first label is dropped, as the shift drops it in a row of its own.
-        row_length None: every example in one row, no padding, and the examples' boundaries
-        in the batch for a model that attends per example (models/attention.py)."""
+        per_example: the segments' boundaries in the batch too, for a model that attends per
+        example (models/attention.py)."""
         lengths = [len(ex.input_ids) for ex in examples]
-        rows = [list(range(len(examples)))] if row_length is None else balanced_rows(
-            lengths, row_length)
+        rows = balanced_rows(lengths, row_length)
         width = max(sum(lengths[i] for i in row) for row in rows)
         input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
         labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
         positions = torch.zeros((len(rows), width), dtype=torch.long)
+        bounds = [0]
         for r, row in enumerate(rows):
             start = 0
             for i in row:
@@ -320,11 +319,13 @@ class CausalKind(LanguageModelKind):
                 labels[r, start + 1:start + n] = torch.tensor(ex.labels[1:])
                 positions[r, start:start + n] = torch.arange(n)
                 start += n
+                bounds.append(r * width + start)
             positions[r, start:] = torch.arange(width - start)
+            if start < width:  # the row's padding: a segment of its own
+                bounds.append((r + 1) * width)
         batch = {"input_ids": input_ids, "labels": labels, "position_ids": positions}
-        if row_length is None:
-            batch[attention.BOUNDS] = torch.tensor([0, *itertools.accumulate(lengths)],
-                                                   dtype=torch.int32)
+        if per_example:
+            batch[attention.BOUNDS] = torch.tensor(bounds, dtype=torch.int32)
         return batch
 
     def loss_targets(self, batch: Batch) -> int:

@@ -120,7 +120,12 @@ class Request:
         same_split = self.task.shot_split() == self.task.split
         return choose_shots(self.pool, self.shots, self.task.shot_seed(), self.first_index + index,
                             self.task.shot_sampler(), exclude=record if same_split else None,
-                            labels=self.task.eval.labels)
+                            labels=self.task.eval.labels, label_of=self.gold_label)
+
+    def gold_label(self, record: Record) -> str:
+        """The record's gold answer as one text (the first, where there are several)."""
+        gold = reference_of(self.task, record)
+        return gold if isinstance(gold, str) else (gold[0] if gold else "")
 
 
 def context_limit(lm: LoadedModel) -> int:
