@@ -6,6 +6,8 @@
 #   record NAME CMD...          run CMD from the repository root; write "$ CMD" and what it
 #                               printed to output/NAME.txt (a failing CMD stops the script)
 #   record_exit CODE NAME CMD... the same for a command that must exit with CODE (bad input)
+#   record_predict RUN INPUT    `tunelab predict RUN --input INPUT` into output/predict.txt and
+#                               the predictions it wrote into output/predictions.txt
 #   finish                      write output/machine.txt: the CPU, torch, the date, the seconds
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,6 +30,13 @@ _show() {
 record() {
   local name=$1; shift
   { _show "$@"; "$@" 2>&1; } | tee "$OUTPUT/$name.txt"
+}
+
+record_predict() {
+  local run=$1 input=$2
+  rm -f "${input%.jsonl}.predictions.jsonl"  # predict never overwrites
+  record predict tunelab predict "$run" --input "$input"
+  record predictions cat "${input%.jsonl}.predictions.jsonl"
 }
 
 record_exit() {

@@ -59,12 +59,12 @@ def test_run_dir_paths(tmp_path: Path) -> None:
     assert not run.is_run() and not run.has_checkpoint() and not run.finished()
 
 
-
 def test_study_markdown_tables_are_blocks_of_their_own(tmp_path: Path) -> None:
     study = StudyFiles(tmp_path, "bias")
     study.write({}, "# Bias\n\ncaption\n| a |\n|---|\n| 1 |\nbelow\n\nnext\n| b |\n")
     assert study.markdown.read_text() == (
         "# Bias\n\ncaption\n\n| a |\n|---|\n| 1 |\n\nbelow\n\nnext\n\n| b |\n")
+
 
 def old_run(tmp_path: Path, tiny_llama: Path) -> Path:
     """The run directory an earlier tunelab wrote (train, eval --out eval/base-0-shot,

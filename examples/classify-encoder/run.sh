@@ -18,7 +18,5 @@ cat > "$RUNS/new_reviews.jsonl" <<'JSONL'
 {"input": "A warm and funny film."}
 {"input": "A boring, lazy film."}
 JSONL
-rm -f "$RUNS/new_reviews.predictions.jsonl"  # predict never overwrites
-record predict tunelab predict "$RUNS/minilm-sentiment" --input "$RUNS/new_reviews.jsonl"
-record predictions cat "$RUNS/new_reviews.predictions.jsonl"
+record_predict "$RUNS/minilm-sentiment" "$RUNS/new_reviews.jsonl"
 finish

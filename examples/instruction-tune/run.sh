@@ -19,7 +19,5 @@ cat > "$RUNS/new_reviews.jsonl" <<'JSONL'
 {"input": "Loud, long and instantly forgettable."}
 {"input": "Not the disaster I expected: the second half is genuinely moving."}
 JSONL
-rm -f "$RUNS/new_reviews.predictions.jsonl"  # predict never overwrites
-record predict tunelab predict "$RUN" --input "$RUNS/new_reviews.jsonl"
-record predictions cat "$RUNS/new_reviews.predictions.jsonl"
+record_predict "$RUN" "$RUNS/new_reviews.jsonl"
 finish

@@ -58,7 +58,6 @@ if TYPE_CHECKING:
     from tunelab.data import inspect as inspecting
     from tunelab.deploy import predict as predicting
     from tunelab.deploy import serve as serving
-    from tunelab.deploy.verify import ExportCheck
     from tunelab.eval.datasets import fetch as fetching
     from tunelab.eval.datasets.fetch import FetchResult
     from tunelab.human import report as rating_report

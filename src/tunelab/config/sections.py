@@ -186,7 +186,7 @@ class EvalConfig(Checked):
     """Seed of the per-item in-context examples (the same shots for every system scored)."""
     fewshot_sampler: ShotSampler = "random"
     """Which shots each item gets: random (seeded per item), fixed (one seeded draw shared by
-    every item, as HELM and MMLU's dev-set shots: the shared prefix runs once per batch) or first
+    every item, as HELM and MMLU's dev-set shots: the shared prefix runs once per call) or first
     (the split's first k). A task file's `fewshot.sampler` takes precedence."""
     batch_size: int = 8
     """Items per forward pass for log-likelihood requests (multiple choice, rolling, heads)."""

@@ -149,7 +149,8 @@ Collator = Padded | Packed
 def collator(data: DataConfig, per_example: bool = False) -> Collator:
     """How a task's micro-batches are collated, as its data section says (data.packing unset:
     the template kind's default; `plan_run` settles it first where the method cannot pack);
-    `per_example`: the model can attend per example (a packed micro-batch is one row)."""
+    `per_example`: the model can attend per example (packed rows of up to
+    `attention.ROW_TOKENS`)."""
     packing = data.packing
     if packing is None:
         packing = get_template_kind(data.template).packs_by_default

@@ -75,16 +75,17 @@ def _fixed_shots(draw: ShotDraw, index: int) -> list[Record]:
              for n, label in enumerate(labels)}
     by_label: dict[str, list[Record]] = {label: [] for label in labels}
     rest: list[Record] = []
+    missing = draw.k
     for i in order:
         record = draw.pool[i]
         label = draw.label_of(record).strip().casefold()
-        wanted = by_label.get(label)
-        if wanted is not None and len(wanted) < quota[label]:
-            wanted.append(record)
+        if quota.get(label, 0) > len(by_label.get(label, ())):
+            by_label[label].append(record)
+            missing -= 1
+            if not missing:
+                break
         elif len(rest) < draw.k:
             rest.append(record)
-        if sum(map(len, by_label.values())) == draw.k:
-            break
     rounds = itertools.zip_longest(*by_label.values())
     shots = [r for turn in rounds for r in turn if r is not None]
     return shots + rest[:draw.k - len(shots)]

@@ -94,7 +94,7 @@ def takes_per_example(model: torch.nn.Module) -> bool:
     inner = getattr(model, "module", model)
     get_base = getattr(inner, "get_base_model", None)
     base = get_base() if callable(get_base) else inner
-    config = _config(base)
+    config = getattr(base, "config", None)
     if (config is None or not getattr(base, "_supports_attention_backend", False)
             or getattr(config, "sub_configs", None)):  # composite (vision + text): as loaded
         return False

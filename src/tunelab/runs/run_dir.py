@@ -107,8 +107,8 @@ class StudyFiles:
 
     def write(self, data: object, markdown: str) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.json.write_text(json.dumps(data, indent=1, default=str))
-        self.markdown.write_text(separate_tables(markdown))
+        self.json.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+        self.markdown.write_text(separate_tables(markdown), encoding="utf-8")
 
 
 def separate_tables(markdown: str) -> str:

@@ -38,7 +38,7 @@ from tunelab.eval.output_types import Request
 from tunelab.eval.tables import format_table
 from tunelab.models import LoadedModel, load_model
 from tunelab.runs import load_run_model, read_config
-from tunelab.runs.run_dir import separate_tables
+from tunelab.runs.run_dir import StudyFiles
 
 if TYPE_CHECKING:
     from tunelab.eval import generation as eval_generation
@@ -392,11 +392,8 @@ def gap_row(system: str, framing: str, axis: str, measure: str, groups: Sequence
 def write_generation_bias(report: GenerationBiasReport, completions: Sequence[Completion],
                           out_dir: Path) -> None:
     """generation_bias.json / .md and every completion with its scores (completions.jsonl)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "generation_bias.json").write_text(json.dumps(report.to_json(), indent=1),
-                                                  encoding="utf-8")
-    (out_dir / "generation_bias.md").write_text(
-        separate_tables(f"# Generation bias\n\n{report.table(markdown=True)}\n"), encoding="utf-8")
+    StudyFiles(out_dir, "generation_bias").write(
+        report.to_json(), f"# Generation bias\n\n{report.table(markdown=True)}\n")
     write_completions(completions, out_dir / "completions.jsonl")
 
 
