@@ -14,10 +14,12 @@ from tests.conftest import build_tokenizer
 from tunelab.config import GenerationConfig, ModelConfig
 from tunelab.eval import generation
 from tunelab.eval.generation import generate
+from tunelab.eval.result_cache import ResultCache
 from tunelab.methods import get_method
 from tunelab.methods.base import parse_options
 from tunelab.models import load_model
 from tunelab.models.kinds import get_kind
+from tunelab.models.prompt_caches import PromptCaches
 
 SMALL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
          "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256}
@@ -68,17 +70,24 @@ def _prompts(tokenizer: Any) -> list[list[int]]:  # Any: a transformers tokenize
     return [tokenizer(SHOTS + item).input_ids for item in ITEMS]
 
 
+def _count_prefix_passes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The length of every prefix the stores run from here on (one forward pass each)."""
+    passes: list[int] = []
+    real = PromptCaches.extend
+
+    def counted(self: PromptCaches, model: torch.nn.Module, prefix: Any) -> None:  # Any: ids
+        if self.longest(prefix)[0] < len(prefix):
+            passes.append(len(prefix))
+        real(self, model, prefix)
+    monkeypatch.setattr(PromptCaches, "extend", counted)
+    return passes
+
+
 def _both(model: torch.nn.Module, tokenizer: Any, prompts: list[list[int]],  # Any: tokenizer
           monkeypatch: pytest.MonkeyPatch, batch_size: int = 3) -> tuple[list[str], list[str], int]:
     """(shared-prefix outputs, whole-prompt outputs, prefix passes run)."""
     config = GenerationConfig(max_new_tokens=8, batch_size=batch_size)
-    passes: list[int] = []
-    real = generation.SharedPrefix._cache_of
-
-    def counted(self: generation.SharedPrefix, prefix: tuple[int, ...]) -> object:
-        passes.append(len(prefix))
-        return real(self, prefix)
-    monkeypatch.setattr(generation.SharedPrefix, "_cache_of", counted)
+    passes = _count_prefix_passes(monkeypatch)
     shared = generate(model, tokenizer, prompts, config, strip=False, share_prefix=True)
     whole = generate(model, tokenizer, prompts, config, strip=False, share_prefix=False)
     return shared, whole, len(passes)
@@ -90,7 +99,7 @@ def test_shared_prefix_generates_the_same_tokens_as_whole_prompts(
     lm = load_model(ModelConfig(name=str(tiny_family(family))))
     prompts = _prompts(lm.tokenizer)
     shared, whole, passes = _both(lm.model, lm.tokenizer, prompts, monkeypatch)
-    assert passes == 2  # the shots ran as a prefix for each of the two batches
+    assert passes == 1  # the shots ran once as a prefix, for both batches
     assert shared == whole
     # Not an empty comparison: the model wrote text, and not the same text for every prompt.
     assert all(shared) and len(set(shared)) > 1
@@ -134,7 +143,7 @@ def test_lora_adapter_shares_the_prefix_and_prompt_tuning_runs_whole_prompts(
         prompts = _prompts(lm.tokenizer)
         shared, whole, passes = _both(model, lm.tokenizer, prompts, monkeypatch)
         assert shared == whole and all(shared)
-        assert (passes == 2) is shares, method_name
+        assert passes == (1 if shares else 0), method_name
         base = generate(lm.model, lm.tokenizer, prompts, GenerationConfig(max_new_tokens=8),
                         strip=False)
         if shares:  # LoRA's weights are injected into lm.model itself: compare with them off
@@ -142,3 +151,127 @@ def test_lora_adapter_shares_the_prefix_and_prompt_tuning_runs_whole_prompts(
                 base = generate(model, lm.tokenizer, prompts, GenerationConfig(max_new_tokens=8),
                                 strip=False)
         assert base != shared  # the adapter's outputs, not the base model's
+
+
+PERTURBED = ["a dull film ->", "it is witty ->", "the portrait of the story is tried and dull ->",
+             "gorgeous !! ->", "a family movie that is also witty and engrosing ->"]
+
+
+def _clean_then_perturbed(model: torch.nn.Module, tokenizer: Any, kept: PromptCaches | None
+                          ) -> tuple[list[str], list[str]]:  # Any: a transformers tokenizer
+    """The clean items' and then the perturbed items' outputs, both calls reading `kept`."""
+    config = GenerationConfig(max_new_tokens=8, batch_size=3)
+    clean = generate(model, tokenizer, _prompts(tokenizer), config, strip=False, kept=kept)
+    perturbed = generate(model, tokenizer, [tokenizer(SHOTS + item).input_ids for item in PERTURBED],
+                         config, strip=False, kept=kept)
+    return clean, perturbed
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_kept_prompts_start_perturbed_items_from_the_clean_ones_with_the_same_tokens(
+        family: str, tiny_family: Any) -> None:  # Any: factory
+    """A study's store: each perturbed prompt runs only from its first changed token, and the
+    tokens generated are those of whole prompts."""
+    lm = load_model(ModelConfig(name=str(tiny_family(family))))
+    positions: list[int] = []
+
+    def count(_: torch.nn.Module, args: Any, kwargs: Any) -> None:  # Any: forward's arguments
+        positions.append(int(kwargs["input_ids"].numel()))
+    hook = lm.model.register_forward_pre_hook(count, with_kwargs=True)
+    whole = _clean_then_perturbed(lm.model, lm.tokenizer, None)  # the shots' prefix run once
+    prefix_only = sum(positions)
+    positions.clear()
+    kept = PromptCaches()
+    reused = _clean_then_perturbed(lm.model, lm.tokenizer, kept)
+    hook.remove()
+    assert reused == whole
+    assert all(whole[1]) and whole[0] != whole[1]  # text came out, and the perturbations told
+    assert len(kept) == 1 + len(ITEMS) + len(PERTURBED) - 1  # the prefix, every new prompt
+    # Each perturbed prompt read the clean one's tokens before its change (an unchanged item
+    # all but its last token): the model ran far fewer positions than with the shots alone.
+    item_tokens = sum(len(p) for p in _prompts(lm.tokenizer)) - len(ITEMS) * shared_prefix_of(lm)
+    assert prefix_only - sum(positions) > item_tokens / 2
+
+
+def shared_prefix_of(lm: Any) -> int:  # Any: a LoadedModel
+    return generation.shared_prefix(_prompts(lm.tokenizer))
+
+
+def test_a_store_serves_only_the_weights_it_was_filled_with(tiny_family: Any) -> None:  # Any
+    """Two LoRA adapters on one base, an adapter switched off, and a weight changed in place:
+    each empties the store before it could answer, and the outputs are the model's own."""
+    lm = load_model(ModelConfig(name=str(tiny_family("llama"))))
+    method = get_method("lora")
+    model = method.apply(lm.model, parse_options(method, {"r": 4, "alpha": 8,
+                                                          "target_modules": "all-linear"}),
+                         get_kind("causal"))
+    model.add_adapter("other", model.peft_config["default"])
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_" in name:
+                parameter.normal_(0, 0.5)
+    kept = PromptCaches()
+    clean, _ = _clean_then_perturbed(model, lm.tokenizer, kept)
+    assert len(kept) > len(ITEMS)
+    for change in ("other adapter", "adapter off", "weight changed"):
+        if change == "other adapter":
+            model.set_adapter("other")
+            context: Any = torch.no_grad()  # Any: a context manager
+        elif change == "adapter off":
+            model.set_adapter("default")
+            context = model.disable_adapter()
+        else:
+            with torch.no_grad():
+                next(p for n, p in model.named_parameters() if "lora_B" in n).add_(0.3)
+            context = torch.no_grad()
+        with context:
+            expected = _clean_then_perturbed(model, lm.tokenizer, None)
+            before = kept.reused_tokens
+            got = _clean_then_perturbed(model, lm.tokenizer, kept)
+        assert got == expected, change
+        assert got[0] != clean, change  # the change changed what the model writes
+        # Emptied, then filled again from this model's own prompts only.
+        assert kept.reused_tokens - before < sum(len(p) for p in _prompts(lm.tokenizer)) * 2
+
+
+def test_a_store_keeps_prompts_only_within_its_budget(tiny_family: Any) -> None:  # Any: factory
+    lm = load_model(ModelConfig(name=str(tiny_family("llama"))))
+    whole = _clean_then_perturbed(lm.model, lm.tokenizer, None)
+    unbounded = PromptCaches()
+    _clean_then_perturbed(lm.model, lm.tokenizer, unbounded)
+    small = PromptCaches(budget=unbounded.bytes // 3)
+    assert _clean_then_perturbed(lm.model, lm.tokenizer, small) == whole
+    assert 0 < len(small) < len(unbounded) and small.bytes <= small.budget
+
+
+def test_clean_items_looked_up_are_run_first_for_the_perturbed_ones(
+        tiny_family: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # Any
+    """When the result cache answers the clean items (the quickstart scored them), the store
+    notes them, and the first call with perturbed items runs those the items share most of
+    first (one token each), then starts each perturbed item from its clean one."""
+    lm = load_model(ModelConfig(name=str(tiny_family("llama"))))
+    whole = _clean_then_perturbed(lm.model, lm.tokenizer, None)
+    results = ResultCache(tmp_path / "results.sqlite")
+    config = GenerationConfig(max_new_tokens=8, batch_size=3)
+    generate(lm.model, lm.tokenizer, _prompts(lm.tokenizer), config, results=results)
+    kept = PromptCaches()
+    runs: list[tuple[int, int]] = []
+    real = generation._generate
+
+    def counted(prompts: Any, model: Any, tokenizer: Any, config: GenerationConfig,
+                *args: Any, **kwargs: Any) -> Any:  # Any: _generate's own arguments
+        runs.append((len(prompts), config.max_new_tokens))
+        return real(prompts, model, tokenizer, config, *args, **kwargs)
+    monkeypatch.setattr(generation, "_generate", counted)
+    clean = generate(lm.model, lm.tokenizer, _prompts(lm.tokenizer), config, strip=False,
+                     results=results, kept=kept)
+    assert runs == [] and len(kept) == 0  # all looked up, nothing run yet
+    perturbed = generate(lm.model, lm.tokenizer,
+                         [lm.tokenizer(SHOTS + item).input_ids for item in PERTURBED],
+                         config, strip=False, results=results, kept=kept)
+    assert (clean, perturbed) == whole
+    # "it is witty ->" is unchanged (looked up); the four others ran, after the clean items
+    # they share more than the shots with ran first, one token each.
+    assert runs[0] == (4, 8) and runs[1][1] == 1 and 1 <= runs[1][0] <= 4
+    assert kept.reused_tokens > 4 * (shared_prefix_of(lm) + 1)

@@ -27,6 +27,7 @@ from tunelab.eval.metrics import (
     paired_bootstrap,
     perplexity_from_nll,
 )
+from tunelab.eval.metrics_label import confusion_score_rows, confusion_scores
 
 # ----------------------------------------------------------------------- real text pairs
 
@@ -387,3 +388,34 @@ def test_paired_bootstrap():
         paired_bootstrap(a, b, metric, "bleu")
     with pytest.raises(TunelabError, match="same items"):
         paired_bootstrap(a, b[:-1], metric, "exact_match")
+
+
+def test_classification_scores_every_resample_at_once_as_one_by_one() -> None:
+    """The bootstrap scores all resamples' confusion matrices in one array pass: each equals
+    the matrix scored alone, bit for bit (invalid answers, empty rows and 2-5 labels), and
+    matches sklearn."""
+    rng = np.random.default_rng(0)
+    for n_labels in (2, 3, 5):
+        labels = [f"l{i}" for i in range(n_labels)]
+        matrices = rng.integers(0, 9, size=(50, n_labels, n_labels + 1)).astype(np.float64)
+        matrices[::7, :, n_labels] = 0  # no invalid answers
+        matrices[::5, 0] = 0  # a label with no true items
+        rows = confusion_score_rows(matrices, labels)
+        for b, matrix in enumerate(matrices):
+            alone = confusion_scores(matrix, labels)
+            assert {k: float(v[b]) for k, v in rows.items()} == alone
+        truth = [i for i in range(n_labels) for j in range(n_labels + 1)
+                 for _ in range(int(matrices[1][i, j]))]
+        guess = [j for i in range(n_labels) for j in range(n_labels + 1)
+                 for _ in range(int(matrices[1][i, j]))]
+        assert rows["mcc"][1] == pytest.approx(matthews_corrcoef(truth, guess))
+        assert rows["accuracy"][1] == pytest.approx(100 * accuracy_score(truth, guess))
+    items = [("positive", "positive"), ("negative", "positive"), ("maybe", "negative")] * 7
+    metric = m.get_metric("classification", labels=["positive", "negative"])
+    stats = metric.sufficient_stats(items)
+    assert stats.batched
+    counts = m._resample_counts(m._resample_indices(len(items), 300, 1)[0], len(items))
+    totals = counts @ stats.per_item
+    batched = stats.score_totals(totals)
+    for b, row in enumerate(totals):
+        assert {k: float(np.asarray(v)[b]) for k, v in batched.items()} == stats.score_totals(row)

@@ -6,8 +6,10 @@ perturbed records, so a report that scored the clean items twice (or perturbed n
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,11 +35,14 @@ from tunelab.data.transforms.perturbations import (
     parse_perturbations,
     perturb_record,
 )
+from tunelab.eval import generation
 from tunelab.eval.compare import item_scores
 from tunelab.eval.datasets import load_task_data
 from tunelab.eval.output_types import Framing, input_text
-from tunelab.eval.runner import evaluate_records
+from tunelab.eval.processes import EvalProcesses
+from tunelab.eval.runner import evaluate_records, evaluate_versions
 from tunelab.models import load_model
+from tunelab.models.prompt_caches import kept_prompts
 from tunelab.runs import System
 from tunelab.runs.run_dir import load_run_model
 from tunelab.studies.robustness import item_key, run_robustness
@@ -202,3 +207,41 @@ def test_cli_and_one_line_errors(tiny_llama: Path, tmp_path: Path, capsys) -> No
     config.robustness = RobustnessConfig()
     with pytest.raises(TunelabError, match=r"^data.augment.share 1.5: must be a number >= 0 and <= 1"):
         AugmentConfig(perturbations=["typo"], share=1.5)  # refused where the config is made
+
+
+def test_versions_scored_together_equal_each_scored_alone(
+        tiny_llama: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A study's versions of the items in one generation call, after the clean items were kept:
+    each version's predictions and scores are those of its own evaluation, shots included."""
+    monkeypatch.setenv("TUNELAB_EVAL_CACHE", "off")  # every prediction computed, none looked up
+    task = _reviews_task()
+    data = load_task_data(task)
+    records, pool = data.split("test"), data.split(task.shot_split())
+    framing = Framing.of(task, data)
+    versions = [[perturb_record(r, get_perturbation(name), 0.3, 3, item_key(r, i))
+                 for i, r in enumerate(records)] for name in ("typo", "uppercase")]
+    versions += [list(records), versions[0]]  # nothing changed (all in the store); a repeat
+    lm = load_model(ModelConfig(name=str(tiny_llama)))
+    calls: list[int] = []
+    real = generation._generate
+
+    def counted(prompts: Any, *args: Any, **kwargs: Any) -> Any:  # Any: _generate's own
+        calls.append(len(prompts))
+        return real(prompts, *args, **kwargs)
+    monkeypatch.setattr(generation, "_generate", counted)
+    for shots, processes in ((0, contextlib.nullcontext()), (2, EvalProcesses(1))):
+        system = System.base(shots)
+        alone = [evaluate_records(lm, task, v, shots, pool, system, framing) for v in versions]
+        calls.clear()
+        with processes, kept_prompts(lm) as kept:  # as the CLI runs it: one process, no worker
+            evaluate_records(lm, task, records, shots, pool, system, framing)
+            together = evaluate_versions(lm, task, versions, shots, pool, system, framing)
+        # The clean items; then the versions in one call, the repeated one's prompts run once.
+        assert calls == [len(records), 3 * len(records)]
+        assert kept.reused_tokens > 0
+        for one, joint in zip(alone, together, strict=True):
+            assert [r["prediction"] for r in joint.predictions] == \
+                [r["prediction"] for r in one.predictions]
+            assert [r["input"] for r in joint.predictions] == [r["input"] for r in one.predictions]
+            assert joint.scores == one.scores and joint.n == one.n == len(records)
+        assert together[0].predictions[0]["input"] != together[2].predictions[0]["input"]

@@ -1,18 +1,21 @@
 """Batched generation: left padding (right padding of the encoder input for encoder-decoder
 models), length-sorted batches, greedy or sampling, stop at EOS or at stop strings.
 
-A token prefix shared by the prompts (fixed few-shot examples, an instruction or preamble, a
-chat template's system turn) runs once: its key/value cache is handed to every batch that
-starts with it, and only each prompt's own suffix runs after it (`SharedPrefix`). Rows are
-[prefix | padding | suffix] with the padding masked, so every token keeps the position and the
-attention it has in a left-padded whole prompt: the same tokens come out (tested token for
-token). Encoder-decoder models (the encoder reads the prompt both ways) and peft prompt
-learning (its virtual tokens own the cache) run whole prompts.
+No prompt token runs twice where the model can take a cache (models/prompt_caches.py): a
+token prefix shared by the prompts (fixed few-shot examples, an instruction or preamble, a
+chat template's system turn) runs once for the call, and inside a study's `kept_prompts`
+block every prompt run is kept, so a later prompt that starts the same way (a perturbed
+version of an item) runs only from its first new token. Rows are [stored positions | masked
+gap | own tokens], so every token keeps the position and the attention it has in a left-padded
+whole prompt: the same tokens come out (tested token for token). Encoder-decoder models (the
+encoder reads the prompt both ways) and peft prompt learning (its virtual tokens own the cache)
+run whole prompts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -20,13 +23,8 @@ from tqdm.auto import tqdm
 
 from tunelab.config import GenerationConfig
 from tunelab.eval.result_cache import ResultCache, token_bytes, tokenizer_fingerprint
-from tunelab.models.cache import (
-    cache_argument,
-    output_cache,
-    select_cache,
-    shared_prefix,
-    shares_cache,
-)
+from tunelab.models.cache import shared_prefix
+from tunelab.models.prompt_caches import PromptCaches, reuses_prompts
 from tunelab.models.tokens import decode
 
 if TYPE_CHECKING:
@@ -71,45 +69,6 @@ def is_encoder_decoder(model: torch.nn.Module) -> bool:
     return bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
 
 
-class SharedPrefix:
-    """Each batch's inputs with the prompts' shared token prefix run once.
-
-    The prefix every prompt starts with (`shared_prefix`, at least MIN_SHARED_PREFIX tokens)
-    runs once for the whole call; without one, each batch's own shared prefix runs once for
-    that batch. The prefix's cache is copied to every row of the batch (generation appends to
-    it), so the prefix costs one row's forward pass however many rows use it."""
-
-    def __init__(self, model: torch.nn.Module, prompts: Sequence[Sequence[int]]) -> None:
-        self.model = model
-        self.device = next(model.parameters()).device
-        self.whole = shared_prefix(prompts)
-        self._last: tuple[tuple[int, ...], object] | None = None  # (prefix, its cache)
-
-    def inputs(self, prompts: Sequence[Sequence[int]], pad_id: int
-               ) -> tuple[torch.Tensor, torch.Tensor, dict[str, object]]:
-        """(input_ids, attention_mask, the prefix's cache under the model's keyword or {})
-        of a batch, for `model.generate`."""
-        length = self.whole or shared_prefix(prompts)
-        if not length:
-            ids, mask = left_pad(prompts, pad_id)
-            return ids.to(self.device), mask.to(self.device), {}
-        prefix = tuple(prompts[0][:length])
-        rows = len(prompts)
-        own_ids, own_mask = left_pad([p[length:] for p in prompts], pad_id)
-        ids = torch.cat([torch.tensor([prefix]).expand(rows, -1), own_ids], dim=1)
-        mask = torch.cat([torch.ones((rows, length), dtype=torch.long), own_mask], dim=1)
-        cache = select_cache(self.model, self._cache_of(prefix),
-                             torch.zeros(rows, dtype=torch.long, device=self.device))
-        return ids.to(self.device), mask.to(self.device), {cache_argument(self.model): cache}
-
-    def _cache_of(self, prefix: tuple[int, ...]) -> object:
-        if self._last is None or self._last[0] != prefix:
-            out = self.model(input_ids=torch.tensor([prefix], device=self.device),
-                             use_cache=True)
-            self._last = (prefix, output_cache(out))
-        return self._last[1]
-
-
 def generate(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -120,6 +79,7 @@ def generate(
     hit_limit: list[bool] | None = None,
     share_prefix: bool = True,
     results: ResultCache | None = None,
+    kept: PromptCaches | None = None,
 ) -> list[str]:
     """Generate a completion for each prompt (token ids), returned in the input order.
 
@@ -129,17 +89,36 @@ def generate(
     after its start token, so nothing of the prompt is echoed. `hit_limit`, when given, is
     filled with whether each completion ran to max_new_tokens without an end token or a stop
     string (an answer cut off, not finished). `share_prefix` runs a shared token prefix once
-    wherever the model can take a cache (`SharedPrefix`); False runs whole prompts. With
-    `results` (greedy decoding only), a prompt this model already completed under these
-    settings is looked up, not run (eval/result_cache.py)."""
+    wherever the model can take a cache, and starts each prompt from `kept` (a study's store of
+    the prompts it ran) where given; False runs whole prompts. With `results` (greedy decoding
+    only), a prompt this model already completed under these settings is looked up, not run
+    (eval/result_cache.py), and noted in `kept`; without, a prompt repeated in the call runs
+    once (greedy decoding)."""
+    reusing = share_prefix and reuses_prompts(model)
+    ran: set[int] = set()
+
     def run(indices: list[int]) -> list[tuple[str, bool]]:
-        return _generate([prompts[i] for i in indices], model, tokenizer, config, desc,
-                         share_prefix)
+        ran.update(indices)
+        caches = None
+        if reusing:
+            caches = kept if kept is not None else PromptCaches(keeps_rows=False)
+            caches.bind(model)
+        return _generate([prompts[i] for i in indices], model, tokenizer, config, desc, caches)
     if results is not None and not config.do_sample:
         settings = {"max_new_tokens": config.max_new_tokens, "stop": list(config.stop),
                     "tokenizer": tokenizer_fingerprint(tokenizer)}
         done = [tuple(x) for x in results.through(model, "generate", settings,
                                                    [token_bytes(p) for p in prompts], run)]
+        if kept is not None and reusing:  # looked up: a later prompt may still start from it
+            kept.bind(model)
+            for index in sorted(set(range(len(prompts))) - ran):
+                kept.note(prompts[index])
+    elif not config.do_sample:  # a prompt repeated (an item left as it was) runs once
+        first: dict[tuple[int, ...], int] = {}
+        for index, prompt in enumerate(prompts):
+            first.setdefault(tuple(prompt), index)
+        once = dict(zip(first.values(), run(list(first.values())), strict=True))
+        done = [once[first[tuple(prompt)]] for prompt in prompts]
     else:
         done = run(list(range(len(prompts))))
     if hit_limit is not None:
@@ -147,19 +126,35 @@ def generate(
     return [text.strip() if strip else text for text, _ in done]
 
 
+def _to_run(prompt: Sequence[int], caches: PromptCaches | None) -> int:
+    """The tokens of `prompt` the model would run now (all but those `caches` holds)."""
+    held = caches.longest(prompt)[0] if caches is not None else 0
+    return len(prompt) - min(held, len(prompt) - 1)
+
+
 @torch.no_grad()
 def _generate(prompts: Sequence[Sequence[int]], model: torch.nn.Module,
               tokenizer: PreTrainedTokenizerBase, config: GenerationConfig, desc: str,
-              share_prefix: bool) -> list[tuple[str, bool]]:
+              caches: PromptCaches | None, anchored: bool = True) -> list[tuple[str, bool]]:
     """(text cut at the stop strings, whether it ran to max_new_tokens unfinished) of each
-    prompt, in the input order."""
+    prompt, in the input order; with `caches`, each prompt starts from its longest stored
+    prefix, after the call's (or else each batch's) shared prefix and the prompts noted earlier
+    that these start the same way (`PromptCaches.anchors`, unless `anchored` is False) are
+    stored."""
     model.eval()
     device = next(model.parameters()).device
-    # Longest first: similar lengths share a batch (little padding) and memory peaks early.
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     seq2seq = is_encoder_decoder(model)
-    shared = (SharedPrefix(model, prompts) if share_prefix and not seq2seq and shares_cache(model)
-              else None)
+    whole = shared_prefix(prompts) if caches is not None else 0
+    if caches is not None and whole:
+        caches.extend(model, prompts[0][:whole])
+    if caches is not None and anchored and (anchors := caches.anchors(prompts)):
+        # Prompts looked up earlier that these share more of (the clean items of a study
+        # whose results were cached): their states are kept first, one token generated.
+        _generate(anchors, model, tokenizer, replace(config, max_new_tokens=1, do_sample=False,
+                                                     stop=[]), desc, caches, anchored=False)
+    # Most tokens to run first: similar lengths share a batch (little padding) and memory peaks
+    # early. What runs is what the store does not hold (a perturbed item: from its change on).
+    order = sorted(range(len(prompts)), key=lambda i: -_to_run(prompts[i], caches))
     outputs: list[tuple[str, bool]] = [("", False)] * len(prompts)
     torch.manual_seed(config.seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -174,8 +169,12 @@ def _generate(prompts: Sequence[Sequence[int]], model: torch.nn.Module,
         for start in range(0, len(order), config.batch_size):
             rows = order[start:start + config.batch_size]
             batch = [prompts[i] for i in rows]
-            if shared is not None:
-                ids, mask, cached = shared.inputs(batch, pad_id)
+            laid_out = None
+            if caches is not None:
+                if not whole and (own := shared_prefix(batch)):
+                    caches.extend(model, batch[0][:own])
+                laid_out = caches.inputs(model, batch, pad_id)
+                ids, mask, cached = laid_out.input_ids, laid_out.attention_mask, laid_out.cached
             else:
                 ids, mask = (right_pad if seq2seq else left_pad)(batch, pad_id)
                 ids, mask, cached = ids.to(device), mask.to(device), {}
@@ -189,6 +188,8 @@ def _generate(prompts: Sequence[Sequence[int]], model: torch.nn.Module,
                 eos_token_id=tokenizer.eos_token_id,
                 **extra,
             )
+            if caches is not None and laid_out is not None:
+                caches.keep(batch, laid_out)
             # A decoder's sequences start with its start token; a causal LM's with the prompt.
             new_tokens = generated[:, 1:] if seq2seq else generated[:, ids.shape[1]:]
             ends = {t for t in (tokenizer.eos_token_id, pad_id) if t is not None}

@@ -127,9 +127,12 @@ class Classification:
             per_item[row, index[ref] * (n_labels + 1) + col] = 1.0
 
         def score_totals(totals: np.ndarray) -> Totals:
-            return confusion_scores(np.asarray(totals).reshape(n_labels, n_labels + 1), labels)
+            cells = np.asarray(totals)
+            if cells.ndim == 1:
+                return confusion_scores(cells.reshape(n_labels, n_labels + 1), labels)
+            return confusion_score_rows(cells.reshape(-1, n_labels, n_labels + 1), labels)
 
-        return SufficientStats(per_item=per_item, score_totals=score_totals)
+        return SufficientStats(per_item=per_item, score_totals=score_totals, batched=True)
 
     def aggregate(self, items: Sequence[tuple[str, str]]) -> Scores:
         check_not_empty(items, self.name)
@@ -152,47 +155,50 @@ def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 
 def confusion_scores(confusion: np.ndarray, labels: Sequence[str]) -> Scores:
     """All classification scores from a (L, L+1) confusion matrix whose last column is invalid."""
+    return {key: float(values[0]) for key, values in
+            confusion_score_rows(confusion[None], labels).items()}
+
+
+def confusion_score_rows(confusions: np.ndarray, labels: Sequence[str]) -> dict[str, np.ndarray]:
+    """`confusion_scores` of each of B confusion matrices (B, L, L+1) at once: {key: (B,)}
+    (a bootstrap's resamples scored without a Python loop)."""
     n_labels = len(labels)
-    n_items = float(confusion.sum())
-    true_positive = np.diag(confusion[:, :n_labels])  # (L,)
-    predicted = confusion[:, :n_labels].sum(axis=0)  # valid predictions per label
-    actual = confusion.sum(axis=1)  # true items per label, including invalid predictions
+    valid = confusions[:, :, :n_labels]
+    n_items = confusions.sum(axis=(1, 2))  # (B,)
+    true_positive = np.diagonal(valid, axis1=1, axis2=2)  # (B, L)
+    predicted = valid.sum(axis=1)  # valid predictions per label
+    actual = confusions.sum(axis=2)  # true items per label, including invalid predictions
     precision = _divide(true_positive, predicted)
     recall = _divide(true_positive, actual)
     f1 = _divide(2 * true_positive, predicted + actual)  # sklearn's formula, = 2PR/(P+R)
-    tp_all, pred_all, true_all = true_positive.sum(), predicted.sum(), actual.sum()
-
-    scores: Scores = {
-        "accuracy": 100.0 * tp_all / n_items if n_items else 0.0,
-        "precision_macro": 100.0 * float(precision.mean()),
-        "recall_macro": 100.0 * float(recall.mean()),
-        "f1_macro": 100.0 * float(f1.mean()),
-        "precision_micro": 100.0 * tp_all / pred_all if pred_all else 0.0,
-        "recall_micro": 100.0 * tp_all / true_all if true_all else 0.0,
-        "f1_micro": 100.0 * 2 * tp_all / (pred_all + true_all) if pred_all + true_all else 0.0,
-        "mcc": _mcc(confusion),
-        "invalid_rate": 100.0 * float(confusion[:, n_labels].sum()) / n_items if n_items else 0.0,
+    tp_all, pred_all, true_all = true_positive.sum(axis=1), predicted.sum(axis=1), actual.sum(axis=1)
+    scores: dict[str, np.ndarray] = {
+        "accuracy": _divide(100.0 * tp_all, n_items),
+        "precision_macro": 100.0 * precision.mean(axis=1),
+        "recall_macro": 100.0 * recall.mean(axis=1),
+        "f1_macro": 100.0 * f1.mean(axis=1),
+        "precision_micro": _divide(100.0 * tp_all, pred_all),
+        "recall_micro": _divide(100.0 * tp_all, true_all),
+        "f1_micro": _divide(100.0 * 2 * tp_all, pred_all + true_all),
+        "mcc": _mcc(confusions),
+        "invalid_rate": _divide(100.0 * confusions[:, :, n_labels].sum(axis=1), n_items),
     }
     for i, label in enumerate(labels):
-        scores[f"precision[{label}]"] = 100.0 * float(precision[i])
-        scores[f"recall[{label}]"] = 100.0 * float(recall[i])
-        scores[f"f1[{label}]"] = 100.0 * float(f1[i])
-    return {k: float(v) for k, v in scores.items()}
+        scores[f"precision[{label}]"] = 100.0 * precision[:, i]
+        scores[f"recall[{label}]"] = 100.0 * recall[:, i]
+        scores[f"f1[{label}]"] = 100.0 * f1[:, i]
+    return scores
 
 
-def _mcc(confusion: np.ndarray) -> float:
-    """Multi-class Matthews correlation (Gorodkin's R_K), computed as sklearn does.
-
-    The invalid column becomes a class with no true items (an all-zero row).
-    """
-    square = np.vstack([confusion, np.zeros((1, confusion.shape[1]))])  # (L+1, L+1)
-    t_sum = square.sum(axis=1)
-    p_sum = square.sum(axis=0)
-    n_correct = np.trace(square)
-    n_samples = p_sum.sum()
-    cov_ytyp = n_correct * n_samples - np.dot(t_sum, p_sum)
-    cov_ypyp = n_samples**2 - np.dot(p_sum, p_sum)
-    cov_ytyt = n_samples**2 - np.dot(t_sum, t_sum)
-    if cov_ypyp * cov_ytyt == 0:
-        return 0.0
-    return float(cov_ytyp / np.sqrt(cov_ytyt * cov_ypyp))
+def _mcc(confusions: np.ndarray) -> np.ndarray:
+    """Multi-class Matthews correlation (Gorodkin's R_K) of each (L, L+1) confusion matrix,
+    computed as sklearn does. The invalid column becomes a class with no true items (an
+    all-zero row)."""
+    t_sum = confusions.sum(axis=2)  # (B, L); the invalid class has no true items
+    p_sum = confusions.sum(axis=1)  # (B, L+1)
+    n_correct = np.trace(confusions[:, :, :confusions.shape[1]], axis1=1, axis2=2)
+    n_samples = p_sum.sum(axis=1)
+    cov_ytyp = n_correct * n_samples - np.einsum("bl,bl->b", t_sum, p_sum[:, :-1])
+    cov_ypyp = n_samples**2 - np.einsum("bl,bl->b", p_sum, p_sum)
+    cov_ytyt = n_samples**2 - np.einsum("bl,bl->b", t_sum, t_sum)
+    return _divide(cov_ytyp, np.sqrt(cov_ytyt * cov_ypyp))

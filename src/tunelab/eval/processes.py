@@ -20,6 +20,7 @@ import os
 import traceback
 import warnings
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
@@ -101,6 +102,15 @@ def run_request(output_type: OutputType, request: Request) -> Outputs:
     return processes.run(output_type, request) if processes else output_type.run(request)
 
 
+def run_requests(output_type: OutputType, requests: Sequence[Request]) -> list[Outputs]:
+    """`output_type.run_all(requests)` (versions of the same items, one model pass over all),
+    or each request split over the active processes where there are workers to share it."""
+    processes = active()
+    if processes is not None and processes.has_workers:
+        return [processes.run(output_type, request) for request in requests]
+    return output_type.run_all(requests)
+
+
 class EvalProcesses:
     """This process and n - 1 workers scoring shares of each evaluation (see module doc)."""
 
@@ -120,6 +130,11 @@ class EvalProcesses:
     @property
     def threads(self) -> int:
         return self.asked_threads or max(1, (os.cpu_count() or 1) // self.n)
+
+    @property
+    def has_workers(self) -> bool:
+        """Whether other processes score shares here (one process: everything runs here)."""
+        return bool(self._workers)
 
     def __enter__(self) -> EvalProcesses:
         self._start()

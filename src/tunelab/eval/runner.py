@@ -29,7 +29,7 @@ from tunelab.eval.output_types import (
     get_output_type,
     warn_dropped,
 )
-from tunelab.eval.processes import run_request
+from tunelab.eval.processes import run_request, run_requests
 from tunelab.eval.shard import Shard
 from tunelab.eval.tasks import TaskItems, check_task, read_task
 from tunelab.models import LoadedModel
@@ -42,7 +42,7 @@ PredictionRow = dict[str, Any]  # Any: JSON values whose fields vary by output t
 values) and what the output type adds (choices, hit_max_new_tokens, ...)."""
 
 __all__ = ["EvalResult", "context_limit", "evaluate_loaded", "evaluate_records", "evaluate_shared",
-           "score_harm", "score_outputs", "write_result"]
+           "evaluate_versions", "score_harm", "score_outputs", "write_result"]
 
 
 @dataclass
@@ -102,6 +102,33 @@ def evaluate_records(
     start = time.perf_counter()
     outputs = _outputs(lm, task, list(records), shots, pool, system, framing, 0)
     return _result(lm, task, len(records), outputs, shots, system, bootstrap, start)
+
+
+def evaluate_versions(
+    lm: LoadedModel,
+    task: TaskConfig,
+    versions: Sequence[Sequence[Record]],
+    shots: int = 0,
+    pool: Sequence[Record] = (),
+    system: System = BASE,
+    framing: Framing | None = None,
+) -> list[EvalResult]:
+    """`evaluate_records` of each version of the same items (a study's perturbed or
+    counterfactual copies), with the model run once over all of them where the output type
+    can (one generation call: longer batches of similar length, a prompt repeated across
+    versions run once). Each version's result is what `evaluate_records` gives it (its items
+    indexed from 0, its own shots); each takes an equal share of the wall time."""
+    start = time.perf_counter()
+    output_type = get_output_type(task.output_type)
+    output_type.check_shots(shots)
+    framing = framing or Framing.of(task)
+    requests = [Request(lm, task, list(records), list(pool), shots, system.label, framing)
+                for records in versions]
+    every = run_requests(output_type, requests)
+    share = (time.perf_counter() - start) / max(len(versions), 1)
+    return [_result(lm, task, len(records), outputs, shots, system, None,
+                    time.perf_counter() - share)
+            for records, outputs in zip(versions, every, strict=True)]
 
 
 def _outputs(lm: LoadedModel, task: TaskConfig, records: list[Record], shots: int,

@@ -107,13 +107,19 @@ def shares_cache(model: torch.nn.Module) -> bool:
     return model_cache_argument(model) is not None
 
 
+def new_cache(model: torch.nn.Module) -> DynamicCache:
+    """An empty cache of the kind `model`'s config asks for (sliding-window layers where it
+    has them)."""
+    try:
+        return DynamicCache(config=model_config(model))
+    except TypeError:  # older cache constructors take no config
+        return DynamicCache()
+
+
 def select_cache(model: torch.nn.Module, cache: Any,  # Any: Cache types layer keys Optional
                  index: torch.Tensor) -> DynamicCache:
     """A new cache holding rows `index` (repeats allowed) of every layer of `cache`."""
-    try:
-        selected = DynamicCache(config=model_config(model))
-    except TypeError:  # older cache constructors take no config
-        selected = DynamicCache()
+    selected = new_cache(model)
     for layer_idx, layer in enumerate(cache.layers):
         selected.update(layer.keys[index], layer.values[index], layer_idx)
     return selected

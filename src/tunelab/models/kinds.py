@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 
     from tunelab.models import logits as model_logits
     from tunelab.models.logits import ModelInputs
+    from tunelab.models.prompt_caches import PromptCaches
 
     Batch = dict[str, torch.Tensor]
 else:
@@ -75,6 +76,9 @@ class LoadedModel:
     recipe: Recipe | None = None
     """How to load this model again in another process (eval/processes.py), or None where it
     exists only here (weights trained or combined in this process)."""
+    prompt_caches: PromptCaches | None = field(default=None, repr=False)
+    """The prompts generated from so far, kept for the prompts after them while a study
+    scores one system's items in several versions (`prompt_caches.kept_prompts`)."""
 
 
 class Recipe(Protocol):

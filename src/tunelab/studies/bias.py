@@ -19,9 +19,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunelab.config import BiasConfig, TaskConfig
+from tunelab.core.deferred import deferred
 from tunelab.core.errors import TunelabError
 from tunelab.data import Record
 from tunelab.data.transforms.counterfactual import (
@@ -54,6 +55,11 @@ from tunelab.studies.generation_bias import (
     write_completions,
 )
 from tunelab.studies.robustness import changed_predictions
+
+if TYPE_CHECKING:
+    from tunelab.models import prompt_caches
+else:  # it uses torch as it is imported
+    prompt_caches = deferred("tunelab.models.prompt_caches")
 
 
 @dataclass
@@ -115,17 +121,19 @@ class ProbeRow:
 def score_probes(lm: LoadedModel, task: TaskConfig, items: Sequence[ProbeItems], system: System,
                  pool: Sequence[Record] = (), framing: Framing | None = None,
                  ) -> tuple[list[ProbeRow], dict[str, dict[str, EvalResult]]]:
-    """One system on every probe's group variants: rows and the results (probe -> group)."""
+    """One system on every probe's group variants: rows and the results (probe -> group); each
+    variant's prompt runs from its first token that differs from a prompt run before it."""
     rows, results = [], {}
-    for probe_set in items:
-        probe = probe_set.probe
-        if not probe_set.n:
-            rows.append(ProbeRow(system.label, probe.name, 0, "", 0.0, probe.groups[0]))
-            continue
-        by_group = {g: evaluate_records(lm, task, recs, system.shots, pool, system, framing)
-                    for g, recs in probe_set.groups.items()}
-        results[probe.name] = by_group
-        rows.append(probe_row(task, system, probe, by_group))
+    with prompt_caches.kept_prompts(lm):
+        for probe_set in items:
+            probe = probe_set.probe
+            if not probe_set.n:
+                rows.append(ProbeRow(system.label, probe.name, 0, "", 0.0, probe.groups[0]))
+                continue
+            by_group = {g: evaluate_records(lm, task, recs, system.shots, pool, system, framing)
+                        for g, recs in probe_set.groups.items()}
+            results[probe.name] = by_group
+            rows.append(probe_row(task, system, probe, by_group))
     return rows, results
 
 

@@ -19,11 +19,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
 from tunelab.config import RobustnessConfig, TaskConfig
+from tunelab.core.deferred import deferred
 from tunelab.core.errors import TunelabError
 from tunelab.data import Record
 from tunelab.data.transforms.perturbations import (
@@ -35,13 +36,24 @@ from tunelab.data.transforms.perturbations import (
 from tunelab.eval.compare import item_scores, paired_difference, primary_key, scored_by
 from tunelab.eval.metrics import delta_ci, paired_deltas
 from tunelab.eval.output_types import Framing, input_text
-from tunelab.eval.runner import EvalResult, evaluate_records, task_items, write_result
+from tunelab.eval.runner import (
+    EvalResult,
+    evaluate_records,
+    evaluate_versions,
+    task_items,
+    write_result,
+)
 from tunelab.eval.tables import format_table
 from tunelab.models import LoadedModel
 from tunelab.runs import RunDir, StudyFiles, System
 from tunelab.studies.baselines import each_system, system_groups
 from tunelab.studies.error_analysis import row_key
 from tunelab.studies.robustness_plots import plot_robustness, plot_severity, variant_label
+
+if TYPE_CHECKING:
+    from tunelab.models import prompt_caches
+else:  # it uses torch as it is imported
+    prompt_caches = deferred("tunelab.models.prompt_caches")
 
 DEFAULT_SEVERITIES = (0.1,)
 
@@ -132,12 +144,14 @@ class SystemRun:
 def score_system(lm: LoadedModel, task: TaskConfig, records: Sequence[Record],
                  variants: Sequence[Variant], system: System, pool: Sequence[Record] = (),
                  framing: Framing | None = None) -> SystemRun:
-    """Score one system on the clean items and on every variant (the shots stay clean)."""
+    """Score one system on the clean items, then on every variant at once (the shots stay
+    clean): each perturbed prompt runs from its first token that differs from the clean one."""
     shots = system.shots
-    run = SystemRun(system, evaluate_records(lm, task, records, shots, pool, system, framing))
-    for variant in variants:
-        run.perturbed[variant.label] = evaluate_records(
-            lm, task, variant.records, shots, pool, system, framing)
+    with prompt_caches.kept_prompts(lm):
+        run = SystemRun(system, evaluate_records(lm, task, records, shots, pool, system, framing))
+        perturbed = evaluate_versions(lm, task, [v.records for v in variants], shots, pool, system,
+                                      framing)
+    run.perturbed = {v.label: result for v, result in zip(variants, perturbed, strict=True)}
     return run
 
 

@@ -217,6 +217,12 @@ class OutputType:
         """Predictions and metric inputs for every record of the request."""
         raise NotImplementedError
 
+    def run_all(self, requests: Sequence[Request]) -> list[Outputs]:
+        """Each request's outputs, as `run` gives them. The requests are versions of the same
+        items on one model (a study's perturbed copies); a type whose model calls gain from
+        one pass over all of them (longer batches, less padding) overrides this."""
+        return [self.run(request) for request in requests]
+
     def check_predict(self, task: TaskConfig) -> None:
         """Raise a one-line error when this type has nothing to predict for `task` (it only
         scores given answers); asked before any model loads."""

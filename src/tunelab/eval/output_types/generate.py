@@ -3,6 +3,7 @@ completion's NLL -> perplexity. Each request runs only when some task metric rea
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 from tunelab.config import TaskConfig
@@ -37,13 +38,31 @@ class GenerateOutput(OutputType):
     metrics: ClassVar[tuple[str, ...]] = (*TEXT_METRICS, "perplexity")
 
     def run(self, request: Request) -> Outputs:
+        return self.run_all([request])[0]
+
+    def run_all(self, requests: Sequence[Request]) -> list[Outputs]:
+        """Every request's prompts generated in one call (one model, one task: a study's
+        versions of the same items), then each request's outputs."""
+        prompts = [_prompts(request) for request in requests]
+        texts: list[list[str]] = [[""] * len(p) for p in prompts]
+        limits: list[list[bool]] = [[False] * len(p) for p in prompts]
+        writing = [i for i, request in enumerate(requests) if request.wants(MetricInput.TEXT)]
+        if writing:
+            every = [prompt for i in writing for prompt in prompts[i]]
+            hit_limit = [False] * len(every)
+            generated = _generated(requests[writing[0]], every, hit_limit)
+            start = 0
+            for i in writing:
+                end = start + len(prompts[i])
+                texts[i], limits[i] = generated[start:end], hit_limit[start:end]
+                start = end
+        return [self._outputs(request, p, t, h)
+                for request, p, t, h in zip(requests, prompts, texts, limits, strict=True)]
+
+    def _outputs(self, request: Request, prompts: list[Prompt], predictions: list[str],
+                 hit_limit: list[bool]) -> Outputs:
         lm, task = request.lm, request.task
-        gen = task.eval.generation
-        prompts = _prompts(request)
         references = [reference_of(task, r) for r in request.records]
-        hit_limit: list[bool] = [False] * len(prompts)
-        predictions = (_generated(request, prompts, hit_limit)
-                       if request.wants(MetricInput.TEXT) else [""] * len(prompts))
         rows = [row(i, r, p.rendered.prompt, predictions[i], references[i])
                 for i, (r, p) in enumerate(zip(request.records, prompts, strict=True))]
         for out_row, limited in zip(rows, hit_limit, strict=True):
@@ -58,7 +77,7 @@ class GenerateOutput(OutputType):
                         else tokenize_example)
             tokenized = [tokenize(p.rendered, lm.tokenizer, max_length=limit) for p in prompts]
             out.measured[MetricInput.NLL_TOKENS] = loglikelihood.completion_nll(
-                lm.model, tokenized, lm.tokenizer.pad_token_id, gen.batch_size,
+                lm.model, tokenized, lm.tokenizer.pad_token_id, request.task.eval.generation.batch_size,
                 results=request.results)
         return out
 
@@ -90,4 +109,5 @@ def _generated(request: Request, prompts: list[Prompt], hit_limit: list[bool] | 
     lm = request.lm
     return generation.generate(lm.model, lm.tokenizer, [p.ids for p in prompts],
                                request.task.eval.generation, desc=request.system,
-                               hit_limit=hit_limit, results=request.results)
+                               hit_limit=hit_limit, results=request.results,
+                               kept=lm.prompt_caches)

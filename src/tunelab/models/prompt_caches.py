@@ -1,0 +1,269 @@
+"""Key/value caches of prompts already run, for later prompts that start the same way.
+
+Generation runs each prompt token once where it can. A token prefix the prompts of a call
+share (fixed few-shot examples, an instruction, a chat template's system turn) runs once for
+the call; and a study that scores the same items in several versions (robustness's
+perturbations, bias's counterfactual groups) keeps every prompt it ran while it scores one
+system (`kept_prompts`): a perturbed version of an item then starts from the clean item's
+cache and runs only from the first token the perturbation changed.
+
+Entries sit in a token trie, so the longest stored prefix of a prompt is one walk down its
+tokens. An entry's keys and values at positions [0, n) depend only on its first n tokens
+(causal attention), so any entry through a trie node serves that node's prefix. The store
+holds at most `budget` bytes (the first prompts run are kept: a study's clean items) and only
+for the weights it was filled with (`models/fingerprint.py`): other weights empty it first.
+
+A batch built from the store has rows [stored positions | masked gap | own tokens], padded in
+the middle, so every token keeps the position and attention it has in a left-padded whole
+prompt (generate numbers positions from the attention mask): the same tokens come out
+(tests/test_generate_prefix.py, every causal family, LoRA on top).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+
+from tunelab.models.cache import (
+    MIN_SHARED_PREFIX,
+    cache_argument,
+    new_cache,
+    output_cache,
+    shares_cache,
+)
+from tunelab.models.fingerprint import model_fingerprint
+from tunelab.models.pretrained import model_config
+
+if TYPE_CHECKING:
+    from transformers import DynamicCache
+
+PROMPT_CACHE_BYTES = 512 * 2**20
+"""What a study's store holds at most: about 110 prompts of 100 tokens of the built-in 135M
+model in float32 (30 layers, 3 key/value heads of 64)."""
+
+LayerStates = list[tuple[torch.Tensor, torch.Tensor]]
+"""Per layer, (keys, values) of one sequence: [heads, tokens, head_dim] each."""
+
+
+class _Node:
+    __slots__ = ("children", "entry")
+
+    def __init__(self, entry: int) -> None:
+        self.children: dict[int, _Node] = {}
+        self.entry = entry
+        """An entry whose tokens pass through this node (it serves the node's prefix)."""
+
+
+@dataclass
+class BatchInputs:
+    """A batch laid out on the store's caches, for `model.generate`."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    cached: dict[str, object]
+    """The cache under the model's keyword (empty: the rows reuse nothing)."""
+    reused: list[int]
+    """Per row, the positions read from the store."""
+    width: int
+    """Columns the cache covers (the widest reuse; shorter rows are masked up to it)."""
+
+
+class PromptCaches:
+    """Prompts' key/value states by their tokens, found by the longest stored prefix.
+
+    `keeps_rows`: every prompt of every batch is kept (a study's store); otherwise only the
+    shared prefixes `extend` runs (one call's)."""
+
+    def __init__(self, budget: int = PROMPT_CACHE_BYTES, keeps_rows: bool = True) -> None:
+        self.budget = budget
+        self.keeps_rows = keeps_rows
+        self.bytes = 0
+        self.reused_tokens = 0
+        """Prompt positions read from the store instead of run (what the store saved)."""
+        self._root = _Node(-1)
+        self._entries: list[LayerStates] = []
+        self._weights: str | None = None
+        self._seen = _Node(-1)
+        """Prompts answered without running (the result cache had them): tokens, no states."""
+        self._seen_prompts: list[tuple[int, ...]] = []
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def bind(self, model: torch.nn.Module) -> None:
+        """Serve `model`'s current weights: a store filled with other weights is emptied."""
+        weights = model_fingerprint(model)
+        if weights != self._weights:
+            self._root, self._entries, self.bytes = _Node(-1), [], 0
+            self._seen, self._seen_prompts = _Node(-1), []
+            self._weights = weights
+
+    def longest(self, prompt: Sequence[int]) -> tuple[int, int]:
+        """(length, entry) of the longest stored prefix of `prompt`; (0, -1) without one."""
+        return _longest(self._root, prompt)
+
+    def note(self, prompt: Sequence[int]) -> None:
+        """Remember a prompt answered without running (its result was looked up): a later
+        prompt that shares more of it than the store holds runs it first (`anchors`)."""
+        if self.keeps_rows:
+            _insert(self._seen, prompt, len(self._seen_prompts))
+            self._seen_prompts.append(tuple(prompt))
+
+    def anchors(self, prompts: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
+        """The noted prompts worth running before `prompts`: each shares at least
+        MIN_SHARED_PREFIX more tokens with one of them than the store holds."""
+        wanted: dict[int, None] = {}
+        for prompt in prompts if self.bytes < self.budget else ():
+            length, entry = _longest(self._seen, prompt)
+            if length - self.longest(prompt)[0] >= MIN_SHARED_PREFIX:
+                wanted[entry] = None
+        return [self._seen_prompts[entry] for entry in wanted]
+
+    def add(self, prompt: Sequence[int], states: LayerStates) -> bool:
+        """Keep `states` (every layer's, all of `prompt`'s positions) unless the budget is
+        spent; whether it was kept."""
+        size = sum(k.numel() * k.element_size() + v.numel() * v.element_size()
+                   for k, v in states)
+        if self.bytes + size > self.budget:
+            return False
+        _insert(self._root, prompt, len(self._entries))
+        self._entries.append(states)
+        self.bytes += size
+        return True
+
+    def extend(self, model: torch.nn.Module, prefix: Sequence[int]) -> None:
+        """Run `prefix` (from its longest stored part on) as one row and keep it."""
+        length, entry = self.longest(prefix)
+        if length == len(prefix):
+            return
+        device = next(model.parameters()).device
+        cache = self._gather(model, [(entry, length)], length) if length else None
+        kwargs = {cache_argument(model): cache} if cache is not None else {}
+        out = model(input_ids=torch.tensor([list(prefix[length:])], device=device),
+                    use_cache=True, **kwargs)
+        self.reused_tokens += length
+        states = _row_states(output_cache(out), 0, [(0, len(prefix))])
+        if states is not None:
+            self.add(prefix, states)
+
+    def inputs(self, model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_id: int
+               ) -> BatchInputs:
+        """A batch of `prompts` reading each one's longest stored prefix (every prompt keeps
+        at least one token to run)."""
+        device = next(model.parameters()).device
+        found = [self.longest(p) for p in prompts]
+        reused = [min(length, len(p) - 1) for (length, _), p in zip(found, prompts, strict=True)]
+        width = max(reused)
+        own = max(len(p) - n for p, n in zip(prompts, reused, strict=True))
+        ids = torch.full((len(prompts), width + own), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, (prompt, n) in enumerate(zip(prompts, reused, strict=True)):
+            ids[row, :n] = torch.tensor(list(prompt[:n]), dtype=torch.long)
+            mask[row, :n] = 1
+            tail = len(prompt) - n
+            ids[row, width + own - tail:] = torch.tensor(list(prompt[n:]), dtype=torch.long)
+            mask[row, width + own - tail:] = 1
+        self.reused_tokens += sum(reused)
+        cached: dict[str, object] = {}
+        if width or self.keeps_rows:  # an empty cache object is filled in place by generate
+            rows = [(entry, n) for (_, entry), n in zip(found, reused, strict=True)]
+            cached[cache_argument(model)] = self._gather(model, rows, width)
+        return BatchInputs(ids.to(device), mask.to(device), cached, reused, width)
+
+    def keep(self, prompts: Sequence[Sequence[int]], batch: BatchInputs) -> None:
+        """After `generate` ran `batch` (its cache filled in place), keep every prompt's
+        states, as long as the budget lasts."""
+        if not self.keeps_rows or not batch.cached:
+            return
+        cache = next(iter(batch.cached.values()))
+        end = batch.input_ids.shape[1]
+        for row, (prompt, n) in enumerate(zip(prompts, batch.reused, strict=True)):
+            if self.longest(prompt)[0] == len(prompt):
+                continue  # kept already (a prompt repeated in the study)
+            states = _row_states(cache, row, [(0, n), (end - (len(prompt) - n), end)])
+            if states is None or not self.add(prompt, states):
+                return
+
+    def _gather(self, model: torch.nn.Module, rows: Sequence[tuple[int, int]], width: int
+                ) -> DynamicCache:
+        """A batch cache of `width` positions: row r holds its entry's first n positions,
+        zeros (masked) after them."""
+        cache = new_cache(model)
+        filled = [(r, self._entries[entry], n) for r, (entry, n) in enumerate(rows) if n]
+        if not filled:
+            return cache
+        for layer, (keys_like, values_like) in enumerate(filled[0][1]):
+            keys = keys_like.new_zeros((len(rows), keys_like.shape[0], width, keys_like.shape[2]))
+            values = values_like.new_zeros((len(rows), values_like.shape[0], width,
+                                            values_like.shape[2]))
+            for row, states, n in filled:
+                keys[row, :, :n] = states[layer][0][:, :n]
+                values[row, :, :n] = states[layer][1][:, :n]
+            cache.update(keys, values, layer)
+        return cache
+
+
+def _longest(root: _Node, prompt: Sequence[int]) -> tuple[int, int]:
+    """(length, entry) of the longest path from `root` along `prompt`'s tokens."""
+    node, length = root, 0
+    for token in prompt:
+        child = node.children.get(token)
+        if child is None:
+            break
+        node, length = child, length + 1
+    return length, node.entry
+
+
+def _insert(root: _Node, prompt: Sequence[int], entry: int) -> None:
+    """`prompt`'s path from `root`, its new nodes marked with `entry`."""
+    node = root
+    for token in prompt:
+        child = node.children.get(token)
+        if child is None:
+            child = node.children[token] = _Node(entry)
+        node = child
+
+
+def _row_states(cache: object, row: int, spans: Sequence[tuple[int, int]]) -> LayerStates | None:
+    """Row `row`'s states over `spans` of positions, or None where a layer no longer holds every
+    position it saw (a sliding window keeps only its last ones)."""
+    layers = getattr(cache, "layers", None)
+    if not layers:
+        return None
+    states = []
+    for layer in layers:
+        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+        if not isinstance(keys, torch.Tensor) or not isinstance(values, torch.Tensor) \
+                or keys.dim() != 4 or keys.shape[-2] != layer.get_seq_length():
+            return None
+        states.append((torch.cat([keys[row, :, a:b] for a, b in spans], dim=1),
+                       torch.cat([values[row, :, a:b] for a, b in spans], dim=1)))
+    return states
+
+
+def reuses_prompts(model: torch.nn.Module) -> bool:
+    """Whether `model` can start from stored prompt states: a causal model that takes a cache
+    (no encoder-decoder, no peft prompt learning)."""
+    return shares_cache(model) and not getattr(model_config(model), "is_encoder_decoder", False)
+
+
+class HoldsPromptCaches(Protocol):
+    """A loaded model (`models.kinds.LoadedModel`) and the store its generation reads."""
+
+    prompt_caches: PromptCaches | None
+
+
+@contextmanager
+def kept_prompts(lm: HoldsPromptCaches) -> Iterator[PromptCaches]:
+    """Every prompt `lm` generates from inside the block is kept for the prompts after it (one
+    system's clean and perturbed items); the store is dropped at the end."""
+    previous = lm.prompt_caches
+    lm.prompt_caches = PromptCaches()
+    try:
+        yield lm.prompt_caches
+    finally:
+        lm.prompt_caches = previous
