@@ -7,7 +7,7 @@ in batches of --batch-size:
   naive    the items in their order, left-padded with the tokenizer's pad token, one
            `model.generate` per batch, then the text cut at the stop strings
   tunelab  eval.generation.generate: length-sorted batches, a token prefix shared by the
-           prompts run once (SharedPrefix)
+           prompts run once (models/prompt_caches.py)
 
 Three prompt shapes: 0 shots, K shots drawn per item (`fewshot.sampler: random`), and K shots
 shared by every item (`fewshot.sampler: first`, as MMLU's dev-set shots). Each system is timed

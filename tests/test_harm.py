@@ -104,7 +104,7 @@ def _generate_task(metrics: tuple[str, ...] = ("classification",)) -> TaskConfig
 @pytest.fixture()
 def written_text(monkeypatch: pytest.MonkeyPatch) -> None:
     """The model 'writes' GENERATED, in item order, so the rates can be counted by hand."""
-    def fake(model, tokenizer, prompts, gen, desc="", hit_limit=None, results=None):  # noqa: ANN001, ANN202
+    def fake(model, tokenizer, prompts, gen, desc="", hit_limit=None, results=None, kept=None):  # noqa: ANN001, ANN202
         assert len(prompts) == len(GENERATED)
         return list(GENERATED)
 
