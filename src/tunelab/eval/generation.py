@@ -100,9 +100,11 @@ def generate(
     def run(indices: list[int]) -> list[tuple[str, bool]]:
         ran.update(indices)
         caches = None
-        if reusing:
-            caches = kept if kept is not None else PromptCaches(keeps_rows=False)
-            caches.bind(model)
+        if reusing and kept is not None:
+            kept.bind(model)  # a study's store: emptied if it was filled with other weights
+            caches = kept
+        elif reusing:
+            caches = PromptCaches(keeps_rows=False)  # this call's: new, nothing to check
         return _generate([prompts[i] for i in indices], model, tokenizer, config, desc, caches)
     if results is not None and not config.do_sample:
         settings = {"max_new_tokens": config.max_new_tokens, "stop": list(config.stop),

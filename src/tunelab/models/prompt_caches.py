@@ -67,9 +67,8 @@ class BatchInputs:
     cached: dict[str, object]
     """The cache under the model's keyword (empty: the rows reuse nothing)."""
     reused: list[int]
-    """Per row, the positions read from the store."""
-    width: int
-    """Columns the cache covers (the widest reuse; shorter rows are masked up to it)."""
+    """Per row, the positions read from the store (the cache spans the widest; shorter rows
+    are masked up to it)."""
 
 
 class PromptCaches:
@@ -172,7 +171,7 @@ class PromptCaches:
         if width or self.keeps_rows:  # an empty cache object is filled in place by generate
             rows = [(entry, n) for (_, entry), n in zip(found, reused, strict=True)]
             cached[cache_argument(model)] = self._gather(model, rows, width)
-        return BatchInputs(ids.to(device), mask.to(device), cached, reused, width)
+        return BatchInputs(ids.to(device), mask.to(device), cached, reused)
 
     def keep(self, prompts: Sequence[Sequence[int]], batch: BatchInputs) -> None:
         """After `generate` ran `batch` (its cache filled in place), keep every prompt's
