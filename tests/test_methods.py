@@ -42,8 +42,8 @@ from tunelab.methods import get_method, trainable_parameters
 from tunelab.methods.base import input_logits, parse_options
 from tunelab.methods.bitfit import added_biases
 from tunelab.models.kinds import CAUSAL, CLASSIFIER, SEQ2SEQ, ModelKind
-from tunelab.runs.merge import inference_model, merge_run, merged_model
-from tunelab.runs.run_dir import load_run_model
+from tunelab.runs.merge import merge_run, merged_model
+from tunelab.runs.run_dir import load_run_model, scoring_run_model
 
 TESTS = Path(__file__).parent
 
@@ -430,7 +430,7 @@ def test_train_evaluate_and_merge_a_run(method: str, tiny_llama: Path, tmp_path:
     assert result.summary["steps"] == 3 and result.summary["best_val_loss"] is not None
     assert result.evaluation is not None and "perplexity" in result.evaluation.scores
     ids = torch.tensor([[5, 6, 7, 8]])
-    lm = inference_model(result.run_dir)  # merged where the method merges
+    lm = scoring_run_model(result.run_dir)  # merged where the method merges
     with torch.no_grad():
         generated = lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
                                       max_new_tokens=3, do_sample=False, eos_token_id=None)

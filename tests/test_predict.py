@@ -34,7 +34,7 @@ from tunelab.data import load_splits
 from tunelab.data.sources import input_record
 from tunelab.eval.output_types import Framing, Request, get_output_type
 from tunelab.runs import RunDir, System, read_config
-from tunelab.runs.merge import inference_model
+from tunelab.runs.run_dir import scoring_run_model
 
 LABELS = ["positive", "negative"]
 
@@ -189,7 +189,7 @@ def test_multiple_choice_predicts_the_choice_its_evaluation_picks(runs: dict[str
     answered = load_splits(config.data).test[:4]
     new = [input_record({"text": r.columns["text"]}, r.origin, config.data.fields,
                         config.data.instruction) for r in answered]
-    lm = inference_model(runs["causal"])
+    lm = scoring_run_model(runs["causal"])
     output_type = get_output_type("multiple_choice")
     evaluated = output_type.run(Request(lm, task, answered, framing=Framing.of(task)))
     predicted = output_type.predict(Request(lm, task, new, framing=Framing.of(task)))

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 import torch
 from eval_helpers import REVIEWS
+from helpers import tiny_run_config
 
+import tunelab
 from tests.conftest import build_tiny_llama
 from tunelab.config import EvalConfig, GenerationConfig, ModelConfig, TaskConfig
 from tunelab.eval import choice, generation, heads, loglikelihood, rolling_nll
@@ -23,7 +25,8 @@ from tunelab.methods.base import parse_options
 from tunelab.models import load_model
 from tunelab.models.fingerprint import model_fingerprint
 from tunelab.models.kinds import get_kind, load_classifier
-from tunelab.runs import System
+from tunelab.runs import System, scoring_run_model
+from tunelab.workflows.train import run_task
 
 TEXTS = ["a gorgeous , witty movie", "dull", "the story is also as unoriginal as they come .",
          "an engrossing portrait"]
@@ -55,6 +58,21 @@ def _sharpen(model: torch.nn.Module, seed: int, only_trainable: bool = False) ->
         for parameter in model.parameters():
             if parameter.requires_grad or not only_trainable:
                 parameter.normal_(0, 0.5)
+
+
+def _model_passes(monkeypatch: pytest.MonkeyPatch, functions: Any) -> list[str]:
+    """The name of each (module, function) in `functions` every time it runs a model pass
+    (not a lookup). Any: modules and names."""
+    passes: list[str] = []
+    for module, name in functions:
+        real = getattr(module, name)
+
+        def counted(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any
+                    ) -> Any:  # Any: each function's own arguments
+            passes.append(_name)
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(module, name, counted)
+    return passes
 
 
 def _prompts(lm: Any) -> list[list[int]]:  # Any: LoadedModel
@@ -143,6 +161,26 @@ def test_two_adapters_on_one_base_and_the_base_itself_each_get_their_own_answers
     assert results.hits > 0
 
 
+def test_an_adapter_merged_into_the_weights_in_place_is_another_model(
+        tiny_llama: Path, results: ResultCache) -> None:
+    """peft merges by writing `weight.data += delta`, which moves no version counter: the
+    merged model must still not be answered as the base it was merged into."""
+    lm = load_model(ModelConfig(name=str(tiny_llama)))
+    _sharpen(lm.model, 0)
+    prompts = _prompts(lm)
+    base = model_fingerprint(lm.model)  # every base tensor's digest is now remembered
+    base_text = generate(lm.model, lm.tokenizer, prompts, GREEDY, results=results)
+    method = get_method("lora")
+    options = parse_options(method, {"r": 4, "alpha": 8, "target_modules": "all-linear"})
+    model = method.apply(lm.model, options, get_kind("causal"))
+    _sharpen(model, 1, only_trainable=True)
+    adapted = generate(model, lm.tokenizer, prompts, GREEDY)
+    merged = method.merge(model)
+    assert merged is not None and model_fingerprint(merged) != base
+    text = generate(merged, lm.tokenizer, prompts, GREEDY, results=results)
+    assert text == adapted != base_text and results.hits == 0
+
+
 def test_weights_that_moved_are_another_model(tiny_llama: Path, results: ResultCache,
                                               ran: list[int]) -> None:
     lm = load_model(ModelConfig(name=str(tiny_llama)))
@@ -219,16 +257,9 @@ def test_every_output_type_is_looked_up_on_a_rerun(tiny_llama: Path, tmp_path: P
                          target="text", eval=EvalConfig(metrics=["perplexity"], bootstrap=0))
     classified = TaskConfig(name="c", output_type="classification", data=REVIEWS, eval=EvalConfig(
         metrics=["classification"], labels=["positive", "negative"], bootstrap=0))
-    passes: list[str] = []
-    for module, name in ((generation, "_generate"), (loglikelihood, "_completion_nll"),
-                         (rolling_nll, "rolling_nll_of_ids"), (heads, "_classify")):
-        real = getattr(module, name)
-
-        def counted(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any
-                    ) -> Any:  # Any: each function's own arguments
-            passes.append(_name)
-            return _real(*args, **kwargs)
-        monkeypatch.setattr(module, name, counted)
+    passes = _model_passes(monkeypatch, ((generation, "_generate"),
+                                         (loglikelihood, "_completion_nll"),
+                                         (rolling_nll, "rolling_nll_of_ids"), (heads, "_classify")))
     for model, task in ((lm, generated), (lm, rolling), (head, classified)):
         first = evaluate_loaded(model, task, System.base())
         ran = len(passes)
@@ -238,3 +269,25 @@ def test_every_output_type_is_looked_up_on_a_rerun(tiny_llama: Path, tmp_path: P
             r["prediction"] for r in first.predictions]
         assert again.scores == first.scores
     assert set(passes) == {"_generate", "_completion_nll", "rolling_nll_of_ids", "_classify"}
+
+
+def test_a_run_is_scored_merged_and_adapter_scoring_looks_up_its_own_evaluation(
+        tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's evaluation after training scores its LoRA merged into the base weights, in
+    memory; `--adapter RUN` (scoring_run_model) loads and merges the same weights, so every
+    item is looked up and no model pass runs."""
+    monkeypatch.setenv("TUNELAB_CACHE", str(tmp_path / "cache"))
+    passes = _model_passes(monkeypatch, ((generation, "_generate"),
+                                         (loglikelihood, "_completion_nll")))
+    config = tiny_run_config(tiny_llama, tmp_path, max_steps=3, lr=5e-2, eval_every=0)
+    result = tunelab.train(config)
+    assert result.evaluation is not None and set(passes) == {"_generate", "_completion_nll"}
+    ran = len(passes)
+    lm = scoring_run_model(result.run_dir)
+    plain = load_model(ModelConfig(name=str(tiny_llama))).model
+    assert type(lm.model) is type(plain)  # merged: a plain model, no adapter layers
+    assert model_fingerprint(lm.model) != model_fingerprint(plain)  # the training is in it
+    again = evaluate_loaded(lm, run_task(config), System.tuned())
+    assert len(passes) == ran  # looked up, every item
+    assert again.predictions == result.evaluation.predictions
+    assert again.scores == result.evaluation.scores

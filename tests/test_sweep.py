@@ -15,7 +15,6 @@ import tunelab
 import tunelab.models as models
 from tunelab.cli import main
 from tunelab.config import to_dict
-from tunelab.runs.merge import inference_model
 
 
 def _config_file(tiny_llama: Path, tmp_path: Path, **train) -> Path:
@@ -97,7 +96,7 @@ def test_merge_writes_a_plain_model_with_the_same_logits(tiny_llama: Path, tmp_p
         torch.testing.assert_close(merged(ids).logits, unmerged(ids).logits, atol=1e-5, rtol=1e-4)
         assert not torch.allclose(merged(ids).logits, AutoModelForCausalLM.from_pretrained(
             tiny_llama)(ids).logits)  # the training is in the merged weights
-    assert inference_model(run).model is not None
+    assert tunelab.runs.run_dir.scoring_run_model(run).model is not None
     # An existing, non-empty directory is never overwritten.
     assert main(["merge", str(run), "--out", str(out)]) == 2
     assert "exists and is not empty" in capsys.readouterr().err

@@ -28,8 +28,8 @@ from tunelab.report.task_list import tasks_overview
 from tunelab.runs import (
     EvalDir,
     System,
-    load_run_model,
     ratings_file,
+    scoring_run_model,
 )
 from tunelab.runs.adapter_set import AdapterSet
 from tunelab.runs.merge import merge_run
@@ -140,7 +140,7 @@ def evaluate_task(
     shots = shots or 0
     items = read_task(task_config, shots)  # read and checked once, before a model loads
     if adapter:
-        lm = load_run_model(adapter, base=model)
+        lm = scoring_run_model(adapter, base=model)
         system = System.tuned(Path(adapter).name, shots)
     else:
         lm = load_for_task(task_config, ModelConfig(name=model or ModelConfig().name))
@@ -223,7 +223,7 @@ def evaluate_suite(
         if get_output_type(task.output_type).needs_head and not adapter:
             lm_task = load_for_task(task, ModelConfig(name=model or ModelConfig().name))
         else:
-            lm = lm or (load_run_model(adapter, base=model) if adapter else
+            lm = lm or (scoring_run_model(adapter, base=model) if adapter else
                         load_for_task(task, ModelConfig(name=model or ModelConfig().name)))
             lm_task = lm
         result = evaluate_loaded(lm_task, task, system, shots=shots, limit=limit, items=items)

@@ -38,7 +38,7 @@ from tunelab.data.training_tasks import run_task, training_tasks
 from tunelab.eval.output_types import Framing, Request, get_output_type
 from tunelab.methods import get_method
 from tunelab.runs import RunDir
-from tunelab.runs.merge import inference_model
+from tunelab.runs.run_dir import scoring_run_model
 
 Row = dict[str, Any]  # Any: an input row's cells (JSON, CSV, Parquet values)
 """One input row, every original column kept; the output row adds the prediction."""
@@ -88,7 +88,7 @@ def predict_file(run_dir: str | Path, input_file: str | Path, out_file: str | Pa
     records = [input_record(row, origin, config.data.fields, instruction) for origin, row in rows]
     print(f"tunelab: predict: {len(records)} rows of {source} with {run.root} "
           f"({predicted.output_type})")
-    lm = inference_model(run.root)
+    lm = scoring_run_model(run.root)
     request = Request(lm, predicted, records, system="predict",
                       framing=Framing.of(predicted))
     predictions = output_type.predict(request)

@@ -60,7 +60,7 @@ from tunelab.eval.generation import generate
 from tunelab.eval.rolling_nll import rolling_nll_of_ids
 from tunelab.models import LoadedModel, load_model
 from tunelab.models.tokens import prefix_token_id
-from tunelab.runs.run_dir import load_run_model
+from tunelab.runs.run_dir import scoring_run_model
 
 MAX_GEN_TOKS = 256
 """lm-eval's default `max_gen_toks` (HFLM.max_gen_toks)."""
@@ -88,7 +88,7 @@ class TunelabLM(TemplateLM):
                  add_bos_token: bool | None = None) -> None:
         super().__init__()
         if lm is None:
-            lm = (load_run_model(adapter, base=model) if adapter else
+            lm = (scoring_run_model(adapter, base=model) if adapter else
                   load_model(ModelConfig(name=model or ModelConfig().name,
                                          num_layers=int(num_layers) if num_layers else None)))
         self.lm = lm

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Generic, cast
 from tunelab.core.dependencies import check_dependencies
 from tunelab.core.errors import TunelabError
 from tunelab.methods.base import OptionsT
+from tunelab.models.fingerprint import forget_digests
 from tunelab.models.kinds import ModelKind
 
 if TYPE_CHECKING:  # peft is imported only after check_dependencies (an old peft fails at import)
@@ -100,6 +101,7 @@ class PeftMethod(Generic[OptionsT]):
         if not self.can_merge:
             return None
         merged: torch.nn.Module = self.peft_model(model).merge_and_unload()
+        forget_digests(merged)  # peft adds the deltas through `.data`: no version counter moves
         return merged
 
     def peft_model(self, model: torch.nn.Module) -> PeftModel:

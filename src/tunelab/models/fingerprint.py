@@ -9,9 +9,11 @@ digests.
 
 Hashing 135M float32 parameters takes about half a second, so each tensor's digest is kept with
 the tensor's version counter and storage address: an in-place update (an optimizer step,
-`load_state_dict`, merging an adapter) bumps the version, a replaced `.data` moves the storage,
-and either recomputes that tensor's digest. After training a LoRA run only the adapter's
-tensors are hashed again.
+`load_state_dict`) bumps the version, a replaced `.data` moves the storage, and either
+recomputes that tensor's digest. After training a LoRA run only the adapter's tensors are
+hashed again. A write through `.data` in place (`weight.data += delta`, as peft merges an
+adapter) bumps no counter: whatever writes weights that way calls `forget_digests` after it
+(`methods/peft_backed.py: merge` does).
 """
 
 from __future__ import annotations
@@ -44,6 +46,14 @@ def tensor_digest(tensor: torch.Tensor) -> bytes:
     digest.update(repr(state[2:4]).encode())
     setattr(tensor, DIGEST_ATTRIBUTE, (state, digest.digest()))
     return digest.digest()
+
+
+def forget_digests(model: torch.nn.Module) -> None:
+    """Drop every remembered tensor digest of `model`: the next fingerprint hashes each tensor
+    again (after an in-place write through `.data`, which no version counter sees)."""
+    for tensor in chain(model.parameters(), model.buffers()):
+        if hasattr(tensor, DIGEST_ATTRIBUTE):
+            delattr(tensor, DIGEST_ATTRIBUTE)
 
 
 def _adapter_state(model: torch.nn.Module) -> list[tuple[object, ...]]:

@@ -10,10 +10,12 @@ from tunelab.runs.run_dir import (
     ratings_file,
     read_config,
     report_html,
+    scoring_run_model,
     write_config,
 )
 from tunelab.runs.system import System
 from tunelab.runs.tune_dir import TuneDir
 
 __all__ = ["EvalDir", "RunDir", "StudyFiles", "SweepDir", "System", "TuneDir", "load_run_model",
-           "ratings_file", "read_config", "report_html", "write_config"]
+           "ratings_file", "read_config", "report_html", "scoring_run_model",
+           "write_config"]

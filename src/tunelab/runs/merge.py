@@ -5,8 +5,8 @@ a run of any method.
 Generation is the same call for every method: `model.generate(..., use_cache=True)` works on the
 model `load_run_model` returns (a plain model for full/freeze/bitfit/adapter, a PeftModel for
 lora/ia3/prompt/prefix; tests/test_methods.py checks cached == uncached == a greedy loop for
-every method and family). `inference_model` additionally merges where the method can, so
-generation pays no per-token adapter cost.
+every method and family). Evaluations score `RunDir.scoring_model`: the same merge where the
+method can, so generation pays no per-token adapter cost.
 """
 
 from __future__ import annotations
@@ -97,12 +97,3 @@ def merge_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     lm.tokenizer.save_pretrained(str(out_dir))
     return out_dir
 
-
-def inference_model(run_dir: str | Path) -> LoadedModel:
-    """A run's model for generation and scoring, whatever its method: merged into plain weights
-    where the method can merge, else the method's own model (adapters, prompt, prefix)."""
-    lm = load_run_model(run_dir)
-    merged = get_method(read_config(Path(run_dir)).method["name"]).merge(lm.model)
-    if merged is not None and not any(state_dict_difference(merged)):
-        lm.model = merged.eval()
-    return lm

@@ -30,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from tunelab.config import RunConfig, from_dict, load_yaml, to_dict
+from tunelab.core.deferred import torch
 from tunelab.core.errors import TunelabError
 from tunelab.methods import get_method
 from tunelab.methods.base import Method
@@ -393,16 +394,39 @@ class RunDir:
         lm.recipe = RunRecipe(str(self.root), base)
         return lm
 
+    def scoring_model(self, base: str | None = None) -> LoadedModel:
+        """The run's model as every evaluation of it scores it: `load_model`, merged into the
+        base weights where the method can merge (`scoring_form`)."""
+        lm = self.load_model(base)
+        lm.model = scoring_form(get_method(self.read_config().method["name"]), lm.model)
+        lm.recipe = RunRecipe(str(self.root), base, scoring=True)
+        return lm
+
+
+def scoring_form(method: Method, model: torch.nn.Module) -> torch.nn.Module:
+    """A trained model as it is scored: folded into plain base weights where the method
+    merges (lora, ia3; full, freeze and bitfit already are plain), so generation and scoring
+    pay no per-token adapter cost and score the weights `tunelab export --format hf` writes;
+    the method's own model otherwise (bottleneck adapters, prompt, prefix). The run's own
+    evaluation after training, `--adapter` in every command and `--nproc`'s workers all score
+    this form, so they share the result cache. A merge changes `model` in place: call it once
+    training is over."""
+    merged = method.merge(model)
+    return model if merged is None else merged.eval()
+
 
 @dataclass(frozen=True)
 class RunRecipe:
-    """A run's trained model (`RunDir(root).load_model(base)`) again, in another process."""
+    """A run's trained model (`RunDir(root).load_model(base)`, or its `scoring_model`)
+    again, in another process."""
 
     root: str
     base: str | None
+    scoring: bool = False
 
     def load(self) -> LoadedModel:
-        return RunDir(Path(self.root)).load_model(self.base)
+        run = RunDir(Path(self.root))
+        return run.scoring_model(self.base) if self.scoring else run.load_model(self.base)
 
 
 def damaged_file(weights: Path) -> Path:
@@ -426,3 +450,9 @@ def write_config(config: RunConfig, run_dir: str | Path) -> None:
 def load_run_model(run_dir: str | Path, base: str | None = None) -> LoadedModel:
     """The base model of a run with its trained weights applied (`RunDir.load_model`)."""
     return RunDir(Path(run_dir)).load_model(base)
+
+
+def scoring_run_model(run_dir: str | Path, base: str | None = None) -> LoadedModel:
+    """A run's model as evaluations score it (`RunDir.scoring_model`: merged where the
+    method merges)."""
+    return RunDir(Path(run_dir)).scoring_model(base)

@@ -23,7 +23,7 @@ from tunelab.eval.runner import EvalResult, evaluate_loaded, write_result
 from tunelab.eval.tables import results_table, shown_keys
 from tunelab.eval.tasks import read_task
 from tunelab.models import LoadedModel
-from tunelab.runs import StudyFiles, System, load_run_model, read_config
+from tunelab.runs import StudyFiles, System, read_config, scoring_run_model
 
 BASELINES = ("zero", "one", "few")
 
@@ -96,7 +96,7 @@ def system_groups(task: TaskConfig, model: str | None = None,
                                                   for b in baselines)]
     groups = [SystemGroup(lambda: load_for_task(task, base), plan)] if plan else []
     for adapter in adapters:
-        groups.append(SystemGroup(partial(load_run_model, adapter, base=model),
+        groups.append(SystemGroup(partial(scoring_run_model, adapter, base=model),
                                   [System.tuned(Path(adapter).name)]))
     return groups
 

@@ -37,7 +37,7 @@ from tunelab.eval.harm import SCORERS, TextScorer
 from tunelab.eval.output_types import Request
 from tunelab.eval.tables import format_table
 from tunelab.models import LoadedModel, load_model
-from tunelab.runs import load_run_model, read_config
+from tunelab.runs import read_config, scoring_run_model
 from tunelab.runs.run_dir import StudyFiles
 
 if TYPE_CHECKING:
@@ -419,7 +419,7 @@ def generation_systems(model: str | None, adapters: Sequence[str | Path],
     config = ModelConfig(name=model) if model else (
         read_config(first).model if first else ModelConfig())
     systems = [GenerationSystem("base", partial(load_model, config), False)] if base else []
-    systems += [GenerationSystem(Path(a).name, partial(load_run_model, a, base=model), True)
+    systems += [GenerationSystem(Path(a).name, partial(scoring_run_model, a, base=model), True)
                 for a in adapters]
     if not systems:
         raise TunelabError("--baselines none: give --adapter RUN, or keep the base model")

@@ -2,8 +2,8 @@
 
     check the run directory -> resolve the method and tasks -> load the model
     -> score the retention suite, robustness and bias probes before training -> prepare the
-    data (augmented when data.augment says so) -> apply the method -> fit -> save -> evaluate
-    every task's test split -> retention, robustness and bias after -> summary -> report
+    data (augmented when data.augment says so) -> apply the method -> fit -> save -> merge
+    where the method merges (`scoring_form`) -> evaluate every task's test split -> retention, robustness and bias after -> summary -> report
 
 A single-task run (the `data` section) is a one-task list, so both kinds of run take the same
 path; only the batch plan (a seeded permutation, or the mixture's plan) and where per-task
@@ -43,7 +43,7 @@ from tunelab.models.kinds import ModelKind
 from tunelab.report.markdown import write_run_report
 from tunelab.report.run_page import write_html_report
 from tunelab.runs import RunDir, System
-from tunelab.runs.run_dir import RunRecipe
+from tunelab.runs.run_dir import RunRecipe, scoring_form
 from tunelab.runs.start import FromBase, Start, start_record
 from tunelab.studies import domain, retention
 from tunelab.studies.bias import RunBias
@@ -260,7 +260,7 @@ def _train(plan: RunPlan, run: RunDir, resume: bool, evaluate_after: bool,
     shard = Shard.of(trainer.accelerator)  # several processes: each scores a share
     if not trainer.accelerator.is_main_process:  # rank 0 alone writes
         if evaluate_after:
-            lm.model = trainer.trained_model()
+            lm.model = scoring_form(method, trainer.trained_model())
             evaluate_tasks(lm, plan, run, prepared, shard)
         return TrainResult(run.root, {}, None, {}, [], True)
 
@@ -280,8 +280,8 @@ def _train(plan: RunPlan, run: RunDir, resume: bool, evaluate_after: bool,
     if isinstance(trainer.plan, MixturePlan):
         summary["mixture"] = mixture_summary(trainer.plan, trainer, config, state)
 
-    lm.model = model
-    lm.recipe = RunRecipe(str(run.root), None)  # what --nproc's workers load (runs/run_dir.py)
+    lm.model = scoring_form(method, model)  # saved: merged now where the method merges
+    lm.recipe = RunRecipe(str(run.root), None, scoring=True)  # what --nproc's workers load
     evaluations = evaluate_tasks(lm, plan, run, prepared, shard) if evaluate_after else {}
     evaluation = None if config.is_mixture else evaluations.get(config.name)
     if config.is_mixture and evaluate_after:
