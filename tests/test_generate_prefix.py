@@ -13,6 +13,7 @@ import transformers
 from tests.conftest import build_tokenizer
 from tunelab.config import GenerationConfig, ModelConfig
 from tunelab.eval import generation
+from tunelab.eval.choice import ChoiceRequest, ChoiceResult, score_choices
 from tunelab.eval.generation import generate
 from tunelab.eval.result_cache import ResultCache
 from tunelab.methods import get_method
@@ -275,3 +276,63 @@ def test_clean_items_looked_up_are_run_first_for_the_perturbed_ones(
     # they share more than the shots with ran first, one token each.
     assert runs[0] == (4, 8) and runs[1][1] == 1 and 1 <= runs[1][0] <= 4
     assert kept.reused_tokens > 4 * (shared_prefix_of(lm) + 1)
+
+
+CHOICES = [[5], [17, 40], [99, 3, 8]]  # one token (no second pass) and longer choices
+
+
+def _choices_clean_then_perturbed(model: torch.nn.Module, tokenizer: Any,  # Any: tokenizer
+                                  kept: PromptCaches | None) -> list[ChoiceResult]:
+    """Every choice's log-likelihood after the clean contexts, then the perturbed ones."""
+    scored = []
+    for items in (ITEMS, PERTURBED):
+        requests = [ChoiceRequest(tokenizer(SHOTS + item).input_ids, CHOICES) for item in items]
+        scored += score_choices(model, requests, batch_size=3, kept=kept)
+    return scored
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_kept_contexts_start_perturbed_choice_items_from_the_clean_ones(
+        family: str, tiny_family: Any) -> None:  # Any: factory
+    """Multiple choice with a study's store: each perturbed context runs from its first changed
+    token, and every choice's log-likelihood is that of the whole context."""
+    lm = load_model(ModelConfig(name=str(tiny_family(family))))
+    positions: list[int] = []
+
+    def count(_: torch.nn.Module, args: Any, kwargs: Any) -> None:  # Any: forward's arguments
+        positions.append(int(kwargs["input_ids"].numel()))
+    hook = lm.model.register_forward_pre_hook(count, with_kwargs=True)
+    whole = _choices_clean_then_perturbed(lm.model, lm.tokenizer, None)
+    without = sum(positions)
+    positions.clear()
+    kept = PromptCaches()
+    reused = _choices_clean_then_perturbed(lm.model, lm.tokenizer, kept)
+    hook.remove()
+    torch.testing.assert_close([r.logprobs for r in reused], [r.logprobs for r in whole],
+                               rtol=1e-4, atol=1e-4)
+    assert [r.greedy for r in reused] == [r.greedy for r in whole]
+    # Not vacuous: the choices differ in likelihood, and the items too.
+    assert all(len(set(r.logprobs)) == len(CHOICES) for r in whole)
+    assert len({tuple(r.logprobs) for r in whole}) > len(ITEMS)
+    assert len(kept) >= len(ITEMS) + len(PERTURBED) - 1 and kept.reused_tokens > 0
+    item_tokens = sum(len(p) for p in _prompts(lm.tokenizer)) - len(ITEMS) * shared_prefix_of(lm)
+    assert without - sum(positions) > item_tokens / 2  # the perturbed items ran from a change
+
+
+def test_choice_contexts_looked_up_are_run_first_for_the_perturbed_ones(
+        tiny_family: Any, tmp_path: Path) -> None:  # Any: factory
+    lm = load_model(ModelConfig(name=str(tiny_family("llama"))))
+    whole = _choices_clean_then_perturbed(lm.model, lm.tokenizer, None)
+    results = ResultCache(tmp_path / "results.sqlite")
+    clean = [ChoiceRequest(lm.tokenizer(SHOTS + item).input_ids, CHOICES) for item in ITEMS]
+    score_choices(lm.model, clean, batch_size=3, results=results)
+    kept = PromptCaches()
+    looked_up = score_choices(lm.model, clean, batch_size=3, results=results, kept=kept)
+    assert len(kept) == 0 and results.hits == len(ITEMS)  # noted, nothing run
+    perturbed = score_choices(lm.model, [ChoiceRequest(lm.tokenizer(SHOTS + item).input_ids,
+                                                       CHOICES) for item in PERTURBED],
+                              batch_size=3, results=results, kept=kept)
+    torch.testing.assert_close([r.logprobs for r in looked_up + perturbed],
+                               [r.logprobs for r in whole], rtol=1e-4, atol=1e-4)
+    # the clean contexts the perturbed ones share more than the shots with were kept first
+    assert len(kept) > len(PERTURBED) and kept.reused_tokens > 4 * (shared_prefix_of(lm) + 1)

@@ -15,6 +15,11 @@ the context moves to the continuation, the continuation's tokens are those that
 encode(context + continuation) adds after encode(context), and an empty context becomes the
 BOS (else EOS) token.
 
+A study that scores one system's items in several versions (robustness's perturbations,
+bias's counterfactual groups) passes its store of the contexts it scored (`kept`,
+models/prompt_caches.py): each context then runs from the first token that differs from every
+context stored, and is kept for the contexts after it, as generation does.
+
 Models that feed their own virtual tokens or key/value prefixes (peft prompt/prefix tuning)
 can't share a cache this way; they are scored with whole sequences (`shared_context=False`).
 """
@@ -22,8 +27,9 @@ can't share a cache this way; they are scored with whole sequences (`shared_cont
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
@@ -40,6 +46,7 @@ from tunelab.models.cache import (
     transformers_model,
 )
 from tunelab.models.logits import token_scores
+from tunelab.models.prompt_caches import PromptCaches, reuses_prompts
 from tunelab.models.tokens import IGNORE_INDEX, prefix_token_id
 
 if TYPE_CHECKING:
@@ -92,40 +99,66 @@ def score_choices(
     batch_size: int = 8,
     shared_context: bool | None = None,
     results: ResultCache | None = None,
+    kept: PromptCaches | None = None,
 ) -> list[ChoiceResult]:
     """Score every choice of every request; results come back in request order.
 
     Args:
         batch_size: items (contexts) per forward pass.
         shared_context: encode each context once (default: unless the model can't share it).
-        results: look up requests this model already scored (eval/result_cache.py).
+        results: look up requests this model already scored (eval/result_cache.py); those
+            looked up are noted in `kept`.
+        kept: a study's store of contexts (see module doc); each context starts from its
+            longest stored prefix and is kept after it ran.
     """
+    store = kept if kept is not None and shared_context is not False and \
+        reuses_prompts(model) else None
+    if store is not None:
+        store.bind(model)  # filled with other weights: emptied
     if results is None:
-        return _score_choices(model, requests, batch_size, shared_context)
+        return _score_choices(model, requests, batch_size, shared_context, store)
+    ran: set[int] = set()
 
     def run(indices: list[int]) -> list[tuple[list[float], list[bool]]]:
-        scored = _score_choices(model, [requests[i] for i in indices], batch_size, shared_context)
+        ran.update(indices)
+        scored = _score_choices(model, [requests[i] for i in indices], batch_size,
+                                shared_context, store)
         return [(r.logprobs, r.greedy) for r in scored]
     items = [token_bytes([len(r.context), *r.context, *(t for c in r.continuations
                                                        for t in (-len(c), *c))])
              for r in requests]
     done = results.through(model, "choices", {}, items, run)
+    if store is not None:  # looked up: a later context may still start from it
+        for index in sorted(set(range(len(requests))) - ran):
+            store.note(requests[index].context)
     return [ChoiceResult(list(logprobs), list(greedy)) for logprobs, greedy in done]
 
 
 @torch.no_grad()
 def _score_choices(model: torch.nn.Module, requests: Sequence[ChoiceRequest], batch_size: int,
-                   shared_context: bool | None) -> list[ChoiceResult]:
+                   shared_context: bool | None, store: PromptCaches | None = None
+                   ) -> list[ChoiceResult]:
     model.eval()
     for request in requests:
         if not request.context or any(not c for c in request.continuations):
             raise ValueError("a choice request needs a non-empty context and non-empty choices")
     if shared_context is None:
         shared_context = shares_cache(model)
-    # Longest first: little padding per batch, and memory peaks at the start.
-    order = sorted(range(len(requests)), key=lambda i: -len(requests[i].context))
+    if store is not None:
+        contexts = [r.context for r in requests]
+        if whole := shared_prefix(contexts):  # the call's shared prefix: run once, kept
+            store.extend(model, contexts[0][:whole])
+        anchors = store.anchors(contexts)  # looked up earlier, sharing more: kept first
+        for start in range(0, len(anchors), batch_size):
+            _run_kept(model, anchors[start:start + batch_size], store)
+        # Most tokens to run first: what runs is what the store does not hold.
+        order = sorted(range(len(requests)), key=lambda i: -store.to_run(contexts[i]))
+        score: Callable[[torch.nn.Module, list[ChoiceRequest]], list[ChoiceResult]] = \
+            partial(_score_kept, store=store)
+    else:  # longest first: little padding per batch, and memory peaks at the start
+        order = sorted(range(len(requests)), key=lambda i: -len(requests[i].context))
+        score = _score_shared if shared_context else _score_whole
     results: list[ChoiceResult] = [ChoiceResult() for _ in requests]
-    score = _score_shared if shared_context else _score_whole
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         for row, result in zip(rows, score(model, [requests[i] for i in rows]), strict=True):
@@ -172,6 +205,35 @@ def _score_shared(model: torch.nn.Module, batch: list[ChoiceRequest]) -> list[Ch
     logits = out.logits if "logits_to_keep" in extra else out.logits.gather(
         1, (own - 1)[:, None, None].expand(-1, 1, out.logits.shape[-1]))
     first = F.log_softmax(logits[:, -1].float(), dim=-1)  # [B, V]: next-token after the context
+    return _choice_scores(model, batch, first, output_cache(out), mask)
+
+
+def _run_kept(model: torch.nn.Module, contexts: Sequence[Sequence[int]], store: PromptCaches
+              ) -> tuple[torch.Tensor, Cache | None, torch.Tensor]:
+    """Run `contexts` from their longest stored prefixes (a prefix they all share first) and
+    keep them in `store`: (log-probabilities of the token after each context [B, V], the
+    batch's cache, its attention mask [B, positions])."""
+    if own := shared_prefix(contexts):
+        store.extend(model, contexts[0][:own])
+    laid = store.inputs(model, contexts)  # rows [stored | masked gap | own tokens]
+    extra: dict[str, object] = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
+    out = model(input_ids=laid.input_ids[:, laid.width:], attention_mask=laid.attention_mask,
+                position_ids=laid.position_ids(), use_cache=True, **laid.cached, **extra)
+    store.keep(contexts, laid)
+    first = F.log_softmax(out.logits[:, -1].float(), dim=-1)
+    return first, output_cache(out), laid.attention_mask
+
+
+def _score_kept(model: torch.nn.Module, batch: list[ChoiceRequest], store: PromptCaches
+                ) -> list[ChoiceResult]:
+    first, cache, mask = _run_kept(model, [r.context for r in batch], store)
+    return _choice_scores(model, batch, first, cache, mask)
+
+
+def _choice_scores(model: torch.nn.Module, batch: list[ChoiceRequest], first: torch.Tensor,
+                   cache: Cache | None, mask: torch.Tensor) -> list[ChoiceResult]:
+    """Every choice's log-probability from the token after each context (`first`, [B, V]),
+    its later tokens run against the contexts' `cache` (attention `mask`)."""
     results = [ChoiceResult() for _ in batch]
     rest: list[tuple[int, int]] = []  # (item, choice) whose choice has more than one token
     for b, request in enumerate(batch):
@@ -187,12 +249,12 @@ def _score_shared(model: torch.nn.Module, batch: list[ChoiceRequest]) -> list[Ch
     for pair in rest:
         size = len(batch[pair[0]].continuations[pair[1]]) - 1
         if chunk and budget + size > MAX_LOGIT_ROWS:
-            _score_rest(model, batch, chunk, output_cache(out), mask, results)
+            _score_rest(model, batch, chunk, cache, mask, results)
             chunk, budget = [], 0
         chunk.append(pair)
         budget += size
     if chunk:
-        _score_rest(model, batch, chunk, output_cache(out), mask, results)
+        _score_rest(model, batch, chunk, cache, mask, results)
     return results
 
 

@@ -128,12 +128,6 @@ def generate(
     return [text.strip() if strip else text for text, _ in done]
 
 
-def _to_run(prompt: Sequence[int], caches: PromptCaches | None) -> int:
-    """The tokens of `prompt` the model would run now (all but those `caches` holds)."""
-    held = caches.longest(prompt)[0] if caches is not None else 0
-    return len(prompt) - min(held, len(prompt) - 1)
-
-
 @torch.no_grad()
 def _generate(prompts: Sequence[Sequence[int]], model: torch.nn.Module,
               tokenizer: PreTrainedTokenizerBase, config: GenerationConfig, desc: str,
@@ -156,7 +150,8 @@ def _generate(prompts: Sequence[Sequence[int]], model: torch.nn.Module,
                                                      stop=[]), desc, caches, anchored=False)
     # Most tokens to run first: similar lengths share a batch (little padding) and memory peaks
     # early. What runs is what the store does not hold (a perturbed item: from its change on).
-    order = sorted(range(len(prompts)), key=lambda i: -_to_run(prompts[i], caches))
+    order = sorted(range(len(prompts)), key=lambda i: -(
+        caches.to_run(prompts[i]) if caches is not None else len(prompts[i])))
     outputs: list[tuple[str, bool]] = [("", False)] * len(prompts)
     torch.manual_seed(config.seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -70,6 +70,17 @@ class BatchInputs:
     """Per row, the positions read from the store (the cache spans the widest; shorter rows
     are masked up to it)."""
 
+    @property
+    def width(self) -> int:
+        """Positions the cache holds before the batch's own tokens."""
+        return max(self.reused)
+
+    def position_ids(self) -> torch.Tensor:
+        """Each own token's position, numbered from the attention mask as `generate` numbers
+        them ([rows, own tokens]): for a forward pass that is not `generate`."""
+        positions = self.attention_mask.long().cumsum(-1) - 1
+        return positions.masked_fill(self.attention_mask == 0, 1)[:, self.width:]
+
 
 class PromptCaches:
     """Prompts' key/value states by their tokens, found by the longest stored prefix.
@@ -104,6 +115,11 @@ class PromptCaches:
     def longest(self, prompt: Sequence[int]) -> tuple[int, int]:
         """(length, entry) of the longest stored prefix of `prompt`; (0, -1) without one."""
         return _longest(self._root, prompt)
+
+    def to_run(self, prompt: Sequence[int]) -> int:
+        """The tokens of `prompt` a model would run now (all but those stored; at least
+        one)."""
+        return len(prompt) - min(self.longest(prompt)[0], len(prompt) - 1)
 
     def note(self, prompt: Sequence[int]) -> None:
         """Remember a prompt answered without running (its result was looked up): a later
@@ -149,7 +165,7 @@ class PromptCaches:
         if states is not None:
             self.add(prefix, states)
 
-    def inputs(self, model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_id: int
+    def inputs(self, model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_id: int = 0
                ) -> BatchInputs:
         """A batch of `prompts` reading each one's longest stored prefix (every prompt keeps
         at least one token to run)."""
