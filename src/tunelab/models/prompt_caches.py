@@ -9,9 +9,12 @@ cache and runs only from the first token the perturbation changed.
 
 Entries sit in a token trie, so the longest stored prefix of a prompt is one walk down its
 tokens. An entry's keys and values at positions [0, n) depend only on its first n tokens
-(causal attention), so any entry through a trie node serves that node's prefix. The store
-holds at most `budget` bytes (the first prompts run are kept: a study's clean items) and only
-for the weights it was filled with (`models/fingerprint.py`): other weights empty it first.
+(causal attention), so any entry through a trie node serves that node's prefix. An entry holds
+only the positions it ran itself; those before them are its parent's (the entry it started
+from): the shots every context shares, or a clean item a perturbed one starts from, are held
+once. The store holds at most `budget` bytes (the first prompts run are kept: a study's clean
+items) and only for the weights it was filled with (`models/fingerprint.py`): other weights
+empty it first.
 
 A batch built from the store has rows [stored positions | masked gap | own tokens], padded in
 the middle, so every token keeps the position and attention it has in a left-padded whole
@@ -49,6 +52,19 @@ LayerStates = list[tuple[torch.Tensor, torch.Tensor]]
 """Per layer, (keys, values) of one sequence: [heads, tokens, head_dim] each."""
 
 
+@dataclass
+class _Entry:
+    """A prompt's states from position `start` on; positions before come from `parent`."""
+
+    parent: int
+    start: int
+    states: LayerStates
+
+    @property
+    def end(self) -> int:
+        return self.start + (self.states[0][0].shape[1] if self.states else 0)
+
+
 class _Node:
     __slots__ = ("children", "entry")
 
@@ -69,6 +85,8 @@ class BatchInputs:
     reused: list[int]
     """Per row, the positions read from the store (the cache spans the widest; shorter rows
     are masked up to it)."""
+    entries: list[int]
+    """Per row, the stored entry its positions were read from (-1: none)."""
 
     @property
     def width(self) -> int:
@@ -95,7 +113,7 @@ class PromptCaches:
         self.reused_tokens = 0
         """Prompt positions read from the store instead of run (what the store saved)."""
         self._root = _Node(-1)
-        self._entries: list[LayerStates] = []
+        self._entries: list[_Entry] = []
         self._weights: str | None = None
         self._seen = _Node(-1)
         """Prompts answered without running (the result cache had them): tokens, no states."""
@@ -138,15 +156,16 @@ class PromptCaches:
                 wanted[entry] = None
         return [self._seen_prompts[entry] for entry in wanted]
 
-    def add(self, prompt: Sequence[int], states: LayerStates) -> bool:
-        """Keep `states` (every layer's, all of `prompt`'s positions) unless the budget is
-        spent; whether it was kept."""
+    def add(self, prompt: Sequence[int], states: LayerStates, start: int = 0,
+            parent: int = -1) -> bool:
+        """Keep `states` (every layer's, `prompt`'s positions from `start` on; those before
+        are entry `parent`'s) unless the budget is spent; whether it was kept."""
         size = sum(k.numel() * k.element_size() + v.numel() * v.element_size()
                    for k, v in states)
         if self.bytes + size > self.budget:
             return False
         _insert(self._root, prompt, len(self._entries))
-        self._entries.append(states)
+        self._entries.append(_Entry(parent, start, states))
         self.bytes += size
         return True
 
@@ -161,9 +180,9 @@ class PromptCaches:
         out = model(input_ids=torch.tensor([list(prefix[length:])], device=device),
                     use_cache=True, **kwargs)
         self.reused_tokens += length
-        states = _row_states(output_cache(out), 0, [(0, len(prefix))])
+        states = _row_states(output_cache(out), 0, [(length, len(prefix))])
         if states is not None:
-            self.add(prefix, states)
+            self.add(prefix, states, length, entry)
 
     def inputs(self, model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_id: int = 0
                ) -> BatchInputs:
@@ -187,7 +206,8 @@ class PromptCaches:
         if width or self.keeps_rows:  # an empty cache object is filled in place by generate
             rows = [(entry, n) for (_, entry), n in zip(found, reused, strict=True)]
             cached[cache_argument(model)] = self._gather(model, rows, width)
-        return BatchInputs(ids.to(device), mask.to(device), cached, reused)
+        return BatchInputs(ids.to(device), mask.to(device), cached, reused,
+                           [entry for _, entry in found])
 
     def keep(self, prompts: Sequence[Sequence[int]], batch: BatchInputs) -> None:
         """After `generate` ran `batch` (its cache filled in place), keep every prompt's
@@ -199,8 +219,8 @@ class PromptCaches:
         for row, (prompt, n) in enumerate(zip(prompts, batch.reused, strict=True)):
             if self.longest(prompt)[0] == len(prompt):
                 continue  # kept already (a prompt repeated in the study)
-            states = _row_states(cache, row, [(0, n), (end - (len(prompt) - n), end)])
-            if states is None or not self.add(prompt, states):
+            states = _row_states(cache, row, [(end - (len(prompt) - n), end)])
+            if states is None or not self.add(prompt, states, n, batch.entries[row] if n else -1):
                 return
 
     def _gather(self, model: torch.nn.Module, rows: Sequence[tuple[int, int]], width: int
@@ -208,18 +228,33 @@ class PromptCaches:
         """A batch cache of `width` positions: row r holds its entry's first n positions,
         zeros (masked) after them."""
         cache = new_cache(model)
-        filled = [(r, self._entries[entry], n) for r, (entry, n) in enumerate(rows) if n]
+        filled = [(r, self._segments(entry, n)) for r, (entry, n) in enumerate(rows) if n]
         if not filled:
             return cache
-        for layer, (keys_like, values_like) in enumerate(filled[0][1]):
+        template = self._entries[filled[0][1][0][0]].states
+        for layer, (keys_like, values_like) in enumerate(template):
             keys = keys_like.new_zeros((len(rows), keys_like.shape[0], width, keys_like.shape[2]))
             values = values_like.new_zeros((len(rows), values_like.shape[0], width,
                                             values_like.shape[2]))
-            for row, states, n in filled:
-                keys[row, :, :n] = states[layer][0][:, :n]
-                values[row, :, :n] = states[layer][1][:, :n]
+            for row, segments in filled:
+                for entry, lo, hi in segments:
+                    part = self._entries[entry]
+                    keys[row, :, lo:hi] = part.states[layer][0][:, lo - part.start:hi - part.start]
+                    values[row, :, lo:hi] = part.states[layer][1][:, lo - part.start:
+                                                                   hi - part.start]
             cache.update(keys, values, layer)
         return cache
+
+    def _segments(self, entry: int, n: int) -> list[tuple[int, int, int]]:
+        """(entry, from, to) of the stored pieces that make up `entry`'s first n positions."""
+        segments = []
+        while n > 0:
+            part = self._entries[entry]
+            if n > part.start:
+                segments.append((entry, part.start, min(n, part.end)))
+                n = part.start
+            entry = part.parent
+        return segments
 
 
 def _longest(root: _Node, prompt: Sequence[int]) -> tuple[int, int]:
