@@ -77,7 +77,7 @@ class GenerateOutput(OutputType):
                         else tokenize_example)
             tokenized = [tokenize(p.rendered, lm.tokenizer, max_length=limit) for p in prompts]
             out.measured[MetricInput.NLL_TOKENS] = loglikelihood.completion_nll(
-                lm.model, tokenized, lm.tokenizer.pad_token_id, request.task.eval.generation.batch_size,
+                lm.model, tokenized, lm.tokenizer.pad_token_id, task.eval.generation.batch_size,
                 results=request.results)
         return out
 
