@@ -145,14 +145,10 @@ def _score_choices(model: torch.nn.Module, requests: Sequence[ChoiceRequest], ba
     if shared_context is None:
         shared_context = shares_cache(model)
     if store is not None:
-        contexts = [r.context for r in requests]
-        if whole := shared_prefix(contexts):  # the call's shared prefix: run once, kept
-            store.extend(model, contexts[0][:whole])
-        anchors = store.anchors(contexts)  # looked up earlier, sharing more: kept first
-        for start in range(0, len(anchors), batch_size):
-            _run_kept(model, anchors[start:start + batch_size], store)
-        # Most tokens to run first: what runs is what the store does not hold.
-        order = sorted(range(len(requests)), key=lambda i: -store.to_run(contexts[i]))
+        def run_anchors(anchors: list[tuple[int, ...]]) -> None:
+            for start in range(0, len(anchors), batch_size):
+                _run_kept(model, anchors[start:start + batch_size], store)
+        order = store.plan(model, [r.context for r in requests], run_anchors)
         score: Callable[[torch.nn.Module, list[ChoiceRequest]], list[ChoiceResult]] = \
             partial(_score_kept, store=store)
     else:  # longest first: little padding per batch, and memory peaks at the start

@@ -141,17 +141,16 @@ def _generate(prompts: Sequence[Sequence[int]], model: torch.nn.Module,
     device = next(model.parameters()).device
     seq2seq = is_encoder_decoder(model)
     whole = shared_prefix(prompts) if caches is not None else 0
-    if caches is not None and whole:
-        caches.extend(model, prompts[0][:whole])
-    if caches is not None and anchored and (anchors := caches.anchors(prompts)):
+
+    def run_anchors(anchors: list[tuple[int, ...]]) -> None:
         # Prompts looked up earlier that these share more of (the clean items of a study
         # whose results were cached): their states are kept first, one token generated.
         _generate(anchors, model, tokenizer, replace(config, max_new_tokens=1, do_sample=False,
                                                      stop=[]), desc, caches, anchored=False)
-    # Most tokens to run first: similar lengths share a batch (little padding) and memory peaks
-    # early. What runs is what the store does not hold (a perturbed item: from its change on).
-    order = sorted(range(len(prompts)), key=lambda i: -(
-        caches.to_run(prompts[i]) if caches is not None else len(prompts[i])))
+    if caches is not None:  # what runs is what the store does not hold
+        order = caches.plan(model, prompts, run_anchors if anchored else None)
+    else:  # longest first: little padding per batch, and memory peaks early
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     outputs: list[tuple[str, bool]] = [("", False)] * len(prompts)
     torch.manual_seed(config.seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

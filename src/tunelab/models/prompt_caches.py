@@ -24,7 +24,7 @@ prompt (generate numbers positions from the attention mask): the same tokens com
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -36,6 +36,7 @@ from tunelab.models.cache import (
     cache_argument,
     new_cache,
     output_cache,
+    shared_prefix,
     shares_cache,
 )
 from tunelab.models.fingerprint import model_fingerprint
@@ -155,6 +156,18 @@ class PromptCaches:
             if length - self.longest(prompt)[0] >= MIN_SHARED_PREFIX:
                 wanted[entry] = None
         return [self._seen_prompts[entry] for entry in wanted]
+
+    def plan(self, model: torch.nn.Module, prompts: Sequence[Sequence[int]],
+             run_anchors: Callable[[list[tuple[int, ...]]], object] | None = None) -> list[int]:
+        """Prepare a call over `prompts`: the prefix they all share run once and kept, the
+        prompts noted earlier that they share more of (`anchors`) run by `run_anchors` (which
+        keeps them) first; returns the order to run them in: most tokens still to run first
+        (similar lengths share a batch and memory peaks early)."""
+        if whole := shared_prefix(prompts):
+            self.extend(model, prompts[0][:whole])
+        if run_anchors is not None and (anchors := self.anchors(prompts)):
+            run_anchors(anchors)
+        return sorted(range(len(prompts)), key=lambda i: -self.to_run(prompts[i]))
 
     def add(self, prompt: Sequence[int], states: LayerStates, start: int = 0,
             parent: int = -1) -> bool:

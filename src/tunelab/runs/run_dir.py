@@ -372,9 +372,22 @@ class RunDir:
             base: override the base model spec (defaults to the one the run trained).
         """
         config = self.read_config()
+        return self._trained(config, get_method(config.method["name"]), base)
+
+    def scoring_model(self, base: str | None = None) -> LoadedModel:
+        """The run's model as every evaluation of it scores it: `load_model`, merged into the
+        base weights where the method can merge (`scoring_form`)."""
+        config = self.read_config()
+        method = get_method(config.method["name"])
+        lm = self._trained(config, method, base)
+        lm.model = scoring_form(method, lm.model)
+        lm.recipe = RunRecipe(str(self.root), base, scoring=True)
+        return lm
+
+    def _trained(self, config: RunConfig, method: Method, base: str | None) -> LoadedModel:
+        """`load_model` from the run's config as read once."""
         if base:
             config.model.name = base
-        method = get_method(config.method["name"])
         weights = self.weights(method)
         if not weights.exists():
             raise TunelabError(f"{self.root}: no trained weights in {weights}; did training "
@@ -392,14 +405,6 @@ class RunDir:
                                "--model) or its files are damaged") from None
         lm.model.eval()
         lm.recipe = RunRecipe(str(self.root), base)
-        return lm
-
-    def scoring_model(self, base: str | None = None) -> LoadedModel:
-        """The run's model as every evaluation of it scores it: `load_model`, merged into the
-        base weights where the method can merge (`scoring_form`)."""
-        lm = self.load_model(base)
-        lm.model = scoring_form(get_method(self.read_config().method["name"]), lm.model)
-        lm.recipe = RunRecipe(str(self.root), base, scoring=True)
         return lm
 
 

@@ -1,0 +1,56 @@
+"""The `tunelab` command: parse (cli/options.py), call one API function (cli/commands.py),
+print. No logic lives here."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from tunelab.cli.commands import COMMANDS
+from tunelab.cli.options import parser
+from tunelab.core import launch
+from tunelab.core.deferred import deferred
+from tunelab.core.dependencies import check_dependencies
+from tunelab.core.errors import TunelabError
+from tunelab.core.memory import keep_mmap_threshold
+
+if TYPE_CHECKING:
+    from tunelab.eval import processes
+else:
+    processes = deferred("tunelab.eval.processes")  # torch: only when a command scores
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    code = _main(argv)
+    if "RANK" in os.environ:  # a process that torchrun or accelerate launch started
+        launch.end_launched_process(code)
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        check_dependencies()
+        keep_mmap_threshold()  # freed memory goes back to the system (tunelab/memory.py)
+        # A command that scores models (it has --nproc): its evaluations over N processes
+        # (without --nproc: $TUNELAB_EVAL_NPROC, else one, which starts no worker).
+        with (processes.EvalProcesses(args.eval_nproc) if hasattr(args, "eval_nproc")
+              else contextlib.nullcontext()):
+            code = COMMANDS[args.command](args)
+    except TunelabError as err:
+        if args.debug:
+            raise
+        print(f"tunelab: error: {err}", file=sys.stderr)
+        launch.leave_exit_code(err.exit_code)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("tunelab: interrupted", file=sys.stderr)
+        return 130
+    return code
+
