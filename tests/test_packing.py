@@ -237,6 +237,36 @@ def test_one_row_attended_per_example_gives_the_padded_losses_and_gradients(
     assert max(queries) <= max(len(e.input_ids) for e in examples) < width  # never a whole row
 
 
+def test_short_examples_attend_in_float32_under_bf16_autocast(
+        tiny: torch.nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU, bf16 training attends examples shorter than FLOAT32_BELOW in float32 (the
+    faster kernel there) and longer ones in bf16; the loss stays the fp32 one to bf16's
+    precision and gradients reach every layer."""
+    from transformers.integrations import sdpa_attention
+
+    examples = _examples(6, tiny.config.vocab_size, SHAPES)
+    lengths = sorted(len(e.input_ids) for e in examples)
+    row = CAUSAL.pack(examples, pad_id=0, row_length=attention.ROW_TOKENS, per_example=True)
+    count = torch.tensor(CAUSAL.loss_targets(row))
+    tiny.train()
+    with attention.attends_per_example(tiny, True):
+        reference = CAUSAL.loss(tiny, row, count)  # float32 throughout
+    seen: list[tuple[int, torch.dtype, bool]] = []  # (length, queries' dtype, autocast on)
+    plain = sdpa_attention.sdpa_attention_forward
+    monkeypatch.setattr(sdpa_attention, "sdpa_attention_forward", lambda module, q, *a, **k: (
+        seen.append((q.shape[2], q.dtype, torch.is_autocast_enabled("cpu")))
+        or plain(module, q, *a, **k)))
+    cut = lengths[len(lengths) // 2]  # half the examples below it, half at or above
+    monkeypatch.setattr(attention, "FLOAT32_BELOW", cut)
+    with attention.attends_per_example(tiny, True), torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = CAUSAL.loss(tiny, row, count)
+    grads = _grads(tiny, ours)
+    assert {(n, on) for n, _, on in seen} == {(n, n >= cut) for n in lengths}  # bf16 sdpa
+    assert {d for n, d, _ in seen if n < cut} == {torch.float32}  # float32 inputs
+    assert float(ours) == pytest.approx(float(reference), rel=2e-2)
+    assert all(torch.isfinite(g).all() and g.abs().max() > 0 for g in grads.values())
+
+
 def test_per_example_attention_is_for_sdpa_models_and_never_saved(tiny_llama: Path,
                                                                     tmp_path: Path) -> None:
     eager = AutoModelForCausalLM.from_pretrained(tiny_llama, attn_implementation="eager")
