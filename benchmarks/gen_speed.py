@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from printed import add_out_option, tee_stdout
@@ -46,48 +47,75 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def naive_generate(model: torch.nn.Module, tokenizer: Any, prompts: list[list[int]],
+                   gen: Any) -> list[str]:
+    """The plain loop: the items in order, left-padded, one `model.generate` per batch of
+    gen.batch_size (greedy), the text cut at the stop strings."""
+    from tunelab.eval.generation import cut_at_stop, left_pad
+    from tunelab.models.tokens import decode
+
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(prompts), gen.batch_size):
+        ids, mask = left_pad(prompts[start:start + gen.batch_size], tokenizer.pad_token_id)
+        with torch.no_grad():
+            generated = model.generate(  # type: ignore[operator]
+                input_ids=ids.to(device), attention_mask=mask.to(device),
+                max_new_tokens=gen.max_new_tokens, do_sample=False, temperature=None,
+                top_p=None, top_k=None, pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id, stop_strings=list(gen.stop) or None,
+                tokenizer=tokenizer if gen.stop else None)
+        for tokens in generated[:, ids.shape[1]:]:
+            out.append(cut_at_stop(decode(tokenizer, tokens, skip_special_tokens=True),
+                                   gen.stop).strip())
+    return out
+
+
+def quickstart_prompts(lm: Any, task: Any, shots: int, limit: int) -> list[list[int]]:
+    """The token ids of the prompts tunelab builds for the first `limit` test items of the
+    quickstart's task with `shots` shots (task.fewshot.sampler as set)."""
+    from tunelab.eval.output_types import Request
+    from tunelab.eval.output_types.generate import _prompts
+    from tunelab.eval.tasks import read_task
+
+    items = read_task(task, shots)
+    request = Request(lm, task, items.scored(limit), items.pool(shots), shots, "bench",
+                      items.framing)
+    return [p.ids for p in _prompts(request)]
+
+
+def quickstart_generation(batch_size: int, max_new_tokens: int | None = None,
+                          num_layers: int | None = None) -> tuple[Any, Any, Any, Any]:
+    """(config, task, generation settings at `batch_size`, loaded model) of the quickstart."""
+    from tunelab.config import GenerationConfig
+    from tunelab.data.training_tasks import run_task
+    from tunelab.models import load_model
+    from tunelab.workflows.quickstart import quickstart_config
+
+    config = quickstart_config(Path(tempfile.mkdtemp()))
+    if num_layers:
+        config.model.num_layers = num_layers
+    task = run_task(config)
+    gen = task.eval.generation
+    gen = GenerationConfig(**{**gen.__dict__, "batch_size": batch_size,
+                              "max_new_tokens": max_new_tokens or gen.max_new_tokens})
+    return config, task, gen, load_model(config.model)
+
+
 def main() -> int:
     args = parse_args()
     tee_stdout(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from tunelab.config import GenerationConfig
     from tunelab.core.machine import cpu_summary
-    from tunelab.data.training_tasks import run_task
-    from tunelab.eval.generation import cut_at_stop, generate, left_pad
-    from tunelab.eval.output_types import Request
-    from tunelab.eval.output_types.generate import _prompts
-    from tunelab.eval.tasks import read_task
-    from tunelab.models import load_model
-    from tunelab.models.tokens import decode
-    from tunelab.workflows.quickstart import quickstart_config
+    from tunelab.eval.generation import generate
 
-    config = quickstart_config(Path(tempfile.mkdtemp()))
-    if args.num_layers:
-        config.model.num_layers = args.num_layers
-    task = run_task(config)
-    gen = task.eval.generation
-    gen = GenerationConfig(**{**gen.__dict__, "batch_size": args.batch_size,
-                              "max_new_tokens": args.max_new_tokens or gen.max_new_tokens})
-    lm = load_model(config.model)
+    config, task, gen, lm = quickstart_generation(args.batch_size, args.max_new_tokens,
+                                                  args.num_layers)
     model, tokenizer = lm.model.eval(), lm.tokenizer
-    pad_id = tokenizer.pad_token_id
 
     def naive(prompts: list[list[int]]) -> list[str]:
-        out = []
-        for start in range(0, len(prompts), gen.batch_size):
-            ids, mask = left_pad(prompts[start:start + gen.batch_size], pad_id)
-            with torch.no_grad():
-                generated = model.generate(  # type: ignore[operator]
-                    input_ids=ids, attention_mask=mask, max_new_tokens=gen.max_new_tokens,
-                    do_sample=False, temperature=None, top_p=None, top_k=None,
-                    pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id,
-                    stop_strings=list(gen.stop) or None,
-                    tokenizer=tokenizer if gen.stop else None)
-            for tokens in generated[:, ids.shape[1]:]:
-                out.append(cut_at_stop(decode(tokenizer, tokens, skip_special_tokens=True),
-                                       gen.stop).strip())
-        return out
+        return naive_generate(model, tokenizer, prompts, gen)
 
     def tunelab_generate(prompts: list[list[int]]) -> list[str]:
         return generate(model, tokenizer, prompts, gen, desc="bench")
@@ -101,10 +129,7 @@ def main() -> int:
         shots = 0 if shape == "0" else args.shots
         if shots:
             task.fewshot.sampler = shape
-        items = read_task(task, shots)
-        records = items.scored(args.limit)
-        request = Request(lm, task, records, items.pool(shots), shots, "bench", items.framing)
-        prompts = [p.ids for p in _prompts(request)]
+        prompts = quickstart_prompts(lm, task, shots, args.limit)
         times: dict[str, list[float]] = {"naive": [], "tunelab": []}
         outputs: dict[str, list[str]] = {}
         for _ in range(args.repeats):

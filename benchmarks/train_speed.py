@@ -73,6 +73,7 @@ TUNELAB_VARIANTS = {
     # longest batch first): the like-for-like peak memory
     "tunelab packed-only": ["data.packing=true"],
     "tunelab packed-only bf16": ["data.packing=true", "train.precision=bf16"],
+    "tunelab packed-only fp16": ["data.packing=true", "train.precision=fp16"],  # GPUs only
     "tunelab packed bf16 checkpointed": ["data.packing=true", "train.group_by_length=true",
                                          "train.precision=bf16",
                                          "train.gradient_checkpointing=true"],
@@ -238,12 +239,15 @@ def ordered_rows(inputs: dict[str, Any], row: Any) -> Any:
 
 
 def trainer_args(inputs: dict[str, Any], out: str, bf16: bool = False) -> dict[str, Any]:
+    import torch
+
     train = inputs["config"].train
     return {"output_dir": out, "per_device_train_batch_size": train.batch_size,
             "max_steps": len(inputs["batches"]), "learning_rate": train.lr,
             "lr_scheduler_type": "constant", "warmup_steps": 0, "weight_decay": 0.0,
             "max_grad_norm": train.max_grad_norm, "logging_steps": 1, "report_to": [],
-            "save_strategy": "no", "dataloader_num_workers": 0, "use_cpu": True,
+            "save_strategy": "no", "dataloader_num_workers": 0,
+            "use_cpu": not torch.cuda.is_available(),  # the GPU where there is one
             "seed": train.seed, "bf16": bf16, "fp16": False, "gradient_checkpointing": False}
 
 
@@ -344,6 +348,8 @@ def run_trl(inputs: dict[str, Any], bf16: bool = False) -> dict[str, Any]:
 def worker(system: str, method: str, data: str, steps: int, out: Path) -> None:
     import warnings
 
+    import torch
+
     warnings.filterwarnings("ignore")
     start = time.perf_counter()
     inputs = load_inputs(method, data, steps)
@@ -353,6 +359,8 @@ def worker(system: str, method: str, data: str, steps: int, out: Path) -> None:
     result = peers[system](inputs)
     result.update(tokens=inputs["tokens"], batches=inputs["batches"], load_seconds=load_seconds,
                   peak_rss_mb=peak_rss_mb())
+    if torch.cuda.is_available():  # as tunelab logs it on a GPU (its peak_memory_mb)
+        result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     out.write_text(json.dumps(result))
 
 

@@ -149,6 +149,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(tiny_llama: Path, tm
     assert sum(r.get("tokens_per_s", 0) > 0 for r in logs[1]) == 6
     placement = json.loads((two / "summary.json").read_text())["placement"]
     assert placement["processes"] == 2 and placement["layout"] == "replicated"
+    assert placement["device"] == "cpu" and placement["backend"] == "gloo"
     if extra is MIXTURE:
         return
     scored = [json.loads((run / "eval" / "fine-tuned" / "metrics.json").read_text())
@@ -248,7 +249,8 @@ def test_fsdp_on_two_processes_equals_one_process(tiny_llama: Path, tmp_path: Pa
     summaries = [json.loads((run / "summary.json").read_text()) for run in (one, two)]
     total = summaries[0]["total_parameters"]
     assert summaries[0]["placement"] == {"layout": "replicated", "processes": 1,
-                                         "parameters_per_process": total}
+                                         "parameters_per_process": total, "device": "cpu",
+                                         "backend": None}
     assert summaries[1]["placement"]["layout"] == "fsdp"
     assert summaries[1]["placement"]["parameters_per_process"] <= 0.55 * total
     logs = [[json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]

@@ -138,7 +138,7 @@ class Trainer:
         """How the model lies over the processes (training/parallel.py): replicated, or
         sharded with FSDP (train.fsdp)."""
         model = self.layout.shard(model)
-        self.placement = self.layout.placement(model, world)
+        self.placement = self.layout.placement(model, self.accelerator)
         self.eval_hooks: list[EvalHook] = []
         """Called at every evaluation with the model a process runs (the sharded one under
         FSDP, which every process runs in lockstep); their dicts join the log record

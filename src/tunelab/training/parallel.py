@@ -39,6 +39,10 @@ class Placement(TypedDict):
     layout: str
     processes: int
     parameters_per_process: int
+    device: str
+    """What each process trains on: cpu, or the GPU's index and name (cuda:0, NVIDIA H100 ...)."""
+    backend: str | None
+    """The process group's backend (gloo on CPUs, nccl on GPUs), None without one."""
 
 
 class Replicated:
@@ -48,11 +52,18 @@ class Replicated:
     lockstep = False
     """Whether every process must run the same forward passes (sharded weights)."""
 
-    def placement(self, model: torch.nn.Module, world: int) -> Placement:
-        """summary.json's record of it: the layout, the processes, the parameters each holds."""
+    def placement(self, model: torch.nn.Module, accelerator: Accelerator) -> Placement:
+        """summary.json's record of it: the layout, the processes, the parameters each holds,
+        the device and the process group's backend."""
         held = sum((p.to_local() if isinstance(p, DTensor) else p).numel()
                    for p in model.parameters())
-        return {"layout": self.name, "processes": world, "parameters_per_process": held}
+        device = accelerator.device
+        named = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" \
+            else device.type  # accelerate says cpu:0 in a process group, cpu without one
+        backend = torch.distributed.get_backend() if torch.distributed.is_available() and \
+            torch.distributed.is_initialized() else None
+        return {"layout": self.name, "processes": accelerator.num_processes,
+                "parameters_per_process": held, "device": named, "backend": backend}
 
     def shard(self, model: torch.nn.Module) -> torch.nn.Module:
         return model
