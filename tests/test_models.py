@@ -47,3 +47,33 @@ def test_builtin_model_is_converted_once_to_plain_safetensors() -> None:
     lm = load_model(ModelConfig(num_layers=2))
     assert getattr(lm.model, "hf_quantizer", None) is None
     assert all(p.dtype.is_floating_point for p in lm.model.parameters())
+
+
+def test_a_model_is_placed_on_this_process_gpu(monkeypatch: pytest.MonkeyPatch,
+                                                tiny_llama: Path) -> None:
+    """Where a GPU is, every loaded model goes to the process's one (cuda:$LOCAL_RANK, where
+    accelerate trains it); without one it stays where it loaded. The GPU is faked: the move
+    is recorded, not made."""
+    import torch
+
+    from tunelab.models import loader
+
+    moved: list[torch.device] = []
+
+    class Model:
+        def to(self, device: torch.device) -> Model:
+            moved.append(device)
+            return self
+
+    model = Model()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert loader.placed(model) is model and moved == []  # type: ignore[arg-type]  # a fake
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    loader.placed(model)  # type: ignore[arg-type]  # a fake
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    loader.placed(model)  # type: ignore[arg-type]  # a fake
+    assert moved == [torch.device("cuda", 0), torch.device("cuda", 1)]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    lm = load_model(ModelConfig(name=str(tiny_llama)))  # this machine: the CPU
+    assert next(lm.model.parameters()).device.type == "cpu"

@@ -4,12 +4,13 @@ model kind says (models/kinds.py)."""
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tunelab.config import ModelConfig
-from tunelab.core.deferred import transformers
+from tunelab.core.deferred import torch, transformers
 from tunelab.models.kinds import MODEL_KINDS, LoadedModel, ModelKind, get_kind
 from tunelab.models.pretrained import ensure_pad_token, resolve_model_dir, truncate_layers
 
@@ -31,9 +32,19 @@ def load_model(config: ModelConfig, labels: Sequence[str] | None = None,
     """
     model_kind = check_kind(config, kind)
     lm = model_kind.load(config, labels)
+    lm.model = placed(lm.model)
     lm.recipe = BaseRecipe(copy.deepcopy(config), tuple(labels) if labels is not None else None,
                            kind)
     return lm
+
+
+def placed(model: torch.nn.Module) -> torch.nn.Module:
+    """The model on this process's GPU where there is one (cuda:$LOCAL_RANK, the device
+    accelerate trains on in a process of --nproc; cuda:0 alone), so training, evaluation,
+    studies and exports all run there; on a machine without one, as loaded (the CPU)."""
+    if not torch.cuda.is_available():
+        return model
+    return model.to(torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))))
 
 
 @dataclass(frozen=True)
