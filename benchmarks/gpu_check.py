@@ -14,13 +14,18 @@
      tokens/s and peak CUDA memory, and their ratios
   4. generation on the GPU: tunelab's `eval.generation.generate` against a plain `generate`
      loop (gen_speed.py's) on the quickstart's prompts at 0 shots, greedy, batch 16, and vLLM's
-     `LLM.generate` on the same prompt token ids where `import vllm` works (`pip install vllm`
-     on the GPU machine: it brings its own CUDA torch): items/s and outputs equal to tunelab's
+     `LLM.generate` on the same prompt token ids: items/s and outputs equal to tunelab's. vLLM
+     pins its own torch and transformers, so install it in a venv of its own on the GPU
+     machine (`python -m venv /tmp/vllm && /tmp/vllm/bin/pip install vllm`) and pass
+     `--vllm-python /tmp/vllm/bin/python`: that interpreter runs vLLM in a subprocess on the
+     prompts' token ids (without the option, `import vllm` is tried here)
 
-Each part runs even when one before it failed (its error printed). `--smoke` runs the same
-plumbing on this machine's CPU (2 steps, fp32 only, no vLLM): a check of the script, no figures.
+Each part runs even when one before it failed (its error printed); a run that outlives its
+timeout is killed with its process group (torchrun's workers too), and a part that would start
+after --budget seconds is skipped. `--smoke` runs the same plumbing on this machine's CPU (2
+steps, fp32 only): a check of the script, no figures.
 
-    python benchmarks/gpu_check.py [--steps 10] [--items 64] [--out FILE]
+    python benchmarks/gpu_check.py [--steps 10] [--items 64] [--vllm-python PATH] [--out FILE]
     python benchmarks/gpu_check.py --smoke
 """
 
@@ -29,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -47,6 +53,43 @@ METHODS = {"lora": ["method={name: lora, r: 16, alpha: 32, dropout: 0, target_mo
                     "train.lr=4e-4"],
            "full": ["method={name: full}", "train.lr=5e-5"]}
 """train_speed.py's: the quickstart's LoRA, and full fine-tuning at its sweep's learning rate."""
+
+
+VLLM = """
+import json, sys, time
+from vllm import LLM, SamplingParams
+job = json.load(open(sys.argv[1]))
+llm = LLM(model=job["model"], dtype="float32", gpu_memory_utilization=0.3, enforce_eager=True,
+          seed=0)
+params = SamplingParams(temperature=0, max_tokens=job["max_new_tokens"], stop=job["stop"] or None)
+prompts = [{"prompt_token_ids": p} for p in job["prompts"]]
+llm.generate(prompts, params, use_tqdm=False)  # warm-up
+start = time.perf_counter()
+done = llm.generate(prompts, params, use_tqdm=False)
+seconds = time.perf_counter() - start
+print(json.dumps({"texts": [o.outputs[0].text for o in done], "seconds": seconds}))
+"""
+"""vLLM on the prompts' token ids, greedy (run by --vllm-python, or imported here): JSON of its
+texts and the timed generate's seconds, after a warm-up."""
+
+
+def run_group(args: list[str], timeout: float, env: dict[str, str] | None = None
+              ) -> subprocess.CompletedProcess[str]:
+    """`args` in a process group of its own, killed whole (torchrun's workers too) when it
+    outlives `timeout`."""
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise RuntimeError(f"{' '.join(args[:4])} ...: killed after {timeout:.0f} s") from None
+    return subprocess.CompletedProcess(args, process.returncode, out, err)
+
+
+def last_lines(text: str, n: int = 6) -> str:
+    return "\n".join(text.strip().splitlines()[-n:]) or "(no output)"
 
 
 def device_name() -> str:
@@ -68,10 +111,9 @@ def train(tmp: Path, name: str, method: str, precision: str, steps: int,
     if nproc:
         args += ["--nproc", str(nproc)]
     start = time.perf_counter()
-    done = subprocess.run(args, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "TQDM_DISABLE": "1"})
+    done = run_group(args, 300, env={**os.environ, "TQDM_DISABLE": "1"})
     if done.returncode:
-        raise RuntimeError("\n".join((done.stderr or done.stdout).strip().splitlines()[-6:]))
+        raise RuntimeError(last_lines(done.stderr or done.stdout))
     summary = json.loads((tmp / name / "summary.json").read_text())
     log = [json.loads(x) for x in (tmp / name / "train_log.jsonl").read_text().splitlines()]
     summary["losses"] = [r["loss"] for r in log if "loss" in r]
@@ -91,7 +133,7 @@ def part_training(tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
             try:
                 s = train(tmp, name, method, precision, args.steps)
             except Exception as err:  # noqa: BLE001 - a part's failure is printed, not raised
-                print(f"| {method} | {precision} | failed: {str(err).splitlines()[-1][:120]} "
+                print(f"| {method} | {precision} | failed: {last_lines(str(err), 1)[:120]} "
                       "| | | | | | |", flush=True)
                 continue
             runs[name] = s
@@ -120,12 +162,11 @@ def part_trl(tmp: Path, args: argparse.Namespace) -> None:
     out = tmp / "trl.json"
     variants = "tunelab packed-only" + ("" if args.smoke else ",tunelab packed-only bf16")
     systems = "tunelab,trl" + ("" if args.smoke else ",trl-bf16")
-    done = subprocess.run([sys.executable, str(HERE / "train_speed.py"), "--steps",
-                           str(max(args.steps, 2)), "--methods", "lora", "--data", "short",
-                           "--systems", systems, "--variants", variants, "--json", str(out)],
-                          capture_output=True, text=True, timeout=400)
+    done = run_group([sys.executable, str(HERE / "train_speed.py"), "--steps",
+                      str(max(args.steps, 2)), "--methods", "lora", "--data", "short",
+                      "--systems", systems, "--variants", variants, "--json", str(out)], 400)
     if done.returncode or not out.is_file():
-        raise RuntimeError("\n".join((done.stderr or done.stdout).strip().splitlines()[-6:]))
+        raise RuntimeError(last_lines(done.stderr or done.stdout))
     runs = [r for r in json.loads(out.read_text())["runs"] if "error" not in r]
     print("| system | first-step loss | real tokens/s | s/step | peak memory (MiB) |")
     print("|---|---|---|---|---|")
@@ -142,7 +183,29 @@ def part_trl(tmp: Path, args: argparse.Namespace) -> None:
                   f"x{best.get('peak_cuda_mb', best['peak_rss_mb']) / peer.get('peak_cuda_mb', peer['peak_rss_mb']):.2f}")
 
 
-def part_generation(args: argparse.Namespace) -> None:
+def with_vllm(args: argparse.Namespace, model_dir: str, prompts: list[list[int]], gen: Any,
+              tmp: Path) -> tuple[list[str], float]:
+    """vLLM's texts for the prompts and its generate's seconds (module doc)."""
+    job = tmp / "vllm-job.json"
+    job.write_text(json.dumps({"model": model_dir, "prompts": prompts, "stop": list(gen.stop),
+                               "max_new_tokens": gen.max_new_tokens}))
+    if args.vllm_python:
+        done = run_group([args.vllm_python, "-c", VLLM, str(job)], 300)
+        if done.returncode:
+            raise RuntimeError(last_lines(done.stderr or done.stdout))
+        answer = json.loads(done.stdout.strip().splitlines()[-1])
+    else:
+        import contextlib
+        import io
+
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            exec(compile(VLLM, "vllm-job", "exec"), {"__name__": "vllm_job"})  # noqa: S102
+        answer = json.loads(printed.getvalue().strip().splitlines()[-1])
+    return answer["texts"], answer["seconds"]
+
+
+def part_generation(args: argparse.Namespace, tmp: Path) -> None:
     from gen_speed import naive_generate, quickstart_generation, quickstart_prompts
 
     from tunelab.eval.generation import cut_at_stop, generate
@@ -155,22 +218,15 @@ def part_generation(args: argparse.Namespace) -> None:
     systems: dict[str, Callable[[], list[str]]] = {
         "naive generate loop": lambda: naive_generate(model, lm.tokenizer, prompts, gen),
         "tunelab": lambda: generate(model, lm.tokenizer, prompts, gen, desc="gpu check")}
-    try:
-        from vllm import LLM, SamplingParams  # type: ignore[import-not-found]
-    except ImportError as err:
-        print(f"vLLM: not installed here ({err}); `pip install vllm` on the GPU machine")
-    else:
-        llm = LLM(model=str(builtin_model_dir(config.model.name)), dtype="float32",
-                  gpu_memory_utilization=0.3, seed=0)
-        params = SamplingParams(temperature=0, max_tokens=gen.max_new_tokens,
-                                stop=list(gen.stop) or None)
-
-        def with_vllm() -> list[str]:
-            done = llm.generate([{"prompt_token_ids": p} for p in prompts], params,
-                                use_tqdm=False)
-            return [cut_at_stop(o.outputs[0].text, gen.stop).strip() for o in done]
-        systems["vLLM"] = with_vllm
     outputs, seconds = {}, {}
+    if not args.smoke or args.vllm_python:
+        try:  # vLLM first: its own process, or imported here
+            texts, seconds["vLLM"] = with_vllm(args, str(builtin_model_dir(config.model.name)),
+                                               prompts, gen, tmp)
+            outputs["vLLM"] = [cut_at_stop(t, gen.stop).strip() for t in texts]
+        except Exception as err:  # noqa: BLE001 - the other systems still run
+            print(f"vLLM: failed ({last_lines(str(err), 3)}); install it in its own venv and "
+                  "pass --vllm-python (module doc)")
     for name, run in systems.items():
         run()  # warm-up (kernels, allocator)
         if device.type == "cuda":
@@ -183,7 +239,7 @@ def part_generation(args: argparse.Namespace) -> None:
     mean = sum(map(len, prompts)) / len(prompts)
     print(f"{len(prompts)} prompts (0 shots, {mean:.0f} tokens on average), greedy, batch "
           f"{gen.batch_size}, max_new_tokens {gen.max_new_tokens}, on {device}")
-    for name in systems:
+    for name in outputs:
         same = sum(a == b for a, b in zip(outputs[name], outputs["tunelab"], strict=True))
         print(f"  {name}: {len(prompts) / seconds[name]:.1f} items/s, "
               f"{seconds['naive generate loop'] / seconds[name]:.2f}x the naive loop, "
@@ -198,6 +254,9 @@ def main() -> int:
                                                   "--smoke)")
     parser.add_argument("--parts", default="training,ddp,trl,generation")
     parser.add_argument("--smoke", action="store_true", help="the plumbing on a CPU")
+    parser.add_argument("--vllm-python", help="the python of a venv with vLLM (module doc)")
+    parser.add_argument("--budget", type=float, default=480,
+                        help="seconds after which no further part starts (default 480)")
     add_out_option(parser)
     args = parser.parse_args()
     args.steps = args.steps or (2 if args.smoke else 10)
@@ -216,9 +275,14 @@ def main() -> int:
             ("training", lambda: one.update(part_training(tmp, args))),
             ("ddp", lambda: part_ddp(tmp, args, one.get("lora-fp32"))),
             ("trl", lambda: part_trl(tmp, args)),
-            ("generation", lambda: part_generation(args))]
+            ("generation", lambda: part_generation(args, tmp))]
+        began = time.perf_counter()
         for name, run in steps:
             if name not in parts:
+                continue
+            if time.perf_counter() - began > args.budget:
+                print(f"\n== {name}: skipped, past the {args.budget:.0f} s budget")
+                failed += 1
                 continue
             print(f"\n== {name} ({time.strftime('%H:%M:%S')})", flush=True)
             try:

@@ -463,13 +463,19 @@ def compare(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
     return runs
 
 
+def peak(run: dict[str, Any]) -> float:
+    """A run's peak memory: its process's RSS on a CPU, CUDA memory where a GPU ran (tunelab
+    logs that as its peak_memory_mb; a peer's worker reports peak_cuda_mb)."""
+    return run.get("peak_cuda_mb", run["peak_rss_mb"])
+
+
 def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
 def report(runs: list[dict[str, Any]]) -> None:
     print("\n| data | method | system | first-step loss | real tokens/s | s/step | padding | "
-          "peak RSS (MiB) |")
+          "peak memory (MiB; CUDA where a GPU ran) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in runs:
         if "error" in r:
@@ -477,7 +483,7 @@ def report(runs: list[dict[str, Any]]) -> None:
             continue
         print(f"| {r['data']} | {r['method']} | {r['system']} | {fmt(r['first_loss'], '.6f')} | "
               f"{r['tokens_per_s']:.0f} | {r['s_per_step']:.2f} | "
-              f"{fmt(r.get('padding_share'), '.0%')} | {r['peak_rss_mb']:.0f} |")
+              f"{fmt(r.get('padding_share'), '.0%')} | {peak(r):.0f} |")
     if any(not r.get("warmup_excluded", True) for r in runs):
         print("\n(one step only: its time includes the warm-up)")
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -502,7 +508,7 @@ def report(runs: list[dict[str, Any]]) -> None:
         for r in same:
             print(f"    {r['system']:15s} " + " ".join(f"{x:.5f}" for x in r["losses"]))
     print("\nRatios (tunelab's fastest variant / the other system; tokens/s: higher is better, "
-          "peak RSS: lower is better):")
+          "peak memory: lower is better):")
     for (data, method), rows in groups.items():
         ours = [r for r in rows if r["system"].startswith("tunelab")]
         if not ours:
@@ -520,12 +526,12 @@ def report(runs: list[dict[str, Any]]) -> None:
             same = [r for r in ours if other is not None and r["batches"] == other["batches"]]
             if same and max(same, key=lambda r: r["tokens_per_s"]) not in mine:
                 mine.append(max(same, key=lambda r: r["tokens_per_s"]))
-            if min(ours, key=lambda r: r["peak_rss_mb"]) not in mine:  # the leanest
-                mine.append(min(ours, key=lambda r: r["peak_rss_mb"]))
+            if min(ours, key=peak) not in mine:  # the leanest
+                mine.append(min(ours, key=peak))
             for r in mine if other is not None else []:
                 print(f"  {data} {method}: {r['system']} vs {peer}: tokens/s "
-                      f"x{r['tokens_per_s'] / other['tokens_per_s']:.2f}, peak RSS "
-                      f"x{r['peak_rss_mb'] / other['peak_rss_mb']:.2f}")
+                      f"x{r['tokens_per_s'] / other['tokens_per_s']:.2f}, peak memory "
+                      f"x{peak(r) / peak(other):.2f}")
 
 
 # --- the sweep --------------------------------------------------------------------------------

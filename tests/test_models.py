@@ -51,9 +51,9 @@ def test_builtin_model_is_converted_once_to_plain_safetensors() -> None:
 
 def test_a_model_is_placed_on_this_process_gpu(monkeypatch: pytest.MonkeyPatch,
                                                 tiny_llama: Path) -> None:
-    """Where a GPU is, every loaded model goes to the process's one (cuda:$LOCAL_RANK, where
-    accelerate trains it); without one it stays where it loaded. The GPU is faked: the move
-    is recorded, not made."""
+    """Where a GPU is, a loaded model goes to it; without one, or in a launcher's process
+    (accelerate places those), it stays where it loaded. The GPU is faked: the move is
+    recorded, not made."""
     import torch
 
     from tunelab.models import loader
@@ -66,14 +66,17 @@ def test_a_model_is_placed_on_this_process_gpu(monkeypatch: pytest.MonkeyPatch,
             return self
 
     model = Model()
+    monkeypatch.delenv("RANK", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert loader.placed(model) is model and moved == []  # type: ignore[arg-type]  # a fake
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     loader.placed(model)  # type: ignore[arg-type]  # a fake
-    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert moved == [torch.device("cuda", 0)]
+    monkeypatch.setenv("RANK", "1")  # a process of --nproc: accelerate places it
     loader.placed(model)  # type: ignore[arg-type]  # a fake
-    assert moved == [torch.device("cuda", 0), torch.device("cuda", 1)]
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    lm = load_model(ModelConfig(name=str(tiny_llama)))  # this machine: the CPU
-    assert next(lm.model.parameters()).device.type == "cpu"
+    assert moved == [torch.device("cuda", 0)]
+    seen: list[torch.nn.Module] = []
+    monkeypatch.setattr(loader, "placed", lambda m: seen.append(m) or m)
+    lm = load_model(ModelConfig(name=str(tiny_llama)))
+    assert seen == [lm.model]  # every load goes through it

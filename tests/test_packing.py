@@ -251,18 +251,21 @@ def test_short_examples_attend_in_float32_under_bf16_autocast(
     tiny.train()
     with attention.attends_per_example(tiny, True):
         reference = CAUSAL.loss(tiny, row, count)  # float32 throughout
-    seen: list[tuple[int, torch.dtype, bool]] = []  # (length, queries' dtype, autocast on)
+    seen: list[tuple[int, torch.dtype, bool]] = []  # (length, values' dtype, autocast on)
     plain = sdpa_attention.sdpa_attention_forward
-    monkeypatch.setattr(sdpa_attention, "sdpa_attention_forward", lambda module, q, *a, **k: (
-        seen.append((q.shape[2], q.dtype, torch.is_autocast_enabled("cpu")))
-        or plain(module, q, *a, **k)))
+    monkeypatch.setattr(sdpa_attention, "sdpa_attention_forward",
+                        lambda module, q, k, v, *a, **kw: (
+                            seen.append((q.shape[2], v.dtype, torch.is_autocast_enabled("cpu")))
+                            or plain(module, q, k, v, *a, **kw)))
     cut = lengths[len(lengths) // 2]  # half the examples below it, half at or above
     monkeypatch.setattr(attention, "FLOAT32_BELOW", cut)
     with attention.attends_per_example(tiny, True), torch.autocast("cpu", dtype=torch.bfloat16):
         ours = CAUSAL.loss(tiny, row, count)
     grads = _grads(tiny, ours)
-    assert {(n, on) for n, _, on in seen} == {(n, n >= cut) for n in lengths}  # bf16 sdpa
-    assert {d for n, d, _ in seen if n < cut} == {torch.float32}  # float32 inputs
+    # short: float32 values (bf16 out of the autocast projections, cast up), autocast off;
+    # long: bf16 values into sdpa under autocast
+    assert {(n, d, on) for n, d, on in seen} == {
+        (n, torch.bfloat16 if n >= cut else torch.float32, n >= cut) for n in lengths}
     assert float(ours) == pytest.approx(float(reference), rel=2e-2)
     assert all(torch.isfinite(g).all() and g.abs().max() > 0 for g in grads.values())
 

@@ -123,9 +123,9 @@ def test_max_forgetting_fails_the_run_with_exit_code_1(tiny_llama: Path, tmp_pat
 
 
 def test_max_forgetting_alone_uses_the_general_suite(tmp_path: Path) -> None:
-    from tunelab.cli import _parser
+    from tunelab.cli.options import parser
 
-    args = _parser().parse_args(["train", "c.yaml", "--max-forgetting", "2"])
+    args = parser().parse_args(["train", "c.yaml", "--max-forgetting", "2"])
     assert args.max_forgetting == 2 and args.retention is None
     config = RetentionConfig(max_forgetting=2.0)
     names = [t.name for t in retention.retention_tasks(config)]

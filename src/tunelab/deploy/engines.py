@@ -76,7 +76,7 @@ class TransformersEngine(Engine):
         run: Any = self.lm.model.generate  # Any: transformers' generate; nn.Module lacks it
         tokens, start = 0, time.perf_counter()
         for prompt in prompts[:SPEED_PROMPTS]:
-            ids = torch.tensor([self._ids(prompt)])
+            ids = torch.tensor([self._ids(prompt)], device=next(self.lm.model.parameters()).device)
             out = run(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
                       max_new_tokens=SPEED_TOKENS, min_new_tokens=SPEED_TOKENS,
                       pad_token_id=self.lm.tokenizer.pad_token_id, temperature=None, top_p=None,

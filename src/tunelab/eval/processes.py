@@ -50,7 +50,9 @@ def default_processes() -> int:
     machine), one process on both cores as threads scored 32 items faster than two processes
     on one core each (generation 4.9 vs 5.9 s at 0 shots, 19.8 vs 23.8 s at 4; multiple
     choice 17.4 vs 18.4 s), and each worker costs a start (about 10 s) and a model's memory;
-    two processes won only while another job held one of the cores."""
+    two processes won only while another job held one of the cores. On 2 AVX-512 cores with
+    native bf16: 3.4 vs 3.8 s, 4.8 vs 4.8 s, 11.9 vs 10.8 s, a tenth at most for the workers,
+    after their 5-6 s start."""
     asked = os.environ.get(NPROC_VARIABLE, "").strip()
     if not asked:
         return 1
@@ -142,7 +144,12 @@ class EvalProcesses:
         return self
 
     def _start(self) -> None:
-        """The n - 1 workers (each a fresh interpreter: no forked threads)."""
+        """The n - 1 workers (each a fresh interpreter: no forked threads); none where the
+        models are on a GPU (each worker would hold its own copy on it, for no speed)."""
+        if self.n > 1 and torch.cuda.is_available() and "RANK" not in os.environ:
+            print(f"tunelab: --nproc {self.n}: the models are on the GPU here "
+                  "(models/loader.py: placed), so evaluation runs in one process")
+            self.chosen = 1
         context = multiprocessing.get_context("spawn")
         for _ in range(self.n - 1):
             here, there = context.Pipe()

@@ -48,8 +48,8 @@ rows are not unbounded."""
 _PACKED_KEYS = (BOUNDS, "cu_seq_lens_k", "max_length_q", "max_length_k")
 
 FLOAT32_BELOW = 512
-"""On a CPU, an example shorter than this whose queries are bf16 or fp16 (train.precision under
-autocast) is attended in float32 and its output cast back: torch's CPU flash-attention kernel
+"""On a CPU, an example shorter than this that sdpa would attend in bf16 (train.precision bf16,
+under autocast) is attended in float32 and its output cast back: torch's CPU flash-attention kernel
 runs short 16-bit sequences slower than float32 ones, forward and backward together (bf16's
 time over float32's: 2.4x at 64 tokens, 1.2x at 256, 0.94x at 512, 0.81x at 1,024 on an
 AVX-512 CPU with native bf16: benchmarks/attention_dtype.py). The loss stays float32's to
@@ -95,12 +95,12 @@ def _example(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
 
 
 def _sixteen_bit(*tensors: torch.Tensor) -> torch.dtype | None:
-    """The 16-bit dtype sdpa would run these in on a CPU: autocast's (its rotary embedding
-    leaves queries and keys float32, autocast casts them down for sdpa), else theirs."""
+    """bf16 where sdpa would run these in bf16 on a CPU: under bf16 autocast (its rotary
+    embedding leaves queries and keys float32, autocast casts them down for sdpa), or bf16
+    tensors; else None (fp16, the other 16-bit type, does not train on a CPU)."""
     if torch.is_autocast_enabled("cpu"):
-        dtype = torch.get_autocast_dtype("cpu")
-        return dtype if dtype in (torch.bfloat16, torch.float16) else None
-    return next((t.dtype for t in tensors if t.dtype in (torch.bfloat16, torch.float16)), None)
+        return torch.bfloat16 if torch.get_autocast_dtype("cpu") == torch.bfloat16 else None
+    return torch.bfloat16 if any(t.dtype == torch.bfloat16 for t in tensors) else None
 
 
 def _register() -> None:

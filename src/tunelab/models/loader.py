@@ -39,12 +39,14 @@ def load_model(config: ModelConfig, labels: Sequence[str] | None = None,
 
 
 def placed(model: torch.nn.Module) -> torch.nn.Module:
-    """The model on this process's GPU where there is one (cuda:$LOCAL_RANK, the device
-    accelerate trains on in a process of --nproc; cuda:0 alone), so training, evaluation,
-    studies and exports all run there; on a machine without one, as loaded (the CPU)."""
-    if not torch.cuda.is_available():
+    """The model on the GPU where there is one, so evaluation, studies and exports run there
+    (not only training); as loaded (the CPU) on a machine without one, and in a process that a
+    launcher started (`--nproc`, torchrun, accelerate launch: $RANK set), where accelerate
+    places the model itself (DDP on the process's own GPU; FSDP shards it block by block, so
+    a model larger than one GPU is never whole on one)."""
+    if not torch.cuda.is_available() or "RANK" in os.environ:
         return model
-    return model.to(torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))))
+    return model.to(torch.device("cuda", torch.cuda.current_device()))
 
 
 @dataclass(frozen=True)
