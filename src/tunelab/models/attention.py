@@ -49,8 +49,8 @@ _PACKED_KEYS = (BOUNDS, "cu_seq_lens_k", "max_length_q", "max_length_k")
 
 FLOAT32_BELOW = 512
 """On a CPU, an example shorter than this that sdpa would attend in bf16 (train.precision bf16,
-under autocast) is attended in float32 and its output cast back: torch's CPU flash-attention kernel
-runs short 16-bit sequences slower than float32 ones, forward and backward together (bf16's
+under autocast) is attended in float32 and its output cast back: torch's CPU flash-attention
+kernel runs short bf16 sequences slower than float32 ones, forward and backward together (bf16's
 time over float32's: 2.4x at 64 tokens, 1.2x at 256, 0.94x at 512, 0.81x at 1,024 on an
 AVX-512 CPU with native bf16: benchmarks/attention_dtype.py). The loss stays float32's to
 bf16's precision either way (the matrix products set it: on news text both differ from
@@ -83,18 +83,18 @@ def documents_attention(module: torch.nn.Module, query: torch.Tensor, key: torch
 
 def _example(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
              value: torch.Tensor, rest: dict[str, Any]) -> torch.Tensor:  # Any: as above
-    """sdpa over one example, causal: in float32 where it is short and 16-bit on a CPU
+    """sdpa over one example, causal: in float32 where it is short and bf16 on a CPU
     (`FLOAT32_BELOW`)."""
     forward = sdpa_attention.sdpa_attention_forward
     if query.device.type == "cpu" and query.shape[2] < FLOAT32_BELOW and (
-            half := _sixteen_bit(query, key, value)) is not None:
+            half := _bf16(query, key, value)) is not None:
         with torch.autocast("cpu", enabled=False):
             out = forward(module, query.float(), key.float(), value.float(), None, **rest)[0]
         return out.to(half)
     return forward(module, query, key, value, None, **rest)[0]
 
 
-def _sixteen_bit(*tensors: torch.Tensor) -> torch.dtype | None:
+def _bf16(*tensors: torch.Tensor) -> torch.dtype | None:
     """bf16 where sdpa would run these in bf16 on a CPU: under bf16 autocast (its rotary
     embedding leaves queries and keys float32, autocast casts them down for sdpa), or bf16
     tensors; else None (fp16, the other 16-bit type, does not train on a CPU)."""
