@@ -175,8 +175,8 @@ def part_trl(tmp: Path, args: argparse.Namespace) -> None:
         print(f"| {r['system']} | {r['first_loss']:.6f} | {r['tokens_per_s']:.0f} | "
               f"{r['s_per_step']:.3f} | {memory:.0f} |")
     ours = [r for r in runs if r["system"].startswith("tunelab")]
+    best = max(ours, key=lambda r: r["tokens_per_s"]) if ours else None
     for peer in (r for r in runs if not r["system"].startswith("tunelab")):
-        best = max(ours, key=lambda r: r["tokens_per_s"]) if ours else None
         if best:
             print(f"{best['system']} vs {peer['system']}: tokens/s "
                   f"x{best['tokens_per_s'] / peer['tokens_per_s']:.2f}, peak memory "

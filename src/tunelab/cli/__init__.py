@@ -4,7 +4,6 @@ print. No logic lives here."""
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -27,7 +26,7 @@ __all__ = ["main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     code = _main(argv)
-    if "RANK" in os.environ:  # a process that torchrun or accelerate launch started
+    if launch.launched():  # a process that torchrun or accelerate launch started
         launch.end_launched_process(code)
     return code
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -31,7 +30,7 @@ def _train(args: argparse.Namespace) -> int:
         overrides.append(f"retention.max_forgetting={args.max_forgetting}")
     if args.allow_leakage:
         overrides.append("data.allow_leakage=true")
-    if args.nproc is not None and "RANK" not in os.environ:
+    if args.nproc is not None and not launch.launched():
         load_run_config(args.config, overrides)  # a bad option: one line and exit 2, here
         return launch.nproc(args.argv, args.nproc)
     result = tunelab.train(args.config, overrides, resume=args.resume,

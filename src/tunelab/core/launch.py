@@ -19,6 +19,12 @@ import yaml
 from tunelab.core.errors import TunelabError
 
 
+def launched() -> bool:
+    """Whether a launcher started this process as one of several (`--nproc`, torchrun,
+    accelerate launch): they set $RANK, and accelerate places its model and its peers."""
+    return "RANK" in os.environ
+
+
 def nproc(argv: Sequence[str], n: int) -> int:
     """`tunelab train --nproc N ...` is `torchrun --nproc_per_node N -m tunelab.cli train ...`."""
     if n < 1:

@@ -31,6 +31,7 @@ from tunelab.eval.output_types import Outputs, Request, get_output_type
 from tunelab.eval.output_types.base import Framing
 from tunelab.eval.shard import Shard, merged
 from tunelab.models.fingerprint import model_fingerprint
+from tunelab.models.loader import places_on_gpu
 
 if TYPE_CHECKING:
     from tunelab.config import TaskConfig
@@ -146,7 +147,7 @@ class EvalProcesses:
     def _start(self) -> None:
         """The n - 1 workers (each a fresh interpreter: no forked threads); none where the
         models are on a GPU (each worker would hold its own copy on it, for no speed)."""
-        if self.n > 1 and torch.cuda.is_available() and "RANK" not in os.environ:
+        if self.n > 1 and places_on_gpu():
             print(f"tunelab: --nproc {self.n}: the models are on the GPU here "
                   "(models/loader.py: placed), so evaluation runs in one process")
             self.chosen = 1

@@ -4,12 +4,12 @@ model kind says (models/kinds.py)."""
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tunelab.config import ModelConfig
+from tunelab.core import launch
 from tunelab.core.deferred import torch, transformers
 from tunelab.models.kinds import MODEL_KINDS, LoadedModel, ModelKind, get_kind
 from tunelab.models.pretrained import ensure_pad_token, resolve_model_dir, truncate_layers
@@ -38,13 +38,17 @@ def load_model(config: ModelConfig, labels: Sequence[str] | None = None,
     return lm
 
 
+def places_on_gpu() -> bool:
+    """Whether `placed` moves models to a GPU here: there is one, and no launcher started this
+    process (`launch.launched`: accelerate places the model itself there, DDP on the process's
+    own GPU, FSDP shard by shard, so a model larger than one GPU is never whole on one)."""
+    return torch.cuda.is_available() and not launch.launched()
+
+
 def placed(model: torch.nn.Module) -> torch.nn.Module:
-    """The model on the GPU where there is one, so evaluation, studies and exports run there
-    (not only training); as loaded (the CPU) on a machine without one, and in a process that a
-    launcher started (`--nproc`, torchrun, accelerate launch: $RANK set), where accelerate
-    places the model itself (DDP on the process's own GPU; FSDP shards it block by block, so
-    a model larger than one GPU is never whole on one)."""
-    if not torch.cuda.is_available() or "RANK" in os.environ:
+    """The model on the GPU where `places_on_gpu`, so evaluation, studies and exports run there
+    (not only training); else as loaded (the CPU)."""
+    if not places_on_gpu():
         return model
     return model.to(torch.device("cuda", torch.cuda.current_device()))
 

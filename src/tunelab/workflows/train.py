@@ -27,6 +27,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from tunelab.config import RunConfig, TaskConfig, TrainTaskConfig, load_run_config
+from tunelab.core import launch
 from tunelab.core.deferred import deferred, dist, transformers
 from tunelab.core.errors import TunelabError
 from tunelab.data import Splits
@@ -122,7 +123,7 @@ def on_sigterm(handler: Callable[[int, FrameType | None], object] | signal.Handl
     """Several processes: when one fails, torchrun stops the others with SIGTERM. While
     training, `_stop` ends the process as an exception does, so rank 0 still removes a failed
     start; while removing it, SIG_IGN lets the clean-up finish."""
-    if "RANK" not in os.environ or threading.current_thread() is not threading.main_thread():
+    if not launch.launched() or threading.current_thread() is not threading.main_thread():
         yield
         return
     before = signal.signal(signal.SIGTERM, handler)
