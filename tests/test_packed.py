@@ -1,0 +1,74 @@
+"""Prompts run packed (models/packed.py): the same keys, values and last-token logits as each
+prompt run alone, after a stored prefix or without one, for sdpa and eager attention."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from tests.conftest import FAMILIES
+from tunelab.models import packed
+from tunelab.models.cache import output_cache
+from tunelab.models.packed import ROW_TOKENS, Segment, pack, packs, run_packed, saves
+
+
+def test_pack_fills_as_few_rows_as_hold_the_tokens_evenly() -> None:
+    lengths = [200, 180, 120, 60, 60, 40, 30, 10]
+    rows = pack(lengths)
+    assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+    assert len(rows) == 3  # 700 tokens in rows of 256
+    held = [sum(lengths[i] for i in row) for row in rows]
+    assert max(held) - min(held) <= max(lengths) / 2
+    assert pack([600, 10]) == [[0], [1]]  # a long prompt is never split: a row of its own
+    assert len(pack([190] * 8)) == 8  # two do not fit a row: each its own, as padded
+
+
+def test_packing_is_chosen_only_where_it_saves_positions() -> None:
+    assert saves([60, 12, 10, 9, 30, 8, 7, 6])  # 0 shots: lengths spread, padding dominates
+    assert not saves([300, 298, 301, 299])  # drawn shots, sorted: little padding to save
+    assert not saves([1, 1, 1])  # nothing before the last tokens
+
+
+def _alone(model: torch.nn.Module, prompt: list[int]) -> tuple[Any, torch.Tensor]:
+    """(cache, last logits) of `prompt` run alone."""  # Any: a transformers cache
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([prompt]), use_cache=True)
+    return output_cache(out), out.logits[0, -1]
+
+
+@pytest.mark.parametrize("family", [f for f in sorted(FAMILIES) if f != "mistral"])
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("row_tokens", [ROW_TOKENS, 16])
+def test_packed_segments_equal_each_prompt_run_alone(
+        family: str, attention: str, row_tokens: int, tiny_family: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:  # Any: factory
+    monkeypatch.setattr(packed, "ROW_TOKENS", row_tokens)  # 16: several rows, each padded
+    model = AutoModelForCausalLM.from_pretrained(tiny_family(family),
+                                                 attn_implementation=attention).eval()
+    assert packs(model)
+    torch.manual_seed(0)
+    prefix = torch.randint(5, 60, (7,)).tolist()
+    prompts = [prefix + torch.randint(5, 60, (n,)).tolist() for n in (9, 3, 14, 1)]
+    prompts.append(torch.randint(5, 60, (11,)).tolist())  # no prefix
+    cache, _ = _alone(model, prefix)
+    stored = [(layer.keys[0], layer.values[0]) for layer in cache.layers]
+    segments = [Segment(p[len(prefix):], len(prefix), 0) for p in prompts[:-1]]
+    segments.append(Segment(prompts[-1]))
+    out = run_packed(model, segments, [stored], last_logits=True)
+    assert out.last_logits is not None
+    for index, prompt in enumerate(prompts):
+        whole, logits = _alone(model, prompt)
+        first = segments[index].start
+        for layer, (keys, values) in zip(whole.layers, out.states[index], strict=True):
+            torch.testing.assert_close(keys, layer.keys[0, :, first:], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(values, layer.values[0, :, first:], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out.last_logits[index], logits, rtol=1e-4, atol=1e-4)
+    # Not vacuous: the prompts' states differ from one another.
+    assert not torch.allclose(out.states[0][0][0][:, -1], out.states[2][0][0][:, -1])
+
+
+def test_a_sliding_window_model_runs_padded(tiny_family: Any) -> None:  # Any: factory
+    assert not packs(AutoModelForCausalLM.from_pretrained(tiny_family("mistral")))
