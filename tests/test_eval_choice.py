@@ -73,7 +73,7 @@ def test_whole_sequence_path_and_no_logits_to_keep_agree(lm, monkeypatch) -> Non
     requests = random_requests(lm.tokenizer, 6, seed=1)
     shared = score_choices(lm.model, requests, batch_size=4)
     whole = score_choices(lm.model, requests, batch_size=4, shared_context=False)
-    monkeypatch.setattr(choice_module, "_accepts_logits_to_keep", lambda model: False)
+    monkeypatch.setattr(choice_module, "accepts_logits_to_keep", lambda model: False)
     full_logits = score_choices(lm.model, requests, batch_size=4)
     for a, b, c in zip(shared, whole, full_logits, strict=True):
         assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)

@@ -39,17 +39,23 @@ def packing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(prompt_caches, "saves", lambda lengths: True)
     real = prompt_caches.run_packed
 
-    def counted(model: torch.nn.Module, segments: Any, *args: Any, **kwargs: Any) -> Any:
-        passes.append(len(segments))  # Any: run_packed's own arguments
+    def counted(model: torch.nn.Module, segments: Any, *args: Any,  # Any: run_packed's
+                **kwargs: Any) -> Any:  # Any: its own arguments
+        passes.append(len(segments))
         return real(model, segments, *args, **kwargs)
     monkeypatch.setattr(prompt_caches, "run_packed", counted)
     return passes
 
 
-def ran_packed_where_it_can(model: torch.nn.Module, packing: list[int], request: Any) -> bool:
-    """The packed variant ran packed passes where the model packs (not vacuous)."""  # Any: param
-    return request.node.callspec.params["packing"] == "padded" or bool(packing) or \
-        not packs(model)
+def packed_variant(request: pytest.FixtureRequest) -> bool:
+    """Whether the test runs with the `packing` fixture's packed variant."""
+    return bool(request.node.callspec.params["packing"] == "packed")
+
+
+def ran_packed_where_it_can(model: torch.nn.Module, packing: list[int],
+                            request: pytest.FixtureRequest) -> bool:
+    """The packed variant ran packed passes where the model packs (not vacuous)."""
+    return not packed_variant(request) or bool(packing) or not packs(model)
 
 
 def _prompts(tokenizer: Any) -> list[list[int]]:  # Any: a transformers tokenizer
@@ -94,7 +100,8 @@ def test_shared_prefix_generates_the_same_tokens_as_whole_prompts(
 
 
 def test_a_shared_prefix_runs_once_for_all_batches_and_saves_its_tokens(
-        tiny_family: Any, monkeypatch: pytest.MonkeyPatch, packing: list[int]) -> None:  # Any
+        tiny_family: Any, monkeypatch: pytest.MonkeyPatch, packing: list[int],  # Any: factory
+        request: pytest.FixtureRequest) -> None:
     lm = load_model(ModelConfig(name=str(tiny_family("llama"))))
     prompts = _prompts(lm.tokenizer)
     shared_length = generation.shared_prefix(prompts)
@@ -111,7 +118,7 @@ def test_a_shared_prefix_runs_once_for_all_batches_and_saves_its_tokens(
     # One prefix pass; after it only the prompts' own tokens run, never the prefix again.
     assert calls.count((shared_length, 1)) == 1
     calls.remove((shared_length, 1))
-    if not packing:  # padded: each batch's first pass reads only the suffixes
+    if not packed_variant(request):  # padded: each batch's first pass reads only the suffixes
         assert max(positions // rows for positions, rows in calls) <= \
             max(len(p) for p in prompts) - shared_length
         return

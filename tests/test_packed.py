@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, BloomConfig, BloomForCausalLM
 
 from tests.conftest import FAMILIES
 from tunelab.models import packed
@@ -32,8 +32,9 @@ def test_packing_is_chosen_only_where_it_saves_positions() -> None:
     assert not saves([1, 1, 1])  # nothing before the last tokens
 
 
-def _alone(model: torch.nn.Module, prompt: list[int]) -> tuple[Any, torch.Tensor]:
-    """(cache, last logits) of `prompt` run alone."""  # Any: a transformers cache
+def _alone(model: torch.nn.Module, prompt: list[int]
+           ) -> tuple[Any, torch.Tensor]:  # Any: a transformers cache
+    """(cache, last logits) of `prompt` run alone."""
     with torch.no_grad():
         out = model(input_ids=torch.tensor([prompt]), use_cache=True)
     return output_cache(out), out.logits[0, -1]
@@ -43,21 +44,29 @@ def _alone(model: torch.nn.Module, prompt: list[int]) -> tuple[Any, torch.Tensor
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("row_tokens", [ROW_TOKENS, 16])
 def test_packed_segments_equal_each_prompt_run_alone(
-        family: str, attention: str, row_tokens: int, tiny_family: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:  # Any: factory
+        family: str, attention: str, row_tokens: int, tiny_family: Any,  # Any: factory
+        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(packed, "ROW_TOKENS", row_tokens)  # 16: several rows, each padded
     model = AutoModelForCausalLM.from_pretrained(tiny_family(family),
                                                  attn_implementation=attention).eval()
     assert packs(model)
     torch.manual_seed(0)
-    prefix = torch.randint(5, 60, (7,)).tolist()
-    prompts = [prefix + torch.randint(5, 60, (n,)).tolist() for n in (9, 3, 14, 1)]
-    prompts.append(torch.randint(5, 60, (11,)).tolist())  # no prefix
-    cache, _ = _alone(model, prefix)
-    stored = [(layer.keys[0], layer.values[0]) for layer in cache.layers]
-    segments = [Segment(p[len(prefix):], len(prefix), 0) for p in prompts[:-1]]
-    segments.append(Segment(prompts[-1]))
-    out = run_packed(model, segments, [stored], last_logits=True)
+    shots = torch.randint(5, 60, (7,)).tolist()
+    clean = shots + torch.randint(5, 60, (5,)).tolist()  # a kept item after the shots
+    other = torch.randint(5, 60, (6,)).tolist()  # another prefix, shared with nothing
+    # Stored pieces: the shots' positions [0, 7), the clean item's [7, 12), the other's [0, 6).
+    shots_cache, _ = _alone(model, shots)
+    clean_cache, _ = _alone(model, clean)
+    other_cache, _ = _alone(model, other)
+    pieces = [[(layer.keys[0], layer.values[0]) for layer in shots_cache.layers],
+              [(layer.keys[0, :, 7:], layer.values[0, :, 7:]) for layer in clean_cache.layers],
+              [(layer.keys[0], layer.values[0]) for layer in other_cache.layers]]
+    cases = [(shots, (0,), 9), (shots, (0,), 3), (clean, (0, 1), 14), (clean, (0, 1), 1),
+             (other, (2,), 4), ([], (), 11)]
+    prompts = [head + torch.randint(5, 60, (n,)).tolist() for head, _, n in cases]
+    segments = [Segment(p[len(head):], len(head), held)
+                for p, (head, held, _) in zip(prompts, cases, strict=True)]
+    out = run_packed(model, segments, pieces, last_logits=True)
     assert out.last_logits is not None
     for index, prompt in enumerate(prompts):
         whole, logits = _alone(model, prompt)
@@ -68,6 +77,12 @@ def test_packed_segments_equal_each_prompt_run_alone(
         torch.testing.assert_close(out.last_logits[index], logits, rtol=1e-4, atol=1e-4)
     # Not vacuous: the prompts' states differ from one another.
     assert not torch.allclose(out.states[0][0][0][:, -1], out.states[2][0][0][:, -1])
+
+
+def test_a_model_that_builds_its_own_position_bias_runs_padded() -> None:
+    """ALiBi models (Bloom) read a 2-D mask for their bias: no custom 4-D mask for them."""
+    config = BloomConfig(vocab_size=64, hidden_size=32, n_layer=2, n_head=4)
+    assert not packs(BloomForCausalLM(config))
 
 
 def test_a_sliding_window_model_runs_padded(tiny_family: Any) -> None:  # Any: factory

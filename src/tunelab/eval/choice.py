@@ -26,7 +26,6 @@ can't share a cache this way; they are scored with whole sequences (`shared_cont
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -43,9 +42,9 @@ from tunelab.models.cache import (
     select_cache,
     shared_prefix,
     shares_cache,
-    transformers_model,
 )
 from tunelab.models.logits import token_scores
+from tunelab.models.packed import accepts_logits_to_keep
 from tunelab.models.prompt_caches import PromptCaches, reuses_prompts
 from tunelab.models.tokens import IGNORE_INDEX, prefix_token_id
 
@@ -87,10 +86,6 @@ def encode_pair(
     whole = list(tokenizer(context + continuation, add_special_tokens=add_special_tokens).input_ids)
     context_ids = list(tokenizer(context, add_special_tokens=add_special_tokens).input_ids)
     return context_ids, whole[len(context_ids):]
-
-
-def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
-    return "logits_to_keep" in inspect.signature(transformers_model(model).forward).parameters
 
 
 def score_choices(
@@ -182,7 +177,7 @@ def _score_shared(model: torch.nn.Module, batch: list[ChoiceRequest]) -> list[Ch
     ids, own_mask = _right_pad([c[shared:] for c in contexts], device)  # [B, S]
     own = own_mask.sum(dim=1)  # [B]: tokens after the shared prefix
     extra: dict[str, object] = {}
-    if _accepts_logits_to_keep(model):
+    if accepts_logits_to_keep(model):
         extra["logits_to_keep"] = (own - 1)[:, None]  # only each context's last position
     # The cache is only needed when some choice has tokens after its first.
     needs_cache = any(len(c) > 1 for r in batch for c in r.continuations)
@@ -211,8 +206,8 @@ def _run_kept(model: torch.nn.Module, contexts: Sequence[Sequence[int]], store: 
     batch's cache, its attention mask [B, positions])."""
     if own := shared_prefix(contexts):
         store.extend(model, contexts[0][:own])
-    laid = store.inputs(model, contexts)  # rows [stored | masked gap | own tokens]
-    extra: dict[str, object] = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
+    laid = store.inputs(model, contexts)  # rows [stored | (packed) | masked gap | own tokens]
+    extra: dict[str, object] = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
     out = model(input_ids=laid.input_ids[:, laid.width:], attention_mask=laid.attention_mask,
                 position_ids=laid.position_ids(), use_cache=True, **laid.cached, **extra)
     store.keep(contexts, laid)
@@ -266,7 +261,7 @@ def _score_rest(model: torch.nn.Module, batch: list[ChoiceRequest], pairs: list[
     positions = lengths[:, None] + torch.arange(ids.shape[1], device=device)  # [R, C]
     full_mask = torch.cat([context_mask[items], mask], dim=1)  # [R, W + C]
     extra: dict[str, object] = {}
-    if _accepts_logits_to_keep(model):
+    if accepts_logits_to_keep(model):
         extra["logits_to_keep"] = mask.bool()  # only real positions -> [n_real, V]
     extra[cache_argument(model)] = select_cache(model, cache, items)
     out = model(input_ids=ids, attention_mask=full_mask, position_ids=positions, use_cache=True,

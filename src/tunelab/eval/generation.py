@@ -7,7 +7,9 @@ chat template's system turn) runs once for the call, and inside a study's `kept_
 block every prompt run is kept, so a later prompt that starts the same way (a perturbed
 version of an item) runs only from its first new token. Rows are [stored positions | masked
 gap | own tokens], so every token keeps the position and the attention it has in a left-padded
-whole prompt: the same tokens come out (tested token for token). Encoder-decoder models (the
+whole prompt: the same tokens come out (tested token for token). Where a batch's prompts
+differ in length, all but each one's last token run first packed end to end without padding
+(`models/packed.py`), and rows are [stored | packed | masked gap | last token]. Encoder-decoder models (the
 encoder reads the prompt both ways) and peft prompt learning (its virtual tokens own the cache)
 run whole prompts.
 """

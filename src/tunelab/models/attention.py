@@ -118,19 +118,26 @@ def _config(model: torch.nn.Module) -> PretrainedConfig | None:
 
 
 def takes_per_example(model: torch.nn.Module) -> bool:
-    """Whether the model's attention can run per example: it reads its attention function
-    from transformers' registry, that function is sdpa (or already this one), and every layer
-    attends causally to the whole example (no sliding window, no soft-capping) in a model of
-    one config (a composite model's text layers keep theirs in a sub-config)."""
+    """Whether the model's attention can run per example: `attention_implementation` is sdpa
+    (or already this one)."""
+    return attention_implementation(model) in ("sdpa", NAME)
+
+
+def attention_implementation(model: torch.nn.Module) -> str | None:
+    """The attention implementation the model's layers read from transformers' registry
+    (through DDP's and peft's wrappers), where every layer attends causally to the whole
+    sequence through it (no sliding window, no soft-capping) in a model of one config (a
+    composite model's text layers keep theirs in a sub-config); None for any other model (one
+    that builds its own position bias from a 2-D mask, as ALiBi models do)."""
     inner = getattr(model, "module", model)
     get_base = getattr(inner, "get_base_model", None)
     base = get_base() if callable(get_base) else inner
     config = getattr(base, "config", None)
     if (config is None or not getattr(base, "_supports_attention_backend", False)
-            or getattr(config, "sub_configs", None)):  # composite (vision + text): as loaded
-        return False
-    return attends_whole_sequence(config) and \
-        getattr(config, "_attn_implementation", None) in ("sdpa", NAME)
+            or getattr(config, "sub_configs", None)  # composite (vision + text): as loaded
+            or not attends_whole_sequence(config)):
+        return None
+    return getattr(config, "_attn_implementation", None)
 
 
 def attends_whole_sequence(config: PretrainedConfig) -> bool:

@@ -3,12 +3,12 @@
 A batch of prompts of different lengths, left- or right-padded, runs every row to the longest:
 at 0 shots a quarter of the quickstart's prompt positions were padding, and a padded position
 costs what a real one costs. Here each prompt's tokens (`Segment`) are laid end to end in rows
-of up to `ROW_TOKENS`, with their own position ids, and a 4-D attention mask lets each token
+of about `ROW_TOKENS`, with their own position ids, and a 4-D attention mask lets each token
 see only the tokens before it in its own prompt and the stored states its prompt starts from
-(a prefix the prompts share, or a kept prompt's states: `models/prompt_caches.py`), held once
-per row in the pass's cache. Every token so keeps the position and the attention it has in its
-prompt run alone: the same states come out, to float rounding (the generated tokens and the
-choice scores are tested equal to padded batches', tests/test_packed.py).
+(a prefix the prompts share, or a kept prompt's states: `models/prompt_caches.py`), each piece
+held once per row in the pass's cache. Every token so keeps the position and the attention it
+has in its prompt run alone: the same states come out, to float rounding (tests/test_packed.py;
+the generated tokens and choice scores equal padded batches', tests/test_generate_prefix.py).
 
 The mask is transformers' custom 4-D mask (passed through as it is): boolean for sdpa, additive
 for eager attention; models whose layers attend in a window or through another kernel run
@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from tunelab.models.attention import attends_whole_sequence
+from tunelab.models.attention import attention_implementation
 from tunelab.models.cache import (
     cache_argument,
     new_cache,
@@ -52,30 +52,32 @@ LayerStates = list[tuple[torch.Tensor, torch.Tensor]]
 
 @dataclass(frozen=True)
 class Segment:
-    """Tokens to run at positions `start`.. after the stored states `prefixes[prefix]` (which
-    hold positions [0, start); -1 and 0: the tokens start the prompt)."""
+    """Tokens to run at positions `start`.. after stored states: the pieces `prefixes[i]` for i
+    in `prefix` together hold positions [0, start) (none: the tokens start the prompt). A
+    piece several segments of a row read (the shots every prompt starts with) is held once."""
 
     tokens: Sequence[int]
     start: int = 0
-    prefix: int = -1
+    prefix: tuple[int, ...] = ()
 
 
 @dataclass
 class PackedOutput:
     states: list[LayerStates]
-    """Per segment, every layer's keys and values of its tokens."""
+    """Per segment, every layer's keys and values of its tokens: views into the pass's whole
+    cache (copy them to keep them past the caller's use)."""
     last_logits: torch.Tensor | None
     """[segments, vocabulary]: the logits at each segment's last token (when asked for)."""
 
 
 def packs(model: torch.nn.Module) -> bool:
-    """Whether `model` can run packed rows: a causal model with a cache whose every layer
-    attends to the whole sequence through a kernel that takes transformers' 4-D masks."""
+    """Whether `model` can run packed rows: a causal model that takes a cache and whose every
+    layer attends to the whole sequence through sdpa or eager attention from transformers'
+    registry (which take a 4-D mask as it is: `attention.attention_implementation`)."""
     config = model_config(model)
     if config is None or getattr(config, "is_encoder_decoder", False) or not shares_cache(model):
         return False
-    return (attends_whole_sequence(config)
-            and getattr(config, "_attn_implementation", None) in ("sdpa", "eager"))
+    return attention_implementation(model) in ("sdpa", "eager")
 
 
 def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
@@ -86,7 +88,8 @@ def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
 def pack(lengths: Sequence[int], capacity: int = ROW_TOKENS) -> list[list[int]]:
     """Rows of segment indices: as many rows as first fit (longest first) needs to hold the
     segments at `capacity` tokens a row (a longer segment: a row of its own), then filled
-    evenly (longest first, each into the emptiest row), so the pass pads little."""
+    evenly (longest first, each into the emptiest row), so the pass pads little; a row may
+    end up a little over `capacity`."""
     room: list[int] = []
     for length in sorted(lengths, reverse=True):
         row = next((r for r, free in enumerate(room) if length <= free), None)
@@ -118,20 +121,20 @@ def saves(lengths: Sequence[int]) -> bool:
 @torch.no_grad()
 def run_packed(model: torch.nn.Module, segments: Sequence[Segment],
                prefixes: Sequence[LayerStates] = (), last_logits: bool = False) -> PackedOutput:
-    """Run `segments` (each non-empty) packed into rows; a prefix several segments of a row
-    start from is held once in it."""
+    """Run `segments` (each non-empty) packed into rows; each piece of stored states
+    (`prefixes`) the segments of a row read is held once in it."""
     device = next(model.parameters()).device
     rows = pack([len(s.tokens) for s in segments], ROW_TOKENS)
-    # Per row, where each prefix its segments read sits in the row's cache.
+    # Per row, where each piece its segments read sits in the row's cache.
     placed: list[dict[int, int]] = []
     width = 0
     for row in rows:
         offsets: dict[int, int] = {}
         held = 0
-        for index in row:
-            if segments[index].start and segments[index].prefix not in offsets:
-                offsets[segments[index].prefix] = held
-                held += segments[index].start
+        for piece in (p for index in row for p in segments[index].prefix):
+            if piece not in offsets:
+                offsets[piece] = held
+                held += prefixes[piece][0][0].shape[1]
         placed.append(offsets)
         width = max(width, held)
     length = max(sum(len(segments[i].tokens) for i in row) for row in rows)
@@ -146,16 +149,16 @@ def run_packed(model: torch.nn.Module, segments: Sequence[Segment],
             end = at + len(segment.tokens)
             ids[r, at:end] = torch.tensor(list(segment.tokens), dtype=torch.long)
             positions[r, at:end] = torch.arange(segment.start, segment.start + end - at)
-            if segment.start:
-                first = placed[r][segment.prefix]
-                seen[r, at:end, first:first + segment.start] = True
+            for piece in segment.prefix:
+                first = placed[r][piece]
+                seen[r, at:end, first:first + prefixes[piece][0][0].shape[1]] = True
             seen[r, at:end, width + at:width + end] = torch.ones(
                 (end - at, end - at), dtype=torch.bool).tril()
             spans[index] = (r, at, end)
             at = end
         padding = torch.arange(at, length)
         seen[r, padding, width + padding] = True  # a pad position sees itself only (no NaN)
-    mask = seen if model_config(model)._attn_implementation == "sdpa" else _additive(model, seen)
+    mask = seen if attention_implementation(model) == "sdpa" else _additive(model, seen)
     extra: dict[str, object] = {}
     ends = torch.tensor(sorted({end - 1 for _, _, end in spans}))
     if last_logits and accepts_logits_to_keep(model):
@@ -180,8 +183,8 @@ def run_packed(model: torch.nn.Module, segments: Sequence[Segment],
 
 def _prefix_cache(model: torch.nn.Module, prefixes: Sequence[LayerStates],
                   placed: list[dict[int, int]], width: int) -> object:
-    """The pass's cache: row r holds each prefix its segments read at its offset, zeros
-    (masked) elsewhere; empty without prefixes."""
+    """The pass's cache: row r holds each piece its segments read at its offset, zeros
+    (masked) elsewhere; empty without pieces."""
     cache = new_cache(model)
     if not width:
         return cache

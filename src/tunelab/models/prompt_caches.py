@@ -19,7 +19,10 @@ empty it first.
 A batch built from the store has rows [stored positions | masked gap | own tokens], padded in
 the middle, so every token keeps the position and attention it has in a left-padded whole
 prompt (generate numbers positions from the attention mask): the same tokens come out
-(tests/test_generate_prefix.py, every causal family, LoRA on top).
+(tests/test_generate_prefix.py, every causal family, LoRA on top). Where packing saves
+positions (`models/packed.py: saves`), a row's own tokens but its last run first, packed with
+the batch's other prompts, and sit right after its stored ones: [stored | packed | masked gap |
+last token].
 """
 
 from __future__ import annotations
@@ -199,9 +202,9 @@ class PromptCaches:
 
     def inputs(self, model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_id: int = 0
                ) -> BatchInputs:
-        """A batch of `prompts` reading each one's longest stored prefix, every prompt but
-        its last token run first packed without padding where the model takes it
-        (`models/packed.py`): each row then runs one token, its last."""
+        """A batch of `prompts` reading each one's longest stored prefix; where the model
+        packs and that saves positions (`models/packed.py`), every prompt but its last token
+        runs first packed without padding, and each row then runs one token, its last."""
         device = next(model.parameters()).device
         found = [self.longest(p) for p in prompts]
         stored = [min(length, len(p) - 1) for (length, _), p in zip(found, prompts, strict=True)]
@@ -235,14 +238,13 @@ class PromptCaches:
         if not todo or not packs(model) or not saves([len(p) - n for p, n in zip(
                 prompts, stored, strict=True)]):
             return fresh
-        prefixes: dict[tuple[int, int], int] = {}
+        pieces: dict[tuple[int, int, int], int] = {}  # (entry, from, to): a stored piece
         segments = []
-        for i in todo:
-            key = (entries[i], stored[i])
-            if stored[i] and key not in prefixes:
-                prefixes[key] = len(prefixes)
-            segments.append(Segment(prompts[i][stored[i]:-1], stored[i], prefixes.get(key, -1)))
-        out = run_packed(model, segments, [self._states(*key) for key in prefixes])
+        for i in todo:  # a prompt's stored positions: the pieces of its entry's chain
+            held = self._segments(entries[i], stored[i])
+            segments.append(Segment(prompts[i][stored[i]:-1], stored[i], tuple(
+                pieces.setdefault(piece, len(pieces)) for piece in held)))
+        out = run_packed(model, segments, [self._piece(*piece) for piece in pieces])
         for i, states in zip(todo, out.states, strict=True):
             fresh[i] = states
         return fresh
@@ -290,16 +292,12 @@ class PromptCaches:
             cache.update(keys, values, layer)
         return cache
 
-    def _states(self, entry: int, n: int) -> LayerStates:
-        """`entry`'s first n positions, every layer's, in one piece."""
-        pieces = sorted(self._segments(entry, n), key=lambda piece: piece[1])
-
-        def joined(layer: int, kind: int) -> torch.Tensor:  # kind 0: keys, 1: values
-            return torch.cat([self._entries[e].states[layer][kind][
-                :, lo - self._entries[e].start:hi - self._entries[e].start]
-                for e, lo, hi in pieces], dim=1)
-        return [(joined(layer, 0), joined(layer, 1))
-                for layer in range(len(self._entries[entry].states))]
+    def _piece(self, entry: int, lo: int, hi: int) -> LayerStates:
+        """Positions [lo, hi) of the states `entry` holds, every layer's (views)."""
+        part = self._entries[entry]
+        return [(keys[:, lo - part.start:hi - part.start], values[:, lo - part.start:
+                                                                 hi - part.start])
+                for keys, values in part.states]
 
     def _segments(self, entry: int, n: int) -> list[tuple[int, int, int]]:
         """(entry, from, to) of the stored pieces that make up `entry`'s first n positions."""
