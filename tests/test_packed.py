@@ -1,5 +1,5 @@
-"""Prompts run packed (models/packed.py): the same keys, values and last-token logits as each
-prompt run alone, after a stored prefix or without one, for sdpa and eager attention."""
+"""Prompts run packed (models/packed.py): the same keys and values as each prompt run alone,
+after stored pieces or without, for sdpa and eager attention."""
 
 from __future__ import annotations
 
@@ -32,12 +32,10 @@ def test_packing_is_chosen_only_where_it_saves_positions() -> None:
     assert not saves([1, 1, 1])  # nothing before the last tokens
 
 
-def _alone(model: torch.nn.Module, prompt: list[int]
-           ) -> tuple[Any, torch.Tensor]:  # Any: a transformers cache
-    """(cache, last logits) of `prompt` run alone."""
+def _alone(model: torch.nn.Module, prompt: list[int]) -> Any:  # Any: a transformers cache
+    """The cache of `prompt` run alone."""
     with torch.no_grad():
-        out = model(input_ids=torch.tensor([prompt]), use_cache=True)
-    return output_cache(out), out.logits[0, -1]
+        return output_cache(model(input_ids=torch.tensor([prompt]), use_cache=True))
 
 
 @pytest.mark.parametrize("family", [f for f in sorted(FAMILIES) if f != "mistral"])
@@ -55,9 +53,7 @@ def test_packed_segments_equal_each_prompt_run_alone(
     clean = shots + torch.randint(5, 60, (5,)).tolist()  # a kept item after the shots
     other = torch.randint(5, 60, (6,)).tolist()  # another prefix, shared with nothing
     # Stored pieces: the shots' positions [0, 7), the clean item's [7, 12), the other's [0, 6).
-    shots_cache, _ = _alone(model, shots)
-    clean_cache, _ = _alone(model, clean)
-    other_cache, _ = _alone(model, other)
+    shots_cache, clean_cache, other_cache = (_alone(model, p) for p in (shots, clean, other))
     pieces = [[(layer.keys[0], layer.values[0]) for layer in shots_cache.layers],
               [(layer.keys[0, :, 7:], layer.values[0, :, 7:]) for layer in clean_cache.layers],
               [(layer.keys[0], layer.values[0]) for layer in other_cache.layers]]
@@ -66,17 +62,14 @@ def test_packed_segments_equal_each_prompt_run_alone(
     prompts = [head + torch.randint(5, 60, (n,)).tolist() for head, _, n in cases]
     segments = [Segment(p[len(head):], len(head), held)
                 for p, (head, held, _) in zip(prompts, cases, strict=True)]
-    out = run_packed(model, segments, pieces, last_logits=True)
-    assert out.last_logits is not None
+    out = run_packed(model, segments, pieces)
     for index, prompt in enumerate(prompts):
-        whole, logits = _alone(model, prompt)
         first = segments[index].start
-        for layer, (keys, values) in zip(whole.layers, out.states[index], strict=True):
+        for layer, (keys, values) in zip(_alone(model, prompt).layers, out[index], strict=True):
             torch.testing.assert_close(keys, layer.keys[0, :, first:], rtol=1e-4, atol=1e-5)
             torch.testing.assert_close(values, layer.values[0, :, first:], rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(out.last_logits[index], logits, rtol=1e-4, atol=1e-4)
     # Not vacuous: the prompts' states differ from one another.
-    assert not torch.allclose(out.states[0][0][0][:, -1], out.states[2][0][0][:, -1])
+    assert not torch.allclose(out[0][0][0][:, -1], out[2][0][0][:, -1])
 
 
 def test_a_model_that_builds_its_own_position_bias_runs_padded() -> None:

@@ -61,15 +61,6 @@ class Segment:
     prefix: tuple[int, ...] = ()
 
 
-@dataclass
-class PackedOutput:
-    states: list[LayerStates]
-    """Per segment, every layer's keys and values of its tokens: views into the pass's whole
-    cache (copy them to keep them past the caller's use)."""
-    last_logits: torch.Tensor | None
-    """[segments, vocabulary]: the logits at each segment's last token (when asked for)."""
-
-
 def packs(model: torch.nn.Module) -> bool:
     """Whether `model` can run packed rows: a causal model that takes a cache and whose every
     layer attends to the whole sequence through sdpa or eager attention from transformers'
@@ -120,9 +111,10 @@ def saves(lengths: Sequence[int]) -> bool:
 
 @torch.no_grad()
 def run_packed(model: torch.nn.Module, segments: Sequence[Segment],
-               prefixes: Sequence[LayerStates] = (), last_logits: bool = False) -> PackedOutput:
-    """Run `segments` (each non-empty) packed into rows; each piece of stored states
-    (`prefixes`) the segments of a row read is held once in it."""
+               prefixes: Sequence[LayerStates] = ()) -> list[LayerStates]:
+    """Every layer's keys and values of each segment's tokens (views into the pass's whole
+    cache: copy them to keep them), `segments` (each non-empty) run packed into rows; each
+    piece of stored states (`prefixes`) the segments of a row read is held once in it."""
     device = next(model.parameters()).device
     rows = pack([len(s.tokens) for s in segments], ROW_TOKENS)
     # Per row, where each piece its segments read sits in the row's cache.
@@ -159,26 +151,16 @@ def run_packed(model: torch.nn.Module, segments: Sequence[Segment],
         padding = torch.arange(at, length)
         seen[r, padding, width + padding] = True  # a pad position sees itself only (no NaN)
     mask = seen if attention_implementation(model) == "sdpa" else _additive(model, seen)
-    extra: dict[str, object] = {}
-    ends = torch.tensor(sorted({end - 1 for _, _, end in spans}))
-    if last_logits and accepts_logits_to_keep(model):
-        extra["logits_to_keep"] = ends.to(device)
-    elif not last_logits and accepts_logits_to_keep(model):
-        extra["logits_to_keep"] = 1  # no vocabulary projection worth keeping
+    # No vocabulary projection is wanted (the logits of each prompt's last token come later).
+    extra: dict[str, object] = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
     cache = _prefix_cache(model, prefixes, placed, width)
     out = model(input_ids=ids.to(device), position_ids=positions.to(device),
                 attention_mask=mask[:, None].to(device), use_cache=True,
                 **{cache_argument(model): cache}, **extra)
     filled: Any = output_cache(out)  # Any: transformers types a cache layer's keys Optional
     layers = filled.layers
-    states = [[(layer.keys[r, :, width + a:width + b], layer.values[r, :, width + a:width + b])
-               for layer in layers] for r, a, b in spans]
-    logits = None
-    if last_logits:
-        column = {int(end): k for k, end in enumerate(ends)} if "logits_to_keep" in extra else None
-        logits = torch.stack([out.logits[r, column[b - 1] if column else b - 1]
-                              for r, _, b in spans])
-    return PackedOutput(states, logits)
+    return [[(layer.keys[r, :, width + a:width + b], layer.values[r, :, width + a:width + b])
+             for layer in layers] for r, a, b in spans]
 
 
 def _prefix_cache(model: torch.nn.Module, prefixes: Sequence[LayerStates],

@@ -245,7 +245,7 @@ class PromptCaches:
             segments.append(Segment(prompts[i][stored[i]:-1], stored[i], tuple(
                 pieces.setdefault(piece, len(pieces)) for piece in held)))
         out = run_packed(model, segments, [self._piece(*piece) for piece in pieces])
-        for i, states in zip(todo, out.states, strict=True):
+        for i, states in zip(todo, out, strict=True):
             fresh[i] = states
         return fresh
 
