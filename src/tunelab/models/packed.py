@@ -1,7 +1,7 @@
 """Prompts run end to end in a few rows: one forward pass, almost no padding.
 
 A batch of prompts of different lengths, left- or right-padded, runs every row to the longest:
-at 0 shots a quarter of the quickstart's prompt positions were padding, and a padded position
+at 0 shots 30% of the quickstart's prompt positions in its batches were padding, and a padded position
 costs what a real one costs. Here each prompt's tokens (`Segment`) are laid end to end in rows
 of about `ROW_TOKENS`, with their own position ids, and a 4-D attention mask lets each token
 see only the tokens before it in its own prompt and the stored states its prompt starts from
