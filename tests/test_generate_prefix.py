@@ -18,6 +18,7 @@ from tunelab.eval.result_cache import ResultCache
 from tunelab.methods import get_method
 from tunelab.methods.base import parse_options
 from tunelab.models import load_model, prompt_caches
+from tunelab.models.cache import shared_prefix
 from tunelab.models.kinds import get_kind
 from tunelab.models.packed import packs
 from tunelab.models.prompt_caches import PromptCaches
@@ -104,7 +105,7 @@ def test_a_shared_prefix_runs_once_for_all_batches_and_saves_its_tokens(
         request: pytest.FixtureRequest) -> None:
     lm = load_model(ModelConfig(name=str(tiny_family("llama"))))
     prompts = _prompts(lm.tokenizer)
-    shared_length = generation.shared_prefix(prompts)
+    shared_length = shared_prefix(prompts)
     assert shared_length >= len(lm.tokenizer(SHOTS).input_ids) - 1
     config = GenerationConfig(max_new_tokens=4, batch_size=2)
     calls: list[tuple[int, int]] = []  # (positions, rows) of each forward pass
@@ -203,7 +204,7 @@ def test_kept_prompts_start_perturbed_items_from_the_clean_ones_with_the_same_to
 
 
 def shared_prefix_of(lm: Any) -> int:  # Any: a LoadedModel
-    return generation.shared_prefix(_prompts(lm.tokenizer))
+    return shared_prefix(_prompts(lm.tokenizer))
 
 
 def test_a_store_serves_only_the_weights_it_was_filled_with(tiny_family: Any) -> None:  # Any

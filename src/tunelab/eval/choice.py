@@ -204,8 +204,6 @@ def _run_kept(model: torch.nn.Module, contexts: Sequence[Sequence[int]], store: 
     """Run `contexts` from their longest stored prefixes (a prefix they all share first) and
     keep them in `store`: (log-probabilities of the token after each context [B, V], the
     batch's cache, its attention mask [B, positions])."""
-    if own := shared_prefix(contexts):
-        store.extend(model, contexts[0][:own])
     laid = store.inputs(model, contexts)  # rows [stored | (packed) | masked gap | own tokens]
     extra: dict[str, object] = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
     out = model(input_ids=laid.input_ids[:, laid.width:], attention_mask=laid.attention_mask,

@@ -25,7 +25,6 @@ from tqdm.auto import tqdm
 
 from tunelab.config import GenerationConfig
 from tunelab.eval.result_cache import ResultCache, token_bytes, tokenizer_fingerprint
-from tunelab.models.cache import shared_prefix
 from tunelab.models.prompt_caches import PromptCaches, reuses_prompts
 from tunelab.models.tokens import decode
 
@@ -142,7 +141,6 @@ def _generate(prompts: Sequence[Sequence[int]], model: torch.nn.Module,
     model.eval()
     device = next(model.parameters()).device
     seq2seq = is_encoder_decoder(model)
-    whole = shared_prefix(prompts) if caches is not None else 0
 
     def run_anchors(anchors: list[tuple[int, ...]]) -> None:
         # Prompts looked up earlier that these share more of (the clean items of a study
@@ -169,8 +167,6 @@ def _generate(prompts: Sequence[Sequence[int]], model: torch.nn.Module,
             batch = [prompts[i] for i in rows]
             laid_out = None
             if caches is not None:
-                if not whole and (own := shared_prefix(batch)):
-                    caches.extend(model, batch[0][:own])
                 laid_out = caches.inputs(model, batch, pad_id)
                 ids, mask, cached = laid_out.input_ids, laid_out.attention_mask, laid_out.cached
             else:

@@ -28,6 +28,9 @@ MIN_SHARED_PREFIX = 16
 examples, a long preamble, a chat template's system turn) run that prefix once and only their
 own suffixes after it (multiple choice and generation)."""
 
+LayerStates = list[tuple[torch.Tensor, torch.Tensor]]
+"""Per layer, (keys, values) of one sequence: [heads, tokens, head_dim] each."""
+
 CACHE_NAMES = ("cache", "past_key_values")
 """Newest first: the names a transformers forward has taken its key/value cache under."""
 
@@ -105,6 +108,27 @@ def shares_cache(model: torch.nn.Module) -> bool:
     if any(getattr(c, "is_prompt_learning", False) for c in configs.values()):
         return False
     return model_cache_argument(model) is not None
+
+
+def laid_out_cache(model: torch.nn.Module, rows: Sequence[Sequence[tuple[int, LayerStates]]],
+                   width: int) -> DynamicCache:
+    """A batch cache of `width` positions: row r holds each (at, states) of `rows[r]` from
+    position `at` on, zeros (masked) elsewhere; empty where no row holds any."""
+    cache = new_cache(model)
+    template = next((states for row in rows for _, states in row), None)
+    if template is None or not width:
+        return cache
+    for layer, (keys_like, values_like) in enumerate(template):
+        keys = keys_like.new_zeros((len(rows), keys_like.shape[0], width, keys_like.shape[2]))
+        values = values_like.new_zeros((len(rows), values_like.shape[0], width,
+                                        values_like.shape[2]))
+        for r, row in enumerate(rows):
+            for at, states in row:
+                held_keys, held_values = states[layer]
+                keys[r, :, at:at + held_keys.shape[1]] = held_keys
+                values[r, :, at:at + held_values.shape[1]] = held_values
+        cache.update(keys, values, layer)
+    return cache
 
 
 def new_cache(model: torch.nn.Module) -> DynamicCache:

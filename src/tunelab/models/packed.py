@@ -29,8 +29,9 @@ import torch
 
 from tunelab.models.attention import attention_implementation
 from tunelab.models.cache import (
+    LayerStates,
     cache_argument,
-    new_cache,
+    laid_out_cache,
     output_cache,
     shares_cache,
     transformers_model,
@@ -45,10 +46,6 @@ ONE_TOKEN_PASS = 4
 """A pass of one token per row costs about what this many prompt positions per row cost (the
 built-in 135M model on a CPU: 16 rows 0.11-0.15 s, a prompt position 1.9-2.2 ms): what a
 prompt's last token, run on its own after the packed pass, costs beyond its position."""
-
-LayerStates = list[tuple[torch.Tensor, torch.Tensor]]
-"""Per layer, (keys, values) of one sequence: [heads, tokens, head_dim] each."""
-
 
 @dataclass(frozen=True)
 class Segment:
@@ -153,7 +150,8 @@ def run_packed(model: torch.nn.Module, segments: Sequence[Segment],
     mask = seen if attention_implementation(model) == "sdpa" else _additive(model, seen)
     # No vocabulary projection is wanted (the logits of each prompt's last token come later).
     extra: dict[str, object] = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
-    cache = _prefix_cache(model, prefixes, placed, width)
+    cache = laid_out_cache(model, [[(at, prefixes[piece]) for piece, at in offsets.items()]
+                                   for offsets in placed], width)
     out = model(input_ids=ids.to(device), position_ids=positions.to(device),
                 attention_mask=mask[:, None].to(device), use_cache=True,
                 **{cache_argument(model): cache}, **extra)
@@ -161,27 +159,6 @@ def run_packed(model: torch.nn.Module, segments: Sequence[Segment],
     layers = filled.layers
     return [[(layer.keys[r, :, width + a:width + b], layer.values[r, :, width + a:width + b])
              for layer in layers] for r, a, b in spans]
-
-
-def _prefix_cache(model: torch.nn.Module, prefixes: Sequence[LayerStates],
-                  placed: list[dict[int, int]], width: int) -> object:
-    """The pass's cache: row r holds each piece its segments read at its offset, zeros
-    (masked) elsewhere; empty without pieces."""
-    cache = new_cache(model)
-    if not width:
-        return cache
-    template = prefixes[next(p for offsets in placed for p in offsets)]
-    for layer, (keys_like, values_like) in enumerate(template):
-        keys = keys_like.new_zeros((len(placed), keys_like.shape[0], width, keys_like.shape[2]))
-        values = values_like.new_zeros((len(placed), values_like.shape[0], width,
-                                        values_like.shape[2]))
-        for row, offsets in enumerate(placed):
-            for prefix, at in offsets.items():
-                k, v = prefixes[prefix][layer]
-                keys[row, :, at:at + k.shape[1]] = k
-                values[row, :, at:at + v.shape[1]] = v
-        cache.update(keys, values, layer)
-    return cache
 
 
 def _additive(model: torch.nn.Module, seen: torch.Tensor) -> torch.Tensor:

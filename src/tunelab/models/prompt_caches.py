@@ -36,14 +36,15 @@ import torch
 
 from tunelab.models.cache import (
     MIN_SHARED_PREFIX,
+    LayerStates,
     cache_argument,
-    new_cache,
+    laid_out_cache,
     output_cache,
     shared_prefix,
     shares_cache,
 )
 from tunelab.models.fingerprint import model_fingerprint
-from tunelab.models.packed import LayerStates, Segment, packs, run_packed, saves
+from tunelab.models.packed import Segment, packs, run_packed, saves
 from tunelab.models.pretrained import model_config
 
 if TYPE_CHECKING:
@@ -204,8 +205,13 @@ class PromptCaches:
                ) -> BatchInputs:
         """A batch of `prompts` reading each one's longest stored prefix; where the model
         packs and that saves positions (`models/packed.py`), every prompt but its last token
-        runs first packed without padding, and each row then runs one token, its last."""
+        runs first packed without padding, and each row then runs one token, its last. A
+        prefix the batch's prompts share runs once first and is kept, where the store lacks
+        at least MIN_SHARED_PREFIX of its tokens (worth a pass of its own)."""
         device = next(model.parameters()).device
+        own = shared_prefix(prompts)
+        if own and own - self.longest(prompts[0][:own])[0] >= MIN_SHARED_PREFIX:
+            self.extend(model, prompts[0][:own])
         found = [self.longest(p) for p in prompts]
         stored = [min(length, len(p) - 1) for (length, _), p in zip(found, prompts, strict=True)]
         fresh = self._prefill(model, prompts, stored, [entry for _, entry in found])
@@ -268,29 +274,12 @@ class PromptCaches:
                 fresh: Sequence[LayerStates | None] = ()) -> DynamicCache:
         """A batch cache of `width` positions: row r holds its entry's first n positions, then
         its `fresh` states (if any), zeros (masked) after them."""
-        cache = new_cache(model)
-        filled = [(r, self._segments(entry, n)) for r, (entry, n) in enumerate(rows) if n]
-        template = self._entries[filled[0][1][0][0]].states if filled else \
-            next((states for states in fresh if states is not None), None)
-        if template is None:
-            return cache
-        for layer, (keys_like, values_like) in enumerate(template):
-            keys = keys_like.new_zeros((len(rows), keys_like.shape[0], width, keys_like.shape[2]))
-            values = values_like.new_zeros((len(rows), values_like.shape[0], width,
-                                            values_like.shape[2]))
-            for row, segments in filled:
-                for entry, lo, hi in segments:
-                    part = self._entries[entry]
-                    keys[row, :, lo:hi] = part.states[layer][0][:, lo - part.start:hi - part.start]
-                    values[row, :, lo:hi] = part.states[layer][1][:, lo - part.start:
-                                                                   hi - part.start]
-            for row, states in enumerate(fresh):
-                if states is not None:
-                    n = rows[row][1]
-                    keys[row, :, n:n + states[layer][0].shape[1]] = states[layer][0]
-                    values[row, :, n:n + states[layer][1].shape[1]] = states[layer][1]
-            cache.update(keys, values, layer)
-        return cache
+        laid = [[(piece[1], self._piece(*piece)) for piece in self._segments(entry, n)]
+                for entry, n in rows]
+        for row, states in enumerate(fresh):
+            if states is not None:
+                laid[row].append((rows[row][1], states))
+        return laid_out_cache(model, laid, width)
 
     def _piece(self, entry: int, lo: int, hi: int) -> LayerStates:
         """Positions [lo, hi) of the states `entry` holds, every layer's (views)."""
