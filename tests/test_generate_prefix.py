@@ -3,6 +3,7 @@ whole, left-padded prompts: for every causal family and for adapters on top."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,10 @@ from tunelab.methods.base import parse_options
 from tunelab.models import load_model, prompt_caches
 from tunelab.models.cache import shared_prefix
 from tunelab.models.kinds import get_kind
+from tunelab.models.logits import defers_projection
 from tunelab.models.packed import packs
 from tunelab.models.prompt_caches import PromptCaches
+from tunelab.models.tokens import decode
 
 SHOTS = ("a gorgeous , witty movie -> positive\n\nthe story is dull and tired -> negative\n\n"
          "an engrossing portrait of a family -> positive\n\n")
@@ -37,7 +40,7 @@ def packing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     if request.param == "padded":
         monkeypatch.setattr(prompt_caches, "packs", lambda model: False)
         return passes
-    monkeypatch.setattr(prompt_caches, "saves", lambda lengths: True)
+    monkeypatch.setattr(prompt_caches, "saves", lambda lengths, whole=False: True)
     real = prompt_caches.run_packed
 
     def counted(model: torch.nn.Module, segments: Any, *args: Any,  # Any: run_packed's
@@ -108,6 +111,7 @@ def test_a_shared_prefix_runs_once_for_all_batches_and_saves_its_tokens(
     shared_length = shared_prefix(prompts)
     assert shared_length >= len(lm.tokenizer(SHOTS).input_ids) - 1
     config = GenerationConfig(max_new_tokens=4, batch_size=2)
+    defers_projection(lm.model)  # its once-per-model check runs before the count
     calls: list[tuple[int, int]] = []  # (positions, rows) of each forward pass
     forward = lm.model.forward
 
@@ -123,8 +127,8 @@ def test_a_shared_prefix_runs_once_for_all_batches_and_saves_its_tokens(
         assert max(positions // rows for positions, rows in calls) <= \
             max(len(p) for p in prompts) - shared_length
         return
-    # Packed: all but each prompt's last token without padding, then the last tokens, then
-    # one token per row and step: no position beyond the prompts' own tokens.
+    # Packed (greedy): every prompt token without padding, the first new token picked from
+    # that pass, then one token per row and step: no position beyond the prompts' own tokens.
     own = sum(len(p) - shared_length for p in prompts)
     decoding = len(prompts) * (config.max_new_tokens - 1)
     assert sum(packing) == len(prompts)
@@ -159,6 +163,86 @@ def test_lora_adapter_shares_the_prefix_and_prompt_tuning_runs_whole_prompts(
                 base = generate(model, lm.tokenizer, prompts, GenerationConfig(max_new_tokens=8),
                                 strip=False)
         assert base != shared  # the adapter's outputs, not the base model's
+
+
+def _one_token_passes(model: torch.nn.Module) -> tuple[list[int], Any]:  # Any: a hook handle
+    """(a list that gets the rows of every forward pass of one token per row, the hook's handle).
+    A hook, not a wrapped forward: `generate` reads the forward's signature."""
+    passes: list[int] = []
+
+    def seen(module: torch.nn.Module, args: Any, kwargs: Any) -> None:  # Any: forward's
+        ids = kwargs.get("input_ids")
+        if ids is not None and ids.shape[1] == 1:
+            passes.append(int(ids.shape[0]))
+    return passes, model.register_forward_pre_hook(seen, with_kwargs=True)
+
+
+def test_greedy_generation_takes_the_first_token_from_the_packed_pass(
+        tiny_family: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # Any: factory
+    monkeypatch.setattr(prompt_caches, "saves", lambda lengths, whole=False: True)
+    lm = load_model(ModelConfig(name=str(tiny_family("llama"))))
+    prompts = _prompts(lm.tokenizer)
+    config = GenerationConfig(max_new_tokens=4, batch_size=2)  # three batches
+    runs = {}
+    for name, picks in (("first token packed", generation._picks_argmax),
+                        ("last token apart", lambda model, settings: None)):
+        monkeypatch.setattr(generation, "_picks_argmax", picks)
+        passes, hook = _one_token_passes(lm.model)
+        runs[name] = generate(lm.model, lm.tokenizer, prompts, config, strip=False), len(passes)
+        hook.remove()
+    whole = generate(lm.model, lm.tokenizer, prompts, config, strip=False, share_prefix=False)
+    assert runs["first token packed"][0] == runs["last token apart"][0] == whole
+    assert all(whole) and len(set(whole)) > 1
+    # The same decoding steps, less the pass of each batch's last prompt tokens.
+    assert runs["first token packed"][1] == runs["last token apart"][1] - 3
+
+
+def test_logits_processors_from_the_models_config_are_applied_by_generate(
+        tiny_family: Any, monkeypatch: pytest.MonkeyPatch, packing: list[int],
+        request: pytest.FixtureRequest) -> None:  # Any: factory
+    lm = load_model(ModelConfig(name=str(tiny_family("llama"))))
+    prompts = _prompts(lm.tokenizer)
+    config = GenerationConfig(max_new_tokens=8, batch_size=3)
+    plain = generate(lm.model, lm.tokenizer, prompts, config, strip=False, share_prefix=False)
+    settings = {"do_sample": False, "max_new_tokens": 8, "pad_token_id": 0, "eos_token_id": 2}
+    assert generation._picks_argmax(lm.model, settings) is not None
+    lm.model.generation_config.repetition_penalty = 5.0  # as a model's own config may set
+    assert generation._picks_argmax(lm.model, settings) is None
+    shared, whole, _ = _both(lm.model, lm.tokenizer, prompts, monkeypatch)
+    assert shared == whole
+    assert whole != plain  # the penalty changed the text: it was applied on both sides
+    assert ran_packed_where_it_can(lm.model, packing, request)
+
+
+def test_a_row_its_first_token_ends_gets_nothing_after_it(
+        tiny_family: Any, monkeypatch: pytest.MonkeyPatch, packing: list[int],
+        request: pytest.FixtureRequest) -> None:  # Any: factory
+    """An end token or a stop string completed by the first new token (the one picked from
+    the packed pass) ends the row there, as in `generate`."""
+    lm = load_model(ModelConfig(name=str(tiny_family("llama"))))
+    tokenizer, prompts = lm.tokenizer, _prompts(lm.tokenizer)
+    with torch.no_grad():
+        first = int(lm.model(input_ids=torch.tensor([prompts[0]])).logits[0, -1].argmax())
+    config = GenerationConfig(max_new_tokens=6, batch_size=5)
+    free = generate(lm.model, tokenizer, prompts, config, strip=False, share_prefix=False)
+    # A stop string across the prompt's end: its last token's text and the first new token's.
+    spanning = decode(tokenizer, [prompts[0][-1], first])
+    stopped = replace(config, stop=[spanning])
+    limits: dict[str, list[bool]] = {"shared": [], "whole": []}
+    shared = generate(lm.model, tokenizer, prompts, stopped, strip=False,
+                      hit_limit=limits["shared"])
+    whole = generate(lm.model, tokenizer, prompts, stopped, strip=False, share_prefix=False,
+                     hit_limit=limits["whole"])
+    assert shared == whole and limits["shared"] == limits["whole"]
+    assert whole[0] == decode(tokenizer, [first]) != free[0]  # generate stopped row 0 there
+    # The first new token as the end token.
+    tokenizer.eos_token = tokenizer.convert_ids_to_tokens(first)
+    assert tokenizer.eos_token_id == first
+    shared = generate(lm.model, tokenizer, prompts, config, strip=False)
+    whole = generate(lm.model, tokenizer, prompts, config, strip=False, share_prefix=False)
+    assert shared == whole
+    assert whole[0] == decode(tokenizer, [first]) != free[0]  # row 0 ended at its first token
+    assert ran_packed_where_it_can(lm.model, packing, request)
 
 
 PERTURBED = ["a dull film ->", "it is witty ->", "the portrait of the story is tried and dull ->",

@@ -62,7 +62,7 @@ def test_packed_segments_equal_each_prompt_run_alone(
     prompts = [head + torch.randint(5, 60, (n,)).tolist() for head, _, n in cases]
     segments = [Segment(p[len(head):], len(head), held)
                 for p, (head, held, _) in zip(prompts, cases, strict=True)]
-    out = run_packed(model, segments, pieces)
+    out, _ = run_packed(model, segments, pieces)
     for index, prompt in enumerate(prompts):
         first = segments[index].start
         for layer, (keys, values) in zip(_alone(model, prompt).layers, out[index], strict=True):

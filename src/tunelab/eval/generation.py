@@ -8,27 +8,31 @@ block every prompt run is kept, so a later prompt that starts the same way (a pe
 version of an item) runs only from its first new token. Rows are [stored positions | masked
 gap | own tokens], so every token keeps the position and the attention it has in a left-padded
 whole prompt: the same tokens come out (tested token for token). Where a batch's prompts
-differ in length, all but each one's last token run first packed end to end without padding
-(`models/packed.py`), and rows are [stored | packed | masked gap | last token]. Encoder-decoder models (the
-encoder reads the prompt both ways) and peft prompt learning (its virtual tokens own the cache)
-run whole prompts.
+differ in length, they run first packed end to end without padding (`models/packed.py`): in
+greedy decoding every prompt token, the first new token is the argmax of the logits after each
+prompt (what `generate` picks when it applies no logits processor, `_picks_argmax`), and
+`generate` continues from it; otherwise all but each prompt's last token, and rows are
+[stored | packed | masked gap | last token]. Encoder-decoder models (the encoder reads the
+prompt both ways) and peft prompt learning (its virtual tokens own the cache) run whole prompts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from tqdm.auto import tqdm
+from transformers.generation import EosTokenCriteria, GenerationMode, StopStringCriteria
 
 from tunelab.config import GenerationConfig
 from tunelab.eval.result_cache import ResultCache, token_bytes, tokenizer_fingerprint
-from tunelab.models.prompt_caches import PromptCaches, reuses_prompts
+from tunelab.models.prompt_caches import BatchInputs, PromptCaches, reuses_prompts
 from tunelab.models.tokens import decode
 
 if TYPE_CHECKING:
+    from transformers import GenerationConfig as HFGenerationConfig
     from transformers import PreTrainedTokenizerBase
 
 
@@ -161,31 +165,31 @@ def _generate(prompts: Sequence[Sequence[int]], model: torch.nn.Module,
         extra.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     if config.stop:
         extra.update(stop_strings=list(config.stop), tokenizer=tokenizer)
+    settings = {"pad_token_id": pad_id, "eos_token_id": tokenizer.eos_token_id, **extra}
+    argmax = _picks_argmax(model, {**settings, "max_new_tokens": config.max_new_tokens}) \
+        if caches is not None else None
     with tqdm(total=len(prompts), desc=desc, unit="ex", leave=False) as bar:
         for start in range(0, len(order), config.batch_size):
             rows = order[start:start + config.batch_size]
             batch = [prompts[i] for i in rows]
             laid_out = None
             if caches is not None:
-                laid_out = caches.inputs(model, batch, pad_id)
+                laid_out = caches.inputs(model, batch, pad_id, whole=argmax is not None)
                 ids, mask, cached = laid_out.input_ids, laid_out.attention_mask, laid_out.cached
             else:
                 ids, mask = (right_pad if seq2seq else left_pad)(batch, pad_id)
                 ids, mask, cached = ids.to(device), mask.to(device), {}
             run: Any = model.generate  # Any: transformers' generate; nn.Module lacks it
-            generated = run(
-                input_ids=ids,
-                attention_mask=mask,
-                **cached,
-                max_new_tokens=config.max_new_tokens,
-                pad_token_id=pad_id,
-                eos_token_id=tokenizer.eos_token_id,
-                **extra,
-            )
+            if argmax is not None and laid_out is not None and laid_out.next_logits is not None:
+                new_tokens = _from_first_token(run, laid_out, argmax, config, settings, tokenizer)
+            else:
+                generated = run(input_ids=ids, attention_mask=mask, **cached,
+                                max_new_tokens=config.max_new_tokens, **settings)
+                # A decoder's sequences start with its start token; a causal LM's with the
+                # prompt.
+                new_tokens = generated[:, 1:] if seq2seq else generated[:, ids.shape[1]:]
             if caches is not None and laid_out is not None:
                 caches.keep(batch, laid_out)
-            # A decoder's sequences start with its start token; a causal LM's with the prompt.
-            new_tokens = generated[:, 1:] if seq2seq else generated[:, ids.shape[1]:]
             ends = {t for t in (tokenizer.eos_token_id, pad_id) if t is not None}
             for row, tokens in zip(rows, new_tokens, strict=True):
                 decoded = decode(tokenizer, tokens, skip_special_tokens=True)
@@ -194,3 +198,47 @@ def _generate(prompts: Sequence[Sequence[int]], model: torch.nn.Module,
                                 and int(tokens[-1]) not in ends)
             bar.update(len(rows))
     return outputs
+
+
+def _picks_argmax(model: torch.nn.Module, settings: dict[str, Any]  # Any: generate's kwargs
+                  ) -> HFGenerationConfig | None:
+    """The generation config `model.generate(**settings)` runs under where it picks each next
+    token as the argmax of the model's logits (greedy search, no logits processor: none from
+    the settings, none from the model's own generation config, e.g. a repetition penalty);
+    None otherwise, or where transformers cannot say (then `generate` picks every token)."""
+    try:  # transformers' own merge of the settings with the model's config, and its processors
+        prepare: Any = model._prepare_generation_config  # Any: transformers' generate mixin
+        merged, _ = prepare(None, **settings)
+        processors_for: Any = model._get_logits_processor  # Any: the same mixin's
+        processors = processors_for(merged, input_ids_seq_length=1,
+                                    device=next(model.parameters()).device)
+        greedy = merged.get_generation_mode() is GenerationMode.GREEDY_SEARCH
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return merged if greedy and len(processors) == 0 else None
+
+
+def _from_first_token(run: Any, laid_out: BatchInputs,  # Any: the model's generate
+                      merged: HFGenerationConfig, config: GenerationConfig,
+                      settings: dict[str, Any],  # Any: generate's keyword arguments
+                      tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
+    """Each row's new tokens, where every prompt ran (`laid_out.next_logits`): the first is the
+    argmax after the prompt, then `generate` continues from it; a row the first token ends
+    (an end token, a stop string, as `generate` checks them) gets pad tokens after it, as
+    `generate` pads a finished row."""
+    assert laid_out.next_logits is not None
+    first = laid_out.next_logits.argmax(-1).to(laid_out.input_ids.device)
+    ids = cast("torch.LongTensor", torch.cat([laid_out.input_ids, first[:, None]], dim=1))
+    done = torch.zeros_like(first, dtype=torch.bool)
+    if merged.eos_token_id is not None:
+        done |= EosTokenCriteria(merged.eos_token_id)(ids, None)
+    if config.stop:
+        done |= StopStringCriteria(tokenizer, list(config.stop))(ids, None)
+    if config.max_new_tokens == 1 or bool(done.all()):
+        return first[:, None]
+    mask = torch.cat([laid_out.attention_mask, torch.ones_like(first[:, None])], dim=1)
+    generated = run(input_ids=ids, attention_mask=mask, **laid_out.cached,
+                    max_new_tokens=config.max_new_tokens - 1, **settings)
+    new = generated[:, laid_out.input_ids.shape[1]:].clone()
+    new[done, 1:] = settings["pad_token_id"]
+    return new

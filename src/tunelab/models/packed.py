@@ -13,8 +13,9 @@ the generated tokens and choice scores equal padded batches', tests/test_generat
 The mask is transformers' custom 4-D mask (passed through as it is): boolean for sdpa, additive
 for eager attention; models whose layers attend in a window or through another kernel run
 padded batches (`packs`). A batch is packed only where that saves positions (`saves`): prompts
-of similar lengths (shots drawn per item) pad little, and the packed pass leaves each prompt's
-last token to a pass of its own.
+of similar lengths (shots drawn per item) pad little. Greedy generation runs every prompt token
+packed and takes the first new token from the logits after each prompt (`next_logits`); other
+callers leave each prompt's last token to a pass of its own, one token per row.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from tunelab.models.cache import (
     shares_cache,
     transformers_model,
 )
+from tunelab.models.logits import defers_projection, projection_skipped
 from tunelab.models.pretrained import model_config
 
 ROW_TOKENS = 256
@@ -94,24 +96,28 @@ def pack(lengths: Sequence[int], capacity: int = ROW_TOKENS) -> list[list[int]]:
     return [row for row in rows if row]
 
 
-def saves(lengths: Sequence[int]) -> bool:
-    """Whether prompts of `lengths` tokens to run cost fewer positions packed (all but each
-    one's last token, then a pass of one token per row) than as one padded batch."""
-    before = [n - 1 for n in lengths if n > 1]
-    if not before:
+def saves(lengths: Sequence[int], whole: bool = False) -> bool:
+    """Whether prompts of `lengths` tokens to run cost fewer positions packed than as one
+    padded batch: each one's every token (`whole`: the first new token then comes from the
+    packed pass), or all but its last, then a pass of one token per row."""
+    runs = list(lengths) if whole else [n - 1 for n in lengths if n > 1]
+    if not runs:
         return False
-    rows = pack(before)
-    packed = len(rows) * max(sum(before[i] for i in row) for row in rows)
+    rows = pack(runs)
+    packed = len(rows) * max(sum(runs[i] for i in row) for row in rows)
     padded = len(lengths) * max(lengths)
-    return padded - packed >= (1 + ONE_TOKEN_PASS) * len(lengths)
+    return padded - packed >= (1 if whole else 1 + ONE_TOKEN_PASS) * len(lengths)
 
 
 @torch.no_grad()
 def run_packed(model: torch.nn.Module, segments: Sequence[Segment],
-               prefixes: Sequence[LayerStates] = ()) -> list[LayerStates]:
-    """Every layer's keys and values of each segment's tokens (views into the pass's whole
-    cache: copy them to keep them), `segments` (each non-empty) run packed into rows; each
-    piece of stored states (`prefixes`) the segments of a row read is held once in it."""
+               prefixes: Sequence[LayerStates] = (), next_logits: bool = False
+               ) -> tuple[list[LayerStates], torch.Tensor | None]:
+    """(every layer's keys and values of each segment's tokens, views into the pass's whole
+    cache: copy them to keep them; with `next_logits`, the float32 logits [segments, vocab]
+    after each segment's last token, else None), `segments` (each non-empty) run packed into
+    rows; each piece of stored states (`prefixes`) the segments of a row read is held once in
+    it. The vocabulary projection runs only where logits are wanted."""
     device = next(model.parameters()).device
     rows = pack([len(s.tokens) for s in segments], ROW_TOKENS)
     # Per row, where each piece its segments read sits in the row's cache.
@@ -148,17 +154,27 @@ def run_packed(model: torch.nn.Module, segments: Sequence[Segment],
         padding = torch.arange(at, length)
         seen[r, padding, width + padding] = True  # a pad position sees itself only (no NaN)
     mask = seen if attention_implementation(model) == "sdpa" else _additive(model, seen)
-    # No vocabulary projection is wanted (the logits of each prompt's last token come later).
-    extra: dict[str, object] = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
     cache = laid_out_cache(model, [[(at, prefixes[piece]) for piece, at in offsets.items()]
                                    for offsets in placed], width)
-    out = model(input_ids=ids.to(device), position_ids=positions.to(device),
-                attention_mask=mask[:, None].to(device), use_cache=True,
-                **{cache_argument(model): cache}, **extra)
+    inputs = {"input_ids": ids.to(device), "position_ids": positions.to(device),
+              "attention_mask": mask[:, None].to(device), "use_cache": True,
+              cache_argument(model): cache}
+    rows_at = torch.tensor([r for r, _, _ in spans], device=device)
+    last_at = torch.tensor([b - 1 for _, _, b in spans], device=device)
+    logits = None
+    if not next_logits:  # no vocabulary projection is wanted
+        out = model(**inputs, **({"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}))
+    elif defers_projection(model):
+        with projection_skipped(model) as head:
+            out = model(**inputs)  # the hidden states where the logits were
+        logits = head(out.logits[rows_at, last_at]).float()
+    else:  # the model changes its logits after the projection: all of them, then picked
+        out = model(**inputs)
+        logits = out.logits[rows_at, last_at].float()
     filled: Any = output_cache(out)  # Any: transformers types a cache layer's keys Optional
     layers = filled.layers
     return [[(layer.keys[r, :, width + a:width + b], layer.values[r, :, width + a:width + b])
-             for layer in layers] for r, a, b in spans]
+             for layer in layers] for r, a, b in spans], logits
 
 
 def _additive(model: torch.nn.Module, seen: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,9 @@ prompt (generate numbers positions from the attention mask): the same tokens com
 (tests/test_generate_prefix.py, every causal family, LoRA on top). Where packing saves
 positions (`models/packed.py: saves`), a row's own tokens but its last run first, packed with
 the batch's other prompts, and sit right after its stored ones: [stored | packed | masked gap |
-last token].
+last token]. For greedy generation (`whole`) every own token runs packed, the rows are
+left-padded [masked gap | stored | packed], and the batch carries the logits after each prompt
+(`next_logits`): the first new token is picked from them and `generate` starts from it.
 """
 
 from __future__ import annotations
@@ -92,6 +94,11 @@ class BatchInputs:
     """Per row, the first of those positions, read from the store (the rest ran packed)."""
     entries: list[int]
     """Per row, the stored entry its positions were read from (-1: none)."""
+    offsets: list[int]
+    """Per row, the cache position its prompt's first token sits at (left padding before)."""
+    next_logits: torch.Tensor | None = None
+    """[rows, vocab] float32 logits after each whole prompt, where every prompt token ran
+    (`whole`): the cache then holds every prompt and `input_ids` has no token to run."""
 
     @property
     def width(self) -> int:
@@ -201,20 +208,28 @@ class PromptCaches:
         if states is not None:
             self.add(prefix, states, length, entry)
 
-    def inputs(self, model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_id: int = 0
-               ) -> BatchInputs:
+    def inputs(self, model: torch.nn.Module, prompts: Sequence[Sequence[int]], pad_id: int = 0,
+               whole: bool = False) -> BatchInputs:
         """A batch of `prompts` reading each one's longest stored prefix; where the model
         packs and that saves positions (`models/packed.py`), every prompt but its last token
-        runs first packed without padding, and each row then runs one token, its last. A
-        prefix the batch's prompts share runs once first and is kept, where the store lacks
-        at least MIN_SHARED_PREFIX of its tokens (worth a pass of its own)."""
+        runs first packed without padding, and each row then runs one token, its last; with
+        `whole`, the last tokens run packed too and the batch carries the logits after them
+        (`next_logits`). A prefix the batch's prompts share runs once first and is kept,
+        where the store lacks at least MIN_SHARED_PREFIX of its tokens (worth a pass of its
+        own)."""
         device = next(model.parameters()).device
         own = shared_prefix(prompts)
         if own and own - self.longest(prompts[0][:own])[0] >= MIN_SHARED_PREFIX:
             self.extend(model, prompts[0][:own])
         found = [self.longest(p) for p in prompts]
         stored = [min(length, len(p) - 1) for (length, _), p in zip(found, prompts, strict=True)]
-        fresh = self._prefill(model, prompts, stored, [entry for _, entry in found])
+        entries = [entry for _, entry in found]
+        self.reused_tokens += sum(stored)
+        if whole:
+            fresh, logits = self._prefill(model, prompts, stored, entries, whole=True)
+            if logits is not None:
+                return self._whole(model, prompts, stored, entries, fresh, logits, pad_id)
+        fresh, _ = self._prefill(model, prompts, stored, entries)
         reused = [len(p) - 1 if states is not None else n
                   for p, n, states in zip(prompts, stored, fresh, strict=True)]
         width = max(reused)
@@ -227,33 +242,56 @@ class PromptCaches:
             tail = len(prompt) - n
             ids[row, width + own - tail:] = torch.tensor(list(prompt[n:]), dtype=torch.long)
             mask[row, width + own - tail:] = 1
-        self.reused_tokens += sum(stored)
         cached: dict[str, object] = {}
         if width or self.keeps_rows:  # an empty cache object is filled in place by generate
-            rows = [(entry, n) for (_, entry), n in zip(found, stored, strict=True)]
+            rows = list(zip(entries, stored, strict=True))
             cached[cache_argument(model)] = self._gather(model, rows, width, fresh)
-        return BatchInputs(ids.to(device), mask.to(device), cached, reused, stored,
-                           [entry for _, entry in found])
+        return BatchInputs(ids.to(device), mask.to(device), cached, reused, stored, entries,
+                           [0] * len(prompts))
+
+    def _whole(self, model: torch.nn.Module, prompts: Sequence[Sequence[int]],
+               stored: list[int], entries: list[int], fresh: Sequence[LayerStates | None],
+               logits: torch.Tensor, pad_id: int) -> BatchInputs:
+        """The batch of prompts that all ran (their stored and `fresh` states), left-padded:
+        [masked gap | prompt], every position in the cache."""
+        device = next(model.parameters()).device
+        width = max(len(p) for p in prompts)
+        offsets = [width - len(p) for p in prompts]
+        ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, (prompt, at) in enumerate(zip(prompts, offsets, strict=True)):
+            ids[row, at:] = torch.tensor(list(prompt), dtype=torch.long)
+            mask[row, at:] = 1
+        rows = list(zip(entries, stored, strict=True))
+        cache = self._gather(model, rows, width, fresh, offsets)
+        return BatchInputs(ids.to(device), mask.to(device), {cache_argument(model): cache},
+                           [len(p) for p in prompts], stored, entries, offsets, logits)
 
     def _prefill(self, model: torch.nn.Module, prompts: Sequence[Sequence[int]],
-                 stored: Sequence[int], entries: Sequence[int]) -> list[LayerStates | None]:
-        """Per prompt, the states of its tokens after the `stored` ones and before its last,
-        run packed (None: nothing to run, or the model runs padded batches)."""
+                 stored: Sequence[int], entries: Sequence[int], whole: bool = False
+                 ) -> tuple[list[LayerStates | None], torch.Tensor | None]:
+        """(per prompt, the states of its tokens after the `stored` ones and before its last,
+        or through its last with `whole`, run packed; the logits after each prompt, `whole`
+        only), or Nones where nothing is to run or the model runs padded batches."""
         fresh: list[LayerStates | None] = [None] * len(prompts)
-        todo = [i for i, (p, n) in enumerate(zip(prompts, stored, strict=True)) if len(p) - n > 1]
+        cut = 0 if whole else 1  # tokens left to a later pass
+        todo = [i for i, (p, n) in enumerate(zip(prompts, stored, strict=True))
+                if len(p) - n > cut]
         if not todo or not packs(model) or not saves([len(p) - n for p, n in zip(
-                prompts, stored, strict=True)]):
-            return fresh
+                prompts, stored, strict=True)], whole):
+            return fresh, None
         pieces: dict[tuple[int, int, int], int] = {}  # (entry, from, to): a stored piece
         segments = []
         for i in todo:  # a prompt's stored positions: the pieces of its entry's chain
             held = self._segments(entries[i], stored[i])
-            segments.append(Segment(prompts[i][stored[i]:-1], stored[i], tuple(
-                pieces.setdefault(piece, len(pieces)) for piece in held)))
-        out = run_packed(model, segments, [self._piece(*piece) for piece in pieces])
+            segments.append(Segment(prompts[i][stored[i]:len(prompts[i]) - cut], stored[i],
+                                    tuple(pieces.setdefault(piece, len(pieces))
+                                          for piece in held)))
+        out, logits = run_packed(model, segments, [self._piece(*piece) for piece in pieces],
+                                 next_logits=whole)
         for i, states in zip(todo, out, strict=True):
             fresh[i] = states
-        return fresh
+        return fresh, logits
 
     def keep(self, prompts: Sequence[Sequence[int]], batch: BatchInputs) -> None:
         """After `generate` ran `batch` (its cache filled in place), keep every prompt's
@@ -265,20 +303,24 @@ class PromptCaches:
         for row, (prompt, n) in enumerate(zip(prompts, batch.stored, strict=True)):
             if self.longest(prompt)[0] == len(prompt):
                 continue  # kept already (a prompt repeated in the study)
-            held = batch.reused[row]  # [n, held): run packed before the batch
-            states = _row_states(cache, row, [(n, held), (end - (len(prompt) - held), end)])
+            held, at = batch.reused[row], batch.offsets[row]  # [n, held): ran before the batch
+            states = _row_states(cache, row, [(at + n, at + held),
+                                              (end - (len(prompt) - held), end)])
             if states is None or not self.add(prompt, states, n, batch.entries[row] if n else -1):
                 return
 
     def _gather(self, model: torch.nn.Module, rows: Sequence[tuple[int, int]], width: int,
-                fresh: Sequence[LayerStates | None] = ()) -> DynamicCache:
-        """A batch cache of `width` positions: row r holds its entry's first n positions, then
-        its `fresh` states (if any), zeros (masked) after them."""
-        laid = [[(piece[1], self._piece(*piece)) for piece in self._segments(entry, n)]
-                for entry, n in rows]
+                fresh: Sequence[LayerStates | None] = (), offsets: Sequence[int] = ()
+                ) -> DynamicCache:
+        """A batch cache of `width` positions: row r holds, from position `offsets[r]` (0 if
+        none), its entry's first n positions, then its `fresh` states (if any), zeros (masked)
+        elsewhere."""
+        shift = list(offsets) or [0] * len(rows)
+        laid = [[(piece[1] + at, self._piece(*piece)) for piece in self._segments(entry, n)]
+                for (entry, n), at in zip(rows, shift, strict=True)]
         for row, states in enumerate(fresh):
             if states is not None:
-                laid[row].append((rows[row][1], states))
+                laid[row].append((rows[row][1] + shift[row], states))
         return laid_out_cache(model, laid, width)
 
     def _piece(self, entry: int, lo: int, hi: int) -> LayerStates:
