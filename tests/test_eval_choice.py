@@ -18,7 +18,7 @@ from tunelab.eval.metrics_lm import choice_predictions
 from tunelab.methods import get_method
 from tunelab.methods.base import parse_options
 from tunelab.models import load_model
-from tunelab.models.cache import MIN_SHARED_PREFIX, shares_cache
+from tunelab.models.cache import MIN_SHARED_PREFIX, shared_prefix, shares_cache
 
 WORDS = "the movie was good bad great awful positive negative story plot actor .".split()
 
@@ -106,7 +106,7 @@ def test_one_token_choices_need_only_the_context_pass(lm, monkeypatch) -> None:
 @pytest.mark.parametrize("batch_size", [2, 3])
 def test_a_shared_prefix_runs_once_and_scores_equal_naive(lm, batch_size: int) -> None:
     """Fixed few-shot examples: every context starts with the same tokens (>= 16), which run
-    once per batch; the scores equal naive per-choice scoring."""
+    once for the call; the scores equal naive per-choice scoring."""
     shots = lm.tokenizer(" ".join(WORDS * 3)).input_ids
     assert len(shots) >= MIN_SHARED_PREFIX
     requests = [ChoiceRequest(shots + r.context, r.continuations)
@@ -119,10 +119,16 @@ def test_a_shared_prefix_runs_once_and_scores_equal_naive(lm, batch_size: int) -
         results = score_choices(lm.model, requests, batch_size=batch_size)
     finally:
         hook.remove()
-    prefix_passes = [shape for shape in shapes if shape[0] == 1]
-    assert len(prefix_passes) == len(requests) // batch_size  # once per batch
-    assert all(width >= len(shots) for _, width in prefix_passes)
-    assert all(shape[1] < len(shots) for shape in shapes if shape[0] > 1)  # suffixes only
+    shared = shared_prefix([r.context for r in requests])
+    assert shared >= len(shots) - 1
+    assert shapes.count((1, shared)) == 1  # the prefix: one pass for every batch
+    shapes.remove((1, shared))
+    # After it only the contexts' own tokens (padded at most) and the choices' tokens after
+    # their first run: the shots never again.
+    own = max(len(r.context) - shared for r in requests)
+    pairs = [c for r in requests for c in r.continuations]
+    assert sum(rows * width for rows, width in shapes) <= \
+        len(requests) * own + len(pairs) * max(len(c) for c in pairs)
     assert_equals_naive(lm.model, requests, results)
 
 
@@ -166,3 +172,31 @@ def test_prompt_tuning_scores_whole_sequences(tiny_llama: Path) -> None:
         lp = F.log_softmax(logits.float(), dim=-1)
         n = len(request.context)
         assert logprob == pytest.approx(sum(float(lp[n - 1 + i, t]) for i, t in enumerate(cont)), abs=1e-4)
+
+
+def test_an_encoder_decoder_model_scores_each_choice_as_the_decoders_labels(
+        tiny_tokenizer) -> None:
+    """The context is the encoder's input and each choice the decoder's labels, as
+    lm-evaluation-harness scores such models; each choice encoded on its own."""
+    from tests.families import build
+
+    model = build("t5")
+    context, first = encode_pair(tiny_tokenizer, "the movie was ", "good", separately=True)
+    assert context == tiny_tokenizer("the movie was").input_ids  # the space moved on
+    assert first == tiny_tokenizer(" good").input_ids
+    vocab = model.config.vocab_size
+    requests = [ChoiceRequest([t % vocab for t in context], [[t % vocab for t in first], [5],
+                                                              [9, 17, 33]]),
+                ChoiceRequest([4, 8, 15, 16, 23], [[42, 7], [3]])]
+    results = score_choices(model, requests, batch_size=2)
+    for request, result in zip(requests, results, strict=True):
+        for cont, logprob, greedy in zip(request.continuations, result.logprobs, result.greedy,
+                                         strict=True):
+            with torch.no_grad():  # one pair alone: encoder input, decoder labels
+                logits = model(input_ids=torch.tensor([request.context]),
+                               labels=torch.tensor([cont])).logits[0].float()
+            lp = F.log_softmax(logits, dim=-1)
+            assert logprob == pytest.approx(sum(float(lp[k, t]) for k, t in enumerate(cont)),
+                                            abs=1e-5)
+            assert greedy == all(int(lp[k].argmax()) == t for k, t in enumerate(cont))
+    assert len({round(lp, 4) for r in results for lp in r.logprobs}) == 5  # not one value

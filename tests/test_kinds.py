@@ -445,6 +445,39 @@ def test_seq2seq_generation_is_greedy_decoding_of_the_decoder(tiny_dirs: dict[st
     assert alone == [greedy(p) for p in prompts]  # only the decoder's tokens, no prompt echo
 
 
+@pytest.mark.parametrize("family", ["t5", "bart"])
+def test_seq2seq_multiple_choice_scores_each_choice_with_the_decoder(
+        tiny_dirs: dict[str, Path], family: str) -> None:
+    """A multiple-choice task on an encoder-decoder model: the prompt is the encoder's input,
+    each choice (encoded on its own) the decoder's labels; the prediction is the likeliest."""
+    from tunelab.config import TaskConfig
+    from tunelab.eval.runner import evaluate_loaded
+    from tunelab.runs import System
+
+    lm = load_model(ModelConfig(name=str(tiny_dirs[family]), kind="seq2seq"))
+    task = TaskConfig(name="reviews_mc", output_type="multiple_choice",
+                      data=DataConfig(source=str(DATA / "reviews.jsonl"),
+                                      fields={"input": "text", "output": "label"},
+                                      template="format", prompt_format=SEQ2SEQ_PROMPT),
+                      choices=list(LABELS),
+                      eval=EvalConfig(metrics=["multiple_choice"], labels=list(LABELS),
+                                      bootstrap=0))
+    result = evaluate_loaded(lm, task, System.base(), limit=4)
+    tok = lm.tokenizer
+    for row in result.predictions:
+        scores = []
+        for label in LABELS:  # a seq2seq completion is the answer itself (the decoder's labels)
+            labels = tok(label).input_ids
+            with torch.no_grad():
+                logits = lm.model(input_ids=torch.tensor([tok(row["prompt"]).input_ids]),
+                                  labels=torch.tensor([labels])).logits
+            lp = torch.log_softmax(logits[0].float(), dim=-1)
+            scores.append(sum(float(lp[k, t]) for k, t in enumerate(labels)))
+        assert row["logprobs"] == pytest.approx(scores, abs=1e-3)  # rounded to 4 places
+        assert row["prediction"] == LABELS[max(range(2), key=lambda j: (scores[j], -j))]
+    assert 0 <= result.scores["acc"] <= 100 and result.n == 4
+
+
 # --- errors ---------------------------------------------------------------------------------
 
 def _one_line_error(run: Any, match: str) -> str:

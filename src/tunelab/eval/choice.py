@@ -1,19 +1,22 @@
 """Multiple-choice log-likelihood requests: the log-probability of each choice given a context.
 
 The context is encoded once per item, not once per choice. A batch of contexts runs through
-the model once (right-padded) and keeps its key/value cache; the first token of every choice is
-scored from the context's last position, and the remaining choice tokens of all choices run
-in one more pass against copies of the cached context. Choices of one token (" A", " B")
-need no second pass at all. Compared with scoring context + choice as separate sequences
+the model once and keeps its key/value cache; the first token of every choice is scored from
+the context's last position, and the remaining choice tokens of all choices run in one more
+pass against copies of the cached context. Choices of one token (" A", " B") need no second
+pass at all. Compared with scoring context + choice as separate sequences
 (lm-evaluation-harness), the work drops from choices x (context + choice) tokens to
-context + choices x choice tokens. When the contexts of a batch start with the same tokens
-(fixed few-shot examples, as MMLU's dev-set shots, or a long preamble), that prefix runs once
-for the batch and only each context's own suffix runs after it.
+context + choices x choice tokens. Contexts run as generation's prompts do
+(models/prompt_caches.py): a prefix every context of the call starts with (fixed few-shot
+examples, as MMLU's dev-set shots, or a long preamble) runs once, and contexts of different
+lengths run packed end to end without padding where that saves positions (the logits after
+each context then come from that pass).
 
 Tokenisation follows lm-evaluation-harness, so scores are comparable: trailing whitespace of
 the context moves to the continuation, the continuation's tokens are those that
-encode(context + continuation) adds after encode(context), and an empty context becomes the
-BOS (else EOS) token.
+encode(context + continuation) adds after encode(context) (an encoder-decoder model's: each
+encoded on its own, the context read by the encoder, the continuation scored by the decoder),
+and an empty context becomes the BOS (else EOS) token.
 
 A study that scores one system's items in several versions (robustness's perturbations,
 bias's counterfactual groups) passes its store of the contexts it scored (`kept`,
@@ -40,11 +43,11 @@ from tunelab.models.cache import (
     cache_argument,
     output_cache,
     select_cache,
-    shared_prefix,
     shares_cache,
 )
 from tunelab.models.logits import token_scores
 from tunelab.models.packed import accepts_logits_to_keep
+from tunelab.models.pretrained import model_config
 from tunelab.models.prompt_caches import PromptCaches, reuses_prompts
 from tunelab.models.tokens import IGNORE_INDEX, prefix_token_id
 
@@ -73,9 +76,12 @@ class ChoiceResult:
 
 def encode_pair(
     tokenizer: PreTrainedTokenizerBase, context: str, continuation: str,
-    add_special_tokens: bool = True,
+    add_special_tokens: bool = True, separately: bool = False,
 ) -> tuple[list[int], list[int]]:
-    """(context ids, continuation ids) by lm-evaluation-harness's rules (see module doc)."""
+    """(context ids, continuation ids) by lm-evaluation-harness's rules (see module doc);
+    `separately` (an encoder-decoder model's: the context is the encoder's input, the
+    continuation the decoder's) encodes each on its own, special tokens included, as
+    lm-evaluation-harness does for such models."""
     if not context:
         cont = list(tokenizer(continuation, add_special_tokens=False).input_ids)
         prefix = prefix_token_id(tokenizer)
@@ -83,6 +89,9 @@ def encode_pair(
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces:
         context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+    if separately:
+        return (list(tokenizer(context, add_special_tokens=add_special_tokens).input_ids),
+                list(tokenizer(continuation, add_special_tokens=add_special_tokens).input_ids))
     whole = list(tokenizer(context + continuation, add_special_tokens=add_special_tokens).input_ids)
     context_ids = list(tokenizer(context, add_special_tokens=add_special_tokens).input_ids)
     return context_ids, whole[len(context_ids):]
@@ -139,6 +148,8 @@ def _score_choices(model: torch.nn.Module, requests: Sequence[ChoiceRequest], ba
             raise ValueError("a choice request needs a non-empty context and non-empty choices")
     if shared_context is None:
         shared_context = shares_cache(model)
+    if store is None and shared_context and reuses_prompts(model):
+        store = PromptCaches(keeps_rows=False)  # this call's: its shared prefix, packing
     if store is not None:
         def run_anchors(anchors: list[tuple[int, ...]]) -> None:
             for start in range(0, len(anchors), batch_size):
@@ -148,7 +159,8 @@ def _score_choices(model: torch.nn.Module, requests: Sequence[ChoiceRequest], ba
             partial(_score_kept, store=store)
     else:  # longest first: little padding per batch, and memory peaks at the start
         order = sorted(range(len(requests)), key=lambda i: -len(requests[i].context))
-        score = _score_shared if shared_context else _score_whole
+        score = _score_encoder_decoder if getattr(model_config(model), "is_encoder_decoder",
+                                                  False) else _score_whole
     results: list[ChoiceResult] = [ChoiceResult() for _ in requests]
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
@@ -169,42 +181,17 @@ def _right_pad(seqs: Sequence[Sequence[int]], device: torch.device
     return ids.to(device), mask.to(device)
 
 
-def _score_shared(model: torch.nn.Module, batch: list[ChoiceRequest]) -> list[ChoiceResult]:
-    device = next(model.parameters()).device
-    contexts = [r.context for r in batch]
-    # A prefix shared by every context runs once; each context keeps at least one own token.
-    shared = shared_prefix(contexts)
-    ids, own_mask = _right_pad([c[shared:] for c in contexts], device)  # [B, S]
-    own = own_mask.sum(dim=1)  # [B]: tokens after the shared prefix
-    extra: dict[str, object] = {}
-    if accepts_logits_to_keep(model):
-        extra["logits_to_keep"] = (own - 1)[:, None]  # only each context's last position
-    # The cache is only needed when some choice has tokens after its first.
-    needs_cache = any(len(c) > 1 for r in batch for c in r.continuations)
-    if shared:
-        head = model(input_ids=torch.tensor([contexts[0][:shared]], device=device), use_cache=True)
-        rows = torch.zeros(len(batch), dtype=torch.long, device=device)
-        mask = torch.cat([torch.ones((len(batch), shared), dtype=torch.long, device=device),
-                          own_mask], dim=1)
-        positions = shared + torch.arange(ids.shape[1], device=device).expand(len(batch), -1)
-        extra[cache_argument(model)] = select_cache(model, output_cache(head), rows)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                    **extra)
-    else:
-        mask = own_mask
-        out = model(input_ids=ids, attention_mask=mask, use_cache=needs_cache, **extra)
-    logits = out.logits if "logits_to_keep" in extra else out.logits.gather(
-        1, (own - 1)[:, None, None].expand(-1, 1, out.logits.shape[-1]))
-    first = F.log_softmax(logits[:, -1].float(), dim=-1)  # [B, V]: next-token after the context
-    return _choice_scores(model, batch, first, output_cache(out), mask)
-
-
 def _run_kept(model: torch.nn.Module, contexts: Sequence[Sequence[int]], store: PromptCaches
               ) -> tuple[torch.Tensor, Cache | None, torch.Tensor]:
     """Run `contexts` from their longest stored prefixes (a prefix they all share first) and
     keep them in `store`: (log-probabilities of the token after each context [B, V], the
     batch's cache, its attention mask [B, positions])."""
-    laid = store.inputs(model, contexts)  # rows [stored | (packed) | masked gap | own tokens]
+    laid = store.inputs(model, contexts, whole=True)
+    if laid.next_logits is not None:  # every context ran packed: [masked gap | context]
+        store.keep(contexts, laid)
+        cache: Cache = next(iter(laid.cached.values()))  # type: ignore[assignment]  # a Cache
+        return F.log_softmax(laid.next_logits, dim=-1), cache, laid.attention_mask
+    # rows [stored | masked gap | own tokens]
     extra: dict[str, object] = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
     out = model(input_ids=laid.input_ids[:, laid.width:], attention_mask=laid.attention_mask,
                 position_ids=laid.position_ids(), use_cache=True, **laid.cached, **extra)
@@ -301,4 +288,33 @@ def _score_whole(model: torch.nn.Module, batch: list[ChoiceRequest]) -> list[Cho
             own = scored.rows == row
             results[b].logprobs[i] = -float(scored.nll[own].sum())
             results[b].greedy[i] = bool(scored.greedy[own].all())
+    return results
+
+
+def _score_encoder_decoder(model: torch.nn.Module, batch: list[ChoiceRequest]
+                           ) -> list[ChoiceResult]:
+    """An encoder-decoder model's choices: the context is the encoder's input, the choice the
+    decoder's labels (the decoder starts from its start token), as lm-evaluation-harness
+    scores such models; one row per (item, choice)."""
+    device = next(model.parameters()).device
+    pairs = [(b, i) for b, r in enumerate(batch) for i in range(len(r.continuations))]
+    results = [ChoiceResult(logprobs=[0.0] * len(r.continuations),
+                            greedy=[True] * len(r.continuations)) for r in batch]
+    for start in range(0, len(pairs), max(1, len(batch))):
+        part = pairs[start:start + len(batch)]
+        ids, mask = _right_pad([batch[b].context for b, _ in part], device)
+        conts = [batch[b].continuations[i] for b, i in part]
+        labels = torch.full((len(part), max(len(c) for c in conts)), IGNORE_INDEX,
+                            dtype=torch.long)
+        for row, cont in enumerate(conts):
+            labels[row, :len(cont)] = torch.tensor(cont, dtype=torch.long)
+        labels = labels.to(device)
+        logits = model(input_ids=ids, attention_mask=mask, labels=labels).logits.float()
+        logprobs = F.log_softmax(logits, dim=-1)  # [rows, choice tokens, V], as the labels
+        scored = labels != IGNORE_INDEX
+        token_lp = logprobs.gather(2, labels.clamp(min=0)[..., None])[..., 0]
+        right = (logprobs.argmax(dim=-1) == labels) | ~scored
+        for row, (b, i) in enumerate(part):
+            results[b].logprobs[i] = float(token_lp[row][scored[row]].sum())
+            results[b].greedy[i] = bool(right[row].all())
     return results

@@ -108,7 +108,9 @@ def build_choice_items(req: Request, answered: bool = True) -> list[ChoiceItem]:
         prompt = builder.build(with_output(record, choices[gold[0] if gold else 0]), shots,
                                limit - reserve)
         special = not prompt.rendered.special_in_text
-        pairs = [choice.encode_pair(tokenizer, prompt.rendered.prompt, c, special) for c in continuations]
+        pairs = [choice.encode_pair(tokenizer, prompt.rendered.prompt, c, special,
+                                    separately=req.lm.kind.encoder_decoder)
+                 for c in continuations]
         context, conts = pairs[0][0], [c for _, c in pairs]
         longest = max(len(c) for c in conts)
         truncated = len(context) + longest > limit
