@@ -212,6 +212,25 @@ def test_logits_processors_from_the_models_config_are_applied_by_generate(
     assert shared == whole
     assert whole != plain  # the penalty changed the text: it was applied on both sides
     assert ran_packed_where_it_can(lm.model, packing, request)
+    lm.model.generation_config.repetition_penalty = 1.0
+    lm.model.generation_config.min_new_tokens = 8  # end tokens are held back by a processor
+    assert generation._picks_argmax(lm.model, settings) is None
+    lm.model.generation_config.min_new_tokens = None
+    assert generation._picks_argmax(lm.model, {**settings, "do_sample": True, "top_k": 0,
+                                               "temperature": 1.0, "top_p": 1.0}) is None
+
+
+def test_one_new_token_comes_from_the_packed_pass_alone(
+        tiny_family: Any, monkeypatch: pytest.MonkeyPatch, packing: list[int],
+        request: pytest.FixtureRequest) -> None:  # Any: factory
+    """max_new_tokens 1 (a study's anchors): the packed pass's token, no `generate` at all."""
+    lm = load_model(ModelConfig(name=str(tiny_family("llama"))))
+    prompts = _prompts(lm.tokenizer)
+    config = GenerationConfig(max_new_tokens=1, batch_size=5)
+    shared = generate(lm.model, lm.tokenizer, prompts, config, strip=False)
+    whole = generate(lm.model, lm.tokenizer, prompts, config, strip=False, share_prefix=False)
+    assert shared == whole and len(set(whole)) > 1
+    assert ran_packed_where_it_can(lm.model, packing, request)
 
 
 def test_a_row_its_first_token_ends_gets_nothing_after_it(
@@ -393,12 +412,14 @@ CHOICES = [[5], [17, 40], [99, 3, 8]]  # one token (no second pass) and longer c
 
 
 def _choices_clean_then_perturbed(model: torch.nn.Module, tokenizer: Any,  # Any: tokenizer
-                                  kept: PromptCaches | None) -> list[ChoiceResult]:
+                                  kept: PromptCaches | None, shared_context: bool | None = None
+                                  ) -> list[ChoiceResult]:
     """Every choice's log-likelihood after the clean contexts, then the perturbed ones."""
     scored = []
     for items in (ITEMS, PERTURBED):
         requests = [ChoiceRequest(tokenizer(SHOTS + item).input_ids, CHOICES) for item in items]
-        scored += score_choices(model, requests, batch_size=3, kept=kept)
+        scored += score_choices(model, requests, batch_size=3, kept=kept,
+                                shared_context=shared_context)
     return scored
 
 
@@ -420,9 +441,12 @@ def test_kept_contexts_start_perturbed_choice_items_from_the_clean_ones(
     kept = PromptCaches()
     reused = _choices_clean_then_perturbed(lm.model, lm.tokenizer, kept)
     hook.remove()
-    torch.testing.assert_close([r.logprobs for r in reused], [r.logprobs for r in whole],
-                               rtol=1e-4, atol=1e-4)
-    assert [r.greedy for r in reused] == [r.greedy for r in whole]
+    # Each context + choice as its own sequence: nothing shared, packed or kept.
+    alone = _choices_clean_then_perturbed(lm.model, lm.tokenizer, None, shared_context=False)
+    for scored in (whole, reused):
+        torch.testing.assert_close([r.logprobs for r in scored], [r.logprobs for r in alone],
+                                   rtol=1e-4, atol=1e-4)
+        assert [r.greedy for r in scored] == [r.greedy for r in alone]
     assert ran_packed_where_it_can(lm.model, packing, request)
     # Not vacuous: the choices differ in likelihood, and the items too.
     assert all(len(set(r.logprobs)) == len(CHOICES) for r in whole)

@@ -30,6 +30,10 @@ def test_packing_is_chosen_only_where_it_saves_positions() -> None:
     assert saves([60, 12, 10, 9, 30, 8, 7, 6])  # 0 shots: lengths spread, padding dominates
     assert not saves([300, 298, 301, 299])  # drawn shots, sorted: little padding to save
     assert not saves([1, 1, 1])  # nothing before the last tokens
+    # Every token packed (the first new token from that pass): no extra pass to pay for.
+    assert saves([60, 12, 10, 9, 30, 8, 7, 6], whole=True)
+    assert saves([3, 1, 1, 1, 1], whole=True) and not saves([3, 1, 1, 1, 1])
+    assert not saves([300, 298, 301, 299], whole=True)
 
 
 def _alone(model: torch.nn.Module, prompt: list[int]) -> Any:  # Any: a transformers cache
@@ -41,10 +45,13 @@ def _alone(model: torch.nn.Module, prompt: list[int]) -> Any:  # Any: a transfor
 @pytest.mark.parametrize("family", [f for f in sorted(FAMILIES) if f != "mistral"])
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("row_tokens", [ROW_TOKENS, 16])
+@pytest.mark.parametrize("projection", ["deferred", "in the model"])
 def test_packed_segments_equal_each_prompt_run_alone(
-        family: str, attention: str, row_tokens: int, tiny_family: Any,  # Any: factory
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        family: str, attention: str, row_tokens: int, projection: str,
+        tiny_family: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # Any: factory
     monkeypatch.setattr(packed, "ROW_TOKENS", row_tokens)  # 16: several rows, each padded
+    if projection == "in the model":  # a model that post-processes its logits: all computed
+        monkeypatch.setattr(packed, "defers_projection", lambda model: False)
     model = AutoModelForCausalLM.from_pretrained(tiny_family(family),
                                                  attn_implementation=attention).eval()
     assert packs(model)
@@ -62,7 +69,12 @@ def test_packed_segments_equal_each_prompt_run_alone(
     prompts = [head + torch.randint(5, 60, (n,)).tolist() for head, _, n in cases]
     segments = [Segment(p[len(head):], len(head), held)
                 for p, (head, held, _) in zip(prompts, cases, strict=True)]
-    out, _ = run_packed(model, segments, pieces)
+    out, logits = run_packed(model, segments, pieces, next_logits=True)
+    for index, prompt in enumerate(prompts):  # the logits after each whole prompt
+        with torch.no_grad():
+            alone = model(input_ids=torch.tensor([prompt])).logits[0, -1].float()
+        assert logits is not None
+        torch.testing.assert_close(logits[index], alone, rtol=1e-4, atol=1e-4)
     for index, prompt in enumerate(prompts):
         first = segments[index].start
         for layer, (keys, values) in zip(_alone(model, prompt).layers, out[index], strict=True):

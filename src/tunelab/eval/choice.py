@@ -1,6 +1,6 @@
 """Multiple-choice log-likelihood requests: the log-probability of each choice given a context.
 
-The context is encoded once per item, not once per choice. A batch of contexts runs through
+A causal model's context is encoded once per item, not once per choice. A batch of contexts runs through
 the model once and keeps its key/value cache; the first token of every choice is scored from
 the context's last position, and the remaining choice tokens of all choices run in one more
 pass against copies of the cached context. Choices of one token (" A", " B") need no second

@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from tqdm.auto import tqdm
-from transformers.generation import EosTokenCriteria, GenerationMode, StopStringCriteria
+from transformers.generation import (
+    EosTokenCriteria,
+    GenerationMode,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    StopStringCriteria,
+)
 
 from tunelab.config import GenerationConfig
 from tunelab.eval.result_cache import ResultCache, token_bytes, tokenizer_fingerprint
@@ -207,11 +213,13 @@ def _picks_argmax(model: torch.nn.Module, settings: dict[str, Any]  # Any: gener
     the settings, none from the model's own generation config, e.g. a repetition penalty);
     None otherwise, or where transformers cannot say (then `generate` picks every token)."""
     try:  # transformers' own merge of the settings with the model's config, and its processors
+        device = next(model.parameters()).device
         prepare: Any = model._prepare_generation_config  # Any: transformers' generate mixin
         merged, _ = prepare(None, **settings)
+        special: Any = model._prepare_special_tokens  # Any: the same mixin's
+        special(merged, True, device=device)  # the end-token processors (min_new_tokens) need it
         processors_for: Any = model._get_logits_processor  # Any: the same mixin's
-        processors = processors_for(merged, input_ids_seq_length=1,
-                                    device=next(model.parameters()).device)
+        processors = processors_for(merged, input_ids_seq_length=1, device=device)
         greedy = merged.get_generation_mode() is GenerationMode.GREEDY_SEARCH
     except (AttributeError, TypeError, ValueError):
         return None
@@ -238,7 +246,20 @@ def _from_first_token(run: Any, laid_out: BatchInputs,  # Any: the model's gener
         return first[:, None]
     mask = torch.cat([laid_out.attention_mask, torch.ones_like(first[:, None])], dim=1)
     generated = run(input_ids=ids, attention_mask=mask, **laid_out.cached,
-                    max_new_tokens=config.max_new_tokens - 1, **settings)
+                    max_new_tokens=config.max_new_tokens - 1,
+                    stopping_criteria=StoppingCriteriaList([_Ended(done)]), **settings)
     new = generated[:, laid_out.input_ids.shape[1]:].clone()
     new[done, 1:] = settings["pad_token_id"]
     return new
+
+
+class _Ended(StoppingCriteria):
+    """The rows the first new token ended (picked before `generate` ran): `generate` marks
+    them finished at its first step, so they do not keep the batch decoding."""
+
+    def __init__(self, done: torch.Tensor) -> None:
+        self.done = done
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor,
+                 **kwargs: object) -> torch.BoolTensor:
+        return cast("torch.BoolTensor", self.done.clone())

@@ -13,9 +13,9 @@ the generated tokens and choice scores equal padded batches', tests/test_generat
 The mask is transformers' custom 4-D mask (passed through as it is): boolean for sdpa, additive
 for eager attention; models whose layers attend in a window or through another kernel run
 padded batches (`packs`). A batch is packed only where that saves positions (`saves`): prompts
-of similar lengths (shots drawn per item) pad little. Greedy generation runs every prompt token
-packed and takes the first new token from the logits after each prompt (`next_logits`); other
-callers leave each prompt's last token to a pass of its own, one token per row.
+of similar lengths (shots drawn per item) pad little. Greedy generation and multiple choice run
+every prompt token packed and read the logits after each prompt (`next_logits`); sampling
+leaves each prompt's last token to a pass of its own, one token per row, inside `generate`.
 """
 
 from __future__ import annotations
@@ -168,9 +168,12 @@ def run_packed(model: torch.nn.Module, segments: Sequence[Segment],
         with projection_skipped(model) as head:
             out = model(**inputs)  # the hidden states where the logits were
         logits = head(out.logits[rows_at, last_at]).float()
-    else:  # the model changes its logits after the projection: all of them, then picked
-        out = model(**inputs)
-        logits = out.logits[rows_at, last_at].float()
+    else:  # the model changes its logits after the projection: at the prompts' ends only
+        ends = torch.unique(last_at)  # positions kept in every row (sorted)
+        kept = accepts_logits_to_keep(model)
+        out = model(**inputs, **({"logits_to_keep": ends} if kept else {}))
+        logits = out.logits[rows_at, torch.searchsorted(ends, last_at) if kept else last_at
+                            ].float()
     filled: Any = output_cache(out)  # Any: transformers types a cache layer's keys Optional
     layers = filled.layers
     return [[(layer.keys[r, :, width + a:width + b], layer.values[r, :, width + a:width + b])

@@ -22,13 +22,15 @@ prompt (generate numbers positions from the attention mask): the same tokens com
 (tests/test_generate_prefix.py, every causal family, LoRA on top). Where packing saves
 positions (`models/packed.py: saves`), a row's own tokens but its last run first, packed with
 the batch's other prompts, and sit right after its stored ones: [stored | packed | masked gap |
-last token]. For greedy generation (`whole`) every own token runs packed, the rows are
-left-padded [masked gap | stored | packed], and the batch carries the logits after each prompt
-(`next_logits`): the first new token is picked from them and `generate` starts from it.
+last token]. For greedy generation and multiple choice (`whole`) every own token runs packed,
+the rows are left-padded [masked gap | stored | packed], and the batch carries the logits
+after each prompt (`next_logits`): generation picks its first new token from them and
+`generate` starts from it; multiple choice scores the choices' first tokens from them.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -81,7 +83,7 @@ class _Node:
 
 @dataclass
 class BatchInputs:
-    """A batch laid out on the store's caches, for `model.generate`."""
+    """A batch laid out on the store's caches, for `model.generate` or a forward pass."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
@@ -115,11 +117,12 @@ class BatchInputs:
 class PromptCaches:
     """Prompts' key/value states by their tokens, found by the longest stored prefix.
 
-    `keeps_rows`: every prompt of every batch is kept (a study's store); otherwise only the
-    shared prefixes `extend` runs (one call's)."""
+    `keeps_rows`: every prompt of every batch is kept (a study's store, within `budget`
+    bytes); otherwise only the shared prefixes `extend` runs (one call's, whatever their size:
+    a prefix left out would run again for every batch)."""
 
     def __init__(self, budget: int = PROMPT_CACHE_BYTES, keeps_rows: bool = True) -> None:
-        self.budget = budget
+        self.budget = budget if keeps_rows else sys.maxsize
         self.keeps_rows = keeps_rows
         self.bytes = 0
         self.reused_tokens = 0
@@ -294,8 +297,9 @@ class PromptCaches:
         return fresh, logits
 
     def keep(self, prompts: Sequence[Sequence[int]], batch: BatchInputs) -> None:
-        """After `generate` ran `batch` (its cache filled in place), keep every prompt's
-        states, as long as the budget lasts."""
+        """After `batch` ran (`generate` or a forward pass filled its cache in place; with
+        `next_logits` it holds every prompt already), keep every prompt's states, as long as
+        the budget lasts."""
         if not self.keeps_rows or not batch.cached:
             return
         cache = next(iter(batch.cached.values()))
