@@ -478,6 +478,33 @@ def test_seq2seq_multiple_choice_scores_each_choice_with_the_decoder(
     assert 0 <= result.scores["acc"] <= 100 and result.n == 4
 
 
+def test_a_seq2seq_prompt_has_the_whole_context_window(tiny_dirs: dict[str, Path],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The choice is the decoder's, so the encoder's input is cut only at the window itself
+    (from the left, as lm-evaluation-harness cuts it); a causal model keeps room for it."""
+    from tunelab.config import TaskConfig
+    from tunelab.eval.datasets import load_task_data
+    from tunelab.eval.output_types import Framing, Request, base
+    from tunelab.eval.output_types.multiple_choice import build_choice_items
+
+    monkeypatch.setattr(base, "context_limit", lambda lm: 12)
+    task = TaskConfig(name="reviews_mc", output_type="multiple_choice",
+                      data=DataConfig(source=str(DATA / "reviews.jsonl"),
+                                      fields={"input": "text", "output": "label"},
+                                      template="format", prompt_format=SEQ2SEQ_PROMPT),
+                      choices=list(LABELS), eval=EvalConfig(metrics=["multiple_choice"],
+                                                            labels=list(LABELS)))
+    data = load_task_data(task)
+    lm = load_model(ModelConfig(name=str(tiny_dirs["bart"]), kind="seq2seq"))
+    items = build_choice_items(Request(lm, task, data.split("test")[:3], [], 0, "t",
+                                       Framing.of(task, data), results=None))
+    for item in items:
+        whole = lm.tokenizer(item.prompt.rendered.prompt).input_ids
+        assert len(whole) > 12 and item.truncated
+        assert item.request.context == whole[-12:]  # the window, all of it
+        assert item.request.continuations == [lm.tokenizer(c).input_ids for c in LABELS]
+
+
 # --- errors ---------------------------------------------------------------------------------
 
 def _one_line_error(run: Any, match: str) -> str:

@@ -97,22 +97,26 @@ def build_choice_items(req: Request, answered: bool = True) -> list[ChoiceItem]:
     builder = req.prompt_builder()
     tokenizer = req.lm.tokenizer
     limit = req.context_limit
+    # An encoder-decoder model reads the prompt alone (the choice is the decoder's): the
+    # prompt has the whole context to itself.
+    apart = req.lm.kind.encoder_decoder
     items = []
     for i, record in enumerate(req.records):
         choices, gold = resolve_choices(req.task, record) if answered else (
             choices_of(req.task, record), [])
         shots = [with_output(s, gold_text(req.task, s)) for s in req.shots_for(i, record)]
         continuations = [builder.completion(with_output(record, c)) for c in choices]
-        reserve = max(len(tokenizer(c, add_special_tokens=False).input_ids) for c in continuations) + 1
+        reserve = 0 if apart else max(len(tokenizer(c, add_special_tokens=False).input_ids)
+                                      for c in continuations) + 1
         # The prompt is the same whichever choice follows it.
         prompt = builder.build(with_output(record, choices[gold[0] if gold else 0]), shots,
                                limit - reserve)
         special = not prompt.rendered.special_in_text
         pairs = [choice.encode_pair(tokenizer, prompt.rendered.prompt, c, special,
-                                    separately=req.lm.kind.encoder_decoder)
+                                    separately=apart)
                  for c in continuations]
         context, conts = pairs[0][0], [c for _, c in pairs]
-        longest = max(len(c) for c in conts)
+        longest = 0 if apart else max(len(c) for c in conts)
         truncated = len(context) + longest > limit
         if truncated:  # even without shots: cut from the left, as lm-evaluation-harness does
             context = context[len(context) + longest - limit:]
