@@ -174,13 +174,25 @@ def test_prompt_tuning_scores_whole_sequences(tiny_llama: Path) -> None:
         assert logprob == pytest.approx(sum(float(lp[n - 1 + i, t]) for i, t in enumerate(cont)), abs=1e-4)
 
 
+@pytest.mark.parametrize("method", [None, "prompt"])
 def test_an_encoder_decoder_model_scores_each_choice_as_the_decoders_labels(
-        tiny_tokenizer) -> None:
+        tiny_tokenizer, method: str | None) -> None:
     """The context is the encoder's input and each choice the decoder's labels, as
-    lm-evaluation-harness scores such models; each choice encoded on its own."""
+    lm-evaluation-harness scores such models; each choice encoded on its own. Under prompt
+    tuning the virtual tokens are read too (the model's own forward)."""
     from tests.families import build
+    from tunelab.models.kinds import get_kind
 
     model = build("t5")
+    if method:
+        chosen = get_method(method)
+        model = chosen.apply(model, parse_options(chosen, {"num_virtual_tokens": 3}),
+                             get_kind("seq2seq")).eval()
+        torch.manual_seed(2)
+        with torch.no_grad():  # virtual tokens that change the scores
+            for parameter in model.parameters():
+                if parameter.requires_grad:
+                    parameter.normal_(0, 2.0)
     context, first = encode_pair(tiny_tokenizer, "the movie was ", "good", separately=True)
     assert context == tiny_tokenizer("the movie was").input_ids  # the space moved on
     assert first == tiny_tokenizer(" good").input_ids

@@ -1,6 +1,6 @@
 """Multiple-choice log-likelihood requests: the log-probability of each choice given a context.
 
-A causal model's context is encoded once per item, not once per choice. A batch of contexts runs through
+The context is encoded once per item, not once per choice. A batch of contexts runs through
 the model once and keeps its key/value cache; the first token of every choice is scored from
 the context's last position, and the remaining choice tokens of all choices run in one more
 pass against copies of the cached context. Choices of one token (" A", " B") need no second
@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -293,23 +293,30 @@ def _score_whole(model: torch.nn.Module, batch: list[ChoiceRequest]) -> list[Cho
 
 def _score_encoder_decoder(model: torch.nn.Module, batch: list[ChoiceRequest]
                            ) -> list[ChoiceResult]:
-    """An encoder-decoder model's choices: the context is the encoder's input, the choice the
-    decoder's labels (the decoder starts from its start token), as lm-evaluation-harness
-    scores such models; one row per (item, choice)."""
+    """An encoder-decoder model's choices: the context is the encoder's input, read once per
+    item (per choice under peft prompt learning, whose forward adds its virtual tokens), the
+    choice the decoder's labels (the decoder starts from its start token), as
+    lm-evaluation-harness scores such models; the decoder runs one row per (item, choice)."""
     device = next(model.parameters()).device
+    ids, mask = _right_pad([r.context for r in batch], device)
+    once = shares_cache(model)  # peft prompt learning adds its virtual tokens in its forward
+    if once:
+        get_encoder: Any = model.get_encoder  # Any: transformers' encoder-decoder mixin
+        encoded = get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
     pairs = [(b, i) for b, r in enumerate(batch) for i in range(len(r.continuations))]
     results = [ChoiceResult(logprobs=[0.0] * len(r.continuations),
                             greedy=[True] * len(r.continuations)) for r in batch]
     for start in range(0, len(pairs), max(1, len(batch))):
         part = pairs[start:start + len(batch)]
-        ids, mask = _right_pad([batch[b].context for b, _ in part], device)
+        items = torch.tensor([b for b, _ in part], device=device)
         conts = [batch[b].continuations[i] for b, i in part]
         labels = torch.full((len(part), max(len(c) for c in conts)), IGNORE_INDEX,
                             dtype=torch.long)
         for row, cont in enumerate(conts):
             labels[row, :len(cont)] = torch.tensor(cont, dtype=torch.long)
         labels = labels.to(device)
-        logits = model(input_ids=ids, attention_mask=mask, labels=labels).logits.float()
+        inputs = {"encoder_outputs": (encoded[items],)} if once else {"input_ids": ids[items]}
+        logits = model(**inputs, attention_mask=mask[items], labels=labels).logits.float()
         logprobs = F.log_softmax(logits, dim=-1)  # [rows, choice tokens, V], as the labels
         scored = labels != IGNORE_INDEX
         token_lp = logprobs.gather(2, labels.clamp(min=0)[..., None])[..., 0]
