@@ -221,8 +221,8 @@ def test_logits_processors_from_the_models_config_are_applied_by_generate(
 
 
 def test_one_new_token_comes_from_the_packed_pass_alone(
-        tiny_family: Any, monkeypatch: pytest.MonkeyPatch, packing: list[int],
-        request: pytest.FixtureRequest) -> None:  # Any: factory
+        tiny_family: Any, packing: list[int], request: pytest.FixtureRequest
+) -> None:  # Any: factory
     """max_new_tokens 1 (a study's anchors): the packed pass's token, no `generate` at all."""
     lm = load_model(ModelConfig(name=str(tiny_family("llama"))))
     prompts = _prompts(lm.tokenizer)

@@ -47,7 +47,7 @@ from tunelab.models.cache import (
 )
 from tunelab.models.logits import token_scores
 from tunelab.models.packed import accepts_logits_to_keep
-from tunelab.models.pretrained import model_config
+from tunelab.models.pretrained import is_encoder_decoder
 from tunelab.models.prompt_caches import PromptCaches, reuses_prompts
 from tunelab.models.tokens import IGNORE_INDEX, prefix_token_id
 
@@ -159,8 +159,7 @@ def _score_choices(model: torch.nn.Module, requests: Sequence[ChoiceRequest], ba
             partial(_score_kept, store=store)
     else:  # longest first: little padding per batch, and memory peaks at the start
         order = sorted(range(len(requests)), key=lambda i: -len(requests[i].context))
-        score = _score_encoder_decoder if getattr(model_config(model), "is_encoder_decoder",
-                                                  False) else _score_whole
+        score = _score_encoder_decoder if is_encoder_decoder(model) else _score_whole
     results: list[ChoiceResult] = [ChoiceResult() for _ in requests]
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]

@@ -34,6 +34,7 @@ from transformers.generation import (
 
 from tunelab.config import GenerationConfig
 from tunelab.eval.result_cache import ResultCache, token_bytes, tokenizer_fingerprint
+from tunelab.models.pretrained import is_encoder_decoder
 from tunelab.models.prompt_caches import BatchInputs, PromptCaches, reuses_prompts
 from tunelab.models.tokens import decode
 
@@ -73,11 +74,6 @@ def right_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tens
         ids[row, :len(prompt)] = torch.tensor(list(prompt), dtype=torch.long)
         mask[row, :len(prompt)] = 1
     return ids, mask
-
-
-def is_encoder_decoder(model: torch.nn.Module) -> bool:
-    """Whether generate() returns decoder sequences (T5, BART) rather than prompt + continuation."""
-    return bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
 
 
 def generate(
@@ -174,6 +170,11 @@ def _generate(prompts: Sequence[Sequence[int]], model: torch.nn.Module,
     settings = {"pad_token_id": pad_id, "eos_token_id": tokenizer.eos_token_id, **extra}
     argmax = _picks_argmax(model, {**settings, "max_new_tokens": config.max_new_tokens}) \
         if caches is not None else None
+    # What ends a row at its first new token when that token is picked before `generate`.
+    ends_first: list[StoppingCriteria] = [EosTokenCriteria(argmax.eos_token_id)] \
+        if argmax is not None and argmax.eos_token_id is not None else []
+    if argmax is not None and config.stop:
+        ends_first.append(StopStringCriteria(tokenizer, list(config.stop)))
     with tqdm(total=len(prompts), desc=desc, unit="ex", leave=False) as bar:
         for start in range(0, len(order), config.batch_size):
             rows = order[start:start + config.batch_size]
@@ -187,7 +188,7 @@ def _generate(prompts: Sequence[Sequence[int]], model: torch.nn.Module,
                 ids, mask, cached = ids.to(device), mask.to(device), {}
             run: Any = model.generate  # Any: transformers' generate; nn.Module lacks it
             if argmax is not None and laid_out is not None and laid_out.next_logits is not None:
-                new_tokens = _from_first_token(run, laid_out, argmax, config, settings, tokenizer)
+                new_tokens = _from_first_token(run, laid_out, ends_first, config, settings)
             else:
                 generated = run(input_ids=ids, attention_mask=mask, **cached,
                                 max_new_tokens=config.max_new_tokens, **settings)
@@ -227,21 +228,19 @@ def _picks_argmax(model: torch.nn.Module, settings: dict[str, Any]  # Any: gener
 
 
 def _from_first_token(run: Any, laid_out: BatchInputs,  # Any: the model's generate
-                      merged: HFGenerationConfig, config: GenerationConfig,
-                      settings: dict[str, Any],  # Any: generate's keyword arguments
-                      tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
+                      ends: Sequence[StoppingCriteria], config: GenerationConfig,
+                      settings: dict[str, Any]  # Any: generate's keyword arguments
+                      ) -> torch.Tensor:
     """Each row's new tokens, where every prompt ran (`laid_out.next_logits`): the first is the
     argmax after the prompt, then `generate` continues from it; a row the first token ends
-    (an end token, a stop string, as `generate` checks them) gets pad tokens after it, as
-    `generate` pads a finished row."""
+    (`ends`: the end token, the stop strings, as `generate` checks them) gets pad tokens after
+    it, as `generate` pads a finished row."""
     assert laid_out.next_logits is not None
     first = laid_out.next_logits.argmax(-1).to(laid_out.input_ids.device)
     ids = cast("torch.LongTensor", torch.cat([laid_out.input_ids, first[:, None]], dim=1))
     done = torch.zeros_like(first, dtype=torch.bool)
-    if merged.eos_token_id is not None:
-        done |= EosTokenCriteria(merged.eos_token_id)(ids, None)
-    if config.stop:
-        done |= StopStringCriteria(tokenizer, list(config.stop))(ids, None)
+    for criterion in ends:
+        done |= criterion(ids, None)
     if config.max_new_tokens == 1 or bool(done.all()):
         return first[:, None]
     mask = torch.cat([laid_out.attention_mask, torch.ones_like(first[:, None])], dim=1)

@@ -38,7 +38,7 @@ from tunelab.models.cache import (
     transformers_model,
 )
 from tunelab.models.logits import defers_projection, projection_skipped
-from tunelab.models.pretrained import model_config
+from tunelab.models.pretrained import is_encoder_decoder, model_config
 
 ROW_TOKENS = 256
 """Tokens per packed row (a longer prompt gets a row of its own): the mask makes attention
@@ -65,7 +65,7 @@ def packs(model: torch.nn.Module) -> bool:
     layer attends to the whole sequence through sdpa or eager attention from transformers'
     registry (which take a 4-D mask as it is: `attention.attention_implementation`)."""
     config = model_config(model)
-    if config is None or getattr(config, "is_encoder_decoder", False) or not shares_cache(model):
+    if config is None or is_encoder_decoder(model) or not shares_cache(model):
         return False
     return attention_implementation(model) in ("sdpa", "eager")
 

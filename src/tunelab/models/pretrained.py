@@ -63,6 +63,13 @@ def model_config(model: torch.nn.Module) -> PreTrainedConfig:
     return cast("PreTrainedConfig", model.config)
 
 
+def is_encoder_decoder(model: torch.nn.Module) -> bool:
+    """Whether the model reads its input with an encoder and writes with a decoder (T5, BART):
+    `generate` then returns decoder sequences, a choice is the decoder's labels, and no prompt
+    states can be stored or packed."""
+    return bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
+
+
 def load_pretrained(config: ModelConfig, auto_class: str, kind: str, kinds: Sequence[str]
                     ) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, str]:
     """(tokenizer, model, source) of a checkpoint loaded with the transformers class

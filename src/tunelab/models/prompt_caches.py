@@ -49,7 +49,7 @@ from tunelab.models.cache import (
 )
 from tunelab.models.fingerprint import model_fingerprint
 from tunelab.models.packed import Segment, packs, run_packed, saves
-from tunelab.models.pretrained import model_config
+from tunelab.models.pretrained import is_encoder_decoder
 
 if TYPE_CHECKING:
     from transformers import DynamicCache
@@ -387,7 +387,7 @@ def _row_states(cache: object, row: int, spans: Sequence[tuple[int, int]]) -> La
 def reuses_prompts(model: torch.nn.Module) -> bool:
     """Whether `model` can start from stored prompt states: a causal model that takes a cache
     (no encoder-decoder, no peft prompt learning)."""
-    return shares_cache(model) and not getattr(model_config(model), "is_encoder_decoder", False)
+    return shares_cache(model) and not is_encoder_decoder(model)
 
 
 class HoldsPromptCaches(Protocol):
