@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from families import build
 
 from tunelab.config import ModelConfig
 from tunelab.eval.choice import prefix_token_id
 from tunelab.eval.metrics import get_metric
-from tunelab.eval.rolling_nll import rolling_loglikelihood, windows_for
+from tunelab.eval.rolling_nll import rolling_loglikelihood, rolling_nll_of_ids, windows_for
 from tunelab.models import load_model
 
 TEXT = ("a gorgeous , witty , seductive movie . the story is also as unoriginal as they come , "
@@ -92,3 +93,27 @@ def test_bits_per_byte_and_word_perplexity_sum_before_dividing() -> None:
     assert words.aggregate([words.item(6.0, 3), words.item(0.0, 1)])["word_perplexity"] == \
         pytest.approx(math.exp(6.0 / 4))
     assert "bits_per_byte" in bpb.lower_is_better
+
+
+@pytest.mark.parametrize("family", ["t5", "bart"])
+def test_encoder_decoder_encoder_reads_only_the_context(family: str) -> None:
+    """Each window: the encoder reads the tokens before the ones it scores ([prefix] in the
+    first), the decoder is scored on the window's tokens from its start token; computed here
+    one window at a time with the model's own loss. Run whole, the encoder would read the
+    tokens it is scored on."""
+    model = build(family)
+    torch.manual_seed(3)
+    seq = [1, *torch.randint(3, 128, (21,)).tolist()]  # [prefix] + 21 tokens
+    got = rolling_nll_of_ids(model, [seq, seq[:6]], max_length=8, stride=8, batch_size=2)
+    want = [0.0, 0.0]
+    with torch.no_grad():
+        for doc, tokens in enumerate((seq, seq[:6])):
+            for w in windows_for(0, len(tokens) - 1, 8, 8):
+                labels = torch.tensor([tokens[w.first_scored + 1:w.end + 1]])
+                loss = model(input_ids=torch.tensor([tokens[w.begin:w.first_scored + 1]]),
+                             labels=labels).loss
+                want[doc] += float(loss) * labels.shape[1]
+            whole = model(input_ids=torch.tensor([tokens]), labels=torch.tensor([tokens[1:]]))
+            assert abs(float(whole.loss) * (len(tokens) - 1) - want[doc]) > 1e-3
+    assert got == pytest.approx(want, rel=1e-5)
+    assert len(windows_for(0, len(seq) - 1, 8, 8)) == 3

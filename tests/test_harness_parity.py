@@ -1,7 +1,8 @@
 """tunelab's lm-eval model (`TunelabLM`) against lm-eval's own `hf` model (`HFLM`) on the same
 tiny model and tokenizer: the context window HFLM finds (one beyond 2048 tokens, one of 64),
 a tokenizer that adds BOS to a text that already begins with it, chat templates, and the
-numbers of all three request types. Rolling sums run in float64, where 1e-4 nats over a few
+numbers of all three request types, for causal and encoder-decoder (`backend="seq2seq"`)
+models. Rolling sums run in float64, where 1e-4 nats over a few
 thousand tokens is a real tolerance (float32 rounds such sums by more)."""
 
 from __future__ import annotations
@@ -18,10 +19,21 @@ from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 from tokenizers import processors
-from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import (
+    AutoTokenizer,
+    BartConfig,
+    BartForConditionalGeneration,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    T5Config,
+    T5ForConditionalGeneration,
+)
 
 from tunelab.eval.harness import TunelabLM
 from tunelab.models import LoadedModel
+from tunelab.models.kinds import get_kind
 
 LONG = "the movie was good and the plot was great , " * 30
 BOS_CHAT = ("{{ bos_token }}{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n'"
@@ -220,3 +232,74 @@ def test_apply_chat_template_evaluates_as_hflm(tokenizer, request, tmp_path: Pat
             else:
                 assert mine["resps"] == want["resps"]
         assert runs["tunelab"]["results"][task] == runs["hf"]["results"][task]
+
+
+def encoder_decoder(name: str, tokenizer) -> torch.nn.Module:
+    """A tiny T5 or BART on the tiny tokenizer, in float64 (HFLM's sums over many windows;
+    tunelab takes log-probabilities in float32), with weights large enough that its choices
+    differ."""
+    torch.manual_seed(0)
+    ids = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+    if name == "t5":
+        model = T5ForConditionalGeneration(T5Config(
+            vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2,
+            relative_attention_num_buckets=8, decoder_start_token_id=tokenizer.pad_token_id,
+            initializer_factor=5.0, **ids))
+    else:
+        model = BartForConditionalGeneration(BartConfig(
+            vocab_size=len(tokenizer), d_model=16, encoder_layers=2, decoder_layers=2,
+            encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+            decoder_ffn_dim=32, max_position_embeddings=128, bos_token_id=tokenizer.bos_token_id,
+            decoder_start_token_id=tokenizer.eos_token_id, forced_eos_token_id=None,
+            init_std=0.5, **ids))
+    return model.double().eval()
+
+
+def seq2seq_pair(model: torch.nn.Module, tokenizer, window: int, hf_batch: int = 3
+                 ) -> tuple[TunelabLM, HFLM]:
+    return (TunelabLM(lm=LoadedModel(model, tokenizer, "tiny", kind=get_kind("seq2seq")),
+                      batch_size=3, max_length=window),
+            HFLM(pretrained=model, tokenizer=tokenizer, batch_size=hf_batch, backend="seq2seq",
+                 max_length=window))
+
+
+@pytest.mark.parametrize("name", ["t5", "bart"])
+def test_encoder_decoder_scores_match_hflm_seq2seq(name, plain) -> None:
+    """The encoder reads the context (its last 16 tokens, the window), the decoder is scored
+    on the continuation; a rolling text spans several windows, each window's encoder reading
+    only the tokens before the ones it scores, as HFLM's seq2seq backend reads them."""
+    ours, hf = seq2seq_pair(encoder_decoder(name, plain), plain, 16)
+    pairs = [("the movie was", " good"), ("the movie was", " bad"), ("a plot ", "twist here"),
+             ("", "positive review"), (LONG, " good")]  # LONG: the encoder reads its last 16
+    got, want = both(ours, hf, "loglikelihood", pairs)
+    for (logprob, greedy), (want_logprob, want_greedy) in zip(got, want, strict=True):
+        assert logprob == pytest.approx(want_logprob, rel=1e-6) and greedy == want_greedy
+    assert len({round(lp, 3) for lp, _ in want}) == len(pairs)
+    texts = [(LONG,), ("short text",), ("the movie was good",)]
+    assert len(plain(LONG).input_ids) > 4 * 16  # several windows
+    got_rolling, want_rolling = both(ours, hf, "loglikelihood_rolling", texts)
+    assert got_rolling == pytest.approx(want_rolling, rel=1e-6)  # logits in float32
+    assert len({round(x, 3) for x in want_rolling}) == len(texts) and max(want_rolling) < -1
+
+
+@pytest.mark.parametrize("name", ["t5", "bart"])
+def test_encoder_decoder_generation_matches_hflm_seq2seq(name, plain) -> None:
+    """The same greedy tokens, cut at the same stop strings. HFLM's seq2seq backend gives the
+    decoder max_length = the batch's padded context width + max_gen_toks (lm-eval 0.4.13),
+    so it writes more than max_gen_toks tokens unless a request sets max_length; with
+    max_length = max_gen_toks + 1 (the start token counts) both write max_gen_toks tokens,
+    and without it the bridge's text begins HFLM's. HFLM runs one prompt a batch here: it
+    pads a batch's encoder inputs on the left, which moves BART's learned positions (the
+    bridge pads on the right, as training does, and batches three)."""
+    ours, hf = seq2seq_pair(encoder_decoder(name, plain), plain, 64, hf_batch=1)
+    prompts = ["the movie was", "a plot twist in " + LONG, "x"]  # the second cut to 64 tokens
+    for until in ([], ["the"], ["ex"]):
+        for tokens in (3, 6):
+            exact = {"until": until, "max_gen_toks": tokens, "max_length": tokens + 1}
+            got, want = both(ours, hf, "generate_until", [(p, exact) for p in prompts])
+            assert got == want
+            loose = {"until": until, "max_gen_toks": tokens}
+            got, want = both(ours, hf, "generate_until", [(p, loose) for p in prompts])
+            assert all(theirs.startswith(mine) for mine, theirs in zip(got, want, strict=True))
+    assert len(set(both(ours, hf, "generate_until", [(p, {"until": [], "max_gen_toks": 6})
+                                                      for p in prompts])[0])) == len(prompts)

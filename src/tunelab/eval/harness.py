@@ -29,7 +29,13 @@ compare the two on tiny models:
   whether to add BOS once per batch, from the batch's first prompt; this bridge decides per
   prompt (the same whenever a batch's prompts all start with the BOS text or none does);
 - chat templates: `apply_chat_template`, `chat_template` and `tokenizer_name` are HFLM's, so
-  `apply_chat_template=True` renders the same prompts.
+  `apply_chat_template=True` renders the same prompts;
+- an encoder-decoder model answers as HFLM's `backend="seq2seq"`: the encoder reads the
+  context's last max_length tokens (a rolling window's context: the tokens before those it
+  scores), the decoder the continuation's. Two differences, both HFLM's quirks: HFLM lets the
+  decoder write up to the batch's padded context width + max_gen_toks tokens (unless a request
+  sets max_length), the bridge max_gen_toks (its text begins HFLM's); and HFLM pads a batch's
+  encoder inputs on the left, which moves learned positions (BART), the bridge on the right.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ from tunelab.eval.choice import ChoiceRequest, score_choices
 from tunelab.eval.generation import generate
 from tunelab.eval.rolling_nll import rolling_nll_of_ids
 from tunelab.models import LoadedModel, load_model
+from tunelab.models.pretrained import is_encoder_decoder
 from tunelab.models.tokens import prefix_token_id
 from tunelab.runs.run_dir import scoring_run_model
 
@@ -133,11 +140,14 @@ class TunelabLM(TemplateLM):
     ) -> list[tuple[float, bool]]:
         """(log-probability, greedy?) of each (strings, context ids, continuation ids)."""
         groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
+        apart = is_encoder_decoder(self.lm.model)
         for index, (_, context_ids, cont_ids) in enumerate(requests):
-            # As HFLM: keep the last max_length + 1 tokens of context + continuation.
-            overflow = len(context_ids) + len(cont_ids) - (self.max_length + 1)
-            groups.setdefault(tuple(context_ids[max(overflow, 0):]), []).append(
-                (index, list(cont_ids)))
+            if apart:  # as HFLM: the encoder's and the decoder's last max_length tokens each
+                context_ids, cont_ids = context_ids[-self.max_length:], cont_ids[-self.max_length:]
+            else:  # as HFLM: the last max_length + 1 tokens of context + continuation
+                overflow = len(context_ids) + len(cont_ids) - (self.max_length + 1)
+                context_ids = context_ids[max(overflow, 0):]
+            groups.setdefault(tuple(context_ids), []).append((index, list(cont_ids)))
         choice_requests = [ChoiceRequest(list(ctx), [c for _, c in members])
                            for ctx, members in groups.items()]
         results = score_choices(self.lm.model, choice_requests, override_bs or self.batch_size)
@@ -182,7 +192,9 @@ class TunelabLM(TemplateLM):
                 max_new_tokens=max_new, do_sample=bool(kwargs.get("do_sample", False)),
                 temperature=float(kwargs.get("temperature") or 1.0),
                 top_p=float(kwargs.get("top_p") or 1.0), stop=stop, batch_size=self.batch_size)
-            budget = max(1, self.max_length - max_new)
+            # As HFLM: an encoder reads a whole window (its decoder writes the new tokens).
+            budget = self.max_length if is_encoder_decoder(self.lm.model) \
+                else max(1, self.max_length - max_new)
             prompts = [self._prompt_ids(requests[i].args[0], budget) for i in indices]
             for i, text in zip(indices, generate(self.lm.model, tokenizer, prompts, config,
                                                  desc="lm-eval generate", strip=False), strict=True):

@@ -12,6 +12,11 @@ With stride = max_length this is lm-evaluation-harness's `loglikelihood_rolling`
 windows, the last one filled with full context). Every token is predicted exactly once, so
 sum NLL / tokens is the text's perplexity exponent, and sum NLL / (ln 2 * bytes) its bits
 per byte.
+
+An encoder-decoder model reads a window as lm-evaluation-harness's `hf` model reads it: the
+encoder takes the window's context (the tokens before its first scored one: [prefix] in the
+first window) and the decoder scores the window's tokens from its start token. The encoder
+never sees a token it is scored on (run whole, it would read the text both ways).
 """
 
 from __future__ import annotations
@@ -22,10 +27,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 
 from tunelab.eval.choice import prefix_token_id
 from tunelab.eval.result_cache import ResultCache, token_bytes
 from tunelab.models.logits import row_sums, token_scores
+from tunelab.models.pretrained import is_encoder_decoder
+from tunelab.models.tokens import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -107,30 +115,58 @@ def rolling_nll_of_ids(
     """Summed NLL of every id after the first of each sequence ([prefix] + a text's token ids,
     however they were encoded), in the windows of the module docstring."""
     model.eval()
-    device = next(model.parameters()).device
     stride = stride or max_length
     windows = [w for d, seq in enumerate(sequences)
                for w in windows_for(d, len(seq) - 1, max_length, stride)]
     nll = [0.0] * len(sequences)
     windows.sort(key=lambda w: -(w.end - w.begin))  # similar lengths share a batch
+    score = _encoder_decoder_sums if is_encoder_decoder(model) else _causal_sums
     for start in range(0, len(windows), batch_size):
         batch = windows[start:start + batch_size]
-        width = max(w.end - w.begin for w in batch)
-        ids = torch.zeros((len(batch), width), dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        targets = torch.full((len(batch), width), -100, dtype=torch.long)
-        for row, w in enumerate(batch):
-            seq = sequences[w.doc]
-            n = w.end - w.begin
-            ids[row, :n] = torch.tensor(list(seq[w.begin:w.end]))
-            mask[row, :n] = 1
-            # Input position p predicts seq[p + 1]; score p in [first_scored, end).
-            positions = slice(w.first_scored - w.begin, n)
-            targets[row, positions] = torch.tensor(list(seq[w.first_scored + 1:w.end + 1]))
-        # only the scored positions are projected onto the vocabulary (models/logits.py)
-        scored = token_scores(model, {"input_ids": ids.to(device),
-                                      "attention_mask": mask.to(device)}, targets.to(device))
-        sums, _ = row_sums(scored, len(batch))
-        for row, w in enumerate(batch):
-            nll[w.doc] += sums[row]
+        for w, total in zip(batch, score(model, sequences, batch), strict=True):
+            nll[w.doc] += total
     return nll
+
+
+def _causal_sums(model: torch.nn.Module, sequences: Sequence[Sequence[int]],
+                 batch: Sequence[Window]) -> list[float]:
+    """Each window's summed NLL, its input positions run in one row."""
+    device = next(model.parameters()).device
+    width = max(w.end - w.begin for w in batch)
+    ids = torch.zeros((len(batch), width), dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    targets = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+    for row, w in enumerate(batch):
+        seq = sequences[w.doc]
+        n = w.end - w.begin
+        ids[row, :n] = torch.tensor(list(seq[w.begin:w.end]))
+        mask[row, :n] = 1
+        # Input position p predicts seq[p + 1]; score p in [first_scored, end).
+        positions = slice(w.first_scored - w.begin, n)
+        targets[row, positions] = torch.tensor(list(seq[w.first_scored + 1:w.end + 1]))
+    # only the scored positions are projected onto the vocabulary (models/logits.py)
+    scored = token_scores(model, {"input_ids": ids.to(device),
+                                  "attention_mask": mask.to(device)}, targets.to(device))
+    return row_sums(scored, len(batch))[0]
+
+
+def _encoder_decoder_sums(model: torch.nn.Module, sequences: Sequence[Sequence[int]],
+                          batch: Sequence[Window]) -> list[float]:
+    """Each window's summed NLL: the encoder reads the window's context, seq[begin,
+    first_scored], the decoder is scored on seq(first_scored, end] (module docstring)."""
+    device = next(model.parameters()).device
+    contexts = [sequences[w.doc][w.begin:w.first_scored + 1] for w in batch]
+    scored = [sequences[w.doc][w.first_scored + 1:w.end + 1] for w in batch]
+    ids = torch.zeros((len(batch), max(map(len, contexts))), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    labels = torch.full((len(batch), max(map(len, scored))), IGNORE_INDEX, dtype=torch.long)
+    for row, (context, tokens) in enumerate(zip(contexts, scored, strict=True)):
+        ids[row, :len(context)] = torch.tensor(list(context))
+        mask[row, :len(context)] = 1
+        labels[row, :len(tokens)] = torch.tensor(list(tokens))
+    labels = labels.to(device)
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                   labels=labels).logits.float()  # the decoder starts from its start token
+    nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX,
+                          reduction="none")
+    return nll.double().sum(dim=1).tolist()

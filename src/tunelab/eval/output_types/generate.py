@@ -73,8 +73,8 @@ class GenerateOutput(OutputType):
                       dropped_shots=sum(p.dropped for p in prompts))
         if request.wants(MetricInput.NLL_TOKENS):
             limit = request.context_limit
-            tokenize = (tokenize_seq2seq if generation.is_encoder_decoder(lm.model)
-                        else tokenize_example)
+            # As the kind trains: the prompt as context, the reference as labels.
+            tokenize = tokenize_seq2seq if lm.kind.encoder_decoder else tokenize_example
             tokenized = [tokenize(p.rendered, lm.tokenizer, max_length=limit) for p in prompts]
             out.measured[MetricInput.NLL_TOKENS] = loglikelihood.completion_nll(
                 lm.model, tokenized, lm.tokenizer.pad_token_id, task.eval.generation.batch_size,
