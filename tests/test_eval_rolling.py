@@ -9,11 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import build_tiny_llama
 from families import build
+from transformers import AutoTokenizer, BartConfig, BartForConditionalGeneration
 
 from tunelab.config import ModelConfig
 from tunelab.eval.choice import prefix_token_id
 from tunelab.eval.metrics import get_metric
+from tunelab.eval.result_cache import ResultCache, token_bytes
 from tunelab.eval.rolling_nll import rolling_loglikelihood, rolling_nll_of_ids, windows_for
 from tunelab.models import load_model
 
@@ -117,3 +120,24 @@ def test_encoder_decoder_encoder_reads_only_the_context(family: str) -> None:
             assert abs(float(whole.loss) * (len(tokens) - 1) - want[doc]) > 1e-3
     assert got == pytest.approx(want, rel=1e-5)
     assert len(windows_for(0, len(seq) - 1, 8, 8)) == 3
+
+
+def test_encoder_decoder_results_cached_before_are_not_served(tmp_path: Path) -> None:
+    """An encoder-decoder's rolling results are kept under their own settings: what BART
+    scored when its encoder read the whole window (the same request and settings before)
+    is never looked up."""
+    tokenizer = AutoTokenizer.from_pretrained(build_tiny_llama(tmp_path / "tok"))
+    torch.manual_seed(0)
+    model = BartForConditionalGeneration(BartConfig(
+        vocab_size=len(tokenizer), d_model=16, encoder_layers=1, decoder_layers=1,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+        decoder_ffn_dim=32, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.eos_token_id)).eval()
+    results = ResultCache(tmp_path / "results.sqlite")
+    old = {"max_length": 8, "stride": 8}
+    sequence = [prefix_token_id(tokenizer)] + list(tokenizer(TEXT, add_special_tokens=False).input_ids)
+    stale = results.through(model, "rolling_nll", old, [token_bytes(sequence)], lambda i: [123.0])
+    assert stale == [123.0]
+    got = rolling_loglikelihood(model, tokenizer, [TEXT], max_length=8, results=results)
+    want = rolling_nll_of_ids(model, [sequence], max_length=8)
+    assert got[0].nll == pytest.approx(want[0]) and got[0].nll != 123.0

@@ -67,6 +67,17 @@ def bos_tok(tiny_llama: Path):
     return tok
 
 
+@pytest.fixture(scope="module")
+def eos_tok(tiny_llama: Path):
+    """A T5 / BART style tokenizer: it appends EOS to every text it encodes."""
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"$A {tok.eos_token}", pair=f"$A {tok.eos_token} $B {tok.eos_token}",
+        special_tokens=[(tok.eos_token, tok.eos_token_id)])
+    assert tok("the movie").input_ids[-1] == tok.eos_token_id
+    return tok
+
+
 def llama(tokenizer, window: int, init: float = 0.02, double: bool = False) -> LlamaForCausalLM:
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(
@@ -263,12 +274,17 @@ def seq2seq_pair(model: torch.nn.Module, tokenizer, window: int, hf_batch: int =
                  max_length=window))
 
 
+@pytest.mark.parametrize("tokenizer", ["plain", "eos_tok"])
 @pytest.mark.parametrize("name", ["t5", "bart"])
-def test_encoder_decoder_scores_match_hflm_seq2seq(name, plain) -> None:
+def test_encoder_decoder_scores_match_hflm_seq2seq(name, tokenizer, request) -> None:
     """The encoder reads the context (its last 16 tokens, the window), the decoder is scored
-    on the continuation; a rolling text spans several windows, each window's encoder reading
-    only the tokens before the ones it scores, as HFLM's seq2seq backend reads them."""
+    on the continuation, each encoded apart (a tokenizer that appends EOS ends the context
+    with it, not the continuation); a rolling text spans several windows, each window's
+    encoder reading only the tokens before the ones it scores, as HFLM's seq2seq backend
+    reads them."""
+    plain = request.getfixturevalue(tokenizer)
     ours, hf = seq2seq_pair(encoder_decoder(name, plain), plain, 16)
+    assert ours._encode_pair("the movie was", " good") == hf._encode_pair("the movie was", " good")
     pairs = [("the movie was", " good"), ("the movie was", " bad"), ("a plot ", "twist here"),
              ("", "positive review"), (LONG, " good")]  # LONG: the encoder reads its last 16
     got, want = both(ours, hf, "loglikelihood", pairs)
@@ -303,3 +319,18 @@ def test_encoder_decoder_generation_matches_hflm_seq2seq(name, plain) -> None:
             assert all(theirs.startswith(mine) for mine, theirs in zip(got, want, strict=True))
     assert len(set(both(ours, hf, "generate_until", [(p, {"until": [], "max_gen_toks": 6})
                                                       for p in prompts])[0])) == len(prompts)
+
+
+def test_a_model_named_by_its_directory_loads_as_its_kind(plain, tmp_path: Path) -> None:
+    """`tunelab harness --model DIR` (TunelabLM(model=DIR)): an encoder-decoder checkpoint loads
+    as seq2seq and answers as HFLM's seq2seq backend; a decoder as causal."""
+    for name, model in (("t5", encoder_decoder("t5", plain).float()), ("llama", llama(plain, 64))):
+        model.save_pretrained(tmp_path / name)
+        plain.save_pretrained(tmp_path / name)
+    t5 = TunelabLM(model=str(tmp_path / "t5"))
+    assert t5.lm.kind.encoder_decoder and t5.backend == "seq2seq"
+    causal = TunelabLM(model=str(tmp_path / "llama"))
+    assert not causal.lm.kind.encoder_decoder and causal.backend == "causal"
+    hf = HFLM(pretrained=t5.lm.model, tokenizer=plain, batch_size=3, backend="seq2seq")
+    got, want = both(t5, hf, "loglikelihood", [("the movie was", " good"), ("a plot", " twist")])
+    assert [lp for lp, _ in got] == pytest.approx([lp for lp, _ in want], rel=1e-6)

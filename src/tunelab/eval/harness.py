@@ -30,12 +30,15 @@ compare the two on tiny models:
   prompt (the same whenever a batch's prompts all start with the BOS text or none does);
 - chat templates: `apply_chat_template`, `chat_template` and `tokenizer_name` are HFLM's, so
   `apply_chat_template=True` renders the same prompts;
-- an encoder-decoder model answers as HFLM's `backend="seq2seq"`: the encoder reads the
-  context's last max_length tokens (a rolling window's context: the tokens before those it
-  scores), the decoder the continuation's. Two differences, both HFLM's quirks: HFLM lets the
-  decoder write up to the batch's padded context width + max_gen_toks tokens (unless a request
-  sets max_length), the bridge max_gen_toks (its text begins HFLM's); and HFLM pads a batch's
-  encoder inputs on the left, which moves learned positions (BART), the bridge on the right.
+- an encoder-decoder model (a `model` directory of one loads as seq2seq: `language_kind`)
+  answers as HFLM's `backend="seq2seq"`: context and continuation are encoded apart, the
+  encoder reads the context's last max_length tokens (a rolling window's context: the tokens
+  before those it scores), the decoder the continuation's, and generation prompts carry the
+  tokenizer's own special tokens. Two differences, both HFLM's quirks: HFLM lets the decoder
+  write up to the batch's padded context width + max_gen_toks tokens (unless a request sets
+  max_length), the bridge max_gen_toks; and HFLM pads a batch's encoder inputs on the left,
+  which moves learned positions (BART), the bridge on the right. Against HFLM run one prompt a
+  batch, the bridge's text begins HFLM's.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ from tunelab.eval.choice import ChoiceRequest, score_choices
 from tunelab.eval.generation import generate
 from tunelab.eval.rolling_nll import rolling_nll_of_ids
 from tunelab.models import LoadedModel, load_model
-from tunelab.models.pretrained import is_encoder_decoder
+from tunelab.models.kinds import language_kind
 from tunelab.models.tokens import prefix_token_id
 from tunelab.runs.run_dir import scoring_run_model
 
@@ -95,10 +98,13 @@ class TunelabLM(TemplateLM):
                  add_bos_token: bool | None = None) -> None:
         super().__init__()
         if lm is None:
+            name = model or ModelConfig().name
             lm = (scoring_run_model(adapter, base=model) if adapter else
-                  load_model(ModelConfig(name=model or ModelConfig().name,
+                  load_model(ModelConfig(name=name, kind=language_kind(name).name,
                                          num_layers=int(num_layers) if num_layers else None)))
         self.lm = lm
+        # lm-eval's TemplateLM encodes a seq2seq model's context and continuation apart.
+        self.backend = "seq2seq" if lm.kind.encoder_decoder else "causal"
         self.tokenizer = lm.tokenizer
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 8
         self.max_length = int(max_length or resolve_max_length(lm.model.config, lm.tokenizer))
@@ -140,9 +146,10 @@ class TunelabLM(TemplateLM):
     ) -> list[tuple[float, bool]]:
         """(log-probability, greedy?) of each (strings, context ids, continuation ids)."""
         groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
-        apart = is_encoder_decoder(self.lm.model)
+        apart = self.lm.kind.encoder_decoder
         for index, (_, context_ids, cont_ids) in enumerate(requests):
-            if apart:  # as HFLM: the encoder's and the decoder's last max_length tokens each
+            if apart:  # the encoder's last max_length tokens, as HFLM; the decoder's too (HFLM
+                # stops with an error on a longer continuation)
                 context_ids, cont_ids = context_ids[-self.max_length:], cont_ids[-self.max_length:]
             else:  # as HFLM: the last max_length + 1 tokens of context + continuation
                 overflow = len(context_ids) + len(cont_ids) - (self.max_length + 1)
@@ -173,7 +180,9 @@ class TunelabLM(TemplateLM):
 
     def _prompt_ids(self, text: str, budget: int) -> list[int]:
         """A generation prompt as HFLM.tok_batch_encode encodes it, its last `budget` ids."""
-        special = self._special_tokens(text, self.tokenizer.bos_token)
+        # HFLM's seq2seq backend encodes prompts with the tokenizer's own special tokens.
+        special = True if self.lm.kind.encoder_decoder else \
+            self._special_tokens(text, self.tokenizer.bos_token)
         return list(self.tokenizer(text, add_special_tokens=special).input_ids)[-budget:]
 
     def generate_until(self, requests: Sequence[Instance], disable_tqdm: bool = False) -> list[str]:
@@ -193,7 +202,7 @@ class TunelabLM(TemplateLM):
                 temperature=float(kwargs.get("temperature") or 1.0),
                 top_p=float(kwargs.get("top_p") or 1.0), stop=stop, batch_size=self.batch_size)
             # As HFLM: an encoder reads a whole window (its decoder writes the new tokens).
-            budget = self.max_length if is_encoder_decoder(self.lm.model) \
+            budget = self.max_length if self.lm.kind.encoder_decoder \
                 else max(1, self.max_length - max_new)
             prompts = [self._prompt_ids(requests[i].args[0], budget) for i in indices]
             for i, text in zip(indices, generate(self.lm.model, tokenizer, prompts, config,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -97,9 +97,11 @@ def rolling_loglikelihood(
         def run(indices: list[int]) -> list[float]:
             return rolling_nll_of_ids(model, [sequences[i] for i in indices], max_length, stride,
                                       batch_size)
-        nll = [float(x) for x in results.through(
-            model, "rolling_nll", {"max_length": max_length, "stride": stride or max_length},
-            [token_bytes(seq) for seq in sequences], run)]
+        settings: dict[str, object] = {"max_length": max_length, "stride": stride or max_length}
+        if is_encoder_decoder(model):  # not what BART scored before its encoder read contexts
+            settings["encoder"] = "context"
+        nll = [float(x) for x in results.through(model, "rolling_nll", settings,
+                                                  [token_bytes(seq) for seq in sequences], run)]
     return [RollingScore(nll[d], len(seq) - 1, len(texts[d].encode("utf-8")), count_words(texts[d]))
             for d, seq in enumerate(sequences)]
 
@@ -165,8 +167,10 @@ def _encoder_decoder_sums(model: torch.nn.Module, sequences: Sequence[Sequence[i
         mask[row, :len(context)] = 1
         labels[row, :len(tokens)] = torch.tensor(list(tokens))
     labels = labels.to(device)
+    # The decoder reads the labels shifted right after its start token (no loss computed).
+    prepare: Any = model.prepare_decoder_input_ids_from_labels  # Any: transformers' method
     logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                   labels=labels).logits.float()  # the decoder starts from its start token
+                   decoder_input_ids=prepare(labels=labels)).logits.float()
     nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX,
                           reduction="none")
     return nll.double().sum(dim=1).tolist()

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from tunelab.config import ModelConfig
+from tunelab.config.choices import ModelKind as ModelKindName
 from tunelab.config.choices import OutputTypeName
-from tunelab.core.deferred import F, deferred, torch
+from tunelab.core.deferred import F, deferred, torch, transformers
 from tunelab.core.errors import TunelabError
 from tunelab.models import attention
 from tunelab.models.builtin import BUILTIN_MODELS
@@ -35,6 +36,7 @@ from tunelab.models.pretrained import (
     ensure_pad_token,
     load_pretrained,
     load_with_head,
+    resolve_model_dir,
     truncate_layers,
 )
 from tunelab.models.tokens import (
@@ -116,7 +118,7 @@ class ModelKind(ABC):
     """What a model is and how it trains. Kinds are compared by type (one instance each in
     KINDS); the class attributes answer the questions other modules ask about a kind."""
 
-    name: str
+    name: ModelKindName
     """The value of model.kind."""
     auto_class: str
     """The transformers Auto class the weights load with."""
@@ -461,6 +463,19 @@ def get_kind(name: str) -> ModelKind:
     if kind is None:
         raise TunelabError(f"model.kind '{name}': unknown; choose one of {', '.join(MODEL_KINDS)}")
     return kind
+
+
+def language_kind(name: str) -> ModelKind:
+    """The language-model kind of the checkpoint `name` (a built-in alias, a directory or a hub
+    id), from its config: seq2seq for an encoder-decoder, else causal. For a caller that only
+    asks a model for text and log-likelihoods (the lm-evaluation-harness bridge); where the
+    config cannot be read, causal (loading then says why)."""
+    try:
+        config = transformers.AutoConfig.from_pretrained(resolve_model_dir(name))
+    except (OSError, ValueError):
+        return CAUSAL
+    wanted = bool(getattr(config, "is_encoder_decoder", False))
+    return next(kind for kind in (CAUSAL, SEQ2SEQ) if kind.encoder_decoder == wanted)
 
 
 def balanced_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
