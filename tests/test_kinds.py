@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -476,6 +477,44 @@ def test_seq2seq_multiple_choice_scores_each_choice_with_the_decoder(
         assert row["logprobs"] == pytest.approx(scores, abs=1e-3)  # rounded to 4 places
         assert row["prediction"] == LABELS[max(range(2), key=lambda j: (scores[j], -j))]
     assert 0 <= result.scores["acc"] <= 100 and result.n == 4
+
+
+@pytest.mark.parametrize("family", ["t5", "bart"])
+def test_seq2seq_rolling_perplexity_reads_each_window_context_in_the_encoder(
+        tiny_dirs: dict[str, Path], family: str) -> None:
+    """A loglikelihood_rolling task on an encoder-decoder model, end to end: every text's
+    windows (max_length 6) give the encoder only the tokens before those the decoder is scored
+    on; the perplexity is exp(summed NLL / tokens) of those windows, computed here one window
+    at a time with the model's own loss."""
+    from tunelab.config import TaskConfig
+    from tunelab.config.sections import RollingConfig
+    from tunelab.eval.rolling_nll import windows_for
+    from tunelab.eval.runner import evaluate_loaded
+    from tunelab.models.tokens import prefix_token_id
+    from tunelab.runs import System
+
+    lm = load_model(ModelConfig(name=str(tiny_dirs[family]), kind="seq2seq"))
+    task = TaskConfig(name="reviews_text", output_type="loglikelihood_rolling",
+                      data=DataConfig(source=str(DATA / "reviews.jsonl"),
+                                      fields={"input": "text", "output": "text"}),
+                      rolling=RollingConfig(max_length=6),
+                      eval=EvalConfig(metrics=["perplexity"], bootstrap=0))
+    result = evaluate_loaded(lm, task, System.base(), limit=3)
+    tok = lm.tokenizer
+    nll, tokens = 0.0, 0
+    for row in result.predictions:
+        seq = [prefix_token_id(tok), *tok(row["input"], add_special_tokens=False).input_ids]
+        windows = windows_for(0, len(seq) - 1, 6, 6)
+        assert len(windows) > 2
+        for w in windows:
+            labels = torch.tensor([seq[w.first_scored + 1:w.end + 1]])
+            with torch.no_grad():
+                loss = lm.model(input_ids=torch.tensor([seq[w.begin:w.first_scored + 1]]),
+                                labels=labels).loss
+            nll += float(loss) * labels.shape[1]
+        tokens += len(seq) - 1
+    assert result.n == 3 and result.scores["perplexity"] == pytest.approx(math.exp(nll / tokens),
+                                                                         rel=1e-4)
 
 
 def test_a_seq2seq_prompt_has_the_whole_context_window(tiny_dirs: dict[str, Path],
