@@ -9,7 +9,9 @@ import json
 from pathlib import Path
 
 import pytest
-from test_harness_parity import requests, write_tasks
+from lm_eval.models.huggingface import HFLM
+from test_harness_parity import encoder_decoder, requests, write_tasks
+from transformers import AutoTokenizer
 
 from tunelab.cli import main
 from tunelab.config import ModelConfig
@@ -78,3 +80,29 @@ def test_chat_template_without_one_is_one_line(tiny_llama: Path, tmp_path: Path,
                  "--apply_chat_template"]) == 2
     err = capsys.readouterr().err.strip()
     assert "has no chat template" in err and len(err.splitlines()) == 1
+
+
+def test_an_encoder_decoder_directory_runs_as_lm_eval_spells_the_flags(
+        tiny_llama: Path, tmp_path: Path, capsys) -> None:
+    """`tunelab harness --model DIR` of a T5 (lm-eval's `--include_path` spelling): the model
+    loads as seq2seq and the logged log-likelihoods are HFLM seq2seq's."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    model = encoder_decoder("t5", tokenizer).float()
+    model.save_pretrained(tmp_path / "t5")
+    tokenizer.save_pretrained(tmp_path / "t5")
+    tasks = write_tasks(tmp_path, until=(".",))
+    out = tmp_path / "out"
+    assert main(["harness", "--tasks", "tiny_mc", "--model", str(tmp_path / "t5"),
+                 "--include_path", str(tasks), "--limit", "3", "--log_samples",
+                 "--output_path", str(out)]) == 0
+    printed = capsys.readouterr().out
+    path = next(Path(line.removeprefix("wrote ")) for line in printed.splitlines()
+                if line.startswith("wrote ") and "samples_tiny_mc_" in line)
+    samples = [json.loads(line) for line in path.read_text().splitlines()]
+    hf = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=3, backend="seq2seq")
+    for sample in samples:
+        args = [tuple(a.values()) for a in sample["arguments"].values()]
+        want = hf.loglikelihood(requests("loglikelihood", args), disable_tqdm=True)
+        assert [float(r[0][0]) for r in sample["resps"]] == pytest.approx(
+            [lp for lp, _ in want], rel=1e-6)
+    assert len(samples) == 3

@@ -356,7 +356,7 @@ def _harness_args(commands: Commands) -> None:
     harness.add_argument("--tasks", required=True, help="lm-eval task names, comma-separated")
     harness.add_argument("--model", help="base model: built-in alias, local directory or hub id")
     harness.add_argument("--adapter", help="a run directory from `tunelab train`")
-    harness.add_argument("--include-path", help="a folder of extra lm-eval task YAML files")
+    harness.add_argument("--include-path", "--include_path", help="a folder of extra lm-eval task YAML files")
     harness.add_argument("--shots", type=int, help="lm-eval num_fewshot")
     harness.add_argument("--limit", type=int, help="examples per task")
     harness.add_argument("--batch-size", type=int, default=8, help="requests per forward pass")
