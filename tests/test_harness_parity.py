@@ -31,9 +31,10 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
+from tunelab.eval import harness
 from tunelab.eval.harness import TunelabLM
 from tunelab.models import LoadedModel
-from tunelab.models.kinds import get_kind
+from tunelab.models.kinds import CAUSAL, get_kind, language_kind
 
 LONG = "the movie was good and the plot was great , " * 30
 BOS_CHAT = ("{{ bos_token }}{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n'"
@@ -334,3 +335,20 @@ def test_a_model_named_by_its_directory_loads_as_its_kind(plain, tmp_path: Path)
     hf = HFLM(pretrained=t5.lm.model, tokenizer=plain, batch_size=3, backend="seq2seq")
     got, want = both(t5, hf, "loglikelihood", [("the movie was", " good"), ("a plot", " twist")])
     assert [lp for lp, _ in got] == pytest.approx([lp for lp, _ in want], rel=1e-6)
+
+
+def test_a_checkpoint_whose_config_the_first_load_fetched_loads_again_as_its_kind(
+        plain, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hub id whose config is not on this machine reads as causal (nothing is fetched to
+    decide); the load fetches it, fails as causal for an encoder-decoder, and the bridge
+    loads it again as its kind. Simulated with a directory whose config is "missing" once."""
+    encoder_decoder("t5", plain).float().save_pretrained(tmp_path / "t5")
+    plain.save_pretrained(tmp_path / "t5")
+    asked: list[str] = []
+
+    def first_without_config(name: str):
+        asked.append(name)
+        return CAUSAL if len(asked) == 1 else language_kind(name)
+    monkeypatch.setattr(harness, "language_kind", first_without_config)
+    ours = TunelabLM(model=str(tmp_path / "t5"))
+    assert ours.lm.kind.encoder_decoder and ours.backend == "seq2seq" and len(asked) == 2

@@ -98,10 +98,8 @@ class TunelabLM(TemplateLM):
                  add_bos_token: bool | None = None) -> None:
         super().__init__()
         if lm is None:
-            name = model or ModelConfig().name
-            lm = (scoring_run_model(adapter, base=model) if adapter else
-                  load_model(ModelConfig(name=name, kind=language_kind(name).name,
-                                         num_layers=int(num_layers) if num_layers else None)))
+            lm = scoring_run_model(adapter, base=model) if adapter else _language_model(
+                model or ModelConfig().name, int(num_layers) if num_layers else None)
         self.lm = lm
         # lm-eval's TemplateLM encodes a seq2seq model's context and continuation apart.
         self.backend = "seq2seq" if lm.kind.encoder_decoder else "causal"
@@ -225,6 +223,20 @@ class TunelabLM(TemplateLM):
             return str(self.tokenizer.apply_chat_template(
                 chat_history, tokenize=False, add_generation_prompt=add_generation_prompt,
                 continue_final_message=not add_generation_prompt))
+
+
+def _language_model(name: str, num_layers: int | None) -> LoadedModel:
+    """The checkpoint `name` loaded as the language-model kind its config says
+    (`language_kind`); a hub id whose config this machine lacked is loaded again as its kind
+    once the first load fetched the config."""
+    kind = language_kind(name)
+    try:
+        return load_model(ModelConfig(name=name, kind=kind.name, num_layers=num_layers))
+    except TunelabError:
+        fetched = language_kind(name)
+        if fetched is kind:
+            raise
+        return load_model(ModelConfig(name=name, kind=fetched.name, num_layers=num_layers))
 
 
 def run_harness(tasks: Sequence[str], model: str | None = None, adapter: str | None = None,

@@ -467,11 +467,13 @@ def get_kind(name: str) -> ModelKind:
 
 def language_kind(name: str) -> ModelKind:
     """The language-model kind of the checkpoint `name` (a built-in alias, a directory or a hub
-    id), from its config: seq2seq for an encoder-decoder, else causal. For a caller that only
-    asks a model for text and log-likelihoods (the lm-evaluation-harness bridge); where the
-    config cannot be read, causal (loading then says why)."""
+    id), from its config on this machine (a hub id's in the local hub cache; nothing is
+    fetched): seq2seq for an encoder-decoder, else causal. For a caller that only asks a model
+    for text and log-likelihoods (the lm-evaluation-harness bridge); where no config is on
+    this machine, causal (loading fetches it, or says why it cannot)."""
     try:
-        config = transformers.AutoConfig.from_pretrained(resolve_model_dir(name))
+        config = transformers.AutoConfig.from_pretrained(resolve_model_dir(name),
+                                                         local_files_only=True)
     except (OSError, ValueError):
         return CAUSAL
     wanted = bool(getattr(config, "is_encoder_decoder", False))
