@@ -22,7 +22,8 @@ class Family:
     name: str
     kind: str
     """causal, seq2seq or classify (a sequence-classification head, 2 labels)."""
-    build: Callable[[], torch.nn.Module]
+    build: Callable[..., torch.nn.Module]
+    """The model from its config; keyword arguments override the config's fields."""
 
 
 def llama() -> torch.nn.Module:
@@ -51,23 +52,25 @@ def gemma() -> torch.nn.Module:
         max_position_embeddings=128, pad_token_id=0, bos_token_id=1, eos_token_id=2))
 
 
-def t5() -> torch.nn.Module:
+def t5(**overrides: object) -> torch.nn.Module:
     from transformers import T5Config, T5ForConditionalGeneration
 
-    return T5ForConditionalGeneration(T5Config(
-        vocab_size=VOCAB, d_model=HIDDEN, d_kv=HEAD_DIM, d_ff=FFN, num_layers=LAYERS,
-        num_decoder_layers=LAYERS, num_heads=HEADS, relative_attention_num_buckets=8,
-        pad_token_id=0, eos_token_id=2, decoder_start_token_id=0))
+    return T5ForConditionalGeneration(T5Config(**{
+        "vocab_size": VOCAB, "d_model": HIDDEN, "d_kv": HEAD_DIM, "d_ff": FFN,
+        "num_layers": LAYERS, "num_decoder_layers": LAYERS, "num_heads": HEADS,
+        "relative_attention_num_buckets": 8, "pad_token_id": 0, "eos_token_id": 2,
+        "decoder_start_token_id": 0, **overrides}))
 
 
-def bart() -> torch.nn.Module:
+def bart(**overrides: object) -> torch.nn.Module:
     from transformers import BartConfig, BartForConditionalGeneration
 
-    return BartForConditionalGeneration(BartConfig(
-        vocab_size=VOCAB, d_model=HIDDEN, encoder_layers=LAYERS, decoder_layers=LAYERS,
-        encoder_attention_heads=HEADS, decoder_attention_heads=HEADS, encoder_ffn_dim=FFN,
-        decoder_ffn_dim=FFN, max_position_embeddings=128, pad_token_id=0, bos_token_id=1,
-        eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=None))
+    return BartForConditionalGeneration(BartConfig(**{
+        "vocab_size": VOCAB, "d_model": HIDDEN, "encoder_layers": LAYERS,
+        "decoder_layers": LAYERS, "encoder_attention_heads": HEADS,
+        "decoder_attention_heads": HEADS, "encoder_ffn_dim": FFN, "decoder_ffn_dim": FFN,
+        "max_position_embeddings": 128, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
+        "decoder_start_token_id": 2, "forced_eos_token_id": None, **overrides}))
 
 
 def bert() -> torch.nn.Module:
@@ -88,10 +91,11 @@ FAMILIES = {f.name: f for f in (
 )}
 
 
-def build(name: str, seed: int = 0) -> torch.nn.Module:
-    """A family's tiny model with seeded random weights, in eval mode (no dropout)."""
+def build(name: str, seed: int = 0, **overrides: object) -> torch.nn.Module:
+    """A family's tiny model with seeded random weights, in eval mode (no dropout);
+    `overrides` replace its config's fields (t5 and bart)."""
     torch.manual_seed(seed)
-    model = FAMILIES[name].build()
+    model = FAMILIES[name].build(**overrides)
     return model.eval()
 
 

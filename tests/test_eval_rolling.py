@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from conftest import build_tiny_llama
 from families import build
-from transformers import AutoTokenizer, BartConfig, BartForConditionalGeneration
+from transformers import AutoTokenizer
 
 from tunelab.config import ModelConfig
 from tunelab.eval.choice import prefix_token_id
@@ -127,12 +127,9 @@ def test_encoder_decoder_results_cached_before_are_not_served(tmp_path: Path) ->
     scored when its encoder read the whole window (the same request and settings before)
     is never looked up."""
     tokenizer = AutoTokenizer.from_pretrained(build_tiny_llama(tmp_path / "tok"))
-    torch.manual_seed(0)
-    model = BartForConditionalGeneration(BartConfig(
-        vocab_size=len(tokenizer), d_model=16, encoder_layers=1, decoder_layers=1,
-        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
-        decoder_ffn_dim=32, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.eos_token_id)).eval()
+    model = build("bart", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                  eos_token_id=tokenizer.eos_token_id,
+                  decoder_start_token_id=tokenizer.eos_token_id)
     results = ResultCache(tmp_path / "results.sqlite")
     old = {"max_length": 8, "stride": 8}
     sequence = [prefix_token_id(tokenizer)] + list(tokenizer(TEXT, add_special_tokens=False).input_ids)

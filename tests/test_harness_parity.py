@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from families import build
 from helpers import DATA
 from lm_eval import simple_evaluate
 from lm_eval.api.instance import Instance
@@ -21,14 +22,10 @@ from lm_eval.tasks import TaskManager
 from tokenizers import processors
 from transformers import (
     AutoTokenizer,
-    BartConfig,
-    BartForConditionalGeneration,
     GPT2Config,
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
-    T5Config,
-    T5ForConditionalGeneration,
 )
 
 from tunelab.eval import harness
@@ -247,24 +244,17 @@ def test_apply_chat_template_evaluates_as_hflm(tokenizer, request, tmp_path: Pat
 
 
 def encoder_decoder(name: str, tokenizer) -> torch.nn.Module:
-    """A tiny T5 or BART on the tiny tokenizer, in float64 (HFLM's sums over many windows;
-    tunelab takes log-probabilities in float32), with weights large enough that its choices
-    differ."""
-    torch.manual_seed(0)
-    ids = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+    """The tiny T5 or BART (tests/families.py) on the tiny tokenizer, in float64 (HFLM's sums
+    over many windows; tunelab takes log-probabilities in float32), with weights large enough
+    that its choices differ."""
+    ids = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
+           "eos_token_id": tokenizer.eos_token_id}
     if name == "t5":
-        model = T5ForConditionalGeneration(T5Config(
-            vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2,
-            relative_attention_num_buckets=8, decoder_start_token_id=tokenizer.pad_token_id,
-            initializer_factor=5.0, **ids))
+        ids.update(decoder_start_token_id=tokenizer.pad_token_id, initializer_factor=5.0)
     else:
-        model = BartForConditionalGeneration(BartConfig(
-            vocab_size=len(tokenizer), d_model=16, encoder_layers=2, decoder_layers=2,
-            encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
-            decoder_ffn_dim=32, max_position_embeddings=128, bos_token_id=tokenizer.bos_token_id,
-            decoder_start_token_id=tokenizer.eos_token_id, forced_eos_token_id=None,
-            init_std=0.5, **ids))
-    return model.double().eval()
+        ids.update(bos_token_id=tokenizer.bos_token_id,
+                   decoder_start_token_id=tokenizer.eos_token_id, init_std=0.5)
+    return build(name, **ids).double()
 
 
 def seq2seq_pair(model: torch.nn.Module, tokenizer, window: int, hf_batch: int = 3

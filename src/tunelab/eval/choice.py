@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Cache
 
+from tunelab.eval.generation import right_pad
 from tunelab.eval.result_cache import ResultCache, token_bytes
 from tunelab.models.cache import (
     cache_argument,
@@ -45,7 +46,7 @@ from tunelab.models.cache import (
     select_cache,
     shares_cache,
 )
-from tunelab.models.logits import token_scores
+from tunelab.models.logits import decoder_logits, token_scores
 from tunelab.models.packed import accepts_logits_to_keep
 from tunelab.models.pretrained import is_encoder_decoder
 from tunelab.models.prompt_caches import PromptCaches, reuses_prompts
@@ -168,18 +169,6 @@ def _score_choices(model: torch.nn.Module, requests: Sequence[ChoiceRequest], ba
     return results
 
 
-def _right_pad(seqs: Sequence[Sequence[int]], device: torch.device
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, mask), both [len(seqs), longest]; padding (id 0, mask 0) on the right."""
-    width = max(len(s) for s in seqs)
-    ids = torch.zeros((len(seqs), width), dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        ids[row, :len(seq)] = torch.tensor(list(seq))
-        mask[row, :len(seq)] = 1
-    return ids.to(device), mask.to(device)
-
-
 def _run_kept(model: torch.nn.Module, contexts: Sequence[Sequence[int]], store: PromptCaches
               ) -> tuple[torch.Tensor, Cache | None, torch.Tensor]:
     """Run `contexts` from their longest stored prefixes (a prefix they all share first) and
@@ -240,7 +229,7 @@ def _score_rest(model: torch.nn.Module, batch: list[ChoiceRequest], pairs: list[
     device = context_mask.device
     items = torch.tensor([b for b, _ in pairs], device=device)
     conts = [batch[b].continuations[i] for b, i in pairs]
-    ids, mask = _right_pad([c[:-1] for c in conts], device)  # [R, C]: inputs after token 1
+    ids, mask = (t.to(device) for t in right_pad([c[:-1] for c in conts], 0))  # [R, C]: after token 1
     lengths = context_mask.sum(dim=1)[items]  # [R]
     positions = lengths[:, None] + torch.arange(ids.shape[1], device=device)  # [R, C]
     full_mask = torch.cat([context_mask[items], mask], dim=1)  # [R, W + C]
@@ -272,7 +261,7 @@ def _score_whole(model: torch.nn.Module, batch: list[ChoiceRequest]) -> list[Cho
                             greedy=[True] * len(r.continuations)) for r in batch]
     for start in range(0, len(pairs), max(1, len(batch))):
         part = list(range(start, min(start + len(batch), len(pairs))))
-        ids, mask = _right_pad([seqs[k] for k in part], device)
+        ids, mask = (t.to(device) for t in right_pad([seqs[k] for k in part], 0))
         # Position t predicts token t + 1: the choice's tokens come from end-len-1 .. end-2;
         # only those positions are projected onto the vocabulary (models/logits.py).
         targets = torch.full_like(ids, IGNORE_INDEX)
@@ -297,7 +286,7 @@ def _score_encoder_decoder(model: torch.nn.Module, batch: list[ChoiceRequest]
     choice the decoder's labels (the decoder starts from its start token), as
     lm-evaluation-harness scores such models; the decoder runs one row per (item, choice)."""
     device = next(model.parameters()).device
-    ids, mask = _right_pad([r.context for r in batch], device)
+    ids, mask = (t.to(device) for t in right_pad([r.context for r in batch], 0))
     once = shares_cache(model)  # peft prompt learning adds its virtual tokens in its forward
     if once:
         get_encoder: Any = model.get_encoder  # Any: transformers' encoder-decoder mixin
@@ -308,14 +297,10 @@ def _score_encoder_decoder(model: torch.nn.Module, batch: list[ChoiceRequest]
     for start in range(0, len(pairs), max(1, len(batch))):
         part = pairs[start:start + len(batch)]
         items = torch.tensor([b for b, _ in part], device=device)
-        conts = [batch[b].continuations[i] for b, i in part]
-        labels = torch.full((len(part), max(len(c) for c in conts)), IGNORE_INDEX,
-                            dtype=torch.long)
-        for row, cont in enumerate(conts):
-            labels[row, :len(cont)] = torch.tensor(cont, dtype=torch.long)
+        labels = right_pad([batch[b].continuations[i] for b, i in part], IGNORE_INDEX)[0]
         labels = labels.to(device)
         inputs = {"encoder_outputs": (encoded[items],)} if once else {"input_ids": ids[items]}
-        logits = model(**inputs, attention_mask=mask[items], labels=labels).logits.float()
+        logits = decoder_logits(model, labels, attention_mask=mask[items], **inputs)
         logprobs = F.log_softmax(logits, dim=-1)  # [rows, choice tokens, V], as the labels
         scored = labels != IGNORE_INDEX
         token_lp = logprobs.gather(2, labels.clamp(min=0)[..., None])[..., 0]

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from tunelab.data.tokenize import IGNORE_INDEX, TokenizedExample, collate
 from tunelab.eval.result_cache import ResultCache, token_bytes
-from tunelab.models.logits import row_sums, shifted, token_scores
+from tunelab.models.logits import decoder_logits, row_sums, shifted, token_scores
 
 
 def completion_nll(
@@ -38,8 +38,9 @@ def _completion_nll(model: torch.nn.Module, examples: Sequence[TokenizedExample]
         batch = {k: v.to(device) for k, v in collate(examples[start:start + batch_size],
                                                       pad_id).items()}
         if examples[start].kind.encoder_decoder:  # the decoder's logits align with the labels
-            logits = model(**batch).logits.float()
             labels = batch["labels"]
+            logits = decoder_logits(model, labels, input_ids=batch["input_ids"],
+                                    attention_mask=batch["attention_mask"])
             nll = F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
             mask = labels != IGNORE_INDEX
             results += [(float(s), int(c)) for s, c in zip((nll * mask).sum(dim=1),

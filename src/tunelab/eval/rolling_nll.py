@@ -24,14 +24,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from tunelab.eval.choice import prefix_token_id
+from tunelab.eval.generation import right_pad
 from tunelab.eval.result_cache import ResultCache, token_bytes
-from tunelab.models.logits import row_sums, token_scores
+from tunelab.models.logits import decoder_logits, row_sums, token_scores
 from tunelab.models.pretrained import is_encoder_decoder
 from tunelab.models.tokens import IGNORE_INDEX
 
@@ -157,20 +158,11 @@ def _encoder_decoder_sums(model: torch.nn.Module, sequences: Sequence[Sequence[i
     """Each window's summed NLL: the encoder reads the window's context, seq[begin,
     first_scored], the decoder is scored on seq(first_scored, end] (module docstring)."""
     device = next(model.parameters()).device
-    contexts = [sequences[w.doc][w.begin:w.first_scored + 1] for w in batch]
-    scored = [sequences[w.doc][w.first_scored + 1:w.end + 1] for w in batch]
-    ids = torch.zeros((len(batch), max(map(len, contexts))), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    labels = torch.full((len(batch), max(map(len, scored))), IGNORE_INDEX, dtype=torch.long)
-    for row, (context, tokens) in enumerate(zip(contexts, scored, strict=True)):
-        ids[row, :len(context)] = torch.tensor(list(context))
-        mask[row, :len(context)] = 1
-        labels[row, :len(tokens)] = torch.tensor(list(tokens))
+    ids, mask = right_pad([sequences[w.doc][w.begin:w.first_scored + 1] for w in batch], 0)
+    labels, _ = right_pad([sequences[w.doc][w.first_scored + 1:w.end + 1] for w in batch],
+                          IGNORE_INDEX)
     labels = labels.to(device)
-    # The decoder reads the labels shifted right after its start token (no loss computed).
-    prepare: Any = model.prepare_decoder_input_ids_from_labels  # Any: transformers' method
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                   decoder_input_ids=prepare(labels=labels)).logits.float()
+    logits = decoder_logits(model, labels, input_ids=ids.to(device), attention_mask=mask.to(device))
     nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX,
                           reduction="none")
     return nll.double().sum(dim=1).tolist()

@@ -24,6 +24,7 @@ import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -98,6 +99,16 @@ def token_scores(model: torch.nn.Module, inputs: ModelInputs, targets: torch.Ten
     empty = targets.new_zeros(0)
     return ScoredTokens(torch.cat(nlls) if nlls else empty.float(),
                         torch.cat(bests) if bests else empty.bool(), rows)
+
+
+def decoder_logits(model: torch.nn.Module, labels: torch.Tensor, **inputs: object
+                   ) -> torch.Tensor:
+    """An encoder-decoder model's float32 logits [rows, label positions, vocab] where its
+    decoder reads `labels` (IGNORE_INDEX where padded) shifted right after its start token, as
+    training does; `inputs` are the encoder's (input_ids or encoder_outputs, attention_mask).
+    The model is not given the labels, so it computes no loss of its own."""
+    prepare: Any = model.prepare_decoder_input_ids_from_labels  # Any: transformers' method
+    return model(**inputs, decoder_input_ids=prepare(labels=labels)).logits.float()
 
 
 def row_sums(scored: ScoredTokens, batch: int) -> tuple[list[float], list[int]]:
