@@ -161,3 +161,17 @@ def test_a_misspelt_option_names_its_line_and_the_nearest_option(
     config.write_text(text.replace("  feilds:", "  fields:"))
     message = one_error_line(["data", "inspect", str(config), "train.max_step=3"], capsys)
     assert "unknown option 'max_step'; did you mean 'max_steps'? (valid options: " in message
+    # several unknown options: all of them in the one line, so one edit fixes the config
+    message = one_error_line(["data", "inspect", str(config), "train.max_step=3",
+                              "train.lrate=1"], capsys)
+    assert message.endswith("train: unknown options 'max_step', 'lrate'; valid options: "
+                            "batch_size, divergence_factor, early_stopping_patience, epochs, "
+                            "eval_every, fsdp, grad_accum, gradient_checkpointing, "
+                            "group_by_length, log_every, lr, max_grad_norm, max_seconds, "
+                            "max_steps, on_divergence, precision, report_to, save_every, "
+                            "schedule, seed, threads, warmup_ratio, weight_decay"), message
+    # a method switched on the command line: every option the new method lacks, at once
+    message = one_error_line(["train", str(config), "method.dropout=0.1", "method.name=full"],
+                             capsys)
+    assert message.endswith("method (full): unknown options 'r', 'dropout'; valid options: none"), \
+        message

@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM
 
 import tunelab
 import tunelab.models as models
+import tunelab.workflows.sweep as sweep_module
 from tunelab.cli import main
 from tunelab.config import to_dict
 
@@ -58,6 +59,9 @@ def test_sweep_one_table_every_method_same_budget(tiny_llama: Path, tmp_path: Pa
     assert page.count('<img src="data:image/png;base64,') == 3
     assert all(f"<td>{m}</td>" in page for m in rows)
     assert rows["prompt"]["trainable_parameters"] < rows["lora"]["trainable_parameters"]
+    run_page = (sweep_dir / "lora" / "report.html").read_text()  # a run without baselines
+    assert "<h2>Test scores</h2>" in run_page and "Baselines vs" not in run_page
+    assert "best baseline" not in run_page
 
     # An existing sweep is never overwritten; --resume keeps finished methods, runs the rest.
     assert main(["sweep", str(config), "--methods", "lora"]) == 2
@@ -81,6 +85,53 @@ def test_sweep_rejects_unknown_methods_and_bad_lr(tiny_llama: Path, tmp_path: Pa
     assert "--methods: unknown qlora9" in capsys.readouterr().err
     assert main(["sweep", str(config), "--lr", "lora"]) == 2
     assert "--lr lora: expected METHOD=NUMBER" in capsys.readouterr().err
+    for bad, said in ((["--lr", "lora=-1"], "--lr lora=-1: must be a number >= 0"),
+                      (["--lr", "lora=nan"], "--lr lora=nan: must be a number >= 0"),
+                      (["--lr", "ia3=1e-3"], "--lr ia3=0.001: ia3 is not in --methods"),
+                      (["--steps", "-2"], "--steps/--seconds: must be 0")):
+        assert main(["sweep", str(config), "--methods", "lora", *bad]) == 2
+        assert said in capsys.readouterr().err
+    # A config error is found for every method before any trains: one line, nothing written.
+    assert main(["sweep", str(config), "data.source=missing.jsonl", "--methods", "lora"]) == 2
+    assert "missing.jsonl: no such file" in capsys.readouterr().err
+    # A method's own options are checked before the first method trains.
+    assert main(["sweep", str(config), "method.rank=4", "--methods", "bitfit,lora"]) == 2
+    assert "method (lora): unknown option 'rank'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_sweep_turns_packing_off_for_prompt_tuning_and_reports_failures(
+        tiny_llama: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    """data.packing: true in the config: prompt tuning trains padded (said under the table);
+    a method whose training fails keeps its row, its reason is printed and the sweep exits 1."""
+    config = tiny_run_config(tiny_llama, tmp_path / "runs", name="demo")
+    config.data.packing = True
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(to_dict(config)))
+    real_run = sweep_module._run
+
+    def bitfit_fails(argv: list[str], log: Path) -> bool:
+        if log.stem != "bitfit":
+            return real_run(argv, log)
+        log.write_text("Traceback (most recent call last):\n  ...\n"
+                       "tunelab: error: out of memory at step 2 (simulated)\n")
+        return False
+    monkeypatch.setattr(sweep_module, "_run", bitfit_fails)
+    code = main(["sweep", str(path), "--methods", "lora,prompt,bitfit", "--steps", "2"])
+    out = capsys.readouterr().out
+    assert code == 1
+    sweep_dir = tmp_path / "runs" / "demo-sweep"
+    rows = {r["method"]: r for r in json.loads((sweep_dir / "sweep.json").read_text())["rows"]}
+    assert rows["lora"]["ok"] and rows["prompt"]["ok"] and not rows["bitfit"]["ok"]
+    assert rows["prompt"]["steps"] == 2 and "notes" not in rows["lora"]
+    trained = yaml.safe_load((sweep_dir / "prompt.yaml").read_text())["data"]
+    assert trained["packing"] is False  # for prompt alone
+    assert yaml.safe_load((sweep_dir / "lora.yaml").read_text())["data"]["packing"] is True
+    assert "prompt: data.packing off" in out and rows["prompt"]["notes"]
+    failed = "bitfit: failed: tunelab: error: out of memory at step 2 (simulated)"
+    assert failed in out and failed in (sweep_dir / "sweep.md").read_text()
+    assert rows["bitfit"]["reason"] == failed.split("failed: ", 1)[1]
+    assert failed in (sweep_dir / "report.html").read_text()
 
 
 def test_merge_writes_a_plain_model_with_the_same_logits(tiny_llama: Path, tmp_path: Path, capsys) -> None:

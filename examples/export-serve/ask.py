@@ -1,5 +1,6 @@
-"""Start `tunelab serve` on an export, send it one chat request, one completion and one
-malformed request, print each request and its answer, and stop the server.
+"""Start `tunelab serve` on an export, send it one chat request, then two it must refuse (a
+`max_tokens` that is no number, a body that is no JSON), print each request and its answer,
+and stop the server.
 
     python examples/export-serve/ask.py EXPORT_DIR [--quant q8_0] [serve options]
 

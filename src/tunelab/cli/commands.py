@@ -14,6 +14,7 @@ import tunelab  # the API loads on first use, so `tunelab --help` needs no torch
 from tunelab.config import load_run_config
 from tunelab.core import launch
 from tunelab.core.errors import TunelabError
+from tunelab.runs import SweepDir
 
 
 def _quickstart(args: argparse.Namespace) -> int:
@@ -58,11 +59,12 @@ def _sweep(args: argparse.Namespace) -> int:
             lrs[method.strip()] = float(value)
         except ValueError:
             raise TunelabError(f"--lr {item}: expected METHOD=NUMBER, e.g. --lr lora=3e-4") from None
-    tunelab.sweep(args.config, args.overrides,
-                  methods=[m.strip() for m in args.methods.split(",") if m.strip()],
-                  max_steps=args.steps, max_seconds=args.seconds, lr=lrs, resume=args.resume,
-                  retention=args.retention.split(",") if args.retention else None)
-    return 0
+    sweep_dir = tunelab.sweep(args.config, args.overrides,
+                              methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+                              max_steps=args.steps, max_seconds=args.seconds, lr=lrs,
+                              resume=args.resume,
+                              retention=args.retention.split(",") if args.retention else None)
+    return 1 if SweepDir(sweep_dir).failed() else 0  # each failed method's reason is printed
 
 
 def _tune(args: argparse.Namespace) -> int:

@@ -33,10 +33,11 @@ def from_dict(cls: type[T], raw: dict[str, Any], where: str,  # Any: YAML values
         raise TunelabError(f"{where}: expected a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in option_fields(cls)}
+    unknown = [str(key) for key in raw if key not in known]
+    if unknown:  # all of them in one line, so one edit fixes them
+        raise TunelabError(_unknown_options(unknown, known, where, source, keys))
     kwargs: dict[str, object] = {}
     for key, value in raw.items():
-        if key not in known:
-            raise TunelabError(_unknown_option(str(key), known, where, source, keys))
         hint = hints[key]
         item = dataclass_item(hint)
         if isinstance(hint, type) and dataclasses.is_dataclass(hint):
@@ -62,14 +63,19 @@ def from_dict(cls: type[T], raw: dict[str, Any], where: str,  # Any: YAML values
     return cls(**kwargs)
 
 
-def _unknown_option(key: str, known: set[str], where: str, source: Path | None,
-                    keys: tuple[str | int, ...]) -> str:
-    """The one-line message for an option ``cls`` does not have: its file and line when the
-    source file is known, the nearest valid option, and all of them."""
-    valid = ", ".join(sorted(known))
-    if source is not None:
+def _unknown_options(unknown: list[str], known: set[str], where: str, source: Path | None,
+                     keys: tuple[str | int, ...]) -> str:
+    """The one-line message for the options ``cls`` does not have: the first one's file and
+    line when the source file is known, the nearest valid option of one, and all of them."""
+    valid = ", ".join(sorted(known)) or "none"
+    key = unknown[0]
+    if source is not None:  # the first one's line; the section's name where there are more
         line = yaml_line(source, [*keys, key])
-        where = f"{source}{f' line {line}' if line else ''}: {option_name([*keys, key])}"
+        named = option_name([*keys, key]) if len(unknown) == 1 else option_name(list(keys))
+        where = f"{source}{f' line {line}' if line else ''}{f': {named}' if named else ''}"
+    if len(unknown) > 1:
+        listed = ", ".join(f"'{k}'" for k in unknown)
+        return f"{where}: unknown options {listed}; valid options: {valid}"
     close = difflib.get_close_matches(key, sorted(known), n=1)
     if close:
         return f"{where}: unknown option '{key}'; did you mean '{close[0]}'? (valid options: {valid})"

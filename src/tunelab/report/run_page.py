@@ -45,7 +45,7 @@ from tunelab.report.html import (
     png_file,
     scatter,
 )
-from tunelab.report.sweep_table import sweep_columns
+from tunelab.report.sweep_table import sweep_columns, sweep_notes
 from tunelab.report.tune_page import tune_page
 from tunelab.runs import EvalDir, RunDir, SweepDir, TuneDir, ratings_file, report_html
 from tunelab.studies import domain
@@ -259,13 +259,15 @@ class Baselines:
             [r.system.label for r in scored], [r.scores[key] for r in scored],
             [(r.ci[key][0], r.ci[key][1]) if key in r.ci else None for r in scored], key,
             f"{key} (95% bootstrap CI)", highlight, best, "best baseline",
-            f"Every system on the same {first.n} test items; the line is the best baseline."))
+            f"Every system on the same {first.n} test items"
+            + ("; the line is the best baseline." if best is not None else ".")))
         if sentence:
             blocks.append(Text(sentence))
         keys = list(dict.fromkeys(k for r in ordered for k in r.scores))[:6]
         blocks.append(Table(["system", "n", *keys],
                             [[r.system.label, r.n, *[_score(r, k) for k in keys]] for r in ordered]))
-        return Section("Baselines vs fine-tuned", blocks, "baselines")
+        title = "Baselines vs fine-tuned" if view.baselines else "Test scores"
+        return Section(title, blocks, "baselines")
 
 
 def _score(result: EvalResult, key: str) -> str:
@@ -494,9 +496,7 @@ def sweep_page(folder: Path) -> Page:
             if points:
                 blocks.append(scatter(points, label, metric, f"{metric} vs {label}", log_x))
     blocks.append(Table(headers, body))
-    failed = [r for r in rows if not r.get("ok")]
-    if failed:
-        blocks.append(Text("failed: " + ", ".join(r["method"] for r in failed), "note"))
+    blocks += [Text(line, "note") for line in sweep_notes(rows)]
     return Page(f"tunelab sweep: {folder.name}", f"{len(rows)} methods · {folder.resolve()}",
                 [Section("Methods side by side", blocks, "sweep")])
 

@@ -23,6 +23,10 @@ class SweepRow(_SweepRowKeys, total=False):
 
     error: str
     """The end of the failed run's log."""
+    reason: str
+    """The failed run's one-line reason (its `tunelab: error:` line)."""
+    notes: list[str]
+    """What was turned off for this method alone (e.g. data.packing for prompt tuning)."""
     trainable_parameters: int
     trainable_percent: float
     size_on_disk_bytes: int
@@ -39,8 +43,18 @@ class SweepRow(_SweepRowKeys, total=False):
 
 
 def sweep_table(rows: Sequence[SweepRow], markdown: bool = True) -> str:
-    """One row per method; one change column per retention task (after minus before)."""
-    return format_table(*sweep_columns(rows), markdown)
+    """One row per method; one change column per retention task (after minus before); then
+    the notes (`sweep_notes`), one line each."""
+    table, notes = format_table(*sweep_columns(rows), markdown), sweep_notes(rows)
+    return f"{table}\n\n" + "\n".join(notes) if notes else table
+
+
+def sweep_notes(rows: Sequence[SweepRow]) -> list[str]:
+    """A line for each thing turned off for one method, and for each failed method its
+    reason."""
+    lines = [f"{r['method']}: {note}" for r in rows for note in r.get("notes", [])]
+    return lines + [f"{r['method']}: failed: {r.get('reason', 'see its log')}"
+                    for r in rows if not r["ok"]]
 
 
 def sweep_columns(rows: Sequence[SweepRow]) -> tuple[list[str], list[list[object]]]:

@@ -158,6 +158,11 @@ class SweepDir:
     def is_sweep(self) -> bool:
         return self.results.is_file()
 
+    def failed(self) -> list[str]:
+        """The methods whose training failed (sweep.json)."""
+        rows = json.loads(self.results.read_text(encoding="utf-8"))["rows"]
+        return [row["method"] for row in rows if not row["ok"]]
+
 
 def ratings_file(folder: Path) -> Path:
     """The rating store of a rated directory (a run or any folder of evaluations)."""
