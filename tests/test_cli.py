@@ -43,7 +43,7 @@ def test_bad_inputs_are_one_line_errors(tiny_llama: Path, tmp_path: Path, capsys
     err = _one_line_error(capsys, ["train", str(config), "model.name=no-such-model"])
     assert "model 'no-such-model'" in err and "smollm2-135m" in err
     err = _one_line_error(capsys, ["train", str(config), "data.template=vicuna"])
-    assert "data.template 'vicuna'" in err
+    assert "command line: data.template 'vicuna': use one of" in err  # where the value came from
     err = _one_line_error(capsys, ["train", str(config), "data.fields={output: sentiment}"])
     assert "data.fields.output: column 'sentiment' is in no row of " in err
     assert "reviews.jsonl (columns: text, label)" in err
@@ -52,7 +52,11 @@ def test_bad_inputs_are_one_line_errors(tiny_llama: Path, tmp_path: Path, capsys
     err = _one_line_error(capsys, ["train", str(config), "method.name=magic"])
     assert "method.name 'magic'" in err and "lora" in err
     err = _one_line_error(capsys, ["train", str(config), "train.lr=fast"])
-    assert "train.lr: cannot read 'fast'" in err
+    assert "command line: train.lr: cannot read 'fast'" in err
+    err = _one_line_error(capsys, ["train", str(config), "data.packing=2"])
+    assert "command line: data.packing: cannot read 2 as bool" in err  # no switch, not True
+    err = _one_line_error(capsys, ["train", str(config), "--no-eval", "train.lr=-1"])
+    assert "command line: train.lr -1: must be a number >= 0" in err  # after an option too
     err = _one_line_error(capsys, ["eval", "--task", "nope"])
     assert "task 'nope'" in err and "movie_sentiment" in err
 

@@ -164,7 +164,7 @@ def test_a_misspelt_option_names_its_line_and_the_nearest_option(
     # several unknown options: all of them in the one line, so one edit fixes the config
     message = one_error_line(["data", "inspect", str(config), "train.max_step=3",
                               "train.lrate=1"], capsys)
-    assert message.endswith("train: unknown options 'max_step', 'lrate'; valid options: "
+    assert message.endswith("command line: train: unknown options 'max_step', 'lrate'; valid options: "
                             "batch_size, divergence_factor, early_stopping_patience, epochs, "
                             "eval_every, fsdp, grad_accum, gradient_checkpointing, "
                             "group_by_length, log_every, lr, max_grad_norm, max_seconds, "

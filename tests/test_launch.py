@@ -148,3 +148,40 @@ def test_a_real_accelerate_launch_of_two_cpu_processes_is_refused(tmp_path: Path
     assert f"tunelab train {config} train.batch_size=4 --nproc 2" in refused[0]
     assert "returned non-zero exit status 2" in done.stderr  # accelerate reports tunelab's 2
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_one_process_command_refuses_a_launch_of_several(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every command but train runs as one process: under torchrun's two each would run all of
+    it and write the same files, under accelerate's one the second process asked for would
+    never run. Refused in one line before anything runs, naming --nproc where the command
+    spreads its evaluations that way."""
+    for name in launch.WORLD_SIZE:
+        monkeypatch.delenv(name, raising=False)
+    out = tmp_path / "eval"
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun --nproc_per_node 2 $(which tunelab) eval ...
+    monkeypatch.setattr(launch, "parent_command_line", lambda: ["/bin/bash"])
+    assert main(["eval", "--task", "movie_sentiment", "--limit", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tunelab: error: a launcher started 2 processes")
+    assert f"`tunelab eval --task movie_sentiment --limit 2 --out {out} --nproc 2`" in err[0]
+    assert not out.exists()
+    assert main(["sweep", str(_config(tmp_path)), "--methods", "lora"]) == 2  # no --nproc
+    assert "run `tunelab sweep" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+
+    monkeypatch.delenv("WORLD_SIZE")
+    for name, value in SIMPLE_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(launch, "parent_command_line",
+                        lambda: [*ACCELERATE, "--cpu", "--num_processes", "2", SCRIPT, "quickstart"])
+    assert main(["quickstart", "--out", str(tmp_path / "qs")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "accelerate launch asked for 2 processes and started 1" in err[0]
+    assert f"`tunelab quickstart --out {tmp_path / 'qs'} --nproc 2`" in err[0]
+    assert not (tmp_path / "qs").exists()
+
+    monkeypatch.setattr(launch, "parent_command_line", lambda: None)  # the request unreadable
+    assert main(["tasks", "list"]) == 0  # one process, which is what it runs as: a warning
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["tunelab: warning: accelerate launch started this as one process, and this "
+                   "command runs as one; run `tunelab tasks list` without a launcher"]

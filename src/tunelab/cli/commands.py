@@ -300,3 +300,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "tasks": _tasks, "harness": _harness,
     "data": _data, "score": _score,
 }
+
+LAUNCHED = frozenset({_train})
+"""The commands that run as each of a launcher's processes (torchrun, `--nproc`, accelerate):
+`train` alone; every other command refuses a launch of several."""

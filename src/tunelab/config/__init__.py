@@ -10,6 +10,7 @@ pairs (``train.lr=1e-4``). Every field's comment is its help text.
 
 from tunelab.config.choices import MODEL_KINDS, OUTPUT_TYPES, Schedule
 from tunelab.config.reading import (
+    Origin,
     from_dict,
     load_run_config,
     load_yaml,
@@ -52,6 +53,7 @@ __all__ = [
     "MixtureConfig",
     "ModelConfig",
     "OUTPUT_TYPES",
+    "Origin",
     "RetentionConfig",
     "RobustnessConfig",
     "RollingConfig",

@@ -7,6 +7,8 @@ import copy
 import dataclasses
 import difflib
 import typing
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,12 +25,42 @@ if TYPE_CHECKING:
 T = TypeVar("T", bound="DataclassInstance")
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where a config's values came from: its YAML file, and the options the command line's
+    key=value overrides set (a section replaced whole counts for every option below it)."""
+
+    file: Path
+    overridden: frozenset[tuple[str, ...]] = frozenset()
+
+    @classmethod
+    def of(cls, file: Path, overrides: Sequence[str] | None) -> Origin:
+        return cls(file, frozenset(tuple(parse_override(text)[0]) for text in overrides or []))
+
+    def overrides(self, keys: Sequence[str | int]) -> bool:
+        """Whether the command line set this option (or a section above it)."""
+        path = tuple(str(k) for k in keys)
+        return any(path[:n] in self.overridden for n in range(1, len(path) + 1))
+
+    def name(self, keys: Sequence[str | int], *more: Sequence[str | int]) -> str:
+        """`FILE line N: a.b` for a value from the file; `command line: a.b` for one an
+        override set (or for the options `more`, where given, that all were)."""
+        option = option_name(list(keys))
+        if all(self.overrides(k) for k in (more or [keys])) and option:
+            return f"command line: {option}"
+        line = yaml_line(self.file, list(keys))
+        return f"{self.file}{f' line {line}' if line else ''}{f': {option}' if option else ''}"
+
+
 def from_dict(cls: type[T], raw: dict[str, Any], where: str,  # Any: YAML values from disk
-              source: Path | None = None, keys: tuple[str | int, ...] = ()) -> T:
+              source: Path | Origin | None = None, keys: tuple[str | int, ...] = ()) -> T:
     """Build dataclass ``cls`` from a dict, naming ``where`` (file/option path) on a bad key.
 
-    With ``source`` (the YAML file ``raw`` came from; ``keys``: where ``raw`` sits in it), a
-    value that is not one of its option's choices is named by file, line and option."""
+    With ``source`` (the YAML file ``raw`` came from, or its `Origin`; ``keys``: where ``raw``
+    sits in it), a value that is not one of its option's choices is named by file, line and
+    option, or as set on the command line."""
+    if isinstance(source, Path):
+        source = Origin(source)
     if not isinstance(raw, dict):
         raise TunelabError(f"{where}: expected a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
@@ -48,13 +80,9 @@ def from_dict(cls: type[T], raw: dict[str, Any], where: str,  # Any: YAML values
             kwargs[key] = [from_dict(item, v or {}, f"{where}.{key}[{i}]", source, (*keys, key, i))
                            for i, v in enumerate(value or [])]
         else:
-            named = f"{where}.{key}"
+            named = f"{where}.{key}" if source is None else source.name([*keys, key])
             limit = getattr(cls, "limits", {}).get(key)
             template = key in getattr(cls, "formats", ())
-            if source is not None and (choices_of(hint) is not None or limit is not None
-                                       or template):
-                line = yaml_line(source, [*keys, key])
-                named = f"{source}{f' line {line}' if line else ''}: {option_name([*keys, key])}"
             kwargs[key] = coerced = _coerce(value, hint, named)
             if limit is not None:  # here, so the error names the file and line
                 limit.check(named, coerced)
@@ -63,16 +91,15 @@ def from_dict(cls: type[T], raw: dict[str, Any], where: str,  # Any: YAML values
     return cls(**kwargs)
 
 
-def _unknown_options(unknown: list[str], known: set[str], where: str, source: Path | None,
+def _unknown_options(unknown: list[str], known: set[str], where: str, source: Origin | None,
                      keys: tuple[str | int, ...]) -> str:
     """The one-line message for the options ``cls`` does not have: the first one's file and
     line when the source file is known, the nearest valid option of one, and all of them."""
     valid = ", ".join(sorted(known)) or "none"
     key = unknown[0]
-    if source is not None:  # the first one's line; the section's name where there are more
-        line = yaml_line(source, [*keys, key])
-        named = option_name([*keys, key]) if len(unknown) == 1 else option_name(list(keys))
-        where = f"{source}{f' line {line}' if line else ''}{f': {named}' if named else ''}"
+    if source is not None:  # the option, or its section where there are more
+        where = source.name([*keys, key]) if len(unknown) == 1 else \
+            source.name(keys, *[[*keys, k] for k in unknown])
     if len(unknown) > 1:
         listed = ", ".join(f"'{k}'" for k in unknown)
         return f"{where}: unknown options {listed}; valid options: {valid}"
@@ -114,10 +141,10 @@ def _coerce(value: Any, hint: object, where: str) -> Any:  # Any: YAML in, its o
     if base in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args:
         hint, base = args[0], typing.get_origin(args[0]) or args[0]
     try:
-        if base is bool and isinstance(value, str):
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        if base is bool and not isinstance(value, bool):  # 2 is no switch
+            if str(value).lower() not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError(value)
-            return value.lower() in ("true", "1", "yes")
+            return str(value).lower() in ("true", "1", "yes")
         if base in (int, float) and not isinstance(value, bool):
             number = float(value)
             if base is int and not number.is_integer():
@@ -190,7 +217,7 @@ def load_run_config(path: str | Path | None, overrides: list[str] | None = None)
     """Read a run config from YAML (or defaults when path is None) plus overrides."""
     raw = load_yaml(path) if path else {}
     raw = merge_overrides(raw, overrides or [])
-    source = Path(path) if path and not overrides else None  # overrides move the lines
+    source = Origin.of(Path(path), overrides) if path else None
     config = from_dict(RunConfig, raw, str(path or "config"), source)
     if "name" not in (config.method or {}):
         raise TunelabError(f"{path or 'config'}: method.name is missing; e.g. method: {{name: lora}}")

@@ -172,3 +172,25 @@ class Launch:
                     f"trains alone at the per-process train.batch_size; for N processes run "
                     f"`{command} --nproc N` or use `accelerate launch --config_file {EXAMPLE}`")
         return None
+
+    def check_alone(self, command: str, spreads: bool) -> str | None:
+        """For a command that runs as one process (every command but `train`): refuse a launch
+        of several, run or asked for (each process would run the whole command and write the
+        same files), naming what does it instead (`spreads`: the command takes --nproc N for
+        its evaluations); where accelerate started it and what it asked for is unreadable,
+        the line to warn with."""
+        instead = "`{command} --nproc {n}` spreads its evaluations over {n} processes" \
+            if spreads else "run `{command}` without a launcher"
+        if self.running > 1:
+            raise TunelabError(
+                f"a launcher started {self.running} processes, but this command runs as one: "
+                "each would run all of it and write the same files; "
+                + instead.format(command=command, n=self.running))
+        if self.requested is not None and self.requested > 1:
+            raise TunelabError(
+                f"accelerate launch asked for {self.requested} processes and started 1, and this "
+                "command runs as one; " + instead.format(command=command, n=self.requested))
+        if self.by_accelerate and self.requested is None:
+            return ("accelerate launch started this as one process, and this command runs as "
+                    "one; " + instead.format(command=command, n="N"))
+        return None

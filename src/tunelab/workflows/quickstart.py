@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tunelab.config import RunConfig, from_dict, load_yaml, merge_overrides
+from tunelab.config import Origin, RunConfig, from_dict, load_yaml, merge_overrides
 from tunelab.eval.compare import compare_to_best, primary_key
 from tunelab.eval.runner import evaluate_loaded, write_result
 from tunelab.eval.tables import results_table
@@ -38,7 +38,8 @@ def free_run_name(out_dir: Path, base: str) -> str:
 
 def quickstart_config(out_dir: Path, overrides: list[str] | None = None) -> RunConfig:
     raw = merge_overrides(load_yaml(QUICKSTART_CONFIG), overrides or [])
-    config: RunConfig = from_dict(RunConfig, raw, str(QUICKSTART_CONFIG))
+    config: RunConfig = from_dict(RunConfig, raw, str(QUICKSTART_CONFIG),
+                                  Origin.of(QUICKSTART_CONFIG, overrides))
     config.output_dir = str(out_dir)
     config.name = free_run_name(out_dir, config.name)
     return config
