@@ -76,10 +76,95 @@ def test_chat_template_without_one_is_one_line(tiny_llama: Path, tmp_path: Path,
     config = json.loads((model / "tokenizer_config.json").read_text())
     config.pop("chat_template", None)
     (model / "tokenizer_config.json").write_text(json.dumps(config))
-    assert main(["harness", "--tasks", "tiny_mc", "--model", str(model),
+    tasks = str(write_tasks(tmp_path))
+    assert main(["harness", "--tasks", "tiny_mc", "--model", str(model), "--include_path", tasks,
                  "--apply_chat_template"]) == 2
     err = capsys.readouterr().err.strip()
     assert "has no chat template" in err and len(err.splitlines()) == 1
+    # a template name the tokenizer lacks: transformers would render the name as a template
+    assert main(["harness", "--tasks", "tiny_mc", "--model", str(tiny_llama), "--include_path",
+                 tasks, "--apply_chat_template", "nosuchtemplate"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"tunelab: error: --apply_chat_template nosuchtemplate: {tiny_llama}'s "
+                   "tokenizer has no named ones; give one of them, or the flag alone for its "
+                   "default")
+
+
+def test_a_named_chat_template_writes_the_prompts(tiny_llama: Path, tmp_path: Path,
+                                                  capsys) -> None:
+    """--apply_chat_template NAME with a tokenizer that holds named templates: the prompts are
+    that template's, and the results log it."""
+    model = tmp_path / "two-templates"
+    model.mkdir()
+    for file in tiny_llama.iterdir():
+        (model / file.name).write_bytes(file.read_bytes())
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    terse = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}" \
+        "{% if add_generation_prompt %}[assistant] {% endif %}"
+    tokenizer.chat_template = {"default": tokenizer.get_chat_template(), "terse": terse}
+    tokenizer.save_pretrained(model)
+    out = tmp_path / "out"
+    assert main(["harness", "--tasks", "tiny_mc", "--model", str(model), "--include_path",
+                 str(write_tasks(tmp_path)), "--limit", "2", "--apply_chat_template", "terse",
+                 "--log_samples", "--output_path", str(out)]) == 0
+    files = [Path(line.removeprefix("wrote ")) for line in capsys.readouterr().out.splitlines()
+             if line.startswith("wrote ")]
+    samples = next(f for f in files if f.name.startswith("samples_tiny_mc_")).read_text()
+    prompts = [a["arg_0"] for s in map(json.loads, samples.splitlines())
+               for a in s["arguments"].values()]
+    assert len(prompts) == 4 and all(p.startswith("[user] Review: ") for p in prompts), prompts
+    results = json.loads(next(f for f in files if f.name.startswith("results_")).read_text())
+    assert results["chat_template"] == terse
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--tasks", "no_such_task"], "--tasks: no_such_task: no such lm-eval task"),
+    (["--tasks", "tiny_mcq"], "--tasks: tiny_mcq: no such lm-eval task (did you mean tiny_mc"),
+    (["--limit", "0"], "--limit 0: must be"),
+    (["--limit", "-2"], "--limit -2: must be"),
+    (["--shots", "-1"], "--shots -1: must be"),
+    (["--batch-size", "0"], "--batch-size 0: must be"),
+    (["--max_length", "0"], "--max-length 0: must be"),
+    (["--include_path", "NOWHERE"], "--include_path NOWHERE: no such file or folder"),
+    (["--adapter", "NOWHERE"], "NOWHERE: not a tunelab run directory"),
+], ids=["task", "near-task", "limit-0", "limit-negative", "shots", "batch-size", "max-length",
+        "include-path", "adapter"])
+def test_bad_flags_are_one_line_before_the_model_loads(
+        tmp_path: Path, capsys, monkeypatch, flags, message) -> None:
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model loaded before the flags were checked")
+    monkeypatch.setattr("tunelab.eval.harness.TunelabLM", no_model)
+    tasks = str(write_tasks(tmp_path))
+    flags = [str(tmp_path / f) if f == "NOWHERE" else f for f in flags]
+    if "--tasks" not in flags:
+        flags += ["--tasks", "tiny_mc"]
+    if "--include_path" not in flags:
+        flags += ["--include_path", tasks]
+    assert main(["harness", "--model", "smollm2-135m", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message.replace("NOWHERE", str(tmp_path / "NOWHERE")) in err, err
+    assert len(err.splitlines()) == 1
+
+
+def test_max_length_sets_the_window(tiny_llama: Path, tmp_path: Path, capsys) -> None:
+    """--max_length 16: the logged log-likelihoods are those of a 16-token window (HFLM's
+    max_length=16), which differ from the model's whole window on these reviews."""
+    out = tmp_path / "out"
+    assert main(["harness", "--tasks", "tiny_mc", "--model", str(tiny_llama), "--include_path",
+                 str(write_tasks(tmp_path)), "--limit", "3", "--max_length", "16",
+                 "--log_samples", "--output_path", str(out)]) == 0
+    files = [Path(line.removeprefix("wrote ")) for line in capsys.readouterr().out.splitlines()
+             if line.startswith("wrote ")]
+    samples = [json.loads(line) for line in
+               next(f for f in files if f.name.startswith("samples_")).read_text().splitlines()]
+    args = [tuple(a.values()) for s in samples for a in s["arguments"].values()]
+    logged = [float(r[0][0]) for s in samples for r in s["resps"]]
+    cut = HFLM(pretrained=str(tiny_llama), max_length=16, batch_size=1, device="cpu")
+    whole = HFLM(pretrained=str(tiny_llama), batch_size=1, device="cpu")
+    want = [lp for lp, _ in cut.loglikelihood(requests("loglikelihood", args))]
+    full = [lp for lp, _ in whole.loglikelihood(requests("loglikelihood", args))]
+    assert logged == pytest.approx(want, abs=1e-5)
+    assert max(abs(a - b) for a, b in zip(want, full, strict=True)) > 1e-3
 
 
 def test_an_encoder_decoder_directory_runs_as_lm_eval_spells_the_flags(

@@ -27,6 +27,7 @@ from tunelab.models.loader import load_tokenizer
 from tunelab.report.task_list import tasks_overview
 from tunelab.runs import (
     EvalDir,
+    RunDir,
     System,
     ratings_file,
     scoring_run_model,
@@ -361,9 +362,22 @@ def build_report(directory: str | Path) -> Path:
 def harness(tasks: list[str], model: str | None = None, adapter: str | None = None,
             include_path: str | None = None, shots: int | None = None, limit: int | None = None,
             batch_size: int = 8, apply_chat_template: bool | str = False,
-            output: str | Path | None = None, log_samples: bool = False) -> str:
+            output: str | Path | None = None, log_samples: bool = False,
+            max_length: int | None = None) -> str:
     """`tunelab harness`: lm-evaluation-harness tasks on a tunelab model (the `harness` extra);
-    `output` gets lm-eval's results JSON and, with `log_samples`, each task's samples JSONL."""
+    `output` gets lm-eval's results JSON and, with `log_samples`, each task's samples JSONL.
+    Its options are checked before lm-eval loads, its task names before the model does."""
+    tasks = [task.strip() for task in tasks if task.strip()]
+    check_eval_args(shots, limit)
+    Range(1, whole=True, fix="e.g. 8").check("--batch-size", batch_size)
+    Range(1, whole=True, fix="leave it out for the model's own").check("--max-length", max_length)
+    if not tasks:
+        raise TunelabError("--tasks: no task named; e.g. --tasks hellaswag,arc_easy")
+    if include_path is not None and not Path(include_path).exists():
+        raise TunelabError(f"--include_path {include_path}: no such file or folder; give the "
+                           "folder of your task YAML files")
+    if adapter is not None:
+        RunDir(Path(adapter)).read_config()  # not a run: one line, before lm-eval loads
     if log_samples and output is None:
         raise TunelabError("--log-samples: the samples are written beside the results; "
                            "add --output DIR")
@@ -377,7 +391,8 @@ def harness(tasks: list[str], model: str | None = None, adapter: str | None = No
     return run_harness(tasks, model=model, adapter=adapter, include_path=include_path,
                        shots=shots, limit=limit, batch_size=batch_size,
                        apply_chat_template=apply_chat_template,
-                       output=str(output) if output is not None else None, log_samples=log_samples)
+                       output=str(output) if output is not None else None, log_samples=log_samples,
+                       max_length=max_length)
 
 
 def robustness(

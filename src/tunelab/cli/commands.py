@@ -246,7 +246,8 @@ def _harness(args: argparse.Namespace) -> int:
     print(tunelab.harness(args.tasks.split(","), model=args.model, adapter=args.adapter,
                           include_path=args.include_path, shots=args.shots, limit=args.limit,
                           batch_size=args.batch_size, apply_chat_template=args.apply_chat_template,
-                          output=args.output, log_samples=args.log_samples))
+                          output=args.output, log_samples=args.log_samples,
+                          max_length=args.max_length))
     return 0
 
 

@@ -360,6 +360,9 @@ def _harness_args(commands: Commands) -> None:
     harness.add_argument("--shots", type=int, help="lm-eval num_fewshot")
     harness.add_argument("--limit", type=int, help="examples per task")
     harness.add_argument("--batch-size", type=int, default=8, help="requests per forward pass")
+    harness.add_argument("--max-length", "--max_length", type=int, metavar="N",
+                         help="context window in tokens (default: the model's, as lm-eval's hf "
+                              "model finds it)")
     harness.add_argument("--apply-chat-template", "--apply_chat_template", nargs="?", const=True,
                          default=False, metavar="TEMPLATE",
                          help="render prompts with the tokenizer's chat template (lm-eval's flag; "

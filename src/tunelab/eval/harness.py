@@ -43,6 +43,7 @@ compare the two on tiny models:
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -107,6 +108,30 @@ class TunelabLM(TemplateLM):
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 8
         self.max_length = int(max_length or resolve_max_length(lm.model.config, lm.tokenizer))
         self.add_bos_token = add_bos_token
+        self.template: str | None = None
+        """The chat template chosen by name (`use_chat_template`); None: the tokenizer's own."""
+
+    def use_chat_template(self, choice: bool | str) -> None:
+        """--apply_chat_template: True or False, or the name of one of the tokenizer's named
+        templates (a name it lacks is refused: transformers would render it as a template)."""
+        if choice is True and self.tokenizer.chat_template is None:
+            raise TunelabError(f"--apply_chat_template: {self.lm.path}'s tokenizer has no chat "
+                               "template; leave the flag out or use a chat model")
+        if isinstance(choice, bool):
+            return
+        named = self.tokenizer.chat_template if isinstance(self.tokenizer.chat_template, dict) \
+            else {}
+        if choice not in named:
+            have = f"named {', '.join(sorted(named))}" if named else "no named ones"
+            raise TunelabError(f"--apply_chat_template {choice}: {self.lm.path}'s tokenizer has "
+                               f"{have}; give one of them, or the flag alone for its default")
+        self.template = named[choice]
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        """The template the prompts are written with (lm-eval logs it with the results)."""
+        if not chat_template:
+            return None
+        return self.template or str(self.tokenizer.get_chat_template())
 
     @property
     def eot_token_id(self) -> int:
@@ -214,15 +239,14 @@ class TunelabLM(TemplateLM):
         """The chat as the tokenizer's template writes it (HFLM.apply_chat_template): a
         generation prompt after it, else its last message left open to continue; a template
         that rejects a system turn gets the chat without it."""
+        def written(chat: list[dict[str, str]]) -> str:
+            return str(self.tokenizer.apply_chat_template(
+                chat, tokenize=False, add_generation_prompt=add_generation_prompt,
+                continue_final_message=not add_generation_prompt, chat_template=self.template))
         try:
-            return str(self.tokenizer.apply_chat_template(
-                chat_history, tokenize=False, add_generation_prompt=add_generation_prompt,
-                continue_final_message=not add_generation_prompt))
+            return written(chat_history)
         except jinja2.exceptions.TemplateError:
-            chat_history = [msg for msg in chat_history if msg["role"] != "system"]
-            return str(self.tokenizer.apply_chat_template(
-                chat_history, tokenize=False, add_generation_prompt=add_generation_prompt,
-                continue_final_message=not add_generation_prompt))
+            return written([msg for msg in chat_history if msg["role"] != "system"])
 
 
 def _language_model(name: str, num_layers: int | None) -> LoadedModel:
@@ -243,20 +267,21 @@ def run_harness(tasks: Sequence[str], model: str | None = None, adapter: str | N
                 include_path: str | None = None, shots: int | None = None,
                 limit: int | None = None, batch_size: int = 8,
                 apply_chat_template: bool | str = False, output: str | None = None,
-                log_samples: bool = False) -> str:
+                log_samples: bool = False, max_length: int | None = None) -> str:
     """Run lm-eval tasks on a tunelab model; lm-eval's results table, then a line per file
     written. With `output`, the results JSON goes where lm-eval's CLI puts it
     (OUTPUT/<model>/results_<time>.json, or OUTPUT_<time>.json for a .json path) and, with
-    `log_samples`, one samples_<task>_<time>.jsonl per task beside it (one line per item)."""
-    harness_lm = TunelabLM(model=model, adapter=adapter, batch_size=batch_size)
-    if apply_chat_template and harness_lm.tokenizer.chat_template is None:
-        raise TunelabError(f"--apply_chat_template: {model or harness_lm.lm.path}'s tokenizer "
-                           "has no chat template; leave the flag out or use a chat model")
+    `log_samples`, one samples_<task>_<time>.jsonl per task beside it (one line per item).
+    The task names are checked before the model loads."""
+    manager = task_manager(tasks, include_path)
+    harness_lm = TunelabLM(model=model, adapter=adapter, batch_size=batch_size,
+                           max_length=max_length)
+    harness_lm.use_chat_template(apply_chat_template)
     tracker = EvaluationTracker(output_path=output) if output else None
     model_args = {"model": str(model or harness_lm.lm.path)} | ({"adapter": adapter} if adapter else {})
     results = simple_evaluate(
         model=harness_lm, model_args=model_args, tasks=list(tasks), num_fewshot=shots,
-        limit=limit, task_manager=task_manager(tasks, include_path), bootstrap_iters=1000,
+        limit=limit, task_manager=manager, bootstrap_iters=1000,
         log_samples=log_samples, evaluation_tracker=tracker,
         apply_chat_template=apply_chat_template)
     if not results:
@@ -272,15 +297,24 @@ def run_harness(tasks: Sequence[str], model: str | None = None, adapter: str | N
     return "\n".join([table, *(f"wrote {path}" for path in written(tracker, str(output), samples))])
 
 
-def task_manager(tasks: Sequence[str], include_path: str | None) -> TaskManager | None:
+def task_manager(tasks: Sequence[str], include_path: str | None) -> TaskManager:
     """The tasks of `include_path` alone when they hold every task asked for (indexing lm-eval's
-    own thousands of tasks takes seconds), else those and lm-eval's; None: lm-eval's own."""
-    if not include_path:
-        return None
-    local = TaskManager(include_path=include_path, include_defaults=False)
-    if all(task in local.all_tasks for task in tasks):
-        return local
-    return TaskManager(include_path=include_path)
+    own thousands of tasks takes seconds), else those and lm-eval's; a task name none of them
+    knows is refused in one line."""
+    if include_path:
+        local = TaskManager(include_path=include_path, include_defaults=False)
+        if all(task in local.all_tasks for task in tasks):
+            return local
+    manager = TaskManager(include_path=include_path or None)
+    unknown = [task for task in tasks if task not in manager.all_tasks]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], manager.all_tasks, n=3)
+        raise TunelabError(
+            f"--tasks: {', '.join(unknown)}: no such lm-eval task"
+            + (f" (did you mean {', '.join(close)}?)" if close else "")
+            + (f" in lm-eval's tasks or {include_path}" if include_path else
+               "; add --include_path DIR for a folder of your own task YAML files"))
+    return manager
 
 
 def written(tracker: EvaluationTracker, output: str,
