@@ -90,6 +90,15 @@ def test_chat_template_without_one_is_one_line(tiny_llama: Path, tmp_path: Path,
                    "default")
 
 
+def logged_run(tmp_path: Path, capsys, *flags: str) -> list[Path]:
+    """`tunelab harness --tasks tiny_mc ... --log_samples --output_path OUT`: the files it
+    wrote (results and samples)."""
+    assert main(["harness", "--tasks", "tiny_mc", "--include_path", str(write_tasks(tmp_path)),
+                 *flags, "--log_samples", "--output_path", str(tmp_path / "out")]) == 0
+    return [Path(line.removeprefix("wrote ")) for line in capsys.readouterr().out.splitlines()
+            if line.startswith("wrote ")]
+
+
 def test_a_named_chat_template_writes_the_prompts(tiny_llama: Path, tmp_path: Path,
                                                   capsys) -> None:
     """--apply_chat_template NAME with a tokenizer that holds named templates: the prompts are
@@ -103,12 +112,8 @@ def test_a_named_chat_template_writes_the_prompts(tiny_llama: Path, tmp_path: Pa
         "{% if add_generation_prompt %}[assistant] {% endif %}"
     tokenizer.chat_template = {"default": tokenizer.get_chat_template(), "terse": terse}
     tokenizer.save_pretrained(model)
-    out = tmp_path / "out"
-    assert main(["harness", "--tasks", "tiny_mc", "--model", str(model), "--include_path",
-                 str(write_tasks(tmp_path)), "--limit", "2", "--apply_chat_template", "terse",
-                 "--log_samples", "--output_path", str(out)]) == 0
-    files = [Path(line.removeprefix("wrote ")) for line in capsys.readouterr().out.splitlines()
-             if line.startswith("wrote ")]
+    files = logged_run(tmp_path, capsys, "--model", str(model), "--limit", "2",
+                       "--apply_chat_template", "terse")
     samples = next(f for f in files if f.name.startswith("samples_tiny_mc_")).read_text()
     prompts = [a["arg_0"] for s in map(json.loads, samples.splitlines())
                for a in s["arguments"].values()]
@@ -149,12 +154,8 @@ def test_bad_flags_are_one_line_before_the_model_loads(
 def test_max_length_sets_the_window(tiny_llama: Path, tmp_path: Path, capsys) -> None:
     """--max_length 16: the logged log-likelihoods are those of a 16-token window (HFLM's
     max_length=16), which differ from the model's whole window on these reviews."""
-    out = tmp_path / "out"
-    assert main(["harness", "--tasks", "tiny_mc", "--model", str(tiny_llama), "--include_path",
-                 str(write_tasks(tmp_path)), "--limit", "3", "--max_length", "16",
-                 "--log_samples", "--output_path", str(out)]) == 0
-    files = [Path(line.removeprefix("wrote ")) for line in capsys.readouterr().out.splitlines()
-             if line.startswith("wrote ")]
+    files = logged_run(tmp_path, capsys, "--model", str(tiny_llama), "--limit", "3",
+                       "--max_length", "16")
     samples = [json.loads(line) for line in
                next(f for f in files if f.name.startswith("samples_")).read_text().splitlines()]
     args = [tuple(a.values()) for s in samples for a in s["arguments"].values()]
