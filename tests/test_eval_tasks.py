@@ -89,6 +89,38 @@ def test_tasks_validate_reads_the_data(tmp_path: Path, capsys) -> None:
     assert main(["tasks", "list"]) == 0
     listing = capsys.readouterr().out
     assert "movie_sentiment_mc" in listing and "glue_style" in listing
+    # fewshot.k beyond the shot pool: valid for the 0-shot scoring `tunelab eval` does by
+    # default, with a note on the few-shot baseline; asked for with --shots, one line
+    short = write_task(tmp_path, {"name": "reviews_k40", "output_type": "multiple_choice",
+                                  "data": REVIEWS, "choices": ["positive", "negative"],
+                                  "fewshot": {"k": 40}, "eval": {"metrics": ["multiple_choice"]}},
+                       "short.yaml")
+    assert main(["tasks", "validate", str(short)]) == 0
+    assert (f"note: the few-shot baseline (--baselines few) would stop: {short}: fewshot.k 40 "
+            "but the train split has 32 examples; ask for at most 32 shots, or give that split "
+            "more rows") in capsys.readouterr().out
+    assert main(["eval", "--task", str(short), "--shots", "33", "--limit", "1"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"tunelab: error: {short}: 33 shots but the train split has 32 examples; ask for at "
+        "most 32 shots, or give that split more rows")
+
+
+def test_shots_for_a_type_that_takes_none_stop_before_a_model_loads(
+        capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--shots N, or a baseline with shots, on a rolling log-likelihood task: one line naming
+    what asked for them, before any model loads."""
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model loaded before the shots were checked")
+    monkeypatch.setattr("tunelab.eval.output_types.base.load_model", no_model)
+    assert main(["eval", "--task", "movie_reviews_lm", "--shots", "2", "--limit", "2"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "tunelab: error: --shots 2: output_type loglikelihood_rolling takes no in-context "
+        "examples; use --shots 0")
+    assert main(["eval", "--task", "movie_reviews_lm", "--baselines", "zero,few", "--limit",
+                 "2"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "tunelab: error: --baselines: output_type loglikelihood_rolling takes no in-context "
+        "examples, which the base 5-shot baseline would be given; use --baselines zero")
 
 
 def _records(n: int) -> list[Record]:

@@ -176,6 +176,8 @@ def read_task(task: TaskConfig, shots: int | None = None) -> TaskItems:
     type that takes no shots), and the output type can resolve the first records' answers.
     The task's options are checked where it is made (`load_task`, `check_task`)."""
     output_type = get_output_type(task.output_type)
+    if shots:
+        output_type.check_shots(shots)  # before the data, and long before any model
     data = load_task_data(task)
     records = data.split(task.split)
     if not records:
@@ -185,8 +187,10 @@ def read_task(task: TaskConfig, shots: int | None = None) -> TaskItems:
     if few:
         pool = data.split(task.shot_split(), "fewshot.split")
         if len(pool) < few:
-            raise TunelabError(f"{task.where()}: {few} shots but the {task.shot_split()} split "
-                               f"has {len(pool)} examples")
+            asked = f"fewshot.k {few}" if shots is None else f"{few} shots"
+            raise TunelabError(f"{task.where()}: {asked} but the {task.shot_split()} split has "
+                               f"{len(pool)} examples; ask for at most {len(pool)} shots, or "
+                               "give that split more rows")
     for record in records[:50]:
         output_type.check_record(task, record)
     return TaskItems(task, data, records, few)
@@ -196,10 +200,16 @@ def validate_task(name_or_path: str, tokenizer: PreTrainedTokenizerBase | None =
     """Check a task file and its data; a short report of what it will evaluate."""
     task = load_task(name_or_path)
     output_type = get_output_type(task.output_type)
-    items = read_task(task)
+    items = read_task(task, 0)  # what `tunelab eval` scores by default
+    k = task.fewshot_k() if output_type.takes_shots else 0
     sizes = ", ".join(f"{k} {len(v)}" for k, v in items.data.splits.items())
     lines = [f"{task.name}: ok ({task.output_type}; {sizes}; metrics {', '.join(task.eval.metrics)}; "
-             f"few-shot k={items.shots})"]
+             f"few-shot k={k})"]
+    if k:
+        try:  # the few-shot baseline's pool
+            read_task(task)
+        except TunelabError as err:
+            lines.append(f"note: the few-shot baseline (--baselines few) would stop: {err}")
     preview = output_type.preview(task, items.records[0], items.framing, tokenizer)
     if preview is not None:
         lines.append(preview)

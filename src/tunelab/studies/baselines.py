@@ -18,7 +18,7 @@ from pathlib import Path
 from tunelab.config import ModelConfig, TaskConfig
 from tunelab.core.errors import TunelabError
 from tunelab.eval.compare import Comparison, compare_to_best, primary_key
-from tunelab.eval.output_types import load_for_task
+from tunelab.eval.output_types import get_output_type, load_for_task
 from tunelab.eval.runner import EvalResult, evaluate_loaded, write_result
 from tunelab.eval.tables import results_table, shown_keys
 from tunelab.eval.tasks import read_task
@@ -132,6 +132,11 @@ def run_baselines(
     if not baselines:
         raise TunelabError("--baselines: name at least one of zero, one, few")
     groups = system_groups(task, model, [adapter] if adapter else [], baselines, shots)
+    shot = [s for g in groups for s in g.systems if s.shots]
+    if shot and not get_output_type(task.output_type).takes_shots:
+        raise TunelabError(f"--baselines: output_type {task.output_type} takes no in-context "
+                           f"examples, which the {shot[0].label} baseline would be given; use "
+                           "--baselines zero")
     # the task's data read and checked once, before any model loads, for the most shots asked
     items = read_task(task, max(s.shots for g in groups for s in g.systems))
     results = [evaluate_loaded(lm, task, system, shots=system.shots, limit=limit, items=items)
