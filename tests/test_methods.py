@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 from families import (
     FAMILIES,
     FFN,
@@ -32,11 +33,12 @@ from families import (
     build,
     sample_batch,
 )
-from helpers import tiny_run_config
+from helpers import DATA, tiny_run_config
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 import tunelab
+from tunelab.cli import main
 from tunelab.core.errors import TunelabError
 from tunelab.methods import get_method, trainable_parameters
 from tunelab.methods.base import input_logits, parse_options
@@ -471,6 +473,34 @@ def test_freeze_errors_name_the_option(options: dict[str, Any], message: str) ->
         apply_with("freeze", build("llama"), **options)
 
 
+@pytest.mark.parametrize("method,options,message", [
+    ("lora", {"r": 0}, "method (lora).r 0: must be a whole number >= 1; e.g. 8"),
+    ("lora", {"alpha": -2}, "method (lora).alpha -2: must be a number > 0; e.g. 16"),
+    ("lora", {"dropout": 1.5}, "method (lora).dropout 1.5: must be a number >= 0 and < 1"),
+    ("adapter", {"kind": "weird"}, "method (adapter).kind 'weird': use one of houlsby, pfeiffer"),
+    ("adapter", {"nonlinearity": "tanh"}, "method (adapter).nonlinearity 'tanh': use one of relu"),
+    ("adapter", {"bottleneck": 0}, "method (adapter).bottleneck 0: must be a whole number >= 1"),
+    ("prompt", {"init": "txt"}, "method (prompt).init 'txt': use one of random, text"),
+    ("prompt", {"num_virtual_tokens": 0}, "method (prompt).num_virtual_tokens 0: must be"),
+    ("prefix", {"num_virtual_tokens": -1}, "method (prefix).num_virtual_tokens -1: must be"),
+])
+def test_method_option_values_are_checked_before_any_model(
+        tmp_path: Path, capsys, method: str, options: dict[str, Any], message: str) -> None:
+    """A value out of its range stops `tunelab train` as the config is read: one line, exit
+    2, no model loaded (the config names a model that does not exist) and nothing written."""
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "run", "output_dir": str(tmp_path / "runs"), "model": {"name": "no/such-model"},
+        "data": {"source": str(DATA / "reviews.jsonl"), "fields": {"input": "text", "output": "label"},
+                 "template": "chat", "packing": False},
+        "method": {"name": method, **options}, "eval": {"metrics": ["accuracy"],
+                                                        "labels": ["positive", "negative"]}}))
+    assert main(["train", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"tunelab: error: {message}") and "\n" not in err, err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_bitfit_adds_biases_only_where_missing_and_merged_model_reloads(tmp_path: Path) -> None:
     gpt2 = apply("bitfit", build("gpt2"), "gpt2")
     assert added_biases(gpt2) == []  # GPT-2 trains its own biases
@@ -489,7 +519,7 @@ def test_adapter_pfeiffer_and_options() -> None:
     model = apply_with("adapter", build("llama"), kind="pfeiffer", bottleneck=4, nonlinearity="gelu")
     assert trainable_parameters(model).trainable == L * PER_ADAPTER  # after the MLP only
     assert isinstance(model.model.layers[0].mlp.bottleneck_adapter.act, torch.nn.GELU)
-    with pytest.raises(TunelabError, match=r"method \(adapter\)\.kind: 'serial'"):
+    with pytest.raises(TunelabError, match=r"method \(adapter\)\.kind 'serial': use one of houlsby, pfeiffer"):
         apply_with("adapter", build("llama"), kind="serial")
     with pytest.raises(TunelabError, match=r"method \(adapter\) sublayers: 'nope' matches no"):
         apply_with("adapter", build("llama"), feedforward_modules=["nope"])

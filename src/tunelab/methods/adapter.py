@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar, Literal
 
+from tunelab.config.choices import COUNT, Range
 from tunelab.core.deferred import deferred, torch
 from tunelab.core.errors import TunelabError
 from tunelab.methods import targets
@@ -55,11 +56,13 @@ NONLINEARITIES = {"relu": "ReLU", "gelu": "GELU", "silu": "SiLU"}
 
 @dataclass
 class AdapterOptions:
-    kind: str = "houlsby"
+    limits: ClassVar[dict[str, Range]] = {"bottleneck": COUNT}
+    """Checked as the config is read, before any model loads (as the choices below)."""
+    kind: Literal["houlsby", "pfeiffer"] = "houlsby"
     """houlsby (after attention and after the feed-forward) or pfeiffer (after the feed-forward)."""
     bottleneck: int = 16
     """Width of the bottleneck (the down-projection's output size)."""
-    nonlinearity: str = "relu"
+    nonlinearity: Literal["relu", "gelu", "silu"] = "relu"
     """relu, gelu or silu."""
     attention_modules: list[str] | None = None
     """Attention sublayers to adapt (houlsby), by name pattern; default per architecture."""
@@ -80,11 +83,6 @@ def run_adapter(module: torch.nn.Module, args: tuple[object, ...], output: objec
 
 
 def sublayer_patterns(model: torch.nn.Module, options: AdapterOptions) -> list[str]:
-    if options.kind not in ("houlsby", "pfeiffer"):
-        raise TunelabError(f"{OPTION}.kind: '{options.kind}'; use houlsby or pfeiffer")
-    if options.nonlinearity not in NONLINEARITIES:
-        raise TunelabError(f"{OPTION}.nonlinearity: '{options.nonlinearity}'; "
-                           f"use {', '.join(NONLINEARITIES)}")
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     attention, feedforward = SUBLAYERS.get(str(model_type), ([], []))
     attention = options.attention_modules or attention

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
+from tunelab.config.choices import Range
 from tunelab.methods.base import register
 from tunelab.methods.peft_backed import PeftMethod
 from tunelab.models.kinds import ModelKind
@@ -16,6 +17,10 @@ if TYPE_CHECKING:
 
 @dataclass
 class LoraOptions:
+    limits: ClassVar[dict[str, Range]] = {
+        "r": Range(1, whole=True, fix="e.g. 8"), "alpha": Range(0, low_open=True, fix="e.g. 16"),
+        "dropout": Range(0, 1, high_open=True, fix="e.g. 0.05")}
+    """Checked as the config is read, before any model loads."""
     r: int = 8
     """Rank of the update B @ A."""
     alpha: float = 16

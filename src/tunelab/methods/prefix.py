@@ -16,8 +16,9 @@ also applies: see tunelab/methods/peft_compat.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
+from tunelab.config.choices import COUNT, Range
 from tunelab.core.deferred import deferred, torch
 from tunelab.core.errors import TunelabError
 from tunelab.methods import peft_compat
@@ -35,6 +36,8 @@ else:
 
 @dataclass
 class PrefixOptions:
+    limits: ClassVar[dict[str, Range]] = {"num_virtual_tokens": COUNT, "encoder_hidden_size": COUNT}
+    """Checked as the config is read, before any model loads."""
     num_virtual_tokens: int = 20
     """Prefix length (key/value positions added to every attention layer)."""
     prefix_projection: bool = False

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar, Literal
 
+from tunelab.config.choices import COUNT, Range
 from tunelab.core.errors import TunelabError
 from tunelab.methods import peft_compat
 from tunelab.methods.base import register
@@ -25,9 +26,11 @@ if TYPE_CHECKING:
 
 @dataclass
 class PromptOptions:
+    limits: ClassVar[dict[str, Range]] = {"num_virtual_tokens": COUNT}
+    """Checked as the config is read, before any model loads (as `init`'s choices)."""
     num_virtual_tokens: int = 20
     """Length of the learned soft prompt."""
-    init: str = "random"
+    init: Literal["random", "text"] = "random"
     """random, or text: start from the embeddings of `init_text`'s tokens (repeated to length)."""
     init_text: str | None = None
     """For init=text, e.g. 'Classify the sentiment of this review:'."""
@@ -46,13 +49,9 @@ def build_config(options: PromptOptions, model: torch.nn.Module, kind: ModelKind
                  ) -> PeftConfig:
     from peft import PromptTuningConfig
 
-    if options.num_virtual_tokens < 1:
-        raise TunelabError("method (prompt).num_virtual_tokens: must be at least 1")
     if options.init == "random":
         return PromptTuningConfig(task_type=kind.peft_task_type,
                                   num_virtual_tokens=options.num_virtual_tokens)
-    if options.init != "text":
-        raise TunelabError(f"method (prompt).init: '{options.init}'; use random or text")
     if not options.init_text:
         raise TunelabError("method (prompt).init_text: init=text needs the text, "
                            "e.g. init_text: 'Classify the sentiment:'")
