@@ -48,7 +48,7 @@ def test_bad_inputs_are_one_line_errors(tiny_llama: Path, tmp_path: Path, capsys
     assert "data.fields.output: column 'sentiment' is in no row of " in err
     assert "reviews.jsonl (columns: text, label)" in err
     err = _one_line_error(capsys, ["train", str(config), "data.test_size=30", "data.validation_size=10"])
-    assert "empty train split" in err
+    assert "examples leave an empty train split with test_size=30 and validation_size=10" in err
     err = _one_line_error(capsys, ["train", str(config), "method.name=magic"])
     assert "method.name 'magic'" in err and "lora" in err
     err = _one_line_error(capsys, ["train", str(config), "train.lr=fast"])

@@ -96,6 +96,9 @@ def test_group_gaps_and_changes_against_hand_worked_values_and_scipy() -> None:
     assert change.p_value == pytest.approx(0.25)  # all three differences positive: 2 of 8
     unchanged = next(c for c in report.changes if (c.group, c.measure) == ("b", "sentiment"))
     assert unchanged.delta == pytest.approx(0.0) and unchanged.p_value == 1.0
+    # no group writes anything hurtful after training: a gap of 0 between two groups
+    level = next(g for g in report.gaps if (g.system, g.measure) == ("tuned", "hurtful"))
+    assert level.largest == 0 and sorted(level.between) == ["a", "b"]
 
 
 def test_completions_are_deterministic_per_seed(tiny_llama: Path) -> None:

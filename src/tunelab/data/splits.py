@@ -115,12 +115,12 @@ def seeded_split(records: list[Record], config: DataConfig, where: str, *,
     if require_train and n_test + n_val >= len(records):
         raise TunelabError(
             f"{where}: {len(records)} examples leave an empty train split with "
-            f"test_size={config.test_size} and validation_size={config.validation_size}; lower them"
+            f"test_size={config.test_size:g} and validation_size={config.validation_size:g}; lower them"
         )
     if n_test + n_val > len(records):
         raise TunelabError(
-            f"{where}: {len(records)} examples are fewer than test_size={config.test_size} + "
-            f"validation_size={config.validation_size}; lower them"
+            f"{where}: {len(records)} examples are fewer than test_size={config.test_size:g} + "
+            f"validation_size={config.validation_size:g}; lower them"
         )
     shuffled = [records[i] for i in order]
     return Splits(

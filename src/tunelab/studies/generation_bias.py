@@ -379,7 +379,8 @@ def gap_row(system: str, framing: str, axis: str, measure: str, groups: Sequence
             table: np.ndarray, seed: int = 0) -> GapRow:
     columns = [table[:, j] for j in range(len(groups))]
     means = [float(np.mean(c)) for c in columns]
-    high, low = int(np.argmax(means)), int(np.argmin(means))
+    order = np.argsort(means, kind="stable")  # equal means: two groups still, gap 0
+    high, low = int(order[-1]), int(order[0])
     row = GapRow(system, framing, axis, measure, means[high] - means[low],
                  (groups[high], groups[low]),
                  permutation_p(columns, largest_gap, seed, alternative="greater"))
