@@ -43,7 +43,7 @@ def test_a_bad_choice_in_a_file_names_the_file_line_and_values(tmp_path: Path) -
     with pytest.raises(TunelabError, match=r"line 8: mixture.sampling 'mixed': use one of "
                                            "proportional, temperature, uniform, weights$"):
         load_run_config(path)
-    with pytest.raises(TunelabError, match=r"^config.model.kind 'encoder': use one of causal, "
+    with pytest.raises(TunelabError, match=r"^command line: model.kind 'encoder': use one of causal, "
                                            "seq2seq, classifier$"):
         load_run_config(None, ["model.kind=encoder"])
 

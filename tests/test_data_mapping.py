@@ -170,6 +170,9 @@ def test_a_misspelt_option_names_its_line_and_the_nearest_option(
                             "group_by_length, log_every, lr, max_grad_norm, max_seconds, "
                             "max_steps, on_divergence, precision, report_to, save_every, "
                             "schedule, seed, threads, warmup_ratio, weight_decay"), message
+    message = one_error_line(["data", "inspect", str(config), "foo=1", "bar=2"], capsys)
+    assert message.startswith("command line: unknown options 'foo', 'bar'; valid options: "), \
+        message
     # a method switched on the command line: every option the new method lacks, at once
     message = one_error_line(["train", str(config), "method.dropout=0.1", "method.name=full"],
                              capsys)

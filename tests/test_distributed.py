@@ -17,6 +17,7 @@ from helpers import DATA
 from safetensors.torch import load_file
 
 from tunelab.cli import main
+from tunelab.core import launch
 
 LAUNCHER = "import sys\nfrom tunelab.cli import main\nsys.exit(main(sys.argv[1:]))\n"
 
@@ -281,13 +282,23 @@ def test_fsdp_refuses_a_method_with_weights_outside_the_base_model(tiny_llama: P
     assert not (tmp_path / "runs" / "run").exists()
 
 
-def test_nproc_returns_the_processes_exit_code_of_a_bad_option(tiny_llama: Path,
-                                                                tmp_path: Path) -> None:
-    """A method option found bad inside the processes (torchrun itself exits 1 whatever
-    failed): `tunelab train --nproc 2` exits 2, as one process does."""
+def test_nproc_returns_the_processes_exit_code_of_a_bad_option(
+        tiny_llama: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model only the processes find missing (torchrun itself exits 1 whatever failed):
+    `tunelab train --nproc 2` exits 2, as one process does. A bad method option is found
+    before any process starts: one line, exit 2."""
     path = config(tmp_path, tiny_llama, 4)
+    assert main(["train", str(path), f"model.name={tmp_path / 'no-model'}", "--nproc", "2"]) == 2
+    assert main(["train", str(path), f"model.name={tmp_path / 'no-model'}"]) == 2
+    capsys.readouterr()
+
+    def no_processes(argv: list[str], n: int) -> int:
+        raise AssertionError("processes started before the options were checked")
+    monkeypatch.setattr(launch, "nproc", no_processes)
     assert main(["train", str(path), "method.bogus=1", "--nproc", "2"]) == 2
-    assert main(["train", str(path), "method.bogus=1"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "tunelab: error: method (lora): unknown option 'bogus'; valid options: alpha, dora, "
+        "dropout, r, rslora, target_modules")
     assert not (tmp_path / "runs" / "run").exists()
 
 

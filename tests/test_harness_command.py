@@ -15,7 +15,7 @@ from transformers import AutoTokenizer
 
 from tunelab.cli import main
 from tunelab.config import ModelConfig
-from tunelab.eval.harness import TunelabLM
+from tunelab.eval.harness import TunelabLM, task_manager
 from tunelab.models import load_model
 
 
@@ -123,8 +123,10 @@ def test_a_named_chat_template_writes_the_prompts(tiny_llama: Path, tmp_path: Pa
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["--tasks", "no_such_task"], "--tasks: no_such_task: no such lm-eval task"),
-    (["--tasks", "tiny_mcq"], "--tasks: tiny_mcq: no such lm-eval task (did you mean tiny_mc"),
+    (["--tasks", "no_such_task"], "--tasks: no_such_task: no such task, group or tag in "
+                                  "lm-eval's tasks or "),
+    (["--tasks", "tiny_mcq"], "--tasks: tiny_mcq: no such task, group or tag in lm-eval's tasks "
+                              "or "),
     (["--limit", "0"], "--limit 0: must be"),
     (["--limit", "-2"], "--limit -2: must be"),
     (["--shots", "-1"], "--shots -1: must be"),
@@ -192,3 +194,11 @@ def test_an_encoder_decoder_directory_runs_as_lm_eval_spells_the_flags(
         assert [float(r[0][0]) for r in sample["resps"]] == pytest.approx(
             [lp for lp, _ in want], rel=1e-6)
     assert len(samples) == 3
+
+
+def test_a_task_yaml_file_is_a_task_as_lm_eval_takes_it(tmp_path: Path) -> None:
+    """--tasks PATH.yaml (lm-eval resolves a YAML path where no name matches): not refused."""
+    path = write_tasks(tmp_path) / "tiny_mc.yaml"
+    manager = task_manager([str(path)], None)
+    assert "tiny_mc" not in manager.all_tasks  # known by its file alone
+    assert list(manager.load([str(path)])["tasks"]) == ["tiny_mc"]

@@ -160,14 +160,21 @@ def test_a_one_process_command_refuses_a_launch_of_several(
         monkeypatch.delenv(name, raising=False)
     out = tmp_path / "eval"
     monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun --nproc_per_node 2 $(which tunelab) eval ...
-    monkeypatch.setattr(launch, "parent_command_line", lambda: ["/bin/bash"])
-    assert main(["eval", "--task", "movie_sentiment", "--limit", "2", "--out", str(out)]) == 2
+    monkeypatch.setattr(launch, "parent_command_line",
+                        lambda: ["/venv/bin/python3", "/venv/bin/torchrun", "--nproc_per_node",
+                                 "2", SCRIPT, "eval"])
+    assert main(["eval", "--task", "movie_sentiment", "--limit", "2", "--out", str(out),
+                 "--nproc", "3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tunelab: error: a launcher started 2 processes")
-    assert f"`tunelab eval --task movie_sentiment --limit 2 --out {out} --nproc 2`" in err[0]
+    assert f"run `tunelab eval --task movie_sentiment --limit 2 --out {out} --nproc 2` instead" \
+        in err[0]  # its own --nproc, not the one typed beside it
     assert not out.exists()
     assert main(["sweep", str(_config(tmp_path)), "--methods", "lora"]) == 2  # no --nproc
     assert "run `tunelab sweep" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+    # a launched process's own subprocess (a script's `tunelab ...` on rank 0) runs, once
+    monkeypatch.setattr(launch, "parent_command_line", lambda: ["/usr/bin/python3", "my_train.py"])
+    assert main(["tasks", "list"]) == 0 and "movie_sentiment" in capsys.readouterr().out
 
     monkeypatch.delenv("WORLD_SIZE")
     for name, value in SIMPLE_ENV.items():

@@ -475,6 +475,7 @@ def test_freeze_errors_name_the_option(options: dict[str, Any], message: str) ->
 
 @pytest.mark.parametrize("method,options,message", [
     ("lora", {"r": 0}, "method (lora).r 0: must be a whole number >= 1; e.g. 8"),
+    ("lora", {"r": None}, "method (lora).r: null is no value for it; leave it out for its default"),
     ("lora", {"alpha": -2}, "method (lora).alpha -2: must be a number > 0; e.g. 16"),
     ("lora", {"dropout": 1.5}, "method (lora).dropout 1.5: must be a number >= 0 and < 1"),
     ("adapter", {"kind": "weird"}, "method (adapter).kind 'weird': use one of houlsby, pfeiffer"),

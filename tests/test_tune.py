@@ -247,6 +247,7 @@ def test_bad_input_is_one_line_before_any_trial(space: dict, more: list[str], na
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("tunelab: error: ") and "\n" not in err and named in err
+    assert "command line" not in err  # the space file's values, not the command line's
     assert not list(_tune_dir(tmp_path).glob("trial-*"))
     assert not (_tune_dir(tmp_path) / "study.sqlite").exists()
     assert load_run_config(config).name == "demo"  # the config itself is fine

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["train", "evaluate", "evaluate_task", "evaluate_adapters", "compare_baselines",
+__all__ = ["train", "check_train", "evaluate", "evaluate_task", "evaluate_adapters", "compare_baselines",
            "evaluate_suite", "score", "format_scores", "quickstart", "sweep", "tune", "merge",
            "combine", "predict", "export", "serve", "data_inspect", "data_check", "data_fetch", "tasks_validate", "tasks_list", "harness", "robustness",
            "bias", "generation_bias", "perturbations_overview", "probes_overview", "compare", "ratings", "rate",
@@ -14,7 +14,7 @@ __all__ = ["train", "evaluate", "evaluate_task", "evaluate_adapters", "compare_b
 from tunelab.core.errors import TunelabError
 
 # The API, loaded on first use: `import tunelab` (and `tunelab --help`) stays free of torch.
-_API = ("train", "evaluate", "evaluate_task", "evaluate_adapters", "compare_baselines",
+_API = ("train", "check_train", "evaluate", "evaluate_task", "evaluate_adapters", "compare_baselines",
         "evaluate_suite", "score", "format_scores", "quickstart", "sweep", "tune", "merge",
         "combine", "predict", "export", "serve", "data_inspect",
         "data_check", "data_fetch", "tasks_validate", "tasks_list", "harness", "robustness", "bias",
@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from tunelab.api import (
         bias,
         build_report,
+        check_train,
         combine,
         compare,
         compare_baselines,

@@ -51,7 +51,7 @@ from tunelab.studies.pairing import compared_task, pair_evaluations
 from tunelab.studies.robustness import RobustnessReport, run_robustness
 from tunelab.workflows.sweep import SweepOptions
 from tunelab.workflows.sweep import run_sweep as run_sweep_options
-from tunelab.workflows.train import TrainResult, run_task, train
+from tunelab.workflows.train import TrainResult, check_train, run_task, train
 
 if TYPE_CHECKING:
     from werkzeug.serving import BaseWSGIServer
@@ -92,7 +92,7 @@ else:  # loaded by the command that uses them: `tunelab tasks list` needs none
     quickstarting = deferred("tunelab.workflows.quickstart")
     tuning = deferred("tunelab.workflows.tune")
 
-__all__ = ["train", "run_task", "evaluate", "evaluate_task", "evaluate_adapters",
+__all__ = ["train", "check_train", "run_task", "evaluate", "evaluate_task", "evaluate_adapters",
            "compare_baselines", "evaluate_suite", "Printout", "score", "format_scores",
            "quickstart", "data_inspect", "data_check", "tasks_validate", "tasks_list", "data_fetch", "merge",
            "combine",

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 from tunelab.cli.commands import COMMANDS, LAUNCHED
 from tunelab.cli.options import parser
+from tunelab.config import RunConfig
+from tunelab.config.reading import option_fields
 from tunelab.core import launch
 from tunelab.core.deferred import deferred
 from tunelab.core.dependencies import check_dependencies
@@ -35,10 +37,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line; key=value overrides may also follow the options (`tunelab train
-    CFG --nproc 2 train.batch_size=4`), where argparse would take only those before them."""
+    CFG --nproc 2 train.batch_size=4`), where argparse would take only those before them: an
+    item whose key starts with a run config's option (`train.`, `name=`), nothing else."""
     command_line = parser()
     args, rest = command_line.parse_known_args(argv)
-    later = [item for item in rest if "=" in item and not item.startswith("-")]
+    sections = {field.name for field in option_fields(RunConfig)}
+    later = [item for item in rest if item.split("=", 1)[0].split(".")[0] in sections]
     if rest and (later != rest or not isinstance(getattr(args, "overrides", None), list)):
         command_line.error(f"unrecognized arguments: {' '.join(rest)}")
     if later:

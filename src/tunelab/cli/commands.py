@@ -9,12 +9,17 @@ import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tunelab  # the API loads on first use, so `tunelab --help` needs no torch
-from tunelab.config import load_run_config
 from tunelab.core import launch
+from tunelab.core.deferred import deferred
 from tunelab.core.errors import TunelabError
-from tunelab.runs import SweepDir
+
+if TYPE_CHECKING:
+    from tunelab import runs
+else:
+    runs = deferred("tunelab.runs")  # numpy: only when a sweep has run
 
 
 def _quickstart(args: argparse.Namespace) -> int:
@@ -32,7 +37,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.allow_leakage:
         overrides.append("data.allow_leakage=true")
     if args.nproc is not None and not launch.launched():
-        load_run_config(args.config, overrides)  # a bad option: one line and exit 2, here
+        # a bad option, data file or run directory: one line and exit 2, here, not N of them
+        tunelab.check_train(args.config, overrides, resume=args.resume)
         return launch.nproc(args.argv, args.nproc)
     result = tunelab.train(args.config, overrides, resume=args.resume,
                            evaluate_after=not args.no_eval)
@@ -64,7 +70,7 @@ def _sweep(args: argparse.Namespace) -> int:
                               max_steps=args.steps, max_seconds=args.seconds, lr=lrs,
                               resume=args.resume,
                               retention=args.retention.split(",") if args.retention else None)
-    return 1 if SweepDir(sweep_dir).failed() else 0  # each failed method's reason is printed
+    return 1 if runs.SweepDir(sweep_dir).failed() else 0  # each failed method's reason is printed
 
 
 def _tune(args: argparse.Namespace) -> int:

@@ -27,27 +27,43 @@ T = TypeVar("T", bound="DataclassInstance")
 
 @dataclass(frozen=True)
 class Origin:
-    """Where a config's values came from: its YAML file, and the options the command line's
-    key=value overrides set (a section replaced whole counts for every option below it)."""
+    """Where a config's values came from: its YAML file (None: no file), the options the
+    command line's key=value overrides set, and those tunelab set itself (a search's trial
+    values; named by the option alone, the caller says where they came from). A section
+    replaced whole counts for every option below it."""
 
-    file: Path
+    file: Path | None
     overridden: frozenset[tuple[str, ...]] = frozenset()
+    elsewhere: frozenset[tuple[str, ...]] = frozenset()
 
     @classmethod
-    def of(cls, file: Path, overrides: Sequence[str] | None) -> Origin:
-        return cls(file, frozenset(tuple(parse_override(text)[0]) for text in overrides or []))
+    def of(cls, file: Path | None, overrides: Sequence[str] | None,
+           also: Sequence[str] = ()) -> Origin:
+        def paths(texts: Sequence[str]) -> frozenset[tuple[str, ...]]:
+            return frozenset(tuple(parse_override(text)[0]) for text in texts)
+        return cls(file, paths(overrides or []), paths(also))
+
+    @staticmethod
+    def _within(keys: Sequence[str | int], paths: frozenset[tuple[str, ...]]) -> bool:
+        path = tuple(str(k) for k in keys)
+        return any(path[:n] in paths for n in range(1, len(path) + 1))
 
     def overrides(self, keys: Sequence[str | int]) -> bool:
         """Whether the command line set this option (or a section above it)."""
-        path = tuple(str(k) for k in keys)
-        return any(path[:n] in self.overridden for n in range(1, len(path) + 1))
+        return self._within(keys, self.overridden)
 
     def name(self, keys: Sequence[str | int], *more: Sequence[str | int]) -> str:
         """`FILE line N: a.b` for a value from the file; `command line: a.b` for one an
-        override set (or for the options `more`, where given, that all were)."""
+        override set (or for the options `more`, where given, that all were); `a.b` for one
+        tunelab set, or where there is no file."""
         option = option_name(list(keys))
-        if all(self.overrides(k) for k in (more or [keys])) and option:
-            return f"command line: {option}"
+        every = list(more) or [keys]
+        if all(self._within(k, self.elsewhere) for k in every):
+            return option or "config"
+        if all(self.overrides(k) for k in every):
+            return f"command line{f': {option}' if option else ''}"
+        if self.file is None:
+            return option or "config"
         line = yaml_line(self.file, list(keys))
         return f"{self.file}{f' line {line}' if line else ''}{f': {option}' if option else ''}"
 
@@ -84,6 +100,9 @@ def from_dict(cls: type[T], raw: dict[str, Any], where: str,  # Any: YAML values
             limit = getattr(cls, "limits", {}).get(key)
             template = key in getattr(cls, "formats", ())
             kwargs[key] = coerced = _coerce(value, hint, named)
+            if coerced is None and limit is not None and type(None) not in typing.get_args(hint):
+                raise TunelabError(f"{named}: null is no value for it; leave it out for its "
+                                   "default")
             if limit is not None:  # here, so the error names the file and line
                 limit.check(named, coerced)
             if template:
@@ -213,11 +232,14 @@ def load_yaml(path: str | Path) -> dict[str, Any]:  # Any: YAML values from disk
     return raw
 
 
-def load_run_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a run config from YAML (or defaults when path is None) plus overrides."""
+def load_run_config(path: str | Path | None, overrides: list[str] | None = None,
+                    also: Sequence[str] = ()) -> RunConfig:
+    """Read a run config from YAML (or defaults when path is None) plus the command line's
+    overrides, then `also`: overrides tunelab makes itself (a search trial's values), whose
+    errors name the option alone."""
     raw = load_yaml(path) if path else {}
-    raw = merge_overrides(raw, overrides or [])
-    source = Origin.of(Path(path), overrides) if path else None
+    raw = merge_overrides(raw, [*(overrides or []), *also])
+    source = Origin.of(Path(path) if path else None, overrides, also)
     config = from_dict(RunConfig, raw, str(path or "config"), source)
     if "name" not in (config.method or {}):
         raise TunelabError(f"{path or 'config'}: method.name is missing; e.g. method: {{name: lora}}")

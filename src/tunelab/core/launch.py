@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -29,8 +30,7 @@ def nproc(argv: Sequence[str], n: int) -> int:
     """`tunelab train --nproc N ...` is `torchrun --nproc_per_node N -m tunelab.cli train ...`."""
     if n < 1:
         raise TunelabError(f"--nproc {n}: give 1 or more processes")
-    rest = [a for i, a in enumerate(argv) if a != "--nproc" and not a.startswith("--nproc=")
-            and (i == 0 or argv[i - 1] != "--nproc")]
+    rest = without_nproc(argv)
     with socket.socket() as probe:  # a free port for the processes to meet on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -78,6 +78,24 @@ nothing in it says how many processes were asked for, and it starts one."""
 
 EXAMPLE = "examples/distributed/accelerate_cpu_ddp.yaml"
 """The accelerate config that starts several local processes (torchrun underneath)."""
+
+
+LAUNCHERS = ("torchrun", "accelerate", "accelerate-launch", "mpirun", "mpiexec", "orted",
+             "prted", "torch.distributed.run", "torch.distributed.launch",
+             "accelerate.commands.launch")
+"""What starts a process as one of several (its program or module name)."""
+
+
+def is_launcher(argv: Sequence[str]) -> bool:
+    """Whether a command line is a launcher's (`torchrun ...`, `python -m torch.distributed.run
+    ...`, `accelerate launch ...`, mpirun's)."""
+    return any(Path(arg).name in LAUNCHERS or arg in LAUNCHERS for arg in argv[:4])
+
+
+def without_nproc(argv: Sequence[str]) -> list[str]:
+    """A command line without its --nproc N."""
+    return [a for i, a in enumerate(argv) if a != "--nproc" and not a.startswith("--nproc=")
+            and (i == 0 or argv[i - 1] != "--nproc")]
 
 
 def parent_command_line() -> list[str] | None:
@@ -140,6 +158,10 @@ class Launch:
     running: int = 1
     by_accelerate: bool = False
     requested: int | None = None
+    by_launcher: bool = True
+    """Whether a launcher started this process itself (False: a launched process's own
+    subprocess, which inherits WORLD_SIZE and runs once, e.g. a script's `tunelab eval` on
+    rank 0)."""
 
     @classmethod
     def detect(cls, env: Mapping[str, str] | None = None,
@@ -149,9 +171,9 @@ class Launch:
         command line (default `parent_command_line`; `script`: this process's, sys.argv[0])."""
         env = os.environ if env is None else env
         sizes = [env[name] for name in WORLD_SIZE if env.get(name, "").isdigit()]
-        if sizes:  # torchrun, mpirun: the processes know how many they are
-            return cls(running=int(sizes[0]))
         argv = (parent or parent_command_line)()
+        if sizes:  # torchrun, mpirun: the processes know how many they are
+            return cls(running=int(sizes[0]), by_launcher=argv is None or is_launcher(argv))
         requested = accelerate_request(argv, script or sys.argv[0], env) if argv else None
         by_accelerate = requested is not None or all(name in env for name in ACCELERATE_ENV)
         return cls(1, by_accelerate, requested)
@@ -179,9 +201,10 @@ class Launch:
         same files), naming what does it instead (`spreads`: the command takes --nproc N for
         its evaluations); where accelerate started it and what it asked for is unreadable,
         the line to warn with."""
-        instead = "`{command} --nproc {n}` spreads its evaluations over {n} processes" \
-            if spreads else "run `{command}` without a launcher"
-        if self.running > 1:
+        command = shlex.join(without_nproc(shlex.split(command)))  # the suggestion adds its own
+        instead = "run `{command} --nproc {n}` instead, which spreads its evaluations over {n} " \
+            "processes" if spreads else "run `{command}` without a launcher"
+        if self.running > 1 and self.by_launcher:
             raise TunelabError(
                 f"a launcher started {self.running} processes, but this command runs as one: "
                 "each would run all of it and write the same files; "

@@ -306,14 +306,14 @@ def task_manager(tasks: Sequence[str], include_path: str | None) -> TaskManager:
         if all(task in local.all_tasks for task in tasks):
             return local
     manager = TaskManager(include_path=include_path or None)
-    unknown = [task for task in tasks if task not in manager.all_tasks]
-    if unknown:
+    unknown = [task for task in tasks if task not in manager.all_tasks and not Path(task).is_file()]
+    if unknown:  # a task, group or tag name, or a task's YAML file, as lm-eval takes them
         close = difflib.get_close_matches(unknown[0], manager.all_tasks, n=3)
+        where = f"lm-eval's tasks or {include_path}" if include_path else "lm-eval's tasks"
         raise TunelabError(
-            f"--tasks: {', '.join(unknown)}: no such lm-eval task"
-            + (f" (did you mean {', '.join(close)}?)" if close else "")
-            + (f" in lm-eval's tasks or {include_path}" if include_path else
-               "; add --include_path DIR for a folder of your own task YAML files"))
+            f"--tasks: {', '.join(unknown)}: no such task, group or tag in {where}"
+            + (f"; did you mean {', '.join(close)}?" if close else
+               "; give a task YAML file, or --include_path DIR for a folder of them"))
     return manager
 
 

@@ -94,6 +94,11 @@ def system_groups(task: TaskConfig, model: str | None = None,
         base.num_layers = read_config(first).model.num_layers
     plan = [System.base(k) for k in dict.fromkeys(baseline_shots(b, task, shots)
                                                   for b in baselines)]
+    shot = [system for system in plan if system.shots]
+    if shot and not get_output_type(task.output_type).takes_shots:
+        raise TunelabError(f"--baselines: output_type {task.output_type} takes no in-context "
+                           f"examples, which the {shot[0].label} baseline would be given; use "
+                           "--baselines zero")
     groups = [SystemGroup(lambda: load_for_task(task, base), plan)] if plan else []
     for adapter in adapters:
         groups.append(SystemGroup(partial(scoring_run_model, adapter, base=model),
@@ -132,11 +137,6 @@ def run_baselines(
     if not baselines:
         raise TunelabError("--baselines: name at least one of zero, one, few")
     groups = system_groups(task, model, [adapter] if adapter else [], baselines, shots)
-    shot = [s for g in groups for s in g.systems if s.shots]
-    if shot and not get_output_type(task.output_type).takes_shots:
-        raise TunelabError(f"--baselines: output_type {task.output_type} takes no in-context "
-                           f"examples, which the {shot[0].label} baseline would be given; use "
-                           "--baselines zero")
     # the task's data read and checked once, before any model loads, for the most shots asked
     items = read_task(task, max(s.shots for g in groups for s in g.systems))
     results = [evaluate_loaded(lm, task, system, shots=system.shots, limit=limit, items=items)

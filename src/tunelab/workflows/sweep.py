@@ -125,10 +125,13 @@ def run_sweep(config_path: str, overrides: list[str], options: SweepOptions) -> 
         raise TunelabError(f"{sweep_dir} exists; add --resume to finish it, or choose another "
                            "name (name=...)")
     configs, notes = {}, {}
-    for method in options.methods:  # every run planned (and so checked) before any trains
+    checked = False
+    for method in options.methods:  # every run left to train planned before any trains
         configs[method] = config = method_config(base, method, options, sweep_dir)
         notes[method] = turned_off(config, method)
-        plan_run(config, with_test=False)
+        if not (options.resume and RunDir(config.run_dir).finished()):
+            plan_run(config, with_test=not checked)  # the data's leakage check once: it is
+            checked = True                            # the same data for every method
     sweep_dir.mkdir(parents=True, exist_ok=True)
     rows: list[SweepRow] = []
     for method, config in configs.items():

@@ -80,6 +80,16 @@ class TrainResult:
     """False when retention dropped by more than retention.max_forgetting."""
 
 
+def check_train(config: RunConfig | str | Path, overrides: list[str] | None = None,
+                resume: bool = False) -> None:
+    """Everything `train` checks before a model loads (the run directory, the method and its
+    options, the data, leakage into test), without training: `tunelab train --nproc N` runs
+    it before it starts the processes, so a bad input is one line, not N."""
+    config = _resolve_config(config, overrides)
+    RunDir(config.run_dir).check_start(config, resume)
+    plan_run(config)
+
+
 def train(config: RunConfig | str | Path, overrides: list[str] | None = None,
           resume: bool = False, evaluate_after: bool = True,
           on_eval: ValidationWatch | None = None) -> TrainResult:

@@ -176,7 +176,7 @@ def trial_config(base: RunConfig, config_path: str, overrides: Sequence[str],
                 and k[len(METHOD):] not in options]
     extra += [f"{k}={json.dumps(v)}" for k, v in params.items()
               if k != "method.name" and k not in inactive]
-    config = load_run_config(config_path, [*overrides, *extra])
+    config = load_run_config(config_path, list(overrides), also=extra)
     parse_options(method, config.method)
     return config, inactive
 
