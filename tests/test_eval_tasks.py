@@ -121,6 +121,8 @@ def test_shots_for_a_type_that_takes_none_stop_before_a_model_loads(
     assert capsys.readouterr().err.strip() == (
         "tunelab: error: --baselines: output_type loglikelihood_rolling takes no in-context "
         "examples, which the base 5-shot baseline would be given; use --baselines zero")
+    assert main(["robustness", "--task", "movie_reviews_lm", "--limit", "2"]) == 2  # its default
+    assert "--baselines: output_type loglikelihood_rolling" in capsys.readouterr().err
 
 
 def _records(n: int) -> list[Record]:

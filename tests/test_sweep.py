@@ -98,6 +98,25 @@ def test_sweep_rejects_unknown_methods_and_bad_lr(tiny_llama: Path, tmp_path: Pa
     assert main(["sweep", str(config), "method.rank=4", "--methods", "bitfit,lora"]) == 2
     assert "method (lora): unknown option 'rank'" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+    # test items that are also training items: found before any method trains
+    leaked = tmp_path / "leaked.jsonl"
+    leaked.write_text((DATA / "reviews.jsonl").read_text() * 2)
+    assert main(["sweep", str(config), f"data.source={leaked}", "--methods", "lora,ia3"]) == 2
+    assert "test items are also in the training data" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_resumed_sweep_keeps_finished_methods_without_reading_their_data_again(
+        tiny_llama: Path, tmp_path: Path, capsys) -> None:
+    data = tmp_path / "reviews.jsonl"
+    data.write_text((DATA / "reviews.jsonl").read_text())
+    config = _config_file(tiny_llama, tmp_path)
+    assert main(["sweep", str(config), f"data.source={data}", "--methods", "lora",
+                 "--steps", "1"]) == 0
+    data.unlink()  # nothing is left to train, so nothing needs the data
+    assert main(["sweep", str(config), f"data.source={data}", "--methods", "lora", "--steps",
+                 "1", "--resume"]) == 0
+    assert "lora finished before, kept" in capsys.readouterr().out
 
 
 def test_sweep_turns_packing_off_for_prompt_tuning_and_reports_failures(
