@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -402,6 +403,16 @@ def test_train_learns_reloads_identically_and_evaluates(tiny_dirs: dict[str, Pat
         assert all(r["prediction"] in LABELS and sum(r["probabilities"]) == pytest.approx(1, abs=1e-3)
                    for r in rows)
         assert rows[0]["prompt"] == rows[0]["input"]  # the head read the review alone
+        # `tunelab export --format hf`: the head's labels, no decoding speed, the same
+        # predictions, and a folder that loads as the classifier the run trained
+        check = tunelab.export(run_dir, "hf", tmp_path / "export")
+        (hf,) = check.formats
+        assert hf.changed == 0 and hf.n == 8 and hf.tokens_per_s is None
+        assert check.tuned_tokens_per_s is None and "| - |" in check.table()
+        exported = load_model(replace(config.model, name=str(tmp_path / "export")), labels=LABELS)
+        with torch.no_grad():
+            theirs = exported.model(**inputs).logits
+        assert torch.allclose(ours, theirs, atol=1e-5, rtol=0), (ours - theirs).abs().max()
     else:
         assert metrics["output_type"] == "generate" and "perplexity" in metrics["scores"]
         assert all("Review:" not in r["prediction"] for r in rows)  # the prompt is not echoed

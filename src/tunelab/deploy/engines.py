@@ -32,9 +32,13 @@ SPEED_PROMPTS, SPEED_TOKENS = 4, 64
 class Speed:
     tokens: int
     seconds: float
+    writes: bool = True
+    """False for a model that writes no text (a classifier's head): no decoding speed."""
 
     @property
-    def tokens_per_s(self) -> float:
+    def tokens_per_s(self) -> float | None:
+        if not self.writes:
+            return None
         return self.tokens / self.seconds if self.seconds else 0.0
 
 
@@ -73,6 +77,8 @@ class TransformersEngine(Engine):
 
     @torch.no_grad()
     def speed(self, prompts: Sequence[str]) -> Speed:
+        if not self.lm.kind.has_lm_head:  # a classifier's head picks a label; it decodes nothing
+            return Speed(0, 0.0, writes=False)
         run: Any = self.lm.model.generate  # Any: transformers' generate; nn.Module lacks it
         tokens, start = 0, time.perf_counter()
         for prompt in prompts[:SPEED_PROMPTS]:

@@ -109,11 +109,13 @@ class HfFormat(ExportFormat):
     def write(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path,
               config: RunConfig, prompts: Sequence[str]) -> Artefact:
         gen = config.eval.generation
-        model.generation_config = transformers.GenerationConfig.from_dict({
-            **model.generation_config.to_dict(), "max_new_tokens": gen.max_new_tokens,
-            "do_sample": gen.do_sample, "temperature": gen.temperature if gen.do_sample else None,
-            "top_p": gen.top_p if gen.do_sample else None, "top_k": None,
-            "stop_strings": list(gen.stop) or None, "pad_token_id": tokenizer.pad_token_id})
+        if get_kind(config.model.kind).has_lm_head:  # what a server decodes with (no head: none)
+            model.generation_config = transformers.GenerationConfig.from_dict({
+                **model.generation_config.to_dict(), "max_new_tokens": gen.max_new_tokens,
+                "do_sample": gen.do_sample,
+                "temperature": gen.temperature if gen.do_sample else None,
+                "top_p": gen.top_p if gen.do_sample else None, "top_k": None,
+                "stop_strings": list(gen.stop) or None, "pad_token_id": tokenizer.pad_token_id})
         model.save_pretrained(str(out_dir))
         tokenizer.save_pretrained(str(out_dir))
         return Artefact(out_dir)

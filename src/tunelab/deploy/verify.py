@@ -48,14 +48,15 @@ class FormatCheck:
     p_value: float
     changed: int
     n: int
-    tokens_per_s: float
+    tokens_per_s: float | None
+    """None: the model writes no text (a classifier)."""
     lower_is_better: bool = False
     note: str = ""
     """What the writer could not do as asked (llama.cpp's quantiser fallbacks)."""
 
     @classmethod
     def of(cls, label: str, engine: str, artefact: str, size: int, difference: PairedDifference,
-           changed: int, n: int, tokens_per_s: float, note: str = "") -> FormatCheck:
+           changed: int, n: int, tokens_per_s: float | None, note: str = "") -> FormatCheck:
         return cls(label, engine, artefact, size, difference.after, difference.delta,
                    (float(difference.ci[0]), float(difference.ci[1])), difference.p_value,
                    changed, n, tokens_per_s, difference.lower_is_better, note)
@@ -74,7 +75,7 @@ class ExportCheck:
     """The score compared (the task's primary score)."""
     n: int
     tuned_score: float
-    tuned_tokens_per_s: float
+    tuned_tokens_per_s: float | None
     cpu_threads: int
     formats: list[FormatCheck] = field(default_factory=list)
     max_drop: float | None = None
@@ -98,13 +99,13 @@ class ExportCheck:
             "| system | engine | score | vs fine-tune [95% CI] | changed | size | tokens/s | check |",
             "|---|---|---:|---:|---:|---:|---:|---|",
             f"| fine-tune | transformers | {self.tuned_score:.2f} | | | | "
-            f"{self.tuned_tokens_per_s:.1f} | |",
+            f"{_rate(self.tuned_tokens_per_s)} | |",
         ]
         for f in self.formats:
             rows.append(
                 f"| {f.label} | {f.engine} | {f.score:.2f} | {f.delta:+.2f} [{f.ci[0]:+.2f}, "
                 f"{f.ci[1]:+.2f}] | {f.changed}/{f.n} | {f.size_bytes / 2**20:.1f} MiB | "
-                f"{f.tokens_per_s:.1f} | {self.verdict(f)} |")
+                f"{_rate(f.tokens_per_s)} | {self.verdict(f)} |")
         lines = [head, "", *rows]
         notes = [f"- {f.label}: {f.note}" for f in self.formats if f.note]
         if notes:
@@ -120,3 +121,8 @@ class ExportCheck:
         data = asdict(self)
         data["failed"] = [f.label for f in self.failed()]
         return data
+
+
+def _rate(tokens_per_s: float | None) -> str:
+    """A decoding speed for the table; '-' for a model that writes no text."""
+    return "-" if tokens_per_s is None else f"{tokens_per_s:.1f}"
