@@ -207,3 +207,20 @@ def test_eval_several_adapters_on_one_base(tiny_llama: Path, tmp_path: Path, cap
     for result in results[1:]:
         assert result["scores"]["perplexity"] != pytest.approx(base.scores["perplexity"], rel=1e-3)
     assert (tmp_path / "out" / "a" / "metrics.json").is_file()
+    # A full fine-tune beside an adapter (no adapter of its own to share the base): each run
+    # is loaded alone and scored as it is alone.
+    full = tiny_run_config(tiny_llama, tmp_path / "runs", name="full", max_steps=3, lr=1e-3,
+                           method={"name": "full"})
+    runs.append(str(tunelab.train(full, evaluate_after=False).run_dir))
+    capsys.readouterr()
+    code = main(["eval", "--task", str(task), "--adapter", runs[0], "--adapter", runs[2],
+                 "--json"])
+    assert code == 0, capsys.readouterr().err
+    mixed = json.loads(capsys.readouterr().out)
+    assert [r["system"] for r in mixed] == ["base 0-shot", "a 0-shot", "full 0-shot"]
+    assert mixed[1]["scores"]["perplexity"] == pytest.approx(results[1]["scores"]["perplexity"],
+                                                             rel=1e-5)
+    assert mixed[0]["scores"]["perplexity"] == pytest.approx(base.scores["perplexity"], rel=1e-5)
+    alone = tunelab.evaluate_task(str(task), adapter=runs[2])
+    assert mixed[2]["scores"]["perplexity"] == pytest.approx(alone.scores["perplexity"], rel=1e-5)
+    assert mixed[2]["scores"]["perplexity"] != pytest.approx(base.scores["perplexity"], rel=1e-3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +23,7 @@ from tunelab.eval.scoring import format_scores, score
 from tunelab.eval.tables import format_table, results_table, shown_keys, suite_table
 from tunelab.eval.tasks import is_suite, load_suite, load_task, read_task, task_of
 from tunelab.eval.tasks import validate_task as validate_task_file
+from tunelab.models import LoadedModel
 from tunelab.models.loader import load_tokenizer
 from tunelab.report.task_list import tasks_overview
 from tunelab.runs import (
@@ -30,6 +31,7 @@ from tunelab.runs import (
     RunDir,
     System,
     ratings_file,
+    read_config,
     scoring_run_model,
 )
 from tunelab.runs.adapter_set import AdapterSet
@@ -161,8 +163,10 @@ def evaluate_adapters(
     out_dir: str | Path | None = None,
     include_base: bool = True,
 ) -> list[EvalResult]:
-    """Score several adapter runs of one base on a task, loading the base once (AdapterSet);
-    the base alone first when include_base. Adapters are named by their run directory."""
+    """Score several runs of one base on a task, loading the base once where their adapters
+    can share it (AdapterSet), else each run alone (a full fine-tune, a merged start, adapters
+    of different types); the base alone first when include_base. Runs are named by their
+    directory."""
     check_eval_args(shots, limit, out_dir)
 
     task_config = task_of(task)
@@ -170,17 +174,26 @@ def evaluate_adapters(
     runs = adapters if isinstance(adapters, dict) else {Path(a).name: a for a in adapters}
     if len(runs) != len(adapters):
         raise TunelabError("--adapter: two runs share a directory name; pass a dict of names")
-    bank = AdapterSet.from_runs(runs, base=model)
     shots = shots or 0
     results = []
-    for name in ([None] if include_base else []) + list(runs):
-        with bank.use(name):
-            system = System.named_adapter(name, shots) if name else System.base(shots)
-            result = evaluate_loaded(bank.loaded(), task_config, system, shots=shots, limit=limit,
-                                     items=items)
+
+    def scored(name: str | None, lm: LoadedModel) -> None:
+        system = System.named_adapter(name, shots) if name else System.base(shots)
+        result = evaluate_loaded(lm, task_config, system, shots=shots, limit=limit, items=items)
         results.append(result)
         if out_dir:
             write_result(result, EvalDir(Path(out_dir) / (name or "base")), task_config)
+    if AdapterSet.can_share(runs.values()):
+        bank = AdapterSet.from_runs(runs, base=model)
+        for name in ([None] if include_base else []) + list(runs):
+            with bank.use(name):
+                scored(name, bank.loaded())
+        return results
+    first = read_config(Path(next(iter(runs.values())))).model
+    if include_base:
+        scored(None, load_for_task(task_config, replace(first, name=model or first.name)))
+    for name, run_dir in runs.items():  # one model in memory at a time
+        scored(name, scoring_run_model(run_dir, base=model))
     return results
 
 

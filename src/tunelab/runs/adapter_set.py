@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,6 +63,18 @@ class AdapterSet:
         self.peft_type: str | None = None
         self._names: list[str] = []
         self._base_layers: int | None = None
+
+    @staticmethod
+    def can_share(runs: Iterable[str | Path]) -> bool:
+        """Whether the runs' weights can share one loaded base: peft adapters of one type,
+        each trained on the plain base (not a full fine-tune, not a merged start)."""
+        types = set()
+        for run_dir in runs:
+            try:
+                types.add(_adapter_dir(Path(run_dir))[1])
+            except TunelabError:
+                return False
+        return len(types) <= 1
 
     @classmethod
     def from_runs(cls, runs: dict[str, str | Path], base: str | None = None) -> AdapterSet:
