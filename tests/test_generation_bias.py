@@ -169,6 +169,8 @@ def test_bad_input_is_one_line(tiny_llama: Path, tmp_path: Path,
                        "      dog: {person: the dog}\n")
     _one_line_exit_2([*model, "--groups", "pets", "--group-prompts", str(missing)], capsys,
                      "group dog: no 'people'")
+    # without --groups, a prompt file's own axes are read (not the built-in gender,race,...)
+    _one_line_exit_2([*model, "--group-prompts", str(missing)], capsys, "group dog: no 'people'")
     _one_line_exit_2([*model, "--group-prompts", str(tmp_path / "none.yaml")], capsys,
                      "no such prompt file")
     with pytest.raises(TunelabError, match="bias.generation_samples"):

@@ -171,7 +171,9 @@ def _bias(args: argparse.Namespace) -> int:
         return 0
     if args.generation:
         generated = tunelab.generation_bias(
-            args.task, _axes(args.groups), model=args.model, adapters=args.adapter,
+            args.task,
+            _axes(args.groups or ("all" if args.group_prompts else "gender,race,religion")),
+            model=args.model, adapters=args.adapter,
             base=bool(_baselines(args.baselines)), samples=args.samples,
             max_new_tokens=args.max_new_tokens, seed=args.seed, group_prompts=args.group_prompts,
             out_dir=args.out)

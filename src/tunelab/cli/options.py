@@ -250,10 +250,10 @@ def _bias_args(commands: Commands) -> None:
                       help="what each system writes about each group: open-ended prompts that "
                            "name a group, scored for sentiment, offensive and hurtful words "
                            "(instead of the counterfactual probes)")
-    bias.add_argument("--groups", default="gender,race,religion",
+    bias.add_argument("--groups",
                       help="--generation axes, comma-separated: gender, race, religion, "
                            "profession, age, sexual_orientation or 'all' (default: "
-                           "gender,race,religion)")
+                           "gender,race,religion; with --group-prompts, every axis of the file)")
     bias.add_argument("--group-prompts", metavar="FILE",
                       help="--generation prompts of your own (YAML shaped like tunelab's "
                            "eval/datasets/group_prompts.yaml)")
