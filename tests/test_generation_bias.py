@@ -18,6 +18,7 @@ from tunelab.config import BiasConfig, ModelConfig
 from tunelab.core.errors import TunelabError
 from tunelab.eval.datasets.group_prompts import fill, read_axes, slots_of
 from tunelab.models import load_model
+from tunelab.runs import RunDir
 from tunelab.studies.generation_bias import (
     Completion,
     GenerationProbe,
@@ -173,5 +174,15 @@ def test_bad_input_is_one_line(tiny_llama: Path, tmp_path: Path,
     _one_line_exit_2([*model, "--group-prompts", str(missing)], capsys, "group dog: no 'people'")
     _one_line_exit_2([*model, "--group-prompts", str(tmp_path / "none.yaml")], capsys,
                      "no such prompt file")
+    # a classifier run has no head to write with: said from its config, before any model loads
+    classifier = tmp_path / "classifier-run"
+    config = tiny_run_config(tiny_llama, tmp_path, name="classifier-run")
+    config.model.kind = "classifier"
+    config.eval.metrics = ["classification"]
+    RunDir(classifier).write_config(config)
+    _one_line_exit_2(["bias", "--generation", "--adapter", str(classifier), "--baselines",
+                      "zero"], capsys,
+                     "classifier-run: a classifier model has no language-model head to write "
+                     "with; --generation needs a causal or seq2seq model")
     with pytest.raises(TunelabError, match="bias.generation_samples"):
         BiasConfig(generation=["gender"], generation_samples=0)

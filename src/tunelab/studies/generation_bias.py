@@ -36,7 +36,7 @@ from tunelab.eval.datasets.group_prompts import Axis, GroupPrompt
 from tunelab.eval.harm import SCORERS, TextScorer
 from tunelab.eval.output_types import Request
 from tunelab.eval.tables import format_table
-from tunelab.models import LoadedModel, load_model
+from tunelab.models import LoadedModel, get_kind, load_model
 from tunelab.runs import read_config, scoring_run_model
 from tunelab.runs.run_dir import StudyFiles
 
@@ -419,6 +419,11 @@ def generation_systems(model: str | None, adapters: Sequence[str | Path],
     first = Path(adapters[0]) if adapters else None
     config = ModelConfig(name=model) if model else (
         read_config(first).model if first else ModelConfig())
+    for run in map(Path, adapters):  # each run's kind decides, before anything loads
+        kind = get_kind(read_config(run).model.kind)
+        if not kind.has_lm_head:
+            raise TunelabError(f"{run.name}: a {kind.name} model has no language-model head to "
+                               "write with; --generation needs a causal or seq2seq model")
     systems = [GenerationSystem("base", partial(load_model, config), False)] if base else []
     systems += [GenerationSystem(Path(a).name, partial(scoring_run_model, a, base=model), True)
                 for a in adapters]
