@@ -270,6 +270,8 @@ def test_bad_input_is_one_line_and_overwrites_nothing(learned: Path, exported: d
                      capsys, "--quant q3_x")
     _one_line_exit_2(["export", run, "--format", "hf", "--quant", "q8_0", "--out", str(tmp_path / "o")],
                      capsys, "--quant q8_0")
+    _one_line_exit_2(["export", run, "--format", "hf", "--limit", "0", "--out", str(tmp_path / "o")],
+                     capsys, "--limit 0: must be a whole number >= 1")  # not every item silently
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "keep.txt").write_text("mine")

@@ -638,6 +638,8 @@ def export(run_dir: str | Path, format: str, out_dir: str | Path, quant: str | N
     """`tunelab export RUN --format hf|gguf [--quant f16,q8_0] --out DIR [--max-drop P]`: the
     merged fine-tune written for an engine and scored by it against the fine-tune (paired);
     raises ExportDropError (exit 1) when an artefact lost more than max_drop points."""
+    Range(1, whole=True, fix="leave --limit out to check on every test item").check("--limit",
+                                                                                   limit)
     return exporting.export_run(run_dir, format, out_dir, quant, max_drop, limit)
 
 
