@@ -184,16 +184,21 @@ def read_task(task: TaskConfig, shots: int | None = None) -> TaskItems:
         raise TunelabError(f"{task.where()}: the {task.split} split is empty; check the data "
                            "sizes")
     few = (task.fewshot_k() if shots is None else shots) if output_type.takes_shots else 0
-    if few:
-        pool = data.split(task.shot_split(), "fewshot.split")
-        if len(pool) < few:
-            asked = f"fewshot.k {few}" if shots is None else f"{few} shots"
-            raise TunelabError(f"{task.where()}: {asked} but the {task.shot_split()} split has "
-                               f"{len(pool)} examples; ask for at most {len(pool)} shots, or "
-                               "give that split more rows")
+    check_pool(task, data, few, f"fewshot.k {few}" if shots is None else f"{few} shots")
     for record in records[:50]:
         output_type.check_record(task, record)
     return TaskItems(task, data, records, few)
+
+
+def check_pool(task: TaskConfig, data: TaskData, few: int, asked: str) -> None:
+    """The shot split holds `few` examples (`asked`: how the error names the request)."""
+    if not few:
+        return
+    pool = data.split(task.shot_split(), "fewshot.split")
+    if len(pool) < few:
+        raise TunelabError(f"{task.where()}: {asked} but the {task.shot_split()} split has "
+                           f"{len(pool)} examples; ask for at most {len(pool)} shots, or give "
+                           "that split more rows")
 
 
 def validate_task(name_or_path: str, tokenizer: PreTrainedTokenizerBase | None = None) -> str:
@@ -205,11 +210,10 @@ def validate_task(name_or_path: str, tokenizer: PreTrainedTokenizerBase | None =
     sizes = ", ".join(f"{k} {len(v)}" for k, v in items.data.splits.items())
     lines = [f"{task.name}: ok ({task.output_type}; {sizes}; metrics {', '.join(task.eval.metrics)}; "
              f"few-shot k={k})"]
-    if k:
-        try:  # the few-shot baseline's pool
-            read_task(task)
-        except TunelabError as err:
-            lines.append(f"note: the few-shot baseline (--baselines few) would stop: {err}")
+    try:  # the few-shot baseline's pool, from the data read above
+        check_pool(task, items.data, k, f"fewshot.k {k}")
+    except TunelabError as err:
+        lines.append(f"note: the few-shot baseline (--baselines few) would stop: {err}")
     preview = output_type.preview(task, items.records[0], items.framing, tokenizer)
     if preview is not None:
         lines.append(preview)

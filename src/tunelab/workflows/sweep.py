@@ -124,14 +124,11 @@ def run_sweep(config_path: str, overrides: list[str], options: SweepOptions) -> 
     if sweep_dir.exists() and not options.resume:
         raise TunelabError(f"{sweep_dir} exists; add --resume to finish it, or choose another "
                            "name (name=...)")
-    configs, notes = {}, {}
-    checked = False
-    for method in options.methods:  # every run left to train planned before any trains
-        configs[method] = config = method_config(base, method, options, sweep_dir)
-        notes[method] = turned_off(config, method)
-        if not (options.resume and RunDir(config.run_dir).finished()):
-            plan_run(config, with_test=not checked)  # the data's leakage check once: it is
-            checked = True                            # the same data for every method
+    configs = {m: method_config(base, m, options, sweep_dir) for m in options.methods}
+    notes = {m: turned_off(config, m) for m, config in configs.items()}
+    left = [c for c in configs.values() if not (options.resume and RunDir(c.run_dir).finished())]
+    for i, config in enumerate(left):  # every run left to train planned before any trains;
+        plan_run(config, with_test=i == 0)  # leakage into test once: the same data for all
     sweep_dir.mkdir(parents=True, exist_ok=True)
     rows: list[SweepRow] = []
     for method, config in configs.items():
