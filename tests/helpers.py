@@ -54,3 +54,18 @@ def interrupt_then_resume(config: RunConfig, monkeypatch: Any, at_step: int = 4)
         tunelab.train(config, evaluate_after=False)
     monkeypatch.setattr("tunelab.training.loop.save_checkpoint", real_save)
     return tunelab.train(config, resume=True, evaluate_after=False)
+
+
+def model_passes(monkeypatch: Any, functions: Any) -> list[str]:
+    """The name of each (module, function) in `functions` every time it runs a model pass
+    (not a lookup). Any: pytest's monkeypatch; modules and names."""
+    passes: list[str] = []
+    for module, name in functions:
+        real = getattr(module, name)
+
+        def counted(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any
+                    ) -> Any:  # Any: each function's own arguments
+            passes.append(_name)
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(module, name, counted)
+    return passes

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 from eval_helpers import REVIEWS
-from helpers import tiny_run_config
+from helpers import model_passes, tiny_run_config
 
 import tunelab
 from tests.conftest import build_tiny_llama
@@ -58,21 +58,6 @@ def _sharpen(model: torch.nn.Module, seed: int, only_trainable: bool = False) ->
         for parameter in model.parameters():
             if parameter.requires_grad or not only_trainable:
                 parameter.normal_(0, 0.5)
-
-
-def _model_passes(monkeypatch: pytest.MonkeyPatch, functions: Any) -> list[str]:
-    """The name of each (module, function) in `functions` every time it runs a model pass
-    (not a lookup). Any: modules and names."""
-    passes: list[str] = []
-    for module, name in functions:
-        real = getattr(module, name)
-
-        def counted(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any
-                    ) -> Any:  # Any: each function's own arguments
-            passes.append(_name)
-            return _real(*args, **kwargs)
-        monkeypatch.setattr(module, name, counted)
-    return passes
 
 
 def _prompts(lm: Any) -> list[list[int]]:  # Any: LoadedModel
@@ -257,7 +242,7 @@ def test_every_output_type_is_looked_up_on_a_rerun(tiny_llama: Path, tmp_path: P
                          target="text", eval=EvalConfig(metrics=["perplexity"], bootstrap=0))
     classified = TaskConfig(name="c", output_type="classification", data=REVIEWS, eval=EvalConfig(
         metrics=["classification"], labels=["positive", "negative"], bootstrap=0))
-    passes = _model_passes(monkeypatch, ((generation, "_generate"),
+    passes = model_passes(monkeypatch, ((generation, "_generate"),
                                          (loglikelihood, "_completion_nll"),
                                          (rolling_nll, "rolling_nll_of_ids"), (heads, "_classify")))
     for model, task in ((lm, generated), (lm, rolling), (head, classified)):
@@ -277,7 +262,7 @@ def test_a_run_is_scored_merged_and_adapter_scoring_looks_up_its_own_evaluation(
     memory; `--adapter RUN` (scoring_run_model) loads and merges the same weights, so every
     item is looked up and no model pass runs."""
     monkeypatch.setenv("TUNELAB_CACHE", str(tmp_path / "cache"))
-    passes = _model_passes(monkeypatch, ((generation, "_generate"),
+    passes = model_passes(monkeypatch, ((generation, "_generate"),
                                          (loglikelihood, "_completion_nll")))
     config = tiny_run_config(tiny_llama, tmp_path, max_steps=3, lr=5e-2, eval_every=0)
     result = tunelab.train(config)

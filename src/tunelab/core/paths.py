@@ -18,3 +18,15 @@ def cache_root() -> Path:
 def bigbench_dir() -> Path:
     """Where BIG-bench's task files live (extracted by `tunelab data fetch bigbench`)."""
     return cache_root() / "bigbench"
+
+
+OFF_VALUES = ("0", "off", "false", "no")
+
+
+def results_store() -> Path | None:
+    """The SQLite file that keeps evaluation results (eval/result_cache.py) and the weights
+    each model recipe loads (models/known_weights.py), or None where `TUNELAB_EVAL_CACHE`
+    turns both off."""
+    if os.environ.get("TUNELAB_EVAL_CACHE", "").strip().lower() in OFF_VALUES:
+        return None
+    return cache_root() / "eval-results.sqlite"

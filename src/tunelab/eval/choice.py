@@ -46,6 +46,7 @@ from tunelab.models.cache import (
     select_cache,
     shares_cache,
 )
+from tunelab.models.kinds import LoadedModel, fingerprint_of, module_of
 from tunelab.models.logits import decoder_logits, token_scores
 from tunelab.models.packed import accepts_logits_to_keep
 from tunelab.models.pretrained import is_encoder_decoder
@@ -99,7 +100,7 @@ def encode_pair(
 
 
 def score_choices(
-    model: torch.nn.Module,
+    model: torch.nn.Module | LoadedModel,
     requests: Sequence[ChoiceRequest],
     batch_size: int = 8,
     shared_context: bool | None = None,
@@ -109,6 +110,8 @@ def score_choices(
     """Score every choice of every request; results come back in request order.
 
     Args:
+        model: a module, or a LoadedModel whose weights load on first use
+            (models/known_weights.py): only if a request is not looked up.
         batch_size: items (contexts) per forward pass.
         shared_context: encode each context once (default: unless the model can't share it).
         results: look up requests this model already scored (eval/result_cache.py); those
@@ -116,26 +119,30 @@ def score_choices(
         kept: a study's store of contexts (see module doc); each context starts from its
             longest stored prefix and is kept after it ran.
     """
-    store = kept if kept is not None and shared_context is not False and \
-        reuses_prompts(model) else None
-    if store is not None:
-        store.bind(model)  # filled with other weights: emptied
+    sharing = kept if kept is not None and shared_context is not False else None
+    if sharing is not None:
+        sharing.bind(fingerprint_of(model))  # filled with other weights: emptied
+
+    def store(module: torch.nn.Module) -> PromptCaches | None:
+        return sharing if sharing is not None and reuses_prompts(module) else None
     if results is None:
-        return _score_choices(model, requests, batch_size, shared_context, store)
+        module = module_of(model)
+        return _score_choices(module, requests, batch_size, shared_context, store(module))
     ran: set[int] = set()
 
     def run(indices: list[int]) -> list[tuple[list[float], list[bool]]]:
         ran.update(indices)
-        scored = _score_choices(model, [requests[i] for i in indices], batch_size,
-                                shared_context, store)
+        module = module_of(model)
+        scored = _score_choices(module, [requests[i] for i in indices], batch_size,
+                                shared_context, store(module))
         return [(r.logprobs, r.greedy) for r in scored]
     items = [token_bytes([len(r.context), *r.context, *(t for c in r.continuations
                                                        for t in (-len(c), *c))])
              for r in requests]
     done = results.through(model, "choices", {}, items, run)
-    if store is not None:  # looked up: a later context may still start from it
+    if sharing is not None:  # looked up: a later context may still start from it
         for index in sorted(set(range(len(requests))) - ran):
-            store.note(requests[index].context)
+            sharing.note(requests[index].context)
     return [ChoiceResult(list(logprobs), list(greedy)) for logprobs, greedy in done]
 
 

@@ -34,6 +34,7 @@ from transformers.generation import (
 
 from tunelab.config import GenerationConfig
 from tunelab.eval.result_cache import ResultCache, token_bytes, tokenizer_fingerprint
+from tunelab.models.kinds import LoadedModel, fingerprint_of, module_of
 from tunelab.models.pretrained import is_encoder_decoder
 from tunelab.models.prompt_caches import BatchInputs, PromptCaches, reuses_prompts
 from tunelab.models.tokens import decode
@@ -77,7 +78,7 @@ def right_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tens
 
 
 def generate(
-    model: torch.nn.Module,
+    model: torch.nn.Module | LoadedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[Sequence[int]],
     config: GenerationConfig,
@@ -100,26 +101,28 @@ def generate(
     the prompts it ran) where given; False runs whole prompts. With `results` (greedy decoding
     only), a prompt this model already completed under these settings is looked up, not run
     (eval/result_cache.py), and noted in `kept`; without, a prompt repeated in the call runs
-    once (greedy decoding)."""
-    reusing = share_prefix and reuses_prompts(model)
+    once (greedy decoding). `model` may be a LoadedModel whose weights load on first use
+    (models/known_weights.py): they load only if a prompt is not looked up."""
     ran: set[int] = set()
 
     def run(indices: list[int]) -> list[tuple[str, bool]]:
         ran.update(indices)
+        module = module_of(model)
         caches = None
-        if reusing and kept is not None:
-            kept.bind(model)  # a study's store: emptied if it was filled with other weights
-            caches = kept
-        elif reusing:
-            caches = PromptCaches(keeps_rows=False)  # this call's: new, nothing to check
-        return _generate([prompts[i] for i in indices], model, tokenizer, config, desc, caches)
+        if share_prefix and reuses_prompts(module):
+            if kept is not None:  # a study's store: emptied if filled with other weights
+                kept.bind(fingerprint_of(model))
+                caches = kept
+            else:
+                caches = PromptCaches(keeps_rows=False)  # this call's: new, nothing to check
+        return _generate([prompts[i] for i in indices], module, tokenizer, config, desc, caches)
     if results is not None and not config.do_sample:
         settings = {"max_new_tokens": config.max_new_tokens, "stop": list(config.stop),
                     "tokenizer": tokenizer_fingerprint(tokenizer)}
         done = [tuple(x) for x in results.through(model, "generate", settings,
                                                    [token_bytes(p) for p in prompts], run)]
-        if kept is not None and reusing:  # looked up: a later prompt may still start from it
-            kept.bind(model)
+        if kept is not None and share_prefix:  # looked up: a later prompt may start from it
+            kept.bind(fingerprint_of(model))
             for index in sorted(set(range(len(prompts))) - ran):
                 kept.note(prompts[index])
     elif not config.do_sample:  # a prompt repeated (an item left as it was) runs once

@@ -9,20 +9,23 @@ import torch.nn.functional as F
 
 from tunelab.data.tokenize import IGNORE_INDEX, TokenizedExample, collate
 from tunelab.eval.result_cache import ResultCache, token_bytes
+from tunelab.models.kinds import LoadedModel, module_of
 from tunelab.models.logits import decoder_logits, row_sums, shifted, token_scores
 
 
 def completion_nll(
-    model: torch.nn.Module, examples: Sequence[TokenizedExample], pad_id: int, batch_size: int = 8,
-    results: ResultCache | None = None,
+    model: torch.nn.Module | LoadedModel, examples: Sequence[TokenizedExample], pad_id: int,
+    batch_size: int = 8, results: ResultCache | None = None,
 ) -> list[tuple[float, int]]:
     """(summed NLL in nats, number of tokens) of each example's labelled tokens; with
-    `results`, those this model already scored are looked up (eval/result_cache.py)."""
+    `results`, those this model already scored are looked up (eval/result_cache.py), and a
+    deferred LoadedModel's weights load only if one is not."""
     if results is None:
-        return _completion_nll(model, examples, pad_id, batch_size)
+        return _completion_nll(module_of(model), examples, pad_id, batch_size)
 
     def run(indices: list[int]) -> list[tuple[float, int]]:
-        return _completion_nll(model, [examples[i] for i in indices], pad_id, batch_size)
+        return _completion_nll(module_of(model), [examples[i] for i in indices], pad_id,
+                               batch_size)
     items = [token_bytes([len(e.input_ids), *e.input_ids, *e.labels]) for e in examples]
     return [(float(nll), int(n)) for nll, n in results.through(model, "completion_nll", {},
                                                                 items, run)]

@@ -8,8 +8,10 @@ loading a model the first time it is asked for it and keeping the last two) scor
 and the shares' outputs come back here in item order, where the metrics, bootstrap intervals
 and files are computed and written as for one process. Every item keeps its index, so its
 shots are the ones one process gives it. A worker checks that what it loaded is the model
-asked for (the same fingerprint, models/fingerprint.py); a model changed since it was loaded,
-or one that exists only in this process, is scored here alone. Each process runs
+asked for (the same fingerprint, models/fingerprint.py; a model whose weights the result cache
+knows stays unloaded, here and in the workers, until an item is not cached:
+models/known_weights.py); a model changed since it was loaded, or one that exists only in this
+process, is scored here alone. Each process runs
 `threads` intra-op threads (default: the cores divided among the processes).
 """
 
@@ -30,7 +32,7 @@ from tunelab.core.errors import TunelabError
 from tunelab.eval.output_types import Outputs, Request, get_output_type
 from tunelab.eval.output_types.base import Framing
 from tunelab.eval.shard import Shard, merged
-from tunelab.models.fingerprint import model_fingerprint
+from tunelab.models.known_weights import scoring
 from tunelab.models.loader import places_on_gpu
 
 if TYPE_CHECKING:
@@ -176,7 +178,7 @@ class EvalProcesses:
         recipe = request.lm.recipe
         if recipe is None or len(request.records) < self.n or not self._workers:
             return output_type.run(request)
-        fingerprint = model_fingerprint(request.lm.model)
+        fingerprint = request.lm.fingerprint()  # a deferred model stays unloaded
         bounds = [Shard(self.n, rank).bounds(len(request.records)) for rank in range(self.n)]
         for (start, end), (_, connection) in zip(bounds[1:], self._workers, strict=True):
             connection.send(Share(recipe, fingerprint, request.task, request.records[start:end],
@@ -230,11 +232,11 @@ def _serve(connection: Connection, threads: int) -> None:
 
 def _score(share: Share, models: OrderedDict[str, LoadedModel]) -> Outputs:
     key = repr(share.recipe)  # recipes hold configs (unhashable); their repr names them
-    lm = models.pop(key, None) or share.recipe.load()
+    lm = models.pop(key, None) or scoring(share.recipe)  # deferred where its weights are known
     models[key] = lm
     while len(models) > KEPT_MODELS:
         models.popitem(last=False)
-    if model_fingerprint(lm.model) != share.fingerprint:
+    if lm.fingerprint() != share.fingerprint:
         raise ModelChanged
     request = Request(lm, share.task, share.records, share.pool, share.shots, share.system,
                       share.framing, first_index=share.first_index)

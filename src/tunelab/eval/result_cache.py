@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import weakref
 from array import array
@@ -29,13 +28,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunelab.core.deferred import torch  # imported when a result is stored
-from tunelab.core.paths import cache_root
-from tunelab.models.fingerprint import model_fingerprint
+from tunelab.core.paths import results_store
+from tunelab.models.kinds import LoadedModel, fingerprint_of
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-OFF_VALUES = ("0", "off", "false", "no")
 _TOKENIZER_DIGESTS: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
 
 
@@ -70,9 +68,8 @@ class ResultCache:
     @classmethod
     def default(cls) -> ResultCache | None:
         """The user cache's store, or None when `TUNELAB_EVAL_CACHE` turns it off."""
-        if os.environ.get("TUNELAB_EVAL_CACHE", "").strip().lower() in OFF_VALUES:
-            return None
-        return cls(cache_root() / "eval-results.sqlite")
+        path = results_store()
+        return None if path is None else cls(path)
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,7 +83,7 @@ class ResultCache:
 
     def through(
         self,
-        model: torch.nn.Module,
+        model: torch.nn.Module | LoadedModel,
         request: str,
         settings: object,
         items: Sequence[bytes],
@@ -94,9 +91,22 @@ class ResultCache:
     ) -> list[Any]:  # Any: as compute returns
         """Each item's result: looked up under (model, request, settings, item), and for the
         missing ones `compute(indices)` called once (an item repeated in `items` runs once)
-        and stored."""
+        and stored. A deferred model (models/known_weights.py) is looked up by its known
+        fingerprint: its weights load only if `compute` runs."""
+        return self.through_scorer(fingerprint_of(model), request, settings, items, compute)
+
+    def through_scorer(
+        self,
+        scorer: str,
+        request: str,
+        settings: object,
+        items: Sequence[bytes],
+        compute: Callable[[list[int]], list[Any]],  # Any: a JSON value per item
+    ) -> list[Any]:  # Any: as compute returns
+        """`through` for any deterministic scorer named by `scorer` (a model's fingerprint; a
+        text classifier and its version, eval/harm.py)."""
         base = hashlib.blake2b(digest_size=20)
-        base.update(model_fingerprint(model).encode())
+        base.update(scorer.encode())
         base.update(request.encode())
         base.update(json.dumps(settings, sort_keys=True, default=str).encode())
         keys = []

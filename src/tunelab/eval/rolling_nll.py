@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from tunelab.eval.choice import prefix_token_id
 from tunelab.eval.generation import right_pad
 from tunelab.eval.result_cache import ResultCache, token_bytes
+from tunelab.models.kinds import LoadedModel, module_of
 from tunelab.models.logits import decoder_logits, row_sums, token_scores
 from tunelab.models.pretrained import is_encoder_decoder
 from tunelab.models.tokens import IGNORE_INDEX
@@ -80,7 +81,7 @@ def count_words(text: str) -> int:
 
 
 def rolling_loglikelihood(
-    model: torch.nn.Module,
+    model: torch.nn.Module | LoadedModel,
     tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
     max_length: int,
@@ -89,15 +90,16 @@ def rolling_loglikelihood(
     results: ResultCache | None = None,
 ) -> list[RollingScore]:
     """Summed NLL of every token of every text, plus the counts metrics normalise by; with
-    `results`, documents this model already scored in these windows are looked up."""
+    `results`, documents this model already scored in these windows are looked up (a
+    deferred LoadedModel's weights load only if one is not)."""
     prefix = prefix_token_id(tokenizer)
     sequences = [[prefix] + list(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
     if results is None:
-        nll = rolling_nll_of_ids(model, sequences, max_length, stride, batch_size)
+        nll = rolling_nll_of_ids(module_of(model), sequences, max_length, stride, batch_size)
     else:
         def run(indices: list[int]) -> list[float]:
-            return rolling_nll_of_ids(model, [sequences[i] for i in indices], max_length, stride,
-                                      batch_size)
+            return rolling_nll_of_ids(module_of(model), [sequences[i] for i in indices],
+                                      max_length, stride, batch_size)
         settings: dict[str, object] = {"max_length": max_length, "stride": stride or max_length}
         if is_encoder_decoder(model):  # not what BART scored before its encoder read contexts
             settings["encoder"] = "context"

@@ -21,8 +21,9 @@ from __future__ import annotations
 import math
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from tunelab.config import ModelConfig
@@ -32,10 +33,12 @@ from tunelab.core.deferred import F, deferred, torch, transformers
 from tunelab.core.errors import TunelabError
 from tunelab.models import attention
 from tunelab.models.builtin import BUILTIN_MODELS
+from tunelab.models.fingerprint import model_fingerprint
 from tunelab.models.pretrained import (
     ensure_pad_token,
     load_pretrained,
     load_with_head,
+    model_config,
     resolve_model_dir,
     truncate_layers,
 )
@@ -55,7 +58,7 @@ from tunelab.models.tokens import (
 )
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
     from tunelab.models import logits as model_logits
     from tunelab.models.logits import ModelInputs
@@ -66,21 +69,90 @@ else:
     model_logits = deferred("tunelab.models.logits")  # a @torch.no_grad() function: torch at import
 
 
-@dataclass
 class LoadedModel:
-    model: torch.nn.Module
-    """A transformers PreTrainedModel of the kind's Auto class."""
-    tokenizer: PreTrainedTokenizerBase
-    path: str
-    """Where the weights came from (a local directory or hub id)."""
-    kind: ModelKind = field(default_factory=lambda: CAUSAL)
-    """What the model is; `kind.name` is what a config holds (MODEL_KINDS)."""
-    recipe: Recipe | None = None
-    """How to load this model again in another process (eval/processes.py), or None where it
-    exists only here (weights trained or combined in this process)."""
-    prompt_caches: PromptCaches | None = field(default=None, repr=False)
-    """The prompts generated from so far, kept for the prompts after them while a study
-    scores one system's items in several versions (`prompt_caches.kept_prompts`)."""
+    """A model and its tokenizer, as a kind loaded them; the weights may load on first use.
+
+    Where the result cache already knows which weights a recipe loads (eval/result_cache.py:
+    `scoring`), the model is `deferred`: its tokenizer is here, its fingerprint is known, and
+    `model` loads the weights only when something asks for them (an item the cache lacks).
+    A rerun whose every item is cached then loads no weights at all."""
+
+    def __init__(self, model: torch.nn.Module | None, tokenizer: PreTrainedTokenizerBase,
+                 path: str, kind: ModelKind | None = None, recipe: Recipe | None = None,
+                 prompt_caches: PromptCaches | None = None) -> None:
+        self._model = model
+        self.tokenizer = tokenizer
+        self.path = path
+        """Where the weights came from (a local directory or hub id)."""
+        self.kind = kind or CAUSAL
+        """What the model is; `kind.name` is what a config holds (MODEL_KINDS)."""
+        self.recipe = recipe
+        """How to load this model again (in another process: eval/processes.py; the weights
+        of a deferred model), or None where it exists only here (weights trained or combined
+        in this process)."""
+        self.prompt_caches = prompt_caches
+        """The prompts generated from so far, kept for the prompts after them while a study
+        scores one system's items in several versions (`prompt_caches.kept_prompts`)."""
+        self._known: str | None = None
+        self._config: PreTrainedConfig | None = None
+        self._on_load: Callable[[torch.nn.Module], None] | None = None
+
+    @classmethod
+    def deferred(cls, tokenizer: PreTrainedTokenizerBase, path: str, kind: ModelKind,
+                 recipe: Recipe, fingerprint: str,
+                 on_load: Callable[[torch.nn.Module], None]) -> LoadedModel:
+        """A model whose weights `recipe` loads on first use; `fingerprint` is what they are
+        known to be (models/fingerprint.py), and `on_load` checks the loaded ones."""
+        lm = cls(None, tokenizer, path, kind, recipe)
+        lm._known, lm._on_load = fingerprint, on_load
+        return lm
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """A transformers PreTrainedModel of the kind's Auto class (loaded now if deferred)."""
+        if self._model is None:
+            if self.recipe is None or self._on_load is None:
+                raise RuntimeError("a deferred model without a recipe")
+            model = self.recipe.load().model
+            self._on_load(model)
+            self._model = model
+        return self._model
+
+    @model.setter
+    def model(self, model: torch.nn.Module) -> None:
+        self._model, self._known = model, None
+
+    @property
+    def config(self) -> PreTrainedConfig:
+        """The model's transformers config; a deferred model's is read from its folder
+        (`path`) without the weights: the same one wherever a recipe only merges into, or
+        truncates the layers of, that folder's model."""
+        if self._model is not None:
+            return model_config(self._model)
+        if self._config is None:
+            self._config = transformers.AutoConfig.from_pretrained(self.path,
+                                                                   trust_remote_code=False)
+        return self._config
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the weights are in memory (False only for a deferred model not used yet)."""
+        return self._model is not None
+
+    def fingerprint(self) -> str:
+        """The weights' fingerprint: the known one of a deferred model (no load), else
+        computed from the tensors (models/fingerprint.py)."""
+        if self._model is None and self._known is not None:
+            return self._known
+        return model_fingerprint(self.model)
+
+    def with_model(self, model: torch.nn.Module) -> LoadedModel:
+        """The same tokenizer, kind and store over other weights (a model during training)."""
+        return LoadedModel(model, self.tokenizer, self.path, self.kind, self.recipe,
+                           self.prompt_caches)
+
+    def __repr__(self) -> str:
+        return f"LoadedModel(path={self.path!r}, kind={self.kind.name}, loaded={self.loaded})"
 
 
 class Recipe(Protocol):
@@ -88,6 +160,26 @@ class Recipe(Protocol):
     BaseRecipe`, `runs/run_dir.py: RunRecipe`)."""
 
     def load(self) -> LoadedModel: ...
+
+    def sources(self) -> list[Path] | None:
+        """Every file whose bytes decide the weights `load` gives (models/known_weights.py),
+        or None where they are not all local (a hub id)."""
+        ...
+
+    def without_weights(self) -> tuple[PreTrainedTokenizerBase, str, ModelKind] | None:
+        """The tokenizer, path and kind `load` gives, without loading the weights; None where
+        loading builds more than the weights (a classification head)."""
+        ...
+
+
+def module_of(model: torch.nn.Module | LoadedModel) -> torch.nn.Module:
+    """The module to run: a LoadedModel's (a deferred one loads its weights now)."""
+    return model.model if isinstance(model, LoadedModel) else model
+
+
+def fingerprint_of(model: torch.nn.Module | LoadedModel) -> str:
+    """The weights' fingerprint (models/fingerprint.py), without loading a deferred model."""
+    return model.fingerprint() if isinstance(model, LoadedModel) else model_fingerprint(model)
 
 
 @dataclass
@@ -180,6 +272,12 @@ class ModelKind(ABC):
     def prepare(self, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
         """Finish a loaded tokenizer and model: pad token, padding side, pad ids."""
 
+    def tokenizer_alone(self, config: ModelConfig) -> PreTrainedTokenizerBase | None:
+        """The tokenizer `load` gives, without the weights (a deferred model's,
+        models/known_weights.py); None where the model is more than its saved weights (a
+        classification head that `load` may draw)."""
+        return None
+
     # --- training data ---------------------------------------------------------------------
     @abstractmethod
     def tokenize(self, text: TrainingText, tokenizer: PreTrainedTokenizerBase, max_length: int,
@@ -265,10 +363,20 @@ class LanguageModelKind(ModelKind):
         self.prepare(tokenizer, model)
         return LoadedModel(model=model, tokenizer=tokenizer, path=source, kind=self)
 
-    def prepare(self, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
-        """A pad token, the kind's padding side, and the pad id generation needs."""
+    def tokenizer_alone(self, config: ModelConfig) -> PreTrainedTokenizerBase | None:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_model_dir(config.name),
+                                                               trust_remote_code=False)
+        self.prepare_tokenizer(tokenizer)
+        return tokenizer
+
+    def prepare_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        """A pad token and the kind's padding side."""
         ensure_pad_token(tokenizer)
         tokenizer.padding_side = self.padding_side
+
+    def prepare(self, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
+        """A pad token, the kind's padding side, and the pad id generation needs."""
+        self.prepare_tokenizer(tokenizer)
         if getattr(model.generation_config, "pad_token_id", None) is None:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
 

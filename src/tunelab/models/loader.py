@@ -6,13 +6,19 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tunelab.config import ModelConfig
 from tunelab.core import launch
 from tunelab.core.deferred import torch, transformers
 from tunelab.models.kinds import MODEL_KINDS, LoadedModel, ModelKind, get_kind
-from tunelab.models.pretrained import ensure_pad_token, resolve_model_dir, truncate_layers
+from tunelab.models.pretrained import (
+    ensure_pad_token,
+    model_files,
+    resolve_model_dir,
+    truncate_layers,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -63,6 +69,15 @@ class BaseRecipe:
 
     def load(self) -> LoadedModel:
         return load_model(self.config, self.labels, self.kind)
+
+    def sources(self) -> list[Path] | None:
+        return model_files(self.config.name)
+
+    def without_weights(self) -> tuple[PreTrainedTokenizerBase, str, ModelKind] | None:
+        kind = check_kind(self.config, self.kind)
+        tokenizer = kind.tokenizer_alone(self.config)
+        return None if tokenizer is None else (tokenizer, resolve_model_dir(self.config.name),
+                                               kind)
 
 
 def check_kind(config: ModelConfig, kind: str | None = None) -> ModelKind:

@@ -51,6 +51,14 @@ def resolve_model_dir(name: str) -> str:
     )
 
 
+def model_files(name: str) -> list[Path] | None:
+    """Every file of the model folder `name` resolves to, sorted; None for a hub id."""
+    source = Path(resolve_model_dir(name))
+    if not source.is_dir():
+        return None
+    return sorted(path for path in source.rglob("*") if path.is_file())
+
+
 def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
     """Pad with EOS when the tokenizer has no pad token of its own."""
     if tokenizer.pad_token_id is None:
@@ -63,10 +71,11 @@ def model_config(model: torch.nn.Module) -> PreTrainedConfig:
     return cast("PreTrainedConfig", model.config)
 
 
-def is_encoder_decoder(model: torch.nn.Module) -> bool:
-    """Whether the model reads its input with an encoder and writes with a decoder (T5, BART):
-    `generate` then returns decoder sequences, a choice is the decoder's labels, and no prompt
-    states can be stored or packed."""
+def is_encoder_decoder(model: object) -> bool:
+    """Whether the model (a module, or a `models.kinds.LoadedModel`, which answers from its
+    config without loading deferred weights) reads its input with an encoder and writes with a
+    decoder (T5, BART): `generate` then returns decoder sequences, a choice is the decoder's
+    labels, and no prompt states can be stored or packed."""
     return bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
 
 

@@ -47,7 +47,6 @@ from tunelab.models.cache import (
     shared_prefix,
     shares_cache,
 )
-from tunelab.models.fingerprint import model_fingerprint
 from tunelab.models.packed import Segment, packs, run_packed, saves
 from tunelab.models.pretrained import is_encoder_decoder
 
@@ -137,9 +136,9 @@ class PromptCaches:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def bind(self, model: torch.nn.Module) -> None:
-        """Serve `model`'s current weights: a store filled with other weights is emptied."""
-        weights = model_fingerprint(model)
+    def bind(self, weights: str) -> None:
+        """Serve the weights of fingerprint `weights` (models/fingerprint.py): a store filled
+        with other weights is emptied."""
         if weights != self._weights:
             self._root, self._entries, self.bytes = _Node(-1), [], 0
             self._seen, self._seen_prompts = _Node(-1), []

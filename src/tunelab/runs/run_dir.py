@@ -26,6 +26,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -35,8 +36,15 @@ from tunelab.core.errors import TunelabError
 from tunelab.methods import get_method
 from tunelab.methods.base import Method
 from tunelab.models import LoadedModel
+from tunelab.models.kinds import ModelKind
+from tunelab.models.known_weights import scoring
+from tunelab.models.loader import BaseRecipe
+from tunelab.models.pretrained import model_files
 from tunelab.runs.start import Start, start_for
 from tunelab.runs.system import System, slug
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -389,6 +397,23 @@ class RunDir:
         lm.recipe = RunRecipe(str(self.root), base, scoring=True)
         return lm
 
+    def sources(self, base: str | None = None) -> list[Path] | None:
+        """Every file whose bytes decide `load_model(base)`'s weights (models/known_weights.py):
+        the run's config and trained weights, each earlier run's it starts from, and the base
+        model's folder; None where the base is not a local folder."""
+        config = self.read_config()
+        if base:
+            config.model.name = base
+        base_files = model_files(config.model.name)
+        earlier = self.start(config).earlier
+        earlier_files = RunDir(earlier.root).sources() if earlier is not None else []
+        if base_files is None or earlier_files is None:
+            return None
+        weights = self.weights(get_method(config.method["name"]))
+        own = sorted(p for p in weights.rglob("*") if p.is_file()) if weights.is_dir() \
+            else [weights]
+        return [self.config_file, *own, *earlier_files, *base_files]
+
     def _trained(self, config: RunConfig, method: Method, base: str | None) -> LoadedModel:
         """`load_model` from the run's config as read once."""
         if base:
@@ -438,6 +463,15 @@ class RunRecipe:
         run = RunDir(Path(self.root))
         return run.scoring_model(self.base) if self.scoring else run.load_model(self.base)
 
+    def sources(self) -> list[Path] | None:
+        return RunDir(Path(self.root)).sources(self.base)
+
+    def without_weights(self) -> tuple[PreTrainedTokenizerBase, str, ModelKind] | None:
+        config = RunDir(Path(self.root)).read_config()
+        if self.base:
+            config.model.name = self.base
+        return BaseRecipe(config.model, tuple(config.eval.labels or ()), None).without_weights()
+
 
 def damaged_file(weights: Path) -> Path:
     """The JSON file in a weights folder that does not parse (the folder when all do)."""
@@ -464,5 +498,6 @@ def load_run_model(run_dir: str | Path, base: str | None = None) -> LoadedModel:
 
 def scoring_run_model(run_dir: str | Path, base: str | None = None) -> LoadedModel:
     """A run's model as evaluations score it (`RunDir.scoring_model`: merged where the
-    method merges)."""
-    return RunDir(Path(run_dir)).scoring_model(base)
+    method merges); deferred where the result cache knows its weights
+    (models/known_weights.py: a rerun whose items are all cached loads none)."""
+    return scoring(RunRecipe(str(RunDir(Path(run_dir)).root), base, scoring=True))

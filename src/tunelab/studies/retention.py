@@ -8,7 +8,6 @@ the same items, and reports each task's change with a paired-bootstrap confidenc
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -151,7 +150,7 @@ def curve_hook(lm: LoadedModel, tasks: list[TaskConfig], limit: int | None,
     keys = {task.name: (task.eval.primary or None) for task in tasks}
 
     def hook(model: torch.nn.Module) -> dict[str, dict[str, float]]:
-        current = dataclasses.replace(lm, model=model)
+        current = lm.with_model(model)
         results = score_tasks(current, tasks, limit, System.tuned(), items)
         return {"retention": {name: r.scores[keys[name] or next(iter(r.scores))]
                               for name, r in results.items()}}

@@ -9,7 +9,7 @@ seals the test split (`data.splits.SealedSplit`), and whatever would score test 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tunelab.config import RunConfig, TaskConfig
@@ -68,7 +68,7 @@ def validation_metric_hook(lm: LoadedModel, tasks: Mapping[str, TaskConfig],
              for name, task in tasks.items() if splits[name].validation}
 
     def hook(model: torch.nn.Module) -> dict[str, dict[str, dict[str, float]]]:
-        view = replace(lm, model=model)
+        view = lm.with_model(model)
         return {VALIDATION_SCORES: {
             name: evaluate_loaded(view, task_items.task, System.tuned(), shots=0, limit=limit,
                                   bootstrap=0, items=task_items).scores

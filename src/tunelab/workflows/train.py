@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -349,7 +349,7 @@ def task_metric_hook(lm: LoadedModel, tasks: list[TrainTaskConfig], prepared: Pr
               if ex.validation and t.eval.metrics]
 
     def hook(model: torch.nn.Module) -> dict[str, dict[str, dict[str, float]]]:
-        view = replace(lm, model=model)
+        view = lm.with_model(model)
         return {"metrics_by_task": {
             task.name: evaluate_loaded(view, task, System.tuned(), shots=0, limit=limit,
                                        bootstrap=0).scores

@@ -11,6 +11,7 @@ here: `eval/runner.py` turns `Outputs` into metric items and aggregates.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,9 @@ from tunelab.eval.fewshot import PromptBuilder, choose_shots
 from tunelab.eval.metrics import MetricInput, metric_class
 from tunelab.eval.output_types.answers import reference_of
 from tunelab.eval.result_cache import ResultCache
-from tunelab.models import LoadedModel, load_model
+from tunelab.models import LoadedModel
+from tunelab.models.known_weights import scoring
+from tunelab.models.loader import BaseRecipe
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -130,8 +133,8 @@ class Request:
 
 def context_limit(lm: LoadedModel) -> int:
     """The model's context window in tokens."""
-    limit = getattr(lm.model.config, "max_position_embeddings", None) or getattr(
-        lm.model.config, "n_positions", None)
+    limit = getattr(lm.config, "max_position_embeddings", None) or getattr(
+        lm.config, "n_positions", None)
     return int(limit or min(lm.tokenizer.model_max_length, 2048))
 
 
@@ -195,8 +198,9 @@ class OutputType:
                                "examples; use --shots 0")
 
     def load_model(self, task: TaskConfig, model: ModelConfig) -> LoadedModel:
-        """The base model as this type needs it for `task`."""
-        return load_model(model)
+        """The base model as this type needs it for `task` (deferred where the result cache
+        knows its weights: models/known_weights.py)."""
+        return scoring(BaseRecipe(copy.deepcopy(model), None, None))
 
     def check_record(self, task: TaskConfig, record: Record) -> None:
         """Raise a one-line error naming the record if its answer can't be resolved."""

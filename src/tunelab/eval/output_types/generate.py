@@ -77,7 +77,7 @@ class GenerateOutput(OutputType):
             tokenize = tokenize_seq2seq if lm.kind.encoder_decoder else tokenize_example
             tokenized = [tokenize(p.rendered, lm.tokenizer, max_length=limit) for p in prompts]
             out.measured[MetricInput.NLL_TOKENS] = loglikelihood.completion_nll(
-                lm.model, tokenized, lm.tokenizer.pad_token_id, task.eval.generation.batch_size,
+                lm, tokenized, lm.tokenizer.pad_token_id, task.eval.generation.batch_size,
                 results=request.results)
         return out
 
@@ -107,7 +107,7 @@ def _generated(request: Request, prompts: list[Prompt], hit_limit: list[bool] | 
     """The model's text after each prompt, as eval.generation says (batched, greedy or
     sampled, cut at the stop strings)."""
     lm = request.lm
-    return generation.generate(lm.model, lm.tokenizer, [p.ids for p in prompts],
+    return generation.generate(lm, lm.tokenizer, [p.ids for p in prompts],
                                request.task.eval.generation, desc=request.system,
                                hit_limit=hit_limit, results=request.results,
                                kept=lm.prompt_caches)

@@ -165,7 +165,7 @@ class MultipleChoiceOutput(OutputType):
 
 def _scored(request: Request, items: list[ChoiceItem]) -> list[ChoiceResult]:
     """Each item's choice log-likelihoods."""
-    return choice.score_choices(request.lm.model, [it.request for it in items],
+    return choice.score_choices(request.lm, [it.request for it in items],
                                 request.task.eval.batch_size, results=request.results,
                                 kept=request.lm.prompt_caches)
 

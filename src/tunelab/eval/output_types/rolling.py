@@ -50,7 +50,7 @@ class RollingOutput(OutputType):
         lm, task = request.lm, request.task
         texts = [document_of(task, r) for r in request.records]
         max_length = task.rolling.max_length or min(request.context_limit, 2048)
-        scores = rolling_nll.rolling_loglikelihood(lm.model, lm.tokenizer, texts, max_length,
+        scores = rolling_nll.rolling_loglikelihood(lm, lm.tokenizer, texts, max_length,
                                                    task.rolling.stride, task.eval.batch_size,
                                                    results=request.results)
         rows = []

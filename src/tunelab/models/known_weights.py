@@ -1,0 +1,172 @@
+"""Which weights a model recipe loads, known before they load: a cached rerun loads no model.
+
+The result cache (eval/result_cache.py) keeps results under the model's fingerprint
+(models/fingerprint.py), taken from the loaded tensors. Loading them (a base model, an adapter
+merged into it, and the imports behind both) costs seconds where every item is then looked up.
+So when a recipe (`models/loader.py: BaseRecipe`, `runs/run_dir.py: RunRecipe`) loads for
+scoring, its weights' fingerprint is remembered under a key made of:
+
+- the recipe itself (model spec, dtype, layers, kind; the run and the base it is scored on);
+- the bytes of every file it reads (`Recipe.sources`: the base model's folder, the run's
+  config and trained weights, each earlier run it starts from). A file's digest is kept with
+  its size, modification time and inode, as git keeps its index, so an unchanged file is not
+  read again;
+- the versions of the libraries that turn those files into tensors, and a stamp of tunelab's
+  own code (its files' sizes and times: an edited loader is another key).
+
+Asked for the same recipe again, `scoring` returns a deferred `LoadedModel`: its tokenizer,
+the remembered fingerprint, and weights that load on first use, which is never where every
+item is in the cache. Where they do load (an item was not cached), their fingerprint is
+checked against the remembered one; a difference means something outside the key changed them
+(results looked up under it may not hold), so the record is dropped and the command stops with
+one line saying to run it again. A recipe whose files are not all local (a hub id), or whose
+kind builds more than the saved weights (a classification head), loads as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import sqlite3
+from collections.abc import Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import tunelab
+from tunelab.core.deferred import torch
+from tunelab.core.errors import TunelabError
+from tunelab.core.paths import results_store
+from tunelab.models.fingerprint import model_fingerprint
+from tunelab.models.kinds import LoadedModel, Recipe
+
+LIBRARIES = ("torch", "transformers", "peft", "safetensors", "accelerate")
+"""What reads the files into tensors (their versions are part of the key)."""
+
+
+@dataclass
+class KnownWeights:
+    """Recipes' weight fingerprints, and file digests by their stat, in one SQLite file."""
+
+    path: Path
+
+    @classmethod
+    def default(cls) -> KnownWeights | None:
+        """The result cache's file (`core/paths.py: results_store`), or None where it is off."""
+        path = results_store()
+        return None if path is None else cls(path)
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, timeout=120)
+        connection.execute("CREATE TABLE IF NOT EXISTS weights "
+                           "(key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL)")
+        connection.execute("CREATE TABLE IF NOT EXISTS files "
+                           "(path TEXT PRIMARY KEY, stat TEXT NOT NULL, digest TEXT NOT NULL)")
+        return connection
+
+    def key(self, recipe: Recipe) -> str | None:
+        """The key of what `recipe` loads (see module doc); None where its files are not all
+        local."""
+        sources = recipe.sources()
+        if sources is None:
+            return None
+        digest = hashlib.blake2b(digest_size=20)
+        digest.update(repr(recipe).encode())
+        digest.update(repr([(name, _version(name)) for name in LIBRARIES]).encode())
+        digest.update(code_stamp().encode())
+        for path, file_digest in zip(sources, self.file_digests(sources), strict=True):
+            digest.update(f"{path.resolve()}\0{file_digest}\0".encode())
+        return digest.hexdigest()
+
+    def file_digests(self, paths: Sequence[Path]) -> list[str]:
+        """Each file's content digest, read again only where its stat changed."""
+        stats = [_stat(path) for path in paths]
+        names = [str(path.resolve()) for path in paths]
+        with closing(self._connect()) as connection, connection:
+            known = dict(connection.execute(
+                f"SELECT path, stat || '|' || digest FROM files WHERE path IN "
+                f"({','.join('?' * len(names))})", names).fetchall()) if names else {}
+            digests = []
+            for path, name, stat in zip(paths, names, stats, strict=True):
+                held = known.get(name, "")
+                if held.startswith(stat + "|"):
+                    digests.append(held[len(stat) + 1:])
+                    continue
+                found = _file_digest(path)
+                connection.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?)",
+                                   (name, stat, found))
+                digests.append(found)
+        return digests
+
+    def fingerprint(self, key: str) -> str | None:
+        """The fingerprint remembered under `key`, if any."""
+        with closing(self._connect()) as connection:
+            row = connection.execute("SELECT fingerprint FROM weights WHERE key = ?",
+                                     (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def remember(self, key: str, fingerprint: str) -> None:
+        with closing(self._connect()) as connection, connection:
+            connection.execute("INSERT OR REPLACE INTO weights VALUES (?, ?)", (key, fingerprint))
+
+    def forget(self, key: str) -> None:
+        with closing(self._connect()) as connection, connection:
+            connection.execute("DELETE FROM weights WHERE key = ?", (key,))
+
+    def check(self, key: str, known: str, recipe: Recipe, model: torch.nn.Module) -> None:
+        """Stop where the weights `recipe` loaded now are not the ones remembered for it."""
+        if model_fingerprint(model) != known:
+            self.forget(key)
+            raise TunelabError(f"{recipe}: the weights loaded now differ from those the result "
+                               "cache recorded for the same files, so results it looked up may "
+                               "not be this model's; the record is dropped: run the command "
+                               "again")
+
+
+def scoring(recipe: Recipe) -> LoadedModel:
+    """`recipe.load()`, or where the result cache knows which weights it loads, a deferred
+    model whose weights load on first use (see module doc)."""
+    store = KnownWeights.default()
+    key = store.key(recipe) if store is not None else None
+    known = store.fingerprint(key) if store is not None and key is not None else None
+    parts = recipe.without_weights() if known is not None else None
+    if store is not None and key is not None and known is not None and parts is not None:
+        tokenizer, path, kind = parts
+        return LoadedModel.deferred(tokenizer, path, kind, recipe, known,
+                                    partial(store.check, key, known, recipe))
+    lm = recipe.load()
+    if store is not None and key is not None:
+        store.remember(key, model_fingerprint(lm.model))
+    return lm
+
+
+def code_stamp() -> str:
+    """A digest of tunelab's own source files' names, sizes and modification times."""
+    root = Path(tunelab.__file__).parent
+    digest = hashlib.blake2b(digest_size=16)
+    for path in sorted(root.rglob("*.py")):
+        digest.update(f"{path.relative_to(root)}\0{_stat(path)}\0".encode())
+    return digest.hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=20)
+    with path.open("rb") as handle:
+        while chunk := handle.read(2**22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _stat(path: Path) -> str:
+    found = os.stat(path)
+    return f"{found.st_size}:{found.st_mtime_ns}:{found.st_ino}"
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "-"

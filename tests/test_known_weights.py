@@ -1,0 +1,216 @@
+"""A rerun whose items are all cached loads no weights (models/known_weights.py), and the
+deferred model never answers for other weights: other files, another run, or weights that turn
+out different from the record."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import model_passes, tiny_run_config
+from safetensors.torch import load_file, save_file
+
+import tunelab
+from tunelab.config import ModelConfig, TaskConfig
+from tunelab.core.errors import TunelabError
+from tunelab.eval import generation, harm, loglikelihood
+from tunelab.eval.output_types import load_for_task
+from tunelab.eval.processes import EvalProcesses
+from tunelab.eval.runner import evaluate_loaded
+from tunelab.models.fingerprint import model_fingerprint
+from tunelab.models.known_weights import KnownWeights
+from tunelab.models.loader import BaseRecipe
+from tunelab.runs import RunDir, System, scoring_run_model
+from tunelab.runs.run_dir import RunRecipe
+from tunelab.workflows.train import run_task
+
+
+@pytest.fixture()
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TUNELAB_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture()
+def loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The root of every run (or base) whose weights load."""
+    found: list[str] = []
+    run_real, base_real = RunRecipe.load, BaseRecipe.load
+
+    def run_load(self: RunRecipe) -> Any:  # Any: a LoadedModel
+        found.append(self.root)
+        return run_real(self)
+
+    def base_load(self: BaseRecipe) -> Any:  # Any: a LoadedModel
+        found.append(self.config.name)
+        return base_real(self)
+    monkeypatch.setattr(RunRecipe, "load", run_load)
+    monkeypatch.setattr(BaseRecipe, "load", base_load)
+    return found
+
+
+@pytest.fixture()
+def passes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each model pass that ran (not looked up)."""
+    return model_passes(monkeypatch, ((generation, "_generate"),
+                                      (loglikelihood, "_completion_nll")))
+
+
+def _train(tiny_llama: Path, out: Path, name: str, lr: float) -> tuple[Path, Any]:
+    config = tiny_run_config(tiny_llama, out, name=name, max_steps=3, lr=lr, eval_every=0)
+    result = tunelab.train(config)
+    return Path(result.run_dir), config
+
+
+def _longer(task: TaskConfig) -> TaskConfig:
+    """`task` generating longer answers (other settings: nothing of it is cached yet)."""
+    generation_config = replace(task.eval.generation, max_new_tokens=7)
+    return replace(task, eval=replace(task.eval, generation=generation_config))
+
+
+def test_a_rerun_loads_no_weights_and_gives_the_same_rows(
+        tiny_llama: Path, tmp_path: Path, cache: Path, loads: list[str],
+        passes: list[str]) -> None:
+    run, config = _train(tiny_llama, tmp_path, "a", 5e-2)
+    task = run_task(config)
+    first = scoring_run_model(run)  # no record yet: loads, and records its weights
+    assert first.loaded and loads == [str(run)]
+    scored = evaluate_loaded(first, task, System.tuned())
+    ran = len(passes)
+    again = scoring_run_model(run)
+    assert not again.loaded and loads == [str(run)]  # deferred: nothing loaded
+    assert again.fingerprint() == model_fingerprint(first.model)
+    rerun = evaluate_loaded(again, task, System.tuned())
+    assert not again.loaded and loads == [str(run)] and len(passes) == ran
+    assert rerun.predictions == scored.predictions and rerun.scores == scored.scores
+    assert scored.scores["perplexity"] > 0
+
+
+def test_a_rerun_over_two_processes_loads_no_weights_here(
+        tiny_llama: Path, tmp_path: Path, cache: Path, loads: list[str]) -> None:
+    """`--nproc 2`: the share this process scores and the worker's are looked up; the model
+    here stays unloaded (the worker takes the deferred model's known fingerprint as the
+    weights asked for)."""
+    run, config = _train(tiny_llama, tmp_path, "a", 5e-2)
+    task = run_task(config)
+    scored = evaluate_loaded(scoring_run_model(run), task, System.tuned())
+    again = scoring_run_model(run)
+    with EvalProcesses(2, threads=1):
+        rerun = evaluate_loaded(again, task, System.tuned())
+    assert not again.loaded and loads == [str(run)]
+    assert rerun.predictions == scored.predictions and rerun.scores == scored.scores
+
+
+def test_an_item_the_cache_lacks_loads_the_weights_and_scores_them_as_loaded(
+        tiny_llama: Path, tmp_path: Path, cache: Path, loads: list[str],
+        passes: list[str]) -> None:
+    run, config = _train(tiny_llama, tmp_path, "a", 5e-2)
+    task = _longer(run_task(config))  # the run's own evaluation cached the shorter answers
+    evaluate_loaded(scoring_run_model(run), task, System.tuned(), limit=4)
+    deferred = scoring_run_model(run)
+    assert not deferred.loaded
+    whole = evaluate_loaded(deferred, task, System.tuned())  # 4 items more than cached
+    assert deferred.loaded and loads == [str(run), str(run)] and "_generate" in passes
+    fresh = evaluate_loaded(RunDir(run).scoring_model(), task, System.tuned())
+    assert whole.predictions == fresh.predictions and whole.scores == fresh.scores
+
+
+def test_two_runs_on_one_base_and_the_base_each_get_their_own_rows(
+        tiny_llama: Path, tmp_path: Path, cache: Path, loads: list[str]) -> None:
+    run_a, config = _train(tiny_llama, tmp_path, "a", 5e-2)
+    run_b, _ = _train(tiny_llama, tmp_path, "b", 2e-1)
+    task = run_task(config)
+    models = {"a": lambda: scoring_run_model(run_a), "b": lambda: scoring_run_model(run_b),
+              "base": lambda: load_for_task(task, ModelConfig(name=str(tiny_llama)))}
+    first = {name: evaluate_loaded(load(), task, System.tuned()) for name, load in models.items()}
+    assert len({first[name].scores["perplexity"] for name in first}) == 3  # three models
+    loaded = len(loads)
+    for name, load in models.items():
+        lm = load()
+        again = evaluate_loaded(lm, task, System.tuned())
+        assert not lm.loaded, name
+        assert again.scores == first[name].scores and again.predictions == first[name].predictions
+    assert len(loads) == loaded
+
+
+def test_changed_weight_files_are_another_key_and_load(
+        tiny_llama: Path, tmp_path: Path, cache: Path, loads: list[str]) -> None:
+    run, config = _train(tiny_llama, tmp_path, "a", 5e-2)
+    task = run_task(config)
+    before = evaluate_loaded(scoring_run_model(run), task, System.tuned())
+    weights = run / "adapter" / "adapter_model.safetensors"
+    tensors = load_file(weights)
+    save_file({name: tensor * 3 for name, tensor in tensors.items()}, weights)
+    lm = scoring_run_model(run)
+    assert lm.loaded and loads == [str(run), str(run)]
+    after = evaluate_loaded(lm, task, System.tuned())
+    assert after.scores["perplexity"] != before.scores["perplexity"]
+
+
+def test_a_base_model_folder_changed_in_place_is_another_key(
+        tiny_llama: Path, tmp_path: Path, cache: Path, loads: list[str]) -> None:
+    folder = tmp_path / "base"
+    shutil.copytree(tiny_llama, folder)
+    recipe = BaseRecipe(ModelConfig(name=str(folder)), None, None)
+    store = KnownWeights.default()
+    assert store is not None
+    key = store.key(recipe)
+    weights = folder / "model.safetensors"
+    tensors = load_file(weights)
+    save_file({name: tensor + 0.5 for name, tensor in tensors.items()}, weights,
+              metadata={"format": "pt"})
+    assert store.key(recipe) not in (None, key)
+
+
+def test_weights_unlike_the_record_stop_the_command_and_drop_the_record(
+        tiny_llama: Path, tmp_path: Path, cache: Path) -> None:
+    """Something outside the key changed what the files load into: the first load checks the
+    weights against the record, and the command stops rather than trust earlier lookups."""
+    run, config = _train(tiny_llama, tmp_path, "a", 5e-2)
+    task = _longer(run_task(config))
+    evaluate_loaded(scoring_run_model(run), task, System.tuned(), limit=4)
+    store = KnownWeights.default()
+    recipe = RunRecipe(str(run), None, scoring=True)
+    assert store is not None and (key := store.key(recipe)) is not None
+    store.remember(key, "0" * 40)  # a record that the loaded weights will not match
+    deferred = scoring_run_model(run)
+    assert not deferred.loaded and deferred.fingerprint() == "0" * 40
+    with pytest.raises(TunelabError, match="differ from those the result cache recorded"):
+        evaluate_loaded(deferred, task, System.tuned())  # items the record never scored
+    assert store.fingerprint(key) is None
+    assert scoring_run_model(run).loaded  # no record: loads, and records the true weights
+    assert store.fingerprint(key) == model_fingerprint(scoring_run_model(run).model)
+
+
+def test_with_the_cache_off_every_model_loads(
+        tiny_llama: Path, tmp_path: Path, cache: Path, loads: list[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUNELAB_EVAL_CACHE", "off")
+    task = run_task(tiny_run_config(tiny_llama, tmp_path))
+    for _ in range(2):
+        assert load_for_task(task, ModelConfig(name=str(tiny_llama))).loaded
+    assert len(loads) == 2 and not cache.exists()
+
+
+def test_offensive_scores_are_looked_up(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = ["what a lovely film", "you stupid idiot", "what a lovely film"]
+    first = harm.Offensive().values(texts)
+    scored: list[int] = []
+    real = harm.profanity_check.predict_prob
+
+    def counted(batch: list[str]) -> Any:  # Any: numpy probabilities
+        scored.append(len(batch))
+        return real(batch)
+    monkeypatch.setattr(harm.profanity_check, "predict_prob", counted)
+    assert harm.Offensive().values(texts) == first and scored == []
+    assert first[1] > 0.5 > first[0] and first[0] == first[2]
+    assert harm.Offensive().values(["an unseen line"]) and scored == [1]
+
+
+def test_a_model_without_local_files_is_not_deferred(tmp_path: Path, cache: Path) -> None:
+    store = KnownWeights.default()
+    assert store is not None
+    assert store.key(BaseRecipe(ModelConfig(name="owner/model"), None, None)) is None
