@@ -111,7 +111,7 @@ def test_shots_for_a_type_that_takes_none_stop_before_a_model_loads(
     what asked for them, before any model loads."""
     def no_model(*args: object, **kwargs: object) -> None:
         raise AssertionError("a model loaded before the shots were checked")
-    monkeypatch.setattr("tunelab.eval.output_types.base.load_model", no_model)
+    monkeypatch.setattr("tunelab.eval.output_types.base.scoring", no_model)
     assert main(["eval", "--task", "movie_reviews_lm", "--shots", "2", "--limit", "2"]) == 2
     assert capsys.readouterr().err.strip() == (
         "tunelab: error: --shots 2: output_type loglikelihood_rolling takes no in-context "

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import tunelab
 from tunelab.core.deferred import torch
 from tunelab.core.errors import TunelabError
 from tunelab.core.paths import results_store
@@ -145,7 +144,7 @@ def scoring(recipe: Recipe) -> LoadedModel:
 
 def code_stamp() -> str:
     """A digest of tunelab's own source files' names, sizes and modification times."""
-    root = Path(tunelab.__file__).parent
+    root = Path(__file__).parents[1]  # the tunelab package
     digest = hashlib.blake2b(digest_size=16)
     for path in sorted(root.rglob("*.py")):
         digest.update(f"{path.relative_to(root)}\0{_stat(path)}\0".encode())
