@@ -419,3 +419,23 @@ def test_classification_scores_every_resample_at_once_as_one_by_one() -> None:
     batched = stats.score_totals(totals)
     for b, row in enumerate(totals):
         assert {k: float(np.asarray(v)[b]) for k, v in batched.items()} == stats.score_totals(row)
+
+
+def test_tables_show_percentages_with_two_decimals_and_other_scales_with_three() -> None:
+    """Each metric names its keys that are not percentages (`own_scale`); a percentage near
+    0 (an invalid rate of 0, an accuracy of 5) is not printed like an MCC."""
+    from tunelab.eval.runner import EvalResult
+    from tunelab.eval.tables import with_ci
+    from tunelab.runs import System
+
+    scores = {"accuracy": 5.0, "invalid_rate": 0.0, "mcc": 0.5224, "perplexity": 23.45678,
+              "bits_per_byte": 1.23456, "bleu": 3.5, "bp": 0.91234}
+    result = EvalResult(task="t", system=System.base(), shots=0, n=10, scores=scores,
+                        ci={"accuracy": [1.0, 9.0], "mcc": [0.3071, 0.7294]}, signatures={},
+                        mean_context_tokens=0.0)
+    shown = {key: with_ci(result, key) for key in scores}
+    assert shown == {"accuracy": "5.00 [1.0, 9.0]", "invalid_rate": "0.00", "mcc":
+                     "0.522 [0.307, 0.729]", "perplexity": "23.457", "bits_per_byte": "1.235",
+                     "bleu": "3.50", "bp": "0.912"}
+    assert {key for key in scores if m.on_own_scale(key)} == {"mcc", "perplexity",
+                                                              "bits_per_byte", "bp"}

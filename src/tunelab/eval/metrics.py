@@ -105,6 +105,7 @@ class Perplexity:
 
     name: ClassVar[str] = "perplexity"
     lower_is_better: ClassVar[frozenset[str]] = frozenset({"perplexity", "nll_per_token"})
+    own_scale: ClassVar[frozenset[str]] = frozenset({"perplexity", "nll_per_token"})
     reads: ClassVar[MetricInput] = MetricInput.NLL_TOKENS
     item_keys: ClassVar[tuple[str, ...]] = ()
     right_at: ClassVar[float | None] = None
@@ -157,6 +158,12 @@ for _cls in (Rouge, Bleu, Chrf, ExactMatch, TokenF1, Accuracy, Classification, P
 def metric_names() -> list[str]:
     """The registered metric names, sorted."""
     return sorted(_REGISTRY)
+
+
+def on_own_scale(key: str) -> bool:
+    """Whether a score key is not a percentage (a metric's `own_scale`: MCC, perplexity,
+    bits per byte, BLEU's bp and ratio)."""
+    return any(key in cls.own_scale for cls in _REGISTRY.values())
 
 
 def metric_class(name: str) -> type[Metric]:

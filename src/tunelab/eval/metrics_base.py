@@ -78,6 +78,9 @@ class Metric(Protocol):
     name: ClassVar[str]
     lower_is_better: ClassVar[frozenset[str]]
     """Score keys where smaller is better (e.g. perplexity); used by paired_bootstrap."""
+    own_scale: ClassVar[frozenset[str]]
+    """Score keys not on the 0-100 scale (MCC, perplexity, bits per byte, BLEU's bp and
+    ratio): tables show them with three decimals, percentages with two."""
     reads: ClassVar[MetricInput]
     """What `item()` scores: text pairs, or a quantity an output type measures."""
     item_keys: ClassVar[tuple[str, ...]]

@@ -38,6 +38,7 @@ class Accuracy:
 
     name: ClassVar[str] = "accuracy"
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
+    own_scale: ClassVar[frozenset[str]] = frozenset()
     reads: ClassVar[MetricInput] = MetricInput.TEXT
     right_at: ClassVar[float | None] = 100.0
     continuous_items: ClassVar[bool] = False
@@ -74,6 +75,7 @@ class Classification:
     labels: Sequence[str] | None = None
     name: ClassVar[str] = "classification"
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
+    own_scale: ClassVar[frozenset[str]] = frozenset({"mcc"})
     reads: ClassVar[MetricInput] = MetricInput.TEXT
     right_at: ClassVar[float | None] = 100.0
     continuous_items: ClassVar[bool] = False

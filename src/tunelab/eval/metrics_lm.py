@@ -48,6 +48,7 @@ class MultipleChoice:
 
     name: ClassVar[str] = "multiple_choice"
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
+    own_scale: ClassVar[frozenset[str]] = frozenset()
     reads: ClassVar[MetricInput] = MetricInput.CHOICE_LOGPROBS
     right_at: ClassVar[float | None] = 100.0
     continuous_items: ClassVar[bool] = False
@@ -103,6 +104,7 @@ class BitsPerByte:
 
     name: ClassVar[str] = "bits_per_byte"
     lower_is_better: ClassVar[frozenset[str]] = frozenset({"bits_per_byte", "byte_perplexity"})
+    own_scale: ClassVar[frozenset[str]] = frozenset({"bits_per_byte", "byte_perplexity"})
     reads: ClassVar[MetricInput] = MetricInput.NLL_BYTES
     item_keys: ClassVar[tuple[str, ...]] = ()
     right_at: ClassVar[float | None] = None
@@ -133,6 +135,7 @@ class WordPerplexity:
 
     name: ClassVar[str] = "word_perplexity"
     lower_is_better: ClassVar[frozenset[str]] = frozenset({"word_perplexity"})
+    own_scale: ClassVar[frozenset[str]] = frozenset({"word_perplexity"})
     reads: ClassVar[MetricInput] = MetricInput.NLL_WORDS
     item_keys: ClassVar[tuple[str, ...]] = ()
     right_at: ClassVar[float | None] = None

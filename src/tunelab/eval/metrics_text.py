@@ -53,6 +53,7 @@ class Rouge:
     split_sentences: bool = False
     name: ClassVar[str] = "rouge"
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
+    own_scale: ClassVar[frozenset[str]] = frozenset()
     reads: ClassVar[MetricInput] = MetricInput.TEXT
     item_keys: ClassVar[tuple[str, ...]] = ROUGE_TYPES
     right_at: ClassVar[float | None] = 50.0
@@ -107,6 +108,7 @@ class _SacrebleuMetric(Generic[SacrebleuT]):
 
     name: ClassVar[str]
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
+    own_scale: ClassVar[frozenset[str]] = frozenset()
     reads: ClassVar[MetricInput] = MetricInput.TEXT
     item_keys: ClassVar[tuple[str, ...]] = ()
     right_at: ClassVar[float | None] = 50.0
@@ -162,6 +164,7 @@ class Bleu(_SacrebleuMetric[BLEU]):
     max_ngram_order: int = 4
     effective_order: bool = False
     name: ClassVar[str] = "bleu"
+    own_scale: ClassVar[frozenset[str]] = frozenset({"bp", "ratio"})
 
     def __post_init__(self) -> None:
         for option, valid in (
@@ -260,6 +263,7 @@ class ExactMatch:
 
     name: ClassVar[str] = "exact_match"
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
+    own_scale: ClassVar[frozenset[str]] = frozenset()
     reads: ClassVar[MetricInput] = MetricInput.TEXT
     right_at: ClassVar[float | None] = 100.0
     continuous_items: ClassVar[bool] = False
@@ -290,6 +294,7 @@ class TokenF1:
 
     name: ClassVar[str] = "f1"
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
+    own_scale: ClassVar[frozenset[str]] = frozenset()
     reads: ClassVar[MetricInput] = MetricInput.TEXT
     item_keys: ClassVar[tuple[str, ...]] = ("f1",)
     right_at: ClassVar[float | None] = 50.0

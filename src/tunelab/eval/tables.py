@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tunelab.eval.harm import HarmRates
+from tunelab.eval.metrics import on_own_scale
 from tunelab.eval.runner import EvalResult
 
 
@@ -34,7 +35,7 @@ def with_ci(result: EvalResult, key: str) -> str:
     if value is None:
         return "-"
     low_high = result.ci.get(key)
-    small = abs(value) < 10  # bits per byte, MCC, nats: more digits
+    small = on_own_scale(key)  # MCC, bits per byte, nats: more digits than percentages
     if not low_high:
         return f"{value:.3f}" if small else f"{value:.2f}"
     if small:
