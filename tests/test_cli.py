@@ -118,3 +118,24 @@ def test_console_script_runs_without_traceback(tmp_path: Path) -> None:
                           capture_output=True, text=True)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "nope" in done.stderr
+
+
+def test_eval_takes_baselines_none_as_robustness_and_bias_do(monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]
+                                                             ) -> None:
+    """`--baselines none` means no baselines in every command (eval refused it before)."""
+    import tunelab
+
+    asked: list[object] = []
+
+    class Shown:
+        def render(self, as_json: bool) -> str:
+            return "table"
+
+    def evaluate(task: str, **options: object) -> Shown:
+        asked.append(options["baselines"])
+        return Shown()
+    monkeypatch.setattr(tunelab, "evaluate", evaluate)
+    for given in (["--baselines", "none"], [], ["--baselines", "zero,few"]):
+        assert main(["eval", "--task", "movie_sentiment", *given]) == 0
+    assert asked == [[], None, ["zero", "few"]] and "table" in capsys.readouterr().out

@@ -135,7 +135,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     print(tunelab.evaluate(
         args.task, model=args.model, adapters=args.adapter or [], shots=args.shots,
-        baselines=args.baselines.split(",") if args.baselines else None, limit=args.limit,
+        baselines=_baselines(args.baselines) if args.baselines else None, limit=args.limit,
         out_dir=args.out).render(args.json))
     return 0
 

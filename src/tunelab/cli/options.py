@@ -181,7 +181,8 @@ def _eval_args(commands: Commands) -> None:
     ev.add_argument("--shots", type=int, help="in-context examples per prompt (default 0; with "
                                                "--baselines: k of the few-shot baseline)")
     ev.add_argument("--baselines", help="compare base-model baselines (zero,one,few or numbers "
-                                        "of shots) with --adapter on the same items, e.g. zero,few")
+                                        "of shots) with --adapter on the same items, e.g. "
+                                        "zero,few; none (the default): no baselines")
     ev.add_argument("--limit", type=int, help="evaluate at most N examples")
     ev.add_argument("--out", help="write metrics.json and predictions.jsonl here")
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
