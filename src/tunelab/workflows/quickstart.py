@@ -14,9 +14,9 @@ from pathlib import Path
 
 from tunelab.config import Origin, RunConfig, from_dict, load_yaml, merge_overrides
 from tunelab.eval.compare import compare_to_best, primary_key
+from tunelab.eval.output_types import load_for_task
 from tunelab.eval.runner import evaluate_loaded, write_result
 from tunelab.eval.tables import results_table
-from tunelab.models import load_model
 from tunelab.report.markdown import examples_table, write_report
 from tunelab.report.run_page import write_html_report
 from tunelab.runs import RunDir, System
@@ -58,7 +58,7 @@ def run_quickstart(out_dir: Path, limit: int | None = None, overrides: list[str]
     echo(f"tunelab quickstart -> {run_dir}")
     echo(f"1/3 baselines: {config.model.name} zero-shot and with {shots} examples in the "
          "prompt, on the test split")
-    lm = load_model(config.model)
+    lm = load_for_task(task, config.model)  # deferred where its answers are cached
     baselines = [
         evaluate_loaded(lm, task, System.base(0), shots=0, limit=config.eval.limit),
         evaluate_loaded(lm, task, System.base(shots), shots=shots, limit=config.eval.limit),
