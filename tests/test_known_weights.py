@@ -4,7 +4,9 @@ out different from the record."""
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,10 +18,11 @@ from safetensors.torch import load_file, save_file
 import tunelab
 from tunelab.config import ModelConfig, TaskConfig
 from tunelab.core.errors import TunelabError
-from tunelab.eval import generation, harm, loglikelihood
+from tunelab.eval import generation, harm, loglikelihood, processes
 from tunelab.eval.output_types import load_for_task
 from tunelab.eval.processes import EvalProcesses
 from tunelab.eval.runner import evaluate_loaded
+from tunelab.models import known_weights
 from tunelab.models.fingerprint import model_fingerprint
 from tunelab.models.known_weights import KnownWeights
 from tunelab.models.loader import BaseRecipe
@@ -89,18 +92,34 @@ def test_a_rerun_loads_no_weights_and_gives_the_same_rows(
     assert scored.scores["perplexity"] > 0
 
 
-def test_a_rerun_over_two_processes_loads_no_weights_here(
-        tiny_llama: Path, tmp_path: Path, cache: Path, loads: list[str]) -> None:
-    """`--nproc 2`: the share this process scores and the worker's are looked up; the model
-    here stays unloaded (the worker takes the deferred model's known fingerprint as the
-    weights asked for)."""
+def test_a_rerun_over_two_processes_loads_no_weights_here_or_in_the_worker(
+        tiny_llama: Path, tmp_path: Path, cache: Path, loads: list[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--nproc 2`: the share this process scores and the worker's are looked up, and neither
+    loads the weights (the worker runs in a thread here, so its loads are counted too)."""
     run, config = _train(tiny_llama, tmp_path, "a", 5e-2)
     task = run_task(config)
     scored = evaluate_loaded(scoring_run_model(run), task, System.tuned())
+    shares: list[int] = []
+    real_score = processes._score
+
+    def score(share: Any, models: Any) -> Any:  # Any: a Share, the worker's models, Outputs
+        shares.append(len(share.records))
+        return real_score(share, models)
+
+    def start(self: EvalProcesses) -> None:  # one worker, a thread of this process
+        here, there = multiprocessing.Pipe()
+        worker = threading.Thread(target=processes._serve, args=(there, 1), daemon=True)
+        worker.start()
+        self._workers.append((worker, here))
+    monkeypatch.setattr(processes, "_score", score)
+    monkeypatch.setattr(EvalProcesses, "_start", start)
+    monkeypatch.setenv("TQDM_DISABLE", "1")  # the worker sets it; restored after the test
     again = scoring_run_model(run)
     with EvalProcesses(2, threads=1):
         rerun = evaluate_loaded(again, task, System.tuned())
-    assert not again.loaded and loads == [str(run)]
+    assert shares and sum(shares) < len(scored.predictions)  # the worker scored a share
+    assert not again.loaded and loads == [str(run)]  # no load here nor in the worker
     assert rerun.predictions == scored.predictions and rerun.scores == scored.scores
 
 
@@ -214,3 +233,61 @@ def test_a_model_without_local_files_is_not_deferred(tmp_path: Path, cache: Path
     store = KnownWeights.default()
     assert store is not None
     assert store.key(BaseRecipe(ModelConfig(name="owner/model"), None, None)) is None
+
+
+def test_the_recipe_the_libraries_the_code_and_the_machine_are_all_in_the_key(
+        tiny_llama: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each part of the key on its own makes another key: the same folder loaded with fewer
+    layers or in another dtype, other library versions, edited tunelab code, another
+    machine."""
+    store = KnownWeights.default()
+    assert store is not None
+    recipe = BaseRecipe(ModelConfig(name=str(tiny_llama)), None, None)
+    keys = {store.key(recipe)}
+    keys.add(store.key(BaseRecipe(ModelConfig(name=str(tiny_llama), num_layers=1), None, None)))
+    keys.add(store.key(BaseRecipe(ModelConfig(name=str(tiny_llama), dtype="bfloat16"), None,
+                                  None)))
+    with monkeypatch.context() as patched:
+        patched.setattr(known_weights, "_version", lambda name: "0.0.0")
+        keys.add(store.key(recipe))
+    with monkeypatch.context() as patched:
+        patched.setattr(known_weights, "code_stamp", lambda: "edited")
+        keys.add(store.key(recipe))
+    with monkeypatch.context() as patched:
+        patched.setattr(known_weights, "machine", lambda: "another CPU, 1 threads")
+        keys.add(store.key(recipe))
+    assert len(keys) == 6 and None not in keys
+    assert store.key(recipe) in keys  # the same parts: the same key
+
+
+def test_fewer_layers_of_a_known_base_are_loaded_and_scored_as_themselves(
+        tiny_llama: Path, tmp_path: Path, cache: Path, loads: list[str]) -> None:
+    task = run_task(tiny_run_config(tiny_llama, tmp_path))
+    whole = evaluate_loaded(load_for_task(task, ModelConfig(name=str(tiny_llama))), task,
+                            System.base())
+    fewer = load_for_task(task, ModelConfig(name=str(tiny_llama), num_layers=1))
+    assert fewer.loaded  # another recipe: no record
+    assert evaluate_loaded(fewer, task, System.base()).scores != whole.scores
+
+
+def test_a_run_without_its_weights_is_one_line_as_before(
+        tiny_llama: Path, tmp_path: Path, cache: Path) -> None:
+    run, _ = _train(tiny_llama, tmp_path, "a", 5e-2)
+    shutil.rmtree(run / "adapter")
+    with pytest.raises(TunelabError, match="no trained weights"):
+        scoring_run_model(run)
+
+
+def test_a_failed_check_leaves_the_model_as_loaded(
+        tiny_llama: Path, tmp_path: Path, cache: Path) -> None:
+    run, _ = _train(tiny_llama, tmp_path, "a", 5e-2)
+    store = KnownWeights.default()
+    assert store is not None
+    scoring_run_model(run)
+    key = store.key(RunRecipe(str(run), None, scoring=True))
+    assert key is not None
+    store.remember(key, "0" * 40)
+    deferred = scoring_run_model(run)
+    with pytest.raises(TunelabError):
+        deferred.model  # noqa: B018  (the load, and its check)
+    assert deferred.loaded and deferred.fingerprint() == model_fingerprint(deferred.model)

@@ -7,6 +7,7 @@ so `$TUNELAB_CACHE` moves all of them together.
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 
@@ -30,3 +31,15 @@ def results_store() -> Path | None:
     if os.environ.get("TUNELAB_EVAL_CACHE", "").strip().lower() in OFF_VALUES:
         return None
     return cache_root() / "eval-results.sqlite"
+
+
+def open_store(path: Path, *tables: str) -> sqlite3.Connection:
+    """A connection to the SQLite file `path` (created with its folder where missing) in WAL
+    mode, so that processes read while one writes, with each of `tables` (`name (columns)`)
+    created where missing; a writer waits up to two minutes for another's lock."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, timeout=120)
+    connection.execute("PRAGMA journal_mode=WAL")
+    for table in tables:
+        connection.execute(f"CREATE TABLE IF NOT EXISTS {table}")
+    return connection

@@ -120,11 +120,12 @@ def score_choices(
             longest stored prefix and is kept after it ran.
     """
     sharing = kept if kept is not None and shared_context is not False else None
-    if sharing is not None:
-        sharing.bind(fingerprint_of(model))  # filled with other weights: emptied
 
     def store(module: torch.nn.Module) -> PromptCaches | None:
-        return sharing if sharing is not None and reuses_prompts(module) else None
+        if sharing is None or not reuses_prompts(module):
+            return None
+        sharing.bind(fingerprint_of(model))  # filled with other weights: emptied
+        return sharing
     if results is None:
         module = module_of(model)
         return _score_choices(module, requests, batch_size, shared_context, store(module))
@@ -141,6 +142,7 @@ def score_choices(
              for r in requests]
     done = results.through(model, "choices", {}, items, run)
     if sharing is not None:  # looked up: a later context may still start from it
+        sharing.bind(fingerprint_of(model))
         for index in sorted(set(range(len(requests))) - ran):
             sharing.note(requests[index].context)
     return [ChoiceResult(list(logprobs), list(greedy)) for logprobs, greedy in done]

@@ -71,7 +71,7 @@ from tunelab.eval.rolling_nll import rolling_nll_of_ids
 from tunelab.models import LoadedModel, load_model
 from tunelab.models.kinds import language_kind
 from tunelab.models.tokens import prefix_token_id
-from tunelab.runs.run_dir import scoring_run_model
+from tunelab.runs.run_dir import RunDir
 
 MAX_GEN_TOKS = 256
 """lm-eval's default `max_gen_toks` (HFLM.max_gen_toks)."""
@@ -99,7 +99,8 @@ class TunelabLM(TemplateLM):
                  add_bos_token: bool | None = None) -> None:
         super().__init__()
         if lm is None:
-            lm = scoring_run_model(adapter, base=model) if adapter else _language_model(
+            # loaded now (nothing here is looked up in the result cache)
+            lm = RunDir(Path(adapter)).scoring_model(model) if adapter else _language_model(
                 model or ModelConfig().name, int(num_layers) if num_layers else None)
         self.lm = lm
         # lm-eval's TemplateLM encodes a seq2seq model's context and continuation apart.

@@ -10,8 +10,12 @@ adapter, other settings or a changed prompt is another key, so the cache cannot 
 them; a run's weights after training are another fingerprint.
 
 Sampled generation is never cached (its text depends on the random stream of the whole call).
-The store is one SQLite file under the user cache (`$TUNELAB_CACHE/eval-results.sqlite`), which
-several processes read and write at once; `TUNELAB_EVAL_CACHE=off` turns it off.
+Any other deterministic scorer keeps its results the same way under its own name
+(`through_scorer`: the offensive-text classifier of eval/harm.py, named by its packages'
+versions). The store is one SQLite file under the user cache
+(`$TUNELAB_CACHE/eval-results.sqlite`), which several processes read and write at once; it also
+holds the fingerprint each model recipe's weights had (models/known_weights.py: a rerun whose
+items are all here loads no weights). `TUNELAB_EVAL_CACHE=off` turns both off.
 """
 
 from __future__ import annotations
@@ -23,12 +27,12 @@ import weakref
 from array import array
 from collections.abc import Callable, Sequence
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunelab.core.deferred import torch  # imported when a result is stored
-from tunelab.core.paths import results_store
+from tunelab.core.paths import open_store, results_store
 from tunelab.models.kinds import LoadedModel, fingerprint_of
 
 if TYPE_CHECKING:
@@ -63,7 +67,6 @@ class ResultCache:
     path: Path
     hits: int = 0
     misses: int = 0
-    _ready: bool = field(default=False, repr=False)
 
     @classmethod
     def default(cls) -> ResultCache | None:
@@ -72,14 +75,7 @@ class ResultCache:
         return None if path is None else cls(path)
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=120)
-        if not self._ready:
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("CREATE TABLE IF NOT EXISTS results "
-                               "(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            self._ready = True
-        return connection
+        return open_store(self.path, "results (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
     def through(
         self,

@@ -72,8 +72,8 @@ else:
 class LoadedModel:
     """A model and its tokenizer, as a kind loaded them; the weights may load on first use.
 
-    Where the result cache already knows which weights a recipe loads (eval/result_cache.py:
-    `scoring`), the model is `deferred`: its tokenizer is here, its fingerprint is known, and
+    Where the result cache already knows which weights a recipe loads
+    (models/known_weights.py: `scoring`), the model is `deferred`: its tokenizer is here, its fingerprint is known, and
     `model` loads the weights only when something asks for them (an item the cache lacks).
     A rerun whose every item is cached then loads no weights at all."""
 
@@ -113,9 +113,8 @@ class LoadedModel:
         if self._model is None:
             if self.recipe is None or self._on_load is None:
                 raise RuntimeError("a deferred model without a recipe")
-            model = self.recipe.load().model
-            self._on_load(model)
-            self._model = model
+            self._model, self._known = self.recipe.load().model, None
+            self._on_load(self._model)  # raises where they are not the known weights
         return self._model
 
     @model.setter
@@ -124,9 +123,10 @@ class LoadedModel:
 
     @property
     def config(self) -> PreTrainedConfig:
-        """The model's transformers config; a deferred model's is read from its folder
-        (`path`) without the weights: the same one wherever a recipe only merges into, or
-        truncates the layers of, that folder's model."""
+        """The model's transformers config; a deferred model's is its folder's (`path`),
+        read without the weights: what the context window and the architecture are, but not
+        what a recipe changes at load (the layers `model.num_layers` keeps, the attention
+        implementation)."""
         if self._model is not None:
             return model_config(self._model)
         if self._config is None:
@@ -166,9 +166,13 @@ class Recipe(Protocol):
         or None where they are not all local (a hub id)."""
         ...
 
-    def without_weights(self) -> tuple[PreTrainedTokenizerBase, str, ModelKind] | None:
-        """The tokenizer, path and kind `load` gives, without loading the weights; None where
-        loading builds more than the weights (a classification head)."""
+    def model_kind(self) -> ModelKind:
+        """The kind `load` gives (read from the configs alone)."""
+        ...
+
+    def without_weights(self) -> tuple[PreTrainedTokenizerBase, str, ModelKind]:
+        """The tokenizer, path and kind `load` gives, without loading the weights (for a kind
+        whose `weights_are_files`)."""
         ...
 
 
@@ -272,11 +276,18 @@ class ModelKind(ABC):
     def prepare(self, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
         """Finish a loaded tokenizer and model: pad token, padding side, pad ids."""
 
-    def tokenizer_alone(self, config: ModelConfig) -> PreTrainedTokenizerBase | None:
-        """The tokenizer `load` gives, without the weights (a deferred model's,
-        models/known_weights.py); None where the model is more than its saved weights (a
-        classification head that `load` may draw)."""
-        return None
+    weights_are_files: bool = False
+    """Whether the loaded model is its saved files and nothing else (no classification head
+    that `load` may draw), so its weights can be known before they load
+    (models/known_weights.py)."""
+
+    def tokenizer_alone(self, config: ModelConfig) -> PreTrainedTokenizerBase:
+        """The tokenizer `load` gives, without the weights (a deferred model's)."""
+        tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_model_dir(config.name),
+                                                               trust_remote_code=False)
+        ensure_pad_token(tokenizer)
+        tokenizer.padding_side = self.padding_side
+        return tokenizer
 
     # --- training data ---------------------------------------------------------------------
     @abstractmethod
@@ -363,20 +374,12 @@ class LanguageModelKind(ModelKind):
         self.prepare(tokenizer, model)
         return LoadedModel(model=model, tokenizer=tokenizer, path=source, kind=self)
 
-    def tokenizer_alone(self, config: ModelConfig) -> PreTrainedTokenizerBase | None:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_model_dir(config.name),
-                                                               trust_remote_code=False)
-        self.prepare_tokenizer(tokenizer)
-        return tokenizer
-
-    def prepare_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
-        """A pad token and the kind's padding side."""
-        ensure_pad_token(tokenizer)
-        tokenizer.padding_side = self.padding_side
+    weights_are_files = True
 
     def prepare(self, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
         """A pad token, the kind's padding side, and the pad id generation needs."""
-        self.prepare_tokenizer(tokenizer)
+        ensure_pad_token(tokenizer)
+        tokenizer.padding_side = self.padding_side
         if getattr(model.generation_config, "pad_token_id", None) is None:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
 

@@ -7,12 +7,16 @@ So when a recipe (`models/loader.py: BaseRecipe`, `runs/run_dir.py: RunRecipe`) 
 scoring, its weights' fingerprint is remembered under a key made of:
 
 - the recipe itself (model spec, dtype, layers, kind; the run and the base it is scored on);
-- the bytes of every file it reads (`Recipe.sources`: the base model's folder, the run's
-  config and trained weights, each earlier run it starts from). A file's digest is kept with
-  its size, modification time and inode, as git keeps its index, so an unchanged file is not
-  read again;
+- the bytes of every file it reads (`Recipe.sources`: the base model folder's files, the run's
+  config and trained weights, each earlier run it starts from). The first time, each file is
+  read once to hash it (about a second a gigabyte); its digest is kept with its size,
+  modification and change times and inode, as git keeps its index, so an unchanged file is
+  not read again (one changed in the last two seconds is: its times may not show a rewrite
+  within the same tick);
 - the versions of the libraries that turn those files into tensors, and a stamp of tunelab's
-  own code (its files' sizes and times: an edited loader is another key).
+  own code (its files' sizes and times: an edited loader is another key);
+- where the weights are computed (`machine`: a GPU's name, else the CPU's model and
+  instruction set, and torch's threads): an adapter merged into the base rounds by both.
 
 Asked for the same recipe again, `scoring` returns a deferred `LoadedModel`: its tokenizer,
 the remembered fingerprint, and weights that load on first use, which is never where every
@@ -29,6 +33,7 @@ import hashlib
 import importlib.metadata
 import os
 import sqlite3
+import time
 from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import dataclass
@@ -37,12 +42,18 @@ from pathlib import Path
 
 from tunelab.core.deferred import torch
 from tunelab.core.errors import TunelabError
-from tunelab.core.paths import results_store
+from tunelab.core.machine import CpuFeatures
+from tunelab.core.paths import open_store, results_store
 from tunelab.models.fingerprint import model_fingerprint
 from tunelab.models.kinds import LoadedModel, Recipe
+from tunelab.models.loader import places_on_gpu
 
 LIBRARIES = ("torch", "transformers", "peft", "safetensors", "accelerate")
 """What reads the files into tensors (their versions are part of the key)."""
+
+RECENT_NS = 2 * 10**9
+"""A file changed this recently is hashed again next time (its time may not tell a rewrite
+within the same tick apart; git's "racily clean" rule)."""
 
 
 @dataclass
@@ -58,13 +69,8 @@ class KnownWeights:
         return None if path is None else cls(path)
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=120)
-        connection.execute("CREATE TABLE IF NOT EXISTS weights "
-                           "(key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL)")
-        connection.execute("CREATE TABLE IF NOT EXISTS files "
-                           "(path TEXT PRIMARY KEY, stat TEXT NOT NULL, digest TEXT NOT NULL)")
-        return connection
+        return open_store(self.path, "weights (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL)",
+                          "files (path TEXT PRIMARY KEY, stat TEXT NOT NULL, digest TEXT NOT NULL)")
 
     def key(self, recipe: Recipe) -> str | None:
         """The key of what `recipe` loads (see module doc); None where its files are not all
@@ -72,32 +78,40 @@ class KnownWeights:
         sources = recipe.sources()
         if sources is None:
             return None
+        files = list(dict.fromkeys(path.resolve() for path in sources))  # a base read twice: once
         digest = hashlib.blake2b(digest_size=20)
         digest.update(repr(recipe).encode())
         digest.update(repr([(name, _version(name)) for name in LIBRARIES]).encode())
         digest.update(code_stamp().encode())
-        for path, file_digest in zip(sources, self.file_digests(sources), strict=True):
-            digest.update(f"{path.resolve()}\0{file_digest}\0".encode())
+        digest.update(machine().encode())
+        for path, file_digest in zip(files, self.file_digests(files), strict=True):
+            digest.update(f"{path}\0{file_digest}\0".encode())
         return digest.hexdigest()
 
     def file_digests(self, paths: Sequence[Path]) -> list[str]:
-        """Each file's content digest, read again only where its stat changed."""
+        """Each file's content digest (`paths` resolved), read again only where its stat
+        changed or it changed moments ago; hashed outside any lock on the store."""
         stats = [_stat(path) for path in paths]
-        names = [str(path.resolve()) for path in paths]
-        with closing(self._connect()) as connection, connection:
-            known = dict(connection.execute(
-                f"SELECT path, stat || '|' || digest FROM files WHERE path IN "
-                f"({','.join('?' * len(names))})", names).fetchall()) if names else {}
-            digests = []
-            for path, name, stat in zip(paths, names, stats, strict=True):
-                held = known.get(name, "")
-                if held.startswith(stat + "|"):
-                    digests.append(held[len(stat) + 1:])
-                    continue
-                found = _file_digest(path)
-                connection.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?)",
-                                   (name, stat, found))
-                digests.append(found)
+        names = [str(path) for path in paths]
+        known: dict[str, str] = {}
+        with closing(self._connect()) as connection:
+            for start in range(0, len(names), 500):
+                part = names[start:start + 500]
+                known.update(connection.execute(
+                    f"SELECT path, stat || '|' || digest FROM files WHERE path IN "
+                    f"({','.join('?' * len(part))})", part).fetchall())
+        digests, new = [], []
+        for path, name, (stat, settled) in zip(paths, names, stats, strict=True):
+            held = known.get(name, "")
+            if held.startswith(stat + "|"):
+                digests.append(held[len(stat) + 1:])
+                continue
+            digests.append(_file_digest(path))
+            if settled:
+                new.append((name, stat, digests[-1]))
+        if new:
+            with closing(self._connect()) as connection, connection:
+                connection.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?)", new)
         return digests
 
     def fingerprint(self, key: str) -> str | None:
@@ -127,19 +141,33 @@ class KnownWeights:
 
 def scoring(recipe: Recipe) -> LoadedModel:
     """`recipe.load()`, or where the result cache knows which weights it loads, a deferred
-    model whose weights load on first use (see module doc)."""
+    model whose weights load on first use (see module doc). A kind whose loaded model is more
+    than its files (a classification head drawn at load) loads as before, without a key."""
     store = KnownWeights.default()
-    key = store.key(recipe) if store is not None else None
-    known = store.fingerprint(key) if store is not None and key is not None else None
-    parts = recipe.without_weights() if known is not None else None
-    if store is not None and key is not None and known is not None and parts is not None:
-        tokenizer, path, kind = parts
+    if store is None or not recipe.model_kind().weights_are_files:
+        return recipe.load()
+    key = store.key(recipe)
+    known = store.fingerprint(key) if key is not None else None
+    if key is not None and known is not None:
+        tokenizer, path, kind = recipe.without_weights()
         return LoadedModel.deferred(tokenizer, path, kind, recipe, known,
                                     partial(store.check, key, known, recipe))
     lm = recipe.load()
-    if store is not None and key is not None:
+    if key is not None:
         store.remember(key, model_fingerprint(lm.model))
     return lm
+
+
+def machine() -> str:
+    """Where a recipe's weights are computed: the device (a GPU's name, else the CPU's model
+    and instruction set) and torch's threads. A merge's products round by both, so weights
+    merged on another machine are another key (and a GPU's weights never answer for a CPU's)."""
+    if places_on_gpu():
+        device = torch.cuda.get_device_name(torch.cuda.current_device())
+    else:
+        cpu = CpuFeatures.here()
+        device = f"{cpu.name} {cpu.kind}"
+    return f"{device}, {torch.get_num_threads()} threads"
 
 
 def code_stamp() -> str:
@@ -147,7 +175,7 @@ def code_stamp() -> str:
     root = Path(__file__).parents[1]  # the tunelab package
     digest = hashlib.blake2b(digest_size=16)
     for path in sorted(root.rglob("*.py")):
-        digest.update(f"{path.relative_to(root)}\0{_stat(path)}\0".encode())
+        digest.update(f"{path.relative_to(root)}\0{_stat(path)[0]}\0".encode())
     return digest.hexdigest()
 
 
@@ -159,9 +187,12 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _stat(path: Path) -> str:
+def _stat(path: Path) -> tuple[str, bool]:
+    """(size, modification and change times, inode) of a file, and whether it last changed
+    long enough ago (RECENT_NS) for them to tell a later rewrite apart."""
     found = os.stat(path)
-    return f"{found.st_size}:{found.st_mtime_ns}:{found.st_ino}"
+    settled = time.time_ns() - max(found.st_mtime_ns, found.st_ctime_ns) > RECENT_NS
+    return f"{found.st_size}:{found.st_mtime_ns}:{found.st_ctime_ns}:{found.st_ino}", settled
 
 
 def _version(name: str) -> str:

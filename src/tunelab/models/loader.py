@@ -73,11 +73,12 @@ class BaseRecipe:
     def sources(self) -> list[Path] | None:
         return model_files(self.config.name)
 
-    def without_weights(self) -> tuple[PreTrainedTokenizerBase, str, ModelKind] | None:
-        kind = check_kind(self.config, self.kind)
-        tokenizer = kind.tokenizer_alone(self.config)
-        return None if tokenizer is None else (tokenizer, resolve_model_dir(self.config.name),
-                                               kind)
+    def model_kind(self) -> ModelKind:
+        return check_kind(self.config, self.kind)
+
+    def without_weights(self) -> tuple[PreTrainedTokenizerBase, str, ModelKind]:
+        kind = self.model_kind()
+        return kind.tokenizer_alone(self.config), resolve_model_dir(self.config.name), kind
 
 
 def check_kind(config: ModelConfig, kind: str | None = None) -> ModelKind:

@@ -52,11 +52,14 @@ def resolve_model_dir(name: str) -> str:
 
 
 def model_files(name: str) -> list[Path] | None:
-    """Every file of the model folder `name` resolves to, sorted; None for a hub id."""
+    """The files `from_pretrained` reads from the model folder `name` resolves to: those at
+    its top level (configs, tokenizer, weights and their index; not a repository's `.git`,
+    `original/` or `onnx/` folders), sorted; None for a hub id."""
     source = Path(resolve_model_dir(name))
     if not source.is_dir():
         return None
-    return sorted(path for path in source.rglob("*") if path.is_file())
+    return sorted(path for path in source.iterdir()
+                  if path.is_file() and not path.name.startswith("."))
 
 
 def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:

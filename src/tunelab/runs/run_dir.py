@@ -400,7 +400,8 @@ class RunDir:
     def sources(self, base: str | None = None) -> list[Path] | None:
         """Every file whose bytes decide `load_model(base)`'s weights (models/known_weights.py):
         the run's config and trained weights, each earlier run's it starts from, and the base
-        model's folder; None where the base is not a local folder."""
+        model's folder; None where the base is not a local folder or the weights are missing
+        (loading then says so)."""
         config = self.read_config()
         if base:
             config.model.name = base
@@ -410,6 +411,8 @@ class RunDir:
         if base_files is None or earlier_files is None:
             return None
         weights = self.weights(get_method(config.method["name"]))
+        if not weights.exists():
+            return None  # loading says what is missing
         own = sorted(p for p in weights.rglob("*") if p.is_file()) if weights.is_dir() \
             else [weights]
         return [self.config_file, *own, *earlier_files, *base_files]
@@ -466,11 +469,18 @@ class RunRecipe:
     def sources(self) -> list[Path] | None:
         return RunDir(Path(self.root)).sources(self.base)
 
-    def without_weights(self) -> tuple[PreTrainedTokenizerBase, str, ModelKind] | None:
+    def model_kind(self) -> ModelKind:
+        return self._base().model_kind()
+
+    def without_weights(self) -> tuple[PreTrainedTokenizerBase, str, ModelKind]:
+        return self._base().without_weights()
+
+    def _base(self) -> BaseRecipe:
+        """The base model the run's weights load onto (what its tokenizer and kind are)."""
         config = RunDir(Path(self.root)).read_config()
         if self.base:
             config.model.name = self.base
-        return BaseRecipe(config.model, tuple(config.eval.labels or ()), None).without_weights()
+        return BaseRecipe(config.model, tuple(config.eval.labels or ()), None)
 
 
 def damaged_file(weights: Path) -> Path:

@@ -37,7 +37,7 @@ from tunelab.eval.harm import SCORERS, TextScorer
 from tunelab.eval.output_types import Request
 from tunelab.eval.tables import format_table
 from tunelab.models import LoadedModel, get_kind, load_model
-from tunelab.runs import read_config, scoring_run_model
+from tunelab.runs import RunDir, read_config
 from tunelab.runs.run_dir import StudyFiles
 
 if TYPE_CHECKING:
@@ -425,7 +425,8 @@ def generation_systems(model: str | None, adapters: Sequence[str | Path],
             raise TunelabError(f"{run.name}: a {kind.name} model has no language-model head to "
                                "write with; --generation needs a causal or seq2seq model")
     systems = [GenerationSystem("base", partial(load_model, config), False)] if base else []
-    systems += [GenerationSystem(Path(a).name, partial(scoring_run_model, a, base=model), True)
+    systems += [GenerationSystem(Path(a).name, partial(RunDir(Path(a)).scoring_model, model),
+                                 True)  # sampled: nothing is looked up, so loaded now
                 for a in adapters]
     if not systems:
         raise TunelabError("--baselines none: give --adapter RUN, or keep the base model")
