@@ -554,3 +554,21 @@ def apply_with(method: str, model: torch.nn.Module, **options: Any) -> torch.nn.
     """The method with `options` on a causal LM (the Llama family)."""
     spec = get_method(method)
     return spec.apply(model, parse_options(spec, options), CAUSAL)
+
+
+def test_a_saved_adapter_lists_its_target_modules_sorted(tmp_path: Path) -> None:
+    """peft writes its set of targets in the process's hash order (two saves of one adapter
+    differed); tunelab writes them sorted, and the adapter loads back the same."""
+    targets = ["v_proj", "q_proj", "o_proj", "k_proj", "up_proj", "gate_proj", "down_proj"]
+    model = apply_with("lora", build("llama"), target_modules=targets).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():  # an adapter that moves the logits (B starts at zero)
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)
+    get_method("lora").save(model, tmp_path / "adapter")
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["target_modules"] == sorted(targets)
+    loaded = get_method("lora").load(build("llama"), tmp_path / "adapter").eval()
+    assert torch.equal(logits(loaded, "llama"), logits(model, "llama"))
+    assert not torch.allclose(logits(loaded, "llama"), logits(build("llama"), "llama"))

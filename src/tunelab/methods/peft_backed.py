@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -13,6 +14,9 @@ from tunelab.core.errors import TunelabError
 from tunelab.methods.base import OptionsT
 from tunelab.models.fingerprint import forget_digests
 from tunelab.models.kinds import ModelKind
+
+ADAPTER_CONFIG = "adapter_config.json"
+"""peft's config file of a saved adapter (peft.utils.CONFIG_NAME)."""
 
 if TYPE_CHECKING:  # peft is imported only after check_dependencies (an old peft fails at import)
     import torch
@@ -61,6 +65,7 @@ class PeftMethod(Generic[OptionsT]):
 
     def save(self, model: torch.nn.Module, out_dir: Path) -> None:
         self.peft_model(model).save_pretrained(str(out_dir))
+        sort_target_modules(out_dir)
 
     def load(self, base: torch.nn.Module, weights_dir: Path) -> torch.nn.Module:
         check_dependencies()
@@ -112,3 +117,15 @@ class PeftMethod(Generic[OptionsT]):
             raise TunelabError(f"method ({self.name}): expected the model it wrapped (a "
                                f"PeftModel), got {type(model).__name__}")
         return model
+
+
+def sort_target_modules(out_dir: Path) -> None:
+    """peft writes a set of target modules in the process's hash order, so two saves of one
+    adapter differed in adapter_config.json; each list in it is written sorted (peft reads it
+    back as a set), in peft's own layout."""
+    for path in out_dir.rglob(ADAPTER_CONFIG):
+        config = json.loads(path.read_text(encoding="utf-8"))
+        for key in ("target_modules", "modules_to_save", "feedforward_modules"):
+            if isinstance(config.get(key), list):
+                config[key] = sorted(config[key])
+        path.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
