@@ -291,3 +291,21 @@ def test_bad_input_is_one_line_and_overwrites_nothing(learned: Path, exported: d
         "kind: causal", "kind: classifier"))
     _one_line_exit_2(["export", str(classifier), "--format", "gguf", "--out", str(tmp_path / "c")],
                      capsys, "export --format hf")
+
+
+def test_the_hf_check_runs_the_export_itself_even_when_every_answer_is_cached(
+        learned: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exported folder generates every item of its check: answers cached for the same
+    weights (the run's own evaluation, an earlier export) are not taken as the artefact's."""
+    from tunelab.eval import generation
+
+    tunelab.export(learned, "hf", tmp_path / "first")  # every answer now in the cache
+    ran: list[int] = []
+    real = generation._generate
+
+    def counted(prompts: Any, *args: Any) -> Any:  # Any: _generate's own arguments
+        ran.append(len(prompts))
+        return real(prompts, *args)
+    monkeypatch.setattr(generation, "_generate", counted)
+    check = tunelab.export(learned, "hf", tmp_path / "again")
+    assert sum(ran) == check.formats[0].n > 0 and check.formats[0].changed == 0

@@ -77,19 +77,37 @@ def _longer(task: TaskConfig) -> TaskConfig:
 def test_a_rerun_loads_no_weights_and_gives_the_same_rows(
         tiny_llama: Path, tmp_path: Path, cache: Path, loads: list[str],
         passes: list[str]) -> None:
-    run, config = _train(tiny_llama, tmp_path, "a", 5e-2)
-    task = run_task(config)
-    first = scoring_run_model(run)  # no record yet: loads, and records its weights
-    assert first.loaded and loads == [str(run)]
-    scored = evaluate_loaded(first, task, System.tuned())
+    task = run_task(tiny_run_config(tiny_llama, tmp_path))
+    base = ModelConfig(name=str(tiny_llama))
+    first = load_for_task(task, base)  # no record yet: loads, and records its weights
+    assert first.loaded and loads == [str(tiny_llama)]
+    scored = evaluate_loaded(first, task, System.base())
     ran = len(passes)
-    again = scoring_run_model(run)
-    assert not again.loaded and loads == [str(run)]  # deferred: nothing loaded
+    again = load_for_task(task, base)
+    assert not again.loaded and loads == [str(tiny_llama)]  # deferred: nothing loaded
     assert again.fingerprint() == model_fingerprint(first.model)
-    rerun = evaluate_loaded(again, task, System.tuned())
-    assert not again.loaded and loads == [str(run)] and len(passes) == ran
+    rerun = evaluate_loaded(again, task, System.base())
+    assert not again.loaded and loads == [str(tiny_llama)] and len(passes) == ran > 0
     assert rerun.predictions == scored.predictions and rerun.scores == scored.scores
     assert scored.scores["perplexity"] > 0
+
+
+def test_a_run_just_trained_is_scored_by_adapter_without_loading_it(
+        tiny_llama: Path, tmp_path: Path, cache: Path, loads: list[str],
+        passes: list[str]) -> None:
+    """Training remembers the weights it saved (their scoring form): `--adapter RUN` then
+    looks up what the run's own evaluation scored, and loads nothing."""
+    config = tiny_run_config(tiny_llama, tmp_path, name="a", max_steps=3, lr=5e-2,
+                             eval_every=0)
+    result = tunelab.train(config)
+    assert result.evaluation is not None
+    ran = len(passes)
+    lm = scoring_run_model(result.run_dir)
+    again = evaluate_loaded(lm, run_task(config), System.tuned())
+    assert not lm.loaded and loads == [] and len(passes) == ran > 0
+    assert again.predictions == result.evaluation.predictions
+    assert again.scores == result.evaluation.scores
+    assert lm.fingerprint() == model_fingerprint(RunDir(result.run_dir).scoring_model().model)
 
 
 def test_a_rerun_over_two_processes_loads_no_weights_here_or_in_the_worker(
@@ -99,7 +117,7 @@ def test_a_rerun_over_two_processes_loads_no_weights_here_or_in_the_worker(
     loads the weights (the worker runs in a thread here, so its loads are counted too)."""
     run, config = _train(tiny_llama, tmp_path, "a", 5e-2)
     task = run_task(config)
-    scored = evaluate_loaded(scoring_run_model(run), task, System.tuned())
+    scored = evaluate_loaded(scoring_run_model(run), task, System.tuned())  # training's record
     shares: list[int] = []
     real_score = processes._score
 
@@ -119,7 +137,7 @@ def test_a_rerun_over_two_processes_loads_no_weights_here_or_in_the_worker(
     with EvalProcesses(2, threads=1):
         rerun = evaluate_loaded(again, task, System.tuned())
     assert shares and sum(shares) < len(scored.predictions)  # the worker scored a share
-    assert not again.loaded and loads == [str(run)]  # no load here nor in the worker
+    assert not again.loaded and loads == []  # no load here nor in the worker
     assert rerun.predictions == scored.predictions and rerun.scores == scored.scores
 
 
@@ -164,7 +182,7 @@ def test_changed_weight_files_are_another_key_and_load(
     tensors = load_file(weights)
     save_file({name: tensor * 3 for name, tensor in tensors.items()}, weights)
     lm = scoring_run_model(run)
-    assert lm.loaded and loads == [str(run), str(run)]
+    assert lm.loaded and loads == [str(run)]  # the files training recorded changed: a load
     after = evaluate_loaded(lm, task, System.tuned())
     assert after.scores["perplexity"] != before.scores["perplexity"]
 
@@ -291,3 +309,42 @@ def test_a_failed_check_leaves_the_model_as_loaded(
     with pytest.raises(TunelabError):
         deferred.model  # noqa: B018  (the load, and its check)
     assert deferred.loaded and deferred.fingerprint() == model_fingerprint(deferred.model)
+
+
+def test_a_file_changed_while_the_model_loads_is_not_remembered(
+        tiny_llama: Path, tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key is taken again after the load: weights read from files that changed meanwhile
+    are not recorded under the files' earlier content (a rerun then loads again)."""
+    folder = tmp_path / "base"
+    shutil.copytree(tiny_llama, folder)
+    recipe = BaseRecipe(ModelConfig(name=str(folder)), None, None)
+    store = KnownWeights.default()
+    assert store is not None
+    key = store.key(recipe)
+    real = BaseRecipe.load
+
+    def load_then_change(self: BaseRecipe) -> Any:  # Any: a LoadedModel
+        lm = real(self)
+        config = folder / "generation_config.json"
+        config.write_text(config.read_text().replace("{", '{"repetition_penalty": 2.0, ', 1))
+        return lm
+    monkeypatch.setattr(BaseRecipe, "load", load_then_change)
+    assert known_weights.scoring(recipe).loaded
+    assert key is not None and store.fingerprint(key) is None
+    assert known_weights.scoring(recipe).loaded  # the changed files: no record yet either
+
+
+def test_damaged_weights_or_config_values_are_one_line(
+        tiny_llama: Path, tmp_path: Path, cache: Path) -> None:
+    run, _ = _train(tiny_llama, tmp_path, "a", 5e-2)
+    weights = run / "adapter" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    with pytest.raises(TunelabError, match="cannot be applied"):
+        evaluate_loaded(scoring_run_model(run), run_task(tiny_run_config(tiny_llama, tmp_path)),
+                        System.tuned())
+    folder = tmp_path / "base"
+    shutil.copytree(tiny_llama, folder)
+    config = folder / "config.json"
+    config.write_text(config.read_text().replace('"hidden_size": 16', '"hidden_size": "abc"'))
+    with pytest.raises(TunelabError, match="holds a value it cannot take"):
+        BaseRecipe(ModelConfig(name=str(folder)), None, None).load()

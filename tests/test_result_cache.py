@@ -276,3 +276,25 @@ def test_a_run_is_scored_merged_and_adapter_scoring_looks_up_its_own_evaluation(
     assert len(passes) == ran  # looked up, every item
     assert again.predictions == result.evaluation.predictions
     assert again.scores == result.evaluation.scores
+
+
+def test_the_model_and_generation_settings_of_its_folder_are_part_of_the_model(
+        tiny_llama: Path, tmp_path: Path, results: ResultCache, ran: list[int]) -> None:
+    """The same weights under another generation config (a repetition penalty `generate`
+    applies) or another model config (a norm's epsilon) write other text: never looked up
+    from the plain folder's answers."""
+    plain = load_model(ModelConfig(name=str(tiny_llama)))
+    _sharpen(plain.model, 0)
+    prompts = _prompts(plain)
+    first = generate(plain.model, plain.tokenizer, prompts, GREEDY, results=results)
+    penalised = load_model(ModelConfig(name=str(tiny_llama)))
+    penalised.model.load_state_dict(plain.model.state_dict())
+    penalised.model.generation_config.repetition_penalty = 50.0
+    text = generate(penalised.model, penalised.tokenizer, prompts, GREEDY, results=results)
+    assert ran == [4, 4] and text != first  # ran, and wrote something else
+    assert model_fingerprint(penalised.model) != model_fingerprint(plain.model)
+    eps = load_model(ModelConfig(name=str(tiny_llama)))
+    eps.model.load_state_dict(plain.model.state_dict())
+    assert model_fingerprint(eps.model) == model_fingerprint(plain.model)  # the same function
+    eps.model.config.rms_norm_eps = 0.5
+    assert model_fingerprint(eps.model) != model_fingerprint(plain.model)

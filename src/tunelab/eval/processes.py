@@ -31,8 +31,9 @@ from tunelab.core.deferred import torch  # imported when a share is scored
 from tunelab.core.errors import TunelabError
 from tunelab.eval.output_types import Outputs, Request, get_output_type
 from tunelab.eval.output_types.base import Framing
+from tunelab.eval.result_cache import ResultCache
 from tunelab.eval.shard import Shard, merged
-from tunelab.models.known_weights import scoring
+from tunelab.models.known_weights import OtherWeights, scoring
 from tunelab.models.loader import places_on_gpu
 
 if TYPE_CHECKING:
@@ -79,6 +80,8 @@ class Share:
     system: str
     framing: Framing | None
     first_index: int
+    cached: bool = True
+    """Whether the items are looked up in the result cache (the request's `results`)."""
 
 
 @dataclass
@@ -183,7 +186,7 @@ class EvalProcesses:
         for (start, end), (_, connection) in zip(bounds[1:], self._workers, strict=True):
             connection.send(Share(recipe, fingerprint, request.task, request.records[start:end],
                                   request.pool, request.shots, request.system, request.framing,
-                                  request.first_index + start))
+                                  request.first_index + start, request.results is not None))
         start, end = bounds[0]
         threads = torch.get_num_threads()
         torch.set_num_threads(self.threads)  # while the workers run too (not while training)
@@ -222,7 +225,7 @@ def _serve(connection: Connection, threads: int) -> None:
     while (share := connection.recv()) is not None:
         try:
             connection.send(_score(share, models))
-        except ModelChanged:
+        except (ModelChanged, OtherWeights):  # not the weights asked for: scored there
             connection.send(None)
         except TunelabError as err:
             connection.send(Failure(str(err), True))
@@ -232,12 +235,13 @@ def _serve(connection: Connection, threads: int) -> None:
 
 def _score(share: Share, models: OrderedDict[str, LoadedModel]) -> Outputs:
     key = repr(share.recipe)  # recipes hold configs (unhashable); their repr names them
-    lm = models.pop(key, None) or scoring(share.recipe)  # deferred where its weights are known
+    lm = models.pop(key, None) or scoring(share.recipe, share.fingerprint)  # loaded if a miss
     models[key] = lm
     while len(models) > KEPT_MODELS:
         models.popitem(last=False)
     if lm.fingerprint() != share.fingerprint:
         raise ModelChanged
     request = Request(lm, share.task, share.records, share.pool, share.shots, share.system,
-                      share.framing, first_index=share.first_index)
+                      share.framing, first_index=share.first_index,
+                      results=ResultCache.default() if share.cached else None)
     return get_output_type(share.task.output_type).run(request)

@@ -30,6 +30,7 @@ from tunelab.eval.output_types import (
     warn_dropped,
 )
 from tunelab.eval.processes import run_request, run_requests
+from tunelab.eval.result_cache import ResultCache
 from tunelab.eval.shard import Shard
 from tunelab.eval.tasks import TaskItems, check_task, read_task
 from tunelab.models import LoadedModel
@@ -132,13 +133,15 @@ def evaluate_versions(
 
 
 def _outputs(lm: LoadedModel, task: TaskConfig, records: list[Record], shots: int,
-             pool: Sequence[Record], system: System, framing: Framing | None, first: int
-             ) -> Outputs:
-    """The output type's outputs for `records`, the first of which is split item `first`."""
+             pool: Sequence[Record], system: System, framing: Framing | None, first: int,
+             cached: bool = True) -> Outputs:
+    """The output type's outputs for `records`, the first of which is split item `first`
+    (`cached`: looked up in the result cache where they are there)."""
     output_type = get_output_type(task.output_type)
     output_type.check_shots(shots)
     request = Request(lm, task, records, list(pool), shots, system.label,
-                      framing or Framing.of(task), first_index=first)
+                      framing or Framing.of(task), first_index=first,
+                      results=ResultCache.default() if cached else None)
     outputs = run_request(output_type, request)  # shared by --nproc's processes, if any
     for row in outputs.rows:
         row["index"] += first
@@ -181,6 +184,7 @@ def evaluate_loaded(
     limit: int | None = None,
     bootstrap: int | None = None,
     items: TaskItems | None = None,
+    cached: bool = True,
 ) -> EvalResult:
     """Score `lm` on the task's split; predictions are kept per example.
 
@@ -190,13 +194,15 @@ def evaluate_loaded(
         limit: score the first N items of the split.
         bootstrap: resamples for confidence intervals (default: eval.bootstrap; 0: none).
         items: the task's data as `read_task` read and checked it (default: read here).
+        cached: look items up in the result cache (False: the model computes every one, as
+            an export's check must: the artefact itself answers).
     """
     start = time.perf_counter()
     k = shots or 0
     get_output_type(task.output_type).check_shots(k)
     items = _read(task, items)
     records = items.scored(limit)
-    outputs = _outputs(lm, task, records, k, items.pool(k), system, items.framing, 0)
+    outputs = _outputs(lm, task, records, k, items.pool(k), system, items.framing, 0, cached)
     return _result(lm, task, len(records), outputs, k, system, bootstrap, start)
 
 

@@ -1,11 +1,12 @@
 """What a model computes, as a short digest: the key under which its evaluation results are
 kept (eval/result_cache.py), so a cached answer can only come from the same function.
 
-The digest covers every parameter and buffer (names, dtypes, shapes, devices and bytes) and the
-state a peft wrapper keeps outside its tensors: which adapters are active, whether adapters are
-disabled or merged, and each LoRA layer's scaling. Two adapters on one base, the same adapter
-with its layers disabled, or a run's weights after one more optimizer step all give different
-digests.
+The digest covers every parameter and buffer (names, dtypes, shapes, devices and bytes), the
+model's config and generation config (what the tensors do not say: a norm's epsilon, a
+repetition penalty `generate` applies), and the state a peft wrapper keeps outside its tensors:
+which adapters are active, whether adapters are disabled or merged, and each LoRA layer's
+scaling. Two adapters on one base, the same adapter with its layers disabled, or a run's
+weights after one more optimizer step all give different digests.
 
 Hashing 135M float32 parameters takes about half a second, so each tensor's digest is kept with
 the tensor's version counter and storage address: an in-place update (an optimizer step,
@@ -19,9 +20,14 @@ adapter) bumps no counter: whatever writes weights that way calls `forget_digest
 from __future__ import annotations
 
 import hashlib
+import json
 from itertools import chain
 
 from tunelab.core.deferred import torch  # imported when a model is fingerprinted
+
+SETTINGS_NOT_COMPUTED = frozenset({"transformers_version", "use_cache", "dtype", "torch_dtype",
+                                   "output_attentions", "output_hidden_states", "return_dict"})
+"""Config keys that change no output (the tensors carry the dtype)."""
 
 DIGEST_ATTRIBUTE = "_tunelab_digest"
 """Where a tensor keeps its last digest and the state it was taken in (it lives and dies with
@@ -62,13 +68,25 @@ def _adapter_state(model: torch.nn.Module) -> list[tuple[object, ...]]:
     state: list[tuple[object, ...]] = []
     for name, module in model.named_modules():
         active = getattr(module, "active_adapters", None)
-        if active is None:  # not a peft model or tuner layer
-            continue
+        if active is None or callable(active):  # not a peft model or tuner layer (a plain
+            continue  # transformers model has a method of that name)
         scaling = getattr(module, "scaling", None)
         state.append((name, repr(active), repr(getattr(module, "disable_adapters", None)),
                       repr(getattr(module, "merged_adapters", None)),
                       repr(sorted(scaling.items())) if isinstance(scaling, dict) else ""))
     return state
+
+
+def _settings(config: object) -> str:
+    """A transformers config's settings as JSON (a model's: norms' epsilon, rope, ...; a
+    generation config's: repetition penalty, ...), without what names or dates it (its
+    folder, the transformers version) or what only training switches (`use_cache`)."""
+    to_dict = getattr(config, "to_dict", None)
+    if to_dict is None:
+        return ""
+    settings = {key: value for key, value in to_dict().items()
+                if not key.startswith("_") and key not in SETTINGS_NOT_COMPUTED}
+    return json.dumps(settings, sort_keys=True, default=repr)
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -77,6 +95,8 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     digest.update(type(model).__name__.encode())
     config = getattr(model, "config", None)
     digest.update(repr(getattr(config, "_attn_implementation", None)).encode())
+    digest.update(_settings(config).encode())
+    digest.update(_settings(getattr(model, "generation_config", None)).encode())
     for name, tensor in chain(model.named_parameters(), model.named_buffers()):
         digest.update(name.encode())
         digest.update(tensor_digest(tensor))

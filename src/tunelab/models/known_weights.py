@@ -16,7 +16,12 @@ scoring, its weights' fingerprint is remembered under a key made of:
 - the versions of the libraries that turn those files into tensors, and a stamp of tunelab's
   own code (its files' sizes and times: an edited loader is another key);
 - where the weights are computed (`machine`: a GPU's name, else the CPU's model and
-  instruction set, and torch's threads): an adapter merged into the base rounds by both.
+  instruction set): an adapter merged into the base may round otherwise on another device.
+
+A fingerprint is remembered only where no file changed while the recipe loaded (the key is
+taken again after the load), and training remembers its run's scoring form as it saves it
+(`remember_loaded`), so the run's first `--adapter` evaluation, whose items the run's own
+evaluation cached, loads nothing either.
 
 Asked for the same recipe again, `scoring` returns a deferred `LoadedModel`: its tokenizer,
 the remembered fingerprint, and weights that load on first use, which is never where every
@@ -34,7 +39,7 @@ import importlib.metadata
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
@@ -129,45 +134,67 @@ class KnownWeights:
         with closing(self._connect()) as connection, connection:
             connection.execute("DELETE FROM weights WHERE key = ?", (key,))
 
-    def check(self, key: str, known: str, recipe: Recipe, model: torch.nn.Module) -> None:
-        """Stop where the weights `recipe` loaded now are not the ones remembered for it."""
-        if model_fingerprint(model) != known:
-            self.forget(key)
-            raise TunelabError(f"{recipe}: the weights loaded now differ from those the result "
+
+class OtherWeights(TunelabError):
+    """The weights a deferred model loaded are not the ones it was known to have."""
+
+
+def deferred_model(recipe: Recipe, fingerprint: str,
+                   on_other: Callable[[], object] = lambda: None) -> LoadedModel:
+    """`recipe`'s model with its weights known to be `fingerprint`, loaded on first use and
+    checked then: other weights call `on_other` and raise OtherWeights (results looked up
+    under `fingerprint` may not be theirs)."""
+    def check(model: torch.nn.Module) -> None:
+        if model_fingerprint(model) != fingerprint:
+            on_other()
+            raise OtherWeights(f"{recipe}: the weights loaded now differ from those the result "
                                "cache recorded for the same files, so results it looked up may "
                                "not be this model's; the record is dropped: run the command "
                                "again")
+    tokenizer, path, kind = recipe.without_weights()
+    return LoadedModel.deferred(tokenizer, path, kind, recipe, fingerprint, check)
 
 
-def scoring(recipe: Recipe) -> LoadedModel:
+def scoring(recipe: Recipe, expected: str | None = None) -> LoadedModel:
     """`recipe.load()`, or where the result cache knows which weights it loads, a deferred
-    model whose weights load on first use (see module doc). A kind whose loaded model is more
-    than its files (a classification head drawn at load) loads as before, without a key."""
-    store = KnownWeights.default()
-    if store is None or not recipe.model_kind().weights_are_files:
+    model whose weights load on first use (see module doc). `expected`: the fingerprint
+    another process loaded the recipe with (a worker of `--nproc` takes its share's), deferred
+    on it without a key. A kind whose loaded model is more than its files (a classification
+    head drawn at load) loads as before."""
+    if not recipe.model_kind().weights_are_files:
         return recipe.load()
-    key = store.key(recipe)
-    known = store.fingerprint(key) if key is not None else None
-    if key is not None and known is not None:
-        tokenizer, path, kind = recipe.without_weights()
-        return LoadedModel.deferred(tokenizer, path, kind, recipe, known,
-                                    partial(store.check, key, known, recipe))
+    if expected is not None:
+        return deferred_model(recipe, expected)
+    store = KnownWeights.default()
+    key = store.key(recipe) if store is not None else None
+    if store is None or key is None:
+        return recipe.load()
+    known = store.fingerprint(key)
+    if known is not None:
+        return deferred_model(recipe, known, partial(store.forget, key))
     lm = recipe.load()
-    if key is not None:
+    if store.key(recipe) == key:  # no file changed while it loaded
         store.remember(key, model_fingerprint(lm.model))
     return lm
 
 
+def remember_loaded(recipe: Recipe, model: torch.nn.Module) -> None:
+    """Remember `model` (in memory, just saved: a run's scoring form after training) as what
+    `recipe` loads, so the run's first evaluation by `--adapter` loads nothing either."""
+    store = KnownWeights.default()
+    if store is not None and recipe.model_kind().weights_are_files \
+            and (key := store.key(recipe)) is not None:
+        store.remember(key, model_fingerprint(model))
+
+
 def machine() -> str:
     """Where a recipe's weights are computed: the device (a GPU's name, else the CPU's model
-    and instruction set) and torch's threads. A merge's products round by both, so weights
-    merged on another machine are another key (and a GPU's weights never answer for a CPU's)."""
+    and instruction set). A merge's products may round otherwise on another one, so weights
+    merged there are another key (and a GPU's weights never answer for a CPU's)."""
     if places_on_gpu():
-        device = torch.cuda.get_device_name(torch.cuda.current_device())
-    else:
-        cpu = CpuFeatures.here()
-        device = f"{cpu.name} {cpu.kind}"
-    return f"{device}, {torch.get_num_threads()} threads"
+        return torch.cuda.get_device_name(torch.cuda.current_device())
+    cpu = CpuFeatures.here()
+    return f"{cpu.name} {cpu.kind}"
 
 
 def code_stamp() -> str:

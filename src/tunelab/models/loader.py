@@ -67,6 +67,9 @@ class BaseRecipe:
     labels: tuple[str, ...] | None
     kind: str | None
 
+    def __str__(self) -> str:
+        return f"model '{self.config.name}'"
+
     def load(self) -> LoadedModel:
         return load_model(self.config, self.labels, self.kind)
 

@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from tunelab.config import ModelConfig
-from tunelab.core.deferred import torch, transformers
+from tunelab.core.deferred import deferred, torch, transformers
 from tunelab.core.errors import TunelabError
 from tunelab.models.builtin import BUILTIN_MODELS, builtin_model_dir
 
 if TYPE_CHECKING:
+    from huggingface_hub import errors as hub_errors
     from transformers import PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+else:  # read only when a load fails
+    hub_errors = deferred("huggingface_hub.errors")
 
 
 def resolve_model_dir(name: str) -> str:
@@ -106,9 +109,14 @@ def load_pretrained(config: ModelConfig, auto_class: str, kind: str, kinds: Sequ
             f"model '{config.name}': could not load it from the hub{hint}; "
             f"use a local directory or a built-in model ({', '.join(BUILTIN_MODELS)})"
         ) from err
-    except ValueError as err:
+    except (ValueError, hub_errors.StrictDataclassError) as err:
         if "Unrecognized configuration class" not in str(err):
-            raise
+            if not Path(source).exists():
+                raise
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise TunelabError(f"model '{config.name}': {source} cannot be loaded ({first}); "
+                               "a file of the model directory holds a value it cannot take "
+                               "(config.json?)") from None
         raise TunelabError(
             f"model '{config.name}': {auto_class} cannot load it, so it is not a {kind} "
             f"model; set model.kind to what it is ({', '.join(kinds)})"

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from tunelab.config import RunConfig, from_dict, load_yaml, to_dict
-from tunelab.core.deferred import torch
+from tunelab.core.deferred import deferred, torch
 from tunelab.core.errors import TunelabError
 from tunelab.methods import get_method
 from tunelab.methods.base import Method
@@ -44,7 +44,10 @@ from tunelab.runs.start import Start, start_for
 from tunelab.runs.system import System, slug
 
 if TYPE_CHECKING:
+    import safetensors
     from transformers import PreTrainedTokenizerBase
+else:  # read only when a load fails
+    safetensors = deferred("safetensors")
 
 
 @dataclass(frozen=True)
@@ -431,7 +434,8 @@ class RunDir:
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise TunelabError(f"{damaged_file(weights)}: a damaged file in the trained "
                                f"weights ({err}); train the run again") from None
-        except (RuntimeError, ValueError, KeyError, OSError, TypeError) as err:
+        except (RuntimeError, ValueError, KeyError, OSError, TypeError,
+                safetensors.SafetensorError) as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
             raise TunelabError(f"{weights}: cannot be applied to {config.model.name} ({first}); "
                                "the run was trained on another base model (pass that one with "
@@ -461,6 +465,9 @@ class RunRecipe:
     root: str
     base: str | None
     scoring: bool = False
+
+    def __str__(self) -> str:
+        return f"run {self.root}" + (f" on {self.base}" if self.base else "")
 
     def load(self) -> LoadedModel:
         run = RunDir(Path(self.root))

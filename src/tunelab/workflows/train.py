@@ -41,6 +41,7 @@ from tunelab.methods import get_method, trainable_parameters
 from tunelab.methods.base import Method, ParameterCount, directory_size, parse_options
 from tunelab.models import LoadedModel, get_kind
 from tunelab.models.kinds import ModelKind
+from tunelab.models.known_weights import remember_loaded
 from tunelab.report.markdown import write_run_report
 from tunelab.report.run_page import write_html_report
 from tunelab.runs import RunDir, System
@@ -293,6 +294,7 @@ def _train(plan: RunPlan, run: RunDir, resume: bool, evaluate_after: bool,
 
     lm.model = scoring_form(method, model)  # saved: merged now where the method merges
     lm.recipe = RunRecipe(str(run.root), None, scoring=True)  # what --nproc's workers load
+    remember_loaded(lm.recipe, lm.model)  # `--adapter RUN` then loads nothing where all is cached
     evaluations = evaluate_tasks(lm, plan, run, prepared, shard) if evaluate_after else {}
     evaluation = None if config.is_mixture else evaluations.get(config.name)
     if config.is_mixture and evaluate_after:
