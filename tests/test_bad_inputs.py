@@ -345,3 +345,17 @@ def test_named_format_fields_still_render(tiny_llama: Path, tmp_path: Path,
     assert shown is not None, out
     record = json.loads(REVIEWS.read_text().splitlines()[int(shown.group(1)) - 1])
     assert f"Review: {record['text']}\nSentiment:⟦ {record['label']}" in out, out
+
+
+def test_a_librarys_error_is_quoted_by_what_it_says() -> None:
+    """A library error whose first line only introduces the next (torch's state_dict errors)
+    is quoted with that next line; an empty one by its type."""
+    from tunelab.core.errors import first_line
+
+    mismatch = RuntimeError("Error(s) in loading state_dict for PeftModelForCausalLM:\n\t"
+                            "size mismatch for lora_A.weight: copying a param with shape [4, 16]")
+    assert first_line(mismatch) == ("Error(s) in loading state_dict for PeftModelForCausalLM: "
+                                    "size mismatch for lora_A.weight: copying a param with shape "
+                                    "[4, 16]")
+    assert first_line(ValueError("bad value\nmore detail")) == "bad value"
+    assert first_line(KeyError()) == "KeyError" and len(first_line(OSError("x" * 500))) == 200

@@ -19,3 +19,14 @@ class DivergedError(TunelabError):
     was valid, the run failed."""
 
     exit_code = 1
+
+
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """What a library's error says, in one line of at most `limit` characters: its first line,
+    and the next where the first only introduces it ("Error(s) in loading state_dict for
+    ...:"); the error's type where it says nothing."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    said = lines[0] if not lines[0].endswith(":") or len(lines) == 1 else f"{lines[0]} {lines[1]}"
+    return said[:limit]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, cast
 
 from tunelab.config import ModelConfig
 from tunelab.core.deferred import deferred, torch, transformers
-from tunelab.core.errors import TunelabError
+from tunelab.core.errors import TunelabError, first_line
 from tunelab.models.builtin import BUILTIN_MODELS, builtin_model_dir
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ def load_pretrained(config: ModelConfig, auto_class: str, kind: str, kinds: Sequ
         )
     except OSError as err:
         if Path(source).exists():
-            first = (str(err).strip().splitlines() or ["unreadable"])[0][:200]
+            first = first_line(err)
             raise TunelabError(f"model '{config.name}': {source} cannot be loaded ({first}); "
                                "the model directory is incomplete or damaged") from None
         hint = " (HF_HUB_OFFLINE=1 is set)" if offline else ""
@@ -113,7 +113,7 @@ def load_pretrained(config: ModelConfig, auto_class: str, kind: str, kinds: Sequ
         if "Unrecognized configuration class" not in str(err):
             if not Path(source).exists():
                 raise
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            first = first_line(err)
             raise TunelabError(f"model '{config.name}': {source} cannot be loaded ({first}); "
                                "a file of the model directory holds a value it cannot take "
                                "(config.json?)") from None

@@ -27,7 +27,7 @@ from safetensors import safe_open
 
 from tunelab.config import ModelConfig, RunConfig, TrainTaskConfig
 from tunelab.core.deferred import torch
-from tunelab.core.errors import TunelabError
+from tunelab.core.errors import TunelabError, first_line
 from tunelab.data.training_tasks import training_tasks
 from tunelab.methods import get_method
 from tunelab.methods.base import Method, parse_options
@@ -88,7 +88,7 @@ class Combination:
             model.add_weighted_adapter(adapters, weights, name, combination_type=self.name,
                                        density=density)
         except ValueError as err:  # peft's own refusal, in one line
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            first = first_line(err)
             raise TunelabError(f"--how {self.name}: peft cannot combine these adapters "
                                f"({first})") from None
 

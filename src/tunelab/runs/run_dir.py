@@ -32,7 +32,7 @@ import yaml
 
 from tunelab.config import RunConfig, from_dict, load_yaml, to_dict
 from tunelab.core.deferred import deferred, torch
-from tunelab.core.errors import TunelabError
+from tunelab.core.errors import TunelabError, first_line
 from tunelab.methods import get_method
 from tunelab.methods.base import Method
 from tunelab.models import LoadedModel
@@ -436,7 +436,7 @@ class RunDir:
                                f"weights ({err}); train the run again") from None
         except (RuntimeError, ValueError, KeyError, OSError, TypeError,
                 safetensors.SafetensorError) as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            first = first_line(err)
             raise TunelabError(f"{weights}: cannot be applied to {config.model.name} ({first}); "
                                "the run was trained on another base model (pass that one with "
                                "--model) or its files are damaged") from None

@@ -35,7 +35,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tunelab.config import RunConfig, load_run_config
-from tunelab.core.errors import TunelabError
+from tunelab.core.errors import TunelabError, first_line
 from tunelab.data.training_tasks import run_task
 from tunelab.runs import TuneDir
 from tunelab.studies.baselines import baseline_shots
@@ -185,7 +185,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
                                               heartbeat_interval=HEARTBEAT_S,
                                               grace_period=GRACE_S)
     except Exception as err:  # SQLAlchemy and its drivers raise many types for a bad URL
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        reason = first_line(err, 1000)
         raise TunelabError(f"--storage {url}: cannot be opened ({reason[:200]}); give a "
                            "database URL that opens, e.g. sqlite:///tune/study.sqlite") from None
 
@@ -280,7 +280,7 @@ class TrialObjective:
             result = train(config, evaluate_after=False,
                            on_eval=ValidationWatch(curve.hear, metric=curve.metric is not None))
         except Exception as err:
-            trial.set_user_attr("error", (str(err).splitlines() or [type(err).__name__])[0][:300])
+            trial.set_user_attr("error", first_line(err, 300))
             raise
         finally:
             trial.set_user_attr("seconds", time.perf_counter() - start)
