@@ -348,3 +348,15 @@ def test_damaged_weights_or_config_values_are_one_line(
     config.write_text(config.read_text().replace('"hidden_size": 16', '"hidden_size": "abc"'))
     with pytest.raises(TunelabError, match="holds a value it cannot take"):
         BaseRecipe(ModelConfig(name=str(folder)), None, None).load()
+
+
+def test_a_damaged_adapter_config_is_one_line_before_the_base_loads(
+        tiny_llama: Path, tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run, _ = _train(tiny_llama, tmp_path, "a", 5e-2)
+    (run / "adapter" / "adapter_config.json").write_text('{"r": 4,')
+
+    def no_base(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the base loaded before the damaged file was found")
+    monkeypatch.setattr("tunelab.runs.start.load_model", no_base)
+    with pytest.raises(TunelabError, match=r"adapter_config.json: a damaged file in the trained"):
+        scoring_run_model(run)

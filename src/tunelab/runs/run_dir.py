@@ -428,12 +428,10 @@ class RunDir:
         if not weights.exists():
             raise TunelabError(f"{self.root}: no trained weights in {weights}; did training "
                                "finish?")
+        check_json_files(weights)  # before the base loads
         lm = self.start(config).base(config)  # the base, or the run model.init_from names
         try:
             lm.model = method.load(lm.model, weights)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise TunelabError(f"{damaged_file(weights)}: a damaged file in the trained "
-                               f"weights ({err}); train the run again") from None
         except (RuntimeError, ValueError, KeyError, OSError, TypeError,
                 safetensors.SafetensorError) as err:
             first = first_line(err)
@@ -490,14 +488,15 @@ class RunRecipe:
         return BaseRecipe(config.model, tuple(config.eval.labels or ()), None)
 
 
-def damaged_file(weights: Path) -> Path:
-    """The JSON file in a weights folder that does not parse (the folder when all do)."""
+def check_json_files(weights: Path) -> None:
+    """One line naming the JSON file of a weights folder that does not parse (a damaged
+    adapter_config.json), before anything loads."""
     for path in sorted(weights.glob("*.json")) if weights.is_dir() else []:
         try:
             json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return path
-    return weights
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise TunelabError(f"{path}: a damaged file in the trained weights ({err}); train "
+                               "the run again") from None
 
 
 def read_config(run_dir: str | Path) -> RunConfig:
