@@ -73,9 +73,9 @@ class LoadedModel:
     """A model and its tokenizer, as a kind loaded them; the weights may load on first use.
 
     Where the result cache already knows which weights a recipe loads
-    (models/known_weights.py: `scoring`), the model is `deferred`: its tokenizer is here, its fingerprint is known, and
-    `model` loads the weights only when something asks for them (an item the cache lacks).
-    A rerun whose every item is cached then loads no weights at all."""
+    (models/known_weights.py: `scoring`), the model is `deferred`: its tokenizer is here, its
+    fingerprint is known, and `model` loads the weights only when something asks for them (an
+    item the cache lacks). A rerun whose every item is cached then loads no weights at all."""
 
     def __init__(self, model: torch.nn.Module | None, tokenizer: PreTrainedTokenizerBase,
                  path: str, kind: ModelKind | None = None, recipe: Recipe | None = None,

@@ -171,7 +171,7 @@ def load_checkpoint(
     try:
         weights = load_file(str(source / "trainable.safetensors"))
     except (OSError, ValueError, RuntimeError, SafetensorError) as err:
-        raise TunelabError(f"{where}/trainable.safetensors: unreadable ({first_line(err, 160)}); the "
+        raise TunelabError(f"{where}/trainable.safetensors: unreadable ({first_line(err)}); the "
                            "checkpoint is damaged: start the run again without --resume "
                            "(delete the run directory first)") from None
     params = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -182,10 +182,10 @@ def load_checkpoint(
         extra = torch.load(source / "training_state.pt", weights_only=True)
     except pickle.UnpicklingError as err:
         raise TunelabError(f"{where}/training_state.pt: refused, it holds objects a plain "
-                           f"checkpoint does not ({first_line(err, 160)}); loading it could run "
+                           f"checkpoint does not ({first_line(err)}); loading it could run "
                            "code: do not resume from a run directory you did not write") from None
     except (OSError, RuntimeError, EOFError, ValueError) as err:
-        raise TunelabError(f"{where}/training_state.pt: unreadable ({first_line(err, 160)}); the "
+        raise TunelabError(f"{where}/training_state.pt: unreadable ({first_line(err)}); the "
                            "checkpoint is damaged: start the run again without --resume "
                            "(delete the run directory first)") from None
     try:
@@ -195,6 +195,6 @@ def load_checkpoint(
         scheduler.load_state_dict(extra["scheduler"])
         set_rng_state(extra["rng"])
     except (OSError, KeyError, TypeError, ValueError) as err:
-        raise TunelabError(f"{where}: not a checkpoint of this run ({first_line(err, 160)}); start "
+        raise TunelabError(f"{where}: not a checkpoint of this run ({first_line(err)}); start "
                            "the run again without --resume") from None
     return loop
