@@ -69,3 +69,18 @@ def model_passes(monkeypatch: Any, functions: Any) -> list[str]:
             return _real(*args, **kwargs)
         monkeypatch.setattr(module, name, counted)
     return passes
+
+
+def prompts_run(monkeypatch: Any) -> list[int]:
+    """The number of prompts of each generation that ran through the model (not looked up in
+    the result cache). Any: pytest's monkeypatch."""
+    from tunelab.eval import generation
+
+    count: list[int] = []
+    real = generation._generate
+
+    def counted(prompts: Any, *args: Any) -> Any:  # Any: _generate's own arguments
+        count.append(len(prompts))
+        return real(prompts, *args)
+    monkeypatch.setattr(generation, "_generate", counted)
+    return count

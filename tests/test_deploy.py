@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import build_tokenizer
-from helpers import tiny_run_config
+from helpers import prompts_run, tiny_run_config
 
 import tunelab
 from tunelab.cli import main
@@ -297,15 +297,7 @@ def test_the_hf_check_runs_the_export_itself_even_when_every_answer_is_cached(
         learned: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The exported folder generates every item of its check: answers cached for the same
     weights (the run's own evaluation, an earlier export) are not taken as the artefact's."""
-    from tunelab.eval import generation
-
     tunelab.export(learned, "hf", tmp_path / "first")  # every answer now in the cache
-    ran: list[int] = []
-    real = generation._generate
-
-    def counted(prompts: Any, *args: Any) -> Any:  # Any: _generate's own arguments
-        ran.append(len(prompts))
-        return real(prompts, *args)
-    monkeypatch.setattr(generation, "_generate", counted)
+    ran = prompts_run(monkeypatch)
     check = tunelab.export(learned, "hf", tmp_path / "again")
     assert sum(ran) == check.formats[0].n > 0 and check.formats[0].changed == 0

@@ -187,13 +187,18 @@ def test_changed_weight_files_are_another_key_and_load(
     assert after.scores["perplexity"] != before.scores["perplexity"]
 
 
-def test_a_base_model_folder_changed_in_place_is_another_key(
-        tiny_llama: Path, tmp_path: Path, cache: Path, loads: list[str]) -> None:
+def _copied_base(tiny_llama: Path, tmp_path: Path) -> tuple[Path, BaseRecipe, KnownWeights]:
+    """A copy of the tiny model's folder (to change), its recipe and the store."""
     folder = tmp_path / "base"
     shutil.copytree(tiny_llama, folder)
-    recipe = BaseRecipe(ModelConfig(name=str(folder)), None, None)
     store = KnownWeights.default()
     assert store is not None
+    return folder, BaseRecipe(ModelConfig(name=str(folder)), None, None), store
+
+
+def test_a_base_model_folder_changed_in_place_is_another_key(
+        tiny_llama: Path, tmp_path: Path, cache: Path, loads: list[str]) -> None:
+    folder, recipe, store = _copied_base(tiny_llama, tmp_path)
     key = store.key(recipe)
     weights = folder / "model.safetensors"
     tensors = load_file(weights)
@@ -266,7 +271,7 @@ def test_the_recipe_the_libraries_the_code_and_the_machine_are_all_in_the_key(
     keys.add(store.key(BaseRecipe(ModelConfig(name=str(tiny_llama), dtype="bfloat16"), None,
                                   None)))
     with monkeypatch.context() as patched:
-        patched.setattr(known_weights, "_version", lambda name: "0.0.0")
+        patched.setattr(known_weights, "installed_version", lambda name: "0.0.0")
         keys.add(store.key(recipe))
     with monkeypatch.context() as patched:
         patched.setattr(known_weights, "code_stamp", lambda: "edited")
@@ -315,11 +320,7 @@ def test_a_file_changed_while_the_model_loads_is_not_remembered(
         tiny_llama: Path, tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The key is taken again after the load: weights read from files that changed meanwhile
     are not recorded under the files' earlier content (a rerun then loads again)."""
-    folder = tmp_path / "base"
-    shutil.copytree(tiny_llama, folder)
-    recipe = BaseRecipe(ModelConfig(name=str(folder)), None, None)
-    store = KnownWeights.default()
-    assert store is not None
+    folder, recipe, store = _copied_base(tiny_llama, tmp_path)
     key = store.key(recipe)
     real = BaseRecipe.load
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 from eval_helpers import REVIEWS
-from helpers import model_passes, tiny_run_config
+from helpers import model_passes, prompts_run, tiny_run_config
 
 import tunelab
 from tests.conftest import build_tiny_llama
@@ -41,14 +41,7 @@ def results(tmp_path: Path) -> ResultCache:
 @pytest.fixture()
 def ran(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many prompts actually ran through the model (not looked up)."""
-    count: list[int] = []
-    real = generation._generate
-
-    def counted(prompts: Any, *args: Any) -> Any:  # Any: _generate's own arguments
-        count.append(len(prompts))
-        return real(prompts, *args)
-    monkeypatch.setattr(generation, "_generate", counted)
-    return count
+    return prompts_run(monkeypatch)
 
 
 def _sharpen(model: torch.nn.Module, seed: int, only_trainable: bool = False) -> None:

@@ -20,7 +20,6 @@ error categories) read every scorer the same way.
 from __future__ import annotations
 
 import csv
-import importlib.metadata
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,6 +31,7 @@ from typing import ClassVar
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from tunelab.core.deferred import profanity_check
+from tunelab.core.dependencies import installed_version
 from tunelab.core.errors import TunelabError
 from tunelab.eval.result_cache import ResultCache
 
@@ -95,7 +95,7 @@ class Offensive(TextScorer):
         results = ResultCache.default()
         if results is None:
             return run(list(range(len(texts))))
-        scorer = " ".join(f"{name}=={_version(name)}" for name in self.packages)
+        scorer = " ".join(f"{name}=={installed_version(name)}" for name in self.packages)
         return [float(p) for p in results.through_scorer(
             scorer, "offensive", {}, [t.encode("utf-8") for t in texts], run)]
 
@@ -180,14 +180,6 @@ class HarmRates:
     @staticmethod
     def header() -> str:
         return " / ".join(s.flag_name for s in HARM_SCORERS) + " %"
-
-
-@cache
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "-"
 
 
 @cache

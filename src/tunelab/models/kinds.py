@@ -40,6 +40,7 @@ from tunelab.models.pretrained import (
     load_with_head,
     model_config,
     resolve_model_dir,
+    tokenizer_of,
     truncate_layers,
 )
 from tunelab.models.tokens import (
@@ -283,9 +284,7 @@ class ModelKind(ABC):
 
     def tokenizer_alone(self, config: ModelConfig) -> PreTrainedTokenizerBase:
         """The tokenizer `load` gives, without the weights (a deferred model's)."""
-        tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_model_dir(config.name),
-                                                               trust_remote_code=False)
-        ensure_pad_token(tokenizer)
+        tokenizer = tokenizer_of(config.name)
         tokenizer.padding_side = self.padding_side
         return tokenizer
 

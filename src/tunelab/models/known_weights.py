@@ -35,17 +35,17 @@ kind builds more than the saved weights (a classification head), loads as before
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 from tunelab.core.deferred import torch
+from tunelab.core.dependencies import installed_version
 from tunelab.core.errors import TunelabError
 from tunelab.core.machine import CpuFeatures
 from tunelab.core.paths import open_store, results_store
@@ -86,7 +86,7 @@ class KnownWeights:
         files = list(dict.fromkeys(path.resolve() for path in sources))  # a base read twice: once
         digest = hashlib.blake2b(digest_size=20)
         digest.update(repr(recipe).encode())
-        digest.update(repr([(name, _version(name)) for name in LIBRARIES]).encode())
+        digest.update(repr([(name, installed_version(name)) for name in LIBRARIES]).encode())
         digest.update(code_stamp().encode())
         digest.update(machine().encode())
         for path, file_digest in zip(files, self.file_digests(files), strict=True):
@@ -187,6 +187,7 @@ def remember_loaded(recipe: Recipe, model: torch.nn.Module) -> None:
         store.remember(key, model_fingerprint(model))
 
 
+@cache
 def machine() -> str:
     """Where a recipe's weights are computed: the device (a GPU's name, else the CPU's model
     and instruction set). A merge's products may round otherwise on another one, so weights
@@ -197,8 +198,9 @@ def machine() -> str:
     return f"{cpu.name} {cpu.kind}"
 
 
+@cache
 def code_stamp() -> str:
-    """A digest of tunelab's own source files' names, sizes and modification times."""
+    """A digest of tunelab's own source files' names, sizes and times (taken once a process)."""
     root = Path(__file__).parents[1]  # the tunelab package
     digest = hashlib.blake2b(digest_size=16)
     for path in sorted(root.rglob("*.py")):
@@ -220,10 +222,3 @@ def _stat(path: Path) -> tuple[str, bool]:
     found = os.stat(path)
     settled = time.time_ns() - max(found.st_mtime_ns, found.st_ctime_ns) > RECENT_NS
     return f"{found.st_size}:{found.st_mtime_ns}:{found.st_ctime_ns}:{found.st_ino}", settled
-
-
-def _version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "-"

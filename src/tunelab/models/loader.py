@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 
 from tunelab.config import ModelConfig
 from tunelab.core import launch
-from tunelab.core.deferred import torch, transformers
+from tunelab.core.deferred import torch
 from tunelab.models.kinds import MODEL_KINDS, LoadedModel, ModelKind, get_kind
 from tunelab.models.pretrained import (
-    ensure_pad_token,
     model_files,
     resolve_model_dir,
+    tokenizer_of,
     truncate_layers,
 )
 
@@ -94,6 +94,4 @@ def check_kind(config: ModelConfig, kind: str | None = None) -> ModelKind:
 
 def load_tokenizer(config: ModelConfig) -> PreTrainedTokenizerBase:
     """Only the tokenizer (data inspection needs no weights)."""
-    tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_model_dir(config.name), trust_remote_code=False)
-    ensure_pad_token(tokenizer)
-    return tokenizer
+    return tokenizer_of(config.name)

@@ -65,6 +65,14 @@ def model_files(name: str) -> list[Path] | None:
                   if path.is_file() and not path.name.startswith("."))
 
 
+def tokenizer_of(name: str) -> PreTrainedTokenizerBase:
+    """The tokenizer of model `name` alone (no weights), with a pad token."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_model_dir(name),
+                                                           trust_remote_code=False)
+    ensure_pad_token(tokenizer)
+    return tokenizer
+
+
 def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
     """Pad with EOS when the tokenizer has no pad token of its own."""
     if tokenizer.pad_token_id is None:
